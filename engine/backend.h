@@ -1,0 +1,73 @@
+// The compute backend of one rank: runs StepPlans over its shard of the model
+// and of the paged KV store (DESIGN.md §4, §5). Implemented by the CPU backend
+// (reference: fp32 math, bf16 KV storage) and the CUDA backend.
+//
+// The KV store of a rank is one pool per layer group, each
+//   [num_blocks][layers_in_group][2 (K, V)][kv_heads_local][block_size][head_dim]
+// in bf16, K stored before RoPE (attention applies the rotary embedding for the
+// logical position while it reads K, so a block can be shared at any position).
+// Layer groups split the layers into contiguous, near-equal ranges.
+//
+// Thread-compatible: the scheduler thread of the worker calls it.
+#ifndef MEMSHARE_ENGINE_BACKEND_H_
+#define MEMSHARE_ENGINE_BACKEND_H_
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/step_plan.h"
+#include "kvmanager/block_distance.h"
+
+namespace memshare::engine {
+
+struct KvCacheSpec {
+  int32_t num_layer_groups = 1;
+  // First layer of each group, plus the total layer count at the end
+  // (num_layer_groups + 1 entries).
+  std::vector<int32_t> group_layer_begin;
+  int32_t num_blocks = 0;  // per layer group (every group has the same count)
+  int32_t block_size = 16;
+  int32_t kv_heads_local = 0;
+  int32_t head_dim = 0;
+
+  int32_t LayersInGroup(int g) const { return group_layer_begin[g + 1] - group_layer_begin[g]; }
+  int64_t BlockBytes(int g) const {
+    return int64_t{LayersInGroup(g)} * 2 * kv_heads_local * block_size * head_dim * 2;
+  }
+};
+
+// Splits `num_layers` into `groups` contiguous ranges of near-equal size
+// (the first num_layers % groups ranges are one longer).
+inline std::vector<int32_t> SplitLayers(int32_t num_layers, int32_t groups) {
+  std::vector<int32_t> begin(groups + 1, 0);
+  for (int g = 0; g < groups; ++g) {
+    begin[g + 1] = begin[g] + num_layers / groups + (g < num_layers % groups ? 1 : 0);
+  }
+  return begin;
+}
+
+class Backend : public kvmanager::BlockDistance {
+ public:
+  ~Backend() override = default;
+
+  virtual const KvCacheSpec& kv_spec() const = 0;
+  virtual int32_t vocab_size() const = 0;
+
+  // Runs one step: writes K/V of every token in the plan into its slot and
+  // returns the logits asked for. INVALID_ARGUMENT for a plan that does not
+  // fit (block table too short, block id out of range, token id outside the
+  // vocabulary); nothing is written then.
+  virtual absl::Status Forward(const StepPlan& plan, StepOutput* output) = 0;
+
+  // Copies whole blocks (src -> dst) in pool `layer_group`: copy-on-write of
+  // a shared block that must be written.
+  virtual absl::Status CopyBlocks(int layer_group,
+                                  absl::Span<const std::pair<int32_t, int32_t>> src_dst) = 0;
+};
+
+}  // namespace memshare::engine
+
+#endif  // MEMSHARE_ENGINE_BACKEND_H_
