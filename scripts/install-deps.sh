@@ -11,7 +11,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcre2-dev libxxhash-dev
+  libpcre2-dev libxxhash-dev libutf8proc-dev nlohmann-json3-dev libcivetweb-dev
   ca-certificates
 )
 
