@@ -1,0 +1,440 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace memshare::engine {
+
+struct Scheduler::Sequence {
+  uint64_t id = 0;
+  int32_t priority = 0;
+  uint64_t arrival = 0;
+  absl::Time deadline;
+  SequenceKvOptions kv;
+  std::vector<int32_t> tokens;  // prompt, then generated
+  int32_t prompt_len = 0;
+  int32_t num_computed = 0;  // tokens whose KV is in the cache
+  int32_t max_tokens = 0;
+  bool ignore_eos = false;
+  absl::flat_hash_set<int32_t> stop_ids;
+  std::unique_ptr<Sampler> sampler;
+  bool resident = false;    // open in the KV cache (in running_)
+  bool ever_admitted = false;
+  Usage usage;
+
+  int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t generated() const { return num_tokens() - prompt_len; }
+};
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& options,
+                                                             Backend* backend, KvCache* kv) {
+  if (backend == nullptr || kv == nullptr) {
+    return absl::InvalidArgumentError("Scheduler: backend and kv cache are required");
+  }
+  if (options.max_num_batched_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_num_batched_tokens: must be >= 1, got ",
+                                                   options.max_num_batched_tokens));
+  }
+  if (options.max_num_seqs < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_num_seqs: must be >= 1, got ", options.max_num_seqs));
+  }
+  if (options.max_model_len < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_model_len: must be >= 2, got ", options.max_model_len));
+  }
+  if (options.max_prompt_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_prompt_len: must be >= 0, got ", options.max_prompt_len));
+  }
+  const KvCacheSpec& spec = backend->kv_spec();
+  if (spec.block_size != kv->block_size() || spec.num_layer_groups != kv->num_layer_groups() ||
+      spec.num_blocks != kv->num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backend and KV cache disagree: block size ", spec.block_size, " vs ", kv->block_size(),
+        ", layer groups ", spec.num_layer_groups, " vs ", kv->num_layer_groups(), ", blocks ",
+        spec.num_blocks, " vs ", kv->num_blocks()));
+  }
+  for (int32_t id : options.eos_token_ids) {
+    if (id < 0 || id >= backend->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("eos_token_ids: ", id, " is outside [0, ",
+                                                     backend->vocab_size(), ")"));
+    }
+  }
+  const int64_t capacity = kv->num_blocks() * int64_t{kv->block_size()};
+  if (capacity < 2) return absl::InvalidArgumentError("KV pool holds fewer than 2 tokens");
+  return std::unique_ptr<Scheduler>(new Scheduler(options, backend, kv));
+}
+
+Scheduler::Scheduler(const Options& options, Backend* backend, KvCache* kv)
+    : options_(options), backend_(backend), kv_(kv) {
+  // A sequence alone must always fit in the pool, or it could never finish.
+  const int64_t capacity = kv->num_blocks() * int64_t{kv->block_size()};
+  max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
+  max_prompt_len_ = options.max_prompt_len > 0
+                        ? std::min(options.max_prompt_len, max_model_len_ - 1)
+                        : max_model_len_ - 1;
+  eos_.insert(options.eos_token_ids.begin(), options.eos_token_ids.end());
+}
+
+Scheduler::~Scheduler() {
+  for (auto& [id, s] : sequences_) {
+    if (s->resident) kv_->Close(id);
+  }
+}
+
+Scheduler::QueueKey Scheduler::KeyOf(const Sequence& s) const {
+  return QueueKey(-s.priority, s.arrival, s.id);
+}
+
+absl::Status Scheduler::Add(SequenceRequest request) {
+  if (sequences_.contains(request.seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is live"));
+  }
+  const std::vector<int32_t>& prompt = request.prompt_token_ids;
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+  const int32_t vocab = backend_->vocab_size();
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "]: must be in [0, ",
+                                                     vocab, "), got ", prompt[i]));
+    }
+  }
+  if (static_cast<int64_t>(prompt.size()) > max_prompt_len_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt: ", prompt.size(), " tokens is longer than the limit of ", max_prompt_len_,
+        " tokens (max_model_len ", max_model_len_, " includes at least one generated token)"));
+  }
+  SamplingLimits limits = options_.sampling_limits;
+  limits.vocab_size = vocab;
+  if (absl::Status s = ValidateSamplingParams(request.sampling, limits); !s.ok()) return s;
+
+  Sampler::Options sampler_options;
+  sampler_options.params = request.sampling;
+  sampler_options.vocab_size = vocab;
+  absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sampler_options, prompt);
+  if (!sampler.ok()) return sampler.status();
+
+  auto seq = std::make_unique<Sequence>();
+  seq->id = request.seq_id;
+  seq->priority = request.priority;
+  seq->arrival = next_arrival_++;
+  seq->deadline = request.deadline;
+  seq->kv = std::move(request.kv);
+  seq->kv.prompt_len = static_cast<int32_t>(prompt.size());
+  seq->prompt_len = static_cast<int32_t>(prompt.size());
+  seq->tokens = std::move(request.prompt_token_ids);
+  seq->max_tokens = request.sampling.max_tokens;
+  seq->ignore_eos = request.sampling.ignore_eos;
+  seq->stop_ids.insert(request.sampling.stop_token_ids.begin(),
+                       request.sampling.stop_token_ids.end());
+  seq->sampler = std::move(*sampler);
+  seq->usage.prompt_tokens = seq->prompt_len;
+  waiting_.insert(KeyOf(*seq));
+  sequences_[seq->id] = std::move(seq);
+  RefreshWaitingStats();
+  return absl::OkStatus();
+}
+
+void Scheduler::Preempt(Sequence* s) {
+  kv_->Close(s->id);
+  s->resident = false;
+  s->num_computed = 0;
+  running_.erase(std::find(running_.begin(), running_.end(), s));
+  waiting_.insert(KeyOf(*s));
+  ++stats_.preemptions;
+}
+
+SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status status) {
+  SequenceOutput out;
+  out.seq_id = s->id;
+  out.finished = true;
+  out.finish_reason = reason;
+  out.status = std::move(status);
+  if (s->resident) {
+    UpdatePeaks(s);
+    s->usage.shared_blocks =
+        std::max(s->usage.shared_blocks, kv_->sequence_usage(s->id).remapped_blocks);
+    kv_->Close(s->id);
+    running_.erase(std::find(running_.begin(), running_.end(), s));
+  } else {
+    waiting_.erase(KeyOf(*s));
+  }
+  s->usage.completion_tokens = s->generated();
+  out.usage = s->usage;
+  sequences_.erase(s->id);  // destroys s
+  RefreshWaitingStats();
+  return out;
+}
+
+void Scheduler::UpdatePeaks(Sequence* s) {
+  const SequenceKvUsage u = kv_->sequence_usage(s->id);
+  s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, u.physical_blocks);
+  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, u.logical_blocks);
+  s->usage.shared_blocks = std::max(s->usage.shared_blocks, u.remapped_blocks);
+}
+
+void Scheduler::RefreshWaitingStats() {
+  stats_.running = static_cast<int32_t>(running_.size());
+  stats_.waiting = static_cast<int32_t>(waiting_.size());
+  int64_t tokens = 0;
+  for (const QueueKey& key : waiting_) {
+    const Sequence& s = *sequences_.at(std::get<2>(key));
+    tokens += s.num_tokens() - s.num_computed;
+  }
+  stats_.waiting_tokens = tokens;
+}
+
+absl::StatusOr<SequenceOutput> Scheduler::Abort(uint64_t seq_id) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
+  }
+  ++stats_.aborted;
+  return End(it->second.get(), FinishReason::kAbort, absl::OkStatus());
+}
+
+absl::StatusOr<SequenceOutput> Scheduler::Finish(uint64_t seq_id, FinishReason reason) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
+  }
+  return End(it->second.get(), reason, absl::OkStatus());
+}
+
+std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
+  std::vector<SequenceOutput> outputs;
+
+  // 1. Deadlines.
+  std::vector<Sequence*> expired;
+  for (auto& [id, s] : sequences_) {
+    if (s->deadline <= now) expired.push_back(s.get());
+  }
+  for (Sequence* s : expired) {
+    ++stats_.deadline_exceeded;
+    const int32_t generated = s->generated();
+    outputs.push_back(End(s, FinishReason::kAbort,
+                          absl::DeadlineExceededError(absl::StrCat(
+                              "deadline passed after ", generated, " generated tokens"))));
+  }
+
+  // 2. Running sequences, in priority order.
+  struct Scheduled {
+    Sequence* seq;
+    int32_t num_tokens;
+  };
+  std::vector<Scheduled> scheduled;
+  int32_t budget = options_.max_num_batched_tokens;
+  bool preempted = false;
+  std::vector<Sequence*> order = running_;
+  std::sort(order.begin(), order.end(),
+            [this](const Sequence* a, const Sequence* b) { return KeyOf(*a) < KeyOf(*b); });
+  for (size_t i = 0; i < order.size() && budget > 0; ++i) {
+    Sequence* s = order[i];
+    if (s == nullptr || !s->resident) continue;  // ended or preempted earlier in this loop
+    const int32_t n = std::min(s->num_tokens() - s->num_computed, budget);
+    bool reserved = false;
+    while (true) {
+      absl::Status st = kv_->Reserve(s->id, s->num_computed + n);
+      if (st.ok()) {
+        reserved = true;
+        break;
+      }
+      if (!absl::IsResourceExhausted(st)) {
+        ++stats_.failed;
+        outputs.push_back(End(s, FinishReason::kError, st));
+        order[i] = nullptr;  // destroyed
+        break;
+      }
+      // Preempt the lowest-priority, latest-arrived resident sequence (maybe
+      // this one); if it was already scheduled this step, unschedule it.
+      Sequence* victim = nullptr;
+      for (size_t j = order.size(); j-- > 0;) {
+        if (order[j] != nullptr && order[j]->resident) {
+          victim = order[j];
+          break;
+        }
+      }
+      for (auto it = scheduled.begin(); it != scheduled.end(); ++it) {
+        if (it->seq == victim) {
+          budget += it->num_tokens;
+          scheduled.erase(it);
+          break;
+        }
+      }
+      Preempt(victim);
+      preempted = true;
+      if (victim == s) break;
+    }
+    if (reserved) {
+      scheduled.push_back({s, n});
+      budget -= n;
+    }
+  }
+
+  // 3. Waiting sequences, unless the pool was short this step.
+  while (!preempted && budget > 0 && !waiting_.empty() &&
+         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
+    Sequence* s = sequences_.at(std::get<2>(*waiting_.begin())).get();
+    // Reuse cached whole blocks, but compute at least the last token (its
+    // logits are needed, and its block would otherwise be written shared).
+    absl::StatusOr<int32_t> cached = kv_->Open(
+        s->id,
+        options_.enable_prefix_cache
+            ? absl::Span<const int32_t>(s->tokens.data(), s->tokens.size() - 1)
+            : absl::Span<const int32_t>(),
+        s->kv);
+    if (!cached.ok()) {
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, cached.status()));
+      continue;
+    }
+    const int32_t reused = std::min(*cached, s->num_tokens() - 1);
+    const int32_t n = std::min(s->num_tokens() - reused, budget);
+    absl::Status st = kv_->Reserve(s->id, reused + n);
+    if (!st.ok()) {
+      kv_->Close(s->id);
+      if (absl::IsResourceExhausted(st)) break;  // wait for blocks to come free
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, st));
+      continue;
+    }
+    waiting_.erase(waiting_.begin());
+    s->resident = true;
+    s->num_computed = reused;
+    if (!s->ever_admitted) {
+      s->ever_admitted = true;
+      s->usage.cached_prompt_tokens = std::min(reused, s->prompt_len);
+      stats_.prefix_cached_tokens += s->usage.cached_prompt_tokens;
+    }
+    running_.push_back(s);
+    scheduled.push_back({s, n});
+    budget -= n;
+  }
+  RefreshWaitingStats();
+  if (scheduled.empty()) return outputs;
+
+  // 4. Run the step.
+  StepPlan plan;
+  plan.sequences.reserve(scheduled.size());
+  int32_t prefill_tokens = 0;
+  int32_t decode_tokens = 0;
+  for (auto it = scheduled.begin(); it != scheduled.end();) {
+    Sequence* s = it->seq;
+    absl::StatusOr<std::vector<std::vector<int32_t>>> tables = kv_->BlockTables(s->id);
+    if (!tables.ok()) {
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, tables.status()));
+      it = scheduled.erase(it);
+      continue;
+    }
+    SequenceChunk chunk;
+    chunk.seq_id = s->id;
+    chunk.start_pos = s->num_computed;
+    chunk.token_ids.assign(s->tokens.begin() + s->num_computed,
+                           s->tokens.begin() + s->num_computed + it->num_tokens);
+    chunk.block_tables = std::move(*tables);
+    chunk.compute_logits = s->num_computed + it->num_tokens == s->num_tokens();
+    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len
+         ? decode_tokens
+         : prefill_tokens) += it->num_tokens;
+    plan.sequences.push_back(std::move(chunk));
+    ++it;
+  }
+  if (plan.sequences.empty()) return outputs;
+
+  absl::Status run_status;
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> copies = kv_->TakePendingCopies();
+  for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
+    if (!copies[g].empty()) run_status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
+  }
+  StepOutput result;
+  if (run_status.ok()) run_status = backend_->Forward(plan, &result);
+  if (run_status.ok() && static_cast<int64_t>(result.logits.size()) !=
+                             static_cast<int64_t>(result.rows.size()) * result.vocab_size) {
+    run_status = absl::InternalError("backend returned a malformed logits array");
+  }
+  if (!run_status.ok()) {
+    // The sequences of a failed step end with the error; the others go on.
+    for (const Scheduled& sc : scheduled) {
+      ++stats_.failed;
+      outputs.push_back(End(sc.seq, FinishReason::kError, run_status));
+    }
+    return outputs;
+  }
+  ++stats_.steps;
+  stats_.last_step_sequences = static_cast<int32_t>(plan.sequences.size());
+  stats_.last_step_tokens = static_cast<int32_t>(plan.NumTokens());
+  stats_.last_step_prefill_tokens = prefill_tokens;
+  stats_.last_step_decode_tokens = decode_tokens;
+  stats_.prompt_tokens_computed += prefill_tokens;
+
+  // Row of logits per plan index.
+  std::vector<int32_t> row_of(plan.sequences.size(), -1);
+  for (size_t r = 0; r < result.rows.size(); ++r) {
+    if (result.rows[r] >= 0 && result.rows[r] < static_cast<int32_t>(row_of.size())) {
+      row_of[result.rows[r]] = static_cast<int32_t>(r);
+    }
+  }
+
+  bool any_memshare = false;
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence* s = scheduled[i].seq;
+    s->num_computed += scheduled[i].num_tokens;
+    absl::Status st = kv_->Commit(
+        s->id, absl::Span<const int32_t>(s->tokens.data(), static_cast<size_t>(s->num_computed)));
+    if (st.ok() && plan.sequences[i].compute_logits && row_of[i] < 0) {
+      st = absl::InternalError("backend returned no logits for a sequence that needs them");
+    }
+    if (!st.ok()) {
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, st));
+      continue;
+    }
+    UpdatePeaks(s);
+    if (!plan.sequences[i].compute_logits) continue;
+
+    absl::StatusOr<TokenLogprob> token = s->sampler->Sample(
+        absl::Span<const float>(result.Row(row_of[i]), result.vocab_size), &workspace_);
+    if (!token.ok()) {
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, token.status()));
+      continue;
+    }
+    const int32_t id = token->token_id;
+    s->tokens.push_back(id);
+    ++stats_.generated_tokens;
+    FinishReason reason = FinishReason::kNone;
+    if (s->stop_ids.contains(id) || (!s->ignore_eos && eos_.contains(id))) {
+      reason = FinishReason::kStop;
+    } else if (s->generated() >= s->max_tokens || s->num_tokens() >= max_model_len_) {
+      reason = FinishReason::kLength;
+    }
+    if (reason != FinishReason::kNone) {
+      SequenceOutput out = End(s, reason, absl::OkStatus());
+      out.tokens.push_back(std::move(*token));
+      outputs.push_back(std::move(out));
+    } else {
+      SequenceOutput out;
+      out.seq_id = s->id;
+      out.tokens.push_back(std::move(*token));
+      outputs.push_back(std::move(out));
+      any_memshare |= s->kv.memshare;
+    }
+  }
+
+  // 5. MemShare on the reasoning steps that finished.
+  if (any_memshare) {
+    if (absl::Status st = kv_->Deduplicate(*backend_); !st.ok()) {
+      ++stats_.dedup_errors;
+    } else {
+      for (Sequence* s : running_) UpdatePeaks(s);
+    }
+  }
+  RefreshWaitingStats();
+  return outputs;
+}
+
+}  // namespace memshare::engine
