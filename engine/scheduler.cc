@@ -69,7 +69,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
 }
 
 Scheduler::Scheduler(const Options& options, Backend* backend, KvCache* kv)
-    : options_(options), backend_(backend), kv_(kv) {
+    : options_(options), backend_(backend), kv_(kv), vocab_size_(backend->vocab_size()) {
   // A sequence alone must always fit in the pool, or it could never finish.
   const int64_t capacity = kv->num_blocks() * int64_t{kv->block_size()};
   max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
@@ -89,13 +89,10 @@ Scheduler::QueueKey Scheduler::KeyOf(const Sequence& s) const {
   return QueueKey(-s.priority, s.arrival, s.id);
 }
 
-absl::Status Scheduler::Add(SequenceRequest request) {
-  if (sequences_.contains(request.seq_id)) {
-    return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is live"));
-  }
+absl::Status Scheduler::Validate(const SequenceRequest& request) const {
   const std::vector<int32_t>& prompt = request.prompt_token_ids;
   if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
-  const int32_t vocab = backend_->vocab_size();
+  const int32_t vocab = vocab_size_;
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= vocab) {
       return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "]: must be in [0, ",
@@ -109,7 +106,16 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   }
   SamplingLimits limits = options_.sampling_limits;
   limits.vocab_size = vocab;
-  if (absl::Status s = ValidateSamplingParams(request.sampling, limits); !s.ok()) return s;
+  return ValidateSamplingParams(request.sampling, limits);
+}
+
+absl::Status Scheduler::Add(SequenceRequest request) {
+  if (sequences_.contains(request.seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is live"));
+  }
+  if (absl::Status s = Validate(request); !s.ok()) return s;
+  const std::vector<int32_t>& prompt = request.prompt_token_ids;
+  const int32_t vocab = vocab_size_;
 
   Sampler::Options sampler_options;
   sampler_options.params = request.sampling;
@@ -206,6 +212,9 @@ absl::StatusOr<SequenceOutput> Scheduler::Finish(uint64_t seq_id, FinishReason r
 
 std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   std::vector<SequenceOutput> outputs;
+  const absl::Time t_start = absl::Now();
+  stats_.last_schedule_seconds = stats_.last_forward_seconds = 0;
+  stats_.last_sample_seconds = stats_.last_dedup_seconds = 0;
 
   // 1. Deadlines.
   std::vector<Sequence*> expired;
@@ -345,6 +354,8 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   }
   if (plan.sequences.empty()) return outputs;
 
+  const absl::Time t_forward = absl::Now();
+  stats_.last_schedule_seconds = absl::ToDoubleSeconds(t_forward - t_start);
   absl::Status run_status;
   std::vector<std::vector<std::pair<int32_t, int32_t>>> copies = kv_->TakePendingCopies();
   for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
@@ -356,6 +367,8 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
                              static_cast<int64_t>(result.rows.size()) * result.vocab_size) {
     run_status = absl::InternalError("backend returned a malformed logits array");
   }
+  const absl::Time t_sample = absl::Now();
+  stats_.last_forward_seconds = absl::ToDoubleSeconds(t_sample - t_forward);
   if (!run_status.ok()) {
     // The sequences of a failed step end with the error; the others go on.
     for (const Scheduled& sc : scheduled) {
@@ -425,6 +438,9 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
   }
 
+  const absl::Time t_dedup = absl::Now();
+  stats_.last_sample_seconds = absl::ToDoubleSeconds(t_dedup - t_sample);
+
   // 5. MemShare on the reasoning steps that finished.
   if (any_memshare) {
     if (absl::Status st = kv_->Deduplicate(*backend_); !st.ok()) {
@@ -432,6 +448,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     } else {
       for (Sequence* s : running_) UpdatePeaks(s);
     }
+    stats_.last_dedup_seconds = absl::ToDoubleSeconds(absl::Now() - t_dedup);
   }
   RefreshWaitingStats();
   return outputs;

@@ -94,6 +94,13 @@ struct SchedulerStats {
   int32_t last_step_tokens = 0;
   int32_t last_step_prefill_tokens = 0;
   int32_t last_step_decode_tokens = 0;
+  // Wall time of the phases of the last step, in seconds: choosing the
+  // batch and building the plan; copies and Forward; sampling and finish
+  // checks; MemShare dedup (0 when no sequence uses it).
+  double last_schedule_seconds = 0;
+  double last_forward_seconds = 0;
+  double last_sample_seconds = 0;
+  double last_dedup_seconds = 0;
 };
 
 class Scheduler {
@@ -127,6 +134,10 @@ class Scheduler {
   // ALREADY_EXISTS for a live seq_id; nothing is queued then.
   absl::Status Add(SequenceRequest request);
 
+  // The checks of Add that depend on the request alone (not on seq_id).
+  // Reads only what is fixed at construction: safe from any thread.
+  absl::Status Validate(const SequenceRequest& request) const;
+
   // Ends a live sequence now (finish_reason kAbort), releasing its blocks.
   // NOT_FOUND if it is not live.
   absl::StatusOr<SequenceOutput> Abort(uint64_t seq_id);
@@ -145,6 +156,7 @@ class Scheduler {
   // The model length in force (options.max_model_len capped by the pool).
   int32_t max_model_len() const { return max_model_len_; }
   int32_t max_prompt_len() const { return max_prompt_len_; }
+  int32_t vocab_size() const { return vocab_size_; }
 
  private:
   struct Sequence;
@@ -164,6 +176,7 @@ class Scheduler {
   const Options options_;
   Backend* const backend_;
   KvCache* const kv_;
+  const int32_t vocab_size_;
   int32_t max_model_len_ = 0;
   int32_t max_prompt_len_ = 0;
   absl::flat_hash_set<int32_t> eos_;
