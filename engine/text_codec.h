@@ -49,6 +49,10 @@ class TextCodec {
   virtual std::unique_ptr<TokenTextStream> NewStream(
       absl::Span<const int32_t> prompt_token_ids) const = 0;
 
+  // The text one token stands for in the middle of a text (maybe part of a
+  // UTF-8 character): what MemShare's reasoning-step segmenter reads.
+  virtual std::string TokenPiece(int32_t token_id) const = 0;
+
   // Ids that end generation (EOS and the model's other end-of-turn ids).
   virtual std::vector<int32_t> eos_token_ids() const = 0;
 };

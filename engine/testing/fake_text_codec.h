@@ -26,6 +26,9 @@ class FakeTextCodec : public TextCodec {
   absl::StatusOr<std::vector<int32_t>> EncodeChat(
       absl::Span<const ChatMessage> messages) const override;
   std::unique_ptr<TokenTextStream> NewStream(absl::Span<const int32_t>) const override;
+  std::string TokenPiece(int32_t token_id) const override {
+    return Decode(absl::Span<const int32_t>(&token_id, 1));
+  }
   std::vector<int32_t> eos_token_ids() const override { return eos_; }
 
   // Text of a token sequence.
