@@ -33,12 +33,35 @@ absl::string_view Strip(absl::string_view s, absl::string_view chars) {
 // Jinja's `trim` (Python str.strip()): ASCII whitespace and the common Unicode
 // spaces.
 std::string Trim(absl::string_view s) {
-  static const char* const kSpaces[] = {
-      " ",  "\t", "\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x1f", "\xC2\x85", "\xC2\xA0",
-      "\xE1\x9A\x80", "\xE2\x80\x80", "\xE2\x80\x81", "\xE2\x80\x82", "\xE2\x80\x83",
-      "\xE2\x80\x84", "\xE2\x80\x85", "\xE2\x80\x86", "\xE2\x80\x87", "\xE2\x80\x88",
-      "\xE2\x80\x89", "\xE2\x80\x8A", "\xE2\x80\xA8", "\xE2\x80\xA9", "\xE2\x80\xAF",
-      "\xE2\x81\x9F", "\xE3\x80\x80"};
+  static const char* const kSpaces[] = {" ",
+                                        "\t",
+                                        "\n",
+                                        "\r",
+                                        "\v",
+                                        "\f",
+                                        "\x1c",
+                                        "\x1d",
+                                        "\x1e",
+                                        "\x1f",
+                                        "\xC2\x85",
+                                        "\xC2\xA0",
+                                        "\xE1\x9A\x80",
+                                        "\xE2\x80\x80",
+                                        "\xE2\x80\x81",
+                                        "\xE2\x80\x82",
+                                        "\xE2\x80\x83",
+                                        "\xE2\x80\x84",
+                                        "\xE2\x80\x85",
+                                        "\xE2\x80\x86",
+                                        "\xE2\x80\x87",
+                                        "\xE2\x80\x88",
+                                        "\xE2\x80\x89",
+                                        "\xE2\x80\x8A",
+                                        "\xE2\x80\xA8",
+                                        "\xE2\x80\xA9",
+                                        "\xE2\x80\xAF",
+                                        "\xE2\x81\x9F",
+                                        "\xE3\x80\x80"};
   bool changed = true;
   while (changed && !s.empty()) {
     changed = false;
@@ -62,8 +85,8 @@ absl::string_view BeforeFirst(absl::string_view text, absl::string_view sep) {
 
 // The value of a Jinja string literal's body: \n, \t, \', \", \\ unescaped.
 std::string Unescape(absl::string_view s) {
-  return absl::StrReplaceAll(s, {{"\\n", "\n"}, {"\\t", "\t"}, {"\\'", "'"}, {"\\\"", "\""},
-                                 {"\\\\", "\\"}});
+  return absl::StrReplaceAll(
+      s, {{"\\n", "\n"}, {"\\t", "\t"}, {"\\'", "'"}, {"\\\"", "\""}, {"\\\\", "\\"}});
 }
 
 // The literal text between `prefix` and `terminator` in a template, if it is
@@ -163,15 +186,17 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(const Options
           absl::StrCat("the model has no chat template; ", kSupported));
     }
     if (absl::StrContains(tmpl, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>") &&
-        absl::StrContains(tmpl, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>")) {
+        absl::StrContains(tmpl,
+                          "<\xEF\xBD\x9C"
+                          "Assistant\xEF\xBD\x9C>")) {
       family = Family::kDeepSeek;
     } else if (absl::StrContains(tmpl, "<|start_header_id|>")) {
       family = Family::kLlama3;
     } else if (absl::StrContains(tmpl, "<|im_start|>")) {
-      family = absl::StrContains(tmpl, "enable_thinking") ||
-                       absl::StrContains(tmpl, "reasoning_content")
-                   ? Family::kQwen3
-                   : Family::kChatML;
+      family =
+          absl::StrContains(tmpl, "enable_thinking") || absl::StrContains(tmpl, "reasoning_content")
+              ? Family::kQwen3
+              : Family::kChatML;
     } else {
       return absl::UnimplementedError(absl::StrCat("unrecognised chat template; ", kSupported));
     }
@@ -209,10 +234,14 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(const Options
       }
       break;
     case Family::kDeepSeek:
-      ct->end_of_turn_ = "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+      ct->end_of_turn_ =
+          "<\xEF\xBD\x9C"
+          "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
       ct->strip_think_in_history_ = tmpl.empty() || absl::StrContains(tmpl, "</think>");
       ct->think_in_generation_prompt_ =
-          tmpl.empty() || absl::StrContains(tmpl, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C><think>");
+          tmpl.empty() || absl::StrContains(tmpl,
+                                            "<\xEF\xBD\x9C"
+                                            "Assistant\xEF\xBD\x9C><think>");
       ct->join_system_prompts_ = tmpl.empty() || absl::StrContains(tmpl, "is_first_sp");
       break;
   }
@@ -251,7 +280,8 @@ absl::StatusOr<std::string> ChatTemplate::RenderChatML(absl::Span<const ChatMess
     absl::StrAppend(&out, "<|im_start|>", m.role, "\n", content, "<|im_end|>\n");
   }
   if (options.add_generation_prompt) {
-    absl::StrAppend(&out, "<|im_start|>assistant\n", think_in_generation_prompt_ ? "<think>\n" : "");
+    absl::StrAppend(&out, "<|im_start|>assistant\n",
+                    think_in_generation_prompt_ ? "<think>\n" : "");
   }
   return out;
 }
@@ -286,8 +316,8 @@ absl::StatusOr<std::string> ChatTemplate::RenderQwen3(absl::Span<const ChatMessa
         reasoning = *m.reasoning_content;
       } else if (absl::StrContains(m.content, "</think>")) {
         content = LStrip(AfterLast(m.content, "</think>"), "\n");
-        reasoning = std::string(LStrip(
-            AfterLast(RStrip(BeforeFirst(m.content, "</think>"), "\n"), "<think>"), "\n"));
+        reasoning = std::string(
+            LStrip(AfterLast(RStrip(BeforeFirst(m.content, "</think>"), "\n"), "<think>"), "\n"));
       }
       if (i > last_query && (i == n - 1 || !reasoning.empty())) {
         absl::StrAppend(&out, "<|im_start|>assistant\n<think>\n", Strip(reasoning, "\n"),
@@ -323,8 +353,8 @@ absl::StatusOr<std::string> ChatTemplate::RenderLlama3(absl::Span<const ChatMess
       first = 1;
     }
     absl::StrAppend(&out, bos_token_, "<|start_header_id|>system<|end_header_id|>\n\n",
-                    "Cutting Knowledge Date: ", knowledge_date_, "\n", "Today Date: ",
-                    today_date_, "\n\n", system, "<|eot_id|>");
+                    "Cutting Knowledge Date: ", knowledge_date_, "\n", "Today Date: ", today_date_,
+                    "\n\n", system, "<|eot_id|>");
   }
   for (size_t i = first; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
@@ -344,15 +374,21 @@ absl::StatusOr<std::string> ChatTemplate::RenderLlama3(absl::Span<const ChatMess
 absl::StatusOr<std::string> ChatTemplate::RenderDeepSeek(absl::Span<const ChatMessage> messages,
                                                          const RenderOptions& options) const {
   static const std::string kUser = "<\xEF\xBD\x9CUser\xEF\xBD\x9C>";
-  static const std::string kAssistant = "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>";
+  static const std::string kAssistant =
+      "<\xEF\xBD\x9C"
+      "Assistant\xEF\xBD\x9C>";
   static const std::string kOutputsBegin =
-      "<\xEF\xBD\x9Ctool\xE2\x96\x81outputs\xE2\x96\x81" "begin\xEF\xBD\x9C>";
+      "<\xEF\xBD\x9Ctool\xE2\x96\x81outputs\xE2\x96\x81"
+      "begin\xEF\xBD\x9C>";
   static const std::string kOutputsEnd =
-      "<\xEF\xBD\x9Ctool\xE2\x96\x81outputs\xE2\x96\x81" "end\xEF\xBD\x9C>";
+      "<\xEF\xBD\x9Ctool\xE2\x96\x81outputs\xE2\x96\x81"
+      "end\xEF\xBD\x9C>";
   static const std::string kOutputBegin =
-      "<\xEF\xBD\x9Ctool\xE2\x96\x81output\xE2\x96\x81" "begin\xEF\xBD\x9C>";
+      "<\xEF\xBD\x9Ctool\xE2\x96\x81output\xE2\x96\x81"
+      "begin\xEF\xBD\x9C>";
   static const std::string kOutputEnd =
-      "<\xEF\xBD\x9Ctool\xE2\x96\x81output\xE2\x96\x81" "end\xEF\xBD\x9C>";
+      "<\xEF\xBD\x9Ctool\xE2\x96\x81output\xE2\x96\x81"
+      "end\xEF\xBD\x9C>";
   std::string system;
   bool first_system = true;
   for (const ChatMessage& m : messages) {

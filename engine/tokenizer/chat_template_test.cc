@@ -1,9 +1,8 @@
 #include "engine/tokenizer/chat_template.h"
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -11,8 +10,8 @@
 namespace memshare::tokenizer {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 using Family = ChatTemplate::Family;
 
 // Chat templates as shipped in the models' tokenizer_config.json (abridged
@@ -218,10 +217,9 @@ TEST(ChatTemplateTest, ErrorsAndOverrides) {
   EXPECT_THAT(unknown.status().message(), HasSubstr("Qwen3"));
   EXPECT_EQ(ChatTemplate::Create({.tokenizer_config_json = "{oops"}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ChatTemplate::Create({.tokenizer_config_json = R"({"chat_template": 3})"})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ChatTemplate::Create({.tokenizer_config_json = R"({"chat_template": 3})"}).status().code(),
+      absl::StatusCode::kInvalidArgument);
   // chat_template.jinja is used when the config has none; a family can be forced.
   auto from_jinja = ChatTemplate::Create({.chat_template_jinja = kLlama3Template});
   ASSERT_TRUE(from_jinja.ok());
@@ -231,11 +229,11 @@ TEST(ChatTemplateTest, ErrorsAndOverrides) {
   EXPECT_EQ(Render(**forced, {{"user", "x", std::nullopt}}),
             "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
   // Named templates: "default" is used.
-  auto named = ChatTemplate::Create(
-      {.tokenizer_config_json =
-           json{{"chat_template", {{{"name", "default"}, {"template", kQwen3Template}},
-                                   {{"name", "tool_use"}, {"template", "x"}}}}}
-               .dump()});
+  auto named = ChatTemplate::Create({.tokenizer_config_json = json{
+                                         {"chat_template",
+                                          {{{"name", "default"}, {"template", kQwen3Template}},
+                                           {{"name", "tool_use"},
+                                            {"template", "x"}}}}}.dump()});
   ASSERT_TRUE(named.ok()) << named.status();
   EXPECT_EQ((*named)->family(), Family::kQwen3);
 }

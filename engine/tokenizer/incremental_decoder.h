@@ -57,9 +57,9 @@ class IncrementalDecoder {
 
   const Tokenizer* tokenizer_;
   Options options_;
-  std::string pending_;    // bytes of an incomplete character
-  bool seen_token_;        // a token has been fed since the start/Flush
-  int strip_remaining_;    // leading strip characters still to remove
+  std::string pending_;  // bytes of an incomplete character
+  bool seen_token_;      // a token has been fed since the start/Flush
+  int strip_remaining_;  // leading strip characters still to remove
 };
 
 }  // namespace memshare::tokenizer

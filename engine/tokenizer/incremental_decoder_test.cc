@@ -113,7 +113,8 @@ TEST(IncrementalDecoderTest, StreamOfEncodedTextReproducesIt) {
   auto tok = Make(testing::ByteLevelTokenizerJson(), testing::ByteLevelConfigJson());
   ASSERT_NE(tok, nullptr);
   const std::string text =
-      "\xE4\xBD\xA0\xE5\xA5\xBD, hello \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 \xC3\xA9t\xC3\xA9";
+      "\xE4\xBD\xA0\xE5\xA5\xBD, hello \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 "
+      "\xC3\xA9t\xC3\xA9";
   auto ids = tok->Encode(text, false);
   ASSERT_TRUE(ids.ok());
   IncrementalDecoder d(tok.get(), {});

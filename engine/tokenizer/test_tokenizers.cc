@@ -19,8 +19,8 @@ std::string Char(uint8_t b) {
 }
 
 json Added(int id, const std::string& content, bool special) {
-  return {{"id", id},           {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},    {"normalized", false}, {"special", special}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", special}};
 }
 
 }  // namespace
@@ -30,9 +30,17 @@ json ByteLevelTokenizerJson() {
   for (int b = 0; b < 256; ++b) vocab[Char(static_cast<uint8_t>(b))] = b;
   const std::string ni = "\xE4\xBD\xA0";  // 你
   const std::vector<std::pair<std::string, std::string>> merges = {
-      {"Ġ", "t"},   {"h", "e"},    {"Ġt", "he"},   {"l", "l"},
-      {"he", "ll"}, {"hell", "o"}, {"Ġ", "Ġ"},     {"b", "c"},
-      {"a", "b"},   {Char(0xE4), Char(0xBD)},      {Char(0xE4) + Char(0xBD), Char(0xA0)},
+      {"Ġ", "t"},
+      {"h", "e"},
+      {"Ġt", "he"},
+      {"l", "l"},
+      {"he", "ll"},
+      {"hell", "o"},
+      {"Ġ", "Ġ"},
+      {"b", "c"},
+      {"a", "b"},
+      {Char(0xE4), Char(0xBD)},
+      {Char(0xE4) + Char(0xBD), Char(0xA0)},
       {"Ġ", "hello"}};
   json merge_list = json::array();
   int id = 256;
@@ -63,10 +71,14 @@ json ByteLevelTokenizerJson() {
            {"trim_offsets", false},
            {"use_regex", false}}}}}},
       {"post_processor",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false},
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", false},
+        {"trim_offsets", false},
         {"use_regex", false}}},
       {"decoder",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false},
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", false},
+        {"trim_offsets", false},
         {"use_regex", false}}},
       {"model",
        {{"type", "BPE"},
@@ -112,9 +124,8 @@ json ByteFallbackTokenizerJson() {
   for (const char* t : {"\xE2\x96\x81", "h", "e", "l", "o", "w", "r", "d"}) vocab[t] = id++;
   const std::string sp = "\xE2\x96\x81";  // ▁
   const std::vector<std::pair<std::string, std::string>> merges = {
-      {sp, "h"},           {"l", "l"},    {sp + "h", "e"},   {sp + "he", "ll"},
-      {sp + "hell", "o"},  {sp, "w"},     {"o", "r"},        {sp + "w", "or"},
-      {sp + "wor", "l"},   {sp + "worl", "d"}};
+      {sp, "h"}, {"l", "l"}, {sp + "h", "e"},  {sp + "he", "ll"}, {sp + "hell", "o"},
+      {sp, "w"}, {"o", "r"}, {sp + "w", "or"}, {sp + "wor", "l"}, {sp + "worl", "d"}};
   json merge_list = json::array();  // legacy "left right" strings
   for (const auto& [l, r] : merges) {
     vocab[l + r] = id++;
@@ -131,8 +142,9 @@ json ByteFallbackTokenizerJson() {
       {"pre_tokenizer", nullptr},
       {"post_processor",
        {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"single",
+         {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
         {"pair", json::array()},
         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
       {"decoder",
@@ -157,8 +169,12 @@ json ByteFallbackTokenizerJson() {
 
 json ByteFallbackConfigJson() {
   return {
-      {"add_bos_token", true},   {"add_eos_token", false}, {"bos_token", "<s>"},
-      {"eos_token", "</s>"},     {"unk_token", "<unk>"},   {"legacy", true},
+      {"add_bos_token", true},
+      {"add_eos_token", false},
+      {"bos_token", "<s>"},
+      {"eos_token", "</s>"},
+      {"unk_token", "<unk>"},
+      {"legacy", true},
       {"tokenizer_class", "LlamaTokenizer"},
   };
 }

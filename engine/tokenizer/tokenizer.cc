@@ -23,7 +23,8 @@ namespace {
 // Ids above this are rejected: a typo in a file must not allocate gigabytes.
 constexpr int64_t kMaxTokenId = (1 << 24) - 1;
 
-absl::Status ParseMerges(const Json& merges, std::vector<std::pair<std::string, std::string>>* out) {
+absl::Status ParseMerges(const Json& merges,
+                         std::vector<std::pair<std::string, std::string>>* out) {
   if (!merges.is_array()) return absl::InvalidArgumentError("model.merges must be an array");
   out->reserve(merges.size());
   for (size_t i = 0; i < merges.size(); ++i) {
@@ -34,8 +35,8 @@ absl::Status ParseMerges(const Json& merges, std::vector<std::pair<std::string, 
       const size_t space = s.find(' ');
       if (space == std::string::npos || space == 0 || space + 1 >= s.size() ||
           s.find(' ', space + 1) != std::string::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("model.merges[", i, "] \"", s, "\" is not two tokens separated by one space"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "model.merges[", i, "] \"", s, "\" is not two tokens separated by one space"));
       }
       out->emplace_back(s.substr(0, space), s.substr(space + 1));
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
@@ -55,8 +56,8 @@ absl::StatusOr<std::optional<std::string>> ConfigTokenName(const Json& config, c
   if (v->is_string()) return std::optional<std::string>(v->get<std::string>());
   if (v->is_object()) {
     std::string content;
-    if (absl::Status s = internal::GetString(*v, "content", absl::StrCat("tokenizer_config.", key),
-                                             &content);
+    if (absl::Status s =
+            internal::GetString(*v, "content", absl::StrCat("tokenizer_config.", key), &content);
         !s.ok()) {
       return s;
     }
@@ -160,9 +161,9 @@ absl::Status Tokenizer::Load(const std::string& tokenizer_json, const std::strin
   if (const Json* merges = internal::FindMember(*model, "merges"); merges != nullptr) {
     if (absl::Status s = ParseMerges(*merges, &bpe.merges); !s.ok()) return s;
   }
-  for (auto [key, field] : {std::pair{"fuse_unk", &bpe.fuse_unk},
-                            std::pair{"byte_fallback", &bpe.byte_fallback},
-                            std::pair{"ignore_merges", &bpe.ignore_merges}}) {
+  for (auto [key, field] :
+       {std::pair{"fuse_unk", &bpe.fuse_unk}, std::pair{"byte_fallback", &bpe.byte_fallback},
+        std::pair{"ignore_merges", &bpe.ignore_merges}}) {
     if (absl::Status s = internal::GetOptionalBool(*model, key, "model", field); !s.ok()) return s;
   }
   std::string unk;
@@ -293,7 +294,8 @@ absl::Status Tokenizer::Load(const std::string& tokenizer_json, const std::strin
         if (absl::Status s = internal::GetString(*sp, "id", "post_processor", &name); !s.ok()) {
           return s;
         }
-        const Json* entry = specials == nullptr ? nullptr : internal::FindMember(*specials, name.c_str());
+        const Json* entry =
+            specials == nullptr ? nullptr : internal::FindMember(*specials, name.c_str());
         const Json* ids = entry == nullptr ? nullptr : internal::FindMember(*entry, "ids");
         if (ids == nullptr || !ids->is_array()) {
           return absl::InvalidArgumentError(
@@ -347,8 +349,8 @@ absl::Status Tokenizer::Load(const std::string& tokenizer_json, const std::strin
   }
   config_json_ = config.dump();
   std::optional<std::string> bos, eos, pad;
-  for (auto [key, out] : {std::pair{"bos_token", &bos}, std::pair{"eos_token", &eos},
-                          std::pair{"pad_token", &pad}}) {
+  for (auto [key, out] :
+       {std::pair{"bos_token", &bos}, std::pair{"eos_token", &eos}, std::pair{"pad_token", &pad}}) {
     auto name = ConfigTokenName(config, key);
     if (!name.ok()) return name.status();
     *out = std::move(*name);
@@ -365,14 +367,14 @@ absl::Status Tokenizer::Load(const std::string& tokenizer_json, const std::strin
   // add_bos_token / add_eos_token (LlamaTokenizerFast.update_post_processor),
   // which is how e.g. DeepSeek-R1-Distill gets its BOS.
   std::string tokenizer_class;
-  if (absl::Status s = internal::GetOptionalString(config, "tokenizer_class",
-                                                   "tokenizer_config", &tokenizer_class);
+  if (absl::Status s = internal::GetOptionalString(config, "tokenizer_class", "tokenizer_config",
+                                                   &tokenizer_class);
       !s.ok()) {
     return s;
   }
   static constexpr absl::string_view kLlamaClasses[] = {
-      "LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast",
-      "GemmaTokenizer", "GemmaTokenizerFast"};
+      "LlamaTokenizer",         "LlamaTokenizerFast", "CodeLlamaTokenizer",
+      "CodeLlamaTokenizerFast", "GemmaTokenizer",     "GemmaTokenizerFast"};
   if (std::find(std::begin(kLlamaClasses), std::end(kLlamaClasses), tokenizer_class) !=
       std::end(kLlamaClasses)) {
     bool add_bos = true, add_eos = false;
@@ -404,9 +406,7 @@ std::optional<absl::string_view> Tokenizer::IdToToken(int32_t id) const {
   return absl::string_view(id_to_token_[id]);
 }
 
-bool Tokenizer::IsSpecial(int32_t id) const {
-  return id >= 0 && id < vocab_size() && special_[id];
-}
+bool Tokenizer::IsSpecial(int32_t id) const { return id >= 0 && id < vocab_size() && special_[id]; }
 
 absl::string_view Tokenizer::TokenPiece(int32_t id) const {
   if (id < 0 || id >= vocab_size() || !has_token_[id]) return {};
@@ -458,8 +458,9 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
         ids.push_back(sub.token_id);
         continue;
       }
-      if (absl::Status s = EncodeText(absl::string_view(piece).substr(sub.begin, sub.end - sub.begin),
-                                      at_start && sub.begin == 0, &ids);
+      if (absl::Status s =
+              EncodeText(absl::string_view(piece).substr(sub.begin, sub.end - sub.begin),
+                         at_start && sub.begin == 0, &ids);
           !s.ok()) {
         return s;
       }

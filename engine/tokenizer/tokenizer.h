@@ -121,7 +121,7 @@ class Tokenizer {
                     size_t word_cache_capacity);
   absl::Status EncodeText(absl::string_view text, bool at_start, std::vector<int32_t>* ids) const;
 
-  std::unique_ptr<internal::Normalizer> normalizer_;      // may be null
+  std::unique_ptr<internal::Normalizer> normalizer_;       // may be null
   std::unique_ptr<internal::PreTokenizer> pre_tokenizer_;  // may be null
   std::unique_ptr<internal::BpeModel> model_;
   std::unique_ptr<internal::AddedVocabulary> added_;

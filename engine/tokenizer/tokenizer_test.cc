@@ -2,11 +2,10 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/tokenizer/test_tokenizers.h"
 #include "gmock/gmock.h"
@@ -15,9 +14,9 @@
 namespace memshare::tokenizer {
 namespace {
 
+using nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using nlohmann::json;
 
 std::unique_ptr<Tokenizer> Make(const json& tokenizer, const json& config) {
   Tokenizer::Options options;
@@ -121,14 +120,17 @@ TEST_F(ByteLevelTest, DecodeSkipsIdsWithoutToken) {
 
 TEST_F(ByteLevelTest, DecodeReplacesBrokenUtf8) {
   // A lone continuation byte, and a character cut short at the end.
-  EXPECT_EQ(tok_->Decode({'a', 0xA0, 'b', 265}, false), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(tok_->Decode({'a', 0xA0, 'b', 265}, false),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
 }
 
 TEST_F(ByteLevelTest, RoundTripsLongWhitespaceAndMixedText) {
   const std::string spaces(100000, ' ');
   EXPECT_EQ(tok_->Decode(Enc(*tok_, spaces), false), spaces);
   const std::string mixed =
-      "Hello,\tworld!\r\n\n  \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80 123456 it's <think>ok</think>";
+      "Hello,\tworld!\r\n\n  \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80 123456 it's "
+      "<think>ok</think>";
   EXPECT_EQ(tok_->Decode(Enc(*tok_, mixed), false), mixed);
 }
 

@@ -108,11 +108,10 @@ void AddedVocabulary::SplitWith(const Trie& trie, absl::string_view text,
     const AddedToken& token = tokens_[best];
     if (token.single_word) {
       size_t after = best_end;
-      const bool word_before =
-          pos > 0 && [&] {
-            size_t p = PrevCodepointStart(text, pos);
-            return IsWordChar(NextCodepoint(text, &p));
-          }();
+      const bool word_before = pos > 0 && [&] {
+        size_t p = PrevCodepointStart(text, pos);
+        return IsWordChar(NextCodepoint(text, &p));
+      }();
       const bool word_after = best_end < n && IsWordChar(NextCodepoint(text, &after));
       if (word_before || word_after) {
         ++pos;

@@ -89,8 +89,7 @@ class BpeModel {
 
   mutable absl::Mutex cache_mu_;
   // Word -> ids. Grows to cache_capacity and then stops admitting words.
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
-      ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace memshare::tokenizer::internal

@@ -24,7 +24,8 @@ const Tables& GetTables() {
     };
     int next = 0;
     for (int b = 0; b < 256; ++b) {
-      const char32_t c = printable(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
+      const char32_t c =
+          printable(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
       t->byte_to_char[b] = c;
       t->char_to_byte[c] = static_cast<int16_t>(b);
       AppendCodepoint(c, &t->byte_to_utf8[b]);

@@ -52,7 +52,7 @@ class Decoder {
  private:
   struct Step {
     enum Kind { kReplace, kByteFallback, kStripEach, kMetaspace, kByteLevel } kind;
-    std::string from, to;  // kReplace, kMetaspace (from = replacement)
+    std::string from, to;     // kReplace, kMetaspace (from = replacement)
     int start = 0, stop = 0;  // kStripEach
   };
 

@@ -14,8 +14,8 @@ absl::Status Missing(const char* key, absl::string_view where) {
 
 absl::Status WrongType(const char* key, absl::string_view where, absl::string_view want,
                        const Json& got) {
-  return absl::InvalidArgumentError(absl::StrCat(where, ": field \"", key, "\" must be ", want,
-                                                 ", got ", got.type_name()));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": field \"", key, "\" must be ", want, ", got ", got.type_name()));
 }
 
 }  // namespace
@@ -77,8 +77,7 @@ absl::Status GetOptionalString(const Json& obj, const char* key, absl::string_vi
   return GetString(obj, key, where, out);
 }
 
-absl::Status GetOptionalBool(const Json& obj, const char* key, absl::string_view where,
-                             bool* out) {
+absl::Status GetOptionalBool(const Json& obj, const char* key, absl::string_view where, bool* out) {
   if (FindMember(obj, key) == nullptr) return absl::OkStatus();
   return GetBool(obj, key, where, out);
 }

@@ -5,9 +5,8 @@
 #define MEMSHARE_ENGINE_TOKENIZER_INTERNAL_JSON_UTIL_H_
 
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,16 +24,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // `obj[key]` must be an object member of the given type. `where` names the
 // object in error messages ("pre_tokenizer", "model", ...).
-absl::Status GetString(const Json& obj, const char* key, absl::string_view where,
-                       std::string* out);
+absl::Status GetString(const Json& obj, const char* key, absl::string_view where, std::string* out);
 absl::Status GetBool(const Json& obj, const char* key, absl::string_view where, bool* out);
 absl::Status GetInt(const Json& obj, const char* key, absl::string_view where, int64_t* out);
 
 // Like the above, but a missing or null member leaves `*out` unchanged.
 absl::Status GetOptionalString(const Json& obj, const char* key, absl::string_view where,
                                std::string* out);
-absl::Status GetOptionalBool(const Json& obj, const char* key, absl::string_view where,
-                             bool* out);
+absl::Status GetOptionalBool(const Json& obj, const char* key, absl::string_view where, bool* out);
 absl::Status GetOptionalInt(const Json& obj, const char* key, absl::string_view where,
                             int64_t* out);
 

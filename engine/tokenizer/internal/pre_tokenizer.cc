@@ -19,7 +19,8 @@ absl::StatusOr<Behavior> ParseBehavior(const std::string& s) {
   if (s == "MergedWithPrevious") return Behavior::kMergedWithPrevious;
   if (s == "MergedWithNext") return Behavior::kMergedWithNext;
   if (s == "Contiguous") return Behavior::kContiguous;
-  return absl::InvalidArgumentError(absl::StrCat("pre_tokenizer: unknown split behavior \"", s, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("pre_tokenizer: unknown split behavior \"", s, "\""));
 }
 
 // Splits every piece at the matches of `regex` according to `behavior`, the
@@ -158,16 +159,15 @@ enum class PrependScheme { kAlways, kFirst, kNever };
 
 class MetaspacePreTokenizer : public PreTokenizer {
  public:
-  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme,
-                        std::unique_ptr<Regex> split)
+  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, std::unique_ptr<Regex> split)
       : replacement_(std::move(replacement)), scheme_(scheme), split_(std::move(split)) {}
 
   absl::Status Apply(std::vector<Piece>* pieces) const override {
     for (Piece& p : *pieces) {
       absl::StrReplaceAll({{" ", replacement_}}, &p.text);
       const bool starts = p.text.compare(0, replacement_.size(), replacement_) == 0;
-      if (!starts && (scheme_ == PrependScheme::kAlways ||
-                      (scheme_ == PrependScheme::kFirst && p.at_start))) {
+      if (!starts &&
+          (scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_start))) {
         p.text.insert(0, replacement_);
       }
     }

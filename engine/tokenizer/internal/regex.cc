@@ -31,9 +31,8 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(absl::string_view pattern) 
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   if (code == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot compile regex \"", pattern,
-                                                   "\" at offset ", offset, ": ",
-                                                   Pcre2Message(error)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot compile regex \"", pattern, "\" at offset ", offset, ": ", Pcre2Message(error)));
   }
   const bool jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
   return std::unique_ptr<Regex>(new Regex(std::string(pattern), code, jit));

