@@ -19,17 +19,24 @@ struct LlmEngine::Live {
 };
 
 absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& options, Parts parts) {
-  if (parts.backend == nullptr || parts.kv_cache == nullptr || parts.codec == nullptr) {
-    return absl::InvalidArgumentError("LlmEngine: backend, kv_cache and codec are required");
+  if (parts.backend == nullptr || parts.codec == nullptr) {
+    return absl::InvalidArgumentError("LlmEngine: backend and codec are required");
   }
   if (options.max_live_requests < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_live_requests: must be >= 1, got ", options.max_live_requests));
   }
-  if (!(options.max_tau_kv >= 0.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tau_kv: must be >= 0, got ", options.max_tau_kv));
-  }
+  const KvCacheSpec& spec = parts.backend->kv_spec();
+  kvmanager::KvManager::Options kv_options = options.kv;
+  kv_options.num_layer_groups = spec.num_layer_groups;
+  kv_options.num_blocks = spec.num_blocks;
+  kv_options.block_size = spec.block_size;
+  kv_options.block_bytes.clear();
+  for (int g = 0; g < spec.num_layer_groups; ++g) kv_options.block_bytes.push_back(spec.BlockBytes(g));
+  absl::StatusOr<std::unique_ptr<kvmanager::KvManager>> kv =
+      kvmanager::KvManager::Create(kv_options);
+  if (!kv.ok()) return kv.status();
+
   Scheduler::Options scheduler_options = options.scheduler;
   for (int32_t id : parts.codec->eos_token_ids()) {
     if (std::find(scheduler_options.eos_token_ids.begin(), scheduler_options.eos_token_ids.end(),
@@ -37,14 +44,20 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
       scheduler_options.eos_token_ids.push_back(id);
     }
   }
+  const TextCodec* codec = parts.codec.get();
+  scheduler_options.token_piece = [codec](int32_t id) { return codec->TokenPiece(id); };
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
-      Scheduler::Create(scheduler_options, parts.backend.get(), parts.kv_cache.get());
+      Scheduler::Create(scheduler_options, parts.backend.get(), kv->get());
   if (!scheduler.ok()) return scheduler.status();
-  auto engine = std::unique_ptr<LlmEngine>(new LlmEngine(options, std::move(parts)));
+
+  Options kept = options;
+  kept.kv = kv_options;
+  auto engine = std::unique_ptr<LlmEngine>(new LlmEngine(kept, std::move(parts)));
+  engine->kv_ = std::move(*kv);
   engine->scheduler_ = std::move(*scheduler);
   engine->model_info_.vocab_size = engine->scheduler_->vocab_size();
   engine->model_info_.max_model_len = engine->scheduler_->max_model_len();
-  engine->model_info_.block_size = engine->kv_cache_->block_size();
+  engine->model_info_.block_size = spec.block_size;
   engine->PublishLoad();
   engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
   return engine;
@@ -54,7 +67,6 @@ LlmEngine::LlmEngine(const Options& options, Parts parts)
     : options_(options),
       model_info_(options.model_info),
       backend_(std::move(parts.backend)),
-      kv_cache_(std::move(parts.kv_cache)),
       codec_(std::move(parts.codec)) {}
 
 LlmEngine::~LlmEngine() {
@@ -86,16 +98,17 @@ absl::StatusOr<std::vector<int32_t>> LlmEngine::Tokenize(const EngineRequest& re
   return codec_->EncodePrompt(request.prompt_text);
 }
 
-absl::Status LlmEngine::CheckMemShare(const MemShareParams& p) const {
-  if (p.tau_lex.has_value() && !(*p.tau_lex >= 0.0f && *p.tau_lex <= 1.0f)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("memshare.tau_lex: must be in [0, 1], got ", *p.tau_lex));
-  }
-  if (p.tau_kv.has_value() && !(*p.tau_kv >= 0.0f && *p.tau_kv <= options_.max_tau_kv)) {
-    return absl::InvalidArgumentError(absl::StrCat("memshare.tau_kv: must be in [0, ",
-                                                   options_.max_tau_kv, "], got ", *p.tau_kv));
-  }
-  return absl::OkStatus();
+absl::StatusOr<kvmanager::DedupParams> LlmEngine::MemShareOf(const MemShareParams& p) const {
+  kvmanager::DedupParams params;
+  if (p.mode == MemShareParams::Mode::kOn) params.mode = kvmanager::DedupMode::kMemShare;
+  if (p.mode == MemShareParams::Mode::kOff) params.mode = kvmanager::DedupMode::kOff;
+  params.tau_lex = p.tau_lex;
+  params.tau_kv = p.tau_kv;
+  // The same check the KV manager makes on admission, made here so that a
+  // bad request is refused before it is queued.
+  absl::StatusOr<kvmanager::ResolvedDedup> resolved = kvmanager::ResolveDedup(options_.kv.dedup, params);
+  if (!resolved.ok()) return resolved.status();
+  return params;
 }
 
 absl::Status LlmEngine::Submit(EngineRequest request, EventCallback on_event) {
@@ -103,7 +116,8 @@ absl::Status LlmEngine::Submit(EngineRequest request, EventCallback on_event) {
     return absl::InvalidArgumentError("request_id: must not be empty");
   }
   if (!on_event) return absl::InvalidArgumentError("on_event: must be set");
-  if (absl::Status s = CheckMemShare(request.memshare); !s.ok()) return s;
+  absl::StatusOr<kvmanager::DedupParams> memshare = MemShareOf(request.memshare);
+  if (!memshare.ok()) return memshare.status();
   absl::StatusOr<std::vector<int32_t>> prompt = Tokenize(request);
   if (!prompt.ok()) return prompt.status();
 
@@ -117,12 +131,8 @@ absl::Status LlmEngine::Submit(EngineRequest request, EventCallback on_event) {
   seq.sampling = std::move(request.sampling);
   seq.priority = request.priority;
   seq.deadline = request.deadline;
-  seq.kv.cache_salt = std::move(request.cache_salt);
-  seq.kv.memshare = request.memshare.mode == MemShareParams::Mode::kOn ||
-                    (request.memshare.mode == MemShareParams::Mode::kServerDefault &&
-                     options_.memshare_by_default);
-  seq.kv.tau_lex = request.memshare.tau_lex.value_or(-1.0f);
-  seq.kv.tau_kv = request.memshare.tau_kv.value_or(-1.0f);
+  seq.cache_salt = std::move(request.cache_salt);
+  seq.memshare = *memshare;
   if (absl::Status s = scheduler_->Validate(seq); !s.ok()) return s;
 
   absl::MutexLock lock(&mu_);
@@ -279,7 +289,7 @@ void LlmEngine::Emit(SequenceOutput out) {
 
 void LlmEngine::PublishLoad() {
   const SchedulerStats& st = scheduler_->stats();
-  const KvCacheUsage kv = scheduler_->kv_usage();
+  const kvmanager::KvStatsSnapshot kv = kv_->Stats();
   absl::MutexLock lock(&mu_);
   LoadReport& l = load_;
   l.running_requests = st.running;
@@ -288,11 +298,14 @@ void LlmEngine::PublishLoad() {
   for (const Incoming& in : inbox_) {
     l.waiting_tokens += static_cast<int64_t>(in.sequence.prompt_token_ids.size());
   }
-  l.kv_blocks_total = kv.total_blocks;
-  l.kv_blocks_used = kv.used_blocks;
-  l.kv_blocks_logical = kv.logical_blocks;
-  l.kv_blocks_shared = kv.shared_blocks;
-  l.bytes_saved = kv.bytes_saved;
+  // Layer group 0 stands for the pool (every group has as many blocks).
+  if (!kv.groups.empty()) {
+    l.kv_blocks_total = kv.groups[0].total_blocks;
+    l.kv_blocks_used = kv.groups[0].physical_blocks;
+    l.kv_blocks_logical = kv.groups[0].logical_blocks;
+    l.kv_blocks_shared = kv.groups[0].shared_blocks;
+  }
+  l.bytes_saved = kv.BytesSaved();
   stats_ = st;
 }
 

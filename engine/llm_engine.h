@@ -1,5 +1,6 @@
 // The engine of one worker (group rank 0): InferenceEngine over a Scheduler,
-// a Backend, a KvCache and a TextCodec (DESIGN.md §2, §5, §6).
+// a Backend, the kvmanager::KvManager of its KV pool and a TextCodec
+// (DESIGN.md §2, §4, §5, §6).
 //
 // Submit() runs on the caller's thread: it checks the request (prompt form,
 // sampling values, MemShare thresholds, prompt length against the model and
@@ -33,9 +34,9 @@
 #include "absl/time/time.h"
 #include "engine/backend.h"
 #include "engine/inference_engine.h"
-#include "engine/kv_cache.h"
 #include "engine/scheduler.h"
 #include "engine/text_codec.h"
+#include "kvmanager/kv_manager.h"
 
 namespace memshare::engine {
 
@@ -48,10 +49,11 @@ class LlmEngine : public InferenceEngine {
     // Live requests (queued, waiting or running) beyond which Submit
     // answers RESOURCE_EXHAUSTED.
     int32_t max_live_requests = 1024;
-    // MemShare for requests that leave the mode to the server.
-    bool memshare_by_default = false;
-    // Largest tau_kv (relative L2 distance) a request may ask for.
-    float max_tau_kv = 0.5f;
+    // The KV manager: prefix cache, MemShare policy (the mode of requests
+    // that leave it to the server, default thresholds and their bounds),
+    // segmenter. Layer groups, block count, block size and block bytes are
+    // taken from the backend's KvCacheSpec.
+    kvmanager::KvManager::Options kv;
     // Reported by GetModelInfo; vocab_size, max_model_len and block_size
     // are filled in from the parts.
     ModelInfo model_info;
@@ -60,7 +62,6 @@ class LlmEngine : public InferenceEngine {
   // The parts the engine owns.
   struct Parts {
     std::unique_ptr<Backend> backend;
-    std::unique_ptr<KvCache> kv_cache;
     std::unique_ptr<TextCodec> codec;
   };
 
@@ -99,7 +100,9 @@ class LlmEngine : public InferenceEngine {
   LlmEngine(const Options& options, Parts parts);
   // The request's prompt as token ids, or INVALID_ARGUMENT naming the field.
   absl::StatusOr<std::vector<int32_t>> Tokenize(const EngineRequest& request) const;
-  absl::Status CheckMemShare(const MemShareParams& params) const;
+  // The request's MemShare options for the KV manager, or INVALID_ARGUMENT
+  // naming the field when they are outside the server's bounds.
+  absl::StatusOr<kvmanager::DedupParams> MemShareOf(const MemShareParams& params) const;
 
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   void Admit(Incoming incoming);
@@ -113,8 +116,8 @@ class LlmEngine : public InferenceEngine {
   const Options options_;
   ModelInfo model_info_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<KvCache> kv_cache_;
   std::unique_ptr<TextCodec> codec_;
+  std::unique_ptr<kvmanager::KvManager> kv_;
   std::unique_ptr<Scheduler> scheduler_;  // scheduler thread only (after Create)
 
   // Scheduler-thread state.

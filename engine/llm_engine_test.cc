@@ -7,7 +7,6 @@
 
 #include "absl/synchronization/notification.h"
 #include "engine/testing/fake_backend.h"
-#include "engine/testing/fake_kv_cache.h"
 #include "engine/testing/fake_text_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -75,8 +74,6 @@ std::unique_ptr<LlmEngine> MakeEngine(LlmEngine::Options options = {},
                                       std::vector<int32_t> eos = {}) {
   LlmEngine::Parts parts;
   parts.backend = *FakeBackend::Create(model);
-  parts.kv_cache =
-      std::make_unique<FakeKvCache>(model.num_layer_groups, model.num_blocks, model.block_size);
   parts.codec = std::make_unique<FakeTextCodec>(std::move(eos));
   options.model_info.model_id = "fake";
   auto engine = LlmEngine::Create(options, std::move(parts));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace memshare::engine {
@@ -12,7 +13,8 @@ struct Scheduler::Sequence {
   int32_t priority = 0;
   uint64_t arrival = 0;
   absl::Time deadline;
-  SequenceKvOptions kv;
+  std::string cache_salt;
+  kvmanager::DedupParams memshare;
   std::vector<int32_t> tokens;  // prompt, then generated
   int32_t prompt_len = 0;
   int32_t num_computed = 0;  // tokens whose KV is in the cache
@@ -20,7 +22,7 @@ struct Scheduler::Sequence {
   bool ignore_eos = false;
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
-  bool resident = false;    // open in the KV cache (in running_)
+  bool resident = false;  // admitted to the KV manager (in running_)
   bool ever_admitted = false;
   Usage usage;
 
@@ -29,9 +31,10 @@ struct Scheduler::Sequence {
 };
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& options,
-                                                             Backend* backend, KvCache* kv) {
+                                                             Backend* backend,
+                                                             kvmanager::KvManager* kv) {
   if (backend == nullptr || kv == nullptr) {
-    return absl::InvalidArgumentError("Scheduler: backend and kv cache are required");
+    return absl::InvalidArgumentError("Scheduler: backend and KV manager are required");
   }
   if (options.max_num_batched_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_num_batched_tokens: must be >= 1, got ",
@@ -53,9 +56,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
   if (spec.block_size != kv->block_size() || spec.num_layer_groups != kv->num_layer_groups() ||
       spec.num_blocks != kv->num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "backend and KV cache disagree: block size ", spec.block_size, " vs ", kv->block_size(),
+        "backend and KV manager disagree: block size ", spec.block_size, " vs ", kv->block_size(),
         ", layer groups ", spec.num_layer_groups, " vs ", kv->num_layer_groups(), ", blocks ",
         spec.num_blocks, " vs ", kv->num_blocks()));
+  }
+  if (kv->num_sequences() != 0) {
+    return absl::InvalidArgumentError("the KV manager already holds sequences");
   }
   for (int32_t id : options.eos_token_ids) {
     if (id < 0 || id >= backend->vocab_size()) {
@@ -63,15 +69,15 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
                                                      backend->vocab_size(), ")"));
     }
   }
-  const int64_t capacity = kv->num_blocks() * int64_t{kv->block_size()};
+  const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
   if (capacity < 2) return absl::InvalidArgumentError("KV pool holds fewer than 2 tokens");
   return std::unique_ptr<Scheduler>(new Scheduler(options, backend, kv));
 }
 
-Scheduler::Scheduler(const Options& options, Backend* backend, KvCache* kv)
+Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvManager* kv)
     : options_(options), backend_(backend), kv_(kv), vocab_size_(backend->vocab_size()) {
   // A sequence alone must always fit in the pool, or it could never finish.
-  const int64_t capacity = kv->num_blocks() * int64_t{kv->block_size()};
+  const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
   max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
   max_prompt_len_ = options.max_prompt_len > 0
                         ? std::min(options.max_prompt_len, max_model_len_ - 1)
@@ -81,7 +87,7 @@ Scheduler::Scheduler(const Options& options, Backend* backend, KvCache* kv)
 
 Scheduler::~Scheduler() {
   for (auto& [id, s] : sequences_) {
-    if (s->resident) kv_->Close(id);
+    if (s->resident) kv_->Free(id).IgnoreError();  // only fails for an unknown id
   }
 }
 
@@ -115,11 +121,10 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   }
   if (absl::Status s = Validate(request); !s.ok()) return s;
   const std::vector<int32_t>& prompt = request.prompt_token_ids;
-  const int32_t vocab = vocab_size_;
 
   Sampler::Options sampler_options;
   sampler_options.params = request.sampling;
-  sampler_options.vocab_size = vocab;
+  sampler_options.vocab_size = vocab_size_;
   absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sampler_options, prompt);
   if (!sampler.ok()) return sampler.status();
 
@@ -128,8 +133,8 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   seq->priority = request.priority;
   seq->arrival = next_arrival_++;
   seq->deadline = request.deadline;
-  seq->kv = std::move(request.kv);
-  seq->kv.prompt_len = static_cast<int32_t>(prompt.size());
+  seq->cache_salt = std::move(request.cache_salt);
+  seq->memshare = request.memshare;
   seq->prompt_len = static_cast<int32_t>(prompt.size());
   seq->tokens = std::move(request.prompt_token_ids);
   seq->max_tokens = request.sampling.max_tokens;
@@ -144,11 +149,17 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   return absl::OkStatus();
 }
 
-void Scheduler::Preempt(Sequence* s) {
-  kv_->Close(s->id);
+void Scheduler::FreeBlocks(Sequence* s) {
+  // Free fails only for a sequence the KV manager does not know, which
+  // resident sequences never are.
+  kv_->Free(s->id).IgnoreError();
   s->resident = false;
-  s->num_computed = 0;
   running_.erase(std::find(running_.begin(), running_.end(), s));
+}
+
+void Scheduler::Preempt(Sequence* s) {
+  FreeBlocks(s);
+  s->num_computed = 0;
   waiting_.insert(KeyOf(*s));
   ++stats_.preemptions;
 }
@@ -161,10 +172,7 @@ SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status sta
   out.status = std::move(status);
   if (s->resident) {
     UpdatePeaks(s);
-    s->usage.shared_blocks =
-        std::max(s->usage.shared_blocks, kv_->sequence_usage(s->id).remapped_blocks);
-    kv_->Close(s->id);
-    running_.erase(std::find(running_.begin(), running_.end(), s));
+    FreeBlocks(s);
   } else {
     waiting_.erase(KeyOf(*s));
   }
@@ -176,10 +184,16 @@ SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status sta
 }
 
 void Scheduler::UpdatePeaks(Sequence* s) {
-  const SequenceKvUsage u = kv_->sequence_usage(s->id);
-  s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, u.physical_blocks);
-  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, u.logical_blocks);
-  s->usage.shared_blocks = std::max(s->usage.shared_blocks, u.remapped_blocks);
+  absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = kv_->GetSequenceInfo(s->id);
+  absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, 0);
+  if (!info.ok() || !table.ok()) return;
+  absl::flat_hash_set<int32_t> distinct(table->begin(), table->end());
+  s->usage.kv_blocks_peak_physical =
+      std::max(s->usage.kv_blocks_peak_physical, static_cast<int32_t>(distinct.size()));
+  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, info->logical_blocks);
+  // Remaps of earlier residencies are gone with their blocks; keep the most.
+  s->usage.shared_blocks =
+      std::max(s->usage.shared_blocks, static_cast<int32_t>(info->remapped_blocks));
 }
 
 void Scheduler::RefreshWaitingStats() {
@@ -244,11 +258,13 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     Sequence* s = order[i];
     if (s == nullptr || !s->resident) continue;  // ended or preempted earlier in this loop
     const int32_t n = std::min(s->num_tokens() - s->num_computed, budget);
-    bool reserved = false;
+    const absl::Span<const int32_t> chunk(s->tokens.data() + s->num_computed,
+                                          static_cast<size_t>(n));
+    bool appended = false;
     while (true) {
-      absl::Status st = kv_->Reserve(s->id, s->num_computed + n);
+      absl::Status st = kv_->AppendTokens(s->id, chunk);
       if (st.ok()) {
-        reserved = true;
+        appended = true;
         break;
       }
       if (!absl::IsResourceExhausted(st)) {
@@ -258,7 +274,8 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
         break;
       }
       // Preempt the lowest-priority, latest-arrived resident sequence (maybe
-      // this one); if it was already scheduled this step, unschedule it.
+      // this one); if it was already scheduled this step, unschedule it
+      // (freeing it drops the tokens it appended).
       Sequence* victim = nullptr;
       for (size_t j = order.size(); j-- > 0;) {
         if (order[j] != nullptr && order[j]->resident) {
@@ -277,7 +294,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
       preempted = true;
       if (victim == s) break;
     }
-    if (reserved) {
+    if (appended) {
       scheduled.push_back({s, n});
       budget -= n;
     }
@@ -287,40 +304,32 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   while (!preempted && budget > 0 && !waiting_.empty() &&
          static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
     Sequence* s = sequences_.at(std::get<2>(*waiting_.begin())).get();
-    // Reuse cached whole blocks, but compute at least the last token (its
-    // logits are needed, and its block would otherwise be written shared).
-    absl::StatusOr<int32_t> cached = kv_->Open(
-        s->id,
-        options_.enable_prefix_cache
-            ? absl::Span<const int32_t>(s->tokens.data(), s->tokens.size() - 1)
-            : absl::Span<const int32_t>(),
-        s->kv);
-    if (!cached.ok()) {
+    // A preempted sequence comes back with its generated tokens as prompt:
+    // they are recomputed (or found in the prefix cache), and its output
+    // goes on from where it was.
+    kvmanager::KvManager::SequenceSpec spec;
+    spec.seq_id = s->id;
+    spec.prompt_token_ids = s->tokens;
+    spec.cache_salt = s->cache_salt;
+    spec.memshare = s->memshare;
+    absl::StatusOr<kvmanager::KvManager::Admission> admission = kv_->AddSequence(spec, budget);
+    if (!admission.ok()) {
+      if (absl::IsResourceExhausted(admission.status())) break;  // wait for blocks
       ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, cached.status()));
-      continue;
-    }
-    const int32_t reused = std::min(*cached, s->num_tokens() - 1);
-    const int32_t n = std::min(s->num_tokens() - reused, budget);
-    absl::Status st = kv_->Reserve(s->id, reused + n);
-    if (!st.ok()) {
-      kv_->Close(s->id);
-      if (absl::IsResourceExhausted(st)) break;  // wait for blocks to come free
-      ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, st));
+      outputs.push_back(End(s, FinishReason::kError, admission.status()));
       continue;
     }
     waiting_.erase(waiting_.begin());
     s->resident = true;
-    s->num_computed = reused;
+    s->num_computed = admission->cached_tokens;
     if (!s->ever_admitted) {
       s->ever_admitted = true;
-      s->usage.cached_prompt_tokens = std::min(reused, s->prompt_len);
+      s->usage.cached_prompt_tokens = std::min(admission->cached_tokens, s->prompt_len);
       stats_.prefix_cached_tokens += s->usage.cached_prompt_tokens;
     }
     running_.push_back(s);
-    scheduled.push_back({s, n});
-    budget -= n;
+    scheduled.push_back({s, admission->scheduled_tokens});
+    budget -= admission->scheduled_tokens;
   }
   RefreshWaitingStats();
   if (scheduled.empty()) return outputs;
@@ -330,34 +339,25 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   plan.sequences.reserve(scheduled.size());
   int32_t prefill_tokens = 0;
   int32_t decode_tokens = 0;
-  for (auto it = scheduled.begin(); it != scheduled.end();) {
-    Sequence* s = it->seq;
-    absl::StatusOr<std::vector<std::vector<int32_t>>> tables = kv_->BlockTables(s->id);
-    if (!tables.ok()) {
-      ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, tables.status()));
-      it = scheduled.erase(it);
-      continue;
-    }
+  absl::Status run_status;
+  for (const Scheduled& sc : scheduled) {
+    Sequence* s = sc.seq;
     SequenceChunk chunk;
     chunk.seq_id = s->id;
     chunk.start_pos = s->num_computed;
     chunk.token_ids.assign(s->tokens.begin() + s->num_computed,
-                           s->tokens.begin() + s->num_computed + it->num_tokens);
-    chunk.block_tables = std::move(*tables);
-    chunk.compute_logits = s->num_computed + it->num_tokens == s->num_tokens();
+                           s->tokens.begin() + s->num_computed + sc.num_tokens);
+    if (run_status.ok()) run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables);
+    chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
     (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len
          ? decode_tokens
-         : prefill_tokens) += it->num_tokens;
+         : prefill_tokens) += sc.num_tokens;
     plan.sequences.push_back(std::move(chunk));
-    ++it;
   }
-  if (plan.sequences.empty()) return outputs;
 
   const absl::Time t_forward = absl::Now();
   stats_.last_schedule_seconds = absl::ToDoubleSeconds(t_forward - t_start);
-  absl::Status run_status;
-  std::vector<std::vector<std::pair<int32_t, int32_t>>> copies = kv_->TakePendingCopies();
+  std::vector<std::vector<kvmanager::BlockCopy>> copies = kv_->TakePendingCopies();
   for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
     if (!copies[g].empty()) run_status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
   }
@@ -367,10 +367,12 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
                              static_cast<int64_t>(result.rows.size()) * result.vocab_size) {
     run_status = absl::InternalError("backend returned a malformed logits array");
   }
+  if (run_status.ok()) run_status = kv_->CommitStep();
   const absl::Time t_sample = absl::Now();
   stats_.last_forward_seconds = absl::ToDoubleSeconds(t_sample - t_forward);
   if (!run_status.ok()) {
-    // The sequences of a failed step end with the error; the others go on.
+    // The sequences of a failed step end with the error (freeing them drops
+    // their uncommitted tokens); the others go on.
     for (const Scheduled& sc : scheduled) {
       ++stats_.failed;
       outputs.push_back(End(sc.seq, FinishReason::kError, run_status));
@@ -392,25 +394,16 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
   }
 
-  bool any_memshare = false;
   for (size_t i = 0; i < scheduled.size(); ++i) {
     Sequence* s = scheduled[i].seq;
     s->num_computed += scheduled[i].num_tokens;
-    absl::Status st = kv_->Commit(
-        s->id, absl::Span<const int32_t>(s->tokens.data(), static_cast<size_t>(s->num_computed)));
-    if (st.ok() && plan.sequences[i].compute_logits && row_of[i] < 0) {
-      st = absl::InternalError("backend returned no logits for a sequence that needs them");
-    }
-    if (!st.ok()) {
-      ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, st));
-      continue;
-    }
     UpdatePeaks(s);
     if (!plan.sequences[i].compute_logits) continue;
-
-    absl::StatusOr<TokenLogprob> token = s->sampler->Sample(
-        absl::Span<const float>(result.Row(row_of[i]), result.vocab_size), &workspace_);
+    absl::StatusOr<TokenLogprob> token =
+        row_of[i] < 0
+            ? absl::InternalError("backend returned no logits for a sequence that needs them")
+            : s->sampler->Sample(
+                  absl::Span<const float>(result.Row(row_of[i]), result.vocab_size), &workspace_);
     if (!token.ok()) {
       ++stats_.failed;
       outputs.push_back(End(s, FinishReason::kError, token.status()));
@@ -425,25 +418,27 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     } else if (s->generated() >= s->max_tokens || s->num_tokens() >= max_model_len_) {
       reason = FinishReason::kLength;
     }
+    SequenceOutput out;
     if (reason != FinishReason::kNone) {
-      SequenceOutput out = End(s, reason, absl::OkStatus());
-      out.tokens.push_back(std::move(*token));
-      outputs.push_back(std::move(out));
+      out = End(s, reason, absl::OkStatus());
     } else {
-      SequenceOutput out;
       out.seq_id = s->id;
-      out.tokens.push_back(std::move(*token));
-      outputs.push_back(std::move(out));
-      any_memshare |= s->kv.memshare;
+      // The segmenter reads this residency's generated tokens, in order.
+      const std::string piece = options_.token_piece ? options_.token_piece(id) : std::string();
+      const absl::string_view pieces[] = {piece};
+      if (absl::Status st = kv_->OnTokensGenerated(s->id, pieces); !st.ok()) {
+        ++stats_.dedup_errors;
+      }
     }
+    out.tokens.push_back(std::move(*token));
+    outputs.push_back(std::move(out));
   }
-
   const absl::Time t_dedup = absl::Now();
   stats_.last_sample_seconds = absl::ToDoubleSeconds(t_dedup - t_sample);
 
-  // 5. MemShare on the reasoning steps that finished.
-  if (any_memshare) {
-    if (absl::Status st = kv_->Deduplicate(*backend_); !st.ok()) {
+  // 5. MemShare on the reasoning steps that finished (their tokens written).
+  if (kv_->HasPendingDedup()) {
+    if (absl::Status st = kv_->RunDedup(*backend_); !st.ok()) {
       ++stats_.dedup_errors;
     } else {
       for (Sequence* s : running_) UpdatePeaks(s);

@@ -1,4 +1,5 @@
-// Continuous batching over one Backend and one KvCache (DESIGN.md §5).
+// Continuous batching over one Backend and one kvmanager::KvManager
+// (DESIGN.md §4, §5).
 //
 // Each Step():
 //   1. ends sequences whose deadline has passed (blocks freed at once);
@@ -17,7 +18,10 @@
 //      a token for every sequence whose computed tokens reach its end,
 //      and ends those that hit a stop token, EOS, max_tokens or the model
 //      length;
-//   5. runs MemShare dedup on the reasoning steps that finished.
+//   5. feeds the text piece of each sampled token to the KV manager's
+//      reasoning-step segmenter (MemShare sequences) and runs MemShare dedup
+//      on the steps that finished, verified through the backend's block
+//      distances, before the next step.
 //
 // A sequence is a list of tokens (prompt, then generated) of which the
 // first num_computed have their KV in the cache. Prefill, decode and
@@ -33,13 +37,16 @@
 // see: the engine calls Finish() when one matches.
 //
 // Thread-compatible: one thread (the engine's scheduler thread) calls every
-// method. Backend and KvCache are borrowed and must outlive the scheduler.
+// method. The Backend and the KvManager are borrowed and must outlive the
+// scheduler; nothing else may change the KvManager's sequences.
 #ifndef MEMSHARE_ENGINE_SCHEDULER_H_
 #define MEMSHARE_ENGINE_SCHEDULER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -49,10 +56,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/backend.h"
-#include "engine/kv_cache.h"
 #include "engine/request.h"
 #include "engine/sampler/sampler.h"
 #include "engine/sampler/sampling_params.h"
+#include "kvmanager/kv_manager.h"
 
 namespace memshare::engine {
 
@@ -63,7 +70,8 @@ struct SequenceRequest {
   SamplingParams sampling;
   int32_t priority = 0;  // higher runs first; FCFS within a priority
   absl::Time deadline = absl::InfiniteFuture();
-  SequenceKvOptions kv;  // cache salt, MemShare (prompt_len is filled in by Add)
+  std::string cache_salt;            // prefix-cache isolation between tenants
+  kvmanager::DedupParams memshare;   // unset fields: the KV manager's policy
 };
 
 // What one sequence produced in a step, or how it ended.
@@ -88,7 +96,7 @@ struct SchedulerStats {
   int64_t aborted = 0;
   int64_t deadline_exceeded = 0;
   int64_t failed = 0;  // ended by a backend or KV error
-  int64_t dedup_errors = 0;
+  int64_t dedup_errors = 0;  // RunDedup failures (the steps stay unshared)
   // Of the last step:
   int32_t last_step_sequences = 0;
   int32_t last_step_tokens = 0;
@@ -118,13 +126,15 @@ class Scheduler {
     std::vector<int32_t> eos_token_ids;
     // Bounds for the sampling parameters (vocab_size is taken from the backend).
     SamplingLimits sampling_limits;
-    // Whether the prefix cache is consulted when a sequence is admitted.
-    bool enable_prefix_cache = true;
+    // The text one token stands for, fed to MemShare's reasoning-step
+    // segmenter; unset: empty pieces (steps are then cut by length only).
+    std::function<std::string(int32_t token_id)> token_piece;
   };
 
   // `backend` and `kv` must agree on block size, layer groups and block count.
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const Options& options,
-                                                           Backend* backend, KvCache* kv);
+                                                           Backend* backend,
+                                                           kvmanager::KvManager* kv);
 
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -152,7 +162,8 @@ class Scheduler {
   bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
   bool IsLive(uint64_t seq_id) const { return sequences_.contains(seq_id); }
   const SchedulerStats& stats() const { return stats_; }
-  KvCacheUsage kv_usage() const { return kv_->usage(); }
+  // KV pool figures and counters (any thread may call KvManager::Stats).
+  kvmanager::KvStatsSnapshot kv_stats() const { return kv_->Stats(); }
   // The model length in force (options.max_model_len capped by the pool).
   int32_t max_model_len() const { return max_model_len_; }
   int32_t max_prompt_len() const { return max_prompt_len_; }
@@ -163,10 +174,12 @@ class Scheduler {
   // Priority order: higher priority first, then earlier arrival.
   using QueueKey = std::tuple<int32_t, uint64_t, uint64_t>;  // (-priority, arrival, seq_id)
 
-  Scheduler(const Options& options, Backend* backend, KvCache* kv);
+  Scheduler(const Options& options, Backend* backend, kvmanager::KvManager* kv);
 
   QueueKey KeyOf(const Sequence& s) const;
   void Preempt(Sequence* s);
+  // Releases a resident sequence's blocks.
+  void FreeBlocks(Sequence* s);
   // Removes a sequence (from whichever queue holds it), releases its blocks
   // and describes its end.
   SequenceOutput End(Sequence* s, FinishReason reason, absl::Status status);
@@ -175,7 +188,7 @@ class Scheduler {
 
   const Options options_;
   Backend* const backend_;
-  KvCache* const kv_;
+  kvmanager::KvManager* const kv_;
   const int32_t vocab_size_;
   int32_t max_model_len_ = 0;
   int32_t max_prompt_len_ = 0;

@@ -5,7 +5,7 @@
 #include <random>
 
 #include "engine/testing/fake_backend.h"
-#include "engine/testing/fake_kv_cache.h"
+#include "engine/testing/fake_text_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,15 +22,36 @@ struct Result {
   bool finished = false;
 };
 
+kvmanager::KvManager::Options KvOptions(const FakeBackend::Options& model) {
+  kvmanager::KvManager::Options o;
+  o.num_layer_groups = model.num_layer_groups;
+  o.num_blocks = model.num_blocks;
+  o.block_size = model.block_size;
+  o.block_bytes.assign(model.num_layer_groups, 100);
+  o.dedup.mode = kvmanager::DedupMode::kOff;  // tests turn MemShare on per request
+  o.segmenter.min_step_tokens = 2 * model.block_size;
+  o.segmenter.max_step_tokens = 4 * model.block_size;
+  return o;
+}
+
 class Harness {
  public:
-  Harness(FakeBackend::Options backend_options, Scheduler::Options options) {
+  Harness(FakeBackend::Options backend_options, Scheduler::Options options,
+          kvmanager::KvManager::Options kv_options) {
     backend_ = *FakeBackend::Create(backend_options);
-    kv_ = std::make_unique<FakeKvCache>(backend_options.num_layer_groups,
-                                        backend_options.num_blocks, backend_options.block_size);
+    auto kv = kvmanager::KvManager::Create(kv_options);
+    EXPECT_TRUE(kv.ok()) << kv.status();
+    kv_ = std::move(*kv);
     auto s = Scheduler::Create(options, backend_.get(), kv_.get());
     EXPECT_TRUE(s.ok()) << s.status();
     scheduler_ = std::move(*s);
+  }
+  Harness(FakeBackend::Options backend_options, Scheduler::Options options)
+      : Harness(backend_options, options, KvOptions(backend_options)) {}
+
+  ~Harness() {
+    EXPECT_TRUE(kv_->CheckInvariants().ok()) << kv_->CheckInvariants();
+    EXPECT_EQ(backend_->history_mismatches(), 0);
   }
 
   void Record(const std::vector<SequenceOutput>& outputs) {
@@ -58,14 +79,14 @@ class Harness {
   }
 
   FakeBackend& backend() { return *backend_; }
-  FakeKvCache& kv() { return *kv_; }
+  kvmanager::KvManager& kv() { return *kv_; }
   Scheduler& scheduler() { return *scheduler_; }
   std::map<uint64_t, Result>& results() { return results_; }
   absl::Time now_ = absl::FromUnixSeconds(1000);
 
  private:
   std::unique_ptr<FakeBackend> backend_;
-  std::unique_ptr<FakeKvCache> kv_;
+  std::unique_ptr<kvmanager::KvManager> kv_;
   std::unique_ptr<Scheduler> scheduler_;
   std::map<uint64_t, Result> results_;
 };
@@ -111,7 +132,8 @@ FakeBackend::Options SmallModel() {
 
 TEST(SchedulerTest, CreateChecksOptions) {
   auto backend = *FakeBackend::Create(SmallModel());
-  FakeKvCache kv(1, 64, 4);
+  auto kv_owner = *kvmanager::KvManager::Create(KvOptions(SmallModel()));
+  kvmanager::KvManager& kv = *kv_owner;
   Scheduler::Options o;
   o.max_num_batched_tokens = 0;
   EXPECT_THAT(std::string(Scheduler::Create(o, backend.get(), &kv).status().message()),
@@ -123,8 +145,10 @@ TEST(SchedulerTest, CreateChecksOptions) {
   o.eos_token_ids = {64};
   EXPECT_THAT(std::string(Scheduler::Create(o, backend.get(), &kv).status().message()),
               HasSubstr("eos_token_ids"));
-  FakeKvCache other(1, 32, 4);
-  EXPECT_THAT(std::string(Scheduler::Create({}, backend.get(), &other).status().message()),
+  FakeBackend::Options smaller = SmallModel();
+  smaller.num_blocks = 32;
+  auto other = *kvmanager::KvManager::Create(KvOptions(smaller));
+  EXPECT_THAT(std::string(Scheduler::Create({}, backend.get(), other.get()).status().message()),
               HasSubstr("disagree"));
   EXPECT_FALSE(Scheduler::Create({}, nullptr, &kv).ok());
 }
@@ -149,8 +173,8 @@ TEST(SchedulerTest, GreedyMatchesTheModel) {
   EXPECT_EQ(r.usage.completion_tokens, 12);
   // 10 + 12 = 22 tokens, 21 with KV (the last sampled token is never run).
   EXPECT_EQ(r.usage.kv_blocks_peak_logical, 6);
-  EXPECT_EQ(h.kv().num_free_blocks(), 64);
-  EXPECT_EQ(h.kv().open_sequences(), 0);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
+  EXPECT_EQ(h.kv().num_sequences(), 0);
   EXPECT_FALSE(h.scheduler().HasWork());
   EXPECT_EQ(h.scheduler().stats().generated_tokens, 12);
 }
@@ -279,8 +303,8 @@ TEST(SchedulerTest, PoolTooSmallPreemptsAndKeepsOutputs) {
     EXPECT_EQ(r.reason, FinishReason::kLength);
     EXPECT_EQ(r.tokens, solo[i]) << "request " << i;
   }
-  EXPECT_EQ(crowd.kv().num_free_blocks(), 24);
-  EXPECT_EQ(crowd.kv().open_sequences(), 0);
+  EXPECT_EQ(crowd.kv().NumAvailableBlocks(), 24);
+  EXPECT_EQ(crowd.kv().num_sequences(), 0);
   EXPECT_LE(crowd.backend().max_tokens_in_step(), 32);
 }
 
@@ -362,13 +386,13 @@ TEST(SchedulerTest, AbortFreesBlocksAtOnce) {
   ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(5, 2), 5)).ok());
   h.Record(h.scheduler().Step(h.now_));
   h.Record(h.scheduler().Step(h.now_));
-  const int64_t free_before = h.kv().num_free_blocks();
+  const int64_t free_before = h.kv().NumAvailableBlocks();
   auto out = h.scheduler().Abort(1);
   ASSERT_TRUE(out.ok());
   EXPECT_TRUE(out->finished);
   EXPECT_EQ(out->finish_reason, FinishReason::kAbort);
   EXPECT_EQ(out->usage.completion_tokens, 2);
-  EXPECT_EQ(h.kv().num_free_blocks(), free_before + 6);  // 21 tokens of KV: 6 blocks
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), free_before + 6);  // 21 tokens of KV: 6 blocks
   EXPECT_FALSE(h.scheduler().IsLive(1));
   EXPECT_EQ(h.scheduler().Abort(1).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(h.scheduler().stats().aborted, 1);
@@ -395,7 +419,7 @@ TEST(SchedulerTest, DeadlineEndsTheSequenceAndFreesBlocks) {
   EXPECT_EQ(r1.status.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(r1.reason, FinishReason::kAbort);
   EXPECT_EQ(r1.tokens.size(), 2u);
-  EXPECT_EQ(h.kv().open_sequences(), 1);
+  EXPECT_EQ(h.kv().num_sequences(), 1);
   EXPECT_EQ(h.scheduler().stats().deadline_exceeded, 1);
   h.RunToEnd();
   EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 10));
@@ -408,7 +432,7 @@ TEST(SchedulerTest, FinishEndsALiveSequence) {
   auto out = h.scheduler().Finish(1, FinishReason::kStop);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->finish_reason, FinishReason::kStop);
-  EXPECT_EQ(h.kv().num_free_blocks(), 64);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
   EXPECT_EQ(h.scheduler().Finish(1, FinishReason::kStop).status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -468,7 +492,7 @@ TEST(SchedulerTest, BackendFailureEndsOnlyThatStep) {
   EXPECT_TRUE(h.results()[1].finished);
   EXPECT_EQ(h.results()[1].reason, FinishReason::kError);
   EXPECT_EQ(h.results()[1].status.code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(h.kv().num_free_blocks(), 64);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
   ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(10, 2), 5)).ok());
   h.RunToEnd();
   EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 5));
@@ -493,6 +517,74 @@ TEST(SchedulerTest, LogprobsTravelWithTokens) {
     EXPECT_FLOAT_EQ(t.top[0].second, t.logprob);
     EXPECT_LT(t.logprob, 0);
   }
+}
+
+
+TEST(SchedulerTest, PrefixCacheServesARepeatedPrompt) {
+  Harness h(SmallModel(), {});
+  const std::vector<int32_t> prompt = Prompt(30, 9);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, prompt, 6)).ok());
+  h.RunToEnd();
+  const int64_t tokens_first = h.backend().total_tokens();
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, prompt, 6)).ok());
+  SequenceRequest salted = Greedy(3, prompt, 6);
+  salted.cache_salt = "tenant-b";
+  ASSERT_TRUE(h.scheduler().Add(salted).ok());
+  h.RunToEnd();
+  // Whole blocks of the first 29 tokens: 7 blocks = 28 tokens.
+  EXPECT_EQ(h.results()[1].usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(h.results()[2].usage.cached_prompt_tokens, 28);
+  EXPECT_EQ(h.results()[3].usage.cached_prompt_tokens, 0);  // another tenant's cache
+  EXPECT_EQ(h.results()[2].tokens, h.results()[1].tokens);
+  EXPECT_EQ(h.results()[3].tokens, h.results()[1].tokens);
+  EXPECT_EQ(h.scheduler().stats().prefix_cached_tokens, 28);
+  // Request 2 computed 2 prompt tokens and 5 decodes; request 3 all of it.
+  EXPECT_EQ(h.backend().total_tokens() - tokens_first, (30 - 28 + 5) + (30 + 5));
+  EXPECT_GT(h.kv().Stats().prefix_cache_hits, 0);
+}
+
+TEST(SchedulerTest, PreemptedSequencesComeBackThroughThePrefixCache) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 16;
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 64;
+  Harness h(model, o);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(h.scheduler().Add(Greedy(i, Prompt(12, 50 + i), 12)).ok());
+  h.RunToEnd();
+  EXPECT_GT(h.scheduler().stats().preemptions, 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(h.results()[i].tokens, Reference(h.backend(), Prompt(12, 50 + i), 12)) << i;
+  }
+}
+
+// MemShare through the real KV manager: a model whose text falls into a
+// cycle repeats whole blocks; dedup remaps them (verified by the backend's
+// distance: identical token ids only), and the output does not change.
+TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;  // next token depends on the last one: cycles
+  model.num_blocks = 128;
+  const std::vector<int32_t> prompt = Prompt(8, 77);
+
+  auto run = [&](bool memshare) {
+    Harness h(model, {});
+    SequenceRequest r = Greedy(1, prompt, 200);
+    r.memshare.mode = memshare ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
+    EXPECT_TRUE(h.scheduler().Add(r).ok());
+    h.RunToEnd();
+    const kvmanager::KvStatsSnapshot stats = h.kv().Stats();
+    return std::make_tuple(h.results()[1], stats.dedup_remapped, h.scheduler().stats().dedup_errors);
+  };
+  auto [off, off_remapped, off_errors] = run(false);
+  auto [on, on_remapped, on_errors] = run(true);
+  EXPECT_EQ(off_remapped, 0);
+  EXPECT_GT(on_remapped, 0);
+  EXPECT_EQ(on_errors, 0);
+  EXPECT_EQ(on.tokens, off.tokens);
+  EXPECT_EQ(on.tokens.size(), 200u);
+  EXPECT_GT(on.usage.shared_blocks, 0);
+  EXPECT_LT(on.usage.kv_blocks_peak_physical, on.usage.kv_blocks_peak_logical);
+  EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
 }
 
 }  // namespace

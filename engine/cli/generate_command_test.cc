@@ -5,7 +5,6 @@
 
 #include "engine/llm_engine.h"
 #include "engine/testing/fake_backend.h"
-#include "engine/testing/fake_kv_cache.h"
 #include "engine/testing/fake_text_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -22,7 +21,6 @@ std::unique_ptr<LlmEngine> MakeEngine() {
   model.block_size = 4;
   LlmEngine::Parts parts;
   parts.backend = *FakeBackend::Create(model);
-  parts.kv_cache = std::make_unique<FakeKvCache>(1, 64, 4);
   parts.codec = std::make_unique<FakeTextCodec>();
   return *LlmEngine::Create({}, std::move(parts));
 }

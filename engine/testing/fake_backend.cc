@@ -90,8 +90,16 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   total_tokens_ += plan.NumTokens();
 
   for (const SequenceChunk& c : plan.sequences) {
+    std::vector<int32_t>& shadow = shadow_[c.seq_id];
+    // Positions before start_pos this sequence never wrote (a prefix-cache
+    // hit) are taken as they read now.
+    for (int32_t pos = static_cast<int32_t>(shadow.size()); pos < c.start_pos; ++pos) {
+      shadow.push_back(Slot(0, c.block_tables[0][pos / bs], pos % bs));
+    }
+    shadow.resize(c.start_pos);
     for (size_t i = 0; i < c.token_ids.size(); ++i) {
       const int32_t pos = c.start_pos + static_cast<int32_t>(i);
+      shadow.push_back(c.token_ids[i]);
       for (int g = 0; g < spec_.num_layer_groups; ++g) {
         Slot(g, c.block_tables[g][pos / bs], pos % bs) = c.token_ids[i];
       }
@@ -104,17 +112,21 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     const SequenceChunk& c = plan.sequences[s];
     if (!c.compute_logits) continue;
     const int32_t end = c.start_pos + static_cast<int32_t>(c.token_ids.size());
-    // Read the history back through the tables; a group that disagrees with
-    // group 0 poisons the row (the scheduler gave groups different content).
+    // Read the history back through the tables; every group must hold what
+    // the plans wrote for this sequence.
     std::vector<int32_t> history(end);
+    const std::vector<int32_t>& shadow = shadow_[c.seq_id];
     bool consistent = true;
     for (int32_t pos = 0; pos < end; ++pos) {
       history[pos] = Slot(0, c.block_tables[0][pos / bs], pos % bs);
-      for (int g = 1; g < spec_.num_layer_groups; ++g) {
-        consistent &= Slot(g, c.block_tables[g][pos / bs], pos % bs) == history[pos];
+      for (int g = 0; g < spec_.num_layer_groups; ++g) {
+        consistent &= Slot(g, c.block_tables[g][pos / bs], pos % bs) == shadow[pos];
       }
     }
-    if (!consistent) history.push_back(-7);
+    if (!consistent) {
+      ++history_mismatches_;
+      history.push_back(-7);
+    }
     std::vector<float> row = LogitsFor(history);
     output->rows.push_back(static_cast<int32_t>(s));
     output->logits.insert(output->logits.end(), row.begin(), row.end());

@@ -12,6 +12,12 @@
 // logits depend on them alone: generated text then falls into cycles, which
 // gives MemShare repeated blocks to find.
 //
+// It also keeps, per seq_id, the tokens the plans said were written at each
+// position (positions a chunk starts after without having written them, a
+// prefix-cache hit, are taken as they read then); a read-back that differs (a block freed and reused while still
+// in a table, a remap onto different content) is counted in
+// history_mismatches() and poisons that row, whatever the window.
+//
 // ComputeDistanceSums compares stored token ids (0 for identical blocks),
 // CopyBlocks copies them.
 //
@@ -21,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -63,6 +70,7 @@ class FakeBackend : public Backend {
   int64_t max_sequences_in_step() const { return max_sequences_in_step_; }
   int64_t total_tokens() const { return total_tokens_; }
   int64_t copy_calls() const { return copy_calls_; }
+  int64_t history_mismatches() const { return history_mismatches_; }
   // Makes the next `n` Forward calls fail with INTERNAL (nothing written).
   void FailNextForwards(int n) { fail_forwards_ = n; }
 
@@ -81,6 +89,8 @@ class FakeBackend : public Backend {
   int64_t total_tokens_ = 0;
   int64_t copy_calls_ = 0;
   int fail_forwards_ = 0;
+  int64_t history_mismatches_ = 0;
+  std::unordered_map<uint64_t, std::vector<int32_t>> shadow_;  // seq_id -> tokens by position
 };
 
 }  // namespace memshare::engine
