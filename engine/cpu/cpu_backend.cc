@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
     return absl::UnimplementedError("the CPU backend runs tensor parallel size 1 only");
   }
   if (o.num_blocks < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("num_blocks = ", o.num_blocks, ": must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_blocks = ", o.num_blocks, ": must be >= 1"));
   }
   if (o.block_size < 1 || o.block_size > 4096) {
     return absl::InvalidArgumentError(
@@ -177,40 +178,40 @@ absl::Status CpuBackend::Validate(const StepPlan& plan) const {
     }
     const int64_t end = int64_t{s.start_pos} + n;
     if (end > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          SeqName(i, s), ": positions up to ", end - 1, " exceed max_position_embeddings (",
-          c.max_position_embeddings, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
+                                                     " exceed max_position_embeddings (",
+                                                     c.max_position_embeddings, ")"));
     }
     if (c.sliding_window > 0 && end > c.sliding_window) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
-          c.sliding_window, "), which the CPU backend does not implement"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
+                       c.sliding_window, "), which the CPU backend does not implement"));
     }
     for (size_t t = 0; t < s.token_ids.size(); ++t) {
       if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ",
-                                                       s.token_ids[t], " outside the vocabulary [0, ",
-                                                       c.vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
+                         " outside the vocabulary [0, ", c.vocab_size, ")"));
       }
     }
     if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
       return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
-                                                     " block tables for ",
-                                                     spec_.num_layer_groups, " layer groups"));
+                                                     " block tables for ", spec_.num_layer_groups,
+                                                     " layer groups"));
     }
     const int64_t need = (end + bs - 1) / bs;
     for (int g = 0; g < spec_.num_layer_groups; ++g) {
       const std::vector<int32_t>& table = s.block_tables[g];
       if (static_cast<int64_t>(table.size()) < need) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
-            " blocks; positions up to ", end - 1, " need ", need));
+        return absl::InvalidArgumentError(
+            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
+                         " blocks; positions up to ", end - 1, " need ", need));
       }
       for (int64_t b = 0; b < need; ++b) {
         if (table[b] < 0 || table[b] >= spec_.num_blocks) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
-              " outside the pool [0, ", spec_.num_blocks, ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
+                           " outside the pool [0, ", spec_.num_blocks, ")"));
         }
       }
       for (int64_t p = s.start_pos; p < end; ++p) {
@@ -362,8 +363,7 @@ void CpuBackend::RunLayer(int64_t l, Step& step) {
   }
   MatMulTransposed(step.h.data(), T, H, L.gate_up.data(), 2 * inter, step.gu.data(), &pool_);
   for (int64_t r = 0; r < T; ++r) {
-    SiluMul(&step.gu[r * 2 * inter], &step.gu[r * 2 * inter + inter], inter,
-            &step.act[r * inter]);
+    SiluMul(&step.gu[r * 2 * inter], &step.gu[r * 2 * inter + inter], inter, &step.act[r * inter]);
   }
   MatMulTransposed(step.act.data(), T, inter, L.down.data(), H, step.tmp.data(), &pool_);
   for (int64_t i = 0; i < T * H; ++i) step.x[i] += step.tmp[i];
@@ -385,8 +385,16 @@ void CpuBackend::Attention(int64_t l, Step& step) {
 
   // 1. Every sequence's keys and values, read through its block table;
   //    keys rotated for their logical positions.
+  // Below this many float operations a phase runs on the caller alone:
+  // waking the workers costs more (tens of microseconds on a busy machine).
+  constexpr int64_t kParallelWork = int64_t{1} << 18;
+  int64_t context = 0;  // Σ context length over sequences
+  int64_t pairs = 0;    // Σ (query, key) pairs over rows
+  for (const Step::Seq& s : step.seqs) context += s.end();
+  for (int64_t r = 0; r < step.rows; ++r) pairs += step.row_pos[r] + 1;
   const int64_t tasks = static_cast<int64_t>(step.seqs.size()) * kv_heads;
-  pool_.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end) {
+  const bool gather_inline = context * kv_heads * d * 4 < kParallelWork;
+  pool_.ParallelFor(tasks, gather_inline ? tasks : 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const Step::Seq& s = step.seqs[t / kv_heads];
       const int64_t kh = t % kv_heads;
@@ -410,7 +418,9 @@ void CpuBackend::Attention(int64_t l, Step& step) {
   // 2. Causal attention of every (token, head).
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t items = step.rows * heads;
-  const int64_t grain = std::max<int64_t>(1, items / (8 * pool_.num_threads()));
+  const bool attend_inline = pairs * heads * d * 4 < kParallelWork;
+  const int64_t grain =
+      attend_inline ? items : std::max<int64_t>(1, items / (8 * pool_.num_threads()));
   pool_.ParallelFor(items, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> q(d);
     std::vector<float> probs;
@@ -450,14 +460,13 @@ void CpuBackend::Attention(int64_t l, Step& step) {
 absl::Status CpuBackend::CopyBlocks(int layer_group,
                                     absl::Span<const std::pair<int32_t, int32_t>> src_dst) {
   if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
-    return absl::InvalidArgumentError(absl::StrCat("layer group ", layer_group, " of ",
-                                                   spec_.num_layer_groups));
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer group ", layer_group, " of ", spec_.num_layer_groups));
   }
   for (const auto& [src, dst] : src_dst) {
     if (src < 0 || src >= spec_.num_blocks || dst < 0 || dst >= spec_.num_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat("copy ", src, " -> ", dst,
-                                                     ": block outside the pool [0, ",
-                                                     spec_.num_blocks, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copy ", src, " -> ", dst, ": block outside the pool [0, ", spec_.num_blocks, ")"));
     }
   }
   const int64_t block_elems = spec_.BlockBytes(layer_group) / 2;
@@ -473,8 +482,8 @@ absl::Status CpuBackend::ComputeDistanceSums(int layer_group,
                                              absl::Span<const kvmanager::BlockPair> pairs,
                                              absl::Span<kvmanager::DistanceSums> out) {
   if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
-    return absl::InvalidArgumentError(absl::StrCat("layer group ", layer_group, " of ",
-                                                   spec_.num_layer_groups));
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer group ", layer_group, " of ", spec_.num_layer_groups));
   }
   if (out.size() != pairs.size()) {
     return absl::InvalidArgumentError(

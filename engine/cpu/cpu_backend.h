@@ -103,8 +103,7 @@ class CpuBackend : public Backend {
   absl::Status Validate(const StepPlan& plan) const;
   // Index of element (0, 0) of (block, layer in group, K or V, kv head) in
   // the pool of its group.
-  int64_t SlabOffset(int group, int64_t block, int64_t layer_in_group, int kv,
-                     int64_t head) const;
+  int64_t SlabOffset(int group, int64_t block, int64_t layer_in_group, int kv, int64_t head) const;
   void EnsureRope(int64_t positions);
   void RunLayer(int64_t layer, Step& step);
   void Attention(int64_t layer, Step& step);

@@ -158,8 +158,8 @@ std::vector<std::vector<float>> Generate(CpuBackend& b, const std::vector<int32_
   while (pos < n) {
     const int len = std::min(size, n - pos);
     StepPlan plan;
-    plan.sequences.push_back(Chunk(1, pos, {prompt.begin() + pos, prompt.begin() + pos + len},
-                                   tables, pos + len == n));
+    plan.sequences.push_back(
+        Chunk(1, pos, {prompt.begin() + pos, prompt.begin() + pos + len}, tables, pos + len == n));
     absl::Status st = b.Forward(plan, &o);
     EXPECT_TRUE(st.ok()) << st;
     pos += len;
@@ -208,10 +208,11 @@ TEST_P(GoldenTest, GreedyTokensAndLogitsMatchTransformers) {
       worst_lse = std::max(worst_lse, std::fabs(lse - gs.lse_bf16kv));
     }
   }
-  std::printf("%s: D %.3g; max |ours - bf16kv| %.3g = %.3f D (logsumexp %.3g), bound %.3g; "
-              "max |ours - fp32| %.3g, bound %.3g\n",
-              GetParam(), g.max_abs_diff_bf16kv_vs_fp32, worst_emu,
-              worst_emu / g.max_abs_diff_bf16kv_vs_fp32, worst_lse, tol_emu, worst_fp32, tol_fp32);
+  std::printf(
+      "%s: D %.3g; max |ours - bf16kv| %.3g = %.3f D (logsumexp %.3g), bound %.3g; "
+      "max |ours - fp32| %.3g, bound %.3g\n",
+      GetParam(), g.max_abs_diff_bf16kv_vs_fp32, worst_emu,
+      worst_emu / g.max_abs_diff_bf16kv_vs_fp32, worst_lse, tol_emu, worst_fp32, tol_fp32);
 }
 
 // Prefill in chunks (not aligned to blocks) gives the logits of one-shot

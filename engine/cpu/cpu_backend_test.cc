@@ -75,8 +75,7 @@ TEST(CpuBackendTest, RejectsBadOptions) {
   EXPECT_EQ(code([](auto& o) { o.num_layer_groups = 3; }), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](auto& o) { o.num_threads = 0; }), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](auto& o) { o.config.reset(); }), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(code([](auto& o) { o.num_blocks = 1 << 30; }),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(code([](auto& o) { o.num_blocks = 1 << 30; }), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(code([](auto& o) {
               o.config->hidden_size = 1 << 16;
               o.config->intermediate_size = 1 << 18;
@@ -217,8 +216,8 @@ TEST(CpuBackendTest, DistanceSumsAndCopyBlocks) {
   EXPECT_GT(d[1].k_diff_sq, 0.0);
   EXPECT_EQ(d[1].k_diff_sq, d[2].k_diff_sq);  // symmetric
   EXPECT_EQ(d[1].v_diff_sq, d[2].v_diff_sq);
-  EXPECT_EQ(d[1].k_norm_sq, d[0].k_norm_sq);   // the reference's norm
-  EXPECT_EQ(d[3].k_diff_sq, d[0].k_norm_sq);   // against an empty block
+  EXPECT_EQ(d[1].k_norm_sq, d[0].k_norm_sq);  // the reference's norm
+  EXPECT_EQ(d[3].k_diff_sq, d[0].k_norm_sq);  // against an empty block
   EXPECT_EQ(d[4].k_norm_sq, 0.0);
   EXPECT_TRUE(std::isinf(d[4].RelativeK()));
   EXPECT_NEAR(d[1].RelativeK(), std::sqrt(d[1].k_diff_sq / d[0].k_norm_sq), 1e-12);

@@ -77,10 +77,10 @@ float Dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void MatMulTransposed(const float* x, int64_t rows, int64_t k, const float* w, int64_t n,
-                      float* y, ThreadPool* pool) {
+void MatMulTransposed(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, float* y,
+                      ThreadPool* pool) {
   // Below this many multiply-adds, waking the workers costs more than it saves.
-  constexpr int64_t kParallelWork = int64_t{1} << 17;
+  constexpr int64_t kParallelWork = int64_t{1} << 19;
   if (pool == nullptr || pool->num_threads() == 1 || rows * k * n < kParallelWork) {
     RowRange(x, rows, k, w, n, y, 0, n);
     return;

@@ -22,8 +22,8 @@ float Dot(const float* a, const float* b, int64_t n);
 // y[r][j] = Σ_k x[r][k] * w[j][k]: x is [rows][k], w is [n][k] (a weight
 // matrix as checkpoints store it, [out][in]), y is [rows][n]. Parallel over
 // blocks of w's rows when `pool` is given and the product is large enough.
-void MatMulTransposed(const float* x, int64_t rows, int64_t k, const float* w, int64_t n,
-                      float* y, ThreadPool* pool);
+void MatMulTransposed(const float* x, int64_t rows, int64_t k, const float* w, int64_t n, float* y,
+                      ThreadPool* pool);
 
 // out[i] = weight[i] * (x[i] / sqrt(mean(x²) + eps)); out may alias x.
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);

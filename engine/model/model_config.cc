@@ -47,9 +47,8 @@ class Reader {
 
   absl::Status Error(const char* key, absl::string_view what) const {
     const std::string got = obj_.contains(key) ? obj_.at(key).dump() : "nothing";
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": field '", prefix_, key,
-                                                   "': expected ", what, ", got ",
-                                                   got.substr(0, 80)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_, ": field '", prefix_, key, "': expected ", what, ", got ", got.substr(0, 80)));
   }
 
   absl::Status Int(const char* key, int64_t* out, bool required) const {
@@ -100,10 +99,10 @@ class Reader {
   std::string prefix_;
 };
 
-#define MS_RETURN_IF_ERROR(expr)         \
-  do {                                   \
-    absl::Status _st = (expr);           \
-    if (!_st.ok()) return _st;           \
+#define MS_RETURN_IF_ERROR(expr) \
+  do {                           \
+    absl::Status _st = (expr);   \
+    if (!_st.ok()) return _st;   \
   } while (0)
 
 absl::Status ParseArchitecture(const Json& j, absl::string_view source, ModelConfig* c) {
@@ -177,13 +176,13 @@ absl::Status ParseRopeType(const Json& params, absl::string_view source, const c
     MS_RETURN_IF_ERROR(r.Double("factor", &s.factor, true));
     MS_RETURN_IF_ERROR(r.Double("low_freq_factor", &s.low_freq_factor, true));
     MS_RETURN_IF_ERROR(r.Double("high_freq_factor", &s.high_freq_factor, true));
-    MS_RETURN_IF_ERROR(r.Int("original_max_position_embeddings",
-                             &s.original_max_position_embeddings, true));
+    MS_RETURN_IF_ERROR(
+        r.Int("original_max_position_embeddings", &s.original_max_position_embeddings, true));
     c->rope_scaling = s;
     return absl::OkStatus();
   }
-  return absl::UnimplementedError(absl::StrCat(source, ": field '", field, "': rope type \"",
-                                               type, "\" is not supported (default, llama3)"));
+  return absl::UnimplementedError(absl::StrCat(source, ": field '", field, "': rope type \"", type,
+                                               "\" is not supported (default, llama3)"));
 }
 
 absl::Status ParseRope(const Json& j, absl::string_view source, ModelConfig* c) {
@@ -198,8 +197,8 @@ absl::Status ParseRope(const Json& j, absl::string_view source, ModelConfig* c) 
       return absl::UnimplementedError(absl::StrCat(
           source, ": field 'rope_parameters': per-layer-type rotary parameters are not supported"));
     }
-    MS_RETURN_IF_ERROR(Reader(p, source, "rope_parameters.").Double("rope_theta", &c->rope_theta,
-                                                                    false));
+    MS_RETURN_IF_ERROR(
+        Reader(p, source, "rope_parameters.").Double("rope_theta", &c->rope_theta, false));
     return ParseRopeType(p, source, "rope_parameters", c);
   }
   if (top.Has("rope_scaling")) {
@@ -228,9 +227,9 @@ absl::Status ValidateImpl(const ModelConfig& c, absl::string_view source) {
   MS_RETURN_IF_ERROR(Positive(source, "head_dim", c.head_dim));
   MS_RETURN_IF_ERROR(Positive(source, "max_position_embeddings", c.max_position_embeddings));
   if (c.num_heads % c.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": num_attention_heads (", c.num_heads,
-        ") is not a multiple of num_key_value_heads (", c.num_kv_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": num_attention_heads (", c.num_heads,
+                                                   ") is not a multiple of num_key_value_heads (",
+                                                   c.num_kv_heads, ")"));
   }
   if (c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
@@ -253,8 +252,9 @@ absl::Status ValidateImpl(const ModelConfig& c, absl::string_view source) {
     if (!(s.factor >= 1) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
         s.original_max_position_embeddings <= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          source, ": llama3 rope scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor "
-                  "and original_max_position_embeddings > 0; got factor ",
+          source,
+          ": llama3 rope scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor "
+          "and original_max_position_embeddings > 0; got factor ",
           s.factor, ", low_freq_factor ", s.low_freq_factor, ", high_freq_factor ",
           s.high_freq_factor, ", original_max_position_embeddings ",
           s.original_max_position_embeddings));
@@ -344,9 +344,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(absl::string_view json_text,
     bool use_sliding_window = false;
     MS_RETURN_IF_ERROR(r.Bool("use_sliding_window", &use_sliding_window));
     if (use_sliding_window) {
-      return absl::UnimplementedError(absl::StrCat(
-          source, ": field 'use_sliding_window' = true is not supported for ",
-          c.architecture_name));
+      return absl::UnimplementedError(
+          absl::StrCat(source, ": field 'use_sliding_window' = true is not supported for ",
+                       c.architecture_name));
     }
   }
   if (r.Has("layer_types")) {
@@ -398,10 +398,10 @@ std::vector<float> ModelConfig::RopeInvFreq() const {
     const float low = static_cast<float>(s.low_freq_factor);
     const float high = static_cast<float>(s.high_freq_factor);
     const float old_len = static_cast<float>(s.original_max_position_embeddings);
-    const double low_freq_wavelen = static_cast<double>(s.original_max_position_embeddings) /
-                                    s.low_freq_factor;
-    const double high_freq_wavelen = static_cast<double>(s.original_max_position_embeddings) /
-                                     s.high_freq_factor;
+    const double low_freq_wavelen =
+        static_cast<double>(s.original_max_position_embeddings) / s.low_freq_factor;
+    const double high_freq_wavelen =
+        static_cast<double>(s.original_max_position_embeddings) / s.high_freq_factor;
     for (int64_t i = 0; i < half; ++i) {
       const float wavelen = static_cast<float>(2 * M_PI) / inv[i];
       if (wavelen < high_freq_wavelen) continue;  // high frequency: kept

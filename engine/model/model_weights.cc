@@ -37,8 +37,7 @@ float NormalAt(uint64_t stream, uint64_t index) {
 
 bool IsNorm(WeightRole r) {
   return r == WeightRole::kFinalNorm || r == WeightRole::kInputNorm ||
-         r == WeightRole::kPostAttentionNorm || r == WeightRole::kQNorm ||
-         r == WeightRole::kKNorm;
+         r == WeightRole::kPostAttentionNorm || r == WeightRole::kQNorm || r == WeightRole::kKNorm;
 }
 
 std::string ShapeString(absl::Span<const int64_t> s) {
@@ -51,9 +50,9 @@ absl::Status CheckFitsInMemory(const std::vector<WeightSpec>& specs) {
   const int64_t bytes = elements * 4;
   const int64_t phys = static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE);
   if (phys > 0 && bytes > phys) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the model's float32 weights need ", bytes >> 20, " MiB; this machine has ",
-        phys >> 20, " MiB"));
+    return absl::ResourceExhaustedError(absl::StrCat("the model's float32 weights need ",
+                                                     bytes >> 20, " MiB; this machine has ",
+                                                     phys >> 20, " MiB"));
   }
   return absl::OkStatus();
 }
@@ -202,13 +201,13 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const ModelConf
     absl::StatusOr<TensorView> t = reader.Find(s.name);
     if (!t.ok()) return t.status();
     if (!std::equal(t->shape.begin(), t->shape.end(), s.shape.begin(), s.shape.end())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          t->file, ": tensor '", s.name, "' has shape ", ShapeString(t->shape),
-          ", but config.json implies ", ShapeString(s.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(t->file, ": tensor '", s.name, "' has shape ", ShapeString(t->shape),
+                       ", but config.json implies ", ShapeString(s.shape)));
     }
     if (t->dtype == DType::kOther) {
-      return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", s.name,
-                                                     "' has dtype ", t->dtype_name,
+      return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", s.name, "' has dtype ",
+                                                     t->dtype_name,
                                                      "; supported dtypes are F32, F16 and BF16"));
     }
     views.push_back(*t);

@@ -103,9 +103,9 @@ float Fp16ToFloat(uint16_t h) {
 absl::Status CopyToFloat(const TensorView& t, int64_t offset, int64_t count, float* out) {
   const int64_t n = t.NumElements();
   if (offset < 0 || count < 0 || offset > n || count > n - offset) {
-    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name,
-                                                   "': elements [", offset, ", ", offset + count,
-                                                   ") outside its ", n, " elements"));
+    return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "': elements [",
+                                                   offset, ", ", offset + count, ") outside its ",
+                                                   n, " elements"));
   }
   switch (t.dtype) {
     case DType::kF32:
@@ -170,9 +170,9 @@ absl::Status SafetensorsFile::ParseHeader() {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > size_ - 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": header length ", header_len, " does not fit the file of ", size_,
-        " bytes (truncated or not a safetensors file)"));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": header length ", header_len,
+                                                   " does not fit the file of ", size_,
+                                                   " bytes (truncated or not a safetensors file)"));
   }
   data_ = bytes + 8 + header_len;
   data_size_ = size_ - 8 - header_len;
@@ -187,8 +187,7 @@ absl::Status SafetensorsFile::ParseHeader() {
     if (name == "__metadata__") continue;
     const Json& e = it.value();
     auto bad = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path_, ": tensor '", name, "': ", what));
+      return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", name, "': ", what));
     };
     if (!e.is_object()) return bad("header entry is not an object");
     if (!e.contains("dtype") || !e.at("dtype").is_string()) return bad("no dtype");

@@ -13,8 +13,8 @@ namespace memshare::engine::model {
 namespace {
 
 using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::EncodeFloats;
+using ::testing::HasSubstr;
 using testing::RawTensor;
 using testing::SerializeSafetensors;
 
@@ -40,10 +40,9 @@ std::vector<float> Floats(const TensorView& t) {
 TEST_F(SafetensorsFileTest, ReadsEveryFloatDtype) {
   const std::vector<float> v = {1.0f, -2.5f, 0.15625f, 3.0f, -0.0078125f, 96.0f};
   const std::string path = Write(
-      "a.safetensors",
-      SerializeSafetensors({{"w.f32", "F32", {2, 3}, EncodeFloats(v, "F32")},
-                            {"w.bf16", "BF16", {3, 2}, EncodeFloats(v, "BF16")},
-                            {"w.f16", "F16", {6}, EncodeFloats(v, "F16")}}));
+      "a.safetensors", SerializeSafetensors({{"w.f32", "F32", {2, 3}, EncodeFloats(v, "F32")},
+                                             {"w.bf16", "BF16", {3, 2}, EncodeFloats(v, "BF16")},
+                                             {"w.f16", "F16", {6}, EncodeFloats(v, "F16")}}));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_THAT((*f)->TensorNames(), ElementsAre("w.bf16", "w.f16", "w.f32"));
@@ -91,9 +90,8 @@ TEST_F(SafetensorsFileTest, MissingTensorAndFile) {
 }
 
 TEST_F(SafetensorsFileTest, TruncatedFileNamesFileAndTensor) {
-  std::string good = SerializeSafetensors(
-      {{"a", "F32", {4}, EncodeFloats({1, 2, 3, 4}, "F32")},
-       {"b", "F32", {4}, EncodeFloats({5, 6, 7, 8}, "F32")}});
+  std::string good = SerializeSafetensors({{"a", "F32", {4}, EncodeFloats({1, 2, 3, 4}, "F32")},
+                                           {"b", "F32", {4}, EncodeFloats({5, 6, 7, 8}, "F32")}});
   const std::string path = Write("t.safetensors", good.substr(0, good.size() - 3));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);
   ASSERT_FALSE(f.ok());
@@ -105,8 +103,7 @@ TEST_F(SafetensorsFileTest, TruncatedFileNamesFileAndTensor) {
 }
 
 TEST_F(SafetensorsFileTest, TruncatedInsideHeader) {
-  std::string good =
-      SerializeSafetensors({{"a", "F32", {4}, EncodeFloats({1, 2, 3, 4}, "F32")}});
+  std::string good = SerializeSafetensors({{"a", "F32", {4}, EncodeFloats({1, 2, 3, 4}, "F32")}});
   for (size_t keep : {size_t{0}, size_t{5}, size_t{8}, size_t{20}}) {
     const std::string path = Write("h.safetensors", good.substr(0, keep));
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);

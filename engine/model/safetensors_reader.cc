@@ -41,25 +41,25 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::OpenDir(
     absl::flat_hash_map<std::string, const SafetensorsFile*> by_file;
     for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it) {
       if (!it.value().is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map entry '",
-                                                       it.key(), "' is not a file name"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": weight_map entry '", it.key(), "' is not a file name"));
       }
       const std::string file = it.value().get<std::string>();
       // Shards sit beside the index; a path elsewhere is not a checkpoint
       // this reader opens.
       if (file.empty() || absl::StrContains(file, "/") || file == "." || file == "..") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map entry '", it.key(), "' names file \"", file,
-            "\", which is not a file name in this directory"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": weight_map entry '", it.key(), "' names file \"", file,
+                         "\", which is not a file name in this directory"));
       }
       auto fit = by_file.find(file);
       if (fit == by_file.end()) {
         absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
             SafetensorsFile::Open(dir + "/" + file);
         if (!f.ok()) {
-          return absl::Status(f.status().code(),
-                              absl::StrCat(f.status().message(), " (shard named by ",
-                                           index_path, ")"));
+          return absl::Status(
+              f.status().code(),
+              absl::StrCat(f.status().message(), " (shard named by ", index_path, ")"));
         }
         fit = by_file.emplace(file, f->get()).first;
         r->files_.push_back(*std::move(f));

@@ -9,8 +9,8 @@
 namespace memshare::engine::model {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::EncodeFloats;
+using ::testing::HasSubstr;
 using testing::SerializeSafetensors;
 using testing::WriteFile;
 

@@ -25,10 +25,10 @@ absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& c, Tensor
   }
   if (c.num_heads % tp.size != 0 || c.num_kv_heads % tp.size != 0 ||
       c.intermediate_size % tp.size != 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "tensor parallel size ", tp.size, " must divide num_attention_heads (", c.num_heads,
-        "), num_key_value_heads (", c.num_kv_heads, ") and intermediate_size (",
-        c.intermediate_size, ")"));
+    return absl::UnimplementedError(
+        absl::StrCat("tensor parallel size ", tp.size, " must divide num_attention_heads (",
+                     c.num_heads, "), num_key_value_heads (", c.num_kv_heads,
+                     ") and intermediate_size (", c.intermediate_size, ")"));
   }
   const int64_t r = tp.rank;
   const int64_t heads = c.num_heads / tp.size;
@@ -68,10 +68,10 @@ absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& c, Tensor
     add(WeightRole::kInputNorm, l, p + "input_layernorm.weight", {h});
     add(WeightRole::kQProj, l, p + "self_attn.q_proj.weight", {c.q_dim(), h}, 0, r * heads * d,
         (r + 1) * heads * d);
-    add(WeightRole::kKProj, l, p + "self_attn.k_proj.weight", {c.kv_dim(), h}, 0,
-        r * kv_heads * d, (r + 1) * kv_heads * d);
-    add(WeightRole::kVProj, l, p + "self_attn.v_proj.weight", {c.kv_dim(), h}, 0,
-        r * kv_heads * d, (r + 1) * kv_heads * d);
+    add(WeightRole::kKProj, l, p + "self_attn.k_proj.weight", {c.kv_dim(), h}, 0, r * kv_heads * d,
+        (r + 1) * kv_heads * d);
+    add(WeightRole::kVProj, l, p + "self_attn.v_proj.weight", {c.kv_dim(), h}, 0, r * kv_heads * d,
+        (r + 1) * kv_heads * d);
     if (c.qkv_bias) {
       add(WeightRole::kQBias, l, p + "self_attn.q_proj.bias", {c.q_dim()}, 0, r * heads * d,
           (r + 1) * heads * d);

@@ -43,9 +43,9 @@ struct TensorParallel {
 
 struct WeightSpec {
   WeightRole role = WeightRole::kEmbedding;
-  int32_t layer = -1;               // -1 for the model-level tensors
-  std::string name;                 // e.g. "model.layers.3.self_attn.q_proj.weight"
-  std::vector<int64_t> shape;       // of the whole tensor in the checkpoint
+  int32_t layer = -1;          // -1 for the model-level tensors
+  std::string name;            // e.g. "model.layers.3.self_attn.q_proj.weight"
+  std::vector<int64_t> shape;  // of the whole tensor in the checkpoint
   // This rank's part: indices [begin, end) of dimension `split_dim`;
   // split_dim -1 means the whole tensor.
   int split_dim = -1;

@@ -39,7 +39,7 @@ struct CheckpointOptions {
   uint64_t seed = 1;
   // Writes shards of at most this many tensors and an index; 0: one file.
   int tensors_per_shard = 0;
-  std::string omit_tensor;        // leave this tensor out
+  std::string omit_tensor;         // leave this tensor out
   std::string wrong_shape_tensor;  // store this one with one extra row
 };
 
