@@ -100,13 +100,29 @@ float Fp16ToFloat(uint16_t h) {
   return f;
 }
 
-absl::Status CopyToFloat(const TensorView& t, int64_t offset, int64_t count, float* out) {
+namespace {
+
+absl::Status CheckRange(const TensorView& t, int64_t offset, int64_t count) {
   const int64_t n = t.NumElements();
   if (offset < 0 || count < 0 || offset > n || count > n - offset) {
     return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "': elements [",
                                                    offset, ", ", offset + count, ") outside its ",
                                                    n, " elements"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status UnsupportedDType(const TensorView& t) {
+  return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "' has dtype ",
+                                                 t.dtype_name,
+                                                 "; supported dtypes are F32, F16 and BF16"));
+}
+
+}  // namespace
+
+absl::Status CopyToFloat(const TensorView& t, int64_t offset, int64_t count, float* out) {
+  absl::Status range = CheckRange(t, offset, count);
+  if (!range.ok()) return range;
   switch (t.dtype) {
     case DType::kF32:
       std::memcpy(out, t.data + offset * 4, count * 4);
@@ -128,9 +144,27 @@ absl::Status CopyToFloat(const TensorView& t, int64_t offset, int64_t count, flo
     case DType::kOther:
       break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(t.file, ": tensor '", t.name, "' has dtype ",
-                                                 t.dtype_name,
-                                                 "; supported dtypes are F32, F16 and BF16"));
+  return UnsupportedDType(t);
+}
+
+absl::Status CopyToBf16(const TensorView& t, int64_t offset, int64_t count, Bf16* out) {
+  absl::Status range = CheckRange(t, offset, count);
+  if (!range.ok()) return range;
+  if (t.dtype == DType::kOther) return UnsupportedDType(t);
+  if (t.dtype == DType::kBF16) {
+    std::memcpy(out, t.data + offset * 2, count * 2);
+    return absl::OkStatus();
+  }
+  // F32 and F16 through a float32 buffer, a bounded piece at a time.
+  constexpr int64_t kPiece = 4096;
+  float buf[kPiece];
+  for (int64_t done = 0; done < count; done += kPiece) {
+    const int64_t len = std::min(kPiece, count - done);
+    absl::Status st = CopyToFloat(t, offset + done, len, buf);
+    if (!st.ok()) return st;
+    for (int64_t i = 0; i < len; ++i) out[done + i] = FloatToBf16(buf[i]);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "common/bf16.h"
 
 namespace memshare::engine::model {
 
@@ -51,6 +52,10 @@ struct TensorView {
 // INVALID_ARGUMENT for a dtype other than F32, F16, BF16 or a range outside
 // the tensor.
 absl::Status CopyToFloat(const TensorView& t, int64_t offset, int64_t count, float* out);
+
+// The same into bf16 (F32 rounded to nearest even, BF16 copied, F16 through
+// float32, exact where bf16 can hold the value): what a bf16 backend loads.
+absl::Status CopyToBf16(const TensorView& t, int64_t offset, int64_t count, Bf16* out);
 
 // IEEE binary16 to float (exact; subnormals, infinities and NaN kept).
 float Fp16ToFloat(uint16_t h);

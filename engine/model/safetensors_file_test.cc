@@ -64,6 +64,29 @@ TEST_F(SafetensorsFileTest, ReadsEveryFloatDtype) {
   EXPECT_FALSE(CopyToFloat(*t, 5, 2, two).ok());
 }
 
+TEST_F(SafetensorsFileTest, CopiesIntoBf16) {
+  const std::vector<float> v = {1.0f, -2.5f, 1.0f + 0x1p-8f, 3.0f};
+  const std::string path = Write(
+      "c.safetensors",
+      SerializeSafetensors({{"f32", "F32", {4}, EncodeFloats(v, "F32")},
+                            {"bf16", "BF16", {4}, EncodeFloats(v, "BF16")},
+                            {"f16", "F16", {4}, EncodeFloats(v, "F16")},
+                            {"i8", "I8", {4}, std::string(4, '\1')}}));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  for (const char* name : {"f32", "bf16", "f16"}) {
+    Bf16 out[4];
+    ASSERT_TRUE(CopyToBf16(*(*f)->Find(name), 0, 4, out).ok()) << name;
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i].bits, FloatToBf16(v[i]).bits) << name << i;
+  }
+  Bf16 two[2];
+  ASSERT_TRUE(CopyToBf16(*(*f)->Find("bf16"), 2, 2, two).ok());
+  EXPECT_EQ(Bf16ToFloat(two[1]), 3.0f);
+  EXPECT_FALSE(CopyToBf16(*(*f)->Find("bf16"), 3, 2, two).ok());
+  EXPECT_FALSE(CopyToBf16(*(*f)->Find("f32"), 3, 2, two).ok());
+  EXPECT_FALSE(CopyToBf16(*(*f)->Find("i8"), 0, 2, two).ok());
+}
+
 TEST_F(SafetensorsFileTest, Fp16Conversion) {
   EXPECT_EQ(Fp16ToFloat(0x3c00), 1.0f);
   EXPECT_EQ(Fp16ToFloat(0xc000), -2.0f);
