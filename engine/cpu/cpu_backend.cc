@@ -118,12 +118,14 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
   spec.block_size = o.block_size;
   spec.kv_heads_local = static_cast<int32_t>(weights->kv_heads_local());
   spec.head_dim = static_cast<int32_t>(c.head_dim);
-  int64_t pool_bytes = 0;
-  for (int g = 0; g < spec.num_layer_groups; ++g) pool_bytes += spec.BlockBytes(g) * o.num_blocks;
-  if (pool_bytes > PhysicalMemoryBytes() / 2) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV pools of ", o.num_blocks, " blocks need ", pool_bytes >> 20,
-                     " MiB, more than half of this machine's memory"));
+  double pool_bytes = 0;  // in double: no overflow for any option values
+  for (int g = 0; g < spec.num_layer_groups; ++g) {
+    pool_bytes += static_cast<double>(spec.BlockBytes(g)) * o.num_blocks;
+  }
+  if (pool_bytes > static_cast<double>(PhysicalMemoryBytes()) / 2) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV pools of ", o.num_blocks, " blocks need ", static_cast<int64_t>(pool_bytes / (1 << 20)),
+        " MiB, more than half of this machine's memory"));
   }
   return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(weights), o, std::move(spec)));
 }

@@ -17,6 +17,9 @@ using Json = nlohmann::json;
 // Sizes above this are not a model this project runs; the bound keeps every
 // product of two sizes well inside int64.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
+// Far above any real model (Llama 3.1 405B has 126); bounds the per-layer
+// bookkeeping a bad config could make the loader allocate.
+constexpr int64_t kMaxLayers = 4096;
 
 struct ArchitectureEntry {
   absl::string_view name;
@@ -209,10 +212,11 @@ absl::Status ParseRope(const Json& j, absl::string_view source, ModelConfig* c) 
   return absl::OkStatus();
 }
 
-absl::Status Positive(absl::string_view source, const char* name, int64_t v) {
-  if (v <= 0 || v > kMaxDim) {
+absl::Status Positive(absl::string_view source, const char* name, int64_t v,
+                      int64_t max = kMaxDim) {
+  if (v <= 0 || v > max) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": field '", name, "' = ", v, ": expected 1 .. ", kMaxDim));
+        absl::StrCat(source, ": field '", name, "' = ", v, ": expected 1 .. ", max));
   }
   return absl::OkStatus();
 }
@@ -221,7 +225,7 @@ absl::Status ValidateImpl(const ModelConfig& c, absl::string_view source) {
   MS_RETURN_IF_ERROR(Positive(source, "vocab_size", c.vocab_size));
   MS_RETURN_IF_ERROR(Positive(source, "hidden_size", c.hidden_size));
   MS_RETURN_IF_ERROR(Positive(source, "intermediate_size", c.intermediate_size));
-  MS_RETURN_IF_ERROR(Positive(source, "num_hidden_layers", c.num_layers));
+  MS_RETURN_IF_ERROR(Positive(source, "num_hidden_layers", c.num_layers, kMaxLayers));
   MS_RETURN_IF_ERROR(Positive(source, "num_attention_heads", c.num_heads));
   MS_RETURN_IF_ERROR(Positive(source, "num_key_value_heads", c.num_kv_heads));
   MS_RETURN_IF_ERROR(Positive(source, "head_dim", c.head_dim));

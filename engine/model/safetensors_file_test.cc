@@ -66,12 +66,11 @@ TEST_F(SafetensorsFileTest, ReadsEveryFloatDtype) {
 
 TEST_F(SafetensorsFileTest, CopiesIntoBf16) {
   const std::vector<float> v = {1.0f, -2.5f, 1.0f + 0x1p-8f, 3.0f};
-  const std::string path = Write(
-      "c.safetensors",
-      SerializeSafetensors({{"f32", "F32", {4}, EncodeFloats(v, "F32")},
-                            {"bf16", "BF16", {4}, EncodeFloats(v, "BF16")},
-                            {"f16", "F16", {4}, EncodeFloats(v, "F16")},
-                            {"i8", "I8", {4}, std::string(4, '\1')}}));
+  const std::string path =
+      Write("c.safetensors", SerializeSafetensors({{"f32", "F32", {4}, EncodeFloats(v, "F32")},
+                                                   {"bf16", "BF16", {4}, EncodeFloats(v, "BF16")},
+                                                   {"f16", "F16", {4}, EncodeFloats(v, "F16")},
+                                                   {"i8", "I8", {4}, std::string(4, '\1')}}));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   for (const char* name : {"f32", "bf16", "f16"}) {
