@@ -385,8 +385,6 @@ void CpuBackend::Attention(int64_t l, Step& step) {
   const int64_t bs = spec_.block_size;
   const Bf16* pool = pools_[g].data();
 
-  // 1. Every sequence's keys and values, read through its block table;
-  //    keys rotated for their logical positions.
   // Below this many float operations a phase runs on the caller alone:
   // waking the workers costs more (tens of microseconds on a busy machine).
   constexpr int64_t kParallelWork = int64_t{1} << 18;
@@ -396,6 +394,9 @@ void CpuBackend::Attention(int64_t l, Step& step) {
   for (int64_t r = 0; r < step.rows; ++r) pairs += step.row_pos[r] + 1;
   const int64_t tasks = static_cast<int64_t>(step.seqs.size()) * kv_heads;
   const bool gather_inline = context * kv_heads * d * 4 < kParallelWork;
+
+  // 1. Every sequence's keys and values, read through its block table;
+  //    keys rotated for their logical positions.
   pool_.ParallelFor(tasks, gather_inline ? tasks : 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const Step::Seq& s = step.seqs[t / kv_heads];
