@@ -85,6 +85,9 @@ class LlmEngine : public InferenceEngine {
   // Scheduler counters (copied after each step).
   SchedulerStats GetSchedulerStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // KV pool figures and counters: prefix cache, MemShare funnel.
+  kvmanager::KvStatsSnapshot GetKvStats() const { return kv_->Stats(); }
+
  private:
   // A request between Submit and the scheduler thread.
   struct Incoming {

@@ -184,16 +184,16 @@ SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status sta
 }
 
 void Scheduler::UpdatePeaks(Sequence* s) {
-  absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = kv_->GetSequenceInfo(s->id);
   absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, 0);
-  if (!info.ok() || !table.ok()) return;
+  if (!table.ok()) return;
   absl::flat_hash_set<int32_t> distinct(table->begin(), table->end());
-  s->usage.kv_blocks_peak_physical =
-      std::max(s->usage.kv_blocks_peak_physical, static_cast<int32_t>(distinct.size()));
-  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, info->logical_blocks);
-  // Remaps of earlier residencies are gone with their blocks; keep the most.
-  s->usage.shared_blocks =
-      std::max(s->usage.shared_blocks, static_cast<int32_t>(info->remapped_blocks));
+  const auto logical = static_cast<int32_t>(table->size());
+  const auto physical = static_cast<int32_t>(distinct.size());
+  s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, physical);
+  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, logical);
+  // Entries that name a block the table already holds: what MemShare's
+  // remaps save this sequence (layer group 0).
+  s->usage.shared_blocks = std::max(s->usage.shared_blocks, logical - physical);
 }
 
 void Scheduler::RefreshWaitingStats() {

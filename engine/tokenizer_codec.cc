@@ -45,6 +45,16 @@ std::vector<int32_t> EosIdsOf(const std::string& path) {
 
 }  // namespace
 
+std::vector<int32_t> ModelEosTokenIds(const std::string& model_dir) {
+  std::vector<int32_t> ids;
+  for (const char* file : {"/generation_config.json", "/config.json"}) {
+    for (int32_t id : EosIdsOf(model_dir + file)) {
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
 absl::StatusOr<std::unique_ptr<TokenizerCodec>> TokenizerCodec::Create(const Options& options) {
   auto codec = std::unique_ptr<TokenizerCodec>(new TokenizerCodec());
   absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> t =
@@ -60,8 +70,7 @@ absl::StatusOr<std::unique_ptr<TokenizerCodec>> TokenizerCodec::Create(const Opt
     codec->chat_template_error_ = std::string(chat.status().message());
   }
 
-  std::vector<int32_t> eos = EosIdsOf(options.model_dir + "/generation_config.json");
-  for (int32_t id : EosIdsOf(options.model_dir + "/config.json")) eos.push_back(id);
+  std::vector<int32_t> eos = ModelEosTokenIds(options.model_dir);
   if (codec->tokenizer_->eos_id().has_value()) eos.push_back(*codec->tokenizer_->eos_id());
   const int32_t vocab = codec->tokenizer_->vocab_size();
   for (int32_t id : eos) {

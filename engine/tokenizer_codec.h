@@ -19,6 +19,11 @@
 
 namespace memshare::engine {
 
+// The "eos_token_id" entries (an id or a list) of a model directory's
+// generation_config.json and config.json, in that order, without repeats;
+// files or fields that are missing or malformed contribute nothing.
+std::vector<int32_t> ModelEosTokenIds(const std::string& model_dir);
+
 class TokenizerCodec : public TextCodec {
  public:
   struct Options {
