@@ -99,6 +99,43 @@ double MedianUs(const std::function<void(int)>& fn, int reps = 30, int warm = 5)
   return 1e3 * ms[reps / 2];
 }
 
+// Median time per call in microseconds of `calls` calls fn(i, stream)
+// captured back to back in one CUDA graph, over `replays` replays: the
+// kernels' time without the host's launch cost (what a decode step replayed
+// from a graph sees). The peer script bench/torch_peer_kernels.py times
+// PyTorch the same way.
+double GraphMedianUs(const std::function<void(int, cudaStream_t)>& fn, int calls = 20,
+                     int replays = 30) {
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  fn(0, s);
+  fn(1, s);
+  CUDA_OK(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < calls; ++i) fn(i, s);
+  CUDA_OK(cudaStreamEndCapture(s, &graph));
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) CUDA_OK(cudaGraphLaunch(exec, s));
+  std::vector<cudaEvent_t> ev(2 * replays);
+  for (auto& e : ev) CUDA_OK(cudaEventCreate(&e));
+  for (int i = 0; i < replays; ++i) {
+    CUDA_OK(cudaEventRecord(ev[2 * i], s));
+    CUDA_OK(cudaGraphLaunch(exec, s));
+    CUDA_OK(cudaEventRecord(ev[2 * i + 1], s));
+  }
+  CUDA_OK(cudaStreamSynchronize(s));
+  std::vector<float> ms(replays);
+  for (int i = 0; i < replays; ++i) CUDA_OK(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+  for (auto& e : ev) cudaEventDestroy(e);
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  CUDA_OK(cudaStreamDestroy(s));
+  std::sort(ms.begin(), ms.end());
+  return 1e3 * ms[replays / 2] / calls;
+}
+
 void* DeviceAlloc(size_t bytes) {
   void* p = nullptr;
   CUDA_OK(cudaMalloc(&p, bytes));
@@ -153,8 +190,8 @@ void BenchCopy() {
 // blocks points at the physical blocks of its first half (MemShare-style
 // sharing inside a request). KV bytes counted per logical token, as the
 // peer's figure counts its contiguous cache.
-void BenchDecode(int ctx, bool shared, bool sweep) {
-  constexpr int kSeqs = 64, kQh = 28, kKvh = 4, kD = 128, kBs = 16;
+void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep) {
+  constexpr int kQh = 28, kKvh = 4, kD = 128, kBs = 16;
   const int nb = (ctx + kBs - 1) / kBs;
   const int unique_per_seq = shared ? (nb + 1) / 2 : nb;
   const int64_t kv_bytes_layer = int64_t{kSeqs} * ctx * kKvh * kD * 2 * 2;
@@ -206,7 +243,7 @@ void BenchDecode(int ctx, bool shared, bool sweep) {
   const kernels::DecodeSplit autos = kernels::ChooseDecodeSplit(kSeqs, kKvh, ctx, kBs, g_sms);
   std::vector<kernels::DecodeSplit> splits = {autos};
   if (sweep) {
-    for (int s : {1, 2, 4, 6, 8, 12}) {
+    for (int s : {1, 2, 4, 8, 16}) {
       const int bps = (nb + s - 1) / s;
       if (s != autos.num_splits) splits.push_back({(nb + bps - 1) / bps, bps});
     }
@@ -224,17 +261,30 @@ void BenchDecode(int ctx, bool shared, bool sweep) {
       STATUS_OK(kernels::LaunchPagedDecodeAttention(r, kSeqs, sp, ws, nullptr));
     });
     const double gbs = kv_bytes_layer / (us * 1e-6) / 1e9;
+    if (i == 0) {
+      const double gus = GraphMedianUs([&](int rep, cudaStream_t st) {
+        kernels::PagedAttentionArgs r = a;
+        r.layer = rep % layers;
+        STATUS_OK(kernels::LaunchPagedDecodeAttention(r, kSeqs, sp, ws, st));
+      }, 10, 20);
+      char gwhat[160];
+      std::snprintf(gwhat, sizeof(gwhat), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d (auto, graph)",
+                    kSeqs, ctx, shared ? "shared" : "unique", sp.num_splits, sp.blocks_per_split);
+      const double ggbs = kv_bytes_layer / (gus * 1e-6) / 1e9;
+      Report(gwhat, gus, Fmt("%.0f GB/s KV", ggbs) + Fmt(" = %.1f%% of copy", 100.0 * ggbs / std::max(1.0, g_copy_gbs)));
+    }
     char what[160];
-    std::snprintf(what, sizeof(what), "decode attn b=64 h=28/4 d=128 ctx=%d %s split=%dx%d%s", ctx,
-                  shared ? "shared" : "unique", sp.num_splits, sp.blocks_per_split,
+    std::snprintf(what, sizeof(what), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d%s",
+                  kSeqs, ctx, shared ? "shared" : "unique", sp.num_splits, sp.blocks_per_split,
                   i == 0 ? " (auto)" : "");
     char fig[80];
     std::snprintf(fig, sizeof(fig), "%.0f GB/s KV = %.1f%% of copy", gbs,
                   100.0 * gbs / std::max(1.0, g_copy_gbs));
-    char extra[200];
+    char extra[240];
     std::snprintf(extra, sizeof(extra),
-                  "\"ctx\": %d, \"shared\": %s, \"auto\": %s, \"kv_gbs\": %.1f, \"copy_frac\": %.4f",
-                  ctx, shared ? "true" : "false", i == 0 ? "true" : "false", gbs,
+                  "\"batch\": %d, \"ctx\": %d, \"shared\": %s, \"auto\": %s, \"kv_gbs\": %.1f, "
+                  "\"copy_frac\": %.4f",
+                  kSeqs, ctx, shared ? "true" : "false", i == 0 ? "true" : "false", gbs,
                   gbs / std::max(1.0, g_copy_gbs));
     Report(what, us, fig, extra);
   }
@@ -328,15 +378,13 @@ void BenchGemm(CublasLtGemm& gemm) {
       a.y = y, a.ldy = s.n;
       for (int tuned = 0; tuned < 2; ++tuned) {
         if (tuned) STATUS_OK(gemm.Tune(a, nullptr, 10));
-        const double us = MedianUs(
-            [&](int rep) {
-              GemmArgs r = a;
-              r.w = ws[rep % copies];
-              STATUS_OK(gemm.Matmul(r, nullptr));
-            },
-            50, 10);
+        const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
+          GemmArgs r = a;
+          r.w = ws[rep % copies];
+          STATUS_OK(gemm.Matmul(r, st));
+        });
         char what[120];
-        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d %s (%d weight copies)", s.name,
+        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d %s (%d weight copies, graph)", s.name,
                       m, s.n, s.k, tuned ? "tuned" : "heuristic", copies);
         char fig[80];
         std::snprintf(fig, sizeof(fig), "%.0f GB/s weights, %.1f TFLOP/s", wbytes / (us * 1e-6) / 1e9,
@@ -357,16 +405,22 @@ void BenchGemm(CublasLtGemm& gemm) {
 // blocks): random pairs over a 1.8 GB pool.
 void BenchDistance() {
   const KvBlockShape shape{28, 4, 16, 128};
-  const int blocks = 2048;
+  const int blocks = 4096;  // 3.8 GB
   const int64_t block_bytes = shape.BlockElements() * 2;
   void* pool = DeviceAlloc(blocks * block_bytes);
   FillRandomBf16(pool, blocks * shape.BlockElements(), 21);
   std::mt19937 rng(22);
-  std::uniform_int_distribution<int> pick(0, blocks - 1);
   for (int pairs : {1, 16, 64, 256, 1024}) {
-    const int sets = 4;  // rotate pair lists
-    std::vector<int32_t> host(size_t(sets) * pairs * 2);
-    for (auto& v : host) v = pick(rng);
+    // Each launch reads 2 x pairs distinct blocks (a random permutation), and
+    // launches rotate over permutations: no block is read twice in a launch.
+    const int sets = 4;
+    std::vector<int32_t> host;
+    for (int s = 0; s < sets; ++s) {
+      std::vector<int32_t> perm(blocks);
+      for (int i = 0; i < blocks; ++i) perm[i] = i;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      host.insert(host.end(), perm.begin(), perm.begin() + 2 * pairs);
+    }
     int32_t* d_pairs = static_cast<int32_t*>(DeviceAlloc(host.size() * 4));
     CUDA_OK(cudaMemcpy(d_pairs, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
     void* ws = DeviceAlloc(kernels::BlockDistanceWorkspaceBytes(shape, pairs));
@@ -494,8 +548,11 @@ int main(int argc, char** argv) {
   BenchCopy();
   if (Wants(only, "attn")) {
     for (int ctx : {1024, 4096, 16384}) {
-      for (bool shared : {false, true}) BenchDecode(ctx, shared, sweep);
+      for (bool shared : {false, true}) BenchDecode(64, ctx, shared, sweep);
     }
+    // Few sequences: the split over the sequence (flash-decoding) matters.
+    BenchDecode(8, 16384, false, sweep);
+    BenchDecode(1, 16384, false, sweep);
   }
   if (Wants(only, "prefill")) {
     for (int len : {512, 2048}) BenchPrefill(len);

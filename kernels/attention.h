@@ -70,8 +70,8 @@ struct DecodeSplit {
 
 // A split for a step whose longest sequence has max_context_len keys, on a
 // GPU of num_sms multiprocessors: one chunk per (sequence, KV head) when
-// that gives enough CTAs to fill the GPU, else chunks small enough to give
-// about two waves, never below 16 blocks each.
+// that fills the GPU, else as many chunks as fit in one wave of CTAs, never
+// below 16 blocks each.
 DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, int block_size,
                               int num_sms);
 

@@ -401,10 +401,11 @@ DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, i
                               int num_sms) {
   const int max_blocks = std::max(1, (max_context_len + block_size - 1) / std::max(1, block_size));
   const int64_t pairs = std::max<int64_t>(1, int64_t{num_seqs} * kv_heads);
-  // Two CTAs fit on a multiprocessor; aim for about two waves of them.
-  const int64_t target = 4 * int64_t{std::max(1, num_sms)};
-  int splits = 1;
-  if (pairs < target) splits = static_cast<int>((target + pairs - 1) / pairs);
+  // At most one wave of CTAs (two fit on a multiprocessor): on an H100 at
+  // batch 64 x 4 KV heads (256 CTAs, 264 slots) splitting into 2-12 chunks
+  // was 2-20 % slower than none at 1k-16k keys (bench/NOTES-kernels.md).
+  const int64_t slots = 2 * int64_t{std::max(1, num_sms)};
+  const int splits = static_cast<int>(std::max<int64_t>(1, slots / pairs));
   const int bps = std::max(16, (max_blocks + splits - 1) / splits);
   return {(max_blocks + bps - 1) / bps, bps};
 }

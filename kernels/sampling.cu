@@ -23,13 +23,72 @@ __device__ __forceinline__ uint32_t OrderedKey(float x) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Calls f(i, row[i]) for every i < vocab, the elements split across the
+// block. kVec: 16-byte loads, four in flight per thread (the row is 16-byte
+// aligned); a pass is bound by the latency of its loads otherwise.
+template <bool kVec, typename F>
+__device__ __forceinline__ void ForEach(const float* row, int vocab, F&& f) {
+  int tail = 0;
+  if constexpr (kVec) {
+    const float4* v = reinterpret_cast<const float4*>(row);
+    const int nv = vocab >> 2;
+    int j = threadIdx.x;
+    for (; j + 3 * kThreads < nv; j += 4 * kThreads) {
+      float4 q[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) q[u] = v[j + u * kThreads];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int b = 4 * (j + u * kThreads);
+        f(b, q[u].x);
+        f(b + 1, q[u].y);
+        f(b + 2, q[u].z);
+        f(b + 3, q[u].w);
+      }
+    }
+    for (; j < nv; j += kThreads) {
+      const float4 q = v[j];
+      f(4 * j, q.x);
+      f(4 * j + 1, q.y);
+      f(4 * j + 2, q.z);
+      f(4 * j + 3, q.w);
+    }
+    tail = 4 * nv;
+  }
+  for (int i = tail + threadIdx.x; i < vocab; i += kThreads) f(i, row[i]);
+}
+
+// Calls f(i, row[i]) for the elements of quads [q0, q1) in order (one
+// thread's contiguous segment); f returns false to stop.
+template <bool kVec, typename F>
+__device__ __forceinline__ void ForSegment(const float* row, int vocab, int q0, int q1, F&& f) {
+  for (int qd = q0; qd < q1; ++qd) {
+    const int n = min(4, vocab - 4 * qd);
+    float x[4];
+    if (kVec && n == 4) {
+      const float4 t = reinterpret_cast<const float4*>(row)[qd];
+      x[0] = t.x, x[1] = t.y, x[2] = t.z, x[3] = t.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) x[k] = k < n ? row[4 * qd + k] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (k < n && !f(4 * qd + k, x[k])) return;
+    }
+  }
+}
+
+constexpr int kBins = 256;
+
 struct Shared {
-  float hist[256];
+  float warp_hist[kWarps][kBins];  // per-warp histograms: no atomics across warps
+  float hist[kBins];
   float warp_f[kWarps];
   uint32_t warp_key[kWarps];
   int warp_idx[kWarps];
   float incl[kThreads];
-  uint32_t sel_digit;
+  int sel_bin;
   float sel_above;
   int result;
 };
@@ -74,87 +133,107 @@ __device__ void BlockArgMax(uint32_t& key, int& idx, Shared& sh) {
   }
 }
 
-// The smallest key t such that the tokens with floor <= key, key >= t hold
-// at least `target` (count, or probability mass relative to the best), by
-// radix selection over the keys, 8 bits a pass.
-__device__ uint32_t RadixSelect(const float* row, int vocab, uint32_t floor_key, float target,
-                                bool by_mass, float mx, float inv_t, Shared& sh) {
+// sh.hist[b] = the count (or mass relative to the best) of the row's
+// elements that bin_of maps to b in [0, kBins); bin_of returns -1 to skip.
+// Bin order is value order, descending: bin 0 holds the largest values.
+template <bool kVec, typename BinOf>
+__device__ void Histogram(const float* row, int vocab, bool by_mass, float mx, float inv_t,
+                          BinOf bin_of, Shared& sh) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  uint32_t prefix = 0, mask = 0;
-  float above = 0.f;  // count or mass of candidates above the current prefix
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kThreads) sh.hist[i] = 0.f;
-    __syncthreads();
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      const float x = row[i];
-      const uint32_t key = OrderedKey(x);
-      if (key >= floor_key && (key & mask) == prefix) {
-        atomicAdd(&sh.hist[(key >> shift) & 255u], by_mass ? expf((x - mx) * inv_t) : 1.f);
-      }
+  float* wh = sh.warp_hist[warp];
+  for (int i = lane; i < kBins; i += 32) wh[i] = 0.f;
+  __syncwarp();
+  ForEach<kVec>(row, vocab, [&](int, float x) {
+    const int b = bin_of(x);
+    if (b >= 0) atomicAdd(&wh[b], by_mass ? expf((x - mx) * inv_t) : 1.f);
+  });
+  __syncthreads();
+  if (threadIdx.x < kBins) {
+    float sum = 0.f;
+#pragma unroll 8
+    for (int w = 0; w < kWarps; ++w) sum += sh.warp_hist[w][threadIdx.x];
+    sh.hist[threadIdx.x] = sum;
+  }
+  __syncthreads();
+}
+
+// The first bin (in value order, descending) at which `above` plus the
+// weight of the bins before it and the bin itself reaches `target`; when
+// rounding leaves the target out of reach, the last non-empty bin. Writes
+// the bin and the weight before it (above included) to sh.sel_*.
+__device__ void FindCrossing(float above, float target, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  if (threadIdx.x < 32) {
+    float bins[8];
+    float own = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      bins[j] = sh.hist[8 * lane + j];
+      own += bins[j];
     }
-    __syncthreads();
-    if (warp == 0) {
-      // Lane l owns bins 255 - 8l down to 248 - 8l: lane order is key order, descending.
-      float bins[8];
-      float own = 0.f;
+    float incl = own;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float t = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += t;
+    }
+    const float excl = incl - own;
+    const unsigned crossing =
+        __ballot_sync(0xffffffffu, above + excl < target && above + incl >= target);
+    const unsigned nonempty = __ballot_sync(0xffffffffu, own > 0.f);
+    const int chosen = crossing != 0 ? __ffs(crossing) - 1 : (nonempty ? 31 - __clz(nonempty) : 0);
+    if (lane == chosen) {
+      int bin = -1;
+      int last_nonempty = 8 * lane;
+      float acc = above + excl;
+      float acc_at_last = acc;
+      float run = acc;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        bins[j] = sh.hist[255 - 8 * lane - j];
-        own += bins[j];
+        if (bins[j] > 0.f) last_nonempty = 8 * lane + j, acc_at_last = run;
+        if (bin < 0 && crossing != 0 && run + bins[j] >= target) bin = 8 * lane + j, acc = run;
+        run += bins[j];
       }
-      float incl = own;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const float t = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += t;
-      }
-      const float excl = incl - own;
-      const bool crosses = above + excl < target && above + incl >= target;
-      const unsigned crossing = __ballot_sync(0xffffffffu, crosses);
-      int chosen_lane;
-      if (crossing != 0) {
-        chosen_lane = __ffs(crossing) - 1;
-      } else {
-        // Rounding left the target out of reach: take the lowest non-empty bin.
-        const unsigned nonempty = __ballot_sync(0xffffffffu, own > 0.f);
-        chosen_lane = nonempty ? 31 - __clz(nonempty) : 0;
-      }
-      if (lane == chosen_lane) {
-        float acc = above + excl;
-        int digit = 255 - 8 * lane;
-        int last_nonempty = digit;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (bins[j] > 0.f) last_nonempty = 255 - 8 * lane - j;
-        }
-        bool found = false;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (!found && crossing != 0 && acc + bins[j] >= target) {
-            digit = 255 - 8 * lane - j;
-            found = true;
-          } else if (!found) {
-            acc += bins[j];
-          }
-        }
-        if (!found) {  // lowest non-empty bin; everything above it counts
-          digit = last_nonempty;
-          acc = above + excl;
-#pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            if (255 - 8 * lane - j > digit) acc += bins[j];
-          }
-        }
-        sh.sel_digit = static_cast<uint32_t>(digit);
-        sh.sel_above = acc;
-      }
+      if (bin < 0) bin = last_nonempty, acc = acc_at_last;
+      sh.sel_bin = bin;
+      sh.sel_above = acc;
     }
-    __syncthreads();
-    prefix |= sh.sel_digit << shift;
+  }
+  __syncthreads();
+}
+
+// The smallest key t such that the candidates (key >= floor_key) with
+// key >= t hold at least `target` (a count, or mass relative to the best).
+// A coarse pass bins the candidates by distance from the best logit (256
+// bins over kMassFloor nats: spread out, so few atomics collide); then
+// radix passes over 8 bits of the key at a time refine inside the chosen
+// coarse bin, which holds few elements.
+template <bool kVec>
+__device__ uint32_t SelectThreshold(const float* row, int vocab, uint32_t floor_key, float target,
+                                    bool by_mass, float mx, float inv_t, Shared& sh) {
+  const float coarse_scale = inv_t * (kBins / kMassFloor);
+  auto coarse = [=](float x) {
+    return min(kBins - 1, static_cast<int>((mx - x) * coarse_scale));
+  };
+  Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
+                  [=](float x) { return OrderedKey(x) >= floor_key ? coarse(x) : -1; }, sh);
+  FindCrossing(0.f, target, sh);
+  const int cbin = sh.sel_bin;
+  float above = sh.sel_above;
+  uint32_t prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
+              [=](float x) {
+                const uint32_t key = OrderedKey(x);
+                if (key < floor_key || (key & mask) != prefix || coarse(x) != cbin) return -1;
+                return kBins - 1 - static_cast<int>((key >> shift) & 255u);
+              },
+              sh);
+    FindCrossing(above, target, sh);
+    prefix |= static_cast<uint32_t>(kBins - 1 - sh.sel_bin) << shift;
     mask |= 255u << shift;
     above = sh.sel_above;
-    __syncthreads();
   }
   return prefix;
 }
@@ -163,7 +242,8 @@ __device__ uint32_t RadixSelect(const float* row, int vocab, uint32_t floor_key,
 // few times from L2 (max, selections, sums, the draw).
 // logits: fp32 [rows][stride]; params: [rows]; penalty_*: CSR or null;
 // out: int32 [rows]
-__global__ void __launch_bounds__(kThreads)
+template <bool kVec>
+__global__ void __launch_bounds__(kThreads, 1)
     SampleKernel(float* logits, int64_t stride, int vocab, const SamplingRow* __restrict__ params,
                  const int32_t* __restrict__ pen_offsets, const int32_t* __restrict__ pen_tokens,
                  const int32_t* __restrict__ pen_counts, int32_t* __restrict__ out) {
@@ -188,10 +268,10 @@ __global__ void __launch_bounds__(kThreads)
 
   uint32_t best_key = 0;
   int best_idx = 0x7fffffff;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    const uint32_t k = OrderedKey(row[i]);
+  ForEach<kVec>(row, vocab, [&](int i, float x) {
+    const uint32_t k = OrderedKey(x);
     if (k > best_key || (k == best_key && i < best_idx)) best_key = k, best_idx = i;
-  }
+  });
   BlockArgMax(best_key, best_idx, sh);
   if (best_idx == 0x7fffffff) best_idx = 0;  // every logit NaN
   const float mx = row[best_idx];
@@ -205,18 +285,17 @@ __global__ void __launch_bounds__(kThreads)
   // min-p (relative to the best, so it only cuts further).
   uint32_t thr = OrderedKey(mx - kMassFloor * temp);
   if (prm.top_k > 0 && prm.top_k < vocab) {
-    thr = max(thr, RadixSelect(row, vocab, thr, static_cast<float>(prm.top_k), false, mx, inv_t, sh));
+    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, static_cast<float>(prm.top_k), false, mx, inv_t, sh));
   }
   if (prm.top_p < 1.f) {
     float z = 0.f;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      const float x = row[i];
+    ForEach<kVec>(row, vocab, [&](int, float x) {
       if (OrderedKey(x) >= thr) z += expf((x - mx) * inv_t);
-    }
+    });
     z = BlockSum(z, sh);
     // At least the best token: a target of 0 would select nothing.
     const float target = fmaxf(fmaxf(prm.top_p, 0.f) * z, 1e-30f);
-    thr = max(thr, RadixSelect(row, vocab, thr, target, true, mx, inv_t, sh));
+    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, target, true, mx, inv_t, sh));
   }
   if (prm.min_p > 0.f) {
     thr = max(thr, OrderedKey(mx + temp * logf(fminf(prm.min_p, 1.f))));
@@ -225,18 +304,19 @@ __global__ void __launch_bounds__(kThreads)
   // The draw: thread t owns a contiguous segment of the vocabulary; an
   // inclusive scan of the segments' kept mass finds the segment, then the
   // token, where the cumulative mass passes u * total.
-  const int seg = (vocab + kThreads - 1) / kThreads;
-  const int begin = min(vocab, int(threadIdx.x) * seg);
-  const int end = min(vocab, begin + seg);
+  const int quads = (vocab + 3) / 4;
+  const int per_thread = (quads + kThreads - 1) / kThreads;
+  const int q0 = min(quads, int(threadIdx.x) * per_thread);
+  const int q1 = min(quads, q0 + per_thread);
   float own = 0.f;
   int last_kept = -1;
-  for (int i = begin; i < end; ++i) {
-    const float x = row[i];
+  ForSegment<kVec>(row, vocab, q0, q1, [&](int i, float x) {
     if (OrderedKey(x) >= thr) {
       own += expf((x - mx) * inv_t);
       last_kept = i;
     }
-  }
+    return true;
+  });
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   float incl = own;
@@ -269,16 +349,16 @@ __global__ void __launch_bounds__(kThreads)
   if (lo <= target && target < hi) {
     float acc = lo;
     int pick = last_kept;
-    for (int i = begin; i < end; ++i) {
-      const float x = row[i];
+    ForSegment<kVec>(row, vocab, q0, q1, [&](int i, float x) {
       if (OrderedKey(x) >= thr) {
         acc += expf((x - mx) * inv_t);
         if (acc > target) {
           pick = i;
-          break;
+          return false;
         }
       }
-    }
+      return true;
+    });
     sh.result = pick;
   }
   // Fallback for a draw at the very top (rounding): the last kept token.
@@ -312,9 +392,16 @@ absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vo
     return absl::InvalidArgumentError("sample: penalty offsets, tokens and counts come together");
   }
   if (rows == 0) return absl::OkStatus();
-  SampleKernel<<<rows, kThreads, 0, stream>>>(logits, logits_stride, vocab, params,
-                                              penalty_offsets, penalty_tokens, penalty_counts,
-                                              out_tokens);
+  const bool vec = logits_stride % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+  if (vec) {
+    SampleKernel<true><<<rows, kThreads, 0, stream>>>(logits, logits_stride, vocab, params,
+                                                      penalty_offsets, penalty_tokens,
+                                                      penalty_counts, out_tokens);
+  } else {
+    SampleKernel<false><<<rows, kThreads, 0, stream>>>(logits, logits_stride, vocab, params,
+                                                       penalty_offsets, penalty_tokens,
+                                                       penalty_counts, out_tokens);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("sample launch: ", cudaGetErrorString(err)));

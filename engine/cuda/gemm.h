@@ -49,7 +49,7 @@ class CublasLtGemm {
     // stream-K algorithms use it; 32 MiB is NVIDIA's advice for Hopper).
     size_t workspace_bytes = size_t{32} << 20;
     // Candidates asked of the heuristic, and timed by Tune().
-    int max_algorithms = 16;
+    int max_algorithms = 32;
   };
 
   static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(const Options& options);
@@ -62,8 +62,10 @@ class CublasLtGemm {
   // with fp32 output; INTERNAL when cuBLASLt fails or finds no algorithm.
   absl::Status Matmul(const GemmArgs& args, cudaStream_t stream);
 
-  // Times each heuristic candidate `reps` times on args' buffers (which it
-  // overwrites) and keeps the fastest for this shape. Synchronizes `stream`.
+  // Times each heuristic candidate (`reps` back-to-back runs in a CUDA
+  // graph, best of 3 replays) on args' buffers, which it overwrites, and
+  // keeps the fastest for this shape. Synchronizes `stream`; runs on a
+  // private stream; not to be called while `stream` is being captured.
   absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10);
 
   // Plans built so far (one per distinct shape, layout and alignment).

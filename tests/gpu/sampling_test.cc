@@ -73,11 +73,11 @@ std::vector<bool> KeptSet(const std::vector<float>& row, const SamplingRow& p,
   return keep;
 }
 
-void RunCases(int vocab, const std::vector<RowCase>& cases, uint32_t seed) {
+// stride % 4 == 0 takes the kernel's 16-byte-load path, else the scalar one.
+void RunCases(int vocab, int64_t stride, const std::vector<RowCase>& cases, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.f, 3.f);
   const int rows = static_cast<int>(cases.size());
-  const int64_t stride = vocab + 3;
   std::vector<float> logits(size_t(rows) * stride);
   for (auto& x : logits) x = normal(rng);
   std::vector<SamplingRow> params;
@@ -175,9 +175,14 @@ std::vector<RowCase> MixedCases(int vocab, uint32_t seed) {
   return cases;
 }
 
-TEST(SamplingGpuTest, QwenVocab) { RunCases(151936, MixedCases(151936, 1), 10); }
-TEST(SamplingGpuTest, Llama3Vocab) { RunCases(128256, MixedCases(128256, 2), 11); }
-TEST(SamplingGpuTest, SmallOddVocab) { RunCases(1001, MixedCases(1001, 3), 12); }
+TEST(SamplingGpuTest, QwenVocabVectorLoads) { RunCases(151936, 151936, MixedCases(151936, 1), 10); }
+TEST(SamplingGpuTest, Llama3VocabScalarLoads) {
+  RunCases(128256, 128256 + 3, MixedCases(128256, 2), 11);
+}
+TEST(SamplingGpuTest, SmallOddVocab) {
+  RunCases(1001, 1004, MixedCases(1001, 3), 12);  // vector loads and a 1-element tail
+  RunCases(1001, 1001, MixedCases(1001, 4), 13);
+}
 
 TEST(SamplingGpuTest, RejectsPartialPenalties) {
   int32_t x = 0;
