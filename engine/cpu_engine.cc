@@ -31,14 +31,14 @@ absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
   CpuEngine out;
   out.config = *config;
   // K and V, bf16, of one block over every layer.
-  out.kv_block_bytes = config->num_layers * 2 * config->num_kv_heads * options.block_size *
-                       config->head_dim * 2;
+  out.kv_block_bytes =
+      config->num_layers * 2 * config->num_kv_heads * options.block_size * config->head_dim * 2;
   int64_t blocks = options.num_blocks;
   if (blocks == 0) blocks = options.kv_cache_bytes / std::max<int64_t>(out.kv_block_bytes, 1);
   if (blocks < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv_cache_bytes: ", options.kv_cache_bytes, " bytes hold ", blocks, " blocks of ",
-        out.kv_block_bytes, " bytes; at least 2 are needed"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_cache_bytes: ", options.kv_cache_bytes, " bytes hold ", blocks,
+                     " blocks of ", out.kv_block_bytes, " bytes; at least 2 are needed"));
   }
   out.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, int64_t{1} << 30));
 
@@ -80,8 +80,7 @@ absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
   if (config->sliding_window > 0) model_len = std::min(model_len, config->sliding_window);
   LlmEngine::Options engine_options = options.engine;
   engine_options.scheduler.max_model_len = static_cast<int32_t>(
-      options.max_model_len > 0 ? std::min<int64_t>(options.max_model_len, model_len)
-                                : model_len);
+      options.max_model_len > 0 ? std::min<int64_t>(options.max_model_len, model_len) : model_len);
   ModelInfo& info = engine_options.model_info;
   info.model_id = std::filesystem::path(options.model_dir).lexically_normal().filename().string();
   if (info.model_id.empty()) {

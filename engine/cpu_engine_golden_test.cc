@@ -2,11 +2,10 @@
 // transformers' greedy tokens for every golden checkpoint
 // (tests/data/golden, made by tools/golden/make_golden.py).
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -35,7 +34,8 @@ std::vector<GoldenPrompt> ReadGolden(const std::string& name) {
   nlohmann::json j = nlohmann::json::parse(text.str());
   std::vector<GoldenPrompt> out;
   for (const auto& p : j["prompts"]) {
-    out.push_back({p["prompt"].get<std::vector<int32_t>>(), p["tokens"].get<std::vector<int32_t>>()});
+    out.push_back(
+        {p["prompt"].get<std::vector<int32_t>>(), p["tokens"].get<std::vector<int32_t>>()});
   }
   return out;
 }
@@ -95,12 +95,12 @@ TEST_P(GoldenEngineTest, GreedyTokensMatchTransformers) {
   std::vector<std::unique_ptr<Stream>> streams;
   for (size_t i = 0; i < golden.size(); ++i) {
     streams.push_back(std::make_unique<Stream>());
-    ASSERT_TRUE(engine->engine
-                    ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt,
-                                    static_cast<int>(golden[i].tokens.size()),
-                                    MemShareParams::Mode::kOff),
-                             streams[i]->Callback())
-                    .ok());
+    ASSERT_TRUE(
+        engine->engine
+            ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt,
+                            static_cast<int>(golden[i].tokens.size()), MemShareParams::Mode::kOff),
+                     streams[i]->Callback())
+            .ok());
   }
   for (size_t i = 0; i < golden.size(); ++i) {
     ASSERT_TRUE(streams[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -127,12 +127,12 @@ TEST_P(GoldenEngineTest, GreedyTokensSurvivePreemption) {
   std::vector<std::unique_ptr<Stream>> streams;
   for (size_t i = 0; i < golden.size(); ++i) {
     streams.push_back(std::make_unique<Stream>());
-    ASSERT_TRUE(engine->engine
-                    ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt,
-                                    static_cast<int>(golden[i].tokens.size()),
-                                    MemShareParams::Mode::kOff),
-                             streams[i]->Callback())
-                    .ok());
+    ASSERT_TRUE(
+        engine->engine
+            ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt,
+                            static_cast<int>(golden[i].tokens.size()), MemShareParams::Mode::kOff),
+                     streams[i]->Callback())
+            .ok());
   }
   for (size_t i = 0; i < golden.size(); ++i) {
     ASSERT_TRUE(streams[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -157,11 +157,11 @@ TEST_P(GoldenEngineTest, MemShareOnRunsEveryPrompt) {
   std::vector<std::unique_ptr<Stream>> streams;
   for (size_t i = 0; i < golden.size(); ++i) {
     streams.push_back(std::make_unique<Stream>());
-    ASSERT_TRUE(engine->engine
-                    ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt, 100,
-                                    MemShareParams::Mode::kOn),
-                             streams[i]->Callback())
-                    .ok());
+    ASSERT_TRUE(
+        engine->engine
+            ->Submit(Greedy(absl::StrCat("p", i), golden[i].prompt, 100, MemShareParams::Mode::kOn),
+                     streams[i]->Callback())
+            .ok());
   }
   for (size_t i = 0; i < golden.size(); ++i) {
     ASSERT_TRUE(streams[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));

@@ -3,10 +3,9 @@
 // detokenization. Compared with transformers' greedy replies
 // (tests/data/tiny_reasoner/hf_greedy_*.jsonl).
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -116,8 +115,9 @@ TEST(TinyReasonerEngineTest, BadInputIsRefusedAndOthersGoOn) {
   Stream good;
   EngineRequest ok;
   ok.request_id = "good";
-  ok.messages = {{"user", "Emma starts with 3 cups. Emma gets 2 more cups. How many cups does Emma "
-                          "end up with?"}};
+  ok.messages = {{"user",
+                  "Emma starts with 3 cups. Emma gets 2 more cups. How many cups does Emma "
+                  "end up with?"}};
   ok.sampling.temperature = 0;
   ok.sampling.max_tokens = 40;
   ASSERT_TRUE(engine->engine->Submit(ok, good.Callback()).ok());

@@ -18,7 +18,8 @@ class IdStream : public TokenTextStream {
 
 absl::StatusOr<std::vector<int32_t>> IdTextCodec::EncodePrompt(absl::string_view text) const {
   std::vector<int32_t> ids;
-  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" \t\r\n,"), absl::SkipEmpty())) {
+  for (absl::string_view word :
+       absl::StrSplit(text, absl::ByAnyChar(" \t\r\n,"), absl::SkipEmpty())) {
     int32_t id;
     if (!absl::SimpleAtoi(word, &id) || id < 0 || id >= vocab_size_) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -39,8 +40,6 @@ std::unique_ptr<TokenTextStream> IdTextCodec::NewStream(absl::Span<const int32_t
   return std::make_unique<IdStream>();
 }
 
-std::string IdTextCodec::TokenPiece(int32_t token_id) const {
-  return absl::StrCat(" ", token_id);
-}
+std::string IdTextCodec::TokenPiece(int32_t token_id) const { return absl::StrCat(" ", token_id); }
 
 }  // namespace memshare::engine

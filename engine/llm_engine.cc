@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
   kv_options.num_blocks = spec.num_blocks;
   kv_options.block_size = spec.block_size;
   kv_options.block_bytes.clear();
-  for (int g = 0; g < spec.num_layer_groups; ++g) kv_options.block_bytes.push_back(spec.BlockBytes(g));
+  for (int g = 0; g < spec.num_layer_groups; ++g)
+    kv_options.block_bytes.push_back(spec.BlockBytes(g));
   absl::StatusOr<std::unique_ptr<kvmanager::KvManager>> kv =
       kvmanager::KvManager::Create(kv_options);
   if (!kv.ok()) return kv.status();
@@ -84,9 +85,8 @@ absl::StatusOr<std::vector<int32_t>> LlmEngine::Tokenize(const EngineRequest& re
     for (size_t i = 0; i < request.messages.size(); ++i) {
       const std::string& role = request.messages[i].role;
       if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("messages[", i, "].role: must be system, user, assistant or tool, got \"",
-                         role, "\""));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "messages[", i, "].role: must be system, user, assistant or tool, got \"", role, "\""));
       }
     }
     return codec_->EncodeChat(request.messages);
@@ -106,7 +106,8 @@ absl::StatusOr<kvmanager::DedupParams> LlmEngine::MemShareOf(const MemShareParam
   params.tau_kv = p.tau_kv;
   // The same check the KV manager makes on admission, made here so that a
   // bad request is refused before it is queued.
-  absl::StatusOr<kvmanager::ResolvedDedup> resolved = kvmanager::ResolveDedup(options_.kv.dedup, params);
+  absl::StatusOr<kvmanager::ResolvedDedup> resolved =
+      kvmanager::ResolveDedup(options_.kv.dedup, params);
   if (!resolved.ok()) return resolved.status();
   return params;
 }
@@ -138,8 +139,8 @@ absl::Status LlmEngine::Submit(EngineRequest request, EventCallback on_event) {
   absl::MutexLock lock(&mu_);
   if (draining_ || stop_) return absl::FailedPreconditionError("engine is draining");
   if (static_cast<int64_t>(ids_.size()) >= options_.max_live_requests) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "engine queue is full: ", ids_.size(), " live requests (max_live_requests)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("engine queue is full: ", ids_.size(), " live requests (max_live_requests)"));
   }
   if (ids_.contains(in.request_id)) {
     return absl::AlreadyExistsError(

@@ -127,8 +127,8 @@ class LlmEngine : public InferenceEngine {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Live>> live_;
 
   mutable absl::Mutex mu_;
-  absl::CondVar wake_;        // the scheduler thread has something to do
-  absl::CondVar idle_;        // a request finished (Drain waits on it)
+  absl::CondVar wake_;  // the scheduler thread has something to do
+  absl::CondVar idle_;  // a request finished (Drain waits on it)
   std::deque<Incoming> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> aborts_ ABSL_GUARDED_BY(mu_);
   // request_id -> seq_id of every live request (inbox, waiting, running).

@@ -95,9 +95,7 @@ std::vector<int32_t> Reference(std::vector<int32_t> history, int max_tokens,
   return out;
 }
 
-std::vector<int32_t> Ids(const std::string& text) {
-  return *FakeTextCodec().EncodePrompt(text);
-}
+std::vector<int32_t> Ids(const std::string& text) { return *FakeTextCodec().EncodePrompt(text); }
 
 EngineRequest Text(const std::string& id, const std::string& prompt, int max_tokens) {
   EngineRequest r;
@@ -361,9 +359,10 @@ TEST(LlmEngineTest, ConcurrentSubmittersThroughASmallPool) {
         const int n = t * kPerThread + i;
         streams[n] = std::make_unique<Stream>();
         prompts[n] = std::string(FakeTextCodec::kAlphabet).substr(n % 40, 3 + (n * 7) % 20);
-        EXPECT_TRUE(engine->Submit(Text(absl::StrCat("r", n), prompts[n], 5 + n % 17),
-                                   streams[n]->Callback())
-                        .ok());
+        EXPECT_TRUE(
+            engine
+                ->Submit(Text(absl::StrCat("r", n), prompts[n], 5 + n % 17), streams[n]->Callback())
+                .ok());
       }
     });
   }

@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
     return absl::InvalidArgumentError("Scheduler: backend and KV manager are required");
   }
   if (options.max_num_batched_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_num_batched_tokens: must be >= 1, got ",
-                                                   options.max_num_batched_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_num_batched_tokens: must be >= 1, got ", options.max_num_batched_tokens));
   }
   if (options.max_num_seqs < 1) {
     return absl::InvalidArgumentError(
@@ -65,8 +65,8 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
   }
   for (int32_t id : options.eos_token_ids) {
     if (id < 0 || id >= backend->vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("eos_token_ids: ", id, " is outside [0, ",
-                                                     backend->vocab_size(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("eos_token_ids: ", id, " is outside [0, ", backend->vocab_size(), ")"));
     }
   }
   const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
@@ -101,8 +101,8 @@ absl::Status Scheduler::Validate(const SequenceRequest& request) const {
   const int32_t vocab = vocab_size_;
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "]: must be in [0, ",
-                                                     vocab, "), got ", prompt[i]));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_token_ids[", i, "]: must be in [0, ", vocab, "), got ", prompt[i]));
     }
   }
   if (static_cast<int64_t>(prompt.size()) > max_prompt_len_) {
@@ -349,9 +349,9 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
                            s->tokens.begin() + s->num_computed + sc.num_tokens);
     if (run_status.ok()) run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables);
     chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
-    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len
-         ? decode_tokens
-         : prefill_tokens) += sc.num_tokens;
+    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len ? decode_tokens
+                                                                                : prefill_tokens) +=
+        sc.num_tokens;
     plan.sequences.push_back(std::move(chunk));
   }
 
@@ -402,8 +402,8 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     absl::StatusOr<TokenLogprob> token =
         row_of[i] < 0
             ? absl::InternalError("backend returned no logits for a sequence that needs them")
-            : s->sampler->Sample(
-                  absl::Span<const float>(result.Row(row_of[i]), result.vocab_size), &workspace_);
+            : s->sampler->Sample(absl::Span<const float>(result.Row(row_of[i]), result.vocab_size),
+                                 &workspace_);
     if (!token.ok()) {
       ++stats_.failed;
       outputs.push_back(End(s, FinishReason::kError, token.status()));

@@ -70,8 +70,8 @@ struct SequenceRequest {
   SamplingParams sampling;
   int32_t priority = 0;  // higher runs first; FCFS within a priority
   absl::Time deadline = absl::InfiniteFuture();
-  std::string cache_salt;            // prefix-cache isolation between tenants
-  kvmanager::DedupParams memshare;   // unset fields: the KV manager's policy
+  std::string cache_salt;           // prefix-cache isolation between tenants
+  kvmanager::DedupParams memshare;  // unset fields: the KV manager's policy
 };
 
 // What one sequence produced in a step, or how it ended.
@@ -85,8 +85,8 @@ struct SequenceOutput {
 };
 
 struct SchedulerStats {
-  int32_t running = 0;  // resident in the KV cache
-  int32_t waiting = 0;  // queued, or preempted and waiting for recompute
+  int32_t running = 0;         // resident in the KV cache
+  int32_t waiting = 0;         // queued, or preempted and waiting for recompute
   int64_t waiting_tokens = 0;  // tokens of waiting sequences still to compute
   int64_t steps = 0;
   int64_t preemptions = 0;
@@ -95,7 +95,7 @@ struct SchedulerStats {
   int64_t prefix_cached_tokens = 0;  // prompt tokens served from the prefix cache
   int64_t aborted = 0;
   int64_t deadline_exceeded = 0;
-  int64_t failed = 0;  // ended by a backend or KV error
+  int64_t failed = 0;        // ended by a backend or KV error
   int64_t dedup_errors = 0;  // RunDedup failures (the steps stay unshared)
   // Of the last step:
   int32_t last_step_sequences = 0;
@@ -132,8 +132,7 @@ class Scheduler {
   };
 
   // `backend` and `kv` must agree on block size, layer groups and block count.
-  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const Options& options,
-                                                           Backend* backend,
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const Options& options, Backend* backend,
                                                            kvmanager::KvManager* kv);
 
   Scheduler(const Scheduler&) = delete;

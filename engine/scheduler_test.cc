@@ -519,7 +519,6 @@ TEST(SchedulerTest, LogprobsTravelWithTokens) {
   }
 }
 
-
 TEST(SchedulerTest, PrefixCacheServesARepeatedPrompt) {
   Harness h(SmallModel(), {});
   const std::vector<int32_t> prompt = Prompt(30, 9);
@@ -549,7 +548,8 @@ TEST(SchedulerTest, PreemptedSequencesComeBackThroughThePrefixCache) {
   Scheduler::Options o;
   o.max_num_batched_tokens = 64;
   Harness h(model, o);
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(h.scheduler().Add(Greedy(i, Prompt(12, 50 + i), 12)).ok());
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(h.scheduler().Add(Greedy(i, Prompt(12, 50 + i), 12)).ok());
   h.RunToEnd();
   EXPECT_GT(h.scheduler().stats().preemptions, 0);
   for (int i = 0; i < 4; ++i) {
@@ -573,7 +573,8 @@ TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
     EXPECT_TRUE(h.scheduler().Add(r).ok());
     h.RunToEnd();
     const kvmanager::KvStatsSnapshot stats = h.kv().Stats();
-    return std::make_tuple(h.results()[1], stats.dedup_remapped, h.scheduler().stats().dedup_errors);
+    return std::make_tuple(h.results()[1], stats.dedup_remapped,
+                           h.scheduler().stats().dedup_errors);
   };
   auto [off, off_remapped, off_errors] = run(false);
   auto [on, on_remapped, on_errors] = run(true);

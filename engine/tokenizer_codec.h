@@ -51,7 +51,7 @@ class TokenizerCodec : public TextCodec {
 
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<tokenizer::ChatTemplate> chat_template_;  // null: none
-  std::string chat_template_error_;                          // why it is null
+  std::string chat_template_error_;                         // why it is null
   std::vector<int32_t> eos_;
 };
 

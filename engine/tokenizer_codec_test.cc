@@ -1,9 +1,8 @@
 #include "engine/tokenizer_codec.h"
 
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

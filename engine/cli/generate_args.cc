@@ -251,10 +251,10 @@ absl::StatusOr<GenerateArgs> ParseGenerateArgs(absl::Span<const std::string> arg
   if (a.help) return a;
 
   if (a.model_dir.empty()) return absl::InvalidArgumentError("--model: is required");
-  const int sources = (a.prompt.empty() ? 0 : 1) + (a.prompt_file.empty() ? 0 : 1) + (a.chat ? 1 : 0);
+  const int sources =
+      (a.prompt.empty() ? 0 : 1) + (a.prompt_file.empty() ? 0 : 1) + (a.chat ? 1 : 0);
   if (sources != 1) {
-    return absl::InvalidArgumentError(
-        "--prompt, --prompt-file, --chat: exactly one must be given");
+    return absl::InvalidArgumentError("--prompt, --prompt-file, --chat: exactly one must be given");
   }
   if (!a.system_prompt.empty() && !a.chat) {
     return absl::InvalidArgumentError("--system: only with --chat");
@@ -267,13 +267,12 @@ absl::StatusOr<GenerateArgs> ParseGenerateArgs(absl::Span<const std::string> arg
     if (v < 0) return Bad(flag, "must be >= 0", absl::StrCat(v));
     return absl::OkStatus();
   };
-  for (absl::Status s : {positive("block-size", a.block_size), positive("layer-groups", a.layer_groups),
-                         positive("max-num-seqs", a.max_num_seqs),
-                         positive("max-batched-tokens", a.max_batched_tokens),
-                         positive("kv-cache-mib", a.kv_cache_mib),
-                         non_negative("num-blocks", a.num_blocks),
-                         non_negative("max-model-len", a.max_model_len),
-                         non_negative("threads", a.threads)}) {
+  for (absl::Status s :
+       {positive("block-size", a.block_size), positive("layer-groups", a.layer_groups),
+        positive("max-num-seqs", a.max_num_seqs),
+        positive("max-batched-tokens", a.max_batched_tokens),
+        positive("kv-cache-mib", a.kv_cache_mib), non_negative("num-blocks", a.num_blocks),
+        non_negative("max-model-len", a.max_model_len), non_negative("threads", a.threads)}) {
     if (!s.ok()) return s;
   }
   return a;

@@ -29,17 +29,17 @@ struct GenerateArgs {
   std::optional<float> tau_lex;
   std::optional<float> tau_kv;
   // Engine.
-  int32_t max_model_len = 0;    // 0: the model's
+  int32_t max_model_len = 0;  // 0: the model's
   int32_t block_size = 16;
-  int32_t num_blocks = 0;       // 0: from kv_cache_mib
+  int32_t num_blocks = 0;  // 0: from kv_cache_mib
   int32_t kv_cache_mib = 1024;
   int32_t layer_groups = 1;
   int32_t max_num_seqs = 16;
   int32_t max_batched_tokens = 2048;
-  int32_t threads = 0;          // 0: all cores
+  int32_t threads = 0;  // 0: all cores
   bool prefix_cache = true;
   // Output.
-  bool quiet = false;           // no progress lines on stderr
+  bool quiet = false;  // no progress lines on stderr
   bool help = false;
 };
 

@@ -36,15 +36,61 @@ TEST(GenerateArgsTest, Defaults) {
 }
 
 TEST(GenerateArgsTest, EveryFlagParses) {
-  auto a = Parse({"--model=/m", "--prompt-file", "p.txt", "--load-format", "dummy", "--memshare",
-                  "on", "--tau-lex", "0.6", "--tau-kv=0.2", "--max-tokens", "7", "--temperature",
-                  "0.7", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05",
-                  "--repetition-penalty", "1.1", "--presence-penalty", "0.5",
-                  "--frequency-penalty", "-0.5", "--seed", "42", "--stop", "A", "--stop", "B",
-                  "--stop-token-id", "3", "--ignore-eos", "--logprobs", "2", "--max-model-len",
-                  "512", "--block-size", "8", "--num-blocks", "100", "--kv-cache-mib", "64",
-                  "--layer-groups", "2", "--max-num-seqs", "4", "--max-batched-tokens", "256",
-                  "--threads", "2", "--no-prefix-cache", "--quiet"});
+  auto a = Parse({"--model=/m",
+                  "--prompt-file",
+                  "p.txt",
+                  "--load-format",
+                  "dummy",
+                  "--memshare",
+                  "on",
+                  "--tau-lex",
+                  "0.6",
+                  "--tau-kv=0.2",
+                  "--max-tokens",
+                  "7",
+                  "--temperature",
+                  "0.7",
+                  "--top-k",
+                  "40",
+                  "--top-p",
+                  "0.9",
+                  "--min-p",
+                  "0.05",
+                  "--repetition-penalty",
+                  "1.1",
+                  "--presence-penalty",
+                  "0.5",
+                  "--frequency-penalty",
+                  "-0.5",
+                  "--seed",
+                  "42",
+                  "--stop",
+                  "A",
+                  "--stop",
+                  "B",
+                  "--stop-token-id",
+                  "3",
+                  "--ignore-eos",
+                  "--logprobs",
+                  "2",
+                  "--max-model-len",
+                  "512",
+                  "--block-size",
+                  "8",
+                  "--num-blocks",
+                  "100",
+                  "--kv-cache-mib",
+                  "64",
+                  "--layer-groups",
+                  "2",
+                  "--max-num-seqs",
+                  "4",
+                  "--max-batched-tokens",
+                  "256",
+                  "--threads",
+                  "2",
+                  "--no-prefix-cache",
+                  "--quiet"});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->prompt_file, "p.txt");
   EXPECT_EQ(a->load_format, "dummy");
@@ -99,10 +145,10 @@ TEST(GenerateArgsTest, ErrorsNameTheFlag) {
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--seed", "-1"}), HasSubstr("--seed"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--block-size", "0"}),
               HasSubstr("--block-size: must be >= 1"));
-  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--threads", "-2"}),
-              HasSubstr("--threads"));
+  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--threads", "-2"}), HasSubstr("--threads"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt"}), HasSubstr("--prompt needs a value"));
-  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--bogus"}), HasSubstr("unknown flag --bogus"));
+  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--bogus"}),
+              HasSubstr("unknown flag --bogus"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--chat=1"}), HasSubstr("takes no value"));
   EXPECT_THAT(Error({"--model", "/m", "positional"}), HasSubstr("unexpected argument"));
 }
@@ -112,14 +158,39 @@ TEST(GenerateArgsTest, HelpSkipsChecksAndListsEveryFlag) {
   ASSERT_TRUE(a.ok());
   EXPECT_TRUE(a->help);
   const std::string usage = GenerateUsage();
-  for (const char* flag :
-       {"--model DIR", "--load-format", "--prompt TEXT", "--prompt-file FILE", "--chat",
-        "--system", "--memshare on|off", "--tau-lex", "--tau-kv", "--max-tokens", "--temperature",
-        "--top-k", "--top-p", "--min-p", "--repetition-penalty", "--presence-penalty",
-        "--frequency-penalty", "--seed", "--stop TEXT", "--stop-token-id", "--ignore-eos",
-        "--logprobs", "--max-model-len", "--block-size", "--num-blocks", "--kv-cache-mib",
-        "--layer-groups", "--max-num-seqs", "--max-batched-tokens", "--threads",
-        "--no-prefix-cache", "--quiet", "--help"}) {
+  for (const char* flag : {"--model DIR",
+                           "--load-format",
+                           "--prompt TEXT",
+                           "--prompt-file FILE",
+                           "--chat",
+                           "--system",
+                           "--memshare on|off",
+                           "--tau-lex",
+                           "--tau-kv",
+                           "--max-tokens",
+                           "--temperature",
+                           "--top-k",
+                           "--top-p",
+                           "--min-p",
+                           "--repetition-penalty",
+                           "--presence-penalty",
+                           "--frequency-penalty",
+                           "--seed",
+                           "--stop TEXT",
+                           "--stop-token-id",
+                           "--ignore-eos",
+                           "--logprobs",
+                           "--max-model-len",
+                           "--block-size",
+                           "--num-blocks",
+                           "--kv-cache-mib",
+                           "--layer-groups",
+                           "--max-num-seqs",
+                           "--max-batched-tokens",
+                           "--threads",
+                           "--no-prefix-cache",
+                           "--quiet",
+                           "--help"}) {
     EXPECT_THAT(usage, HasSubstr(flag));
   }
 }

@@ -14,11 +14,16 @@ namespace {
 
 const char* ReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
   }
   return "unknown";
 }
@@ -57,9 +62,8 @@ std::string FormatSummary(const RunSummary& run, int64_t kv_block_bytes) {
   const double first_s = absl::ToDoubleSeconds(run.first_token);
   const double tok_s = total_s > 0 ? u.completion_tokens / total_s : 0;
   const double decode_s = total_s - first_s;
-  const double decode_tok_s = decode_s > 0 && u.completion_tokens > 1
-                                  ? (u.completion_tokens - 1) / decode_s
-                                  : 0;
+  const double decode_tok_s =
+      decode_s > 0 && u.completion_tokens > 1 ? (u.completion_tokens - 1) / decode_s : 0;
   return absl::StrFormat(
       "prompt %d tokens (%d cached), generated %d tokens in %.3f s: %.1f tok/s "
       "(first token %.3f s, decode %.1f tok/s) | KV blocks peak %d physical / %d logical, "
@@ -110,8 +114,8 @@ absl::StatusOr<RunSummary> RunRequest(InferenceEngine& engine, EngineRequest req
   return run;
 }
 
-absl::Status RunGenerate(const GenerateArgs& args, InferenceEngine& engine,
-                         int64_t kv_block_bytes, const GenerateIo& io) {
+absl::Status RunGenerate(const GenerateArgs& args, InferenceEngine& engine, int64_t kv_block_bytes,
+                         const GenerateIo& io) {
   EngineRequest base;
   base.sampling = args.sampling;
   base.memshare.mode = args.memshare;

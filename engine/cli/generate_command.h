@@ -43,8 +43,8 @@ absl::StatusOr<RunSummary> RunRequest(InferenceEngine& engine, EngineRequest req
 
 // The whole command: the prompt from --prompt or --prompt-file, or a chat
 // conversation read from io.in with --chat.
-absl::Status RunGenerate(const GenerateArgs& args, InferenceEngine& engine,
-                         int64_t kv_block_bytes, const GenerateIo& io);
+absl::Status RunGenerate(const GenerateArgs& args, InferenceEngine& engine, int64_t kv_block_bytes,
+                         const GenerateIo& io);
 
 }  // namespace memshare::engine::cli
 

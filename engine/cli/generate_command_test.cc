@@ -71,8 +71,8 @@ TEST(GenerateCommandTest, BadValuesAndFilesAreErrors) {
   auto engine = MakeEngine();
   std::istringstream in;
   std::ostringstream out, err;
-  absl::Status s = RunGenerate(
-      Args({"--model", "/x", "--prompt", "abc", "--top-p", "0"}), *engine, 0, {&in, &out, &err});
+  absl::Status s = RunGenerate(Args({"--model", "/x", "--prompt", "abc", "--top-p", "0"}), *engine,
+                               0, {&in, &out, &err});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("top_p"));
   s = RunGenerate(Args({"--model", "/x", "--prompt-file", "/nonexistent/p.txt"}), *engine, 0,
@@ -85,8 +85,8 @@ TEST(GenerateCommandTest, ChatKeepsTheConversation) {
   auto engine = MakeEngine();
   std::istringstream in("hi\nmore\n\n");
   std::ostringstream out, err;
-  ASSERT_TRUE(RunGenerate(Args({"--model", "/x", "--chat", "--system", "sys", "--max-tokens",
-                                "4", "--quiet"}),
+  ASSERT_TRUE(RunGenerate(Args({"--model", "/x", "--chat", "--system", "sys", "--max-tokens", "4",
+                                "--quiet"}),
                           *engine, 0, {&in, &out, &err})
                   .ok());
   const std::string first = Greedy("system sys user hi assistant ", 4);

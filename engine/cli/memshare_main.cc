@@ -69,19 +69,19 @@ int Generate(const std::vector<std::string>& argv) {
         engine->has_tokenizer ? "" : "; no tokenizer: prompts and output are token ids");
   }
 
-  absl::Status status =
-      RunGenerate(*args, *engine->engine, engine->kv_block_bytes, {&std::cin, &std::cout, &std::cerr});
+  absl::Status status = RunGenerate(*args, *engine->engine, engine->kv_block_bytes,
+                                    {&std::cin, &std::cout, &std::cerr});
   if (!status.ok()) {
     std::cerr << "memshare generate: " << status.message() << "\n";
     return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   const kvmanager::KvStatsSnapshot kv = engine->engine->GetKvStats();
   std::cerr << absl::StrFormat(
-      "[memshare] KV totals: prefix cache %d/%d blocks hit; MemShare %d steps, %d candidate steps, %d candidate "
+      "[memshare] KV totals: prefix cache %d/%d blocks hit; MemShare %d steps, %d candidate steps, "
+      "%d candidate "
       "pairs, %d verified, %d rejected, %d blocks remapped; %d preemptions\n",
       kv.prefix_cache_hits, kv.prefix_cache_queries, kv.dedup_steps, kv.dedup_candidate_steps,
-      kv.dedup_candidates,
-      kv.dedup_verified, kv.dedup_rejected, kv.dedup_remapped,
+      kv.dedup_candidates, kv.dedup_verified, kv.dedup_rejected, kv.dedup_remapped,
       engine->engine->GetSchedulerStats().preemptions);
   return 0;
 }

@@ -147,9 +147,9 @@ int32_t Sampler::Draw(std::vector<float>& values, std::vector<int32_t>& ids) {
 
   if (p.min_p > 0.0f) {
     // The largest unnormalized probability is 1 (it survives top-k and top-p).
-    ids.erase(std::remove_if(ids.begin(), ids.end(),
-                             [&](int32_t id) { return values[id] < p.min_p; }),
-              ids.end());
+    ids.erase(
+        std::remove_if(ids.begin(), ids.end(), [&](int32_t id) { return values[id] < p.min_p; }),
+        ids.end());
   }
   if (ids.empty()) return -1;
 
@@ -204,8 +204,8 @@ absl::StatusOr<TokenLogprob> Sampler::Sample(absl::Span<const float> logits,
   ApplyPenalties(values);
 
   TokenLogprob result;
-  result.token_id = options_.params.temperature == 0.0f ? ArgMax(values)
-                                                        : Draw(values, workspace->ids);
+  result.token_id =
+      options_.params.temperature == 0.0f ? ArgMax(values) : Draw(values, workspace->ids);
   if (result.token_id < 0) {
     return absl::InternalError("logits row holds no finite value to sample from");
   }

@@ -76,8 +76,11 @@ TEST(ValidateSamplingParamsTest, RejectsEachBadField) {
   ExpectRejected([](SamplingParams& p) { p.stop.assign(17, "x"); }, "stop: must be at most 16");
   ExpectRejected([](SamplingParams& p) { p.stop = {std::string(300, 'x')}; },
                  "stop[0]: must be at most 256 bytes");
-  ExpectRejected([](SamplingParams& p) { p.stop_token_ids = {5, 100}; },
-                 "stop_token_ids[1]: must be in [0, 100), got 100");
+  ExpectRejected(
+      [](SamplingParams& p) {
+        p.stop_token_ids = {5, 100};
+      },
+      "stop_token_ids[1]: must be in [0, 100), got 100");
   ExpectRejected([](SamplingParams& p) { p.stop_token_ids = {-1}; }, "stop_token_ids[0]:");
   ExpectRejected([](SamplingParams& p) { p.stop_token_ids.assign(65, 1); }, "stop_token_ids:");
   ExpectRejected([](SamplingParams& p) { p.logprobs = 21; }, "logprobs: must be in [0, 20]");

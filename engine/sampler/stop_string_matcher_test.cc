@@ -12,7 +12,7 @@ namespace {
 // Feeds `pieces`, returns everything emitted (plus the flush when the
 // matcher did not stop) and whether it stopped.
 std::pair<std::string, bool> Feed(const std::vector<std::string>& stops,
-                                 const std::vector<std::string>& pieces) {
+                                  const std::vector<std::string>& pieces) {
   StopStringMatcher m(stops);
   std::string out;
   for (const std::string& p : pieces) {

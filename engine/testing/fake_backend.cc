@@ -32,8 +32,9 @@ FakeBackend::FakeBackend(const Options& options) : options_(options) {
   spec_.block_size = options.block_size;
   spec_.kv_heads_local = 1;
   spec_.head_dim = 1;
-  slots_.assign(options.num_layer_groups,
-                std::vector<int32_t>(static_cast<size_t>(options.num_blocks) * options.block_size, -1));
+  slots_.assign(
+      options.num_layer_groups,
+      std::vector<int32_t>(static_cast<size_t>(options.num_blocks) * options.block_size, -1));
 }
 
 std::vector<float> FakeBackend::LogitsFor(absl::Span<const int32_t> history) const {
@@ -65,7 +66,8 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
     for (const auto& table : c.block_tables) {
       if (static_cast<int64_t>(table.size()) * bs < end) {
-        return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": block table too short"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("seq ", c.seq_id, ": block table too short"));
       }
       for (int32_t b : table) {
         if (b < 0 || b >= spec_.num_blocks) {
@@ -146,7 +148,8 @@ absl::Status FakeBackend::CopyBlocks(int layer_group,
   }
   ++copy_calls_;
   for (const auto& [src, dst] : src_dst) {
-    for (int32_t i = 0; i < spec_.block_size; ++i) Slot(layer_group, dst, i) = Slot(layer_group, src, i);
+    for (int32_t i = 0; i < spec_.block_size; ++i)
+      Slot(layer_group, dst, i) = Slot(layer_group, src, i);
   }
   return absl::OkStatus();
 }
@@ -167,7 +170,8 @@ absl::Status FakeBackend::ComputeDistanceSums(int layer_group,
     kvmanager::DistanceSums d;
     for (int32_t s = 0; s < spec_.block_size; ++s) {
       const double diff =
-          Slot(layer_group, pairs[i].candidate, s) == Slot(layer_group, pairs[i].reference, s) ? 0 : 1;
+          Slot(layer_group, pairs[i].candidate, s) == Slot(layer_group, pairs[i].reference, s) ? 0
+                                                                                               : 1;
       d.k_diff_sq += diff;
       d.v_diff_sq += diff;
       d.k_norm_sq += 1;

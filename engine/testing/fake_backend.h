@@ -14,9 +14,9 @@
 //
 // It also keeps, per seq_id, the tokens the plans said were written at each
 // position (positions a chunk starts after without having written them, a
-// prefix-cache hit, are taken as they read then); a read-back that differs (a block freed and reused while still
-// in a table, a remap onto different content) is counted in
-// history_mismatches() and poisons that row, whatever the window.
+// prefix-cache hit, are taken as they read then); a read-back that differs (a block freed and
+// reused while still in a table, a remap onto different content) is counted in history_mismatches()
+// and poisons that row, whatever the window.
 //
 // ComputeDistanceSums compares stored token ids (0 for identical blocks),
 // CopyBlocks copies them.
