@@ -170,7 +170,8 @@ void KvManager::PublishGauges() {
     stats_.SetGroup(static_cast<int32_t>(g), v);
   }
   stats_.SetSequences(static_cast<int64_t>(sequences_.size()));
-  stats_.SetPrefixCacheEntries(cache_ ? cache_->num_entries() : 0);
+  stats_.SetPrefixCache(cache_ ? cache_->num_entries() : 0,
+                        cache_ ? cache_->num_evicted_entries() : 0);
 }
 
 void KvManager::RemoveFromList(std::vector<Sequence*>* list, Sequence* s) {
@@ -530,16 +531,16 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
         distance.ComputeDistanceSums(static_cast<int32_t>(g), pairs_[g], absl::MakeSpan(sums_[g])));
   }
   // Decisions: per (sequence, logical block, group) the accepted pair with
-  // the smallest distance; then remap.
+  // the smallest distance; if it went stale in this pass (an earlier
+  // decision moved its reference), the next accepted one.
   absl::Status status;
   for (size_t g = 0; g < groups; ++g) {
     const std::vector<BlockPair>& pairs = pairs_[g];
     const std::vector<PairMeta>& meta = pair_meta_[g];
     size_t i = 0;
     while (i < pairs.size()) {
+      accepted_.clear();
       size_t j = i;
-      int64_t best = -1;
-      double best_distance = 0;
       for (; j < pairs.size() && meta[j].seq == meta[i].seq && meta[j].logical == meta[i].logical;
            ++j) {
         const DistanceSums& d = sums_[g][j];
@@ -548,26 +549,24 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
           continue;
         }
         stats_.Add(KvStats::kDedupVerified, 1);
-        const double dist = std::max(d.RelativeK(), d.RelativeV());
-        if (best < 0 || dist < best_distance) {
-          best = static_cast<int64_t>(j);
-          best_distance = dist;
-        }
+        accepted_.emplace_back(std::max(d.RelativeK(), d.RelativeV()), j);
       }
-      if (best >= 0) {
-        Sequence* s = meta[best].seq;
-        const RemapDecision decision{meta[best].logical, meta[best].reference_logical,
-                                     pairs[best]};
+      std::stable_sort(accepted_.begin(), accepted_.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [distance_unused, k] : accepted_) {
+        Sequence* s = meta[k].seq;
+        const RemapDecision decision{meta[k].logical, meta[k].reference_logical, pairs[k]};
         const absl::Status applied = Remapper::Apply(decision, s->num_computed, &s->tables[g]);
-        if (applied.ok()) {
-          stats_.Add(KvStats::kDedupRemapped, 1);
-          ++s->remapped_blocks;
-          // Later K/V of this sequence is computed over the shared block.
-          s->cache_limit_block =
-              std::min(s->cache_limit_block, s->num_computed / block_size_);
-        } else if (!absl::IsAborted(applied)) {
-          status.Update(applied);  // stale pairs (ABORTED) are skipped
+        if (absl::IsAborted(applied)) continue;  // stale: try the next candidate
+        if (!applied.ok()) {
+          status.Update(applied);
+          break;
         }
+        stats_.Add(KvStats::kDedupRemapped, 1);
+        ++s->remapped_blocks;
+        // Later K/V of this sequence is computed over the shared block.
+        s->cache_limit_block = std::min(s->cache_limit_block, s->num_computed / block_size_);
+        break;
       }
       i = j;
     }

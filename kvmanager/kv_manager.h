@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -274,6 +275,8 @@ class KvManager {
   std::vector<std::vector<BlockPair>> pairs_;
   std::vector<std::vector<PairMeta>> pair_meta_;
   std::vector<std::vector<DistanceSums>> sums_;
+  // (distance, pair index) of the accepted pairs of one block.
+  std::vector<std::pair<double, size_t>> accepted_;
 };
 
 }  // namespace memshare::kvmanager

@@ -20,12 +20,6 @@ int64_t KvStatsSnapshot::SharedBlocks() const {
   return n;
 }
 
-int64_t KvStatsSnapshot::Evictions() const {
-  int64_t n = 0;
-  for (const Group& g : groups) n += g.evictions;
-  return n;
-}
-
 int64_t KvStatsSnapshot::BytesSaved() const {
   int64_t n = 0;
   for (const Group& g : groups) n += (g.logical_blocks - g.physical_blocks) * g.block_bytes;
@@ -68,6 +62,7 @@ KvStatsSnapshot KvStats::Snapshot() const {
   }
   s.sequences = sequences_.load(kRelaxed);
   s.prefix_cache_entries = prefix_entries_.load(kRelaxed);
+  s.prefix_cache_evictions = prefix_evictions_.load(kRelaxed);
   s.prefix_cache_queries = Get(kPrefixCacheQueries);
   s.prefix_cache_hits = Get(kPrefixCacheHits);
   s.dedup_steps = Get(kDedupSteps);

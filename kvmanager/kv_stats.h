@@ -17,8 +17,11 @@
 //    to the distance check = dedup_verified (accepted) + dedup_rejected;
 //    dedup_remapped: blocks actually remapped (a block verified against
 //    several candidates is remapped once; a stale pair is not remapped).
-//  - evictions: cached blocks handed out fresh; cow_copies: copy-on-write
-//    block copies requested.
+//  - prefix_cache_evictions: prefix-cache entries dropped because a pool
+//    needed one of their blocks (an entry holds one block per group; the
+//    group that needed it counts a block eviction in Group::evictions, the
+//    others' blocks just become free). cow_copies: copy-on-write block
+//    copies requested.
 //
 // Thread-safety: one writer (the scheduler thread, through KvManager) and
 // any number of readers. Every field is a relaxed atomic: Snapshot() may be
@@ -49,6 +52,7 @@ struct KvStatsSnapshot {
 
   int64_t sequences = 0;
   int64_t prefix_cache_entries = 0;
+  int64_t prefix_cache_evictions = 0;
   int64_t prefix_cache_queries = 0;
   int64_t prefix_cache_hits = 0;
   int64_t dedup_steps = 0;
@@ -62,7 +66,6 @@ struct KvStatsSnapshot {
   int64_t PhysicalBlocks() const;
   int64_t LogicalBlocks() const;
   int64_t SharedBlocks() const;
-  int64_t Evictions() const;
   int64_t BytesSaved() const;
 };
 
@@ -94,7 +97,10 @@ class KvStats {
   }
   void SetGroup(int32_t group, const KvStatsSnapshot::Group& values);
   void SetSequences(int64_t n) { sequences_.store(n, std::memory_order_relaxed); }
-  void SetPrefixCacheEntries(int64_t n) { prefix_entries_.store(n, std::memory_order_relaxed); }
+  void SetPrefixCache(int64_t entries, int64_t evicted_entries) {
+    prefix_entries_.store(entries, std::memory_order_relaxed);
+    prefix_evictions_.store(evicted_entries, std::memory_order_relaxed);
+  }
 
   // Any thread.
   KvStatsSnapshot Snapshot() const;
@@ -112,6 +118,7 @@ class KvStats {
   std::atomic<int64_t> counters_[kNumCounters] = {};
   std::atomic<int64_t> sequences_{0};
   std::atomic<int64_t> prefix_entries_{0};
+  std::atomic<int64_t> prefix_evictions_{0};
 };
 
 }  // namespace memshare::kvmanager

@@ -59,6 +59,7 @@ class StepSegmenter {
   struct Step {
     int32_t begin = 0;  // first generated token of the step
     int32_t end = 0;    // one past the last
+    friend bool operator==(const Step&, const Step&) = default;
   };
 
   // Per-sequence progress. Default-constructed = nothing generated yet.

@@ -139,7 +139,7 @@ absl::Status KvOpHarness::Run(absl::Span<const uint8_t> data) {
   }
   const KvStatsSnapshot stats = manager_->Stats();
   coverage_.prefix_hits = stats.prefix_cache_hits;
-  coverage_.evictions = stats.Evictions();
+  coverage_.evictions = stats.prefix_cache_evictions;
   coverage_.remaps = stats.dedup_remapped;
   return absl::OkStatus();
 }
