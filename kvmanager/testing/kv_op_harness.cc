@@ -12,7 +12,7 @@ namespace {
 constexpr int32_t kBlankLine = 0;
 constexpr int32_t kWait = 1;
 constexpr int32_t kMaxSeqTokens = 96;
-constexpr int kMaxLiveSeqs = 10;
+constexpr int kMaxLiveSeqs = 6;
 
 std::string PieceOf(int32_t token) {
   if (token == kBlankLine) return "\n\n";
@@ -47,6 +47,8 @@ KvOpHarness::Coverage& KvOpHarness::Coverage::operator+=(const Coverage& o) {
   prefix_hits += o.prefix_hits;
   evictions += o.evictions;
   remaps += o.remaps;
+  dedup_steps += o.dedup_steps;
+  dedup_candidates += o.dedup_candidates;
   frees_with_self_shared += o.frees_with_self_shared;
   return *this;
 }
@@ -85,7 +87,7 @@ KvOpHarness::Config KvOpHarness::ConfigFromByte(uint8_t b) {
   c.num_layer_groups = 1 + b % 3;
   c.block_size = kBlockSizes[(b / 3) % 3];
   c.prefix_cache = (b / 9) % 4 != 0;
-  c.num_blocks = 16 + 16 * ((b / 36) % 3);
+  c.num_blocks = 24 + 40 * ((b / 36) % 3);
   return c;
 }
 
@@ -114,6 +116,8 @@ KvOpHarness::KvOpHarness(const Config& config, std::unique_ptr<KvManager> manage
       kv_(config.num_layer_groups, config.num_blocks, config.block_size),
       pending_copies_(config.num_layer_groups) {}
 
+KvOpHarness::~KvOpHarness() = default;
+
 KvOpHarness::Seq* KvOpHarness::Pick(Reader& in) {
   if (seqs_.empty()) return nullptr;
   return seqs_[in.Byte() % seqs_.size()].get();
@@ -124,12 +128,7 @@ absl::Status KvOpHarness::Run(absl::Span<const uint8_t> data) {
   while (!in.done()) {
     const size_t at = in.pos();
     absl::Status s = Apply(in);
-    // Copies are taken as soon as they exist; they run at "forward".
-    std::vector<std::vector<BlockCopy>> copies = manager_->TakePendingCopies();
-    for (size_t g = 0; g < copies.size(); ++g) {
-      coverage_.cow_copies += static_cast<int64_t>(copies[g].size());
-      pending_copies_[g].insert(pending_copies_[g].end(), copies[g].begin(), copies[g].end());
-    }
+    TakeCopies();
     if (s.ok()) s = CheckAll();
     ++coverage_.ops;
     if (!s.ok()) {
@@ -141,7 +140,18 @@ absl::Status KvOpHarness::Run(absl::Span<const uint8_t> data) {
   coverage_.prefix_hits = stats.prefix_cache_hits;
   coverage_.evictions = stats.prefix_cache_evictions;
   coverage_.remaps = stats.dedup_remapped;
+  coverage_.dedup_steps = stats.dedup_steps;
+  coverage_.dedup_candidates = stats.dedup_candidates;
   return absl::OkStatus();
+}
+
+void KvOpHarness::TakeCopies() {
+  // Copies are taken as soon as they exist; they run at "forward".
+  std::vector<std::vector<BlockCopy>> copies = manager_->TakePendingCopies();
+  for (size_t g = 0; g < copies.size(); ++g) {
+    coverage_.cow_copies += static_cast<int64_t>(copies[g].size());
+    pending_copies_[g].insert(pending_copies_[g].end(), copies[g].begin(), copies[g].end());
+  }
 }
 
 absl::Status KvOpHarness::Apply(Reader& in) {
@@ -231,9 +241,13 @@ absl::Status KvOpHarness::OpAdd(Reader& in, bool flood) {
 absl::Status KvOpHarness::OpAppend(Reader& in) {
   Seq* s = Pick(in);
   if (s == nullptr) return absl::OkStatus();
+  return AppendNext(s, 1 + in.Byte() % 8);
+}
+
+absl::Status KvOpHarness::AppendNext(Seq* s, int32_t max_chunk) {
   std::vector<int32_t> ids;
   if (s->appended < s->prompt_len) {
-    const int32_t n = std::min<int32_t>(1 + in.Byte() % 8, s->prompt_len - s->appended);
+    const int32_t n = std::min(max_chunk, s->prompt_len - s->appended);
     ids.assign(s->tokens.begin() + s->appended, s->tokens.begin() + s->appended + n);
   } else if (s->pending.has_value()) {
     ids.push_back(*s->pending);
@@ -261,7 +275,15 @@ absl::Status KvOpHarness::OpAppend(Reader& in) {
 }
 
 absl::Status KvOpHarness::OpForward(Reader& in) {
+  // A scheduler step: every sequence not yet in it gets its next prefill
+  // chunk or its sampled token (those that do not fit wait).
+  const int32_t chunk = 1 + in.Byte() % 8;
+  for (const auto& s : seqs_) {
+    if (s->in_step) continue;
+    if (absl::Status st = AppendNext(s.get(), chunk); !st.ok()) return st;
+  }
   // Copies first, in order, as Backend::CopyBlocks would.
+  TakeCopies();
   kv_.RunCopies(pending_copies_);
   for (auto& c : pending_copies_) c.clear();
   // "Forward": write the K/V of every appended, unwritten position.

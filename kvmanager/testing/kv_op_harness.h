@@ -7,9 +7,10 @@
 //   add      admit a sequence (prompts from shared templates, so prefixes
 //            hit the cache; optional tenant salt; MemShare on or off)
 //   append   next prefill chunk or the token sampled last step
-//   forward  run pending copies, "write" the K/V of appended tokens into
-//            the simulated store, CommitStep, sample tokens whose pieces
-//            repeat phrases and delimiters (so MemShare finds steps)
+//   forward  a scheduler step: append for every sequence (prefill chunk or
+//            sampled token), run pending copies, "write" the K/V of appended
+//            tokens into the simulated store, CommitStep, sample tokens whose
+//            pieces repeat phrases and delimiters (so MemShare finds steps)
 //   fork     n > 1 sampling / beam search
 //   free     finish, abort or preemption
 //   dedup    RunDedup (or RunDedupFor one sequence)
@@ -68,15 +69,21 @@ class KvOpHarness {
     int64_t prefix_hits = 0;
     int64_t evictions = 0;
     int64_t remaps = 0;
+    int64_t dedup_steps = 0;       // finished steps indexed
+    int64_t dedup_candidates = 0;  // block pairs verified
     int64_t frees_with_self_shared = 0;  // freed while its own remaps shared a block
     Coverage& operator+=(const Coverage& o);
   };
 
   // A configuration from one byte (groups 1-3, block size 2/4/8, cache on
-  // or off), for the fuzzer.
+  // or off, 24/64/104 blocks), for the fuzzer.
   static Config ConfigFromByte(uint8_t b);
 
   static absl::StatusOr<std::unique_ptr<KvOpHarness>> Create(const Config& config);
+
+  KvOpHarness(const KvOpHarness&) = delete;
+  KvOpHarness& operator=(const KvOpHarness&) = delete;
+  ~KvOpHarness();
 
   // Applies the operations encoded in `data` until it is used up, checking
   // the invariants after each. Returns the first violation (INTERNAL, with
@@ -96,11 +103,15 @@ class KvOpHarness {
   absl::Status OpAdd(Reader& in, bool flood);
   absl::Status OpAppend(Reader& in);
   absl::Status OpForward(Reader& in);
+  // Appends the next prefill chunk (at most max_chunk tokens) or the sampled
+  // token; a refusal for exhaustion is checked and counted, not an error.
+  absl::Status AppendNext(Seq* s, int32_t max_chunk);
   absl::Status OpFork(Reader& in);
   absl::Status OpFree(Reader& in);
   absl::Status OpDedup(Reader& in);
   absl::Status OpMisuse(Reader& in);
   absl::Status CheckAll() const;
+  void TakeCopies();
   // Pool counters and table sizes, to prove a refused call changed nothing.
   std::string Fingerprint() const;
   Seq* Pick(Reader& in);
