@@ -500,12 +500,14 @@ void KvManager::CollectPairs(Sequence* s) {
                      [](const BlockAligner::Match& a, const BlockAligner::Match& b) {
                        return a.logical < b.logical;
                      });
+    stats_.Add(KvStats::kDedupCandidates,
+               static_cast<int64_t>(matches_.size() * dedup_groups_.size()));
     for (const BlockAligner::Match& m : matches_) {
       for (const int32_t g : dedup_groups_) {
         const BlockTable& table = s->tables[g];
         const int32_t candidate = table.block(m.logical);
         const int32_t reference = table.block(m.reference);
-        if (candidate == reference) continue;  // already shared
+        if (candidate == reference) continue;  // already shared: nothing to verify
         pairs_[g].push_back(BlockPair{candidate, reference});
         pair_meta_[g].push_back(PairMeta{s, m.logical, m.reference});
       }
@@ -526,7 +528,7 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
   for (size_t g = 0; g < groups; ++g) {
     if (pairs_[g].empty()) continue;
     sums_[g].assign(pairs_[g].size(), DistanceSums{});
-    stats_.Add(KvStats::kDedupCandidates, static_cast<int64_t>(pairs_[g].size()));
+    stats_.Add(KvStats::kDedupVerified, static_cast<int64_t>(pairs_[g].size()));
     KV_RETURN_IF_ERROR(
         distance.ComputeDistanceSums(static_cast<int32_t>(g), pairs_[g], absl::MakeSpan(sums_[g])));
   }
@@ -548,7 +550,6 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
           stats_.Add(KvStats::kDedupRejected, 1);
           continue;
         }
-        stats_.Add(KvStats::kDedupVerified, 1);
         accepted_.emplace_back(std::max(d.RelativeK(), d.RelativeV()), j);
       }
       std::stable_sort(accepted_.begin(), accepted_.end(),

@@ -393,7 +393,11 @@ TEST_F(KvManagerTest, DecisionsArePerLayerGroup) {
   EXPECT_EQ(g0[4], g0[2]);
   EXPECT_NE(g1[4], g1[2]);
   EXPECT_EQ(g2[5], g2[3]);
-  EXPECT_EQ(manager_->Stats().dedup_remapped, 4);
+  const KvStatsSnapshot s = manager_->Stats();
+  EXPECT_EQ(s.dedup_candidates, 6);  // 2 block pairs x 3 groups
+  EXPECT_EQ(s.dedup_verified, 6);
+  EXPECT_EQ(s.dedup_rejected, 2);
+  EXPECT_EQ(s.dedup_remapped, 4);
   ASSERT_TRUE(manager_->CheckInvariants().ok());
 }
 

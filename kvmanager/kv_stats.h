@@ -13,10 +13,12 @@
 //  - prefix_cache_queries / _hits: full prompt blocks looked up at admission
 //    / found (counted only for admitted sequences).
 //  - dedup_steps: finished steps indexed; dedup_candidate_steps: earlier
-//    steps passing tau_lex; dedup_candidates: block pairs (per group) sent
-//    to the distance check = dedup_verified (accepted) + dedup_rejected;
-//    dedup_remapped: blocks actually remapped (a block verified against
-//    several candidates is remapped once; a stale pair is not remapped).
+//    steps passing tau_lex. Then the funnel, in block pairs (one per layer
+//    group allowed to share): dedup_candidates: pairs the alignment proposed;
+//    dedup_verified: pairs whose K/V distance was computed (candidates whose
+//    blocks are already shared are not); dedup_rejected: verified pairs
+//    failing tau_kv; dedup_remapped: blocks actually remapped (a block
+//    accepted against several candidates is remapped once).
 //  - prefix_cache_evictions: prefix-cache entries dropped because a pool
 //    needed one of their blocks (an entry holds one block per group; the
 //    group that needed it counts a block eviction in Group::evictions, the
