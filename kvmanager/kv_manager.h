@@ -37,14 +37,15 @@
 // remapped stops feeding the prefix cache from that point (its later K/V was
 // computed over approximate context, which an exact cache must not serve).
 //
-// Thread-safety: thread-compatible; the scheduler thread makes every call.
-// Stats() alone may be called from any thread.
+// Thread-safety: thread-compatible; the scheduler thread makes every call
+// (RPC handlers only enqueue, DESIGN.md §6), so no state is shared and no
+// mutex guards it. Stats() alone may be called from any thread: KvStats is
+// a set of relaxed atomics with this class as its single writer.
 #ifndef MEMSHARE_KVMANAGER_KV_MANAGER_H_
 #define MEMSHARE_KVMANAGER_KV_MANAGER_H_
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -122,8 +123,8 @@ class KvManager {
     int32_t cached_tokens = 0;        // from the prefix cache at admission
     int32_t logical_blocks = 0;       // per group
     int64_t remapped_blocks = 0;      // MemShare remaps, summed over groups
-    int32_t generated_tokens = 0;     // pieces seen by OnTokensGenerated
-    int32_t dedup_steps = 0;          // finished steps indexed
+    int32_t generated_tokens = 0;     // pieces segmented (MemShare sequences only)
+    int32_t dedup_steps = 0;          // finished steps indexed (MemShare only)
     bool memshare = false;
   };
 
