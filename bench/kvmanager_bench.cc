@@ -43,8 +43,7 @@ const std::vector<std::string>& Pieces() {
 // that keeps revisiting the same few thoughts.
 class StepGenerator {
  public:
-  StepGenerator(uint64_t seed, int templates, double mutation)
-      : rng_(seed), mutation_(mutation) {
+  StepGenerator(uint64_t seed, int templates, double mutation) : rng_(seed), mutation_(mutation) {
     std::uniform_int_distribution<int32_t> word(1, kVocab - 1);
     templates_.resize(templates);
     for (auto& t : templates_) {
@@ -295,7 +294,8 @@ void BM_DedupPassStep64Against200Steps(benchmark::State& state) {
   }
   const KvStatsSnapshot after = manager->Stats();
   const double n = static_cast<double>(state.iterations());
-  state.counters["candidate_steps"] = (after.dedup_candidate_steps - before.dedup_candidate_steps) / n;
+  state.counters["candidate_steps"] =
+      (after.dedup_candidate_steps - before.dedup_candidate_steps) / n;
   state.counters["pairs_verified"] = (after.dedup_verified - before.dedup_verified) / n;
   state.counters["remaps"] = (after.dedup_remapped - before.dedup_remapped) / n;
 }

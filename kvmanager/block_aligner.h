@@ -45,9 +45,8 @@ class BlockAligner {
   // Appends to *out one match per owned block of `step` that has a partner
   // in `candidate` with at least `min_overlap` agreeing slots. `tokens` are
   // the sequence's token ids by position and must cover both spans.
-  static void Align(absl::Span<const int32_t> tokens, int32_t block_size,
-                    DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                    int32_t min_overlap, std::vector<Match>* out);
+  static void Align(absl::Span<const int32_t> tokens, int32_t block_size, DedupIndex::StepSpan step,
+                    DedupIndex::StepSpan candidate, int32_t min_overlap, std::vector<Match>* out);
 };
 
 }  // namespace memshare::kvmanager

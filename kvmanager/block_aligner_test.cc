@@ -23,13 +23,13 @@ TEST(BlockAlignerTest, AStepOwnsTheFullBlocksWhoseLastTokenItHolds) {
 
 // A sequence of 4-token blocks: a passage repeated at a block-aligned offset.
 TEST(BlockAlignerTest, PairsRepeatedBlocksSlotBySlot) {
-  std::vector<int32_t> tokens = {90, 91, 92, 93,   // block 0 (prompt)
-                                 1,  2,  3,  4,    // block 1  step A
-                                 5,  6,  7,  8,    // block 2  step A
-                                 40, 41, 42, 43,   // block 3  step B
-                                 1,  2,  3,  4,    // block 4  step B
-                                 5,  6,  9,  8,    // block 5  step B (one slot differs)
-                                 50, 51};          // partial block 6
+  std::vector<int32_t> tokens = {90, 91, 92, 93,  // block 0 (prompt)
+                                 1,  2,  3,  4,   // block 1  step A
+                                 5,  6,  7,  8,   // block 2  step A
+                                 40, 41, 42, 43,  // block 3  step B
+                                 1,  2,  3,  4,   // block 4  step B
+                                 5,  6,  9,  8,   // block 5  step B (one slot differs)
+                                 50, 51};         // partial block 6
   std::vector<BlockAligner::Match> out;
   BlockAligner::Align(tokens, 4, {12, 24}, {4, 12}, 3, &out);
   ASSERT_EQ(out.size(), 2u);

@@ -34,9 +34,9 @@ BlockPool::~BlockPool() {
 }
 
 absl::Status BlockPool::OutOfRange(int32_t block) const {
-  return Misuse(absl::FailedPreconditionError(absl::StrCat(
-      "block ", block, " outside pool of layer group ", layer_group_, " (", num_blocks(),
-      " blocks)")));
+  return Misuse(
+      absl::FailedPreconditionError(absl::StrCat("block ", block, " outside pool of layer group ",
+                                                 layer_group_, " (", num_blocks(), " blocks)")));
 }
 
 void BlockPool::LruPushBack(int32_t block) {
@@ -89,9 +89,9 @@ int32_t BlockPool::TakeFresh() {
 
 absl::StatusOr<int32_t> BlockPool::Allocate() {
   if (num_available() == 0) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("KV block pool of layer group ", layer_group_, " exhausted (",
-                     num_blocks(), " blocks in use)"));
+    return absl::ResourceExhaustedError(absl::StrCat("KV block pool of layer group ", layer_group_,
+                                                     " exhausted (", num_blocks(),
+                                                     " blocks in use)"));
   }
   return TakeFresh();
 }
@@ -101,9 +101,9 @@ absl::Status BlockPool::Allocate(int32_t n, std::vector<int32_t>* out) {
     return absl::InvalidArgumentError(absl::StrCat("cannot allocate ", n, " blocks"));
   }
   if (n > num_available()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV block pool of layer group ", layer_group_, ": ", n, " blocks needed, ",
-        num_available(), " available"));
+    return absl::ResourceExhaustedError(absl::StrCat("KV block pool of layer group ", layer_group_,
+                                                     ": ", n, " blocks needed, ", num_available(),
+                                                     " available"));
   }
   out->reserve(out->size() + n);
   for (int32_t i = 0; i < n; ++i) out->push_back(TakeFresh());
@@ -115,9 +115,9 @@ absl::Status BlockPool::Ref(int32_t block) {
   Meta& m = meta_[block];
   switch (m.state) {
     case BlockState::kFree:
-      return Misuse(absl::FailedPreconditionError(absl::StrCat(
-          "reference to free block ", block, " of layer group ", layer_group_,
-          " (use after free)")));
+      return Misuse(absl::FailedPreconditionError(absl::StrCat("reference to free block ", block,
+                                                               " of layer group ", layer_group_,
+                                                               " (use after free)")));
     case BlockState::kEvictable:
       LruRemove(block);
       m.state = BlockState::kInUse;
@@ -134,9 +134,9 @@ absl::Status BlockPool::Unref(int32_t block) {
   if (!IsValid(block)) return OutOfRange(block);
   Meta& m = meta_[block];
   if (m.state != BlockState::kInUse) {
-    return Misuse(absl::FailedPreconditionError(absl::StrCat(
-        "release of unreferenced block ", block, " of layer group ", layer_group_,
-        " (double release)")));
+    return Misuse(absl::FailedPreconditionError(absl::StrCat("release of unreferenced block ",
+                                                             block, " of layer group ",
+                                                             layer_group_, " (double release)")));
   }
   --total_refs_;
   const int32_t ref = --m.ref;
@@ -155,8 +155,8 @@ absl::Status BlockPool::Unref(int32_t block) {
 absl::Status BlockPool::SetCached(int32_t block) {
   if (!IsValid(block)) return OutOfRange(block);
   if (meta_[block].state != BlockState::kInUse) {
-    return Misuse(absl::FailedPreconditionError(absl::StrCat(
-        "cannot cache unreferenced block ", block, " of layer group ", layer_group_)));
+    return Misuse(absl::FailedPreconditionError(
+        absl::StrCat("cannot cache unreferenced block ", block, " of layer group ", layer_group_)));
   }
   meta_[block].cached = true;
   return absl::OkStatus();
@@ -208,8 +208,8 @@ absl::Status BlockPool::CheckInvariants() const {
     switch (m.state) {
       case BlockState::kFree:
         if (m.ref != 0 || m.cached || !on_free[b]) {
-          return fail("free block ", b, " ref=", m.ref, " cached=", int{m.cached}, " listed=",
-                      int{on_free[b]});
+          return fail("free block ", b, " ref=", m.ref, " cached=", int{m.cached},
+                      " listed=", int{on_free[b]});
         }
         break;
       case BlockState::kEvictable:

@@ -40,9 +40,9 @@ absl::Status BlockTable::Append(int32_t n, std::vector<BlockCopy>* copies) {
   if (n == 0) return absl::OkStatus();
   const int32_t need = BlocksNeeded(n);
   if (need > pool_->num_available()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV block pool of layer group ", pool_->layer_group(), ": ", need, " blocks needed, ",
-        pool_->num_available(), " available"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV block pool of layer group ", pool_->layer_group(), ": ", need,
+                     " blocks needed, ", pool_->num_available(), " available"));
   }
   int32_t fresh = need;
   if (num_tokens_ % block_size_ != 0 && pool_->ref_count(blocks_.back()) > 1) {
@@ -64,9 +64,9 @@ absl::Status BlockTable::Append(int32_t n, std::vector<BlockCopy>* copies) {
 
 absl::Status BlockTable::AppendFullBlock(int32_t block) {
   if (num_tokens_ % block_size_ != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot attach a full block after ", num_tokens_, " tokens (block size ", block_size_,
-        ")"));
+    return absl::FailedPreconditionError(absl::StrCat("cannot attach a full block after ",
+                                                      num_tokens_, " tokens (block size ",
+                                                      block_size_, ")"));
   }
   KV_RETURN_IF_ERROR(pool_->Ref(block));
   blocks_.push_back(block);
@@ -88,9 +88,9 @@ absl::StatusOr<BlockTable> BlockTable::Fork() const {
 
 absl::Status BlockTable::Replace(int32_t logical, int32_t block) {
   if (logical < 0 || logical >= num_full_blocks()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "logical block ", logical, " is not a full block (", num_tokens_, " tokens, block size ",
-        block_size_, ")"));
+    return absl::FailedPreconditionError(absl::StrCat("logical block ", logical,
+                                                      " is not a full block (", num_tokens_,
+                                                      " tokens, block size ", block_size_, ")"));
   }
   const int32_t old = blocks_[logical];
   if (old == block) return absl::OkStatus();

@@ -11,9 +11,9 @@ namespace memshare::kvmanager {
 absl::Status DedupIndex::Validate(const Options& options) {
   if (options.num_bands < 1 || options.rows_per_band < 1 ||
       int64_t{options.num_bands} * options.rows_per_band > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LSH needs num_bands >= 1, rows_per_band >= 1 and at most 1024 hashes; got ",
-        options.num_bands, " x ", options.rows_per_band));
+    return absl::InvalidArgumentError(
+        absl::StrCat("LSH needs num_bands >= 1, rows_per_band >= 1 and at most 1024 hashes; got ",
+                     options.num_bands, " x ", options.rows_per_band));
   }
   return absl::OkStatus();
 }

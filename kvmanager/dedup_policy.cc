@@ -18,16 +18,16 @@ absl::Status ValidateDedupPolicy(const DedupPolicy& policy, int32_t num_layer_gr
         absl::StrCat("dedup.tau_lex must be in [0, 1], got ", policy.tau_lex));
   }
   if (!InUnit(policy.min_tau_lex) || policy.min_tau_lex > policy.tau_lex) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dedup.min_tau_lex must be in [0, tau_lex], got ", policy.min_tau_lex));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup.min_tau_lex must be in [0, tau_lex], got ", policy.min_tau_lex));
   }
   if (!NonNegative(policy.tau_kv)) {
     return absl::InvalidArgumentError(
         absl::StrCat("dedup.tau_kv must be >= 0, got ", policy.tau_kv));
   }
   if (!NonNegative(policy.max_tau_kv) || policy.max_tau_kv < policy.tau_kv) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dedup.max_tau_kv must be >= tau_kv, got ", policy.max_tau_kv));
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup.max_tau_kv must be >= tau_kv, got ", policy.max_tau_kv));
   }
   if (policy.max_candidates_per_step < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -35,13 +35,12 @@ absl::Status ValidateDedupPolicy(const DedupPolicy& policy, int32_t num_layer_gr
   }
   if (!(policy.min_block_token_overlap > 0.0f && policy.min_block_token_overlap <= 1.0f)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dedup.min_block_token_overlap must be in (0, 1], got ",
-        policy.min_block_token_overlap));
+        "dedup.min_block_token_overlap must be in (0, 1], got ", policy.min_block_token_overlap));
   }
   for (int32_t g : policy.layer_groups) {
     if (g < 0 || g >= num_layer_groups) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "dedup.layer_groups names group ", g, " of ", num_layer_groups));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dedup.layer_groups names group ", g, " of ", num_layer_groups));
     }
   }
   return absl::OkStatus();
@@ -55,16 +54,16 @@ absl::StatusOr<ResolvedDedup> ResolveDedup(const DedupPolicy& policy, const Dedu
   if (params.tau_lex.has_value()) {
     const float t = *params.tau_lex;
     if (!std::isfinite(t) || t < policy.min_tau_lex || t > 1.0f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "memshare.tau_lex must be in [", policy.min_tau_lex, ", 1], got ", t));
+      return absl::InvalidArgumentError(
+          absl::StrCat("memshare.tau_lex must be in [", policy.min_tau_lex, ", 1], got ", t));
     }
     r.tau_lex = t;
   }
   if (params.tau_kv.has_value()) {
     const float t = *params.tau_kv;
     if (!std::isfinite(t) || t < 0.0f || t > policy.max_tau_kv) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "memshare.tau_kv must be in [0, ", policy.max_tau_kv, "], got ", t));
+      return absl::InvalidArgumentError(
+          absl::StrCat("memshare.tau_kv must be in [0, ", policy.max_tau_kv, "], got ", t));
     }
     r.tau_kv = t;
   }

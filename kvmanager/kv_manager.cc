@@ -48,8 +48,8 @@ struct KvManager::Sequence {
 
 absl::StatusOr<std::unique_ptr<KvManager>> KvManager::Create(const Options& options) {
   if (options.num_layer_groups < 1 || options.num_layer_groups > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_layer_groups must be in [1, 1024], got ", options.num_layer_groups));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layer_groups must be in [1, 1024], got ", options.num_layer_groups));
   }
   if (options.block_size <= 0 || options.block_size > 4096) {
     return absl::InvalidArgumentError(
@@ -57,9 +57,9 @@ absl::StatusOr<std::unique_ptr<KvManager>> KvManager::Create(const Options& opti
   }
   if (!options.block_bytes.empty() &&
       static_cast<int32_t>(options.block_bytes.size()) != options.num_layer_groups) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_bytes has ", options.block_bytes.size(), " entries for ",
-        options.num_layer_groups, " layer groups"));
+    return absl::InvalidArgumentError(absl::StrCat("block_bytes has ", options.block_bytes.size(),
+                                                   " entries for ", options.num_layer_groups,
+                                                   " layer groups"));
   }
   for (int64_t b : options.block_bytes) {
     if (b < 0) return absl::InvalidArgumentError("block_bytes must be >= 0");
@@ -237,9 +237,9 @@ absl::StatusOr<KvManager::Admission> KvManager::AddSequence(const SequenceSpec& 
   const int32_t cached = match_.num_blocks * block_size_;
   const auto n = static_cast<int32_t>(std::min<int64_t>(max_new_tokens, prompt_len - cached));
   if (!AdmissionFits(match_, n)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV pool cannot admit sequence ", spec.seq_id, ": ", n, " new tokens after ", cached,
-        " cached, ", NumAvailableBlocks(), " blocks available"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV pool cannot admit sequence ", spec.seq_id, ": ", n, " new tokens after ",
+                     cached, " cached, ", NumAvailableBlocks(), " blocks available"));
   }
 
   auto s = std::make_unique<Sequence>();
@@ -283,9 +283,9 @@ absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", child_id, " is live"));
   }
   if (parent->num_computed != parent->num_tokens()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "fork of sequence ", parent_id, " with uncommitted tokens (", parent->num_tokens(),
-        " appended, ", parent->num_computed, " written)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("fork of sequence ", parent_id, " with uncommitted tokens (",
+                     parent->num_tokens(), " appended, ", parent->num_computed, " written)"));
   }
   auto child = std::make_unique<Sequence>();
   child->tables.reserve(parent->tables.size());
@@ -364,18 +364,18 @@ absl::Status KvManager::AppendTokens(uint64_t seq_id, absl::Span<const int32_t> 
   const int32_t prompt_part = std::clamp(s->prompt_len - pos, 0, n);
   for (int32_t k = 0; k < prompt_part; ++k) {
     if (token_ids[k] != s->tokens[pos + k]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token_ids[", k, "] = ", token_ids[k], " but prompt position ", pos + k, " holds ",
-          s->tokens[pos + k], " (sequence ", seq_id, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token_ids[", k, "] = ", token_ids[k], " but prompt position ", pos + k,
+                       " holds ", s->tokens[pos + k], " (sequence ", seq_id, ")"));
     }
   }
   const size_t groups = pools_.size();
   for (size_t g = 0; g < groups; ++g) {
     const int32_t need = s->tables[g].BlocksNeeded(n);
     if (need > pools_[g]->num_available()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "KV pool of layer group ", g, ": sequence ", seq_id, " needs ", need,
-          " blocks for ", n, " tokens, ", pools_[g]->num_available(), " available"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("KV pool of layer group ", g, ": sequence ", seq_id, " needs ", need,
+                       " blocks for ", n, " tokens, ", pools_[g]->num_available(), " available"));
     }
   }
   for (size_t g = 0; g < groups; ++g) {
@@ -457,9 +457,9 @@ absl::Status KvManager::OnTokensGenerated(uint64_t seq_id,
   if (s == nullptr) return NotFound(seq_id);
   if (!s->dedup.enabled) return absl::OkStatus();
   if (s->num_tokens() < s->prompt_len) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "sequence ", seq_id, " generated tokens before its prompt was appended (",
-        s->num_tokens(), " of ", s->prompt_len, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", seq_id, " generated tokens before its prompt was appended (",
+                     s->num_tokens(), " of ", s->prompt_len, ")"));
   }
   steps_.clear();
   for (const absl::string_view piece : pieces) segmenter_->Feed(&s->segmenter, piece, &steps_);
@@ -632,17 +632,17 @@ absl::Status KvManager::CheckInvariants() const {
   std::vector<std::vector<int32_t>> refs(groups, std::vector<int32_t>(num_blocks(), 0));
   for (const auto& [id, s] : sequences_) {
     if (s->tables.size() != groups) {
-      return absl::InternalError(absl::StrCat("sequence ", id, " has ", s->tables.size(),
-                                              " tables"));
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " has ", s->tables.size(), " tables"));
     }
     const int32_t n = s->num_tokens();
     if (s->num_computed > n) {
-      return absl::InternalError(absl::StrCat("sequence ", id, " computed ", s->num_computed,
-                                              " of ", n));
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " computed ", s->num_computed, " of ", n));
     }
     if (static_cast<int32_t>(s->tokens.size()) != std::max(n, s->prompt_len)) {
-      return absl::InternalError(absl::StrCat("sequence ", id, " records ", s->tokens.size(),
-                                              " tokens, has ", n));
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " records ", s->tokens.size(), " tokens, has ", n));
     }
     const bool listed =
         std::find(commit_list_.begin(), commit_list_.end(), s.get()) != commit_list_.end();
@@ -657,16 +657,15 @@ absl::Status KvManager::CheckInvariants() const {
     }
     for (size_t g = 0; g < groups; ++g) {
       const BlockTable& table = s->tables[g];
-      if (table.num_tokens() != n ||
-          table.num_blocks() != (n + block_size_ - 1) / block_size_) {
+      if (table.num_tokens() != n || table.num_blocks() != (n + block_size_ - 1) / block_size_) {
         return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, ": ",
                                                 table.num_blocks(), " blocks for ",
                                                 table.num_tokens(), " tokens"));
       }
       for (int32_t b : table.blocks()) {
         if (!pools_[g]->IsValid(b) || pools_[g]->state(b) != BlockState::kInUse) {
-          return absl::InternalError(absl::StrCat("sequence ", id, " group ", g,
-                                                  " names block ", b, " that is not in use"));
+          return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, " names block ", b,
+                                                  " that is not in use"));
         }
         ++refs[g][b];
       }

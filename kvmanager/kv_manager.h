@@ -138,8 +138,8 @@ class KvManager {
 
   // Side-effect-free: the cached prefix AddSequence would attach and whether
   // `num_new_tokens` more prompt tokens would fit after it.
-  PrefixProbe ProbePrefix(absl::Span<const int32_t> prompt_token_ids,
-                          absl::string_view cache_salt, int32_t num_new_tokens) const;
+  PrefixProbe ProbePrefix(absl::Span<const int32_t> prompt_token_ids, absl::string_view cache_salt,
+                          int32_t num_new_tokens) const;
 
   // Admits a sequence: attaches the longest cached prefix of its prompt and
   // appends the next min(max_new_tokens, rest of the prompt) prompt tokens.

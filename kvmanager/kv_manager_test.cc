@@ -306,10 +306,10 @@ TEST_F(KvManagerTest, RejectsBadRequests) {
 
 TEST_F(KvManagerTest, MemShareRemapsARepeatedStep) {
   Init(SmallOptions(1, 32));
-  Admit(1, Range(100, 8));  // generation starts block-aligned at 8
-  Generate(1, kStep);       // step 0: positions 8..15, blocks 2, 3
+  Admit(1, Range(100, 8));                   // generation starts block-aligned at 8
+  Generate(1, kStep);                        // step 0: positions 8..15, blocks 2, 3
   EXPECT_TRUE(manager_->HasPendingDedup());  // a blank line ends a step at once
-  Generate(1, kStep);       // step 1: positions 16..23, blocks 4, 5
+  Generate(1, kStep);                        // step 1: positions 16..23, blocks 4, 5
   ASSERT_TRUE(manager_->HasPendingDedup());
   ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
   const auto table = *manager_->GetBlockTable(1, 0);

@@ -12,8 +12,13 @@ TEST(KvStatsTest, CountersAndGaugesAppearInSnapshots) {
   stats.Add(KvStats::kPrefixCacheQueries, 5);
   stats.Add(KvStats::kPrefixCacheQueries, 2);
   stats.Add(KvStats::kDedupRemapped, 3);
-  stats.SetGroup(0, {.total_blocks = 10, .physical_blocks = 4, .logical_blocks = 7,
-                     .shared_blocks = 2, .cached_blocks = 1, .free_blocks = 5, .evictions = 9});
+  stats.SetGroup(0, {.total_blocks = 10,
+                     .physical_blocks = 4,
+                     .logical_blocks = 7,
+                     .shared_blocks = 2,
+                     .cached_blocks = 1,
+                     .free_blocks = 5,
+                     .evictions = 9});
   stats.SetGroup(1, {.total_blocks = 10, .physical_blocks = 3, .logical_blocks = 4});
   stats.SetSequences(6);
   stats.SetPrefixCache(8, 4);

@@ -21,8 +21,7 @@ std::vector<uint32_t> Sign(const MinHasher& h, const std::vector<int32_t>& token
   return sig;
 }
 
-float Similarity(const MinHasher& h, const std::vector<int32_t>& a,
-                 const std::vector<int32_t>& b) {
+float Similarity(const MinHasher& h, const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   const auto sa = Sign(h, a), sb = Sign(h, b);
   return MinHasher::EstimateJaccard(sa.data(), sb.data(), h.num_hashes());
 }

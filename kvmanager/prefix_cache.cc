@@ -70,8 +70,8 @@ void PrefixCache::Lookup(absl::Span<const int32_t> tokens, uint64_t root, int32_
       std::min<int64_t>(max_blocks, static_cast<int64_t>(tokens.size()) / block_size_);
   uint64_t parent = root;
   for (int32_t i = 0; i < limit; ++i) {
-    const absl::Span<const int32_t> block_tokens = tokens.subspan(size_t{1} * i * block_size_,
-                                                                  block_size_);
+    const absl::Span<const int32_t> block_tokens =
+        tokens.subspan(size_t{1} * i * block_size_, block_size_);
     const uint64_t hash = ChainHash(parent, block_tokens);
     const auto it = index_.find(hash);
     if (it == index_.end()) break;
@@ -93,9 +93,9 @@ absl::StatusOr<bool> PrefixCache::Insert(uint64_t parent, uint64_t hash,
                                          absl::Span<const int32_t> blocks) {
   const size_t groups = pools_.size();
   if (block_tokens.size() != static_cast<size_t>(block_size_) || blocks.size() != groups) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prefix cache insert of ", block_tokens.size(), " tokens in ", blocks.size(),
-        " groups; want ", block_size_, " tokens in ", groups, " groups"));
+    return absl::InvalidArgumentError(absl::StrCat("prefix cache insert of ", block_tokens.size(),
+                                                   " tokens in ", blocks.size(), " groups; want ",
+                                                   block_size_, " tokens in ", groups, " groups"));
   }
   if (index_.contains(hash)) return false;
   for (size_t g = 0; g < groups; ++g) {
@@ -170,12 +170,12 @@ absl::Status PrefixCache::CheckInvariants() const {
     for (size_t g = 0; g < groups; ++g) {
       const int32_t b = entry_blocks_[e * groups + g];
       if (entry_of_[g][b] != e) {
-        return absl::InternalError(absl::StrCat("block ", b, " of group ", g,
-                                                " not mapped back to entry ", e));
+        return absl::InternalError(
+            absl::StrCat("block ", b, " of group ", g, " not mapped back to entry ", e));
       }
       if (!pools_[g]->cached(b) || pools_[g]->state(b) == BlockState::kFree) {
-        return absl::InternalError(absl::StrCat("cached block ", b, " of group ", g,
-                                                " is free or not marked cached"));
+        return absl::InternalError(
+            absl::StrCat("cached block ", b, " of group ", g, " is free or not marked cached"));
       }
     }
   }

@@ -199,8 +199,8 @@ TEST_F(PrefixCacheTest, ClearUncachesEverything) {
 TEST_F(PrefixCacheTest, RejectsBadOptionsAndUnequalPools) {
   auto a = *BlockPool::Create({.num_blocks = 4});
   auto b = *BlockPool::Create({.layer_group = 1, .num_blocks = 5});
-  EXPECT_TRUE(absl::IsInvalidArgument(
-      PrefixCache::Create({.block_size = 4}, {a.get(), b.get()}).status()));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(PrefixCache::Create({.block_size = 4}, {a.get(), b.get()}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(PrefixCache::Create({.block_size = 0}, {a.get()}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(PrefixCache::Create({.block_size = 4}, {}).status()));
 }

@@ -18,8 +18,8 @@ bool IsSpaceByte(unsigned char c) {
 }  // namespace
 
 std::vector<std::string> StepSegmenter::DefaultDelimiters() {
-  return {"\n\n", "Wait", "Let me check", "Let me verify", "Alternatively",
-          "Hmm",  "But",  "So the answer"};
+  return {"\n\n",          "Wait", "Let me check", "Let me verify",
+          "Alternatively", "Hmm",  "But",          "So the answer"};
 }
 
 absl::StatusOr<std::unique_ptr<StepSegmenter>> StepSegmenter::Create(const Options& options) {
@@ -28,9 +28,9 @@ absl::StatusOr<std::unique_ptr<StepSegmenter>> StepSegmenter::Create(const Optio
         absl::StrCat("min_step_tokens must be >= 1, got ", options.min_step_tokens));
   }
   if (options.max_step_tokens != 0 && options.max_step_tokens < options.min_step_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_step_tokens must be 0 or >= min_step_tokens (", options.min_step_tokens, "), got ",
-        options.max_step_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_tokens must be 0 or >= min_step_tokens (", options.min_step_tokens,
+                     "), got ", options.max_step_tokens));
   }
   if (options.delimiters.size() > 1000) {
     return absl::InvalidArgumentError("at most 1000 step delimiters");
@@ -39,8 +39,7 @@ absl::StatusOr<std::unique_ptr<StepSegmenter>> StepSegmenter::Create(const Optio
     const std::string& d = options.delimiters[i];
     if (d.empty() || d.size() > kMaxDelimiterBytes) {
       return absl::InvalidArgumentError(absl::StrCat("delimiters[", i, "] must have 1 to ",
-                                                     kMaxDelimiterBytes, " bytes, has ",
-                                                     d.size()));
+                                                     kMaxDelimiterBytes, " bytes, has ", d.size()));
     }
   }
   return std::unique_ptr<StepSegmenter>(new StepSegmenter(options));

@@ -100,9 +100,9 @@ class StepSegmenter {
 
   struct Delimiter {
     std::string text;
-    bool ends_step;    // whitespace only: the boundary follows it
-    bool word_start;   // first byte alphanumeric: needs a non-word byte before
-    bool word_end;     // last byte alphanumeric: needs a non-word byte after
+    bool ends_step;   // whitespace only: the boundary follows it
+    bool word_start;  // first byte alphanumeric: needs a non-word byte before
+    bool word_end;    // last byte alphanumeric: needs a non-word byte after
   };
 
   // Closes the current step at token `begin` (the first token of the next

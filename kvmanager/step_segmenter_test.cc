@@ -16,9 +16,9 @@ namespace {
 
 using Step = StepSegmenter::Step;
 
-std::unique_ptr<StepSegmenter> Make(int32_t min_step, int32_t max_step = 0,
-                                    std::vector<std::string> delimiters =
-                                        StepSegmenter::DefaultDelimiters()) {
+std::unique_ptr<StepSegmenter> Make(
+    int32_t min_step, int32_t max_step = 0,
+    std::vector<std::string> delimiters = StepSegmenter::DefaultDelimiters()) {
   StepSegmenter::Options o;
   o.min_step_tokens = min_step;
   o.max_step_tokens = max_step;
@@ -86,9 +86,9 @@ TEST(StepSegmenterTest, MultiTokenDelimiterStartsAtItsFirstToken) {
 
 TEST(StepSegmenterTest, DefaultDelimitersAllSplit) {
   auto seg = Make(1);
-  for (const std::string& d : {std::string("Wait"), std::string("Let me verify"),
-                               std::string("Alternatively"), std::string("Hmm"),
-                               std::string("But"), std::string("So the answer")}) {
+  for (const std::string& d :
+       {std::string("Wait"), std::string("Let me verify"), std::string("Alternatively"),
+        std::string("Hmm"), std::string("But"), std::string("So the answer")}) {
     StepSegmenter::State st;
     const auto steps = FeedAll(*seg, &st, {"a", " b", " " + d, " c"});
     EXPECT_EQ(steps, (std::vector<Step>{{0, 2}})) << d;

@@ -8,10 +8,10 @@
 #include "absl/status/status.h"
 
 // Returns from the enclosing function when `expr` is not OK.
-#define KV_RETURN_IF_ERROR(expr)                 \
-  do {                                           \
-    const ::absl::Status kv_status_ = (expr);    \
-    if (!kv_status_.ok()) return kv_status_;     \
+#define KV_RETURN_IF_ERROR(expr)              \
+  do {                                        \
+    const ::absl::Status kv_status_ = (expr); \
+    if (!kv_status_.ok()) return kv_status_;  \
   } while (0)
 
 namespace memshare::kvmanager::internal {

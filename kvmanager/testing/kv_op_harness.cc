@@ -30,10 +30,10 @@ const std::vector<int32_t>& Phrase(int which) {
   return kPhrases[which];
 }
 
-#define HARNESS_CHECK(cond, ...)                                                      \
-  do {                                                                                \
-    if (!(cond)) return absl::InternalError(absl::StrCat("check failed: " #cond " ", \
-                                                         __VA_ARGS__));               \
+#define HARNESS_CHECK(cond, ...)                                                         \
+  do {                                                                                   \
+    if (!(cond))                                                                         \
+      return absl::InternalError(absl::StrCat("check failed: " #cond " ", __VA_ARGS__)); \
   } while (0)
 
 }  // namespace
@@ -132,8 +132,8 @@ absl::Status KvOpHarness::Run(absl::Span<const uint8_t> data) {
     if (s.ok()) s = CheckAll();
     ++coverage_.ops;
     if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("operation ", coverage_.ops, " (byte ", at,
-                                                 "): ", s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat("operation ", coverage_.ops, " (byte ", at, "): ", s.message()));
     }
   }
   const KvStatsSnapshot stats = manager_->Stats();
@@ -335,8 +335,8 @@ absl::Status KvOpHarness::OpFork(Reader& in) {
   const std::string before = Fingerprint();
   const absl::Status status = manager_->Fork(parent->id, child_id);
   if (parent->computed != parent->appended) {
-    HARNESS_CHECK(absl::IsFailedPrecondition(status), "fork with uncommitted tokens: ",
-                  status.ToString());
+    HARNESS_CHECK(absl::IsFailedPrecondition(status),
+                  "fork with uncommitted tokens: ", status.ToString());
     HARNESS_CHECK(Fingerprint() == before, "refused Fork changed state");
     return absl::OkStatus();
   }
@@ -447,8 +447,8 @@ std::string KvOpHarness::Fingerprint() const {
   std::string f;
   for (int32_t g = 0; g < config_.num_layer_groups; ++g) {
     const BlockPool& p = manager_->pool(g);
-    absl::StrAppend(&f, "g", g, ":", p.num_free(), ",", p.num_evictable(), ",", p.num_in_use(),
-                    ",", p.total_refs(), ",", p.num_shared(), ";");
+    absl::StrAppend(&f, "g", g, ":", p.num_free(), ",", p.num_evictable(), ",", p.num_in_use(), ",",
+                    p.total_refs(), ",", p.num_shared(), ";");
   }
   if (manager_->prefix_cache() != nullptr) {
     absl::StrAppend(&f, "c", manager_->prefix_cache()->num_entries(), ";");
@@ -492,9 +492,9 @@ absl::Status KvOpHarness::CheckAll() const {
       for (int32_t b : *table) ++entries[b];
       for (int32_t p = 0; p < s->computed; ++p) {
         const int32_t block = (*table)[p / bs];
-        HARNESS_CHECK(view.Read(g, block, p % bs) == s->tokens[p], "sequence ", s->id,
-                      " group ", g, " position ", p, " reads ", view.Read(g, block, p % bs),
-                      " from block ", block, ", wrote ", s->tokens[p]);
+        HARNESS_CHECK(view.Read(g, block, p % bs) == s->tokens[p], "sequence ", s->id, " group ", g,
+                      " position ", p, " reads ", view.Read(g, block, p % bs), " from block ",
+                      block, ", wrote ", s->tokens[p]);
       }
     }
     int64_t logical = 0, physical = 0, saved = 0;
@@ -523,8 +523,8 @@ absl::Status KvOpHarness::CheckAll() const {
     total_logical += logical;
     total_physical += physical;
   }
-  HARNESS_CHECK(stats.BytesSaved() == (total_logical - total_physical) * 1000,
-                "bytes saved ", stats.BytesSaved());
+  HARNESS_CHECK(stats.BytesSaved() == (total_logical - total_physical) * 1000, "bytes saved ",
+                stats.BytesSaved());
   HARNESS_CHECK(stats.dedup_candidates >= stats.dedup_verified &&
                     stats.dedup_verified >= stats.dedup_rejected,
                 "dedup funnel ", stats.dedup_candidates, " ", stats.dedup_verified, " ",

@@ -69,8 +69,8 @@ class KvOpHarness {
     int64_t prefix_hits = 0;
     int64_t evictions = 0;
     int64_t remaps = 0;
-    int64_t dedup_steps = 0;       // finished steps indexed
-    int64_t dedup_candidates = 0;  // block pairs verified
+    int64_t dedup_steps = 0;             // finished steps indexed
+    int64_t dedup_candidates = 0;        // block pairs verified
     int64_t frees_with_self_shared = 0;  // freed while its own remaps shared a block
     Coverage& operator+=(const Coverage& o);
   };
