@@ -156,7 +156,10 @@ absl::Status RunGenerate(const GenerateArgs& args, InferenceEngine& engine, int6
   for (int turn = 1;; ++turn) {
     if (!args.quiet) *io.err << "you> " << std::flush;
     std::string line;
-    if (!std::getline(*io.in, line) || line.empty()) break;
+    if (!std::getline(*io.in, line) || line.empty()) {
+      if (!args.quiet) *io.err << "\n";
+      break;
+    }
     conversation.push_back({"user", line});
     EngineRequest request = base;
     request.request_id = absl::StrCat("chat-", turn);
