@@ -300,10 +300,37 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
   }
 
-  // 3. Waiting sequences, unless the pool was short this step.
-  while (!preempted && budget > 0 && !waiting_.empty() &&
-         static_cast<int32_t>(running_.size()) < options_.max_num_seqs) {
+  // 3. Waiting sequences. When the pool was short this step, or the batch
+  // is full, only a sequence of higher priority than some resident one comes
+  // in, by preempting the lowest of those.
+  auto lower_priority_victim = [this](const Sequence* s) -> Sequence* {
+    Sequence* victim = nullptr;
+    for (Sequence* r : running_) {
+      if (r->priority < s->priority && (victim == nullptr || KeyOf(*r) > KeyOf(*victim))) {
+        victim = r;
+      }
+    }
+    return victim;
+  };
+  auto unschedule_and_preempt = [&](Sequence* victim) {
+    for (auto it = scheduled.begin(); it != scheduled.end(); ++it) {
+      if (it->seq == victim) {
+        budget += it->num_tokens;
+        scheduled.erase(it);
+        break;
+      }
+    }
+    Preempt(victim);
+    preempted = true;
+  };
+  while (budget > 0 && !waiting_.empty()) {
     Sequence* s = sequences_.at(std::get<2>(*waiting_.begin())).get();
+    const bool full = static_cast<int32_t>(running_.size()) >= options_.max_num_seqs;
+    if (preempted || full) {
+      Sequence* victim = lower_priority_victim(s);
+      if (victim == nullptr) break;
+      if (full) unschedule_and_preempt(victim);
+    }
     // A preempted sequence comes back with its generated tokens as prompt:
     // they are recomputed (or found in the prefix cache), and its output
     // goes on from where it was.
@@ -313,6 +340,12 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     spec.cache_salt = s->cache_salt;
     spec.memshare = s->memshare;
     absl::StatusOr<kvmanager::KvManager::Admission> admission = kv_->AddSequence(spec, budget);
+    while (absl::IsResourceExhausted(admission.status())) {
+      Sequence* victim = lower_priority_victim(s);
+      if (victim == nullptr) break;
+      unschedule_and_preempt(victim);
+      admission = kv_->AddSequence(spec, budget);
+    }
     if (!admission.ok()) {
       if (absl::IsResourceExhausted(admission.status())) break;  // wait for blocks
       ++stats_.failed;

@@ -13,7 +13,9 @@
 //   3. if nothing was preempted, admits waiting sequences in the same order,
 //      reusing their longest cached prefix, while the token budget, the
 //      sequence limit and the pool allow; the last chunk may be partial
-//      (chunked prefill), so decode and prefill share a step;
+//      (chunked prefill), so decode and prefill share a step. A waiting
+//      sequence of higher priority than a resident one is admitted even
+//      then, preempting the lowest-priority resident sequences it needs;
 //   4. runs the step (pending copy-on-write copies, then Forward), samples
 //      a token for every sequence whose computed tokens reach its end,
 //      and ends those that hit a stop token, EOS, max_tokens or the model

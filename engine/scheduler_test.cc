@@ -380,6 +380,52 @@ TEST(SchedulerTest, PreemptsTheLowestPriorityFirst) {
   EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), Prompt(8, 1), 16));
 }
 
+TEST(SchedulerTest, HigherPriorityArrivalPreemptsALowerRunningOne) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 10;  // 40 tokens: one of the two at a time
+  Harness h(model, {});
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(10, 1), 20)).ok());
+  for (int i = 0; i < 5; ++i) h.Record(h.scheduler().Step(h.now_));
+  ASSERT_EQ(h.results()[1].tokens.size(), 5u);
+  SequenceRequest urgent = Greedy(2, Prompt(10, 2), 20);
+  urgent.priority = 1;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  std::vector<uint64_t> finished;
+  while (h.scheduler().HasWork()) {
+    auto outputs = h.scheduler().Step(h.now_);
+    h.Record(outputs);
+    for (const auto& o : outputs) {
+      if (o.finished) finished.push_back(o.seq_id);
+    }
+  }
+  EXPECT_EQ(finished, (std::vector<uint64_t>{2, 1}));
+  EXPECT_GT(h.scheduler().stats().preemptions, 0);
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), Prompt(10, 1), 20));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 20));
+}
+
+TEST(SchedulerTest, HigherPriorityArrivalTakesASlotOfAFullBatch) {
+  Scheduler::Options o;
+  o.max_num_seqs = 2;
+  Harness h(SmallModel(), o);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(4, 1), 30)).ok());
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(4, 2), 30)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  SequenceRequest urgent = Greedy(3, Prompt(4, 3), 3);
+  urgent.priority = 5;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  EXPECT_EQ(h.scheduler().stats().running, 2);
+  EXPECT_EQ(h.scheduler().stats().preemptions, 1);
+  h.RunToEnd();
+  for (uint64_t id : {1, 2, 3}) {
+    EXPECT_EQ(h.results()[id].tokens,
+              Reference(h.backend(), Prompt(4, static_cast<int>(id)), id == 3 ? 3 : 30))
+        << id;
+  }
+  EXPECT_LE(h.backend().max_sequences_in_step(), 2);
+}
+
 TEST(SchedulerTest, AbortFreesBlocksAtOnce) {
   Harness h(SmallModel(), {});
   ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(20, 1), 50)).ok());
