@@ -315,18 +315,26 @@ Router::Router(const Options& options, WorkerRegistry* registry,
       serving_metrics_(serving_metrics),
       router_metrics_(router_metrics) {}
 
-Router::~Router() {
+void Router::CancelAll() {
   std::vector<CallPtr> calls;
   {
     absl::MutexLock lock(&mu_);
-    stop_ = true;
     draining_ = true;
     for (auto& [id, call] : live_) calls.push_back(call);
     for (auto& call : queue_) call->in_queue_ = false;
     queue_.clear();
+    PublishGaugesLocked();
+  }
+  for (const CallPtr& call : calls) call->Cancel();
+}
+
+Router::~Router() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
   }
   if (maintainer_.joinable()) maintainer_.join();
-  for (const CallPtr& call : calls) call->Cancel();
+  CancelAll();
   // Attempts call back into the router until they end.
   absl::MutexLock lock(&mu_);
   auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };

@@ -103,6 +103,10 @@ class Router {
   void Abort(const std::string& request_id, std::function<void(absl::Status)> done)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Ends every live request: queued ones and those on workers end with
+  // CANCELLED towards their clients, and their worker calls are cancelled.
+  void CancelAll() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Refuses new requests from now on (UNAVAILABLE). Idempotent.
   void StartDrain() ABSL_LOCKS_EXCLUDED(mu_);
   bool draining() const ABSL_LOCKS_EXCLUDED(mu_);

@@ -66,6 +66,7 @@ class RouterService::GenerateReactor final
   void Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request) {
     if (absl::Status auth = service_->Authenticate(*context); !auth.ok()) {
       if (service_->metrics_) service_->metrics_->RecordRejected("unauthenticated");
+      if (service_->serving_metrics_) service_->serving_metrics_->RecordRequestEnd(auth.code());
       Finish(ToGrpcStatus(auth));
       return;
     }
@@ -86,8 +87,12 @@ class RouterService::GenerateReactor final
 };
 
 RouterService::RouterService(Router* router, WorkerRegistry* registry, const ApiKeys* keys,
-                             RouterMetrics* metrics)
-    : router_(router), registry_(registry), keys_(keys), metrics_(metrics) {}
+                             RouterMetrics* metrics, ServingMetrics* serving_metrics)
+    : router_(router),
+      registry_(registry),
+      keys_(keys),
+      metrics_(metrics),
+      serving_metrics_(serving_metrics) {}
 
 absl::Status RouterService::Authenticate(const grpc::CallbackServerContext& context) const {
   if (keys_ == nullptr || !keys_->enabled()) return absl::OkStatus();

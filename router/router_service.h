@@ -7,6 +7,7 @@
 #ifndef MEMSHARE_ROUTER_ROUTER_SERVICE_H_
 #define MEMSHARE_ROUTER_ROUTER_SERVICE_H_
 
+#include "common/serving_metrics.h"
 #include "proto/memshare/v1/inference.grpc.pb.h"
 #include "router/api_keys.h"
 #include "router/router.h"
@@ -17,9 +18,9 @@ namespace memshare::router {
 
 class RouterService final : public v1::InferenceService::CallbackService {
  public:
-  // `metrics` may be null.
+  // The metrics may be null.
   RouterService(Router* router, WorkerRegistry* registry, const ApiKeys* keys,
-                RouterMetrics* metrics);
+                RouterMetrics* metrics, ServingMetrics* serving_metrics);
   RouterService(const RouterService&) = delete;
   RouterService& operator=(const RouterService&) = delete;
 
@@ -43,6 +44,7 @@ class RouterService final : public v1::InferenceService::CallbackService {
   WorkerRegistry* const registry_;
   const ApiKeys* const keys_;
   RouterMetrics* const metrics_;
+  ServingMetrics* const serving_metrics_;
 };
 
 // The server's view: each worker, and the sum over the ones that are up.

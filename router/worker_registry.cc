@@ -132,7 +132,9 @@ WorkerRegistry::WorkerRegistry(const Options& options, ServingMetrics* serving_m
                                RouterMetrics* router_metrics)
     : options_(options), serving_metrics_(serving_metrics), router_metrics_(router_metrics) {}
 
-WorkerRegistry::~WorkerRegistry() {
+WorkerRegistry::~WorkerRegistry() { StopPolling(); }
+
+void WorkerRegistry::StopPolling() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;

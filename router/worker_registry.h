@@ -122,6 +122,9 @@ class WorkerRegistry {
   // thread calls it; tests may too.
   void PollNow() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Stops the polling thread (no more on_change from it). Idempotent.
+  void StopPolling() ABSL_LOCKS_EXCLUDED(mu_);
+
   // getaddrinfo-based resolver.
   static absl::StatusOr<std::vector<std::string>> ResolveDns(const std::string& target);
 
