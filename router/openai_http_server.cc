@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "common/listener_wakeup.h"
 #include "router/openai_api.h"
 
 namespace memshare::router {
@@ -183,7 +184,8 @@ OpenAiHttpServer::OpenAiHttpServer(const Options& options, Router* router,
       router_metrics_(router_metrics) {}
 
 OpenAiHttpServer::~OpenAiHttpServer() {
-  if (context_ != nullptr) mg_stop(context_);
+  if (context_ == nullptr) return;
+  StopAndWake(options_.address, port_, [this] { mg_stop(context_); });
 }
 
 int OpenAiHttpServer::HandleRequest(mg_connection* conn, void* self) {
