@@ -432,7 +432,10 @@ bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker,
   const bool transport =
       code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::CANCELLED;
   if (!capacity && !transport) return false;
-  if (transport) registry_->ReportFailure(worker);
+  // A draining worker answers UNAVAILABLE but is alive: the poller sees it
+  // is not serving. Anything else at the transport marks the worker down.
+  const bool draining = absl::StrContains(status.error_message(), "draining");
+  if (transport && !draining) registry_->ReportFailure(worker);
   if (absl::Now() >= call->deadline_) return false;
   {
     absl::MutexLock lock(&call->mu_);
@@ -453,7 +456,6 @@ bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker,
     PublishGaugesLocked();
   }
   if (router_metrics_) {
-    const bool draining = absl::StrContains(status.error_message(), "draining");
     router_metrics_->RecordRetry(capacity ? "resource_exhausted"
                                           : draining ? "draining" : "unavailable");
   }
