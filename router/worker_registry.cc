@@ -259,6 +259,10 @@ void WorkerRegistry::SyncDnsWorkers(const std::vector<std::string>& addresses) {
       absl::MutexLock lock(&w->mu_);
       w->removed_ = true;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      retired_.push_back(w);
+    }
     std::fprintf(stderr, "memshare_router: worker %s left (DNS)\n", w->address().c_str());
     if (router_metrics_) router_metrics_->RemoveWorker(w->address());
     if (serving_metrics_) serving_metrics_->RemoveLoadSource(w->address());
@@ -268,8 +272,17 @@ void WorkerRegistry::SyncDnsWorkers(const std::vector<std::string>& addresses) {
 
 void WorkerRegistry::PollNow() {
   bool resolve = false;
+  std::vector<WorkerPtr> unused;  // destroyed here, on this thread
   {
     absl::MutexLock lock(&mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if (it->use_count() == 1) {
+        unused.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     if (!options_.dns_target.empty() && absl::Now() >= next_dns_) {
       resolve = true;
       next_dns_ = absl::Now() + options_.dns_refresh;

@@ -146,6 +146,11 @@ class WorkerRegistry {
   mutable absl::Mutex mu_;
   std::vector<WorkerPtr> static_ ABSL_GUARDED_BY(mu_);
   std::vector<WorkerPtr> dns_ ABSL_GUARDED_BY(mu_);
+  // Workers that left (DNS) while calls still held them. Kept here until
+  // those calls are gone, so that the last reference, and with it the
+  // channel, is dropped on the registry's thread: a gRPC channel must not be
+  // destroyed on one of gRPC's own callback threads.
+  std::vector<WorkerPtr> retired_ ABSL_GUARDED_BY(mu_);
   std::optional<v1::ModelInfo> model_info_ ABSL_GUARDED_BY(mu_);
   absl::Time next_dns_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <random>
@@ -103,6 +104,16 @@ class Run {
     if (issue_next) Issue(next);
   }
 
+  // A request object is gone (after Done). Its ClientContext held a
+  // reference to the channel: RunLoad releases the channel only after every
+  // request is gone, so the channel is never destroyed on a gRPC thread.
+  void Released() { released_.fetch_add(1, std::memory_order_acq_rel); }
+  void WaitReleased() {
+    while (released_.load(std::memory_order_acquire) < options_.requests) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  }
+
   LoadResult Go() {
     const absl::Time begin = absl::Now();
     if (options_.mode == "closed") {
@@ -148,6 +159,7 @@ class Run {
   const LoadOptions options_;
   const CallStarter start_;
   std::string run_id_;
+  std::atomic<int> released_{0};
   absl::Mutex mu_;
   int issued_ ABSL_GUARDED_BY(mu_) = 0;
   int done_ ABSL_GUARDED_BY(mu_) = 0;
@@ -195,8 +207,10 @@ void Request::OnReadDone(bool ok) {
 }
 
 void Request::OnDone(const grpc::Status& status) {
-  run_->Done(*this, status);
-  delete this;
+  Run* run = run_;
+  run->Done(*this, status);
+  delete this;  // its ClientContext drops a reference to the channel
+  run->Released();
 }
 
 }  // namespace
@@ -258,7 +272,9 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
     return absl::InvalidArgumentError("api: router or worker");
   }
   Run run(options, start);
-  return run.Go();
+  LoadResult result = run.Go();
+  run.WaitReleased();
+  return result;
 }
 
 std::string FormatReport(const LoadOptions& o, const LoadResult& r) {
