@@ -1,0 +1,246 @@
+#include "engine/cuda/gemm.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace memshare::engine::cuda {
+namespace {
+
+absl::Status LtStatus(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("cuBLASLt ", what, ": ", cublasGetStatusString(s)));
+}
+
+absl::Status CudaStatus(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
+}
+
+// Largest power of two (<= 256) dividing the address: cuBLASLt picks
+// kernels by the alignment it is promised.
+int AlignmentOf(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+}  // namespace
+
+struct CublasLtGemm::Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr;  // W, k x n column-major (ld ldw), transposed
+  cublasLtMatrixLayout_t b = nullptr;  // X, k x m column-major (ld ldx)
+  cublasLtMatrixLayout_t c = nullptr;  // Y, n x m column-major (ld ldy)
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates;
+  int chosen = 0;
+
+  ~Plan() {
+    if (op != nullptr) cublasLtMatmulDescDestroy(op);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(const Options& options) {
+  if (options.max_algorithms <= 0) {
+    return absl::InvalidArgumentError("gemm: max_algorithms must be > 0");
+  }
+  cublasLtHandle_t handle = nullptr;
+  if (absl::Status s = LtStatus(cublasLtCreate(&handle), "create"); !s.ok()) return s;
+  void* workspace = nullptr;
+  if (options.workspace_bytes > 0) {
+    if (absl::Status s = CudaStatus(cudaMalloc(&workspace, options.workspace_bytes),
+                                    "gemm workspace");
+        !s.ok()) {
+      cublasLtDestroy(handle);
+      return s;
+    }
+  }
+  return std::unique_ptr<CublasLtGemm>(new CublasLtGemm(handle, workspace, options));
+}
+
+CublasLtGemm::CublasLtGemm(void* handle, void* workspace, const Options& options)
+    : handle_(handle), workspace_(workspace), options_(options) {}
+
+CublasLtGemm::~CublasLtGemm() {
+  plans_.clear();
+  if (workspace_ != nullptr) cudaFree(workspace_);
+  cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
+}
+
+absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
+  if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.ldx < g.k || g.ldw < g.k || g.ldy < g.n ||
+      g.x == nullptr || g.w == nullptr || g.y == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("gemm: bad shape m ", g.m, " n ", g.n, " k ",
+                                                   g.k, " ld ", g.ldx, "/", g.ldw, "/", g.ldy));
+  }
+  if (g.bias != nullptr && g.out != GemmOut::kBf16) {
+    return absl::InvalidArgumentError("gemm: bias needs bf16 output");
+  }
+  const int align = std::min({AlignmentOf(g.x), AlignmentOf(g.w), AlignmentOf(g.y),
+                              g.bias != nullptr ? AlignmentOf(g.bias) : 256});
+  const Key key{g.m, g.n, g.k, g.ldx, g.ldw, g.ldy, static_cast<int>(g.out), g.bias != nullptr,
+                align};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second.get();
+
+  auto plan = std::make_unique<Plan>();
+  const cudaDataType_t out_type = g.out == GemmOut::kBf16 ? CUDA_R_16BF : CUDA_R_32F;
+  if (absl::Status s = LtStatus(cublasLtMatmulDescCreate(&plan->op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                                "matmul desc");
+      !s.ok()) {
+    return s;
+  }
+  const cublasOperation_t trans_a = CUBLAS_OP_T;
+  const cublasOperation_t trans_b = CUBLAS_OP_N;
+  cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a));
+  cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b));
+  if (g.bias != nullptr) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi));
+    const cudaDataType_t bias_type = CUDA_R_16BF;
+    cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                   sizeof(bias_type));
+    // The pointer itself is set per call; a placeholder lets the heuristic
+    // see an epilogue with a bias.
+    cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                   sizeof(g.bias));
+  }
+  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, g.k, g.n, g.ldw),
+                                "layout W");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, g.k, g.m, g.ldx),
+                                "layout X");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->c, out_type, g.n, g.m, g.ldy),
+                                "layout Y");
+      !s.ok()) {
+    return s;
+  }
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  if (absl::Status s = LtStatus(cublasLtMatmulPreferenceCreate(&pref), "preference"); !s.ok()) {
+    return s;
+  }
+  const uint64_t ws = options_.workspace_bytes;
+  const uint32_t align_bytes = static_cast<uint32_t>(align);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    cublasLtMatmulPreferenceSetAttribute(pref, attr, &align_bytes, sizeof(align_bytes));
+  }
+  plan->candidates.resize(options_.max_algorithms);
+  int returned = 0;
+  const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+      static_cast<cublasLtHandle_t>(handle_), plan->op, plan->a, plan->b, plan->c, plan->c, pref,
+      options_.max_algorithms, plan->candidates.data(), &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (absl::Status s = LtStatus(hs, "heuristic"); !s.ok()) return s;
+  if (returned == 0) {
+    return absl::InternalError(absl::StrCat("cuBLASLt: no algorithm for m ", g.m, " n ", g.n,
+                                            " k ", g.k));
+  }
+  plan->candidates.resize(returned);
+  Plan* raw = plan.get();
+  plans_.emplace(key, std::move(plan));
+  return raw;
+}
+
+absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* algo,
+                               cudaStream_t stream) {
+  if (g.bias != nullptr) {
+    cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                   sizeof(g.bias));
+  }
+  const float alpha = 1.f;
+  const float beta = 0.f;
+  return LtStatus(
+      cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan.op, &alpha, g.w, plan.a, g.x,
+                     plan.b, &beta, g.y, plan.c, g.y, plan.c,
+                     static_cast<const cublasLtMatmulAlgo_t*>(algo), workspace_,
+                     options_.workspace_bytes, stream),
+      "matmul");
+}
+
+absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
+  absl::StatusOr<Plan*> plan = GetPlan(args);
+  if (!plan.ok()) return plan.status();
+  return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
+}
+
+absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps) {
+  absl::StatusOr<Plan*> plan_or = GetPlan(args);
+  if (!plan_or.ok()) return plan_or.status();
+  Plan& plan = **plan_or;
+  reps = std::max(1, reps);
+  // Each candidate runs `reps` times inside a CUDA graph on a private
+  // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the
+  // host's launch cost would otherwise be most of what is measured.
+  if (absl::Status s = CudaStatus(cudaStreamSynchronize(stream), "gemm tune"); !s.ok()) return s;
+  cudaStream_t tune_stream = nullptr;
+  if (absl::Status s = CudaStatus(cudaStreamCreateWithFlags(&tune_stream, cudaStreamNonBlocking),
+                                  "gemm tune stream");
+      !s.ok()) {
+    return s;
+  }
+  cudaEvent_t start = nullptr, stop = nullptr;
+  absl::Status status = CudaStatus(cudaEventCreate(&start), "event");
+  if (status.ok()) status = CudaStatus(cudaEventCreate(&stop), "event");
+  float best_ms = 0.f;
+  int best = -1;
+  for (size_t i = 0; status.ok() && i < plan.candidates.size(); ++i) {
+    const void* algo = &plan.candidates[i].algo;
+    if (!Run(plan, args, algo, tune_stream).ok()) continue;  // skip what fails
+    if (cudaStreamSynchronize(tune_stream) != cudaSuccess) {
+      status = CudaStatus(cudaGetLastError(), "gemm tune");
+      break;
+    }
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    bool ok = cudaStreamBeginCapture(tune_stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    for (int r = 0; ok && r < reps; ++r) ok = Run(plan, args, algo, tune_stream).ok();
+    ok = (cudaStreamEndCapture(tune_stream, &graph) == cudaSuccess) && ok;
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    float ms = 0.f;
+    for (int trial = 0; ok && trial < 3; ++trial) {  // best of 3 replays
+      float t = 0.f;
+      ok = cudaGraphLaunch(exec, tune_stream) == cudaSuccess;  // warm
+      ok = ok && cudaEventRecord(start, tune_stream) == cudaSuccess &&
+           cudaGraphLaunch(exec, tune_stream) == cudaSuccess &&
+           cudaEventRecord(stop, tune_stream) == cudaSuccess &&
+           cudaEventSynchronize(stop) == cudaSuccess &&
+           cudaEventElapsedTime(&t, start, stop) == cudaSuccess;
+      if (ok && (trial == 0 || t < ms)) ms = t;
+    }
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();  // a candidate that failed to capture is skipped, not fatal
+    if (ok && (best < 0 || ms < best_ms)) best = static_cast<int>(i), best_ms = ms;
+  }
+  if (start != nullptr) cudaEventDestroy(start);
+  if (stop != nullptr) cudaEventDestroy(stop);
+  cudaStreamDestroy(tune_stream);
+  if (!status.ok()) return status;
+  if (best < 0) return absl::InternalError("gemm tune: no candidate ran");
+  plan.chosen = best;
+  return absl::OkStatus();
+}
+
+}  // namespace memshare::engine::cuda

@@ -1,0 +1,91 @@
+// bf16 GEMMs through cuBLASLt for the CUDA backend: the linear layers
+//   Y[m][n] = X[m][k] * W[n][k]^T (+ bias[n])
+// with W in Hugging Face layout ([out_features][in_features], fused QKV and
+// gate/up weights concatenated along n), fp32 accumulation, bf16 or fp32 Y.
+// One plan per shape (layouts, operation, algorithm) is built on first use
+// from cuBLASLt's heuristic and cached; Tune() times the heuristic's
+// candidates on the real buffers and keeps the fastest, and is meant for
+// start-up (it synchronizes the stream), before CUDA graphs are captured.
+//
+// Thread-compatible: one scheduler thread drives a backend. Uses the device
+// current at Create(); the workspace is shared by every call, so calls must
+// be ordered on one stream (or streams ordered with each other).
+#ifndef MEMSHARE_ENGINE_CUDA_GEMM_H_
+#define MEMSHARE_ENGINE_CUDA_GEMM_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace memshare::engine::cuda {
+
+enum class GemmOut { kBf16, kFp32 };
+
+struct GemmArgs {
+  int m = 0;  // rows of X and Y (tokens)
+  int n = 0;  // rows of W, columns of Y (output features)
+  int k = 0;  // columns of X and W (input features)
+  const void* x = nullptr;  // bf16 [m][ldx]
+  int64_t ldx = 0;
+  const void* w = nullptr;  // bf16 [n][ldw]
+  int64_t ldw = 0;
+  void* y = nullptr;  // [m][ldy] of `out`
+  int64_t ldy = 0;
+  GemmOut out = GemmOut::kBf16;
+  const void* bias = nullptr;  // bf16 [n] or null; bf16 output only
+};
+
+class CublasLtGemm {
+ public:
+  struct Options {
+    // Device workspace shared by every call (cuBLASLt's split-K and
+    // stream-K algorithms use it; 32 MiB is NVIDIA's advice for Hopper).
+    size_t workspace_bytes = size_t{32} << 20;
+    // Candidates asked of the heuristic, and timed by Tune().
+    int max_algorithms = 32;
+  };
+
+  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(const Options& options);
+  ~CublasLtGemm();
+  CublasLtGemm(const CublasLtGemm&) = delete;
+  CublasLtGemm& operator=(const CublasLtGemm&) = delete;
+
+  // Enqueues Y = X W^T (+ bias) on `stream`. INVALID_ARGUMENT for
+  // non-positive sizes, leading dimensions below the row length, or a bias
+  // with fp32 output; INTERNAL when cuBLASLt fails or finds no algorithm.
+  absl::Status Matmul(const GemmArgs& args, cudaStream_t stream);
+
+  // Times each heuristic candidate (`reps` back-to-back runs in a CUDA
+  // graph, best of 3 replays) on args' buffers, which it overwrites, and
+  // keeps the fastest for this shape. Synchronizes `stream`; runs on a
+  // private stream; not to be called while `stream` is being captured.
+  absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10);
+
+  // Plans built so far (one per distinct shape, layout and alignment).
+  size_t num_plans() const { return plans_.size(); }
+
+ private:
+  struct Plan;
+  // m, n, k, ldx, ldw, ldy, out, bias, alignment class of the pointers.
+  using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool, int>;
+
+  CublasLtGemm(void* handle, void* workspace, const Options& options);
+  absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
+  absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
+
+  void* handle_;     // cublasLtHandle_t
+  void* workspace_;  // device
+  Options options_;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace memshare::engine::cuda
+
+#endif  // MEMSHARE_ENGINE_CUDA_GEMM_H_

@@ -1,0 +1,49 @@
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/embedding.h"
+
+namespace memshare::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Grid: (n). Block: kThreads threads copy one row in 16-byte vectors.
+// table: bf16 [rows][hidden]; ids: [n]; out: bf16 [n][hidden]
+__global__ void __launch_bounds__(kThreads)
+    EmbeddingKernel(const uint4* __restrict__ table, int64_t vocab_begin, int64_t rows,
+                    int vecs_per_row, const int32_t* __restrict__ ids, uint4* __restrict__ out) {
+  const int64_t token = blockIdx.x;
+  const int64_t row = int64_t{ids[token]} - vocab_begin;
+  const bool mine = ids[token] >= 0 && row >= 0 && row < rows;
+  uint4* dst = out + token * vecs_per_row;
+  const uint4* src = table + (mine ? row : 0) * vecs_per_row;
+  for (int i = threadIdx.x; i < vecs_per_row; i += kThreads) {
+    dst[i] = mine ? __ldg(src + i) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows,
+                                   int hidden, const int32_t* ids, int n, void* out,
+                                   cudaStream_t stream) {
+  if (hidden <= 0 || hidden % 8 != 0 || rows < 0 || n < 0 ||
+      reinterpret_cast<uintptr_t>(table) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "embedding: hidden ", hidden, " must be a positive multiple of 8, buffers 16-byte aligned"));
+  }
+  if (n == 0) return absl::OkStatus();
+  EmbeddingKernel<<<n, kThreads, 0, stream>>>(static_cast<const uint4*>(table), vocab_begin, rows,
+                                              hidden / 8, ids, static_cast<uint4*>(out));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("embedding launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memshare::kernels

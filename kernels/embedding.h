@@ -1,0 +1,25 @@
+// Embedding gather, vocab-parallel: each rank holds rows
+// [vocab_begin, vocab_begin + rows) of the embedding table; a token outside
+// them gets a zero row, so the sum over ranks (an all-reduce) is the
+// embedding.
+#ifndef MEMSHARE_KERNELS_EMBEDDING_H_
+#define MEMSHARE_KERNELS_EMBEDDING_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace memshare::kernels {
+
+// table: bf16 [rows][hidden]; ids: int32 [n], device (negative = padding,
+// a zero row); out: bf16 [n][hidden]. hidden must be a multiple of 8 and
+// table and out 16-byte aligned. Enqueues on `stream`.
+absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows,
+                                   int hidden, const int32_t* ids, int n, void* out,
+                                   cudaStream_t stream);
+
+}  // namespace memshare::kernels
+
+#endif  // MEMSHARE_KERNELS_EMBEDDING_H_

@@ -1,0 +1,131 @@
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/device_util.cuh"
+#include "kernels/norm.h"
+
+namespace memshare::kernels {
+namespace {
+
+using device::PackBf16x2;
+using device::UnpackBf16x2;
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  v = device::WarpSum(v);
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kThreads / 32 ? scratch[lane] : 0.f;
+  return device::WarpSum(v);
+}
+
+// Grid: (n). Block: kThreads threads; thread t holds 16-byte vectors
+// t, t + kThreads, ... (at most kVec) of the row in registers, so out may
+// alias x and residual is read and written by the same thread.
+// x, out, residual: bf16 [n][hidden]; weight: bf16 [hidden]
+template <int kVec, bool kAdd>
+__global__ void __launch_bounds__(kThreads)
+    RmsNormKernel(const uint4* x, uint4* residual, const uint4* __restrict__ weight, uint4* out,
+                  int vecs_per_row, float eps, float inv_hidden) {
+  __shared__ float scratch[kThreads / 32];
+  const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
+  uint4 v[kVec];
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kThreads;
+    if (idx >= vecs_per_row) break;
+    v[i] = x[base + idx];
+    if (kAdd) {
+      const uint4 r = residual[base + idx];
+      const uint32_t* a = &v[i].x;
+      const uint32_t* b = &r.x;
+      uint32_t* s = &v[i].x;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 fa = UnpackBf16x2(a[j]);
+        const float2 fb = UnpackBf16x2(b[j]);
+        s[j] = PackBf16x2(fa.x + fb.x, fa.y + fb.y);
+      }
+      residual[base + idx] = v[i];
+    }
+    const uint32_t* w = &v[i].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = UnpackBf16x2(w[j]);
+      ss += f.x * f.x + f.y * f.y;
+    }
+  }
+  const float inv_rms = rsqrtf(BlockSum(ss, scratch) * inv_hidden + eps);
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kThreads;
+    if (idx >= vecs_per_row) break;
+    const uint4 wv = __ldg(weight + idx);
+    const uint32_t* a = &v[i].x;
+    const uint32_t* b = &wv.x;
+    uint4 r;
+    uint32_t* o = &r.x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 fa = UnpackBf16x2(a[j]);
+      const float2 fb = UnpackBf16x2(b[j]);
+      o[j] = PackBf16x2(fa.x * inv_rms * fb.x, fa.y * inv_rms * fb.y);
+    }
+    out[base + idx] = r;
+  }
+}
+
+template <bool kAdd>
+absl::Status Launch(const void* x, void* residual, const void* weight, void* out, int n,
+                    int hidden, float eps, cudaStream_t stream) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (hidden <= 0 || hidden % 8 != 0 || hidden > 8 * 8 * kThreads || n < 0 || !(eps > 0.f) ||
+      !aligned(x) || !aligned(weight) || !aligned(out) || (kAdd && !aligned(residual))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rms norm: hidden ", hidden, " must be a multiple of 8 up to 16384, eps > 0, buffers "
+        "16-byte aligned"));
+  }
+  if (n == 0) return absl::OkStatus();
+  const int vecs = hidden / 8;
+  const auto* xv = static_cast<const uint4*>(x);
+  auto* rv = static_cast<uint4*>(residual);
+  const auto* wv = static_cast<const uint4*>(weight);
+  auto* ov = static_cast<uint4*>(out);
+  const float inv_hidden = 1.f / hidden;
+  if (vecs <= kThreads) {
+    RmsNormKernel<1, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+  } else if (vecs <= 2 * kThreads) {
+    RmsNormKernel<2, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+  } else if (vecs <= 4 * kThreads) {
+    RmsNormKernel<4, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+  } else {
+    RmsNormKernel<8, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("rms norm launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LaunchRmsNorm(const void* x, const void* weight, void* out, int n, int hidden,
+                           float eps, cudaStream_t stream) {
+  return Launch<false>(x, nullptr, weight, out, n, hidden, eps, stream);
+}
+
+absl::Status LaunchAddRmsNorm(const void* x, void* residual, const void* weight, void* out, int n,
+                              int hidden, float eps, cudaStream_t stream) {
+  return Launch<true>(x, residual, weight, out, n, hidden, eps, stream);
+}
+
+}  // namespace memshare::kernels

@@ -1,0 +1,412 @@
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/sampling.h"
+
+namespace memshare::kernels {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+// Tokens more than this many (temperature-scaled) nats below the best have
+// probability zero in fp32 and are never kept.
+constexpr float kMassFloor = 87.f;
+
+// Monotone map of floats to unsigned keys (NaN lowest, below -inf).
+__device__ __forceinline__ uint32_t OrderedKey(float x) {
+  if (x != x) return 0u;
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Calls f(i, row[i]) for every i < vocab, the elements split across the
+// block. kVec: 16-byte loads, four in flight per thread (the row is 16-byte
+// aligned); a pass is bound by the latency of its loads otherwise.
+template <bool kVec, typename F>
+__device__ __forceinline__ void ForEach(const float* row, int vocab, F&& f) {
+  int tail = 0;
+  if constexpr (kVec) {
+    const float4* v = reinterpret_cast<const float4*>(row);
+    const int nv = vocab >> 2;
+    int j = threadIdx.x;
+    for (; j + 3 * kThreads < nv; j += 4 * kThreads) {
+      float4 q[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) q[u] = v[j + u * kThreads];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int b = 4 * (j + u * kThreads);
+        f(b, q[u].x);
+        f(b + 1, q[u].y);
+        f(b + 2, q[u].z);
+        f(b + 3, q[u].w);
+      }
+    }
+    for (; j < nv; j += kThreads) {
+      const float4 q = v[j];
+      f(4 * j, q.x);
+      f(4 * j + 1, q.y);
+      f(4 * j + 2, q.z);
+      f(4 * j + 3, q.w);
+    }
+    tail = 4 * nv;
+  }
+  for (int i = tail + threadIdx.x; i < vocab; i += kThreads) f(i, row[i]);
+}
+
+// Calls f(i, row[i]) for the elements of quads [q0, q1) in order (one
+// thread's contiguous segment); f returns false to stop.
+template <bool kVec, typename F>
+__device__ __forceinline__ void ForSegment(const float* row, int vocab, int q0, int q1, F&& f) {
+  for (int qd = q0; qd < q1; ++qd) {
+    const int n = min(4, vocab - 4 * qd);
+    float x[4];
+    if (kVec && n == 4) {
+      const float4 t = reinterpret_cast<const float4*>(row)[qd];
+      x[0] = t.x, x[1] = t.y, x[2] = t.z, x[3] = t.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) x[k] = k < n ? row[4 * qd + k] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (k < n && !f(4 * qd + k, x[k])) return;
+    }
+  }
+}
+
+constexpr int kBins = 256;
+
+struct Shared {
+  float warp_hist[kWarps][kBins];  // per-warp histograms: no atomics across warps
+  float hist[kBins];
+  float warp_f[kWarps];
+  uint32_t warp_key[kWarps];
+  int warp_idx[kWarps];
+  float incl[kThreads];
+  int sel_bin;
+  float sel_above;
+  int result;
+};
+
+__device__ float BlockSum(float v, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if (lane == 0) sh.warp_f[warp] = v;
+  __syncthreads();
+  v = sh.warp_f[lane];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Largest key, lowest index among equals, over the block.
+__device__ void BlockArgMax(uint32_t& key, int& idx, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  auto better = [](uint32_t k1, int i1, uint32_t k2, int i2) {
+    return k1 > k2 || (k1 == k2 && i1 < i2);
+  };
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint32_t k2 = __shfl_xor_sync(0xffffffffu, key, o);
+    const int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (better(k2, i2, key, idx)) key = k2, idx = i2;
+  }
+  __syncthreads();
+  if (lane == 0) sh.warp_key[warp] = key, sh.warp_idx[warp] = idx;
+  __syncthreads();
+  key = sh.warp_key[lane];
+  idx = sh.warp_idx[lane];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint32_t k2 = __shfl_xor_sync(0xffffffffu, key, o);
+    const int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (better(k2, i2, key, idx)) key = k2, idx = i2;
+  }
+}
+
+// sh.hist[b] = the count (or mass relative to the best) of the row's
+// elements that bin_of maps to b in [0, kBins); bin_of returns -1 to skip.
+// Bin order is value order, descending: bin 0 holds the largest values.
+template <bool kVec, typename BinOf>
+__device__ void Histogram(const float* row, int vocab, bool by_mass, float mx, float inv_t,
+                          BinOf bin_of, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  float* wh = sh.warp_hist[warp];
+  for (int i = lane; i < kBins; i += 32) wh[i] = 0.f;
+  __syncwarp();
+  ForEach<kVec>(row, vocab, [&](int, float x) {
+    const int b = bin_of(x);
+    if (b >= 0) atomicAdd(&wh[b], by_mass ? expf((x - mx) * inv_t) : 1.f);
+  });
+  __syncthreads();
+  if (threadIdx.x < kBins) {
+    float sum = 0.f;
+#pragma unroll 8
+    for (int w = 0; w < kWarps; ++w) sum += sh.warp_hist[w][threadIdx.x];
+    sh.hist[threadIdx.x] = sum;
+  }
+  __syncthreads();
+}
+
+// The first bin (in value order, descending) at which `above` plus the
+// weight of the bins before it and the bin itself reaches `target`; when
+// rounding leaves the target out of reach, the last non-empty bin. Writes
+// the bin and the weight before it (above included) to sh.sel_*.
+__device__ void FindCrossing(float above, float target, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  if (threadIdx.x < 32) {
+    float bins[8];
+    float own = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      bins[j] = sh.hist[8 * lane + j];
+      own += bins[j];
+    }
+    float incl = own;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float t = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += t;
+    }
+    const float excl = incl - own;
+    const unsigned crossing =
+        __ballot_sync(0xffffffffu, above + excl < target && above + incl >= target);
+    const unsigned nonempty = __ballot_sync(0xffffffffu, own > 0.f);
+    const int chosen = crossing != 0 ? __ffs(crossing) - 1 : (nonempty ? 31 - __clz(nonempty) : 0);
+    if (lane == chosen) {
+      int bin = -1;
+      int last_nonempty = 8 * lane;
+      float acc = above + excl;
+      float acc_at_last = acc;
+      float run = acc;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (bins[j] > 0.f) last_nonempty = 8 * lane + j, acc_at_last = run;
+        if (bin < 0 && crossing != 0 && run + bins[j] >= target) bin = 8 * lane + j, acc = run;
+        run += bins[j];
+      }
+      if (bin < 0) bin = last_nonempty, acc = acc_at_last;
+      sh.sel_bin = bin;
+      sh.sel_above = acc;
+    }
+  }
+  __syncthreads();
+}
+
+// The smallest key t such that the candidates (key >= floor_key) with
+// key >= t hold at least `target` (a count, or mass relative to the best).
+// A coarse pass bins the candidates by distance from the best logit (256
+// bins over kMassFloor nats: spread out, so few atomics collide); then
+// radix passes over 8 bits of the key at a time refine inside the chosen
+// coarse bin, which holds few elements.
+template <bool kVec>
+__device__ uint32_t SelectThreshold(const float* row, int vocab, uint32_t floor_key, float target,
+                                    bool by_mass, float mx, float inv_t, Shared& sh) {
+  const float coarse_scale = inv_t * (kBins / kMassFloor);
+  auto coarse = [=](float x) {
+    return min(kBins - 1, static_cast<int>((mx - x) * coarse_scale));
+  };
+  Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
+                  [=](float x) { return OrderedKey(x) >= floor_key ? coarse(x) : -1; }, sh);
+  FindCrossing(0.f, target, sh);
+  const int cbin = sh.sel_bin;
+  float above = sh.sel_above;
+  uint32_t prefix = 0, mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
+              [=](float x) {
+                const uint32_t key = OrderedKey(x);
+                if (key < floor_key || (key & mask) != prefix || coarse(x) != cbin) return -1;
+                return kBins - 1 - static_cast<int>((key >> shift) & 255u);
+              },
+              sh);
+    FindCrossing(above, target, sh);
+    prefix |= static_cast<uint32_t>(kBins - 1 - sh.sel_bin) << shift;
+    mask |= 255u << shift;
+    above = sh.sel_above;
+  }
+  return prefix;
+}
+
+// Grid: (rows). Block: kThreads threads, one row each; the row is read a
+// few times from L2 (max, selections, sums, the draw).
+// logits: fp32 [rows][stride]; params: [rows]; penalty_*: CSR or null;
+// out: int32 [rows]
+template <bool kVec>
+__global__ void __launch_bounds__(kThreads, 1)
+    SampleKernel(float* logits, int64_t stride, int vocab, const SamplingRow* __restrict__ params,
+                 const int32_t* __restrict__ pen_offsets, const int32_t* __restrict__ pen_tokens,
+                 const int32_t* __restrict__ pen_counts, int32_t* __restrict__ out) {
+  __shared__ Shared sh;
+  const int r = blockIdx.x;
+  float* row = logits + int64_t{r} * stride;
+  const SamplingRow prm = params[r];
+
+  if (pen_offsets != nullptr) {
+    const bool rep = prm.repetition_penalty != 1.f;
+    for (int i = pen_offsets[r] + threadIdx.x; i < pen_offsets[r + 1]; i += kThreads) {
+      const int tok = pen_tokens[i];
+      if (tok < 0 || tok >= vocab) continue;
+      const int cnt = pen_counts[i];
+      float x = row[tok];
+      if (rep) x = x > 0.f ? x / prm.repetition_penalty : x * prm.repetition_penalty;
+      x -= prm.presence_penalty * (cnt > 0 ? 1.f : 0.f) + prm.frequency_penalty * cnt;
+      row[tok] = x;
+    }
+    __syncthreads();
+  }
+
+  uint32_t best_key = 0;
+  int best_idx = 0x7fffffff;
+  ForEach<kVec>(row, vocab, [&](int i, float x) {
+    const uint32_t k = OrderedKey(x);
+    if (k > best_key || (k == best_key && i < best_idx)) best_key = k, best_idx = i;
+  });
+  BlockArgMax(best_key, best_idx, sh);
+  if (best_idx == 0x7fffffff) best_idx = 0;  // every logit NaN
+  const float mx = row[best_idx];
+  if (prm.temperature <= 0.f || !(mx > -INFINITY)) {
+    if (threadIdx.x == 0) out[r] = best_idx;
+    return;
+  }
+  const float temp = prm.temperature;
+  const float inv_t = 1.f / temp;
+  // Hugging Face's order: top-k, then top-p over the top-k survivors, then
+  // min-p (relative to the best, so it only cuts further).
+  uint32_t thr = OrderedKey(mx - kMassFloor * temp);
+  if (prm.top_k > 0 && prm.top_k < vocab) {
+    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, static_cast<float>(prm.top_k), false, mx, inv_t, sh));
+  }
+  if (prm.top_p < 1.f) {
+    float z = 0.f;
+    ForEach<kVec>(row, vocab, [&](int, float x) {
+      if (OrderedKey(x) >= thr) z += expf((x - mx) * inv_t);
+    });
+    z = BlockSum(z, sh);
+    // At least the best token: a target of 0 would select nothing.
+    const float target = fmaxf(fmaxf(prm.top_p, 0.f) * z, 1e-30f);
+    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, target, true, mx, inv_t, sh));
+  }
+  if (prm.min_p > 0.f) {
+    thr = max(thr, OrderedKey(mx + temp * logf(fminf(prm.min_p, 1.f))));
+  }
+
+  // The draw: thread t owns a contiguous segment of the vocabulary; an
+  // inclusive scan of the segments' kept mass finds the segment, then the
+  // token, where the cumulative mass passes u * total.
+  const int quads = (vocab + 3) / 4;
+  const int per_thread = (quads + kThreads - 1) / kThreads;
+  const int q0 = min(quads, int(threadIdx.x) * per_thread);
+  const int q1 = min(quads, q0 + per_thread);
+  float own = 0.f;
+  int last_kept = -1;
+  ForSegment<kVec>(row, vocab, q0, q1, [&](int i, float x) {
+    if (OrderedKey(x) >= thr) {
+      own += expf((x - mx) * inv_t);
+      last_kept = i;
+    }
+    return true;
+  });
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  float incl = own;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == 31) sh.warp_f[warp] = incl;
+  if (threadIdx.x == 0) sh.result = -1;
+  __syncthreads();
+  if (warp == 0) {
+    const float w = sh.warp_f[lane];
+    float wi = w;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float t = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += t;
+    }
+    sh.warp_f[lane] = wi - w;  // exclusive prefix of the warps
+  }
+  __syncthreads();
+  // Each thread's interval starts exactly where the previous one's ends, so
+  // the intervals partition [0, total) whatever the rounding.
+  sh.incl[threadIdx.x] = incl + sh.warp_f[warp];
+  __syncthreads();
+  const float hi = sh.incl[threadIdx.x];
+  const float lo = threadIdx.x == 0 ? 0.f : sh.incl[threadIdx.x - 1];
+  const float target = fminf(fmaxf(prm.uniform, 0.f), 1.f) * sh.incl[kThreads - 1];
+  if (lo <= target && target < hi) {
+    float acc = lo;
+    int pick = last_kept;
+    ForSegment<kVec>(row, vocab, q0, q1, [&](int i, float x) {
+      if (OrderedKey(x) >= thr) {
+        acc += expf((x - mx) * inv_t);
+        if (acc > target) {
+          pick = i;
+          return false;
+        }
+      }
+      return true;
+    });
+    sh.result = pick;
+  }
+  // Fallback for a draw at the very top (rounding): the last kept token.
+  int last = last_kept;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+  if (lane == 0) sh.warp_idx[warp] = last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int fallback = best_idx;
+    for (int w = 0; w < kWarps; ++w) fallback = max(fallback, sh.warp_idx[w]);
+    out[r] = sh.result >= 0 ? sh.result : fallback;
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vocab,
+                          const SamplingRow* params, const int32_t* penalty_offsets,
+                          const int32_t* penalty_tokens, const int32_t* penalty_counts,
+                          int32_t* out_tokens, cudaStream_t stream) {
+  if (rows < 0 || vocab <= 0 || logits_stride < vocab) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: bad shape rows ", rows, " vocab ", vocab, " stride ", logits_stride));
+  }
+  const bool any_pen = penalty_offsets != nullptr || penalty_tokens != nullptr ||
+                       penalty_counts != nullptr;
+  const bool all_pen = penalty_offsets != nullptr && penalty_tokens != nullptr &&
+                       penalty_counts != nullptr;
+  if (any_pen && !all_pen) {
+    return absl::InvalidArgumentError("sample: penalty offsets, tokens and counts come together");
+  }
+  if (rows == 0) return absl::OkStatus();
+  const bool vec = logits_stride % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+  if (vec) {
+    SampleKernel<true><<<rows, kThreads, 0, stream>>>(logits, logits_stride, vocab, params,
+                                                      penalty_offsets, penalty_tokens,
+                                                      penalty_counts, out_tokens);
+  } else {
+    SampleKernel<false><<<rows, kThreads, 0, stream>>>(logits, logits_stride, vocab, params,
+                                                       penalty_offsets, penalty_tokens,
+                                                       penalty_counts, out_tokens);
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("sample launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memshare::kernels

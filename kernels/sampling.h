@@ -1,0 +1,51 @@
+// Token sampling on the GPU, one row of logits per sequence:
+//   penalties (repetition, presence, frequency) -> greedy argmax when
+//   temperature <= 0, else temperature -> top-k -> top-p -> min-p -> one
+//   draw by inverse CDF from the kept tokens, in vocabulary order.
+// Semantics follow Hugging Face's logits processors: top-k keeps every token
+// whose logit is at least the k-th largest (ties kept); top-p keeps the
+// smallest set of most likely tokens (among the top-k) whose probability
+// reaches top_p, the token that crosses it included; min-p keeps tokens
+// with probability >= min_p * the largest. Tokens whose probability is
+// below e^-87 of the largest (zero in fp32) are never kept.
+#ifndef MEMSHARE_KERNELS_SAMPLING_H_
+#define MEMSHARE_KERNELS_SAMPLING_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace memshare::kernels {
+
+// Per-row parameters (a device array, built on the host each step).
+struct SamplingRow {
+  float temperature = 1.f;         // <= 0: greedy (argmax, lowest id on ties)
+  int32_t top_k = 0;               // <= 0 or >= vocab: off
+  float top_p = 1.f;               // >= 1: off
+  float min_p = 0.f;               // <= 0: off
+  float repetition_penalty = 1.f;  // 1: off; > 0
+  float presence_penalty = 0.f;
+  float frequency_penalty = 0.f;
+  float uniform = 0.f;             // the row's random draw, in [0, 1)
+};
+
+// logits: fp32 [rows][logits_stride] (first `vocab` used), overwritten with
+//   the penalized logits.
+// params: [rows], device.
+// Penalty tokens, CSR, device, or all null: row r's tokens are
+//   penalty_tokens[penalty_offsets[r] .. penalty_offsets[r + 1]), each at
+//   most once, with penalty_counts = its count in the generated output (0:
+//   it appears in the prompt only). Repetition applies to every listed
+//   token (logit / p if positive, * p otherwise); presence and frequency
+//   subtract presence * (count > 0) + frequency * count.
+// out_tokens: int32 [rows], device.
+absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vocab,
+                          const SamplingRow* params, const int32_t* penalty_offsets,
+                          const int32_t* penalty_tokens, const int32_t* penalty_counts,
+                          int32_t* out_tokens, cudaStream_t stream);
+
+}  // namespace memshare::kernels
+
+#endif  // MEMSHARE_KERNELS_SAMPLING_H_

@@ -1,0 +1,373 @@
+// GPU tests of kernels/attention (paged decode and prefill) against a
+// float64 CPU reference: RoPE applied to Q and K at their logical positions,
+// GQA, causal masking, ragged sequences, block tables with physical blocks
+// shared inside and across sequences, NaN in pool slots that no sequence
+// owns, poisoned outputs.
+#include "kernels/attention.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "common/bf16.h"
+#include "gtest/gtest.h"
+#include "kernels/kv_block_shape.h"
+#include "kernels/rope.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace memshare::kernels {
+namespace {
+
+using testing::Compare;
+using testing::DeviceBuffer;
+
+constexpr int kBlock = 16;
+
+struct Problem {
+  int head_dim = 128;
+  int q_heads = 28;
+  int kv_heads = 4;
+  int layers = 3;
+  int layer = 1;
+  std::vector<int> ctx;    // keys per sequence
+  std::vector<int> q_len;  // prefill: query tokens per sequence (empty: decode)
+  bool llama3 = false;
+  uint32_t seed = 1;
+};
+
+// Host copy of everything a launch reads, and the pool's device copy.
+struct Fixture {
+  Problem pr;
+  KvBlockShape shape;
+  int num_blocks = 0;
+  int bt_stride = 0;
+  int64_t q_stride = 0;
+  int num_tokens = 0;
+  std::vector<Bf16> pool;
+  std::vector<int32_t> tables;
+  std::vector<int32_t> cu_q;
+  std::vector<Bf16> q;
+  std::vector<float> inv_freq;
+  int shared_entries = 0;  // table entries naming a block another entry also names
+};
+
+Fixture Build(const Problem& pr) {
+  Fixture f;
+  f.pr = pr;
+  f.shape = {pr.layers, pr.kv_heads, kBlock, pr.head_dim};
+  std::mt19937 rng(pr.seed);
+  const int seqs = static_cast<int>(pr.ctx.size());
+  int max_blocks = 1;
+  for (int c : pr.ctx) max_blocks = std::max(max_blocks, (c + kBlock - 1) / kBlock);
+  f.bt_stride = max_blocks + 3;
+  // Physical ids 0..7 are shared: full blocks pick them half of the time,
+  // from any sequence; every other block (and every partial last block) is
+  // owned by one table entry.
+  constexpr int kShared = 8;
+  int next = kShared;
+  f.tables.assign(size_t(seqs) * f.bt_stride, -1);
+  std::vector<int> uses(kShared, 0);
+  std::uniform_int_distribution<int> coin(0, 1), pick(0, kShared - 1);
+  std::vector<std::pair<int, int>> partial;  // (physical block, valid slots)
+  for (int s = 0; s < seqs; ++s) {
+    const int nb = (pr.ctx[s] + kBlock - 1) / kBlock;
+    for (int b = 0; b < nb; ++b) {
+      const bool full = (b + 1) * kBlock <= pr.ctx[s];
+      int id;
+      if (full && coin(rng)) {
+        id = pick(rng);
+        ++uses[id];
+      } else {
+        id = next++;
+        if (!full) partial.push_back({id, pr.ctx[s] - b * kBlock});
+      }
+      f.tables[size_t(s) * f.bt_stride + b] = id;
+    }
+  }
+  for (int u : uses) f.shared_entries += u > 1 ? u : 0;
+  f.num_blocks = next;
+  f.pool = testing::RandomBf16(size_t(f.num_blocks) * f.shape.BlockElements(), rng);
+  // NaN in the slots past each sequence's end: they must never be read.
+  const Bf16 nan{0xffff};
+  for (auto [id, valid] : partial) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int h = 0; h < pr.kv_heads; ++h) {
+        for (int slot = valid; slot < kBlock; ++slot) {
+          const int64_t off = id * f.shape.BlockElements() +
+                              (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
+                              (int64_t{h} * kBlock + slot) * pr.head_dim;
+          for (int d = 0; d < pr.head_dim; ++d) f.pool[off + d] = nan;
+        }
+      }
+    }
+  }
+  // Queries: decode has one row per sequence, prefill q_len rows each. The
+  // row stride is that of a fused QKV buffer, as the backend reads it.
+  f.cu_q.assign(1, 0);
+  for (int s = 0; s < seqs; ++s) f.cu_q.push_back(f.cu_q.back() + (pr.q_len.empty() ? 1 : pr.q_len[s]));
+  f.num_tokens = f.cu_q.back();
+  f.q_stride = int64_t{pr.q_heads + 2 * pr.kv_heads} * pr.head_dim;
+  f.q = testing::RandomBf16(size_t(f.num_tokens) * f.q_stride, rng);
+  RopeConfig rc;
+  rc.head_dim = pr.head_dim;
+  rc.theta = pr.llama3 ? 500000. : 1000000.;
+  rc.llama3_scaling = pr.llama3;
+  f.inv_freq = *RopeInvFreq(rc);
+  return f;
+}
+
+// out[token][head][d] in float64; rope_k = false leaves K unrotated (the
+// negative control).
+std::vector<double> Reference(const Fixture& f, bool rope_k = true) {
+  const Problem& pr = f.pr;
+  const int D = pr.head_dim;
+  const int group = pr.q_heads / pr.kv_heads;
+  const double scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> out(size_t(f.num_tokens) * pr.q_heads * D, 0.0);
+  auto rotate = [&](std::vector<double>& v, double pos) {
+    for (int i = 0; i < D / 2; ++i) {
+      const double a = pos * double(f.inv_freq[i]);
+      const double c = std::cos(a), s = std::sin(a);
+      const double x = v[i], y = v[i + D / 2];
+      v[i] = x * c - y * s;
+      v[i + D / 2] = y * c + x * s;
+    }
+  };
+  for (size_t s = 0; s < pr.ctx.size(); ++s) {
+    const int ctx = pr.ctx[s];
+    if (ctx <= 0) continue;
+    const int ql = f.cu_q[s + 1] - f.cu_q[s];
+    // K (rotated) and V of every key, per kv head.
+    std::vector<std::vector<double>> keys(size_t(pr.kv_heads) * ctx), vals(keys.size());
+    for (int j = 0; j < ctx; ++j) {
+      const int64_t phys = f.tables[s * f.bt_stride + j / kBlock];
+      for (int h = 0; h < pr.kv_heads; ++h) {
+        std::vector<double> k(D), v(D);
+        for (int kv = 0; kv < 2; ++kv) {
+          const int64_t off = phys * f.shape.BlockElements() +
+                              (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
+                              (int64_t{h} * kBlock + j % kBlock) * D;
+          for (int d = 0; d < D; ++d) (kv == 0 ? k : v)[d] = Bf16ToFloat(f.pool[off + d]);
+        }
+        if (rope_k) rotate(k, j);
+        keys[size_t(h) * ctx + j] = std::move(k);
+        vals[size_t(h) * ctx + j] = std::move(v);
+      }
+    }
+    for (int t = 0; t < ql; ++t) {
+      const int token = f.cu_q[s] + t;
+      const int pos = ctx - ql + t;
+      for (int h = 0; h < pr.q_heads; ++h) {
+        const int kvh = h / group;
+        std::vector<double> q(D);
+        for (int d = 0; d < D; ++d) q[d] = Bf16ToFloat(f.q[token * f.q_stride + int64_t{h} * D + d]);
+        rotate(q, pos);
+        std::vector<double> p(pos + 1);
+        double mx = -INFINITY;
+        for (int j = 0; j <= pos; ++j) {
+          double dot = 0;
+          const auto& k = keys[size_t(kvh) * ctx + j];
+          for (int d = 0; d < D; ++d) dot += q[d] * k[d];
+          p[j] = dot * scale;
+          mx = std::max(mx, p[j]);
+        }
+        double sum = 0;
+        for (double& x : p) sum += (x = std::exp(x - mx));
+        double* o = &out[(size_t(token) * pr.q_heads + h) * D];
+        for (int j = 0; j <= pos; ++j) {
+          const auto& v = vals[size_t(kvh) * ctx + j];
+          for (int d = 0; d < D; ++d) o[d] += p[j] / sum * v[d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+struct DeviceInputs {
+  DeviceBuffer<Bf16> pool, q, out;
+  DeviceBuffer<int32_t> tables, ctx, cu_q;
+  DeviceBuffer<float> inv_freq;
+  PagedAttentionArgs args;
+};
+
+void Upload(const Fixture& f, DeviceInputs& d) {
+  d.pool.Resize(f.pool.size());
+  d.pool.Upload(f.pool);
+  d.q.Resize(f.q.size());
+  d.q.Upload(f.q);
+  d.out.Resize(size_t(f.num_tokens) * f.pr.q_heads * f.pr.head_dim);
+  d.tables.Resize(f.tables.size());
+  d.tables.Upload(f.tables);
+  d.ctx.Resize(f.pr.ctx.size());
+  d.ctx.Upload(f.pr.ctx);
+  d.cu_q.Resize(f.cu_q.size());
+  d.cu_q.Upload(f.cu_q);
+  d.inv_freq.Resize(f.inv_freq.size());
+  d.inv_freq.Upload(f.inv_freq);
+  PagedAttentionArgs& a = d.args;
+  a.q = d.q.get();
+  a.q_row_stride = f.q_stride;
+  a.num_q_heads = f.pr.q_heads;
+  a.kv_pool = d.pool.get();
+  a.shape = f.shape;
+  a.layer = f.pr.layer;
+  a.block_tables = d.tables.get();
+  a.block_table_stride = f.bt_stride;
+  a.context_lens = d.ctx.get();
+  a.rope_inv_freq = d.inv_freq.get();
+  a.softmax_scale = 1.f / std::sqrt(float(f.pr.head_dim));
+  a.out = d.out.get();
+}
+
+void ExpectMatches(const Fixture& f, const std::vector<Bf16>& got_bf16, double tol = 1e-2) {
+  const std::vector<double> got = testing::ToDouble(got_bf16);
+  const std::vector<double> ref = Reference(f);
+  const testing::ErrorStats e = Compare(got, ref);
+  EXPECT_EQ(e.nan_count, 0) << "unwritten or NaN outputs";
+  EXPECT_LT(e.rel_l2, tol);
+  // The check can fail: K left unrotated is far off.
+  EXPECT_GT(Compare(got, Reference(f, /*rope_k=*/false)).rel_l2, 0.1);
+  // Padding sequences give zero rows.
+  const int row = f.pr.q_heads * f.pr.head_dim;
+  for (size_t s = 0; s < f.pr.ctx.size(); ++s) {
+    if (f.pr.ctx[s] > 0) continue;
+    for (int t = f.cu_q[s]; t < f.cu_q[s + 1]; ++t) {
+      for (int i = 0; i < row; ++i) ASSERT_EQ(got[size_t(t) * row + i], 0.0) << "seq " << s;
+    }
+  }
+  std::printf("  rel_l2 %.2e over %lld values, %d shared table entries\n", e.rel_l2,
+              static_cast<long long>(e.count), f.shared_entries);
+}
+
+int NumSms() {
+  int dev = 0, sms = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  return sms;
+}
+
+void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
+  const Fixture f = Build(pr);
+  ASSERT_GT(f.shared_entries, 0);
+  DeviceInputs d;
+  Upload(f, d);
+  int max_ctx = 0;
+  for (int c : pr.ctx) max_ctx = std::max(max_ctx, c);
+  const DecodeSplit split =
+      forced ? *forced
+             : ChooseDecodeSplit(int(pr.ctx.size()), pr.kv_heads, max_ctx, kBlock, NumSms());
+  DeviceBuffer<uint8_t> ws(
+      std::max<size_t>(16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads,
+                                                         pr.head_dim, split)));
+  ws.Poison();
+  d.out.Poison();
+  std::printf("  split %d x %d blocks\n", split.num_splits, split.blocks_per_split);
+  ASSERT_TRUE(LaunchPagedDecodeAttention(d.args, int(pr.ctx.size()), split, ws.get(), nullptr).ok());
+  ASSERT_CUDA(cudaGetLastError());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ExpectMatches(f, d.out.Download());
+}
+
+void RunPrefill(const Problem& pr) {
+  const Fixture f = Build(pr);
+  DeviceInputs d;
+  Upload(f, d);
+  d.out.Poison();
+  const int max_q = *std::max_element(pr.q_len.begin(), pr.q_len.end());
+  ASSERT_TRUE(
+      LaunchPagedPrefillAttention(d.args, int(pr.ctx.size()), d.cu_q.get(), max_q, nullptr).ok());
+  ASSERT_CUDA(cudaGetLastError());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ExpectMatches(f, d.out.Download());
+}
+
+Problem Ragged(int head_dim, int q_heads, int kv_heads, uint32_t seed) {
+  Problem p;
+  p.head_dim = head_dim;
+  p.q_heads = q_heads;
+  p.kv_heads = kv_heads;
+  p.seed = seed;
+  // 0 is a padding sequence.
+  p.ctx = {1, 15, 16, 17, 100, 0, 700, 2000, 33, 4100};
+  return p;
+}
+
+TEST(PagedDecodeAttentionTest, SevenBShapeAutoSplit) { RunDecode(Ragged(128, 28, 4, 1)); }
+
+TEST(PagedDecodeAttentionTest, SevenBShapeNoSplit) {
+  const DecodeSplit one{1, 1 << 20};
+  RunDecode(Ragged(128, 28, 4, 2), &one);
+}
+
+TEST(PagedDecodeAttentionTest, ManySmallSplits) {
+  const DecodeSplit many{300, 1};
+  RunDecode(Ragged(128, 28, 4, 3), &many);
+}
+
+TEST(PagedDecodeAttentionTest, HeadDim64Mha) {
+  Problem p = Ragged(64, 8, 8, 4);
+  p.llama3 = true;
+  RunDecode(p);
+}
+
+TEST(PagedDecodeAttentionTest, SixteenHeadsPerKvHead) {
+  const DecodeSplit s{4, 40};
+  RunDecode(Ragged(128, 32, 2, 5), &s);
+}
+
+TEST(PagedDecodeAttentionTest, HeadDim64GroupFourLlama3) {
+  Problem p = Ragged(64, 16, 4, 6);
+  p.llama3 = true;
+  p.layers = 1;
+  p.layer = 0;
+  RunDecode(p);
+}
+
+TEST(PagedDecodeAttentionTest, RejectsUnsupportedShapes) {
+  PagedAttentionArgs a;
+  a.shape = {1, 4, 16, 96};
+  a.num_q_heads = 28;
+  EXPECT_EQ(LaunchPagedDecodeAttention(a, 1, {1, 1}, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  a.shape = {1, 4, 32, 128};
+  EXPECT_EQ(LaunchPagedDecodeAttention(a, 1, {1, 1}, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  a.shape = {1, 4, 16, 128};
+  a.num_q_heads = 30;  // not a multiple of kv_heads
+  EXPECT_EQ(LaunchPagedPrefillAttention(a, 1, nullptr, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+Problem Chunks(int head_dim, int q_heads, int kv_heads, uint32_t seed) {
+  Problem p;
+  p.head_dim = head_dim;
+  p.q_heads = q_heads;
+  p.kv_heads = kv_heads;
+  p.seed = seed;
+  // (keys, query tokens): whole prompts, chunks after a cached prefix, a
+  // decode-like single token, an empty chunk, a padding sequence.
+  p.ctx = {37, 100, 300, 17, 1000, 5, 0, 129};
+  p.q_len = {37, 1, 64, 5, 200, 0, 0, 129};
+  return p;
+}
+
+TEST(PagedPrefillAttentionTest, SevenBShape) { RunPrefill(Chunks(128, 28, 4, 11)); }
+
+TEST(PagedPrefillAttentionTest, HeadDim64Llama3) {
+  Problem p = Chunks(64, 32, 8, 12);
+  p.llama3 = true;
+  RunPrefill(p);
+}
+
+TEST(PagedPrefillAttentionTest, MhaAndWideGroups) {
+  RunPrefill(Chunks(128, 4, 4, 13));
+  RunPrefill(Chunks(64, 16, 1, 14));
+}
+
+}  // namespace
+}  // namespace memshare::kernels

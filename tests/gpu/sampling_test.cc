@@ -1,0 +1,194 @@
+// GPU tests of kernels/sampling against a CPU reference: penalties written
+// back bit-exactly, greedy argmax, and for sampled rows the kept set and the
+// inverse-CDF position of the draw, computed in float64 by sorting (as
+// Hugging Face's warpers do).
+#include "kernels/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace memshare::kernels {
+namespace {
+
+using testing::DeviceBuffer;
+
+struct RowCase {
+  SamplingRow p;
+  std::vector<int32_t> pen_tokens;
+  std::vector<int32_t> pen_counts;
+};
+
+// Applies the penalties in fp32 exactly as the kernel does.
+void Penalize(std::vector<float>& row, const RowCase& rc) {
+  for (size_t i = 0; i < rc.pen_tokens.size(); ++i) {
+    float& x = row[rc.pen_tokens[i]];
+    if (rc.p.repetition_penalty != 1.f) {
+      x = x > 0.f ? x / rc.p.repetition_penalty : x * rc.p.repetition_penalty;
+    }
+    const int cnt = rc.pen_counts[i];
+    x -= rc.p.presence_penalty * (cnt > 0 ? 1.f : 0.f) + rc.p.frequency_penalty * cnt;
+  }
+}
+
+// The kept tokens of a sampled row (temperature > 0), by sorting.
+std::vector<bool> KeptSet(const std::vector<float>& row, const SamplingRow& p,
+                          std::vector<double>* mass) {
+  const int v = static_cast<int>(row.size());
+  const double mx = *std::max_element(row.begin(), row.end());
+  const double t = p.temperature;
+  mass->assign(v, 0.0);
+  for (int i = 0; i < v; ++i) (*mass)[i] = std::exp((row[i] - mx) / t);
+  std::vector<bool> keep(v);
+  for (int i = 0; i < v; ++i) keep[i] = row[i] >= mx - 87.0 * t;
+  std::vector<int> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+  if (p.top_k > 0 && p.top_k < v) {
+    const float kth = row[order[p.top_k - 1]];
+    for (int i = 0; i < v; ++i) keep[i] = keep[i] && row[i] >= kth;
+  }
+  if (p.top_p < 1.f) {
+    double z = 0;
+    for (int i = 0; i < v; ++i) z += keep[i] ? (*mass)[i] : 0.0;
+    double cum = 0;
+    float cut = row[order[0]];
+    for (int i : order) {
+      if (!keep[i]) continue;
+      cum += (*mass)[i];
+      cut = row[i];
+      if (cum >= p.top_p * z) break;
+    }
+    for (int i = 0; i < v; ++i) keep[i] = keep[i] && row[i] >= cut;
+  }
+  if (p.min_p > 0.f) {
+    for (int i = 0; i < v; ++i) keep[i] = keep[i] && (*mass)[i] >= p.min_p;
+  }
+  return keep;
+}
+
+// stride % 4 == 0 takes the kernel's 16-byte-load path, else the scalar one.
+void RunCases(int vocab, int64_t stride, const std::vector<RowCase>& cases, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  const int rows = static_cast<int>(cases.size());
+  std::vector<float> logits(size_t(rows) * stride);
+  for (auto& x : logits) x = normal(rng);
+  std::vector<SamplingRow> params;
+  std::vector<int32_t> offsets = {0}, tokens, counts;
+  for (const auto& c : cases) {
+    params.push_back(c.p);
+    tokens.insert(tokens.end(), c.pen_tokens.begin(), c.pen_tokens.end());
+    counts.insert(counts.end(), c.pen_counts.begin(), c.pen_counts.end());
+    offsets.push_back(static_cast<int32_t>(tokens.size()));
+  }
+  if (tokens.empty()) tokens.push_back(0), counts.push_back(0);
+  DeviceBuffer<float> dl(logits);
+  DeviceBuffer<SamplingRow> dp(params);
+  DeviceBuffer<int32_t> doff(offsets), dtok(tokens), dcnt(counts), dout(rows);
+  dout.Poison();
+  ASSERT_TRUE(LaunchSample(dl.get(), stride, rows, vocab, dp.get(), doff.get(), dtok.get(),
+                           dcnt.get(), dout.get(), nullptr)
+                  .ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const auto got_logits = dl.Download();
+  const auto got = dout.Download();
+  for (int r = 0; r < rows; ++r) {
+    std::vector<float> row(logits.begin() + r * stride, logits.begin() + r * stride + vocab);
+    Penalize(row, cases[r]);
+    for (int i = 0; i < vocab; ++i) {
+      ASSERT_EQ(got_logits[r * stride + i], row[i]) << "penalized logit " << r << "," << i;
+    }
+    const int tok = got[r];
+    ASSERT_GE(tok, 0) << "row " << r;
+    ASSERT_LT(tok, vocab) << "row " << r;
+    const SamplingRow& p = cases[r].p;
+    if (p.temperature <= 0.f) {
+      const int want = int(std::max_element(row.begin(), row.end()) - row.begin());
+      EXPECT_EQ(tok, want) << "greedy row " << r;
+      continue;
+    }
+    std::vector<double> mass;
+    const std::vector<bool> keep = KeptSet(row, p, &mass);
+    EXPECT_TRUE(keep[tok]) << "row " << r << " sampled a filtered token";
+    double total = 0, before = 0;
+    for (int i = 0; i < vocab; ++i) {
+      if (!keep[i]) continue;
+      if (i < tok) before += mass[i];
+      total += mass[i];
+    }
+    const double lo = before / total, hi = (before + mass[tok]) / total;
+    EXPECT_LE(lo, p.uniform + 1e-4) << "row " << r;
+    EXPECT_GE(hi, p.uniform - 1e-4) << "row " << r;
+  }
+}
+
+std::vector<RowCase> MixedCases(int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<RowCase> cases;
+  auto add = [&](float t, int k, float top_p, float min_p) {
+    RowCase c;
+    c.p.temperature = t;
+    c.p.top_k = k;
+    c.p.top_p = top_p;
+    c.p.min_p = min_p;
+    c.p.uniform = u(rng);
+    cases.push_back(c);
+  };
+  add(0.f, 0, 1.f, 0.f);       // greedy
+  add(1.f, 0, 1.f, 0.f);       // plain sampling
+  add(0.7f, 0, 1.f, 0.f);
+  add(1.f, 1, 1.f, 0.f);       // top-1 = argmax
+  add(1.f, 50, 1.f, 0.f);
+  add(1.f, vocab, 1.f, 0.f);   // top-k off
+  add(1.f, 0, 0.9f, 0.f);
+  add(1.5f, 0, 0.5f, 0.f);
+  add(1.f, 0, 0.001f, 0.f);    // the best token only
+  add(1.f, 0, 1.f, 0.1f);
+  add(0.8f, 40, 0.95f, 0.05f);  // all three
+  add(2.f, 1000, 0.8f, 0.f);
+  for (int i = 0; i < 6; ++i) add(0.6f, 20, 0.95f, 0.f);  // R1's recommended settings, other draws
+  // Penalties, greedy (exact check) and sampled.
+  for (float t : {0.f, 1.f}) {
+    RowCase c;
+    c.p.temperature = t;
+    c.p.repetition_penalty = 1.3f;
+    c.p.presence_penalty = 0.5f;
+    c.p.frequency_penalty = 0.2f;
+    c.p.uniform = u(rng);
+    std::vector<int32_t> all(vocab);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int i = 0; i < std::min(vocab, 300); ++i) {
+      c.pen_tokens.push_back(all[i]);
+      c.pen_counts.push_back(i % 4);  // 0: prompt only
+    }
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+TEST(SamplingGpuTest, QwenVocabVectorLoads) { RunCases(151936, 151936, MixedCases(151936, 1), 10); }
+TEST(SamplingGpuTest, Llama3VocabScalarLoads) {
+  RunCases(128256, 128256 + 3, MixedCases(128256, 2), 11);
+}
+TEST(SamplingGpuTest, SmallOddVocab) {
+  RunCases(1001, 1004, MixedCases(1001, 3), 12);  // vector loads and a 1-element tail
+  RunCases(1001, 1001, MixedCases(1001, 4), 13);
+}
+
+TEST(SamplingGpuTest, RejectsPartialPenalties) {
+  int32_t x = 0;
+  EXPECT_FALSE(LaunchSample(nullptr, 10, 1, 10, nullptr, &x, nullptr, nullptr, nullptr, nullptr).ok());
+  EXPECT_FALSE(LaunchSample(nullptr, 5, 1, 10, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr).ok());
+}
+
+}  // namespace
+}  // namespace memshare::kernels
