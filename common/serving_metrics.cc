@@ -18,13 +18,13 @@ const std::vector<double>& TtftBuckets() {
   return *b;
 }
 const std::vector<double>& InterTokenBuckets() {
-  static const auto* b = new std::vector<double>{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                 0.05,   0.1,   0.25,   0.5,   1};
+  static const auto* b =
+      new std::vector<double>{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
   return *b;
 }
 const std::vector<double>& E2eBuckets() {
-  static const auto* b = new std::vector<double>{0.01, 0.05, 0.1, 0.25, 0.5, 1,  2.5,
-                                                 5,    10,   30,  60,   120, 300};
+  static const auto* b =
+      new std::vector<double>{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
   return *b;
 }
 
@@ -53,9 +53,8 @@ std::string StatusLabel(absl::StatusCode code) {
 }  // namespace
 
 const std::vector<double>& ServingMetrics::StepTimeBuckets() {
-  static const auto* b = new std::vector<double>{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                 0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
-                                                 1,      2.5};
+  static const auto* b = new std::vector<double>{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
   return *b;
 }
 
@@ -98,15 +97,13 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
                     .Name("memshare_requests_total")
                     .Help("Requests ended, by gRPC status")
                     .Register(r)),
-      prompt_tokens_(MakeCounter(r, "memshare_prompt_tokens_total",
-                                 "Prompt tokens of finished requests")),
-      generation_tokens_(
-          MakeCounter(r, "memshare_generation_tokens_total", "Generated tokens")),
+      prompt_tokens_(
+          MakeCounter(r, "memshare_prompt_tokens_total", "Prompt tokens of finished requests")),
+      generation_tokens_(MakeCounter(r, "memshare_generation_tokens_total", "Generated tokens")),
       ttft_(MakeHistogram(r, "memshare_time_to_first_token_seconds",
                           "Time from request arrival to its first token", TtftBuckets())),
       inter_token_(MakeHistogram(r, "memshare_inter_token_latency_seconds",
-                                 "Time between consecutive generated tokens",
-                                 InterTokenBuckets())),
+                                 "Time between consecutive generated tokens", InterTokenBuckets())),
       e2e_(MakeHistogram(r, "memshare_e2e_request_latency_seconds",
                          "Time from request arrival to the end of its stream", E2eBuckets())),
       running_(MakeGauge(r, "memshare_requests_running", "Requests in the running batch")),
@@ -115,8 +112,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       blocks_used_(MakeGauge(r, "memshare_kv_blocks_used", "Physical KV blocks in use")),
       blocks_shared_(MakeGauge(r, "memshare_kv_blocks_shared",
                                "Physical KV blocks referenced by more than one table entry")),
-      blocks_logical_(MakeGauge(r, "memshare_kv_blocks_logical",
-                                "Block-table entries of live requests")),
+      blocks_logical_(
+          MakeGauge(r, "memshare_kv_blocks_logical", "Block-table entries of live requests")),
       usage_ratio_(MakeGauge(r, "memshare_kv_usage_ratio", "Physical KV blocks used / total")),
       bytes_saved_(MakeGauge(r, "memshare_kv_bytes_saved",
                              "Bytes of KV memory saved now by MemShare sharing")),
@@ -132,8 +129,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
                                   "Prompt blocks looked up in the prefix cache")),
       prefix_hits_(MakeCounter(r, "memshare_prefix_cache_hits_total",
                                "Prompt blocks found in the prefix cache")),
-      preemptions_(MakeCounter(r, "memshare_preemptions_total",
-                               "Requests preempted (recomputed later)")) {
+      preemptions_(
+          MakeCounter(r, "memshare_preemptions_total", "Requests preempted (recomputed later)")) {
   auto& steps = BuildHistogram()
                     .Name("memshare_step_duration_seconds")
                     .Help("Duration of one phase of an engine step")

@@ -3,7 +3,8 @@
 // exactly these). Declared here, once; the registry is injected.
 //
 //   memshare_requests_total{status}              counter  requests ended, by gRPC status
-//                                                         ("ok", "cancelled", "invalid_argument", ...)
+//                                                         ("ok", "cancelled", "invalid_argument",
+//                                                         ...)
 //   memshare_prompt_tokens_total                 counter  prompt tokens of finished requests
 //   memshare_generation_tokens_total             counter  generated tokens
 //   memshare_time_to_first_token_seconds         histogram

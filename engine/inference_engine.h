@@ -24,7 +24,7 @@ struct LoadReport {
   int64_t kv_blocks_used = 0;  // physical
   int64_t kv_blocks_logical = 0;
   int64_t kv_blocks_shared = 0;
-  int64_t bytes_saved = 0;     // by MemShare sharing
+  int64_t bytes_saved = 0;  // by MemShare sharing
   // Counters, cumulative since the engine started (monotonic).
   int64_t dedup_candidates = 0;      // block pairs proposed by the lexical stage
   int64_t dedup_verified = 0;        // pairs whose K/V distance was computed
@@ -47,6 +47,9 @@ struct ModelInfo {
   int32_t block_size = 0;
   std::string device;  // "cpu", "cuda"
   int32_t tensor_parallel_size = 1;
+  // Bytes of one KV block over all layers (K and V, every rank): what one
+  // shared block saves.
+  int64_t kv_block_bytes = 0;
 };
 
 // The parts of an engine step whose durations are exported as
@@ -63,11 +66,16 @@ inline constexpr StepPhase kAllStepPhases[] = {StepPhase::kSchedule, StepPhase::
                                                StepPhase::kDedup};
 inline const char* StepPhaseName(StepPhase phase) {
   switch (phase) {
-    case StepPhase::kSchedule: return "schedule";
-    case StepPhase::kPrefill: return "prefill";
-    case StepPhase::kDecode: return "decode";
-    case StepPhase::kSample: return "sample";
-    case StepPhase::kDedup: return "dedup";
+    case StepPhase::kSchedule:
+      return "schedule";
+    case StepPhase::kPrefill:
+      return "prefill";
+    case StepPhase::kDecode:
+      return "decode";
+    case StepPhase::kSample:
+      return "sample";
+    case StepPhase::kDedup:
+      return "dedup";
   }
   return "unknown";
 }

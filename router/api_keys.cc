@@ -53,8 +53,7 @@ absl::Status ApiKeys::Check(std::string_view authorization) const {
   if (keys_.empty()) return absl::OkStatus();
   absl::string_view value(authorization.data(), authorization.size());
   if (!absl::ConsumePrefix(&value, "Bearer ") && !absl::ConsumePrefix(&value, "bearer ")) {
-    return absl::UnauthenticatedError(
-        "missing API key: send 'authorization: Bearer <key>'");
+    return absl::UnauthenticatedError("missing API key: send 'authorization: Bearer <key>'");
   }
   value = absl::StripAsciiWhitespace(value);
   bool ok = false;

@@ -115,8 +115,7 @@ int main(int argc, char** argv) {
 
   auto server = memshare::router::RouterServer::Create(o);
   if (!server.ok()) {
-    std::fprintf(stderr, "memshare_router: cannot start: %s\n",
-                 server.status().ToString().c_str());
+    std::fprintf(stderr, "memshare_router: cannot start: %s\n", server.status().ToString().c_str());
     return 1;
   }
   std::printf("memshare_router: serving on port %d, http on port %d, metrics on port %d\n",

@@ -21,15 +21,23 @@ absl::Status Invalid(std::string_view param, std::string_view problem) {
 
 const char* TypeName(const Json& v) {
   switch (v.type()) {
-    case Json::value_t::null: return "null";
-    case Json::value_t::object: return "object";
-    case Json::value_t::array: return "array";
-    case Json::value_t::string: return "string";
-    case Json::value_t::boolean: return "boolean";
+    case Json::value_t::null:
+      return "null";
+    case Json::value_t::object:
+      return "object";
+    case Json::value_t::array:
+      return "array";
+    case Json::value_t::string:
+      return "string";
+    case Json::value_t::boolean:
+      return "boolean";
     case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned: return "integer";
-    case Json::value_t::number_float: return "number";
-    default: return "value";
+    case Json::value_t::number_unsigned:
+      return "integer";
+    case Json::value_t::number_float:
+      return "number";
+    default:
+      return "value";
   }
 }
 
@@ -307,8 +315,8 @@ absl::Status ParseCompletions(const Fields& f, ParsedRequest* out) {
 
 absl::Status ParseChat(const Fields& f, ParsedRequest* out) {
   std::set<std::string> known = CommonParams();
-  known.insert({"messages", "logprobs", "top_logprobs", "max_completion_tokens",
-                "response_format", "tools", "tool_choice", "parallel_tool_calls"});
+  known.insert({"messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format",
+                "tools", "tool_choice", "parallel_tool_calls"});
   RETURN_IF_ERROR(f.OnlyKnown(known));
   RETURN_IF_ERROR(ParseCommon(f, out));
   const Json* messages = f.Get("messages");
@@ -382,10 +390,14 @@ absl::Status ParseChat(const Fields& f, ParsedRequest* out) {
 
 const char* FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_ABORT: return "abort";
-    default: return nullptr;
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_ABORT:
+      return "abort";
+    default:
+      return nullptr;
   }
 }
 
@@ -415,11 +427,13 @@ Json ChatLogprobs(const std::vector<v1::TokenLogprob>& lps) {
   for (const v1::TokenLogprob& lp : lps) {
     Json top = Json::array();
     for (const v1::TopLogprob& t : lp.top()) {
-      top.push_back({{"token", TokenName(t.token_id())}, {"logprob", t.logprob()},
-                     {"bytes", nullptr}});
+      top.push_back(
+          {{"token", TokenName(t.token_id())}, {"logprob", t.logprob()}, {"bytes", nullptr}});
     }
-    content.push_back({{"token", TokenName(lp.token_id())}, {"logprob", lp.logprob()},
-                       {"bytes", nullptr}, {"top_logprobs", top}});
+    content.push_back({{"token", TokenName(lp.token_id())},
+                       {"logprob", lp.logprob()},
+                       {"bytes", nullptr},
+                       {"top_logprobs", top}});
   }
   return Json{{"content", content}};
 }
@@ -444,8 +458,7 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, std::string_view b
                                                      : ParseChat(f, &out));
   if (!out.model.empty() && !served_model.empty() && out.model != served_model) {
     return absl::NotFoundError(
-        absl::StrCat("model: '", out.model, "' is not served here (serving '", served_model,
-                     "')"));
+        absl::StrCat("model: '", out.model, "' is not served here (serving '", served_model, "')"));
   }
   if (out.model.empty()) out.model = served_model;
   return out;
@@ -453,21 +466,33 @@ absl::StatusOr<ParsedRequest> ParseRequest(Endpoint endpoint, std::string_view b
 
 int HttpStatusFor(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kOk:
+      return 200;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kFailedPrecondition: return 400;
-    case absl::StatusCode::kUnauthenticated: return 401;
-    case absl::StatusCode::kPermissionDenied: return 403;
-    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
     case absl::StatusCode::kAlreadyExists:
-    case absl::StatusCode::kAborted: return 409;
-    case absl::StatusCode::kResourceExhausted: return 429;
-    case absl::StatusCode::kCancelled: return 499;
-    case absl::StatusCode::kUnimplemented: return 501;
-    case absl::StatusCode::kUnavailable: return 503;
-    case absl::StatusCode::kDeadlineExceeded: return 504;
-    default: return 500;
+    case absl::StatusCode::kAborted:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
   }
 }
 
@@ -509,8 +534,8 @@ std::string ErrorJson(const absl::Status& status) {
     default:
       break;
   }
-  Json error = {{"error",
-                 {{"message", message}, {"type", type}, {"param", param}, {"code", code}}}};
+  Json error = {
+      {"error", {{"message", message}, {"type", type}, {"param", param}, {"code", code}}}};
   return error.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -585,14 +610,13 @@ std::string ResponseBuilder::StreamEvents(const v1::GenerateResponse& message) {
 std::string ResponseBuilder::StreamEnd() const {
   std::string events;
   if (include_usage_ && has_result_) {
-    Json usage_chunk = {
-        {"id", id_},
-        {"object",
-         endpoint_ == Endpoint::kChatCompletions ? "chat.completion.chunk" : "text_completion"},
-        {"created", created_},
-        {"model", model_},
-        {"choices", Json::array()},
-        {"usage", Json::parse(UsageJson())}};
+    Json usage_chunk = {{"id", id_},
+                        {"object", endpoint_ == Endpoint::kChatCompletions ? "chat.completion.chunk"
+                                                                           : "text_completion"},
+                        {"created", created_},
+                        {"model", model_},
+                        {"choices", Json::array()},
+                        {"usage", Json::parse(UsageJson())}};
     events += Event(usage_chunk);
   }
   events += "data: [DONE]\n\n";

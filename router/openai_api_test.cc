@@ -62,8 +62,7 @@ TEST(OpenAiParseTest, PromptForms) {
   EXPECT_EQ(Parse(Endpoint::kCompletions, R"({"prompt": ["one"]})").request.text(), "one");
   const auto ids = Parse(Endpoint::kCompletions, R"({"prompt": [1, 2, 3]})").request;
   EXPECT_EQ(ids.token_ids().ids_size(), 3);
-  EXPECT_EQ(Parse(Endpoint::kCompletions, R"({"prompt": [[4, 5]]})").request.token_ids().ids(1),
-            5);
+  EXPECT_EQ(Parse(Endpoint::kCompletions, R"({"prompt": [[4, 5]]})").request.token_ids().ids(1), 5);
   // Defaults: unset sampling stays unset; the model defaults to the served one.
   const ParsedRequest p = Parse(Endpoint::kCompletions, R"({"prompt": "x", "stop": null})");
   EXPECT_FALSE(p.request.sampling().has_temperature());
@@ -131,8 +130,7 @@ TEST(OpenAiParseTest, BadInputNamesTheParameter) {
   ExpectError(chat, R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}]})", "tools");
   ExpectError(chat, R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})",
               "top_logprobs");
-  ExpectError(chat, R"({"messages": [{"role": "user", "content": "x"}], "prompt": "x"})",
-              "prompt");
+  ExpectError(chat, R"({"messages": [{"role": "user", "content": "x"}], "prompt": "x"})", "prompt");
 }
 
 TEST(OpenAiErrorTest, ShapeAndStatus) {

@@ -18,20 +18,34 @@ namespace {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 499: return "Client Closed Request";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Internal Server Error";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 499:
+      return "Client Closed Request";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Internal Server Error";
   }
 }
 
@@ -144,11 +158,10 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Create(
   if (options.threads < 1 || options.max_body_bytes < 1024) {
     return absl::InvalidArgumentError("http: threads >= 1 and max_body_bytes >= 1024 required");
   }
-  auto server = std::unique_ptr<OpenAiHttpServer>(new OpenAiHttpServer(
-      options, router, registry, keys, serving_metrics, router_metrics));
+  auto server = std::unique_ptr<OpenAiHttpServer>(
+      new OpenAiHttpServer(options, router, registry, keys, serving_metrics, router_metrics));
   mg_init_library(options.tls_pem_file.empty() ? 0 : MG_FEATURES_TLS);
-  const std::string ports =
-      options.tls_pem_file.empty() ? options.address : options.address + "s";
+  const std::string ports = options.tls_pem_file.empty() ? options.address : options.address + "s";
   const std::string threads = std::to_string(options.threads);
   std::vector<const char*> civet_options = {"listening_ports", ports.c_str(), "num_threads",
                                             threads.c_str()};
@@ -160,10 +173,9 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Create(
   mg_callbacks callbacks{};
   server->context_ = mg_start(&callbacks, nullptr, civet_options.data());
   if (server->context_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", ports,
-                                               options.tls_pem_file.empty()
-                                                   ? ""
-                                                   : " (or cannot load the TLS PEM file)"));
+    return absl::UnavailableError(
+        absl::StrCat("http: cannot listen on ", ports,
+                     options.tls_pem_file.empty() ? "" : " (or cannot load the TLS PEM file)"));
   }
   mg_server_port listening[4];
   const int n = mg_get_server_ports(server->context_, 4, listening);
@@ -173,9 +185,9 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Create(
   return server;
 }
 
-OpenAiHttpServer::OpenAiHttpServer(const Options& options, Router* router,
-                                   WorkerRegistry* registry, const ApiKeys* keys,
-                                   ServingMetrics* serving_metrics, RouterMetrics* router_metrics)
+OpenAiHttpServer::OpenAiHttpServer(const Options& options, Router* router, WorkerRegistry* registry,
+                                   const ApiKeys* keys, ServingMetrics* serving_metrics,
+                                   RouterMetrics* router_metrics)
     : options_(options),
       router_(router),
       registry_(registry),
@@ -215,14 +227,14 @@ int OpenAiHttpServer::Handle(mg_connection* conn) {
   }
   if ((generate && method != "POST") || (!generate && method != "GET")) {
     SendError(conn,
-              absl::InvalidArgumentError(absl::StrCat("method: ", uri, " takes ",
-                                                      generate ? "POST" : "GET")),
+              absl::InvalidArgumentError(
+                  absl::StrCat("method: ", uri, " takes ", generate ? "POST" : "GET")),
               405);
     return 405;
   }
   const char* authorization = mg_get_header(conn, "Authorization");
-  if (absl::Status auth = keys_ != nullptr ? keys_->Check(authorization ? authorization : "")
-                                           : absl::OkStatus();
+  if (absl::Status auth =
+          keys_ != nullptr ? keys_->Check(authorization ? authorization : "") : absl::OkStatus();
       !auth.ok()) {
     if (router_metrics_) router_metrics_->RecordRejected("unauthenticated");
     if (serving_metrics_) serving_metrics_->RecordRequestEnd(auth.code());
@@ -250,8 +262,8 @@ int OpenAiHttpServer::HandleGenerate(mg_connection* conn, bool chat) {
     return refuse(absl::UnavailableError("router is draining"));
   }
   if (info->content_length > options_.max_body_bytes) {
-    return refuse(absl::InvalidArgumentError(absl::StrCat(
-                      "body: larger than ", options_.max_body_bytes, " bytes")),
+    return refuse(absl::InvalidArgumentError(
+                      absl::StrCat("body: larger than ", options_.max_body_bytes, " bytes")),
                   413);
   }
   std::string body;
@@ -261,8 +273,8 @@ int OpenAiHttpServer::HandleGenerate(mg_connection* conn, bool chat) {
     if (n <= 0) break;
     body.append(buffer, static_cast<size_t>(n));
     if (static_cast<int64_t>(body.size()) > options_.max_body_bytes) {
-      return refuse(absl::InvalidArgumentError(absl::StrCat(
-                        "body: larger than ", options_.max_body_bytes, " bytes")),
+      return refuse(absl::InvalidArgumentError(
+                        absl::StrCat("body: larger than ", options_.max_body_bytes, " bytes")),
                     413);
     }
   }

@@ -165,9 +165,9 @@ TEST_F(OpenAiHttpServerTest, BadInputGetsOpenAiErrorsAndServingGoesOn) {
             "max_tokens");
   EXPECT_EQ(ExpectError(Post("/v1/completions", R"({"prompt": ""})"), 400), "prompt");
   // Checked by the worker: the router passes its error through.
-  EXPECT_EQ(ExpectError(Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2000000000})"),
-                        400),
-            "sampling.max_tokens");
+  EXPECT_EQ(
+      ExpectError(Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2000000000})"), 400),
+      "sampling.max_tokens");
   EXPECT_EQ(ExpectError(Post("/v1/completions",
                              R"({"prompt": "x", "max_tokens": 2000000000, "stream": true})"),
                         400),
@@ -177,8 +177,7 @@ TEST_F(OpenAiHttpServerTest, BadInputGetsOpenAiErrorsAndServingGoesOn) {
   ids += "]";
   EXPECT_EQ(ExpectError(Post("/v1/completions", "{\"prompt\": " + ids + "}"), 400),
             "token_ids.ids");
-  ExpectError(Post("/v1/completions", "{\"prompt\": \"" + std::string(70 << 10, 'x') + "\"}"),
-              413);
+  ExpectError(Post("/v1/completions", "{\"prompt\": \"" + std::string(70 << 10, 'x') + "\"}"), 413);
   EXPECT_EQ(ExpectError(Post("/v1/completions", R"({"prompt": "x", "model": "gpt-9"})"), 404),
             "model");
   EXPECT_EQ(ExpectError(Post("/v1/chat/completions", R"({"messages": [{"role": "user"}]})"), 400),

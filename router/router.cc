@@ -186,9 +186,9 @@ void Router::Call::OnUpstreamDone(Attempt* /*attempt*/, const WorkerPtr& worker,
                               " failed after the stream began: ", status.error_message()));
   } else if (status.error_code() == grpc::StatusCode::CANCELLED) {
     // The router did not cancel (the client is still here): the worker went.
-    end = Status(grpc::StatusCode::UNAVAILABLE,
-                 absl::StrCat("worker ", worker->address(),
-                              " ended the call: ", status.error_message()));
+    end = Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("worker ", worker->address(), " ended the call: ", status.error_message()));
   }
   {
     absl::MutexLock lock(&mu_);
@@ -293,9 +293,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(const Options& options,
   if (registry == nullptr || policy == nullptr) {
     return absl::InvalidArgumentError("router: registry and policy are required");
   }
-  if (options.max_queue < 0 || options.max_in_flight_per_worker < 1 ||
-      options.max_attempts < 1 || options.queue_timeout <= absl::ZeroDuration() ||
-      options.prefix_blocks < 1) {
+  if (options.max_queue < 0 || options.max_in_flight_per_worker < 1 || options.max_attempts < 1 ||
+      options.queue_timeout <= absl::ZeroDuration() || options.prefix_blocks < 1) {
     return absl::InvalidArgumentError(
         "router: max_queue >= 0, max_in_flight_per_worker >= 1, max_attempts >= 1, "
         "queue_timeout > 0 and prefix_blocks >= 1 are required");
@@ -425,8 +424,7 @@ void Router::AttemptEnded(const WorkerPtr& worker) {
   Pump();
 }
 
-bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker,
-                        const grpc::Status& status) {
+bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status) {
   const grpc::StatusCode code = status.error_code();
   const bool capacity = code == grpc::StatusCode::RESOURCE_EXHAUSTED;
   const bool transport =
@@ -456,8 +454,9 @@ bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker,
     PublishGaugesLocked();
   }
   if (router_metrics_) {
-    router_metrics_->RecordRetry(capacity ? "resource_exhausted"
-                                          : draining ? "draining" : "unavailable");
+    router_metrics_->RecordRetry(capacity   ? "resource_exhausted"
+                                 : draining ? "draining"
+                                            : "unavailable");
   }
   Pump();
   return true;
@@ -578,9 +577,8 @@ bool Router::draining() const {
 
 bool Router::WaitIdle(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return live_.empty() && queue_.empty();
-  };
+  auto idle = [this]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return live_.empty() && queue_.empty(); };
   return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 

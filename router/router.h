@@ -180,11 +180,11 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
   friend class Router::Attempt;
   // What to do outside the lock, in this order.
   struct Actions {
-    Attempt* cancel = nullptr;        // TryCancel its call
+    Attempt* cancel = nullptr;                    // TryCancel its call
     const v1::GenerateResponse* write = nullptr;  // to the sink
-    Attempt* read = nullptr;          // StartRead on it
-    Attempt* release = nullptr;       // RemoveHold: it may end after this
-    std::optional<grpc::Status> finish;  // to the sink
+    Attempt* read = nullptr;                      // StartRead on it
+    Attempt* release = nullptr;                   // RemoveHold: it may end after this
+    std::optional<grpc::Status> finish;           // to the sink
   };
 
   Call(Router* router, v1::GenerateRequest request, absl::Time deadline, ResponseSink* sink,
@@ -217,13 +217,13 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
 
   mutable absl::Mutex mu_;
   Attempt* attempt_ ABSL_GUARDED_BY(mu_) = nullptr;  // running attempt
-  WorkerPtr worker_ ABSL_GUARDED_BY(mu_);             // its worker
+  WorkerPtr worker_ ABSL_GUARDED_BY(mu_);            // its worker
   bool read_outstanding_ ABSL_GUARDED_BY(mu_) = false;
   bool hold_released_ ABSL_GUARDED_BY(mu_) = true;  // attempt_ may end on its own
   bool streamed_ ABSL_GUARDED_BY(mu_) = false;      // a message went to the sink
   bool sink_writing_ ABSL_GUARDED_BY(mu_) = false;
-  v1::GenerateResponse write_msg_;                    // owned by the sink's write
-  bool has_held_ ABSL_GUARDED_BY(mu_) = false;       // read, waiting for the sink
+  v1::GenerateResponse write_msg_;              // owned by the sink's write
+  bool has_held_ ABSL_GUARDED_BY(mu_) = false;  // read, waiting for the sink
   v1::GenerateResponse held_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> final_ ABSL_GUARDED_BY(mu_);  // to finish with, once written
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

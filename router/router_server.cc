@@ -119,9 +119,9 @@ absl::Status RouterServer::Drain(absl::Duration timeout) {
   router_->StartDrain();
   absl::Status status;
   if (!router_->WaitIdle(deadline)) {
-    status = absl::DeadlineExceededError(absl::StrCat(
-        router_->live(), " requests still running after ", absl::FormatDuration(timeout),
-        "; cancelled"));
+    status =
+        absl::DeadlineExceededError(absl::StrCat(router_->live(), " requests still running after ",
+                                                 absl::FormatDuration(timeout), "; cancelled"));
   }
   Stop(absl::Now() + absl::Seconds(1));
   return status;

@@ -200,8 +200,7 @@ TEST(RouterServerTest, BadInputGetsClearStatusesAndServingGoesOn) {
   EXPECT_EQ(utf8.status.error_message(), "text: not valid UTF-8");
   v1::GenerateRequest long_prompt;
   for (int i = 0; i < 5000; ++i) long_prompt.mutable_token_ids()->add_ids(1);
-  EXPECT_EQ(cluster.Generate(long_prompt).status.error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(cluster.Generate(long_prompt).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   const StreamResult big = cluster.Generate(TextRequest(std::string(300 << 10, 'x'), 5));
   EXPECT_EQ(big.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_TRUE(cluster.Generate(TextRequest("fine", 4)).status.ok());
@@ -335,12 +334,13 @@ TEST(RouterServerTest, MetricsPageHasEveryServingAndRouterMetric) {
   EXPECT_EQ(*parsed->Value("memshare_requests_total", {{"status", "invalid_argument"}}), 1);
   EXPECT_EQ(*parsed->Value("memshare_generation_tokens_total"), 12);
   EXPECT_EQ(*parsed->Value("memshare_kv_blocks_total"), 2 * 4096);
-  EXPECT_EQ(*parsed->Value("memshare_router_worker_healthy", {{"worker", cluster.worker_address(0)}}),
-            1);
+  EXPECT_EQ(
+      *parsed->Value("memshare_router_worker_healthy", {{"worker", cluster.worker_address(0)}}), 1);
   double routed = 0;
   for (int i = 0; i < 2; ++i) {
-    routed += parsed->Value("memshare_router_routed_requests_total",
-                            {{"worker", cluster.worker_address(i)}})
+    routed += parsed
+                  ->Value("memshare_router_routed_requests_total",
+                          {{"worker", cluster.worker_address(i)}})
                   .value_or(0);
   }
   EXPECT_EQ(routed, 2);

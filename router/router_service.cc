@@ -57,9 +57,8 @@ v1::ServerInfo BuildServerInfo(const Router& router, const WorkerRegistry& regis
 }
 
 // One Generate call: the client's end of a Router::Call.
-class RouterService::GenerateReactor final
-    : public grpc::ServerWriteReactor<v1::GenerateResponse>,
-      public ResponseSink {
+class RouterService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse>,
+                                             public ResponseSink {
  public:
   explicit GenerateReactor(RouterService* service) : service_(service) {}
 

@@ -128,8 +128,7 @@ size_t HashRing::Owner(uint64_t key, const std::vector<WorkerView>& workers) {
       }
       std::sort(ring_.begin(), ring_.end());
     }
-    auto it = std::lower_bound(ring_.begin(), ring_.end(),
-                               std::make_pair(key, size_t{0}));
+    auto it = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(key, size_t{0}));
     if (it == ring_.end()) it = ring_.begin();
     owner = addresses_[it->second];
   }
@@ -147,8 +146,8 @@ absl::StatusOr<std::unique_ptr<RoutingPolicy>> CreateRoutingPolicy(const PolicyO
   if (options.name == "least-load") return std::make_unique<LeastLoadPolicy>(options);
   if (options.name == "session") return std::make_unique<SessionPolicy>(options);
   if (options.name == "prefix") return std::make_unique<PrefixPolicy>(options);
-  return absl::InvalidArgumentError(absl::StrCat("routing policy: unknown '", options.name,
-                                                 "' (least-load, session or prefix)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("routing policy: unknown '", options.name, "' (least-load, session or prefix)"));
 }
 
 }  // namespace memshare::router

@@ -105,7 +105,7 @@ class HashRing {
  private:
   const int virtual_nodes_;
   absl::Mutex mu_;
-  std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);      // the ring's workers, sorted
+  std::vector<std::string> addresses_ ABSL_GUARDED_BY(mu_);  // the ring's workers, sorted
   std::vector<std::pair<uint64_t, size_t>> ring_ ABSL_GUARDED_BY(mu_);  // point -> addresses_ index
 };
 

@@ -114,7 +114,8 @@ TEST(MakeRouteKeyTest, HashesTheFirstFullBlocks) {
   // A partial second block does not count.
   EXPECT_NE(*MakeRouteKey(Ids(31), 16, 2).prefix_hash, *MakeRouteKey(Ids(32), 16, 2).prefix_hash);
   // A different first token: different hash.
-  EXPECT_NE(*MakeRouteKey(Ids(40, 7), 16, 2).prefix_hash, *MakeRouteKey(Ids(40), 16, 2).prefix_hash);
+  EXPECT_NE(*MakeRouteKey(Ids(40, 7), 16, 2).prefix_hash,
+            *MakeRouteKey(Ids(40), 16, 2).prefix_hash);
   // The cache salt separates tenants.
   v1::GenerateRequest salted = Ids(40);
   salted.set_cache_salt("tenant-b");

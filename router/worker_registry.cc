@@ -109,13 +109,12 @@ absl::StatusOr<std::unique_ptr<WorkerRegistry>> WorkerRegistry::Create(
     }
   }
   if (options.poll_interval <= absl::ZeroDuration() ||
-      options.poll_timeout <= absl::ZeroDuration() ||
-      options.dns_refresh <= absl::ZeroDuration() || options.unhealthy_after < 1) {
-    return absl::InvalidArgumentError(
-        "registry: intervals must be > 0 and unhealthy_after >= 1");
+      options.poll_timeout <= absl::ZeroDuration() || options.dns_refresh <= absl::ZeroDuration() ||
+      options.unhealthy_after < 1) {
+    return absl::InvalidArgumentError("registry: intervals must be > 0 and unhealthy_after >= 1");
   }
-  auto registry = std::unique_ptr<WorkerRegistry>(
-      new WorkerRegistry(options, serving_metrics, router_metrics));
+  auto registry =
+      std::unique_ptr<WorkerRegistry>(new WorkerRegistry(options, serving_metrics, router_metrics));
   {
     absl::MutexLock lock(&registry->mu_);
     std::set<std::string> seen;
@@ -334,9 +333,8 @@ void WorkerRegistry::PollNow() {
   pending.Wait();
   for (const auto& p : probes) {
     const bool answered = p->load_status.ok();
-    const bool serving =
-        answered && p->health_status.ok() && !p->load.draining() &&
-        p->health.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    const bool serving = answered && p->health_status.ok() && !p->load.draining() &&
+                         p->health.status() == grpc::health::v1::HealthCheckResponse::SERVING;
     SetState(p->worker, answered, serving, answered ? &p->load : nullptr);
     bool need_model = false;
     {

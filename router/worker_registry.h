@@ -134,8 +134,8 @@ class WorkerRegistry {
   WorkerPtr MakeWorker(const std::string& address) const;
   // Adds `addresses` not yet present and drops the DNS workers not in it.
   void SyncDnsWorkers(const std::vector<std::string>& addresses) ABSL_LOCKS_EXCLUDED(mu_);
-  void SetState(const WorkerPtr& worker, bool answered, bool serving,
-                const v1::LoadReport* report) ABSL_LOCKS_EXCLUDED(mu_);
+  void SetState(const WorkerPtr& worker, bool answered, bool serving, const v1::LoadReport* report)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Run() ABSL_LOCKS_EXCLUDED(mu_);
   void NotifyChange();
 

@@ -19,8 +19,7 @@ namespace memshare::bench {
 namespace {
 
 using Reactor = grpc::ClientReadReactor<v1::GenerateResponse>;
-using CallStarter =
-    std::function<void(grpc::ClientContext*, const v1::GenerateRequest*, Reactor*)>;
+using CallStarter = std::function<void(grpc::ClientContext*, const v1::GenerateRequest*, Reactor*)>;
 
 class Run;
 
@@ -49,8 +48,7 @@ class Request final : public Reactor {
 
 class Run {
  public:
-  Run(const LoadOptions& options, CallStarter start)
-      : options_(options), start_(std::move(start)) {
+  Run(const LoadOptions& options, CallStarter start) : options_(options), start_(std::move(start)) {
     std::random_device rd;
     run_id_ = absl::StrCat("lg", rd() % 100000);
   }
@@ -141,9 +139,8 @@ class Run {
       }
     }
     absl::MutexLock lock(&mu_);
-    auto all_done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return done_ == options_.requests;
-    };
+    auto all_done = [this]()
+                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ == options_.requests; };
     mu_.Await(absl::Condition(&all_done));
     result_.seconds = absl::ToDoubleSeconds(absl::Now() - begin);
     result_.requests_per_second = result_.ok / std::max(result_.seconds, 1e-9);
@@ -278,16 +275,16 @@ absl::StatusOr<LoadResult> RunLoad(const LoadOptions& options) {
 }
 
 std::string FormatReport(const LoadOptions& o, const LoadResult& r) {
-  std::string out = absl::StrFormat(
-      "target %s (%s api), %s loop, %d requests%s, max_tokens %d\n", o.target, o.api, o.mode,
-      o.requests,
-      o.mode == "closed" ? absl::StrFormat(", concurrency %d", o.concurrency)
-                         : absl::StrFormat(", %.1f req/s", o.rate),
-      o.max_tokens);
-  absl::StrAppendFormat(&out, "ok %d, failed %d, %.2f s, %.1f req/s, %.0f output tokens/s\n",
-                        r.ok, r.failed, r.seconds, r.requests_per_second,
-                        r.output_tokens_per_second);
-  for (const auto& [kind, n] : r.failures) absl::StrAppendFormat(&out, "  failure x%d: %s\n", n, kind);
+  std::string out =
+      absl::StrFormat("target %s (%s api), %s loop, %d requests%s, max_tokens %d\n", o.target,
+                      o.api, o.mode, o.requests,
+                      o.mode == "closed" ? absl::StrFormat(", concurrency %d", o.concurrency)
+                                         : absl::StrFormat(", %.1f req/s", o.rate),
+                      o.max_tokens);
+  absl::StrAppendFormat(&out, "ok %d, failed %d, %.2f s, %.1f req/s, %.0f output tokens/s\n", r.ok,
+                        r.failed, r.seconds, r.requests_per_second, r.output_tokens_per_second);
+  for (const auto& [kind, n] : r.failures)
+    absl::StrAppendFormat(&out, "  failure x%d: %s\n", n, kind);
   auto line = [&](const char* name, const Percentiles& p) {
     absl::StrAppendFormat(&out, "%-18s mean %9.3f  p50 %9.3f  p90 %9.3f  p99 %9.3f  max %9.3f ms\n",
                           name, p.mean, p.p50, p.p90, p.p99, p.max);

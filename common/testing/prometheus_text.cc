@@ -5,9 +5,9 @@
 #include <limits>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 
 namespace memshare::testing {
@@ -34,7 +34,8 @@ absl::StatusOr<double> ParseValue(absl::string_view s) {
   if (s == "-Inf") return -std::numeric_limits<double>::infinity();
   if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
   double v = 0;
-  if (!absl::SimpleAtod(s, &v)) return absl::InvalidArgumentError(absl::StrCat("bad value '", s, "'"));
+  if (!absl::SimpleAtod(s, &v))
+    return absl::InvalidArgumentError(absl::StrCat("bad value '", s, "'"));
   return v;
 }
 
@@ -88,7 +89,8 @@ absl::Status ParseSample(absl::string_view line, PromSample* sample) {
   if (pos >= line.size() || line[pos] != ' ') return absl::InvalidArgumentError("expected value");
   std::vector<absl::string_view> rest =
       absl::StrSplit(line.substr(pos + 1), ' ', absl::SkipEmpty());
-  if (rest.empty() || rest.size() > 2) return absl::InvalidArgumentError("expected value [timestamp]");
+  if (rest.empty() || rest.size() > 2)
+    return absl::InvalidArgumentError("expected value [timestamp]");
   absl::StatusOr<double> v = ParseValue(rest[0]);
   if (!v.ok()) return v.status();
   sample->value = *v;
@@ -106,7 +108,8 @@ std::string FamilyOf(const std::string& name, const std::map<std::string, PromFa
     if (absl::EndsWith(name, suffix)) {
       std::string base = name.substr(0, name.size() - suffix.size());
       auto it = families.find(base);
-      if (it != families.end() && (it->second.type == "histogram" || it->second.type == "summary")) {
+      if (it != families.end() &&
+          (it->second.type == "histogram" || it->second.type == "summary")) {
         return base;
       }
     }
@@ -171,7 +174,8 @@ absl::StatusOr<PromPage> ParsePrometheusText(const std::string& text) {
     PromSample sample;
     if (absl::Status s = ParseSample(line, &sample); !s.ok()) return error(s.message());
     const std::string family_name = FamilyOf(sample.name, page.families);
-    if (family_name.empty()) return error(absl::StrCat("sample of undeclared family ", sample.name));
+    if (family_name.empty())
+      return error(absl::StrCat("sample of undeclared family ", sample.name));
     PromFamily& family = page.families[family_name];
     if (family.type.empty()) return error(absl::StrCat("sample before TYPE of ", family_name));
     if (family.type == "histogram" && absl::EndsWith(sample.name, "_bucket") &&

@@ -34,16 +34,16 @@ TEST(PrometheusTextTest, ParsesCountersGaugesAndHistograms) {
 
 TEST(PrometheusTextTest, RejectsMalformedPages) {
   for (const std::string bad : {
-           "x 1\n",                                        // no TYPE
-           "# TYPE x counter\nx{a=\"1\" 1\n",              // unterminated labels
-           "# TYPE x counter\nx{a=1} 1\n",                 // unquoted value
-           "# TYPE x counter\nx one\n",                    // bad value
-           "# TYPE x counter\n# TYPE x gauge\nx 1\n",      // second TYPE
-           "# TYPE x wibble\nx 1\n",                       // unknown type
-           "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n",   // no +Inf
-           "# TYPE h histogram\nh_bucket 1\n",             // no le
-           "# TYPE 9x counter\n",                          // bad name
-           "# TYPE x counter\nx{a=\"\\q\"} 1\n",           // bad escape
+           "x 1\n",                                       // no TYPE
+           "# TYPE x counter\nx{a=\"1\" 1\n",             // unterminated labels
+           "# TYPE x counter\nx{a=1} 1\n",                // unquoted value
+           "# TYPE x counter\nx one\n",                   // bad value
+           "# TYPE x counter\n# TYPE x gauge\nx 1\n",     // second TYPE
+           "# TYPE x wibble\nx 1\n",                      // unknown type
+           "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n",  // no +Inf
+           "# TYPE h histogram\nh_bucket 1\n",            // no le
+           "# TYPE 9x counter\n",                         // bad name
+           "# TYPE x counter\nx{a=\"\\q\"} 1\n",          // bad escape
        }) {
     EXPECT_FALSE(ParsePrometheusText(bad).ok()) << bad;
   }

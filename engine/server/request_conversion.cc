@@ -9,9 +9,9 @@ namespace memshare::engine {
 namespace {
 
 absl::Status Invalid(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      absl::string_view(field.data(), field.size()), ": ",
-      absl::string_view(problem.data(), problem.size())));
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::string_view(field.data(), field.size()), ": ",
+                   absl::string_view(problem.data(), problem.size())));
 }
 
 absl::Status CheckText(std::string_view field, const std::string& value, int64_t max_bytes) {
@@ -129,8 +129,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
 
   const std::string& id = request.request_id();
   if (static_cast<int32_t>(id.size()) > limits.max_request_id_bytes) {
-    return Invalid("request_id", absl::StrCat("longer than ", limits.max_request_id_bytes,
-                                              " bytes"));
+    return Invalid("request_id",
+                   absl::StrCat("longer than ", limits.max_request_id_bytes, " bytes"));
   }
   for (char c : id) {
     if (c < 0x21 || c > 0x7e) return Invalid("request_id", "must be printable ASCII");
@@ -201,12 +201,12 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
       return Invalid("sampling.max_tokens", absl::StrCat("must be >= 1, got ", max_tokens));
     }
     if (max_tokens > room) {
-      return Invalid("sampling.max_tokens",
-                     prompt_tokens >= 0
-                         ? absl::StrCat(max_tokens, " plus the prompt's ", prompt_tokens,
-                                        " tokens exceeds max_model_len ", limits.max_model_len)
-                         : absl::StrCat(max_tokens, " exceeds max_model_len ",
-                                        limits.max_model_len));
+      return Invalid(
+          "sampling.max_tokens",
+          prompt_tokens >= 0
+              ? absl::StrCat(max_tokens, " plus the prompt's ", prompt_tokens,
+                             " tokens exceeds max_model_len ", limits.max_model_len)
+              : absl::StrCat(max_tokens, " exceeds max_model_len ", limits.max_model_len));
     }
     out.sampling.max_tokens = max_tokens;
   } else {
@@ -229,8 +229,8 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
     return Invalid("stop.stop_token_ids",
                    absl::StrCat("more than ", limits.max_stop_token_ids, " ids"));
   }
-  if (absl::Status s = CheckTokenIds("stop.stop_token_ids", stop.stop_token_ids(),
-                                     limits.vocab_size);
+  if (absl::Status s =
+          CheckTokenIds("stop.stop_token_ids", stop.stop_token_ids(), limits.vocab_size);
       !s.ok()) {
     return s;
   }
@@ -263,8 +263,7 @@ absl::StatusOr<EngineRequest> ToEngineRequest(const v1::GenerateRequest& request
     }
     out.memshare.tau_kv = ms.tau_kv();
   }
-  if (out.memshare.mode == MemShareParams::Mode::kOff &&
-      (ms.has_tau_lex() || ms.has_tau_kv())) {
+  if (out.memshare.mode == MemShareParams::Mode::kOff && (ms.has_tau_lex() || ms.has_tau_kv())) {
     return Invalid("memshare", "thresholds given with mode MODE_OFF");
   }
 
@@ -333,6 +332,7 @@ v1::ModelInfo ToProto(const ModelInfo& info) {
   out.set_block_size(info.block_size);
   out.set_device(info.device);
   out.set_tensor_parallel_size(info.tensor_parallel_size);
+  out.set_kv_block_bytes(info.kv_block_bytes);
   return out;
 }
 

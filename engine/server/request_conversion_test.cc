@@ -183,8 +183,7 @@ TEST(RequestConversionTest, BadFieldsAreNamed) {
                 "sampling.presence_penalty");
   ExpectInvalid(with([](auto& r) { r.mutable_sampling()->set_frequency_penalty(-3); }),
                 "sampling.frequency_penalty");
-  ExpectInvalid(with([](auto& r) { r.mutable_sampling()->set_logprobs(21); }),
-                "sampling.logprobs");
+  ExpectInvalid(with([](auto& r) { r.mutable_sampling()->set_logprobs(21); }), "sampling.logprobs");
   ExpectInvalid(with([](auto& r) { r.mutable_stop()->add_stop(""); }), "stop.stop[0]");
   ExpectInvalid(with([](auto& r) {
                   for (int i = 0; i < 17; ++i) r.mutable_stop()->add_stop("s");
@@ -192,17 +191,16 @@ TEST(RequestConversionTest, BadFieldsAreNamed) {
                 "stop.stop");
   ExpectInvalid(with([](auto& r) { r.mutable_stop()->add_stop_token_ids(5000); }),
                 "stop.stop_token_ids[0]");
-  ExpectInvalid(with([](auto& r) { r.mutable_memshare()->set_tau_lex(1.5); }),
-                "memshare.tau_lex");
-  ExpectInvalid(with([](auto& r) { r.mutable_memshare()->set_tau_kv(-0.1f); }),
-                "memshare.tau_kv");
+  ExpectInvalid(with([](auto& r) { r.mutable_memshare()->set_tau_lex(1.5); }), "memshare.tau_lex");
+  ExpectInvalid(with([](auto& r) { r.mutable_memshare()->set_tau_kv(-0.1f); }), "memshare.tau_kv");
   ExpectInvalid(with([](auto& r) {
                   r.mutable_memshare()->set_mode(v1::MemShareOptions::MODE_OFF);
                   r.mutable_memshare()->set_tau_kv(0.1f);
                 }),
                 "memshare");
-  ExpectInvalid(with([](auto& r) { r.mutable_memshare()->set_mode(
-                                       static_cast<v1::MemShareOptions::Mode>(9)); }),
+  ExpectInvalid(with([](auto& r) {
+                  r.mutable_memshare()->set_mode(static_cast<v1::MemShareOptions::Mode>(9));
+                }),
                 "memshare.mode");
   ExpectInvalid(with([](auto& r) { r.set_request_id("has space"); }), "request_id");
   ExpectInvalid(with([](auto& r) { r.set_request_id(std::string(129, 'a')); }), "request_id");
@@ -230,8 +228,12 @@ TEST(RequestConversionTest, EventsCoalesceIntoChunksAndResults) {
   StreamEvent end;
   end.finished = true;
   end.finish_reason = FinishReason::kLength;
-  end.usage = {.prompt_tokens = 4, .completion_tokens = 3, .cached_prompt_tokens = 2,
-               .kv_blocks_peak_physical = 5, .kv_blocks_peak_logical = 7, .shared_blocks = 2};
+  end.usage = {.prompt_tokens = 4,
+               .completion_tokens = 3,
+               .cached_prompt_tokens = 2,
+               .kv_blocks_peak_physical = 5,
+               .kv_blocks_peak_logical = 7,
+               .shared_blocks = 2};
   const v1::GenerateResult result = ToResult(end);
   EXPECT_EQ(result.finish_reason(), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(result.usage().prompt_tokens(), 4);
@@ -251,7 +253,9 @@ TEST(RequestConversionTest, LoadAndModelInfo) {
   ModelInfo info;
   info.model_id = "m";
   info.max_model_len = 8;
+  info.kv_block_bytes = 4096;
   EXPECT_EQ(ToProto(info).model_id(), "m");
+  EXPECT_EQ(ToProto(info).kv_block_bytes(), 4096);
   EXPECT_EQ(ToProto(info).max_model_len(), 8);
 }
 

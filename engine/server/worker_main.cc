@@ -55,8 +55,7 @@ int RunWorkerMain(int argc, char** argv, const std::string& usage, const EngineF
   absl::StatusOr<std::unique_ptr<WorkerServer>> server =
       WorkerServer::Create(options, *std::move(engine));
   if (!server.ok()) {
-    std::fprintf(stderr, "memshare_worker: cannot start: %s\n",
-                 server.status().ToString().c_str());
+    std::fprintf(stderr, "memshare_worker: cannot start: %s\n", server.status().ToString().c_str());
     return 1;
   }
   const ModelInfo info = (*server)->engine().GetModelInfo();
@@ -69,9 +68,8 @@ int RunWorkerMain(int argc, char** argv, const std::string& usage, const EngineF
 
   const int signal = WaitForTerminationSignal();
   const absl::Duration timeout = absl::GetFlag(FLAGS_drain_timeout);
-  std::fprintf(stderr, "memshare_worker: signal %d: draining %d open streams (up to %s)\n",
-               signal, (*server)->service().active_streams(),
-               absl::FormatDuration(timeout).c_str());
+  std::fprintf(stderr, "memshare_worker: signal %d: draining %d open streams (up to %s)\n", signal,
+               (*server)->service().active_streams(), absl::FormatDuration(timeout).c_str());
   const absl::Status drained = (*server)->Drain(timeout);
   std::fprintf(stderr, "memshare_worker: drained: %s\n", drained.ToString().c_str());
   server->reset();

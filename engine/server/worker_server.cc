@@ -81,9 +81,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(
   server->RefreshMetrics();
   server->refresher_ = std::thread([self] {
     absl::MutexLock lock(&self->mu_);
-    auto stop = [self]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-      return self->refresher_stop_;
-    };
+    auto stop = [self]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) { return self->refresher_stop_; };
     while (!self->mu_.AwaitWithTimeout(absl::Condition(&stop), self->refresh_interval_)) {
       self->mu_.Unlock();
       self->RefreshMetrics();
@@ -101,9 +99,8 @@ absl::Status WorkerServer::Drain(absl::Duration timeout) {
   absl::Status status;
   if (!service_->WaitForStreams(deadline)) {
     const int left = service_->active_streams();
-    status = absl::DeadlineExceededError(
-        absl::StrCat(left, " streams still open after ", absl::FormatDuration(timeout),
-                     "; aborted"));
+    status = absl::DeadlineExceededError(absl::StrCat(left, " streams still open after ",
+                                                      absl::FormatDuration(timeout), "; aborted"));
     service_->AbortAll();
     service_->WaitForStreams(absl::Now() + absl::Seconds(5));
   }

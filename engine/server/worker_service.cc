@@ -24,8 +24,7 @@ absl::Time CallDeadline(const grpc::CallbackServerContext& context) {
 // One Generate call. Owns itself: deleted when gRPC is done with it (OnDone)
 // and the engine is done with it (final event delivered, or never
 // submitted).
-class WorkerService::GenerateReactor final
-    : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class WorkerService::GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateReactor(WorkerService* service, grpc::CallbackServerContext* context)
       : service_(service), context_(context), start_(absl::Now()) {}
@@ -282,9 +281,8 @@ absl::StatusOr<std::unique_ptr<WorkerService>> WorkerService::Create(const Optio
   }
   const ModelInfo info = engine->GetModelInfo();
   if (info.max_model_len < 2 || info.vocab_size < 1) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("engine reports max_model_len ", info.max_model_len, " and vocab_size ",
-                     info.vocab_size));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "engine reports max_model_len ", info.max_model_len, " and vocab_size ", info.vocab_size));
   }
   auto service = std::unique_ptr<WorkerService>(new WorkerService(options, engine, metrics));
   engine->SetStepObserver([recorder = &service->step_times_](StepPhase phase, double seconds) {

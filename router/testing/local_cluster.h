@@ -43,8 +43,7 @@ class LocalCluster {
   ~LocalCluster();
 
   // Reads the whole stream of a Generate call through the router.
-  StreamResult Generate(const v1::GenerateRequest& request,
-                        grpc::ClientContext* context = nullptr);
+  StreamResult Generate(const v1::GenerateRequest& request, grpc::ClientContext* context = nullptr);
   // The same, on worker `i` directly (WorkerService).
   StreamResult GenerateOnWorker(int i, const v1::GenerateRequest& request);
 

@@ -11,12 +11,11 @@
 // the statements about queued and streamed requests are checked against
 // what each stream actually received.
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <grpcpp/grpcpp.h>
 
 #include <cstdlib>
 #include <thread>
@@ -106,10 +105,9 @@ class Worker {
     o.binary = Runfile(Env("MEMSHARE_E2E_WORKER", "engine/server/testing/fake_worker"));
     o.args = {absl::StrCat("--address=127.0.0.1:", port), "--metrics_address=127.0.0.1:0",
               "--drain_timeout=30s"};
-    for (absl::string_view a :
-         absl::StrSplit(Env("MEMSHARE_E2E_WORKER_ARGS",
-                            "--fake_max_running=4 --fake_step_interval=2ms"),
-                        ' ', absl::SkipEmpty())) {
+    for (absl::string_view a : absl::StrSplit(
+             Env("MEMSHARE_E2E_WORKER_ARGS", "--fake_max_running=4 --fake_step_interval=2ms"), ' ',
+             absl::SkipEmpty())) {
       o.args.emplace_back(a);
     }
     o.ready_prefix = "memshare_worker: serving";
@@ -272,7 +270,8 @@ TEST_F(ServingE2eTest, AbortAndClientDisconnectReturnKvBlocksToIdle) {
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
     ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
     const std::string body = absl::StrCat(R"({"prompt": "disconnect me", "stream": true,
-        "temperature": 0, "ignore_eos": true, "max_tokens": )", LongTokens(), "}");
+        "temperature": 0, "ignore_eos": true, "max_tokens": )",
+                                          LongTokens(), "}");
     const std::string request = absl::StrCat(
         "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         "Content-Length: ",
@@ -338,8 +337,7 @@ TEST_F(ServingE2eTest, SigtermDrainsAWorkerWithoutLosingAcceptedRequests) {
   std::vector<Stream> results(kRequests);
   std::vector<std::thread> clients;
   for (int i = 0; i < kRequests; ++i) {
-    clients.emplace_back(
-        [&, i] { results[i] = Generate(Greedy(absl::StrCat("drain ", i), 100)); });
+    clients.emplace_back([&, i] { results[i] = Generate(Greedy(absl::StrCat("drain ", i), 100)); });
   }
   ASSERT_TRUE(Eventually([&] { return workers_[1]->Load().active_streams() > 0; }));
   workers_[1]->process->Signal(SIGTERM);

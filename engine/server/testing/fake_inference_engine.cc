@@ -14,10 +14,10 @@ struct FakeInferenceEngine::Live {
   std::vector<int32_t> prompt;
   uint64_t seed = 0;
   int generated = 0;
-  std::string text;        // all generated text
-  size_t emitted = 0;      // bytes of `text` already sent
+  std::string text;    // all generated text
+  size_t emitted = 0;  // bytes of `text` already sent
   bool abort = false;
-  int64_t shared = 0;      // blocks counted as shared so far
+  int64_t shared = 0;  // blocks counted as shared so far
   int64_t peak_physical = 0;
   int64_t peak_logical = 0;
 };
@@ -31,8 +31,7 @@ uint64_t Mix(uint64_t h, uint64_t v) {
 
 }  // namespace
 
-int32_t FakeInferenceEngine::TokenAt(const std::vector<int32_t>& prompt, uint64_t seed,
-                                     int index) {
+int32_t FakeInferenceEngine::TokenAt(const std::vector<int32_t>& prompt, uint64_t seed, int index) {
   uint64_t h = Mix(0xcbf29ce484222325ull, seed);
   for (int32_t t : prompt) h = Mix(h, static_cast<uint32_t>(t));
   h = Mix(h, static_cast<uint64_t>(index));
@@ -99,16 +98,15 @@ absl::Status FakeInferenceEngine::Submit(EngineRequest request, EventCallback on
   if (live->prompt.empty()) return absl::InvalidArgumentError("prompt: empty");
   for (size_t i = 0; i < live->prompt.size(); ++i) {
     if (live->prompt[i] < 0 || live->prompt[i] >= options_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "]: ",
-                                                     live->prompt[i], " is outside the vocabulary"));
+      return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "]: ", live->prompt[i],
+                                                     " is outside the vocabulary"));
     }
   }
   const int64_t total = static_cast<int64_t>(live->prompt.size()) + request.sampling.max_tokens;
   if (total > options_.max_model_len) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_tokens: prompt (", live->prompt.size(), " tokens) + max_tokens (",
-                     request.sampling.max_tokens, ") exceeds max_model_len (",
-                     options_.max_model_len, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_tokens: prompt (", live->prompt.size(), " tokens) + max_tokens (",
+        request.sampling.max_tokens, ") exceeds max_model_len (", options_.max_model_len, ")"));
   }
   if (request.memshare.tau_kv.has_value() && *request.memshare.tau_kv > options_.max_tau_kv) {
     return absl::InvalidArgumentError(absl::StrCat("memshare.tau_kv: ", *request.memshare.tau_kv,
@@ -182,6 +180,7 @@ ModelInfo FakeInferenceEngine::GetModelInfo() const {
   info.block_size = options_.block_size;
   info.device = "cpu";
   info.tensor_parallel_size = 1;
+  info.kv_block_bytes = options_.kv_block_bytes;
   return info;
 }
 
@@ -234,8 +233,7 @@ void FakeInferenceEngine::Run() {
         return false;
       };
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || has_abort() ||
-               (!paused_ && (!waiting_.empty() || !running_.empty()));
+        return stopping_ || has_abort() || (!paused_ && (!waiting_.empty() || !running_.empty()));
       };
       const bool busy = !waiting_.empty() || !running_.empty();
       // Idle: sleep until work comes. Busy or paused with requests: wake at
