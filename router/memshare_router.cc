@@ -17,7 +17,7 @@ ABSL_FLAG(std::string, address, "0.0.0.0:50050",
           "printed at start.");
 ABSL_FLAG(std::string, http_address, "0.0.0.0:8000",
           "host:port of the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
-          "/v1/models, /health). Empty disables it.");
+          "/v1/models, /health), plain HTTP (put TLS in front of it). Empty disables it.");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9400",
           "host:port of the Prometheus endpoint GET /metrics. Empty disables it.");
 ABSL_FLAG(std::string, workers, "",
@@ -55,9 +55,6 @@ ABSL_FLAG(int32_t, max_message_bytes, 16 << 20,
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of the gRPC server; with --tls_key serves TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key matching --tls_cert.");
-ABSL_FLAG(std::string, http_tls_pem, "",
-          "One PEM file holding the private key and the certificate chain: serve the HTTP API "
-          "over HTTPS.");
 ABSL_FLAG(std::string, worker_tls_ca, "",
           "PEM root certificates of the workers' TLS certificates: talk TLS to workers.");
 ABSL_FLAG(std::string, api_keys, "",
@@ -87,7 +84,6 @@ int main(int argc, char** argv) {
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key_file = absl::GetFlag(FLAGS_tls_key);
-  o.http_tls_pem_file = absl::GetFlag(FLAGS_http_tls_pem);
   o.worker_tls_ca_file = absl::GetFlag(FLAGS_worker_tls_ca);
   for (absl::string_view key :
        absl::StrSplit(absl::GetFlag(FLAGS_api_keys), ',', absl::SkipWhitespace())) {

@@ -160,22 +160,14 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Create(
   }
   auto server = std::unique_ptr<OpenAiHttpServer>(
       new OpenAiHttpServer(options, router, registry, keys, serving_metrics, router_metrics));
-  mg_init_library(options.tls_pem_file.empty() ? 0 : MG_FEATURES_TLS);
-  const std::string ports = options.tls_pem_file.empty() ? options.address : options.address + "s";
+  mg_init_library(0);
   const std::string threads = std::to_string(options.threads);
-  std::vector<const char*> civet_options = {"listening_ports", ports.c_str(), "num_threads",
-                                            threads.c_str()};
-  if (!options.tls_pem_file.empty()) {
-    civet_options.push_back("ssl_certificate");
-    civet_options.push_back(options.tls_pem_file.c_str());
-  }
-  civet_options.push_back(nullptr);
+  const char* civet_options[] = {"listening_ports", options.address.c_str(), "num_threads",
+                                 threads.c_str(), nullptr};
   mg_callbacks callbacks{};
-  server->context_ = mg_start(&callbacks, nullptr, civet_options.data());
+  server->context_ = mg_start(&callbacks, nullptr, civet_options);
   if (server->context_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("http: cannot listen on ", ports,
-                     options.tls_pem_file.empty() ? "" : " (or cannot load the TLS PEM file)"));
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.address));
   }
   mg_server_port listening[4];
   const int n = mg_get_server_ports(server->context_, 4, listening);

@@ -12,6 +12,10 @@
 // Each request holds one of `threads` HTTP threads while it runs (the
 // handler waits on its Router::Call; the router's threads never wait on
 // HTTP). Thread-safe.
+//
+// Plain HTTP only: Debian's CivetWeb 1.15 loads OpenSSL dynamically and,
+// with OpenSSL 3, calls a null function on the first HTTPS connection. Put
+// TLS in front (ingress, sidecar); the gRPC API serves TLS itself.
 #ifndef MEMSHARE_ROUTER_OPENAI_HTTP_SERVER_H_
 #define MEMSHARE_ROUTER_OPENAI_HTTP_SERVER_H_
 
@@ -42,9 +46,6 @@ class OpenAiHttpServer {
     int threads = 64;
     // Largest request body, in bytes (413 beyond).
     int64_t max_body_bytes = 8 << 20;
-    // PEM file holding the private key and the certificate chain: serve
-    // HTTPS. Empty: plain HTTP.
-    std::string tls_pem_file;
     // Deadline of each request (none when zero).
     absl::Duration request_timeout = absl::ZeroDuration();
   };

@@ -98,7 +98,6 @@ absl::StatusOr<std::unique_ptr<RouterServer>> RouterServer::Create(const Options
   if (!options.http_address.empty()) {
     OpenAiHttpServer::Options http = options.http;
     http.address = options.http_address;
-    http.tls_pem_file = options.http_tls_pem_file;
     auto http_server = OpenAiHttpServer::Create(
         http, server->router_.get(), server->registry_.get(), server->keys_.get(),
         server->serving_metrics_.get(), server->router_metrics_.get());

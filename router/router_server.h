@@ -1,6 +1,7 @@
 // The router process's servers around one Router: the public gRPC server
 // (InferenceService, grpc.health.v1.Health, server reflection; optional TLS
-// and API keys), the OpenAI-compatible HTTP server, /metrics, and the worker
+// and API keys), the OpenAI-compatible HTTP server (plain HTTP: terminate TLS
+// in front of it, see openai_http_server.h), /metrics, and the worker
 // registry. memshare_router's main and the tests build one of these.
 //
 // Thread-safe. Drain and Shutdown are for one thread that is not a gRPC,
@@ -47,8 +48,6 @@ class RouterServer {
     // gRPC TLS: PEM certificate chain and key; both empty: plain text.
     std::string tls_cert_file;
     std::string tls_key_file;
-    // HTTP TLS: one PEM file with the key and the certificate chain.
-    std::string http_tls_pem_file;
     // TLS to the workers: PEM roots that sign their certificates; empty:
     // plain text to workers.
     std::string worker_tls_ca_file;
@@ -58,7 +57,7 @@ class RouterServer {
     WorkerRegistry::Options registry;
     PolicyOptions policy;
     Router::Options router;
-    OpenAiHttpServer::Options http;  // address and TLS are taken from above
+    OpenAiHttpServer::Options http;  // the address is taken from above
   };
 
   static absl::StatusOr<std::unique_ptr<RouterServer>> Create(const Options& options);

@@ -6,6 +6,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -344,6 +348,84 @@ TEST(RouterServerTest, MetricsPageHasEveryServingAndRouterMetric) {
                   .value_or(0);
   }
   EXPECT_EQ(routed, 2);
+}
+
+}  // namespace
+}  // namespace memshare::router
+
+namespace memshare::router {
+namespace {
+
+// Runs a shell command; its stdout, or nullopt when it fails.
+std::optional<std::string> Shell(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return std::nullopt;
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
+  if (pclose(pipe) != 0) return std::nullopt;
+  return out;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+TEST(RouterServerTlsTest, TlsToClientsAndToWorkers) {
+  const std::string dir = ::testing::TempDir();
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  if (!Shell("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+             key + " -out " + cert + " 2>/dev/null")
+           .has_value()) {
+    GTEST_SKIP() << "openssl cannot make a test certificate here";
+  }
+  auto engine = FakeInferenceEngine::Create({});
+  ASSERT_TRUE(engine.ok());
+  engine::WorkerServer::Options wo;
+  wo.address = "127.0.0.1:0";
+  wo.metrics_address = "";
+  wo.tls_cert_file = cert;
+  wo.tls_key_file = key;
+  auto worker = engine::WorkerServer::Create(wo, *std::move(engine));
+  ASSERT_TRUE(worker.ok()) << worker.status();
+
+  RouterServer::Options o;
+  o.address = "127.0.0.1:0";
+  o.http_address = "";
+  o.metrics_address = "";
+  o.tls_cert_file = cert;
+  o.tls_key_file = key;
+  o.worker_tls_ca_file = cert;
+  o.registry.static_workers = {"127.0.0.1:" + std::to_string((*worker)->port())};
+  o.registry.poll_interval = absl::Milliseconds(20);
+  auto router = RouterServer::Create(o);
+  ASSERT_TRUE(router.ok()) << router.status();
+  ASSERT_TRUE(Eventually([&] { return (*router)->registry().workers()[0]->eligible(); }));
+
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadAll(cert);
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(
+      "localhost:" + std::to_string((*router)->port()), grpc::SslCredentials(ssl)));
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, TextRequest("over tls", 6));
+  v1::GenerateResponse r;
+  int tokens = 0;
+  while (reader->Read(&r)) tokens += r.has_chunk() ? r.chunk().token_ids_size() : 0;
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 6);
+
+  // Plain text is refused.
+  auto plain = v1::InferenceService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*router)->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext plain_context;
+  plain_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::ModelInfo info;
+  EXPECT_FALSE(plain->GetModelInfo(&plain_context, {}, &info).ok());
 }
 
 }  // namespace
