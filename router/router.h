@@ -209,11 +209,11 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
   ResponseSink* const sink_;
   const RouteKey key_;
 
-  // Guarded by router_->mu_: dispatch bookkeeping.
-  std::set<std::string> tried_;  // worker addresses
-  int attempts_ = 0;
-  bool in_queue_ = false;
-  absl::Time queued_since_;
+  // Dispatch bookkeeping, under the router's lock.
+  std::set<std::string> tried_ ABSL_GUARDED_BY(router_->mu_);  // worker addresses
+  int attempts_ ABSL_GUARDED_BY(router_->mu_) = 0;
+  bool in_queue_ ABSL_GUARDED_BY(router_->mu_) = false;
+  absl::Time queued_since_ ABSL_GUARDED_BY(router_->mu_);
 
   mutable absl::Mutex mu_;
   Attempt* attempt_ ABSL_GUARDED_BY(mu_) = nullptr;  // running attempt

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/testing/grpc_reflection.h"
 #include "common/testing/http_client.h"
 #include "common/testing/prometheus_text.h"
 #include "gtest/gtest.h"
@@ -263,6 +264,32 @@ TEST(RouterServerTest, ApiKeysAreChecked) {
   grpc::health::v1::HealthCheckResponse hr;
   EXPECT_TRUE(health->Check(&hc, {}, &hr).ok());
   EXPECT_EQ(hr.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST(RouterServerTest, ServesReflection) {
+  LocalCluster cluster({});
+  auto services = memshare::testing::ListServicesByReflection(
+      grpc::CreateChannel(cluster.router_address(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(services.ok()) << services.status();
+  EXPECT_NE(std::find(services->begin(), services->end(), "memshare.v1.InferenceService"),
+            services->end());
+}
+
+TEST(RouterServerTest, QueuedRequestsTimeOutWithoutAHealthyWorker) {
+  LocalCluster::Options o;
+  o.router.router.queue_timeout = absl::Milliseconds(200);
+  LocalCluster cluster(o);
+  cluster.StopWorker(0);
+  cluster.StopWorker(1);
+  ASSERT_TRUE(Eventually([&] {
+    for (const WorkerPtr& w : cluster.router().registry().workers()) {
+      if (w->up()) return false;
+    }
+    return true;
+  }));
+  const StreamResult r = cluster.Generate(TextRequest("nobody home", 3));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find("no healthy worker"), std::string::npos);
 }
 
 TEST(RouterServerTest, ModelAndServerInfo) {

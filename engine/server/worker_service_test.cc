@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/testing/grpc_reflection.h"
 #include "common/testing/http_client.h"
 #include "common/testing/prometheus_text.h"
 #include "engine/server/testing/fake_inference_engine.h"
@@ -299,6 +300,16 @@ TEST_F(WorkerServiceTest, DrainDeadlineAbortsWhatIsLeft) {
   t.join();
   EXPECT_TRUE(open.status.ok()) << open.status.error_message();
   EXPECT_EQ(open.result.finish_reason(), v1::FINISH_REASON_ABORT);
+}
+
+TEST_F(WorkerServiceTest, ServesReflectionAndHealth) {
+  Start();
+  auto services = testing::ListServicesByReflection(channel_);
+  ASSERT_TRUE(services.ok()) << services.status();
+  EXPECT_NE(std::find(services->begin(), services->end(), "memshare.v1.WorkerService"),
+            services->end());
+  EXPECT_NE(std::find(services->begin(), services->end(), "grpc.health.v1.Health"),
+            services->end());
 }
 
 TEST_F(WorkerServiceTest, ModelInfoAndMetricsPage) {
