@@ -80,7 +80,8 @@ absl::StatusOr<std::vector<std::string>> ListServicesByReflection(
   std::vector<grpc::Slice> slices;
   if (!in.Dump(&slices).ok()) return absl::InternalError("reflection: bad response");
   std::string response;
-  for (const grpc::Slice& s : slices) response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    response.append(reinterpret_cast<const char*>(s.begin()), s.size());
   // ServerReflectionResponse.list_services_response = 6 { service = 1 { name = 1 } }.
   std::vector<std::string> names;
   for (const std::string& list : Fields(response, 6)) {
