@@ -59,6 +59,12 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
   engine->model_info_.vocab_size = engine->scheduler_->vocab_size();
   engine->model_info_.max_model_len = engine->scheduler_->max_model_len();
   engine->model_info_.block_size = spec.block_size;
+  if (engine->model_info_.kv_block_bytes == 0) {
+    // This rank's share of every layer group; a single rank holds it all.
+    for (int g = 0; g < spec.num_layer_groups; ++g) {
+      engine->model_info_.kv_block_bytes += spec.BlockBytes(g);
+    }
+  }
   engine->PublishLoad();
   engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
   return engine;
@@ -165,6 +171,11 @@ absl::Status LlmEngine::Abort(const std::string& request_id) {
   aborts_.push_back(it->second);
   wake_.Signal();
   return absl::OkStatus();
+}
+
+void LlmEngine::SetStepObserver(StepObserver observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
 }
 
 LoadReport LlmEngine::GetLoad() const {
@@ -307,11 +318,19 @@ void LlmEngine::PublishLoad() {
     l.kv_blocks_shared = kv.groups[0].shared_blocks;
   }
   l.bytes_saved = kv.BytesSaved();
+  l.dedup_candidates = kv.dedup_candidates;
+  l.dedup_verified = kv.dedup_verified;
+  l.dedup_rejected = kv.dedup_rejected;
+  l.dedup_remapped = kv.dedup_remapped;
+  l.prefix_cache_queries = kv.prefix_cache_queries;
+  l.prefix_cache_hits = kv.prefix_cache_hits;
+  l.preemptions = st.preemptions;
   stats_ = st;
 }
 
 void LlmEngine::Loop() {
   bool has_work = false;
+  StepObserver observer;
   while (true) {
     std::deque<Incoming> incoming;
     std::vector<uint64_t> aborts;
@@ -321,6 +340,7 @@ void LlmEngine::Loop() {
       if (stop_) break;
       incoming.swap(inbox_);
       aborts.swap(aborts_);
+      if (!observer && observer_) observer = observer_;  // set once, before the first Submit
     }
     for (Incoming& in : incoming) Admit(std::move(in));
     for (uint64_t seq_id : aborts) {
@@ -328,7 +348,18 @@ void LlmEngine::Loop() {
       if (out.ok()) Emit(std::move(*out));  // else it ended meanwhile
     }
     if (scheduler_->HasWork()) {
-      for (SequenceOutput& out : scheduler_->Step(absl::Now())) Emit(std::move(out));
+      const int64_t steps_before = scheduler_->stats().steps;
+      std::vector<SequenceOutput> outputs = scheduler_->Step(absl::Now());
+      // Timings first: a client that saw its last event sees its steps counted.
+      const SchedulerStats& st = scheduler_->stats();
+      if (observer && st.steps > steps_before) {
+        observer(StepPhase::kSchedule, st.last_schedule_seconds);
+        observer(st.last_step_prefill_tokens > 0 ? StepPhase::kPrefill : StepPhase::kDecode,
+                 st.last_forward_seconds);
+        observer(StepPhase::kSample, st.last_sample_seconds);
+        if (st.last_dedup_seconds > 0) observer(StepPhase::kDedup, st.last_dedup_seconds);
+      }
+      for (SequenceOutput& out : outputs) Emit(std::move(out));
     }
     has_work = scheduler_->HasWork();
     PublishLoad();

@@ -76,6 +76,9 @@ class LlmEngine : public InferenceEngine {
   absl::Status Abort(const std::string& request_id) override ABSL_LOCKS_EXCLUDED(mu_);
   LoadReport GetLoad() const override ABSL_LOCKS_EXCLUDED(mu_);
   ModelInfo GetModelInfo() const override { return model_info_; }
+  // Phases of every step: schedule, prefill or decode (the forward pass),
+  // sample, dedup (only steps that ran MemShare).
+  void SetStepObserver(StepObserver observer) override ABSL_LOCKS_EXCLUDED(mu_);
 
   // Stops accepting (Submit answers FAILED_PRECONDITION from now on) and
   // waits until every live request has finished: OK, or DEADLINE_EXCEEDED
@@ -139,6 +142,7 @@ class LlmEngine : public InferenceEngine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   LoadReport load_ ABSL_GUARDED_BY(mu_);
+  StepObserver observer_ ABSL_GUARDED_BY(mu_);
   SchedulerStats stats_ ABSL_GUARDED_BY(mu_);
 
   std::thread thread_;

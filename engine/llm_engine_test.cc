@@ -373,7 +373,10 @@ TEST(LlmEngineTest, ConcurrentSubmittersThroughASmallPool) {
   }
   EXPECT_GT(engine->GetSchedulerStats().preemptions, 0);
   EXPECT_TRUE(engine->Drain(absl::Seconds(5)).ok());
-  EXPECT_EQ(engine->GetLoad().kv_blocks_used, 0);
+  const LoadReport load = engine->GetLoad();
+  EXPECT_EQ(load.kv_blocks_used, 0);
+  EXPECT_EQ(load.kv_blocks_total, 20);
+  EXPECT_EQ(load.preemptions, engine->GetSchedulerStats().preemptions);
 }
 
 TEST(LlmEngineTest, ModelInfoAndLogprobs) {
@@ -383,6 +386,7 @@ TEST(LlmEngineTest, ModelInfoAndLogprobs) {
   EXPECT_EQ(info.vocab_size, 64);
   EXPECT_EQ(info.block_size, 4);
   EXPECT_EQ(info.max_model_len, 256);
+  EXPECT_EQ(info.kv_block_bytes, 2 * 2 * 1 * 4 * 1 * 2);  // layers, K/V, heads, slots, dim, bf16
   Stream s;
   EngineRequest r = Text("a", "abc", 3);
   r.sampling.logprobs = 2;
@@ -401,6 +405,52 @@ TEST(LlmEngineTest, ModelInfoAndLogprobs) {
   absl::MutexLock lock(&mu);
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].top.size(), 2u);
+}
+
+TEST(LlmEngineTest, StepObserverSeesEveryPhase) {
+  auto engine = MakeEngine();
+  absl::Mutex mu;
+  std::map<StepPhase, int> seen;
+  engine->SetStepObserver([&](StepPhase phase, double seconds) {
+    absl::MutexLock lock(&mu);
+    EXPECT_GE(seconds, 0);
+    ++seen[phase];
+  });
+  Stream s;
+  ASSERT_TRUE(engine->Submit(Text("a", "abc", 5), s.Callback()).ok());
+  ASSERT_TRUE(s.Wait());
+  ASSERT_TRUE(engine->Drain(absl::Seconds(5)).ok());
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(seen[StepPhase::kSchedule], 5);  // one prefill step, four decodes
+  EXPECT_EQ(seen[StepPhase::kPrefill], 1);
+  EXPECT_EQ(seen[StepPhase::kDecode], 4);
+  EXPECT_EQ(seen[StepPhase::kSample], 5);
+}
+
+TEST(LlmEngineTest, LoadCountsPrefixCacheAndMemShare) {
+  FakeBackend::Options model = Model();
+  model.window = 1;  // cycles: MemShare finds repeated blocks
+  LlmEngine::Options o;
+  o.kv.segmenter.min_step_tokens = 8;
+  o.kv.segmenter.max_step_tokens = 16;
+  auto engine = MakeEngine(o, model);
+  Stream a, b;
+  EngineRequest r = Text("a", "abcdefghijklmnop", 150);
+  r.memshare.mode = MemShareParams::Mode::kOn;
+  ASSERT_TRUE(engine->Submit(r, a.Callback()).ok());
+  ASSERT_TRUE(a.Wait());
+  r.request_id = "b";
+  r.sampling.max_tokens = 2;
+  ASSERT_TRUE(engine->Submit(r, b.Callback()).ok());
+  ASSERT_TRUE(b.Wait());
+  ASSERT_TRUE(engine->Drain(absl::Seconds(5)).ok());
+  const LoadReport load = engine->GetLoad();
+  EXPECT_GT(load.prefix_cache_queries, 0);
+  EXPECT_GT(load.prefix_cache_hits, 0);  // b's prompt is a's
+  EXPECT_GT(load.dedup_remapped, 0);
+  EXPECT_GE(load.dedup_candidates, load.dedup_verified);
+  EXPECT_GE(load.dedup_verified, load.dedup_rejected);
+  EXPECT_GT(a.last().usage.shared_blocks, 0);
 }
 
 }  // namespace
