@@ -57,8 +57,9 @@ inline nlohmann::json ReadJson(const std::string& path) {
   return nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
 }
 
-// golden.json of a checkpoint, plus $MEMSHARE_BF16_REF_DIR/<name>.json
-// (tools/golden/make_bf16_reference.py) when that variable is set.
+// golden.json of a checkpoint, plus its bf16 reference: golden_bf16.json
+// beside it (tools/golden/make_bf16_reference.py, run on the GPU machine),
+// or $MEMSHARE_BF16_REF_DIR/<name>.json when that variable is set.
 inline Golden ReadGolden(const std::string& name) {
   Golden g;
   g.dir = GoldenDir() + "/" + name;
@@ -81,8 +82,8 @@ inline Golden ReadGolden(const std::string& name) {
     g.prompts.push_back(std::move(gp));
   }
   const std::string ref_dir = EnvOr("MEMSHARE_BF16_REF_DIR", "");
-  if (ref_dir.empty()) return g;
-  const nlohmann::json r = ReadJson(ref_dir + "/" + name + ".json");
+  const nlohmann::json r = ReadJson(ref_dir.empty() ? g.dir + "/golden_bf16.json"
+                                                    : ref_dir + "/" + name + ".json");
   if (r.is_discarded()) return g;
   g.max_abs_diff_bf16_vs_fp32 = r.at("max_abs_diff_bf16_vs_fp32").get<double>();
   const auto& rp = r.at("prompts");

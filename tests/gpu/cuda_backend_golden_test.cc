@@ -10,8 +10,8 @@
 // implementation of the same model shows: D16 = max |transformers-bf16 -
 // transformers-fp32| over every recorded value of a checkpoint (top-8
 // logits and logsumexp, 120 steps, teacher-forced), measured on the GPU
-// machine by tools/golden/make_bf16_reference.py
-// ($MEMSHARE_BF16_REF_DIR/<checkpoint>.json). Our kernels round no more
+// machine by tools/golden/make_bf16_reference.py (golden_bf16.json beside
+// each golden.json). Our kernels round no more
 // often than transformers does (RMSNorm, SiLU-and-mul and RoPE round once,
 // in fp32, where transformers rounds two or three times in bf16), so our
 // error has the same size at other places; the maximum of two such error
@@ -87,8 +87,7 @@ TEST_P(CudaGoldenTest, LogitsWithinBf16ToleranceAndGreedyTokensMatch) {
   const Golden g = ReadGolden(GetParam());
   ASSERT_FALSE(g.prompts.empty());
   ASSERT_GT(g.max_abs_diff_bf16_vs_fp32, 0)
-      << "no bf16 reference: set MEMSHARE_BF16_REF_DIR to the output of "
-         "tools/golden/make_bf16_reference.py";
+      << "no bf16 reference (golden_bf16.json, from tools/golden/make_bf16_reference.py)";
   std::unique_ptr<CudaBackend> b = MakeCuda(g.dir);
   ASSERT_NE(b, nullptr);
   const int V = b->vocab_size();

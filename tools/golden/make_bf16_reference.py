@@ -14,7 +14,8 @@ logsumexp, all steps and prompts).
 
     python3 tools/golden/make_bf16_reference.py --golden tests/data/golden --out DIR
 
-writes DIR/<checkpoint>.json for //tests/gpu:cuda_backend_golden_test.
+writes DIR/<checkpoint>.json; copied to tests/data/golden/<checkpoint>/golden_bf16.json
+for //tests/gpu:cuda_backend_golden_test (which also reads $MEMSHARE_BF16_REF_DIR).
 """
 import argparse
 import json
