@@ -1,0 +1,72 @@
+#include "kvmanager/block_aligner.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace memshare::kvmanager {
+namespace {
+
+TEST(BlockAlignerTest, AStepOwnsTheFullBlocksWhoseLastTokenItHolds) {
+  auto owned = [](int32_t b, int32_t e, int32_t bs) {
+    const BlockAligner::Range r = BlockAligner::OwnedBlocks({b, e}, bs);
+    return std::make_pair(r.begin, r.end);
+  };
+  EXPECT_EQ(owned(0, 64, 16), std::make_pair(0, 4));
+  EXPECT_EQ(owned(10, 40, 16), std::make_pair(0, 2));  // block 0 straddles: owned here
+  EXPECT_EQ(owned(16, 40, 16), std::make_pair(1, 2));
+  EXPECT_EQ(owned(17, 40, 16), std::make_pair(1, 2));
+  EXPECT_EQ(owned(32, 47, 16), std::make_pair(2, 2));  // no block ends inside: none
+  EXPECT_EQ(owned(10, 14, 8), std::make_pair(1, 1));   // zero full blocks
+  EXPECT_EQ(owned(5, 5, 8), std::make_pair(0, 0));
+}
+
+// A sequence of 4-token blocks: a passage repeated at a block-aligned offset.
+TEST(BlockAlignerTest, PairsRepeatedBlocksSlotBySlot) {
+  std::vector<int32_t> tokens = {90, 91, 92, 93,  // block 0 (prompt)
+                                 1,  2,  3,  4,   // block 1  step A
+                                 5,  6,  7,  8,   // block 2  step A
+                                 40, 41, 42, 43,  // block 3  step B
+                                 1,  2,  3,  4,   // block 4  step B
+                                 5,  6,  9,  8,   // block 5  step B (one slot differs)
+                                 50, 51};         // partial block 6
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::Align(tokens, 4, {12, 24}, {4, 12}, 3, &out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].logical, 4);
+  EXPECT_EQ(out[0].reference, 1);
+  EXPECT_EQ(out[0].overlap, 4);
+  EXPECT_EQ(out[1].logical, 5);
+  EXPECT_EQ(out[1].reference, 2);
+  EXPECT_EQ(out[1].overlap, 3);
+  // A stricter overlap drops the differing block.
+  out.clear();
+  BlockAligner::Align(tokens, 4, {12, 24}, {4, 12}, 4, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].logical, 4);
+}
+
+TEST(BlockAlignerTest, NeverPairsABlockWithItselfOrALaterBlockOrAPartialOne) {
+  // Steps overlap the same block 1: it may only pair with block 0.
+  std::vector<int32_t> tokens = {1, 2, 3, 4, 1, 2, 3, 4, 1, 2};
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::Align(tokens, 4, {6, 10}, {2, 6}, 1, &out);
+  // Step [6, 10) owns block 1 (last slot 7); its partner must be block 0.
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].logical, 1);
+  EXPECT_EQ(out[0].reference, 0);
+  // The partial block 2 is never owned even though the step covers it.
+  out.clear();
+  BlockAligner::Align(tokens, 4, {8, 10}, {0, 8}, 1, &out);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(BlockAlignerTest, NoPartnerBelowTheOverlap) {
+  std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::Align(tokens, 4, {4, 8}, {0, 4}, 1, &out);
+  EXPECT_TRUE(out.empty());
+}
+
+}  // namespace
+}  // namespace memshare::kvmanager

@@ -1,0 +1,696 @@
+#include "kvmanager/kv_manager.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kvmanager/internal/status_macros.h"
+#include "kvmanager/remapper.h"
+
+namespace memshare::kvmanager {
+
+struct KvManager::Sequence {
+  uint64_t id = 0;
+  int32_t prompt_len = 0;
+  // Positions whose K/V are written: [0, num_computed).
+  int32_t num_computed = 0;
+  int32_t cached_tokens = 0;
+  // Token ids by position: the whole prompt from admission, then each
+  // appended generated token. size() == max(prompt_len, num_tokens()).
+  std::vector<int32_t> tokens;
+  // One per layer group; all hold the same num_tokens().
+  std::vector<BlockTable> tables;
+
+  // Prefix cache: chain hashes of blocks [0, block_hashes.size()), which
+  // have all been offered to the cache.
+  uint64_t root_hash = 0;
+  std::vector<uint64_t> block_hashes;
+  // Blocks at or past this index may hold K/V computed over remapped
+  // (approximate) blocks: never offered to the exact prefix cache.
+  int32_t cache_limit_block = std::numeric_limits<int32_t>::max();
+
+  // MemShare.
+  ResolvedDedup dedup;
+  StepSegmenter::State segmenter;
+  // Finished steps (token positions) not yet deduplicated, from pending_head.
+  std::vector<DedupIndex::StepSpan> pending_steps;
+  size_t pending_head = 0;
+  std::optional<DedupIndex> index;  // set iff dedup.enabled
+  int64_t remapped_blocks = 0;
+
+  bool in_commit_list = false;
+  bool in_dedup_list = false;
+
+  int32_t num_tokens() const { return tables[0].num_tokens(); }
+  bool HasPendingSteps() const { return pending_head < pending_steps.size(); }
+};
+
+absl::StatusOr<std::unique_ptr<KvManager>> KvManager::Create(const Options& options) {
+  if (options.num_layer_groups < 1 || options.num_layer_groups > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_layer_groups must be in [1, 1024], got ", options.num_layer_groups));
+  }
+  if (options.block_size <= 0 || options.block_size > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_size must be in [1, 4096], got ", options.block_size));
+  }
+  if (!options.block_bytes.empty() &&
+      static_cast<int32_t>(options.block_bytes.size()) != options.num_layer_groups) {
+    return absl::InvalidArgumentError(absl::StrCat("block_bytes has ", options.block_bytes.size(),
+                                                   " entries for ", options.num_layer_groups,
+                                                   " layer groups"));
+  }
+  for (int64_t b : options.block_bytes) {
+    if (b < 0) return absl::InvalidArgumentError("block_bytes must be >= 0");
+  }
+  KV_RETURN_IF_ERROR(ValidateDedupPolicy(options.dedup, options.num_layer_groups));
+  KV_RETURN_IF_ERROR(DedupIndex::Validate(options.lsh));
+  if (options.min_hash.num_hashes != options.lsh.num_bands * options.lsh.rows_per_band) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_hash.num_hashes (", options.min_hash.num_hashes, ") must equal lsh.num_bands * ",
+        "lsh.rows_per_band (", options.lsh.num_bands * options.lsh.rows_per_band, ")"));
+  }
+  std::vector<std::unique_ptr<BlockPool>> pools;
+  for (int32_t g = 0; g < options.num_layer_groups; ++g) {
+    absl::StatusOr<std::unique_ptr<BlockPool>> pool =
+        BlockPool::Create({.layer_group = g, .num_blocks = options.num_blocks});
+    if (!pool.ok()) return pool.status();
+    pools.push_back(*std::move(pool));
+  }
+  absl::StatusOr<std::unique_ptr<StepSegmenter>> segmenter =
+      StepSegmenter::Create(options.segmenter);
+  if (!segmenter.ok()) return segmenter.status();
+  absl::StatusOr<std::unique_ptr<MinHasher>> hasher = MinHasher::Create(options.min_hash);
+  if (!hasher.ok()) return hasher.status();
+  auto manager = std::unique_ptr<KvManager>(
+      new KvManager(options, std::move(pools), *std::move(segmenter), *std::move(hasher)));
+  if (options.enable_prefix_cache) {
+    std::vector<BlockPool*> raw;
+    for (auto& p : manager->pools_) raw.push_back(p.get());
+    absl::StatusOr<std::unique_ptr<PrefixCache>> cache =
+        PrefixCache::Create({.block_size = options.block_size}, std::move(raw));
+    if (!cache.ok()) return cache.status();
+    manager->cache_ = *std::move(cache);
+  }
+  manager->PublishGauges();
+  return manager;
+}
+
+namespace {
+
+std::vector<int64_t> BlockBytesOrZero(const KvManager::Options& options) {
+  if (!options.block_bytes.empty()) return options.block_bytes;
+  return std::vector<int64_t>(options.num_layer_groups, 0);
+}
+
+}  // namespace
+
+KvManager::KvManager(const Options& options, std::vector<std::unique_ptr<BlockPool>> pools,
+                     std::unique_ptr<StepSegmenter> segmenter, std::unique_ptr<MinHasher> hasher)
+    : options_(options),
+      block_size_(options.block_size),
+      pools_(std::move(pools)),
+      segmenter_(std::move(segmenter)),
+      hasher_(std::move(hasher)),
+      stats_(BlockBytesOrZero(options)) {
+  if (options.dedup.layer_groups.empty()) {
+    for (int32_t g = 0; g < options.num_layer_groups; ++g) dedup_groups_.push_back(g);
+  } else {
+    dedup_groups_ = options.dedup.layer_groups;
+    std::sort(dedup_groups_.begin(), dedup_groups_.end());
+    dedup_groups_.erase(std::unique(dedup_groups_.begin(), dedup_groups_.end()),
+                        dedup_groups_.end());
+  }
+  min_overlap_slots_ = std::max<int32_t>(
+      1, static_cast<int32_t>(options.dedup.min_block_token_overlap * block_size_ + 0.999f));
+  min_overlap_slots_ = std::min(min_overlap_slots_, block_size_);
+  const size_t groups = options.num_layer_groups;
+  pending_copies_.resize(groups);
+  pairs_.resize(groups);
+  pair_meta_.resize(groups);
+  sums_.resize(groups);
+  group_blocks_.resize(groups);
+  signature_.resize(hasher_->num_hashes());
+}
+
+KvManager::~KvManager() {
+  // Sequences release their references while the pools and the cache live.
+  commit_list_.clear();
+  dedup_list_.clear();
+  sequences_.clear();
+}
+
+KvManager::Sequence* KvManager::Find(uint64_t seq_id) const {
+  const auto it = sequences_.find(seq_id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+absl::Status KvManager::NotFound(uint64_t seq_id) const {
+  return absl::NotFoundError(absl::StrCat("no live sequence ", seq_id));
+}
+
+int32_t KvManager::NumAvailableBlocks() const {
+  int32_t n = std::numeric_limits<int32_t>::max();
+  for (const auto& p : pools_) n = std::min(n, p->num_available());
+  return n;
+}
+
+void KvManager::PublishGauges() {
+  for (size_t g = 0; g < pools_.size(); ++g) {
+    const BlockPool& p = *pools_[g];
+    KvStatsSnapshot::Group v;
+    v.total_blocks = p.num_blocks();
+    v.physical_blocks = p.num_in_use();
+    v.logical_blocks = p.total_refs();
+    v.shared_blocks = p.num_shared();
+    v.cached_blocks = p.num_evictable();
+    v.free_blocks = p.num_free();
+    v.evictions = p.num_evictions();
+    stats_.SetGroup(static_cast<int32_t>(g), v);
+  }
+  stats_.SetSequences(static_cast<int64_t>(sequences_.size()));
+  stats_.SetPrefixCache(cache_ ? cache_->num_entries() : 0,
+                        cache_ ? cache_->num_evicted_entries() : 0);
+}
+
+void KvManager::RemoveFromList(std::vector<Sequence*>* list, Sequence* s) {
+  const auto it = std::find(list->begin(), list->end(), s);
+  if (it != list->end()) list->erase(it);
+}
+
+// --- Admission and lifetime ------------------------------------------------
+
+bool KvManager::AdmissionFits(const PrefixCache::Match& match, int32_t n) const {
+  const size_t groups = pools_.size();
+  // Fresh blocks after the cached ones (cached_tokens is block-aligned).
+  const int64_t fresh = (int64_t{n} + block_size_ - 1) / block_size_;
+  for (size_t g = 0; g < groups; ++g) {
+    int64_t revived = 0;  // matched blocks now evictable: attaching takes them off the LRU
+    for (int32_t i = 0; i < match.num_blocks; ++i) {
+      revived += pools_[g]->state(match.blocks[i * groups + g]) == BlockState::kEvictable;
+    }
+    if (fresh + revived > pools_[g]->num_available()) return false;
+  }
+  return true;
+}
+
+KvManager::PrefixProbe KvManager::ProbePrefix(absl::Span<const int32_t> prompt,
+                                              absl::string_view salt,
+                                              int32_t num_new_tokens) const {
+  PrefixProbe probe;
+  PrefixCache::Match match;
+  if (cache_ && !prompt.empty()) {
+    cache_->Lookup(prompt, PrefixCache::RootHash(salt),
+                   (static_cast<int32_t>(prompt.size()) - 1) / block_size_, &match);
+  }
+  probe.cached_tokens = match.num_blocks * block_size_;
+  const int32_t n = std::clamp<int64_t>(num_new_tokens, 0,
+                                        static_cast<int64_t>(prompt.size()) - probe.cached_tokens);
+  probe.fits = !prompt.empty() && AdmissionFits(match, n);
+  return probe;
+}
+
+absl::StatusOr<KvManager::Admission> KvManager::AddSequence(const SequenceSpec& spec,
+                                                            int32_t max_new_tokens) {
+  const auto prompt_len = static_cast<int64_t>(spec.prompt_token_ids.size());
+  if (prompt_len == 0) return absl::InvalidArgumentError("prompt_token_ids is empty");
+  if (prompt_len > std::numeric_limits<int32_t>::max() / 2) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt_len, " tokens too long"));
+  }
+  if (max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 0, got ", max_new_tokens));
+  }
+  if (sequences_.contains(spec.seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", spec.seq_id, " is live"));
+  }
+  absl::StatusOr<ResolvedDedup> dedup = ResolveDedup(options_.dedup, spec.memshare);
+  if (!dedup.ok()) return dedup.status();
+
+  const uint64_t root = cache_ ? PrefixCache::RootHash(spec.cache_salt) : 0;
+  const auto max_cached_blocks = static_cast<int32_t>((prompt_len - 1) / block_size_);
+  match_.num_blocks = 0;
+  match_.hashes.clear();
+  match_.blocks.clear();
+  if (cache_) cache_->Lookup(spec.prompt_token_ids, root, max_cached_blocks, &match_);
+  const int32_t cached = match_.num_blocks * block_size_;
+  const auto n = static_cast<int32_t>(std::min<int64_t>(max_new_tokens, prompt_len - cached));
+  if (!AdmissionFits(match_, n)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV pool cannot admit sequence ", spec.seq_id, ": ", n, " new tokens after ",
+                     cached, " cached, ", NumAvailableBlocks(), " blocks available"));
+  }
+
+  auto s = std::make_unique<Sequence>();
+  s->id = spec.seq_id;
+  s->prompt_len = static_cast<int32_t>(prompt_len);
+  s->tokens.assign(spec.prompt_token_ids.begin(), spec.prompt_token_ids.end());
+  s->root_hash = root;
+  s->block_hashes = match_.hashes;
+  s->cached_tokens = cached;
+  s->num_computed = cached;
+  s->dedup = *dedup;
+  if (s->dedup.enabled) s->index.emplace(options_.lsh);
+  const size_t groups = pools_.size();
+  s->tables.reserve(groups);
+  for (size_t g = 0; g < groups; ++g) {
+    s->tables.emplace_back(pools_[g].get(), block_size_);
+    BlockTable& table = s->tables.back();
+    for (int32_t i = 0; i < match_.num_blocks; ++i) {
+      KV_RETURN_IF_ERROR(table.AppendFullBlock(match_.blocks[i * groups + g]));
+    }
+    const size_t copies_before = pending_copies_[g].size();
+    KV_RETURN_IF_ERROR(table.Append(n, &pending_copies_[g]));
+    stats_.Add(KvStats::kCowCopies, pending_copies_[g].size() - copies_before);
+  }
+  stats_.Add(KvStats::kPrefixCacheQueries, cache_ ? max_cached_blocks : 0);
+  stats_.Add(KvStats::kPrefixCacheHits, match_.num_blocks);
+  Sequence* raw = s.get();
+  sequences_.emplace(spec.seq_id, std::move(s));
+  if (n > 0) {
+    raw->in_commit_list = true;
+    commit_list_.push_back(raw);
+  }
+  PublishGauges();
+  return Admission{cached, n};
+}
+
+absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
+  Sequence* parent = Find(parent_id);
+  if (parent == nullptr) return NotFound(parent_id);
+  if (sequences_.contains(child_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", child_id, " is live"));
+  }
+  if (parent->num_computed != parent->num_tokens()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("fork of sequence ", parent_id, " with uncommitted tokens (",
+                     parent->num_tokens(), " appended, ", parent->num_computed, " written)"));
+  }
+  auto child = std::make_unique<Sequence>();
+  child->tables.reserve(parent->tables.size());
+  for (const BlockTable& table : parent->tables) {
+    absl::StatusOr<BlockTable> forked = table.Fork();
+    if (!forked.ok()) return forked.status();
+    child->tables.push_back(*std::move(forked));
+  }
+  child->id = child_id;
+  child->prompt_len = parent->prompt_len;
+  child->num_computed = parent->num_computed;
+  child->cached_tokens = parent->cached_tokens;
+  child->tokens = parent->tokens;
+  child->root_hash = parent->root_hash;
+  child->block_hashes = parent->block_hashes;
+  child->cache_limit_block = parent->cache_limit_block;
+  child->dedup = parent->dedup;
+  child->segmenter = parent->segmenter;
+  child->pending_steps.assign(parent->pending_steps.begin() + parent->pending_head,
+                              parent->pending_steps.end());
+  child->index = parent->index;
+  Sequence* raw = child.get();
+  sequences_.emplace(child_id, std::move(child));
+  if (raw->HasPendingSteps()) {
+    raw->in_dedup_list = true;
+    dedup_list_.push_back(raw);
+  }
+  PublishGauges();
+  return absl::OkStatus();
+}
+
+absl::Status KvManager::Free(uint64_t seq_id) {
+  const auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) return NotFound(seq_id);
+  Sequence* s = it->second.get();
+  if (s->in_commit_list) RemoveFromList(&commit_list_, s);
+  if (s->in_dedup_list) RemoveFromList(&dedup_list_, s);
+  absl::Status status;
+  for (BlockTable& table : s->tables) status.Update(table.Release());
+  sequences_.erase(it);
+  // A copy into a block that nobody holds any more is moot.
+  for (size_t g = 0; g < pools_.size(); ++g) {
+    auto& copies = pending_copies_[g];
+    const BlockPool& pool = *pools_[g];
+    copies.erase(std::remove_if(copies.begin(), copies.end(),
+                                [&pool](const BlockCopy& c) {
+                                  return pool.state(c.second) != BlockState::kInUse;
+                                }),
+                 copies.end());
+  }
+  PublishGauges();
+  return status;
+}
+
+// --- Per step --------------------------------------------------------------
+
+bool KvManager::CanAppend(uint64_t seq_id, int32_t n) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr || n < 0) return false;
+  for (size_t g = 0; g < pools_.size(); ++g) {
+    if (s->tables[g].BlocksNeeded(n) > pools_[g]->num_available()) return false;
+  }
+  return true;
+}
+
+absl::Status KvManager::AppendTokens(uint64_t seq_id, absl::Span<const int32_t> token_ids) {
+  Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  if (token_ids.empty()) return absl::OkStatus();
+  const int32_t pos = s->num_tokens();
+  if (token_ids.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max() - pos)) {
+    return absl::InvalidArgumentError("sequence too long");
+  }
+  const auto n = static_cast<int32_t>(token_ids.size());
+  // Prompt positions must carry the prompt's ids.
+  const int32_t prompt_part = std::clamp(s->prompt_len - pos, 0, n);
+  for (int32_t k = 0; k < prompt_part; ++k) {
+    if (token_ids[k] != s->tokens[pos + k]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token_ids[", k, "] = ", token_ids[k], " but prompt position ", pos + k,
+                       " holds ", s->tokens[pos + k], " (sequence ", seq_id, ")"));
+    }
+  }
+  const size_t groups = pools_.size();
+  for (size_t g = 0; g < groups; ++g) {
+    const int32_t need = s->tables[g].BlocksNeeded(n);
+    if (need > pools_[g]->num_available()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("KV pool of layer group ", g, ": sequence ", seq_id, " needs ", need,
+                       " blocks for ", n, " tokens, ", pools_[g]->num_available(), " available"));
+    }
+  }
+  for (size_t g = 0; g < groups; ++g) {
+    const size_t copies_before = pending_copies_[g].size();
+    KV_RETURN_IF_ERROR(s->tables[g].Append(n, &pending_copies_[g]));
+    if (pending_copies_[g].size() != copies_before) {
+      stats_.Add(KvStats::kCowCopies, pending_copies_[g].size() - copies_before);
+    }
+  }
+  s->tokens.insert(s->tokens.end(), token_ids.begin() + prompt_part, token_ids.end());
+  if (!s->in_commit_list) {
+    s->in_commit_list = true;
+    commit_list_.push_back(s);
+  }
+  PublishGauges();
+  return absl::OkStatus();
+}
+
+std::vector<std::vector<BlockCopy>> KvManager::TakePendingCopies() {
+  std::vector<std::vector<BlockCopy>> out(pools_.size());
+  for (size_t g = 0; g < pools_.size(); ++g) out[g].swap(pending_copies_[g]);
+  return out;
+}
+
+absl::StatusOr<absl::Span<const int32_t>> KvManager::GetBlockTable(uint64_t seq_id,
+                                                                   int32_t group) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  if (group < 0 || group >= num_layer_groups()) {
+    return absl::InvalidArgumentError(absl::StrCat("no layer group ", group));
+  }
+  return s->tables[group].blocks();
+}
+
+absl::Status KvManager::CopyBlockTables(uint64_t seq_id,
+                                        std::vector<std::vector<int32_t>>* out) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  out->resize(s->tables.size());
+  for (size_t g = 0; g < s->tables.size(); ++g) {
+    const absl::Span<const int32_t> blocks = s->tables[g].blocks();
+    (*out)[g].assign(blocks.begin(), blocks.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvManager::InsertIntoPrefixCache(Sequence* s) {
+  const int32_t limit = std::min(s->num_computed / block_size_, s->cache_limit_block);
+  const size_t groups = pools_.size();
+  while (static_cast<int32_t>(s->block_hashes.size()) < limit) {
+    const auto i = static_cast<int32_t>(s->block_hashes.size());
+    const uint64_t parent = i == 0 ? s->root_hash : s->block_hashes[i - 1];
+    const absl::Span<const int32_t> block_tokens(s->tokens.data() + size_t{1} * i * block_size_,
+                                                 block_size_);
+    const uint64_t hash = PrefixCache::ChainHash(parent, block_tokens);
+    s->block_hashes.push_back(hash);
+    for (size_t g = 0; g < groups; ++g) group_blocks_[g] = s->tables[g].block(i);
+    absl::StatusOr<bool> inserted = cache_->Insert(parent, hash, block_tokens, group_blocks_);
+    if (!inserted.ok()) return inserted.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvManager::CommitStep() {
+  absl::Status status;
+  for (Sequence* s : commit_list_) {
+    s->num_computed = s->num_tokens();
+    s->in_commit_list = false;
+    if (cache_) status.Update(InsertIntoPrefixCache(s));
+  }
+  commit_list_.clear();
+  PublishGauges();
+  return status;
+}
+
+absl::Status KvManager::OnTokensGenerated(uint64_t seq_id,
+                                          absl::Span<const absl::string_view> pieces) {
+  Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  if (!s->dedup.enabled) return absl::OkStatus();
+  if (s->num_tokens() < s->prompt_len) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", seq_id, " generated tokens before its prompt was appended (",
+                     s->num_tokens(), " of ", s->prompt_len, ")"));
+  }
+  steps_.clear();
+  for (const absl::string_view piece : pieces) segmenter_->Feed(&s->segmenter, piece, &steps_);
+  for (const StepSegmenter::Step& step : steps_) {
+    s->pending_steps.push_back({s->prompt_len + step.begin, s->prompt_len + step.end});
+  }
+  if (!steps_.empty() && !s->in_dedup_list) {
+    s->in_dedup_list = true;
+    dedup_list_.push_back(s);
+  }
+  return absl::OkStatus();
+}
+
+// --- MemShare --------------------------------------------------------------
+
+void KvManager::CollectPairs(Sequence* s) {
+  while (s->HasPendingSteps()) {
+    const DedupIndex::StepSpan span = s->pending_steps[s->pending_head];
+    if (span.end > s->num_computed) break;  // its last tokens are not written yet
+    ++s->pending_head;
+    const absl::Span<const int32_t> step_tokens(s->tokens.data() + span.begin,
+                                                span.end - span.begin);
+    hasher_->Sign(step_tokens, signature_.data());
+    s->index->Query(signature_.data(), s->dedup.tau_lex, options_.dedup.max_candidates_per_step,
+                    &candidates_);
+    stats_.Add(KvStats::kDedupSteps, 1);
+    stats_.Add(KvStats::kDedupCandidateSteps, static_cast<int64_t>(candidates_.size()));
+    matches_.clear();
+    const absl::Span<const int32_t> written(s->tokens.data(), s->num_computed);
+    for (const DedupIndex::Candidate& c : candidates_) {
+      BlockAligner::Align(written, block_size_, span, s->index->span(c.step), min_overlap_slots_,
+                          &matches_);
+    }
+    s->index->Insert(span, signature_.data());
+    // Pairs of one logical block next to each other, candidates in order of
+    // similarity, so that decisions can pick the best per block.
+    std::stable_sort(matches_.begin(), matches_.end(),
+                     [](const BlockAligner::Match& a, const BlockAligner::Match& b) {
+                       return a.logical < b.logical;
+                     });
+    stats_.Add(KvStats::kDedupCandidates,
+               static_cast<int64_t>(matches_.size() * dedup_groups_.size()));
+    for (const BlockAligner::Match& m : matches_) {
+      for (const int32_t g : dedup_groups_) {
+        const BlockTable& table = s->tables[g];
+        const int32_t candidate = table.block(m.logical);
+        const int32_t reference = table.block(m.reference);
+        if (candidate == reference) continue;  // already shared: nothing to verify
+        pairs_[g].push_back(BlockPair{candidate, reference});
+        pair_meta_[g].push_back(PairMeta{s, m.logical, m.reference});
+      }
+    }
+  }
+}
+
+absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDistance& distance) {
+  const size_t groups = pools_.size();
+  for (size_t g = 0; g < groups; ++g) {
+    pairs_[g].clear();
+    pair_meta_[g].clear();
+  }
+  for (Sequence* s : seqs) {
+    if (s->index.has_value()) CollectPairs(s);
+  }
+  // Verification: one call per group with every pair of the pass.
+  for (size_t g = 0; g < groups; ++g) {
+    if (pairs_[g].empty()) continue;
+    sums_[g].assign(pairs_[g].size(), DistanceSums{});
+    stats_.Add(KvStats::kDedupVerified, static_cast<int64_t>(pairs_[g].size()));
+    KV_RETURN_IF_ERROR(
+        distance.ComputeDistanceSums(static_cast<int32_t>(g), pairs_[g], absl::MakeSpan(sums_[g])));
+  }
+  // Decisions: per (sequence, logical block, group) the accepted pair with
+  // the smallest distance; if it went stale in this pass (an earlier
+  // decision moved its reference), the next accepted one.
+  absl::Status status;
+  for (size_t g = 0; g < groups; ++g) {
+    const std::vector<BlockPair>& pairs = pairs_[g];
+    const std::vector<PairMeta>& meta = pair_meta_[g];
+    size_t i = 0;
+    while (i < pairs.size()) {
+      accepted_.clear();
+      size_t j = i;
+      for (; j < pairs.size() && meta[j].seq == meta[i].seq && meta[j].logical == meta[i].logical;
+           ++j) {
+        const DistanceSums& d = sums_[g][j];
+        if (!AcceptPair(d, meta[j].seq->dedup.tau_kv)) {
+          stats_.Add(KvStats::kDedupRejected, 1);
+          continue;
+        }
+        accepted_.emplace_back(std::max(d.RelativeK(), d.RelativeV()), j);
+      }
+      std::stable_sort(accepted_.begin(), accepted_.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [distance_unused, k] : accepted_) {
+        Sequence* s = meta[k].seq;
+        const RemapDecision decision{meta[k].logical, meta[k].reference_logical, pairs[k]};
+        const absl::Status applied = Remapper::Apply(decision, s->num_computed, &s->tables[g]);
+        if (absl::IsAborted(applied)) continue;  // stale: try the next candidate
+        if (!applied.ok()) {
+          status.Update(applied);
+          break;
+        }
+        stats_.Add(KvStats::kDedupRemapped, 1);
+        ++s->remapped_blocks;
+        // Later K/V of this sequence is computed over the shared block.
+        s->cache_limit_block = std::min(s->cache_limit_block, s->num_computed / block_size_);
+        break;
+      }
+      i = j;
+    }
+  }
+  return status;
+}
+
+absl::Status KvManager::RunDedup(BlockDistance& distance) {
+  // The pass may not finish some steps (tokens not written yet): they stay.
+  std::vector<Sequence*> seqs;
+  seqs.swap(dedup_list_);
+  absl::Status status = RunDedupOver(seqs, distance);
+  for (Sequence* s : seqs) {
+    s->in_dedup_list = s->HasPendingSteps();
+    if (s->in_dedup_list) dedup_list_.push_back(s);
+  }
+  PublishGauges();
+  return status;
+}
+
+absl::Status KvManager::RunDedupFor(uint64_t seq_id, BlockDistance& distance) {
+  Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  Sequence* const one[] = {s};
+  absl::Status status = RunDedupOver(one, distance);
+  if (s->in_dedup_list && !s->HasPendingSteps()) {
+    RemoveFromList(&dedup_list_, s);
+    s->in_dedup_list = false;
+  }
+  PublishGauges();
+  return status;
+}
+
+int32_t KvManager::ResetPrefixCache() {
+  const int32_t dropped = cache_ ? cache_->Clear() : 0;
+  PublishGauges();
+  return dropped;
+}
+
+// --- Introspection ---------------------------------------------------------
+
+absl::StatusOr<KvManager::SequenceInfo> KvManager::GetSequenceInfo(uint64_t seq_id) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  SequenceInfo info;
+  info.prompt_tokens = s->prompt_len;
+  info.num_tokens = s->num_tokens();
+  info.num_computed_tokens = s->num_computed;
+  info.cached_tokens = s->cached_tokens;
+  info.logical_blocks = s->tables[0].num_blocks();
+  info.remapped_blocks = s->remapped_blocks;
+  info.generated_tokens = s->segmenter.num_tokens();
+  info.dedup_steps = s->index.has_value() ? s->index->num_steps() : 0;
+  info.memshare = s->dedup.enabled;
+  return info;
+}
+
+absl::Status KvManager::CheckInvariants() const {
+  const size_t groups = pools_.size();
+  for (const auto& p : pools_) KV_RETURN_IF_ERROR(p->CheckInvariants());
+  if (cache_) KV_RETURN_IF_ERROR(cache_->CheckInvariants());
+  std::vector<std::vector<int32_t>> refs(groups, std::vector<int32_t>(num_blocks(), 0));
+  for (const auto& [id, s] : sequences_) {
+    if (s->tables.size() != groups) {
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " has ", s->tables.size(), " tables"));
+    }
+    const int32_t n = s->num_tokens();
+    if (s->num_computed > n) {
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " computed ", s->num_computed, " of ", n));
+    }
+    if (static_cast<int32_t>(s->tokens.size()) != std::max(n, s->prompt_len)) {
+      return absl::InternalError(
+          absl::StrCat("sequence ", id, " records ", s->tokens.size(), " tokens, has ", n));
+    }
+    const bool listed =
+        std::find(commit_list_.begin(), commit_list_.end(), s.get()) != commit_list_.end();
+    if (listed != s->in_commit_list || (s->num_computed < n && !listed)) {
+      return absl::InternalError(absl::StrCat("sequence ", id, " commit list membership wrong (",
+                                              s->num_computed, " of ", n, " written)"));
+    }
+    const bool dedup_listed =
+        std::find(dedup_list_.begin(), dedup_list_.end(), s.get()) != dedup_list_.end();
+    if (dedup_listed != s->in_dedup_list || (s->HasPendingSteps() && !dedup_listed)) {
+      return absl::InternalError(absl::StrCat("sequence ", id, " dedup list membership wrong"));
+    }
+    for (size_t g = 0; g < groups; ++g) {
+      const BlockTable& table = s->tables[g];
+      if (table.num_tokens() != n || table.num_blocks() != (n + block_size_ - 1) / block_size_) {
+        return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, ": ",
+                                                table.num_blocks(), " blocks for ",
+                                                table.num_tokens(), " tokens"));
+      }
+      for (int32_t b : table.blocks()) {
+        if (!pools_[g]->IsValid(b) || pools_[g]->state(b) != BlockState::kInUse) {
+          return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, " names block ", b,
+                                                  " that is not in use"));
+        }
+        ++refs[g][b];
+      }
+      // The blocks the next forward writes are this table's alone.
+      for (int32_t i = s->num_computed / block_size_; i < table.num_blocks(); ++i) {
+        if (s->num_computed == n) break;
+        const int32_t b = table.block(i);
+        if (pools_[g]->ref_count(b) != 1 || pools_[g]->cached(b)) {
+          return absl::InternalError(absl::StrCat(
+              "sequence ", id, " group ", g, " will write block ", b, " which has ref ",
+              pools_[g]->ref_count(b), " cached ", int{pools_[g]->cached(b)}));
+        }
+      }
+    }
+  }
+  for (size_t g = 0; g < groups; ++g) {
+    for (int32_t b = 0; b < num_blocks(); ++b) {
+      if (refs[g][b] != pools_[g]->ref_count(b)) {
+        return absl::InternalError(absl::StrCat("group ", g, " block ", b, " has ref ",
+                                                pools_[g]->ref_count(b), " but ", refs[g][b],
+                                                " table entries"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memshare::kvmanager

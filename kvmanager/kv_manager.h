@@ -1,0 +1,285 @@
+// The paged KV store of one worker rank as the scheduler sees it (DESIGN.md
+// §4): one BlockPool per layer group, the block tables of every live
+// sequence, the prefix cache, MemShare dedup state per sequence, and KvStats.
+// Plain bookkeeping: the backend holds the K/V bytes, runs the copies this
+// class asks for and computes block distances through BlockDistance.
+//
+// A step of the scheduler, in order:
+//   1. AddSequence() to admit (prefix-cache hit + first prefill chunk);
+//      AppendTokens() for each running sequence (next prefill chunk, or the
+//      token sampled last step). Either returns RESOURCE_EXHAUSTED with no
+//      side effect when the pools cannot hold the tokens: preempt (Free())
+//      or keep the request waiting, then retry.
+//   2. TakePendingCopies(): copy-on-write block copies; the backend runs them
+//      (Backend::CopyBlocks), in order, before the forward step.
+//   3. CopyBlockTables() / GetBlockTable() for the StepPlan; Forward.
+//   4. CommitStep(): the K/V of every token appended since the last commit
+//      is written. Full blocks become prefix-cache entries and candidates
+//      for MemShare.
+//   5. OnTokensGenerated() with the decoded piece of each sampled token
+//      (segments the reasoning steps), then RunDedup(distance) when
+//      HasPendingDedup(): lexical candidates, alignment, one distance call per
+//      layer group for all pairs, remaps.
+//   Free() on finish, abort or preemption (at any point between calls);
+//   Fork() for n > 1 sampling and beam search (between steps: the parent
+//   must have no uncommitted tokens).
+//
+// Token positions: a sequence's tokens are its prompt (given at admission,
+// appended in chunks) followed by its generated tokens; the piece of the
+// k-th OnTokensGenerated() token belongs to position prompt_length + k (a
+// preempted sequence re-admitted with prompt + output as its prompt starts a
+// new count).
+//
+// Guarantees: only full, written blocks are shared (prefix cache, MemShare);
+// the block being appended to is never shared — a shared partial block left
+// by Fork() is copied before it is written; decisions never remap a block
+// past CommitStep()'s written frontier. A sequence that has had a block
+// remapped stops feeding the prefix cache from that point (its later K/V was
+// computed over approximate context, which an exact cache must not serve).
+//
+// Thread-safety: thread-compatible; the scheduler thread makes every call
+// (RPC handlers only enqueue, DESIGN.md §6), so no state is shared and no
+// mutex guards it. Stats() alone may be called from any thread: KvStats is
+// a set of relaxed atomics with this class as its single writer.
+#ifndef MEMSHARE_KVMANAGER_KV_MANAGER_H_
+#define MEMSHARE_KVMANAGER_KV_MANAGER_H_
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "kvmanager/block_aligner.h"
+#include "kvmanager/block_distance.h"
+#include "kvmanager/block_pool.h"
+#include "kvmanager/block_table.h"
+#include "kvmanager/dedup_index.h"
+#include "kvmanager/dedup_policy.h"
+#include "kvmanager/kv_stats.h"
+#include "kvmanager/min_hasher.h"
+#include "kvmanager/prefix_cache.h"
+#include "kvmanager/step_segmenter.h"
+
+namespace memshare::kvmanager {
+
+class KvManager {
+ public:
+  struct Options {
+    // Layer groups (engine KvCacheSpec::num_layer_groups); >= 1.
+    int32_t num_layer_groups = 1;
+    // Physical blocks per group (KvCacheSpec::num_blocks); > 0.
+    int32_t num_blocks = 0;
+    // Tokens per block (KvCacheSpec::block_size); > 0.
+    int32_t block_size = 16;
+    // Bytes of one block per group (KvCacheSpec::BlockBytes(g)), for the
+    // bytes-saved statistic; empty = 0 for every group.
+    std::vector<int64_t> block_bytes;
+    // Across-request exact prefix caching.
+    bool enable_prefix_cache = true;
+    // MemShare defaults and bounds.
+    DedupPolicy dedup;
+    // Reasoning-step delimiters and step length bounds.
+    StepSegmenter::Options segmenter;
+    // MinHash signature (num_hashes must equal lsh.num_bands *
+    // lsh.rows_per_band).
+    MinHasher::Options min_hash;
+    DedupIndex::Options lsh;
+  };
+
+  struct SequenceSpec {
+    uint64_t seq_id = 0;
+    // Non-empty. Copied.
+    absl::Span<const int32_t> prompt_token_ids;
+    // Prefix-cache isolation between tenants ("" = shared).
+    absl::string_view cache_salt;
+    // The request's MemShare overrides.
+    DedupParams memshare;
+  };
+
+  struct Admission {
+    // Leading prompt tokens whose K/V came from the prefix cache: a multiple
+    // of block_size, always < the prompt length (the last prompt token is
+    // always computed, for its logits).
+    int32_t cached_tokens = 0;
+    // Prompt tokens appended after them for this step's prefill chunk.
+    int32_t scheduled_tokens = 0;
+  };
+
+  struct PrefixProbe {
+    int32_t cached_tokens = 0;
+    // Whether AddSequence(spec, num_new_tokens) would succeed now.
+    bool fits = false;
+  };
+
+  struct SequenceInfo {
+    int32_t prompt_tokens = 0;
+    int32_t num_tokens = 0;           // appended (slots assigned)
+    int32_t num_computed_tokens = 0;  // written (committed)
+    int32_t cached_tokens = 0;        // from the prefix cache at admission
+    int32_t logical_blocks = 0;       // per group
+    int64_t remapped_blocks = 0;      // MemShare remaps, summed over groups
+    int32_t generated_tokens = 0;     // pieces segmented (MemShare sequences only)
+    int32_t dedup_steps = 0;          // finished steps indexed (MemShare only)
+    bool memshare = false;
+  };
+
+  static absl::StatusOr<std::unique_ptr<KvManager>> Create(const Options& options);
+
+  KvManager(const KvManager&) = delete;
+  KvManager& operator=(const KvManager&) = delete;
+  ~KvManager();
+
+  // --- Admission and lifetime -------------------------------------------
+
+  // Side-effect-free: the cached prefix AddSequence would attach and whether
+  // `num_new_tokens` more prompt tokens would fit after it.
+  PrefixProbe ProbePrefix(absl::Span<const int32_t> prompt_token_ids, absl::string_view cache_salt,
+                          int32_t num_new_tokens) const;
+
+  // Admits a sequence: attaches the longest cached prefix of its prompt and
+  // appends the next min(max_new_tokens, rest of the prompt) prompt tokens.
+  // Plan the prefill of prompt[cached_tokens, cached_tokens +
+  // scheduled_tokens). RESOURCE_EXHAUSTED (nothing changed) when they do not
+  // fit; ALREADY_EXISTS for a live id; INVALID_ARGUMENT for an empty prompt,
+  // a negative max_new_tokens or MemShare thresholds out of bounds.
+  absl::StatusOr<Admission> AddSequence(const SequenceSpec& spec, int32_t max_new_tokens);
+
+  // Copies `parent`'s whole state (blocks shared, one more reference each;
+  // dedup index and segmenter state copied) into new sequence `child`.
+  // FAILED_PRECONDITION when the parent has uncommitted tokens.
+  absl::Status Fork(uint64_t parent, uint64_t child);
+
+  // Releases everything the sequence holds (finish, abort, preemption).
+  // Blocks in the prefix cache stay there, evictable.
+  absl::Status Free(uint64_t seq_id);
+
+  // --- Per step ----------------------------------------------------------
+
+  // Whether AppendTokens of n tokens would succeed now.
+  bool CanAppend(uint64_t seq_id, int32_t n) const;
+
+  // Appends tokens (the next prefill chunk, or sampled tokens) whose K/V the
+  // next forward step writes. Prompt positions must carry the prompt's ids
+  // (INVALID_ARGUMENT otherwise). RESOURCE_EXHAUSTED, nothing changed, when
+  // some group's pool cannot hold them.
+  absl::Status AppendTokens(uint64_t seq_id, absl::Span<const int32_t> token_ids);
+
+  // The copy-on-write copies requested since the last call, per layer group
+  // ([group] -> (src, dst) in order). Run them before the next forward.
+  std::vector<std::vector<BlockCopy>> TakePendingCopies();
+
+  // Physical block ids of a sequence in one group, by logical block. Valid
+  // until the next mutating call.
+  absl::StatusOr<absl::Span<const int32_t>> GetBlockTable(uint64_t seq_id, int32_t group) const;
+  // All groups ([group][logical block]), as StepPlan's SequenceChunk wants.
+  absl::Status CopyBlockTables(uint64_t seq_id, std::vector<std::vector<int32_t>>* out) const;
+
+  // The forward step ran: every appended token's K/V is written.
+  absl::Status CommitStep();
+
+  // The decoded pieces of newly sampled tokens of a sequence, in order (the
+  // tokens themselves are appended next step). No-op when MemShare is off
+  // for it. FAILED_PRECONDITION while its prompt is not fully appended.
+  absl::Status OnTokensGenerated(uint64_t seq_id, absl::Span<const absl::string_view> pieces);
+
+  // Whether some sequence has a finished step waiting for RunDedup.
+  bool HasPendingDedup() const { return !dedup_list_.empty(); }
+
+  // Runs MemShare over every finished step whose tokens are all written:
+  // candidates, alignment, one ComputeDistanceSums call per layer group for
+  // all pairs, remaps of accepted blocks. On a distance error nothing of
+  // this pass is remapped (the steps stay indexed) and the error returns.
+  absl::Status RunDedup(BlockDistance& distance);
+  // The same for one sequence only.
+  absl::Status RunDedupFor(uint64_t seq_id, BlockDistance& distance);
+
+  // Drops every prefix-cache entry; returns how many.
+  int32_t ResetPrefixCache();
+
+  // --- Introspection -----------------------------------------------------
+
+  int32_t num_layer_groups() const { return static_cast<int32_t>(pools_.size()); }
+  int32_t block_size() const { return block_size_; }
+  int32_t num_blocks() const { return pools_[0]->num_blocks(); }
+  int32_t num_sequences() const { return static_cast<int32_t>(sequences_.size()); }
+  bool Contains(uint64_t seq_id) const { return sequences_.contains(seq_id); }
+  // Blocks an allocation can still get in the tightest group.
+  int32_t NumAvailableBlocks() const;
+  absl::StatusOr<SequenceInfo> GetSequenceInfo(uint64_t seq_id) const;
+  const BlockPool& pool(int32_t group) const { return *pools_[group]; }
+  // nullptr when the prefix cache is disabled.
+  const PrefixCache* prefix_cache() const { return cache_.get(); }
+
+  // Thread-safe.
+  KvStatsSnapshot Stats() const { return stats_.Snapshot(); }
+
+  // Full consistency check, O(blocks + table entries): pools, prefix cache,
+  // Σ references = Σ table entries, blocks being written unshared and
+  // uncached. INTERNAL naming the first violation. For tests and debugging.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct Sequence;
+  struct PairMeta {
+    Sequence* seq;
+    int32_t logical;
+    int32_t reference_logical;
+  };
+
+  KvManager(const Options& options, std::vector<std::unique_ptr<BlockPool>> pools,
+            std::unique_ptr<StepSegmenter> segmenter, std::unique_ptr<MinHasher> hasher);
+
+  Sequence* Find(uint64_t seq_id) const;
+  absl::Status NotFound(uint64_t seq_id) const;
+  // Blocks each group must supply to attach `match` and append n tokens
+  // after it; whether they fit.
+  bool AdmissionFits(const PrefixCache::Match& match, int32_t n) const;
+  absl::Status InsertIntoPrefixCache(Sequence* s);
+  void CollectPairs(Sequence* s);
+  absl::Status RunDedupOver(absl::Span<Sequence* const> seqs, BlockDistance& distance);
+  void RemoveFromList(std::vector<Sequence*>* list, Sequence* s);
+  void PublishGauges();
+
+  const Options options_;
+  const int32_t block_size_;
+  // Groups where remaps are allowed.
+  std::vector<int32_t> dedup_groups_;
+  int32_t min_overlap_slots_;
+  // Declared before everything that holds references on their blocks.
+  std::vector<std::unique_ptr<BlockPool>> pools_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<StepSegmenter> segmenter_;
+  std::unique_ptr<MinHasher> hasher_;
+  KvStats stats_;
+
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
+  // Sequences with tokens appended since the last CommitStep.
+  std::vector<Sequence*> commit_list_;
+  // Sequences with finished steps not yet deduplicated.
+  std::vector<Sequence*> dedup_list_;
+  std::vector<std::vector<BlockCopy>> pending_copies_;
+
+  // Scratch of the hot paths, kept to avoid allocations.
+  PrefixCache::Match match_;
+  std::vector<int32_t> group_blocks_;
+  std::vector<StepSegmenter::Step> steps_;
+  std::vector<uint32_t> signature_;
+  std::vector<DedupIndex::Candidate> candidates_;
+  std::vector<BlockAligner::Match> matches_;
+  // Per group: the pairs of the current dedup pass, which sequence and
+  // blocks each came from, and their distance sums.
+  std::vector<std::vector<BlockPair>> pairs_;
+  std::vector<std::vector<PairMeta>> pair_meta_;
+  std::vector<std::vector<DistanceSums>> sums_;
+  // (distance, pair index) of the accepted pairs of one block.
+  std::vector<std::pair<double, size_t>> accepted_;
+};
+
+}  // namespace memshare::kvmanager
+
+#endif  // MEMSHARE_KVMANAGER_KV_MANAGER_H_
