@@ -17,8 +17,12 @@
 //                (one 28-layer group: 917,504-byte blocks), median per call
 //
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
-//                       --max_batched_tokens=8192 --repeats=3 --decode_batch=64
-//                       --decode_context=1024 --json=FILE]
+//                       --budgets=8192,16384 --tune_prefill=1 --repeats=3
+//                       --decode_batch=64 --decode_context=1024 --json=FILE]
+//
+// Throughput runs for each budget (max tokens per step), first with the
+// GEMMs tuned for the decode buckets only, then (--tune_prefill) also for
+// the budget's token count.
 //
 // Prints one JSON object per measurement (also to --json) and a table.
 #include <cuda_runtime.h>
@@ -54,7 +58,8 @@ struct Args {
   int prompts = 64;
   int prompt_len = 512;
   int gen_len = 128;
-  int max_batched_tokens = 8192;
+  std::vector<int> budgets = {8192};  // max_batched_tokens of each run
+  bool tune_prefill = true;  // also runs with the GEMMs tuned for each budget
   int repeats = 3;
   int decode_batch = 64;
   int decode_context = 1024;
@@ -74,7 +79,14 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     if (k == "prompts") a->prompts = std::atoi(v.c_str());
     else if (k == "prompt_len") a->prompt_len = std::atoi(v.c_str());
     else if (k == "gen_len") a->gen_len = std::atoi(v.c_str());
-    else if (k == "max_batched_tokens") a->max_batched_tokens = std::atoi(v.c_str());
+    else if (k == "budgets") {
+      a->budgets.clear();
+      for (size_t at = 0; at < v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        a->budgets.push_back(std::atoi(v.substr(at, comma - at).c_str()));
+        at = comma + 1;
+      }
+    } else if (k == "tune_prefill") a->tune_prefill = v != "0";
     else if (k == "repeats") a->repeats = std::atoi(v.c_str());
     else if (k == "decode_batch") a->decode_batch = std::atoi(v.c_str());
     else if (k == "decode_context") a->decode_context = std::atoi(v.c_str());
@@ -234,13 +246,14 @@ struct ThroughputResult {
   double seconds = 0;
   double prefill_step_seconds = 0;  // steps that carried prompt tokens
   double decode_step_seconds = 0;   // pure decode steps
+  double decode_step_gpu_seconds = 0;  // their device time
   int steps = 0;
   int prefill_steps = 0;
   int decode_steps = 0;
   int64_t output_tokens = 0;
 };
 
-ThroughputResult RunThroughput(CudaBackend& b, const Args& a, uint64_t seed) {
+ThroughputResult RunThroughput(CudaBackend& b, const Args& a, int budget, uint64_t seed) {
   const int V = b.vocab_size();
   const int bs = b.kv_spec().block_size;
   const int blocks_per_seq = (a.prompt_len + a.gen_len + bs - 1) / bs;
@@ -259,12 +272,12 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, uint64_t seed) {
   while (true) {
     StepPlan plan;
     std::vector<int> who;
-    int budget = a.max_batched_tokens;
+    int left = budget;
     bool has_prefill = false;
     // Running sequences decode first.
     for (int i = 0; i < a.prompts; ++i) {
       Seq& s = seqs[i];
-      if (s.computed < a.prompt_len || s.generated >= a.gen_len || budget == 0) continue;
+      if (s.computed < a.prompt_len || s.generated >= a.gen_len || left == 0) continue;
       SequenceChunk c;
       c.seq_id = i;
       c.start_pos = s.computed;
@@ -273,13 +286,13 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, uint64_t seed) {
       c.sampling = greedy;
       plan.sequences.push_back(std::move(c));
       who.push_back(i);
-      --budget;
+      --left;
     }
     // Then prompts, in chunks, within the remaining budget.
-    for (int i = 0; i < a.prompts && budget > 0; ++i) {
+    for (int i = 0; i < a.prompts && left > 0; ++i) {
       Seq& s = seqs[i];
       if (s.computed >= a.prompt_len) continue;
-      const int n = std::min(budget, a.prompt_len - s.computed);
+      const int n = std::min(left, a.prompt_len - s.computed);
       SequenceChunk c;
       c.seq_id = i;
       c.start_pos = s.computed;
@@ -289,7 +302,7 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, uint64_t seed) {
       if (c.compute_logits) c.sampling = greedy;
       plan.sequences.push_back(std::move(c));
       who.push_back(i);
-      budget -= n;
+      left -= n;
       has_prefill = true;
     }
     if (plan.sequences.empty()) break;
@@ -298,6 +311,7 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, uint64_t seed) {
     const double dt = Now() - s0;
     ++r.steps;
     (has_prefill ? r.prefill_step_seconds : r.decode_step_seconds) += dt;
+    if (!has_prefill) r.decode_step_gpu_seconds += b.last_step_gpu_seconds();
     ++(has_prefill ? r.prefill_steps : r.decode_steps);
     for (size_t k = 0; k < plan.sequences.size(); ++k) {
       seqs[who[k]].computed += static_cast<int>(plan.sequences[k].token_ids.size());
@@ -340,7 +354,7 @@ int main(int argc, char** argv) {
   o.dummy.seed = 0;
   o.dummy.std = 0.02f;
   o.max_num_seqs = std::max(a.prompts, a.decode_batch);
-  o.max_num_batched_tokens = a.max_batched_tokens;
+  o.max_num_batched_tokens = *std::max_element(a.budgets.begin(), a.budgets.end());
   o.max_model_len = std::max(a.prompt_len + a.gen_len, a.decode_context + 1);
   o.gpu_memory_utilization = a.gpu_memory_utilization;
   const double c0 = Now();
@@ -354,25 +368,50 @@ int main(int argc, char** argv) {
                           ",\"num_blocks\":", b.kv_spec().num_blocks,
                           ",\"buckets\":", b.decode_buckets().size(), "}"));
 
-  // Throughput (the first run warms the GEMM plans of the prefill sizes).
-  std::vector<ThroughputResult> runs;
-  for (int i = 0; i < a.repeats + 1; ++i) runs.push_back(RunThroughput(b, a, 1 + i));
-  runs.erase(runs.begin());
-  std::sort(runs.begin(), runs.end(),
-            [](const ThroughputResult& x, const ThroughputResult& y) { return x.seconds < y.seconds; });
-  const ThroughputResult& med = runs[runs.size() / 2];
-  for (const ThroughputResult& r : runs) {
-    report.Add(absl::StrCat(
-        "{\"measure\":\"throughput\",\"gpu\":\"", card, "\",\"prompts\":", a.prompts,
-        ",\"prompt_len\":", a.prompt_len, ",\"gen_len\":", a.gen_len,
-        ",\"max_batched_tokens\":", a.max_batched_tokens, ",\"seconds\":", r.seconds,
-        ",\"output_tokens\":", r.output_tokens, ",\"output_tok_per_s\":",
-        r.output_tokens / r.seconds, ",\"steps\":", r.steps, ",\"prefill_steps\":",
-        r.prefill_steps, ",\"prefill_step_seconds\":", r.prefill_step_seconds,
-        ",\"decode_steps\":", r.decode_steps, ",\"decode_step_seconds\":",
-        r.decode_step_seconds, ",\"mean_decode_step_ms\":",
-        1e3 * r.decode_step_seconds / std::max(1, r.decode_steps), "}"));
+  // Throughput per budget: untuned prefill GEMMs, then tuned for the
+  // budget. The first run of each warms the GEMM plans of its step sizes.
+  ThroughputResult best;
+  best.seconds = 1e30;
+  std::string best_label;
+  for (int pass = 0; pass < (a.tune_prefill ? 2 : 1); ++pass) {
+    for (int budget : a.budgets) {
+      if (pass == 1) {
+        const double t0 = Now();
+        CHECK_OK(b.TuneForTokens(budget));
+        report.Add(absl::StrCat("{\"measure\":\"tune_prefill\",\"tokens\":", budget,
+                                ",\"seconds\":", Now() - t0, "}"));
+      }
+      std::vector<ThroughputResult> runs;
+      for (int i = 0; i < a.repeats + 1; ++i) runs.push_back(RunThroughput(b, a, budget, 1 + i));
+      runs.erase(runs.begin());
+      std::sort(runs.begin(), runs.end(), [](const ThroughputResult& x, const ThroughputResult& y) {
+        return x.seconds < y.seconds;
+      });
+      const std::string label =
+          absl::StrCat("budget ", budget, pass == 1 ? ", prefill tuned" : "");
+      for (const ThroughputResult& r : runs) {
+        report.Add(absl::StrCat(
+            "{\"measure\":\"throughput\",\"gpu\":\"", card, "\",\"config\":\"", label,
+            "\",\"prompts\":", a.prompts, ",\"prompt_len\":", a.prompt_len,
+            ",\"gen_len\":", a.gen_len, ",\"max_batched_tokens\":", budget,
+            ",\"prefill_tuned\":", pass, ",\"seconds\":", r.seconds,
+            ",\"output_tokens\":", r.output_tokens, ",\"output_tok_per_s\":",
+            r.output_tokens / r.seconds, ",\"steps\":", r.steps, ",\"prefill_steps\":",
+            r.prefill_steps, ",\"prefill_step_seconds\":", r.prefill_step_seconds,
+            ",\"decode_steps\":", r.decode_steps, ",\"decode_step_seconds\":",
+            r.decode_step_seconds, ",\"mean_decode_step_ms\":",
+            1e3 * r.decode_step_seconds / std::max(1, r.decode_steps),
+            ",\"mean_decode_step_gpu_ms\":",
+            1e3 * r.decode_step_gpu_seconds / std::max(1, r.decode_steps), "}"));
+      }
+      const ThroughputResult& med = runs[runs.size() / 2];
+      if (med.seconds < best.seconds) {
+        best = med;
+        best_label = label;
+      }
+    }
   }
+  const ThroughputResult& med = best;
 
   // Decode step at batch B, context C, over random KV.
   CHECK_OK(b.FillKvPoolsForBenchmark(7, 1.0f));
@@ -397,11 +436,14 @@ int main(int argc, char** argv) {
       plan.sequences.push_back(std::move(c));
     }
     StepOutput out;
-    std::vector<double> t;
+    std::vector<double> t, gpu;
     for (int i = 0; i < 60; ++i) {
       const double s0 = Now();
       CHECK_OK(b.Forward(plan, &out));
-      if (i >= 10) t.push_back(Now() - s0);
+      if (i >= 10) {
+        t.push_back(Now() - s0);
+        gpu.push_back(b.last_step_gpu_seconds());
+      }
     }
     step_ms = Median(t) * 1e3;
     const auto& c = *o.config;
@@ -415,6 +457,7 @@ int main(int argc, char** argv) {
     report.Add(absl::StrCat("{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B,
                             ",\"context\":", C, ",\"median_ms\":", step_ms,
                             ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
+                            ",\"median_gpu_ms\":", Median(gpu) * 1e3,
                             ",\"floor_ms\":", floor_ms, ",\"ratio_to_floor\":", step_ms / floor_ms,
                             ",\"weight_gb\":", weight_bytes / 1e9, ",\"kv_gb\":", kv_bytes / 1e9,
                             ",\"graph_steps\":", b.graph_steps(), "}"));
@@ -450,6 +493,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-34s %12s\n", "figure", "value");
   std::printf("%-34s %12.0f\n", "copy GB/s", bw / 1e9);
   std::printf("%-34s %12.0f\n", "GEMM TFLOP/s", rate / 1e12);
+  std::printf("%-34s %12s\n", "best throughput config", best_label.c_str());
   std::printf("%-34s %12.3f\n", "throughput seconds (median)", med.seconds);
   std::printf("%-34s %12.0f\n", "output tok/s (median)", med.output_tokens / med.seconds);
   std::printf("%-34s %12.3f\n", "  of which prefill-step seconds", med.prefill_step_seconds);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
@@ -186,7 +187,9 @@ CudaBackend::~CudaBackend() {
   for (void* p : {meta_host_, penalty_host_, out_host_, pairs_host_}) {
     if (p != nullptr) cudaFreeHost(p);
   }
-  if (pairs_copied_ != nullptr) cudaEventDestroy(pairs_copied_);
+  for (cudaEvent_t e : {pairs_copied_, step_begin_, step_end_}) {
+    if (e != nullptr) cudaEventDestroy(e);
+  }
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -199,6 +202,8 @@ absl::Status CudaBackend::Init() {
   RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
   RETURN_IF_ERROR(
       Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_begin_), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
   absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create({});
   if (!gemm.ok()) return gemm.status();
   gemm_ = *std::move(gemm);
@@ -634,13 +639,53 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
 }
 
-absl::Status CudaBackend::PrepareBuckets() {
+absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
+  if (tokens < 1 || tokens > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tune for ", tokens, " tokens: must be 1 .. ", max_tokens_));
+  }
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   const model::ModelConfig& c = config_;
   const int H = static_cast<int>(c.hidden_size);
   const int q = static_cast<int>(c.q_dim());
   const int qkv_cols = q + 2 * static_cast<int>(c.kv_dim());
   const int inter = static_cast<int>(c.intermediate_size);
   const int V = static_cast<int>(c.vocab_size);
+  const LayerWeights& w = layers_[0];
+  struct Shape {
+    int m, n, k;
+    const void* x;
+    const void* w;
+    void* y;
+    const void* bias;
+    bool fp32;
+  };
+  const Shape shapes[] = {
+      {tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false},
+      {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false},
+      {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
+      {tokens, H, inter, act_, w.down, tmp_, nullptr, false},
+      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, logits_, nullptr, true},
+  };
+  for (const Shape& s : shapes) {
+    GemmArgs a;
+    a.m = s.m;
+    a.n = s.n;
+    a.k = s.k;
+    a.x = s.x;
+    a.ldx = s.k;
+    a.w = s.w;
+    a.ldw = s.k;
+    a.y = s.y;
+    a.ldy = s.n;
+    a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
+    a.bias = s.bias;
+    RETURN_IF_ERROR(gemm_->Tune(a, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::PrepareBuckets() {
   for (int32_t size : buckets_) {
     Bucket b;
     b.size = size;
@@ -653,40 +698,9 @@ absl::Status CudaBackend::PrepareBuckets() {
     bucket_state_.push_back(b);
   }
   if (options_.tune_gemms) {
-    const LayerWeights& w = layers_[0];
-    for (int32_t m : buckets_) {
-      struct Shape {
-        int n, k;
-        const void* x;
-        const void* w;
-        void* y;
-        const void* bias;
-        bool fp32;
-      };
-      const Shape shapes[] = {
-          {qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false},
-          {H, q, attn_, w.o_proj, tmp_, nullptr, false},
-          {2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
-          {H, inter, act_, w.down, tmp_, nullptr, false},
-          {V, H, hidden_, lm_head_, logits_, nullptr, true},
-      };
-      for (const Shape& s : shapes) {
-        GemmArgs a;
-        a.m = m;
-        a.n = s.n;
-        a.k = s.k;
-        a.x = s.x;
-        a.ldx = s.k;
-        a.w = s.w;
-        a.ldw = s.k;
-        a.y = s.y;
-        a.ldy = s.n;
-        a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
-        a.bias = s.bias;
-        RETURN_IF_ERROR(gemm_->Tune(a, stream_));
-      }
-    }
+    for (int32_t m : buckets_) RETURN_IF_ERROR(TuneForTokens(m));
   }
+  for (int32_t m : options_.tune_prefill_tokens) RETURN_IF_ERROR(TuneForTokens(m));
   // One eager run per bucket (padding only) creates every GEMM plan and
   // raises the attention kernels' shared-memory limits before capture.
   for (size_t i = 0; i < buckets_.size(); ++i) {
@@ -737,7 +751,10 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
     return absl::InvalidArgumentError(absl::StrCat(
         plan.NumTokens(), " tokens exceed max_num_batched_tokens (", max_tokens_, ")"));
   }
-  absl::flat_hash_set<int64_t> written;  // (group, block, slot) of every token
+  // Slots written by the step, per (group, block): a bit per offset when a
+  // block has at most 64 slots (one lookup per block a chunk touches), else
+  // one entry per slot.
+  absl::flat_hash_map<int64_t, uint64_t> written;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const SequenceChunk& s = plan.sequences[i];
     const int64_t n = static_cast<int64_t>(s.token_ids.size());
@@ -784,13 +801,28 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
                            " outside the pool [0, ", spec_.num_blocks, ")"));
         }
       }
-      for (int64_t p = s.start_pos; p < end; ++p) {
-        const int64_t slot = (int64_t{g} * spec_.num_blocks + table[p / bs]) * bs + p % bs;
-        if (!written.insert(slot).second) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": position ", p, " would write slot ", p % bs, " of block ",
-              table[p / bs], " (layer group ", g, "), which another token of the step writes"));
+      for (int64_t p = s.start_pos; p < end;) {
+        const int64_t block = table[p / bs];
+        const int64_t first = p % bs;
+        const int64_t last = std::min<int64_t>(bs - 1, first + (end - p) - 1);
+        int64_t key;
+        uint64_t mask;
+        if (bs <= 64) {
+          key = int64_t{g} * spec_.num_blocks + block;
+          const int64_t width = last - first + 1;
+          mask = (width == 64 ? ~uint64_t{0} : ((uint64_t{1} << width) - 1)) << first;
+        } else {  // one entry per slot
+          key = ((int64_t{g} * spec_.num_blocks + block) * bs + first) | (int64_t{1} << 62);
+          mask = 1;
         }
+        uint64_t& bits = written[key];
+        if ((bits & mask) != 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              SeqName(i, s), ": positions from ", p, " would write slots of block ", block,
+              " (layer group ", g, ") that another token of the step writes"));
+        }
+        bits |= mask;
+        p += bs <= 64 ? last - first + 1 : 1;
       }
     }
     if (s.sampling.has_value()) {
@@ -953,6 +985,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   if (penalties > std::numeric_limits<int32_t>::max() / 2) {
     return absl::InvalidArgumentError(absl::StrCat(penalties, " penalty tokens in one step"));
   }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
   RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice,
                                        stream_),
                        "upload step metadata"));
@@ -1027,7 +1060,12 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                            "download logprobs"));
     }
   }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
   RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+  float gpu_ms = 0;
+  if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
+    last_step_gpu_seconds_ = gpu_ms * 1e-3;
+  }
   if (R > 0 && need_logits) output->logits.assign(host_logits, host_logits + size_t(R) * V);
   if (any_sampling) {
     output->sampled_token_ids.assign(R, -1);

@@ -102,6 +102,9 @@ class CudaBackend : public Backend {
     // every bucket at creation (a few seconds for a 7B model) instead of
     // taking the heuristic's first choice.
     bool tune_gemms = true;
+    // Token counts of prefill steps to tune the GEMMs for at creation
+    // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
+    std::vector<int32_t> tune_prefill_tokens;
   };
 
   // INVALID_ARGUMENT for bad options; the loader's errors (naming file and
@@ -145,6 +148,18 @@ class CudaBackend : public Backend {
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
   int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
+
+  // Device time of the last Forward, from the metadata upload to the last
+  // result download (CUDA events), in seconds: the wall time minus the
+  // host's share.
+  double last_step_gpu_seconds() const { return last_step_gpu_seconds_; }
+
+  // Times cuBLASLt's candidates for the model's GEMM shapes at `tokens`
+  // rows (the LM head at min(tokens, max_num_seqs)) and keeps the fastest,
+  // e.g. for the prefill chunk size a scheduler uses. Synchronizes;
+  // overwrites the activation buffers (between steps that is harmless).
+  // INVALID_ARGUMENT for tokens outside 1 .. max_num_batched_tokens.
+  absl::Status TuneForTokens(int32_t tokens);
 
   // Fills every KV pool with bf16 N(0, std^2) values drawn on the device
   // (benchmarks of attention over a context nobody prefilled). Waits for it.
@@ -297,6 +312,9 @@ class CudaBackend : public Backend {
   int64_t graph_steps_ = 0;
   int64_t padded_decode_steps_ = 0;
   int64_t eager_steps_ = 0;
+  cudaEvent_t step_begin_ = nullptr;
+  cudaEvent_t step_end_ = nullptr;
+  double last_step_gpu_seconds_ = 0;
 };
 
 }  // namespace memshare::engine::cuda
