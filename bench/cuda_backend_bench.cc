@@ -17,12 +17,12 @@
 //                (one 28-layer group: 917,504-byte blocks), median per call
 //
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
-//                       --budgets=8192,16384 --tune_prefill=1 --repeats=3
+//                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
 //                       --decode_batch=64 --decode_context=1024 --json=FILE]
 //
-// Throughput runs for each budget (max tokens per step), first with the
-// GEMMs tuned for the decode buckets only, then (--tune_prefill) also for
-// the budget's token count.
+// Throughput runs for each budget (max tokens per step), with the GEMMs
+// tuned for the decode buckets only (--tune_prefill 0 or 1) and then also
+// for the budget's token count (1 or 2).
 //
 // Prints one JSON object per measurement (also to --json) and a table.
 #include <cuda_runtime.h>
@@ -59,7 +59,9 @@ struct Args {
   int prompt_len = 512;
   int gen_len = 128;
   std::vector<int> budgets = {8192};  // max_batched_tokens of each run
-  bool tune_prefill = true;  // also runs with the GEMMs tuned for each budget
+  // 0: GEMMs tuned for the decode buckets only; 1: also runs with them
+  // tuned for each budget; 2: only the latter.
+  int tune_prefill = 1;
   int repeats = 3;
   int decode_batch = 64;
   int decode_context = 1024;
@@ -86,7 +88,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
         a->budgets.push_back(std::atoi(v.substr(at, comma - at).c_str()));
         at = comma + 1;
       }
-    } else if (k == "tune_prefill") a->tune_prefill = v != "0";
+    } else if (k == "tune_prefill") a->tune_prefill = std::atoi(v.c_str());
     else if (k == "repeats") a->repeats = std::atoi(v.c_str());
     else if (k == "decode_batch") a->decode_batch = std::atoi(v.c_str());
     else if (k == "decode_context") a->decode_context = std::atoi(v.c_str());
@@ -373,7 +375,7 @@ int main(int argc, char** argv) {
   ThroughputResult best;
   best.seconds = 1e30;
   std::string best_label;
-  for (int pass = 0; pass < (a.tune_prefill ? 2 : 1); ++pass) {
+  for (int pass = a.tune_prefill == 2 ? 1 : 0; pass < (a.tune_prefill > 0 ? 2 : 1); ++pass) {
     for (int budget : a.budgets) {
       if (pass == 1) {
         const double t0 = Now();

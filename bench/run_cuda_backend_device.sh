@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with the bundle made by
 #   scripts/device-bundle.sh --out .device-cudabackend //tests/gpu:cuda_backend_test \
+#     //engine:backend_factory_test \
 #     //tests/gpu:cuda_backend_golden_test //bench:cuda_backend_bench
 # plus tools/golden/make_bf16_reference.py, bench/floor.py, this script and
 # ../shared/bench/hf_baseline.py copied into the bundle:
@@ -33,7 +34,7 @@ if has tests; then
   PYTHONUNBUFFERED=1 python3 -W ignore "$bundle/make_bf16_reference.py" --golden tests/data/golden \
     --out "$ref" 2>&1 | tee "$out/tests.log"
   tar czf "$out/bf16ref.tgz" -C "$ref" .
-  for t in cuda_backend_test cuda_backend_golden_test; do
+  for t in cuda_backend_test cuda_backend_golden_test backend_factory_test; do
     echo "=== $t" | tee -a "$out/tests.log"
     if ! MEMSHARE_BF16_REF_DIR=$ref "$bundle/run.sh" "$t" >>"$out/tests.log" 2>&1; then
       echo "FAILED: $t" | tee -a "$out/tests.log"
