@@ -78,9 +78,12 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       return false;
     }
     const std::string k = s.substr(2, eq - 2), v = s.substr(eq + 1);
-    if (k == "prompts") a->prompts = std::atoi(v.c_str());
-    else if (k == "prompt_len") a->prompt_len = std::atoi(v.c_str());
-    else if (k == "gen_len") a->gen_len = std::atoi(v.c_str());
+    if (k == "prompts")
+      a->prompts = std::atoi(v.c_str());
+    else if (k == "prompt_len")
+      a->prompt_len = std::atoi(v.c_str());
+    else if (k == "gen_len")
+      a->gen_len = std::atoi(v.c_str());
     else if (k == "budgets") {
       a->budgets.clear();
       for (size_t at = 0; at < v.size();) {
@@ -88,12 +91,18 @@ bool ParseArgs(int argc, char** argv, Args* a) {
         a->budgets.push_back(std::atoi(v.substr(at, comma - at).c_str()));
         at = comma + 1;
       }
-    } else if (k == "tune_prefill") a->tune_prefill = std::atoi(v.c_str());
-    else if (k == "repeats") a->repeats = std::atoi(v.c_str());
-    else if (k == "decode_batch") a->decode_batch = std::atoi(v.c_str());
-    else if (k == "decode_context") a->decode_context = std::atoi(v.c_str());
-    else if (k == "gpu_memory_utilization") a->gpu_memory_utilization = std::atof(v.c_str());
-    else if (k == "json") a->json = v;
+    } else if (k == "tune_prefill")
+      a->tune_prefill = std::atoi(v.c_str());
+    else if (k == "repeats")
+      a->repeats = std::atoi(v.c_str());
+    else if (k == "decode_batch")
+      a->decode_batch = std::atoi(v.c_str());
+    else if (k == "decode_context")
+      a->decode_context = std::atoi(v.c_str());
+    else if (k == "gpu_memory_utilization")
+      a->gpu_memory_utilization = std::atof(v.c_str());
+    else if (k == "json")
+      a->json = v;
     else {
       std::fprintf(stderr, "unknown flag --%s\n", k.c_str());
       return false;
@@ -103,8 +112,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 double Median(std::vector<double> v) {
@@ -148,22 +156,22 @@ class Report {
   std::ofstream file_;
 };
 
-#define CHECK_OK(expr)                                                             \
-  do {                                                                             \
-    const absl::Status s__ = (expr);                                               \
-    if (!s__.ok()) {                                                               \
+#define CHECK_OK(expr)                                                                 \
+  do {                                                                                 \
+    const absl::Status s__ = (expr);                                                   \
+    if (!s__.ok()) {                                                                   \
       std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s__.ToString().c_str()); \
-      std::exit(1);                                                                \
-    }                                                                              \
+      std::exit(1);                                                                    \
+    }                                                                                  \
   } while (0)
 
-#define CHECK_CUDA(expr)                                                             \
-  do {                                                                               \
-    const cudaError_t e__ = (expr);                                                  \
-    if (e__ != cudaSuccess) {                                                        \
+#define CHECK_CUDA(expr)                                                                \
+  do {                                                                                  \
+    const cudaError_t e__ = (expr);                                                     \
+    if (e__ != cudaSuccess) {                                                           \
       std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e__)); \
-      std::exit(1);                                                                  \
-    }                                                                                \
+      std::exit(1);                                                                     \
+    }                                                                                   \
   } while (0)
 
 // Device-to-device copy of 1 GiB: bytes read + written per second.
@@ -246,8 +254,8 @@ struct Seq {
 
 struct ThroughputResult {
   double seconds = 0;
-  double prefill_step_seconds = 0;  // steps that carried prompt tokens
-  double decode_step_seconds = 0;   // pure decode steps
+  double prefill_step_seconds = 0;     // steps that carried prompt tokens
+  double decode_step_seconds = 0;      // pure decode steps
   double decode_step_gpu_seconds = 0;  // their device time
   int steps = 0;
   int prefill_steps = 0;
@@ -389,20 +397,18 @@ int main(int argc, char** argv) {
       std::sort(runs.begin(), runs.end(), [](const ThroughputResult& x, const ThroughputResult& y) {
         return x.seconds < y.seconds;
       });
-      const std::string label =
-          absl::StrCat("budget ", budget, pass == 1 ? ", prefill tuned" : "");
+      const std::string label = absl::StrCat("budget ", budget, pass == 1 ? ", prefill tuned" : "");
       for (const ThroughputResult& r : runs) {
         report.Add(absl::StrCat(
             "{\"measure\":\"throughput\",\"gpu\":\"", card, "\",\"config\":\"", label,
-            "\",\"prompts\":", a.prompts, ",\"prompt_len\":", a.prompt_len,
-            ",\"gen_len\":", a.gen_len, ",\"max_batched_tokens\":", budget,
-            ",\"prefill_tuned\":", pass, ",\"seconds\":", r.seconds,
-            ",\"output_tokens\":", r.output_tokens, ",\"output_tok_per_s\":",
-            r.output_tokens / r.seconds, ",\"steps\":", r.steps, ",\"prefill_steps\":",
-            r.prefill_steps, ",\"prefill_step_seconds\":", r.prefill_step_seconds,
-            ",\"decode_steps\":", r.decode_steps, ",\"decode_step_seconds\":",
-            r.decode_step_seconds, ",\"mean_decode_step_ms\":",
-            1e3 * r.decode_step_seconds / std::max(1, r.decode_steps),
+            "\",\"prompts\":", a.prompts, ",\"prompt_len\":", a.prompt_len, ",\"gen_len\":",
+            a.gen_len, ",\"max_batched_tokens\":", budget, ",\"prefill_tuned\":", pass,
+            ",\"seconds\":", r.seconds, ",\"output_tokens\":", r.output_tokens,
+            ",\"output_tok_per_s\":", r.output_tokens / r.seconds, ",\"steps\":", r.steps,
+            ",\"prefill_steps\":", r.prefill_steps, ",\"prefill_step_seconds\":",
+            r.prefill_step_seconds, ",\"decode_steps\":", r.decode_steps,
+            ",\"decode_step_seconds\":", r.decode_step_seconds,
+            ",\"mean_decode_step_ms\":", 1e3 * r.decode_step_seconds / std::max(1, r.decode_steps),
             ",\"mean_decode_step_gpu_ms\":",
             1e3 * r.decode_step_gpu_seconds / std::max(1, r.decode_steps), "}"));
       }
@@ -450,19 +456,18 @@ int main(int argc, char** argv) {
     step_ms = Median(t) * 1e3;
     const auto& c = *o.config;
     const double weight_bytes =
-        2.0 * (c.num_layers * (c.hidden_size * (c.q_dim() + 2 * c.kv_dim()) +
-                               c.q_dim() * c.hidden_size +
-                               3.0 * c.hidden_size * c.intermediate_size) +
-               double(c.vocab_size) * c.hidden_size);
+        2.0 *
+        (c.num_layers * (c.hidden_size * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.hidden_size +
+                         3.0 * c.hidden_size * c.intermediate_size) +
+         double(c.vocab_size) * c.hidden_size);
     const double kv_bytes = double(B) * C * c.num_layers * 2 * c.kv_dim() * 2;
     const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
-    report.Add(absl::StrCat("{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B,
-                            ",\"context\":", C, ",\"median_ms\":", step_ms,
-                            ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
-                            ",\"median_gpu_ms\":", Median(gpu) * 1e3,
-                            ",\"floor_ms\":", floor_ms, ",\"ratio_to_floor\":", step_ms / floor_ms,
-                            ",\"weight_gb\":", weight_bytes / 1e9, ",\"kv_gb\":", kv_bytes / 1e9,
-                            ",\"graph_steps\":", b.graph_steps(), "}"));
+    report.Add(absl::StrCat(
+        "{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B, ",\"context\":", C,
+        ",\"median_ms\":", step_ms, ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
+        ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"floor_ms\":", floor_ms,
+        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
+        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(), "}"));
   }
 
   // Block distance: calls of N random distinct pairs.
@@ -484,11 +489,10 @@ int main(int argc, char** argv) {
         if (rep >= 3) t.push_back(Now() - s0);
       }
       const double call_us = Median(t) * 1e6;
-      report.Add(absl::StrCat("{\"measure\":\"distance\",\"pairs\":", n, ",\"call_us\":",
-                              call_us, ",\"us_per_pair\":", call_us / n,
-                              ",\"block_bytes\":", b.kv_spec().BlockBytes(0),
-                              ",\"share_of_decode_step\":",
-                              step_ms > 0 ? call_us / (step_ms * 1e3) : 0, "}"));
+      report.Add(absl::StrCat(
+          "{\"measure\":\"distance\",\"pairs\":", n, ",\"call_us\":", call_us,
+          ",\"us_per_pair\":", call_us / n, ",\"block_bytes\":", b.kv_spec().BlockBytes(0),
+          ",\"share_of_decode_step\":", step_ms > 0 ? call_us / (step_ms * 1e3) : 0, "}"));
     }
   }
 

@@ -57,9 +57,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCpu(const BackendOptions& o) {
         config.num_layers * 2 * config.num_kv_heads * o.block_size * config.head_dim * 2;
     const int64_t blocks = per_block > 0 ? o.cpu_kv_cache_bytes / per_block : 0;
     if (blocks < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("kv cache of ", o.cpu_kv_cache_bytes,
-                                                     " bytes holds no block of ", per_block,
-                                                     " bytes"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kv cache of ", o.cpu_kv_cache_bytes, " bytes holds no block of ", per_block, " bytes"));
     }
     c.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, 1 << 30));
   }

@@ -87,8 +87,8 @@ struct StepPlan {
 // `logits` for every row, as before.
 struct StepOutput {
   int32_t vocab_size = 0;
-  std::vector<int32_t> rows;  // index into StepPlan::sequences of each row
-  std::vector<float> logits;  // [rows.size()][vocab_size], or empty (see above)
+  std::vector<int32_t> rows;               // index into StepPlan::sequences of each row
+  std::vector<float> logits;               // [rows.size()][vocab_size], or empty (see above)
   std::vector<int32_t> sampled_token_ids;  // [rows.size()] or empty
   std::vector<float> sampled_logprobs;     // [rows.size()] or empty
 

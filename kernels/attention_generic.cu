@@ -173,17 +173,16 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
   }
   if (s.block_size <= 0 || s.kv_heads <= 0 || a.num_q_heads <= 0 ||
       a.num_q_heads % s.kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "generic attention: block_size ", s.block_size, ", heads ", a.num_q_heads, "/",
-        s.kv_heads));
+    return absl::InvalidArgumentError(absl::StrCat("generic attention: block_size ", s.block_size,
+                                                   ", heads ", a.num_q_heads, "/", s.kv_heads));
   }
   if (a.layer < 0 || a.layer >= s.layers) {
     return absl::InvalidArgumentError(
         absl::StrCat("generic attention: layer ", a.layer, " outside the group's ", s.layers));
   }
   if (num_seqs < 0 || num_seqs > 65535 || max_q_len < 0 || max_q_len > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("generic attention: ", num_seqs,
-                                                   " sequences, max_q_len ", max_q_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("generic attention: ", num_seqs, " sequences, max_q_len ", max_q_len));
   }
   if (a.q_row_stride < int64_t{a.num_q_heads} * s.head_dim || a.block_table_stride <= 0 ||
       !(a.softmax_scale > 0.f)) {
@@ -212,8 +211,7 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
   GenericAttentionKernel<<<grid, kThreads, 0, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
-    return absl::InternalError(
-        absl::StrCat("generic attention launch: ", cudaGetErrorString(err)));
+    return absl::InternalError(absl::StrCat("generic attention launch: ", cudaGetErrorString(err)));
   }
   return absl::OkStatus();
 }

@@ -25,8 +25,7 @@ namespace memshare::kernels {
 // in double, rounded to float, times std in float, rounded to bf16.
 // out: bf16 [count], device. Enqueues on `stream`.
 absl::Status LaunchDummyNormalBf16(uint64_t stream_key, float std, int64_t count, int64_t base,
-                                   int64_t width, int64_t full_row, void* out,
-                                   cudaStream_t stream);
+                                   int64_t width, int64_t full_row, void* out, cudaStream_t stream);
 
 }  // namespace memshare::kernels
 

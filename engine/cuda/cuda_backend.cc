@@ -47,10 +47,10 @@ absl::Status Cuda(cudaError_t e, absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
 }
 
-#define RETURN_IF_ERROR(expr)                   \
-  do {                                          \
-    const absl::Status status__ = (expr);       \
-    if (!status__.ok()) return status__;        \
+#define RETURN_IF_ERROR(expr)             \
+  do {                                    \
+    const absl::Status status__ = (expr); \
+    if (!status__.ok()) return status__;  \
   } while (0)
 
 size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -120,11 +120,12 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
                                                    ")"));
   }
   if (o.num_blocks < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_blocks = ", o.num_blocks, ": must be >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_blocks = ", o.num_blocks, ": must be >= 0"));
   }
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "gpu_memory_utilization = ", o.gpu_memory_utilization, ": must be in (0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_utilization = ", o.gpu_memory_utilization, ": must be in (0, 1]"));
   }
   if (o.max_num_batched_tokens < 1 || o.max_num_batched_tokens > (1 << 20)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -147,13 +148,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
     }
     prev = b;
   }
-  if (c.hidden_size % 8 != 0 || c.hidden_size > 16384 || c.head_dim % 8 != 0 ||
-      c.head_dim > 256 || c.intermediate_size % 8 != 0 || c.num_heads % c.num_kv_heads != 0) {
-    return absl::UnimplementedError(absl::StrCat(
-        "the CUDA backend needs hidden_size (", c.hidden_size,
-        ") a multiple of 8 up to 16384, head_dim (", c.head_dim,
-        ") a multiple of 8 up to 256, intermediate_size (", c.intermediate_size,
-        ") a multiple of 8 and whole query groups"));
+  if (c.hidden_size % 8 != 0 || c.hidden_size > 16384 || c.head_dim % 8 != 0 || c.head_dim > 256 ||
+      c.intermediate_size % 8 != 0 || c.num_heads % c.num_kv_heads != 0) {
+    return absl::UnimplementedError(
+        absl::StrCat("the CUDA backend needs hidden_size (", c.hidden_size,
+                     ") a multiple of 8 up to 16384, head_dim (", c.head_dim,
+                     ") a multiple of 8 up to 256, intermediate_size (", c.intermediate_size,
+                     ") a multiple of 8 and whole query groups"));
   }
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -200,8 +201,7 @@ absl::Status CudaBackend::Init() {
   RETURN_IF_ERROR(Cuda(cudaGetDeviceProperties(&props, options_.device), "device properties"));
   num_sms_ = props.multiProcessorCount;
   RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
-  RETURN_IF_ERROR(
-      Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
   RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_begin_), "event"));
   RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
   absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create({});
@@ -220,10 +220,10 @@ absl::Status CudaBackend::Init() {
     }
   }
   const int64_t model_len = std::min<int64_t>(c.max_position_embeddings, 32768);
-  max_model_len_ = static_cast<int32_t>(
-      options_.max_model_len > 0 ? std::min<int64_t>(options_.max_model_len,
-                                                      c.max_position_embeddings)
-                                 : model_len);
+  max_model_len_ =
+      static_cast<int32_t>(options_.max_model_len > 0 ? std::min<int64_t>(options_.max_model_len,
+                                                                          c.max_position_embeddings)
+                                                      : model_len);
   max_blocks_per_seq_ = (max_model_len_ + options_.block_size - 1) / options_.block_size;
   buckets_ = options_.cuda_graph_batch_sizes.empty() ? DefaultBuckets(options_.max_num_seqs)
                                                      : options_.cuda_graph_batch_sizes;
@@ -277,8 +277,8 @@ absl::Status CudaBackend::AllocateWeights() {
     L.down = take(h * inter);
   }
   weight_bytes_ = static_cast<int64_t>(size);
-  RETURN_IF_ERROR(Cuda(cudaMalloc(&weight_arena_, size),
-                       absl::StrCat("weights (", size >> 20, " MiB)")));
+  RETURN_IF_ERROR(
+      Cuda(cudaMalloc(&weight_arena_, size), absl::StrCat("weights (", size >> 20, " MiB)")));
   char* base = static_cast<char*>(weight_arena_);
   embedding_ = base + embedding;
   lm_head_ = base + lm_head;
@@ -303,23 +303,57 @@ absl::Status CudaBackend::AllocateWeights() {
     const LayerOffsets* L = s.layer >= 0 ? &lo[s.layer] : nullptr;
     size_t at = 0;
     switch (s.role) {
-      case WeightRole::kEmbedding: at = embedding; break;
-      case WeightRole::kFinalNorm: at = final_norm; break;
-      case WeightRole::kLmHead: at = lm_head; break;
-      case WeightRole::kInputNorm: at = L->input_norm; break;
-      case WeightRole::kQProj: at = L->qkv; break;
-      case WeightRole::kKProj: at = L->qkv + q * h * 2; break;
-      case WeightRole::kVProj: at = L->qkv + (q + kv) * h * 2; break;
-      case WeightRole::kQBias: at = L->qkv_bias; break;
-      case WeightRole::kKBias: at = L->qkv_bias + q * 2; break;
-      case WeightRole::kVBias: at = L->qkv_bias + (q + kv) * 2; break;
-      case WeightRole::kQNorm: at = L->q_norm; break;
-      case WeightRole::kKNorm: at = L->k_norm; break;
-      case WeightRole::kOProj: at = L->o_proj; break;
-      case WeightRole::kPostAttentionNorm: at = L->post_norm; break;
-      case WeightRole::kGateProj: at = L->gate_up; break;
-      case WeightRole::kUpProj: at = L->gate_up + inter * h * 2; break;
-      case WeightRole::kDownProj: at = L->down; break;
+      case WeightRole::kEmbedding:
+        at = embedding;
+        break;
+      case WeightRole::kFinalNorm:
+        at = final_norm;
+        break;
+      case WeightRole::kLmHead:
+        at = lm_head;
+        break;
+      case WeightRole::kInputNorm:
+        at = L->input_norm;
+        break;
+      case WeightRole::kQProj:
+        at = L->qkv;
+        break;
+      case WeightRole::kKProj:
+        at = L->qkv + q * h * 2;
+        break;
+      case WeightRole::kVProj:
+        at = L->qkv + (q + kv) * h * 2;
+        break;
+      case WeightRole::kQBias:
+        at = L->qkv_bias;
+        break;
+      case WeightRole::kKBias:
+        at = L->qkv_bias + q * 2;
+        break;
+      case WeightRole::kVBias:
+        at = L->qkv_bias + (q + kv) * 2;
+        break;
+      case WeightRole::kQNorm:
+        at = L->q_norm;
+        break;
+      case WeightRole::kKNorm:
+        at = L->k_norm;
+        break;
+      case WeightRole::kOProj:
+        at = L->o_proj;
+        break;
+      case WeightRole::kPostAttentionNorm:
+        at = L->post_norm;
+        break;
+      case WeightRole::kGateProj:
+        at = L->gate_up;
+        break;
+      case WeightRole::kUpProj:
+        at = L->gate_up + inter * h * 2;
+        break;
+      case WeightRole::kDownProj:
+        at = L->down;
+        break;
     }
     weight_slots_.emplace_back(base + at, bytes);
   }
@@ -364,8 +398,8 @@ absl::Status CudaBackend::LoadWeights() {
       const int64_t n = s.LocalElements();
       host.resize(n);
       RETURN_IF_ERROR(model::CopyToBf16(*t, 0, n, host.data()));
-      RETURN_IF_ERROR(Cuda(cudaMemcpy(const_cast<void*>(weight_slots_[i].first), host.data(),
-                                      n * 2, cudaMemcpyHostToDevice),
+      RETURN_IF_ERROR(Cuda(cudaMemcpy(const_cast<void*>(weight_slots_[i].first), host.data(), n * 2,
+                                      cudaMemcpyHostToDevice),
                            "upload weights"));
     }
   }
@@ -496,9 +530,8 @@ absl::Status CudaBackend::AllocatePools() {
   for (int g = 0; g < spec_.num_layer_groups; ++g) {
     const size_t bytes = static_cast<size_t>(spec_.BlockBytes(g)) * blocks;
     void* p = nullptr;
-    RETURN_IF_ERROR(
-        Cuda(cudaMalloc(&p, bytes), absl::StrCat("KV pool of group ", g, " (", bytes >> 20,
-                                                 " MiB)")));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&p, bytes),
+                         absl::StrCat("KV pool of group ", g, " (", bytes >> 20, " MiB)")));
     pools_.push_back(p);
     RETURN_IF_ERROR(Cuda(cudaMemsetAsync(p, 0, bytes, stream_), "zero KV pool"));
     kv_pool_bytes_ += static_cast<int64_t>(bytes);
@@ -574,9 +607,8 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     }
   }
 
-  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, 0, V, H,
-                                                 MetaDev<int32_t>(L.token_ids), T, residual_,
-                                                 stream_));
+  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, 0, V, H, MetaDev<int32_t>(L.token_ids),
+                                                 T, residual_, stream_));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     if (l == 0) {
@@ -588,16 +620,16 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     RETURN_IF_ERROR(Gemm(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false));
     if (w.q_norm != nullptr) {
       RETURN_IF_ERROR(kernels::LaunchQkvBiasNorm(qkv_, qkv_cols, T, heads, spec_.kv_heads_local,
-                                                 spec_.head_dim, nullptr, w.q_norm, w.k_norm,
-                                                 eps, stream_));
+                                                 spec_.head_dim, nullptr, w.q_norm, w.k_norm, eps,
+                                                 stream_));
     }
     const int g = group_of_layer_[l];
     const int li = static_cast<int>(l - spec_.group_layer_begin[g]);
     const kernels::KvBlockShape shape{spec_.LayersInGroup(g), spec_.kv_heads_local,
                                       spec_.block_size, spec_.head_dim};
-    RETURN_IF_ERROR(kernels::LaunchWriteKvCache(Bf16At(qkv_, q), Bf16At(qkv_, q + kv), qkv_cols,
-                                                T, slots + int64_t{g} * L.tokens, pools_[g],
-                                                shape, li, stream_));
+    RETURN_IF_ERROR(kernels::LaunchWriteKvCache(Bf16At(qkv_, q), Bf16At(qkv_, q + kv), qkv_cols, T,
+                                                slots + int64_t{g} * L.tokens, pools_[g], shape, li,
+                                                stream_));
     kernels::PagedAttentionArgs a;
     a.q = qkv_;
     a.q_row_stride = qkv_cols;
@@ -614,8 +646,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     if (!fast_attention_) {
       RETURN_IF_ERROR(kernels::LaunchPagedAttentionGeneric(a, S, cu, step.max_q_len, stream_));
     } else if (step.decode) {
-      RETURN_IF_ERROR(
-          kernels::LaunchPagedDecodeAttention(a, S, split, attn_workspace_, stream_));
+      RETURN_IF_ERROR(kernels::LaunchPagedDecodeAttention(a, S, split, attn_workspace_, stream_));
     } else {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
@@ -631,8 +662,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   if (step.logit_rows == 0) return absl::OkStatus();
   const void* x = hidden_;
   if (step.gather) {
-    RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H,
-                                                   MetaDev<int32_t>(L.logit_rows),
+    RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H, MetaDev<int32_t>(L.logit_rows),
                                                    step.logit_rows, selected_, stream_));
     x = selected_;
   }
@@ -716,9 +746,9 @@ absl::Status CudaBackend::PrepareBuckets() {
     step.gather = false;
     step.bucket_index = static_cast<int>(i);
     FillPadding(step.layout);
-    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes,
-                                         cudaMemcpyHostToDevice, stream_),
-                         "upload step metadata"));
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes, cudaMemcpyHostToDevice, stream_),
+        "upload step metadata"));
     RETURN_IF_ERROR(RunModel(step));
     RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "warm-up decode step"));
     if (!options_.enable_cuda_graphs) continue;
@@ -743,9 +773,8 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
   const model::ModelConfig& c = config_;
   const int64_t bs = spec_.block_size;
   if (static_cast<int64_t>(plan.sequences.size()) > max_seqs_) {
-    return absl::InvalidArgumentError(absl::StrCat(plan.sequences.size(),
-                                                   " sequences exceed max_num_seqs (",
-                                                   max_seqs_, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(plan.sequences.size(), " sequences exceed max_num_seqs (", max_seqs_, ")"));
   }
   if (plan.NumTokens() > max_tokens_) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -817,9 +846,9 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
         }
         uint64_t& bits = written[key];
         if ((bits & mask) != 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": positions from ", p, " would write slots of block ", block,
-              " (layer group ", g, ") that another token of the step writes"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(SeqName(i, s), ": positions from ", p, " would write slots of block ",
+                           block, " (layer group ", g, ") that another token of the step writes"));
         }
         bits |= mask;
         p += bs <= 64 ? last - first + 1 : 1;
@@ -832,11 +861,10 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
           !(d.min_p <= 1.f) || !(d.repetition_penalty > 0.f) || !finite(d.repetition_penalty) ||
           !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
           !(d.uniform < 1.f)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": sampling values out of range (temperature ",
-                         d.temperature, ", top_p ", d.top_p, ", min_p ", d.min_p,
-                         ", repetition_penalty ", d.repetition_penalty, ", uniform ", d.uniform,
-                         ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            SeqName(i, s), ": sampling values out of range (temperature ", d.temperature,
+            ", top_p ", d.top_p, ", min_p ", d.min_p, ", repetition_penalty ", d.repetition_penalty,
+            ", uniform ", d.uniform, ")"));
       }
       if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
         return absl::InvalidArgumentError(
@@ -847,8 +875,8 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
         if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= c.vocab_size ||
             d.penalty_counts[k] < 0) {
           return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k],
-              " (count ", d.penalty_counts[k], ") outside the vocabulary or negative"));
+              SeqName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k], " (count ",
+              d.penalty_counts[k], ") outside the vocabulary or negative"));
         }
       }
     }
@@ -881,7 +909,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     decode = decode && n == 1;
     max_q_len = std::max(max_q_len, n);
     max_context = std::max(max_context, s.start_pos + n);
-    max_blocks = std::max<int32_t>(max_blocks, static_cast<int32_t>((s.start_pos + n + bs - 1) / bs));
+    max_blocks =
+        std::max<int32_t>(max_blocks, static_cast<int32_t>((s.start_pos + n + bs - 1) / bs));
     if (s.compute_logits) output->rows.push_back(i);
   }
   const int R = static_cast<int>(output->rows.size());
@@ -986,9 +1015,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     return absl::InvalidArgumentError(absl::StrCat(penalties, " penalty tokens in one step"));
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
-  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice,
-                                       stream_),
-                       "upload step metadata"));
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
+           "upload step metadata"));
   if (penalties > 0) {
     if (static_cast<size_t>(penalties) > penalty_capacity_) {
       RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow penalty buffers"));
@@ -1029,9 +1058,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   float* host_logprobs = reinterpret_cast<float*>(host_tokens + max_seqs_);
   float* host_logits = host_logprobs + max_seqs_;
   if (R > 0 && need_logits) {
-    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4,
-                                         cudaMemcpyDeviceToHost, stream_),
-                         "download logits"));
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
+        "download logits"));
   }
   if (any_sampling) {
     const float* raw = logits_;
@@ -1045,19 +1074,20 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
       }
     }
     const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
-    RETURN_IF_ERROR(kernels::LaunchSample(
-        logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
-        penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
-        penalties > 0 ? pen_ids : nullptr, penalties > 0 ? pen_ids + penalties : nullptr,
-        sampled_, stream_));
-    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4,
-                                         cudaMemcpyDeviceToHost, stream_),
-                         "download sampled tokens"));
+    RETURN_IF_ERROR(
+        kernels::LaunchSample(logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
+                              penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
+                              penalties > 0 ? pen_ids : nullptr,
+                              penalties > 0 ? pen_ids + penalties : nullptr, sampled_, stream_));
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+             "download sampled tokens"));
     if (any_logprob) {
-      RETURN_IF_ERROR(kernels::LaunchTokenLogprob(raw, V, R, V, sampled_, lse_, logprobs_, stream_));
-      RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logprobs, logprobs_, size_t(R) * 4,
-                                           cudaMemcpyDeviceToHost, stream_),
-                           "download logprobs"));
+      RETURN_IF_ERROR(
+          kernels::LaunchTokenLogprob(raw, V, R, V, sampled_, lse_, logprobs_, stream_));
+      RETURN_IF_ERROR(Cuda(
+          cudaMemcpyAsync(host_logprobs, logprobs_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+          "download logprobs"));
     }
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
@@ -1126,9 +1156,9 @@ absl::Status CudaBackend::CopyBlocks(int layer_group,
     host[2 * i] = copies[i].first;
     host[2 * i + 1] = copies[i].second;
   }
-  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8,
-                                       cudaMemcpyHostToDevice, stream_),
-                       "upload block pairs"));
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+           "upload block pairs"));
   RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
   return kernels::LaunchCopyBlocks(pools_[layer_group], spec_.BlockBytes(layer_group),
                                    static_cast<const int32_t*>(pairs_dev_), n, stream_);
@@ -1190,13 +1220,13 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
   }
   // Results after the pairs, 16-byte aligned: [pairs_capacity_][2] int32, then sums.
   const size_t results_at = AlignUp(pairs_capacity_ * 8, 16);
-  auto* dev_sums = reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) +
-                                                             results_at);
-  auto* host_sums = reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) +
-                                                              results_at);
-  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8,
-                                       cudaMemcpyHostToDevice, stream_),
-                       "upload block pairs"));
+  auto* dev_sums =
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) + results_at);
+  auto* host_sums =
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) + results_at);
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+           "upload block pairs"));
   RETURN_IF_ERROR(kernels::LaunchBlockDistance(pools_[layer_group], shape, spec_.num_blocks,
                                                static_cast<const int32_t*>(pairs_dev_), n,
                                                distance_workspace_, dev_sums, stream_));
@@ -1218,8 +1248,8 @@ absl::Status CudaBackend::FillKvPoolsForBenchmark(uint64_t seed, float std) {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   for (int g = 0; g < spec_.num_layer_groups; ++g) {
     const int64_t n = spec_.BlockBytes(g) / 2 * spec_.num_blocks;
-    RETURN_IF_ERROR(kernels::LaunchDummyNormalBf16(SplitMix64(seed + g), std, n, 0, n, 0,
-                                                   pools_[g], stream_));
+    RETURN_IF_ERROR(
+        kernels::LaunchDummyNormalBf16(SplitMix64(seed + g), std, n, 0, n, 0, pools_[g], stream_));
   }
   return Cuda(cudaStreamSynchronize(stream_), "fill KV pools");
 }

@@ -183,17 +183,17 @@ class CudaBackend : public Backend {
   // and its device copy. T tokens, S sequences, G layer groups, `stride`
   // block-table entries per (sequence, group); int32 unless said.
   struct MetaLayout {
-    int32_t tokens = 0;   // T
-    int32_t seqs = 0;     // S
-    int32_t stride = 0;   // block-table entries per (sequence, group)
-    size_t token_ids = 0;     // [T]
-    size_t slots = 0;         // [G][T]: block * block_size + offset; -1 padding
-    size_t context_lens = 0;  // [S]: keys per sequence; 0 padding
-    size_t cu_q_lens = 0;     // [S + 1]
-    size_t logit_rows = 0;    // [S]: token row of each logits row
-    size_t sampling = 0;      // kernels::SamplingRow [S]
+    int32_t tokens = 0;          // T
+    int32_t seqs = 0;            // S
+    int32_t stride = 0;          // block-table entries per (sequence, group)
+    size_t token_ids = 0;        // [T]
+    size_t slots = 0;            // [G][T]: block * block_size + offset; -1 padding
+    size_t context_lens = 0;     // [S]: keys per sequence; 0 padding
+    size_t cu_q_lens = 0;        // [S + 1]
+    size_t logit_rows = 0;       // [S]: token row of each logits row
+    size_t sampling = 0;         // kernels::SamplingRow [S]
     size_t penalty_offsets = 0;  // [S + 1]
-    size_t block_tables = 0;  // [S][G][stride]
+    size_t block_tables = 0;     // [S][G][stride]
     size_t bytes = 0;
   };
 
@@ -204,10 +204,10 @@ class CudaBackend : public Backend {
     int num_seqs = 0;
     int max_q_len = 0;
     int32_t max_context = 0;  // longest sequence of the step (sizes a decode split)
-    bool decode = false;  // one query token per sequence
-    int logit_rows = 0;   // rows of the LM head
-    bool gather = false;  // LM head rows are logit_rows[], not 0..logit_rows-1
-    int bucket_index = -1;  // decode bucket, or -1
+    bool decode = false;      // one query token per sequence
+    int logit_rows = 0;       // rows of the LM head
+    bool gather = false;      // LM head rows are logit_rows[], not 0..logit_rows-1
+    int bucket_index = -1;    // decode bucket, or -1
   };
 
   struct Bucket {
@@ -265,19 +265,19 @@ class CudaBackend : public Backend {
   const void* final_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
   std::vector<std::pair<const void*, size_t>> weight_slots_;  // per ListWeights entry: dst, bytes
-  float* inv_freq_ = nullptr;  // [head_dim / 2]
+  float* inv_freq_ = nullptr;                                 // [head_dim / 2]
 
   // Activations: one allocation, rows for max_tokens_.
   void* act_arena_ = nullptr;
-  void* residual_ = nullptr;  // bf16 [T][hidden]
-  void* hidden_ = nullptr;    // bf16 [T][hidden], normed
-  void* qkv_ = nullptr;       // bf16 [T][q_dim + 2 kv_dim]
-  void* attn_ = nullptr;      // bf16 [T][q_dim]
-  void* tmp_ = nullptr;       // bf16 [T][hidden]: O and down outputs
-  void* gate_up_ = nullptr;   // bf16 [T][2 inter]
-  void* act_ = nullptr;       // bf16 [T][inter]
-  void* selected_ = nullptr;  // bf16 [max_seqs][hidden]: rows for the LM head
-  float* logits_ = nullptr;   // fp32 [max_seqs][vocab]
+  void* residual_ = nullptr;     // bf16 [T][hidden]
+  void* hidden_ = nullptr;       // bf16 [T][hidden], normed
+  void* qkv_ = nullptr;          // bf16 [T][q_dim + 2 kv_dim]
+  void* attn_ = nullptr;         // bf16 [T][q_dim]
+  void* tmp_ = nullptr;          // bf16 [T][hidden]: O and down outputs
+  void* gate_up_ = nullptr;      // bf16 [T][2 inter]
+  void* act_ = nullptr;          // bf16 [T][inter]
+  void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head
+  float* logits_ = nullptr;      // fp32 [max_seqs][vocab]
   float* raw_logits_ = nullptr;  // fp32 [max_seqs][vocab]: copy kept for logprobs
   float* lse_ = nullptr;         // [max_seqs]
   int32_t* sampled_ = nullptr;   // [max_seqs]

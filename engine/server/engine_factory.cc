@@ -55,8 +55,8 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
   o.device = *device;
   o.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   if (!(o.gpu_memory_utilization > 0 && o.gpu_memory_utilization <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("--gpu_memory_utilization: must be in (0, 1], got ",
-                                                   o.gpu_memory_utilization));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--gpu_memory_utilization: must be in (0, 1], got ", o.gpu_memory_utilization));
   }
   o.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   o.engine.scheduler.max_prompt_len = absl::GetFlag(FLAGS_max_prompt_len);

@@ -82,8 +82,8 @@ inline Golden ReadGolden(const std::string& name) {
     g.prompts.push_back(std::move(gp));
   }
   const std::string ref_dir = EnvOr("MEMSHARE_BF16_REF_DIR", "");
-  const nlohmann::json r = ReadJson(ref_dir.empty() ? g.dir + "/golden_bf16.json"
-                                                    : ref_dir + "/" + name + ".json");
+  const nlohmann::json r =
+      ReadJson(ref_dir.empty() ? g.dir + "/golden_bf16.json" : ref_dir + "/" + name + ".json");
   if (r.is_discarded()) return g;
   g.max_abs_diff_bf16_vs_fp32 = r.at("max_abs_diff_bf16_vs_fp32").get<double>();
   const auto& rp = r.at("prompts");
@@ -147,8 +147,8 @@ inline engine::SequenceChunk Chunk(uint64_t id, int start, std::vector<int32_t> 
 inline std::vector<std::vector<float>> Generate(engine::Backend& b,
                                                 const std::vector<int32_t>& prompt, int steps,
                                                 const std::vector<int32_t>* feed = nullptr,
-                                                int chunk = 0, int groups = 1,
-                                                int first_block = 0, int block_size = 16) {
+                                                int chunk = 0, int groups = 1, int first_block = 0,
+                                                int block_size = 16) {
   const int V = b.vocab_size();
   const int total = static_cast<int>(prompt.size()) + steps;
   const auto tables = Tables(groups, first_block, (total + block_size - 1) / block_size);

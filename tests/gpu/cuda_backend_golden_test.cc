@@ -54,8 +54,7 @@ using ::memshare::testing::Top2Gap;
 
 constexpr double kFactor = 2.0;
 
-std::unique_ptr<CudaBackend> MakeCuda(const std::string& dir, int groups = 1,
-                                      bool graphs = true) {
+std::unique_ptr<CudaBackend> MakeCuda(const std::string& dir, int groups = 1, bool graphs = true) {
   CudaBackend::Options o;
   o.model_dir = dir;
   o.num_blocks = 64;
@@ -135,9 +134,8 @@ TEST_P(CudaGoldenTest, LogitsWithinBf16ToleranceAndGreedyTokensMatch) {
       "%.3g = %.2f D16, bound %.3g; argmax = golden at %d/%d teacher-forced steps (%d decided "
       "beyond 2x bound, all required); free-running greedy identical for %d/%zu prompts (%d "
       "without any ambiguous step)\n",
-      GetParam(), g.max_abs_diff_bf16_vs_fp32, worst_hf, worst,
-      worst / g.max_abs_diff_bf16_vs_fp32, tol, same_steps, steps, decided, full_prompts,
-      g.prompts.size(), clean_prompts);
+      GetParam(), g.max_abs_diff_bf16_vs_fp32, worst_hf, worst, worst / g.max_abs_diff_bf16_vs_fp32,
+      tol, same_steps, steps, decided, full_prompts, g.prompts.size(), clean_prompts);
 }
 
 // The same plans on the CPU backend (fp32 math, bf16 KV): within the bf16

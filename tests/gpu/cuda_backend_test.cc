@@ -15,6 +15,8 @@
 // size, so two layers and the LM head accumulate ~sqrt(18) x 2e-3 ~ 8e-3
 // (measured values are printed). A wrong slot, head, RoPE pair or missing
 // bias moves the row by O(1).
+#include "engine/cuda/cuda_backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -25,7 +27,6 @@
 
 #include "common/bf16.h"
 #include "engine/cpu/cpu_backend.h"
-#include "engine/cuda/cuda_backend.h"
 #include "engine/model/model_weights.h"
 #include "engine/model/testing/checkpoint_writer.h"
 #include "engine/model/weight_spec.h"
@@ -83,7 +84,9 @@ std::string WriteCheckpoint(const std::string& name, const ModelConfig& c, uint6
     std::vector<float> v(s.LocalElements());
     const bool norm = s.shape.size() == 1 && s.name.find("norm") != std::string::npos;
     const bool bias = s.name.find("bias") != std::string::npos;
-    const float std = norm || bias ? 0.1f : s.name.find("embed") != std::string::npos ? 0.5f : 0.05f;
+    const float std = norm || bias                                ? 0.1f
+                      : s.name.find("embed") != std::string::npos ? 0.5f
+                                                                  : 0.05f;
     for (float& x : v) x = (norm ? 1.f : 0.f) + std * normal(rng);
     tensors.push_back({s.name, "BF16", s.shape, mt::EncodeFloats(v, "BF16")});
   }
@@ -281,7 +284,8 @@ TEST_P(CudaVsCpuTest, GraphReplayEqualsEagerLaunches) {
       }
       ASSERT_TRUE(b.Forward(p, &o).ok());
       out[k].push_back(o.logits);
-      for (int s = 0; s < 3; ++s) next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
+      for (int s = 0; s < 3; ++s)
+        next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
     }
   }
   EXPECT_EQ(out[0], out[1]);
@@ -289,13 +293,14 @@ TEST_P(CudaVsCpuTest, GraphReplayEqualsEagerLaunches) {
   EXPECT_EQ(eager->padded_decode_steps(), 5);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CudaVsCpuTest,
-    ::testing::Values(Shape{"qwen2_d64_g4", Architecture::kQwen2, 64, 8, 2},
-                      Shape{"qwen3_d128_g4", Architecture::kQwen3, 128, 8, 2},
-                      Shape{"llama_d128_mha", Architecture::kLlama, 128, 4, 4},
-                      Shape{"llama_d64_g16", Architecture::kLlama, 64, 16, 1}),
-    [](const ::testing::TestParamInfo<Shape>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaVsCpuTest,
+                         ::testing::Values(Shape{"qwen2_d64_g4", Architecture::kQwen2, 64, 8, 2},
+                                           Shape{"qwen3_d128_g4", Architecture::kQwen3, 128, 8, 2},
+                                           Shape{"llama_d128_mha", Architecture::kLlama, 128, 4, 4},
+                                           Shape{"llama_d64_g16", Architecture::kLlama, 64, 16, 1}),
+                         [](const ::testing::TestParamInfo<Shape>& i) {
+                           return std::string(i.param.name);
+                         });
 
 class CudaBackendTest : public ::testing::Test {
  protected:
@@ -403,8 +408,8 @@ TEST_F(CudaBackendTest, RejectsBadPlans) {
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
   };
   StepPlan p;
-  p.sequences.push_back(Chunk(1, 0, {1, 2, static_cast<int32_t>(config_.vocab_size)},
-                              Tables(1, 0, 1)));
+  p.sequences.push_back(
+      Chunk(1, 0, {1, 2, static_cast<int32_t>(config_.vocab_size)}, Tables(1, 0, 1)));
   expect_invalid(p, "token outside the vocabulary");
   p.sequences[0] = Chunk(1, 1020, {1, 2, 3, 4, 5}, Tables(1, 0, 64));
   expect_invalid(p, "past max_model_len");
