@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/backend_factory.h"
 #include "engine/llm_engine.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
@@ -31,6 +32,13 @@ struct CpuEngineOptions {
   int32_t num_layer_groups = 1;
   // Threads of the forward pass; 0: every core.
   int32_t num_threads = 0;
+  // Which backend computes (engine/backend_factory.h): the CPU backend, the
+  // CUDA backend, or auto (CUDA when a device is usable). The CLI and the
+  // worker default to auto; this struct to the CPU, as before.
+  DeviceKind device = DeviceKind::kCpu;
+  // CUDA: share of the card's memory in use once the KV pool is allocated;
+  // the pool takes what the weights and buffers leave (num_blocks = 0).
+  double gpu_memory_utilization = 0.9;
   // Longest prompt + generation; 0 (or more than the model allows): the
   // model's max_position_embeddings (and Mistral's sliding window).
   int32_t max_model_len = 0;

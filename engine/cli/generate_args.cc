@@ -165,6 +165,22 @@ const std::vector<Flag>& Flags() {
        Int("max-batched-tokens", [](GenerateArgs* a) { return &a->max_batched_tokens; })},
       {"threads", "N", "CPU threads for the model; 0 = every core. Default 0.",
        Int("threads", [](GenerateArgs* a) { return &a->threads; })},
+      {"device", "auto|cpu|cuda",
+       "Backend: cuda (the GPU), cpu, or auto = cuda when a CUDA device is usable,\n"
+       "else cpu. Default auto.",
+       [](const std::string& v, GenerateArgs* a) {
+         if (v != "auto" && v != "cpu" && v != "cuda") {
+           return Bad("device", "must be auto, cpu or cuda", v);
+         }
+         a->device = v;
+         return absl::OkStatus();
+       }},
+      {"gpu-memory-utilization", "F",
+       "CUDA: share of the GPU's memory in use once the KV pool is allocated\n"
+       "(the pool takes what the weights and buffers leave; --num-blocks overrides).\n"
+       "Default 0.9.",
+       Float("gpu-memory-utilization",
+             [](GenerateArgs* a) { return &a->gpu_memory_utilization; })},
       {"no-prefix-cache", nullptr, "Disable the prefix cache.",
        [](const std::string&, GenerateArgs* a) {
          a->prefix_cache = false;
@@ -274,6 +290,10 @@ absl::StatusOr<GenerateArgs> ParseGenerateArgs(absl::Span<const std::string> arg
         positive("kv-cache-mib", a.kv_cache_mib), non_negative("num-blocks", a.num_blocks),
         non_negative("max-model-len", a.max_model_len), non_negative("threads", a.threads)}) {
     if (!s.ok()) return s;
+  }
+  if (!(a.gpu_memory_utilization > 0.f && a.gpu_memory_utilization <= 1.f)) {
+    return Bad("gpu-memory-utilization", "must be in (0, 1]",
+               absl::StrCat(a.gpu_memory_utilization));
   }
   return a;
 }

@@ -36,7 +36,9 @@ struct GenerateArgs {
   int32_t layer_groups = 1;
   int32_t max_num_seqs = 16;
   int32_t max_batched_tokens = 2048;
-  int32_t threads = 0;  // 0: all cores
+  int32_t threads = 0;                  // 0: all cores
+  std::string device = "auto";          // auto (CUDA when a GPU is usable), cpu or cuda
+  float gpu_memory_utilization = 0.9f;  // CUDA: share of the card in use with the KV pool
   bool prefix_cache = true;
   // Output.
   bool quiet = false;  // no progress lines on stderr

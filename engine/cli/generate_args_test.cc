@@ -146,6 +146,9 @@ TEST(GenerateArgsTest, ErrorsNameTheFlag) {
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--block-size", "0"}),
               HasSubstr("--block-size: must be >= 1"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--threads", "-2"}), HasSubstr("--threads"));
+  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--device", "tpu"}), HasSubstr("--device"));
+  EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--gpu-memory-utilization", "1.5"}),
+              HasSubstr("--gpu-memory-utilization"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt"}), HasSubstr("--prompt needs a value"));
   EXPECT_THAT(Error({"--model", "/m", "--prompt", "x", "--bogus"}),
               HasSubstr("unknown flag --bogus"));

@@ -46,6 +46,13 @@ int Generate(const std::vector<std::string>& argv) {
   options.kv_cache_bytes = int64_t{args->kv_cache_mib} << 20;
   options.num_layer_groups = args->layer_groups;
   options.num_threads = args->threads;
+  absl::StatusOr<DeviceKind> device = ParseDeviceKind(args->device);
+  if (!device.ok()) {
+    std::cerr << "memshare generate: " << device.status().message() << "\n";
+    return 2;
+  }
+  options.device = *device;
+  options.gpu_memory_utilization = args->gpu_memory_utilization;
   options.max_model_len = args->max_model_len;
   options.engine.scheduler.max_num_seqs = args->max_num_seqs;
   options.engine.scheduler.max_num_batched_tokens = args->max_batched_tokens;

@@ -15,6 +15,11 @@ ABSL_FLAG(int32_t, num_blocks, 0, "KV blocks per layer group; 0: as many as --kv
 ABSL_FLAG(int32_t, kv_cache_mib, 1024, "Memory of the KV pool when --num_blocks is 0.");
 ABSL_FLAG(int32_t, layer_groups, 1, "KV layer groups (MemShare decides per group).");
 ABSL_FLAG(int32_t, threads, 0, "Threads of the CPU forward pass; 0: every core.");
+ABSL_FLAG(std::string, device, "auto",
+          "Backend: cuda (the GPU), cpu, or auto = cuda when a CUDA device is usable, else cpu.");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "CUDA: share of the GPU's memory in use once the KV pool is allocated (the pool takes "
+          "what the weights and buffers leave; --num_blocks overrides).");
 ABSL_FLAG(int32_t, max_model_len, 0,
           "Longest prompt + generation; 0: the model's max_position_embeddings.");
 ABSL_FLAG(int32_t, max_prompt_len, 0, "Longest prompt accepted; 0: max_model_len - 1.");
@@ -45,6 +50,14 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
   o.kv_cache_bytes = int64_t{absl::GetFlag(FLAGS_kv_cache_mib)} << 20;
   o.num_layer_groups = absl::GetFlag(FLAGS_layer_groups);
   o.num_threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<DeviceKind> device = ParseDeviceKind(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return device.status();
+  o.device = *device;
+  o.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  if (!(o.gpu_memory_utilization > 0 && o.gpu_memory_utilization <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--gpu_memory_utilization: must be in (0, 1], got ", o.gpu_memory_utilization));
+  }
   o.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   o.engine.scheduler.max_prompt_len = absl::GetFlag(FLAGS_max_prompt_len);
   o.engine.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);

@@ -1,5 +1,6 @@
 // How memshare_worker makes its engine from its flags: the scheduler-driven
-// LlmEngine on the CPU backend (engine/cpu_engine.h) for --model, with the
+// LlmEngine (engine/cpu_engine.h) on the backend --device picks (CUDA when a
+// GPU is usable, else the CPU) for --model, with the
 // KV pool, batching and MemShare flags defined in engine_factory.cc
 // (memshare_worker --help lists them).
 #ifndef MEMSHARE_ENGINE_SERVER_ENGINE_FACTORY_H_
