@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "engine/backend_factory.h"
 #include "engine/cpu_engine.h"
 
 namespace memshare::bench {
@@ -37,11 +38,9 @@ struct StepCollector {
 };
 
 absl::Status CheckInputs(const EngineSetup& setup, const EvalConfig& config) {
-  if (setup.device != "cpu") {
-    return absl::UnimplementedError(
-        absl::StrCat("device: \"", setup.device,
-                     "\" is not available in this build (only \"cpu\"; the CUDA backend needs "
-                     "engine/backend_factory.h on main)"));
+  if (absl::StatusOr<engine::DeviceKind> device = engine::ParseDeviceKind(setup.device);
+      !device.ok()) {
+    return device.status();
   }
   if (setup.num_blocks < 0) return absl::InvalidArgumentError("num_blocks: must be >= 0");
   if (setup.max_tokens < 1) return absl::InvalidArgumentError("max_tokens: must be >= 1");
@@ -60,6 +59,7 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
 
   engine::CpuEngineOptions o;
   o.model_dir = setup.model_dir;
+  o.device = *engine::ParseDeviceKind(setup.device);
   o.block_size = setup.block_size;
   o.num_layer_groups = config.layer_groups;
   o.num_threads = setup.threads;

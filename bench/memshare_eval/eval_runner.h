@@ -31,7 +31,8 @@ namespace memshare::bench {
 struct EngineSetup {
   // Hugging Face model directory.
   std::string model_dir = "assets/models/tiny-reasoner";
-  // "cpu" (the CPU backend); "cuda" needs engine/backend_factory.h.
+  // "cpu", "cuda" or "auto" (engine/backend_factory.h). RunEval answers
+  // FAILED_PRECONDITION for cuda without a usable device.
   std::string device = "cpu";
   // Threads of the CPU forward pass; 0: every core.
   int32_t threads = 0;
@@ -149,8 +150,8 @@ struct EvalResult {
   }
 };
 
-// INVALID_ARGUMENT naming the field for a bad setup or config, UNIMPLEMENTED
-// for a device this build cannot drive; the engine's errors otherwise. A
+// INVALID_ARGUMENT naming the field for a bad setup or config; the engine's
+// errors otherwise (FAILED_PRECONDITION: no CUDA device). A
 // request that fails counts as wrong (num_failed) and does not stop the run.
 absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& config,
                                    absl::Span<const HeldoutProblem> problems);

@@ -96,9 +96,9 @@ TEST(EvalRunnerTest, MemShareOnRunsTheFunnel) {
 
 TEST(EvalRunnerTest, RefusesBadSetups) {
   const std::vector<HeldoutProblem> problems = TwoProblems();
-  EngineSetup cuda = SmallSetup();
-  cuda.device = "cuda";
-  EXPECT_EQ(RunEval(cuda, {}, problems).status().code(), absl::StatusCode::kUnimplemented);
+  EngineSetup tpu = SmallSetup();
+  tpu.device = "tpu";
+  EXPECT_EQ(RunEval(tpu, {}, problems).status().code(), absl::StatusCode::kInvalidArgument);
   EvalConfig groups;
   groups.layer_groups = 0;
   auto r = RunEval(SmallSetup(), groups, problems);
