@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -196,6 +197,24 @@ std::string FormatProblemsCsv(absl::Span<const ReportRow> rows) {
                       p.correct ? 1 : 0, ",", FinishName(p.finish_reason), ",", p.prompt_tokens,
                       ",", p.completion_tokens, ",", p.peak_physical_blocks, ",",
                       p.peak_logical_blocks, ",", CsvField(p.error), "\n");
+    }
+  }
+  return out;
+}
+
+std::string FormatRepliesJsonl(absl::Span<const ReportRow> rows) {
+  std::string out;
+  for (const ReportRow& row : rows) {
+    for (const ProblemOutcome& p : row.result->problems) {
+      nlohmann::json j;
+      j["name"] = row.result->config.name;
+      j["repeat"] = row.repeat;
+      j["id"] = p.id;
+      j["answer"] = p.answer;
+      j["predicted"] = p.predicted ? nlohmann::json(*p.predicted) : nlohmann::json(nullptr);
+      j["correct"] = p.correct;
+      j["text"] = p.text;
+      absl::StrAppend(&out, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "\n");
     }
   }
   return out;

@@ -45,6 +45,11 @@ std::string FormatTable(absl::Span<const ReportRow> rows);
 // peaks; for checking single answers.
 std::string FormatProblemsCsv(absl::Span<const ReportRow> rows);
 
+// One JSON object per problem and run: name, repeat, id, answer,
+// predicted (null if none), correct, reply text. For reading the replies a
+// setting changed.
+std::string FormatRepliesJsonl(absl::Span<const ReportRow> rows);
+
 struct PlotPoint {
   double x = 0;       // memory saved, percent
   double y = 0;       // accuracy, percent

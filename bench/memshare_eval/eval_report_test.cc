@@ -55,6 +55,7 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   on.num_correct = 1;
   on.problems[1].correct = false;
   on.problems[1].text = "b2";
+  on.problems[1].predicted.reset();
   on.request_peak_physical = 60;
   on.dedup_remapped = 20;
   on.wall_seconds = 2;
@@ -76,6 +77,13 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   EXPECT_THAT(table, HasSubstr("memshare=off"));
   EXPECT_THAT(table, HasSubstr("25.00%"));
   EXPECT_THAT(table, HasSubstr("1/2"));  // same reply as off in one problem of two
+
+  const std::string replies = FormatRepliesJsonl(rows);
+  EXPECT_EQ(std::count(replies.begin(), replies.end(), '\n'), 4);
+  EXPECT_THAT(
+      replies,
+      HasSubstr(
+          R"({"answer":10,"correct":false,"id":2,"name":"tau_kv=0.3, \"quoted\"","predicted":null,"repeat":1,"text":"b2"})"));
 
   const std::string problems = FormatProblemsCsv(rows);
   EXPECT_EQ(std::count(problems.begin(), problems.end(), '\n'), 5);

@@ -58,6 +58,8 @@ ABSL_FLAG(int32_t, repeats, 1,
 ABSL_FLAG(std::string, out, "",
           "Output path prefix: writes PREFIX.csv, PREFIX_problems.csv and PREFIX.svg. Empty: "
           "only the table on stdout.");
+ABSL_FLAG(bool, write_replies, false,
+          "Also write PREFIX_replies.jsonl: every reply's text (about 2 kB per problem and run).");
 ABSL_FLAG(double, target_saved, 30, "Memory saving target drawn on the plot, percent.");
 ABSL_FLAG(std::string, title, "MemShare on the tiny reasoner: accuracy vs KV memory saved",
           "Plot title.");
@@ -227,6 +229,10 @@ int Main() {
     if (!WriteFile(out + ".csv", FormatCsv(rows)) ||
         !WriteFile(out + "_problems.csv", FormatProblemsCsv(rows)) ||
         !WriteFile(out + ".svg", RenderScatterSvg(points, plot))) {
+      return 1;
+    }
+    if (absl::GetFlag(FLAGS_write_replies) &&
+        !WriteFile(out + "_replies.jsonl", FormatRepliesJsonl(rows))) {
       return 1;
     }
   }
