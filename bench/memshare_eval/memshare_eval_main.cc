@@ -25,6 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -37,6 +38,8 @@ ABSL_FLAG(std::string, model, "assets/models/tiny-reasoner", "Hugging Face model
 ABSL_FLAG(std::string, data, "tests/data/tiny_reasoner/heldout.jsonl",
           "Held-out problems: JSON lines with id, problem, answer.");
 ABSL_FLAG(int32_t, problems, 100, "Problems to run, from the first (0: all).");
+ABSL_FLAG(std::vector<std::string>, ids, {},
+          "Only these problem ids (comma-separated; from the first --problems of --data).");
 ABSL_FLAG(std::string, configs, "memshare=off; memshare=on",
           "MemShare configurations, ';'-separated key=value lists (comma lists expand to every "
           "combination). Keys: name, memshare (on|off), tau_lex, tau_kv, overlap, candidates, "
@@ -104,6 +107,20 @@ int Main() {
   }
   absl::StatusOr<std::vector<HeldoutProblem>> problems =
       LoadHeldout(absl::GetFlag(FLAGS_data), absl::GetFlag(FLAGS_problems));
+  if (problems.ok() && !absl::GetFlag(FLAGS_ids).empty()) {
+    std::vector<HeldoutProblem> picked;
+    for (const std::string& text : absl::GetFlag(FLAGS_ids)) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(text, &id)) {
+        std::fprintf(stderr, "memshare_eval: --ids: \"%s\" is not an integer\n", text.c_str());
+        return 2;
+      }
+      for (const HeldoutProblem& p : *problems) {
+        if (p.id == id) picked.push_back(p);
+      }
+    }
+    *problems = std::move(picked);
+  }
   if (!problems.ok() || problems->empty()) {
     std::fprintf(stderr, "memshare_eval: --data: %s\n",
                  problems.ok() ? "no problems" : std::string(problems.status().message()).c_str());
