@@ -202,6 +202,13 @@ absl::Status CpuBackend::Validate(const StepPlan& plan) const {
                                                      " layer groups"));
     }
     const int64_t need = (end + bs - 1) / bs;
+    const bool views = !s.block_tables_hi.empty() || !s.block_shifts.empty();
+    if (views && (static_cast<int>(s.block_tables_hi.size()) != spec_.num_layer_groups ||
+                  static_cast<int>(s.block_shifts.size()) != spec_.num_layer_groups)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          SeqName(i, s), ": block_tables_hi / block_shifts have ", s.block_tables_hi.size(), " / ",
+          s.block_shifts.size(), " entries for ", spec_.num_layer_groups, " layer groups"));
+    }
     for (int g = 0; g < spec_.num_layer_groups; ++g) {
       const std::vector<int32_t>& table = s.block_tables[g];
       if (static_cast<int64_t>(table.size()) < need) {
@@ -214,6 +221,34 @@ absl::Status CpuBackend::Validate(const StepPlan& plan) const {
           return absl::InvalidArgumentError(
               absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
                            " outside the pool [0, ", spec_.num_blocks, ")"));
+        }
+      }
+      if (views && !(s.block_tables_hi[g].empty() && s.block_shifts[g].empty())) {
+        const std::vector<int32_t>& hi = s.block_tables_hi[g];
+        const std::vector<int32_t>& shifts = s.block_shifts[g];
+        if (hi.size() != table.size() || shifts.size() != table.size()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              SeqName(i, s), ": block_tables_hi[", g, "] / block_shifts[", g, "] have ", hi.size(),
+              " / ", shifts.size(), " entries, block_tables[", g, "] ", table.size()));
+        }
+        for (int64_t b = 0; b < need; ++b) {
+          if (shifts[b] < 0 || shifts[b] >= bs) {
+            return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": block_shifts[", g,
+                                                           "][", b, "] = ", shifts[b],
+                                                           " outside [0, ", bs, ")"));
+          }
+          if (shifts[b] > 0 && (hi[b] < 0 || hi[b] >= spec_.num_blocks)) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(SeqName(i, s), ": block_tables_hi[", g, "][", b, "] = ", hi[b],
+                             " outside the pool [0, ", spec_.num_blocks, ")"));
+          }
+        }
+        for (int64_t b = s.start_pos / bs; b < need; ++b) {
+          if (shifts[b] != 0) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(SeqName(i, s), ": logical block ", b, " of layer group ", g,
+                             " is a shifted view but the step writes into it"));
+          }
         }
       }
       for (int64_t p = s.start_pos; p < end; ++p) {
@@ -405,10 +440,25 @@ void CpuBackend::Attention(int64_t l, Step& step) {
       float* keys = &step.keys[s.kv_offset + kh * len * d];
       float* values = &step.values[s.kv_offset + kh * len * d];
       const std::vector<int32_t>& table = s.chunk->block_tables[g];
+      // Shifted views (step_plan.h): slot j of a view reads its window.
+      const int32_t* hi = nullptr;
+      const int32_t* shifts = nullptr;
+      if (!s.chunk->block_shifts.empty() && !s.chunk->block_shifts[g].empty()) {
+        hi = s.chunk->block_tables_hi[g].data();
+        shifts = s.chunk->block_shifts[g].data();
+      }
       for (int64_t j = 0; j < len; ++j) {
-        const int64_t block = table[j / bs];
-        const Bf16* k = pool + SlabOffset(g, block, li, 0, kh) + (j % bs) * d;
-        const Bf16* v = pool + SlabOffset(g, block, li, 1, kh) + (j % bs) * d;
+        int64_t block = table[j / bs];
+        int64_t slot = j % bs;
+        if (shifts != nullptr && shifts[j / bs] != 0) {
+          slot += shifts[j / bs];
+          if (slot >= bs) {
+            slot -= bs;
+            block = hi[j / bs];
+          }
+        }
+        const Bf16* k = pool + SlabOffset(g, block, li, 0, kh) + slot * d;
+        const Bf16* v = pool + SlabOffset(g, block, li, 1, kh) + slot * d;
         for (int64_t i = 0; i < d; ++i) {
           keys[j * d + i] = Bf16ToFloat(k[i]);
           values[j * d + i] = Bf16ToFloat(v[i]);
@@ -494,25 +544,47 @@ absl::Status CpuBackend::ComputeDistanceSums(int layer_group,
   }
   for (const kvmanager::BlockPair& p : pairs) {
     if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
+                       "): block outside the pool [0, ", spec_.num_blocks, ")"));
+    }
+    if (p.shift < 0 || p.shift >= spec_.block_size) {
       return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
-                                                     "): block outside the pool [0, ",
-                                                     spec_.num_blocks, ")"));
+                                                     "): shift ", p.shift, " outside [0, ",
+                                                     spec_.block_size, ")"));
     }
   }
   const int64_t layers = spec_.LayersInGroup(layer_group);
-  const int64_t slab = int64_t{spec_.kv_heads_local} * spec_.block_size * spec_.head_dim;
+  const int64_t bs = spec_.block_size;
+  const int64_t d = spec_.head_dim;
+  const int64_t slab = int64_t{spec_.kv_heads_local} * bs * d;
   const Bf16* pool = pools_[layer_group].data();
   for (size_t i = 0; i < pairs.size(); ++i) {
+    const kvmanager::BlockPair& pair = pairs[i];
     kvmanager::DistanceSums sums;
     for (int64_t li = 0; li < layers; ++li) {
       for (int kv = 0; kv < 2; ++kv) {
-        const Bf16* a = pool + SlabOffset(layer_group, pairs[i].candidate, li, kv, 0);
-        const Bf16* b = pool + SlabOffset(layer_group, pairs[i].reference, li, kv, 0);
+        const Bf16* a = pool + SlabOffset(layer_group, pair.candidate, li, kv, 0);
+        const Bf16* b = pool + SlabOffset(layer_group, pair.reference, li, kv, 0);
+        // A shifted reference (block_distance.h): row (head, slot) of the
+        // window is row (head, slot + shift) of `reference`, or of
+        // `reference_next` past its end. Same summation order either way.
+        const Bf16* b_next =
+            pair.shift > 0 ? pool + SlabOffset(layer_group, pair.reference_next, li, kv, 0) : b;
         double diff = 0, norm = 0;
         for (int64_t e = 0; e < slab; ++e) {
           const double x = Bf16ToFloat(a[e]);
-          const double y = Bf16ToFloat(b[e]);
+          double y;
+          if (pair.shift == 0) {
+            y = Bf16ToFloat(b[e]);
+          } else {
+            const int64_t row = e / d;  // head * bs + slot
+            const int64_t slot = row % bs + pair.shift;
+            const int64_t src = (row - row % bs) * d + (slot % bs) * d + e % d;
+            y = Bf16ToFloat(slot < bs ? b[src] : b_next[src]);
+          }
           diff += (x - y) * (x - y);
           norm += y * y;
         }
