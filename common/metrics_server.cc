@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/listener_wakeup.h"
 
 namespace memshare {
 
@@ -27,14 +28,19 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Create(const Optio
   }
   auto registry = std::make_shared<prometheus::Registry>();
   exposer->RegisterCollectable(registry);
-  return std::unique_ptr<MetricsServer>(
+  auto server = std::unique_ptr<MetricsServer>(
       new MetricsServer(std::move(exposer), std::move(registry), ports.front()));
+  server->bind_address_ = options.bind_address;
+  return server;
 }
 
 MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
                              std::shared_ptr<prometheus::Registry> registry, int port)
     : exposer_(std::move(exposer)), registry_(std::move(registry)), port_(port) {}
 
-MetricsServer::~MetricsServer() = default;
+MetricsServer::~MetricsServer() {
+  // Without the wake-up the exposer takes two seconds to stop.
+  StopAndWake(bind_address_, port_, [this] { exposer_.reset(); });
+}
 
 }  // namespace memshare

@@ -43,6 +43,7 @@ class MetricsServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<prometheus::Registry> registry_;
   int port_;
+  std::string bind_address_;
 };
 
 }  // namespace memshare
