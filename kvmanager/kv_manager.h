@@ -237,6 +237,9 @@ class KvManager {
   int32_t block_size() const { return block_size_; }
   int32_t num_blocks() const { return pools_[0]->num_blocks(); }
   int32_t num_sequences() const { return static_cast<int32_t>(sequences_.size()); }
+  // Whether dedup may make shifted views (DedupPolicy::shifted_sharing):
+  // the backend must then read SequenceChunk::block_tables_hi/block_shifts.
+  bool shifted_sharing() const { return options_.dedup.shifted_sharing; }
   bool Contains(uint64_t seq_id) const { return sequences_.contains(seq_id); }
   // Blocks an allocation can still get in the tightest group.
   int32_t NumAvailableBlocks() const;

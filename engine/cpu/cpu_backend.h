@@ -79,6 +79,7 @@ class CpuBackend : public Backend {
 
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(config().vocab_size); }
+  bool SupportsShiftedViews() const override { return true; }
   const model::ModelConfig& config() const { return weights_->config(); }
 
   // Backend. Reads MemShare shifted views (SequenceChunk::block_tables_hi,
