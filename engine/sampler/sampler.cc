@@ -113,8 +113,7 @@ int32_t DrawFrom(const SamplingParams& p, int32_t vocab, std::vector<float>& val
 }
 
 bool HasPenalty(const SamplingParams& p) {
-  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
-         p.frequency_penalty != 0.0f;
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
 
 // log Z of the row's softmax (NaN and -inf count for nothing).
@@ -285,8 +284,8 @@ int32_t Sampler::SampleRow(absl::Span<const float> logits, const SamplingParams&
     for (size_t i = 0; i < n; ++i) {
       const int32_t id = penalty_token_ids[i];
       if (id < 0 || id >= vocab || penalty_counts[i] <= 0) continue;
-      values[id] -=
-          params.frequency_penalty * static_cast<float>(penalty_counts[i]) + params.presence_penalty;
+      values[id] -= params.frequency_penalty * static_cast<float>(penalty_counts[i]) +
+                    params.presence_penalty;
     }
   }
   if (params.temperature == 0.0f) return ArgMax(values);

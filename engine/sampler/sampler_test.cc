@@ -346,7 +346,6 @@ TEST(SamplerTest, LogprobsMoreThanVocabulary) {
   EXPECT_NEAR(std::exp(r->top[0].second) + std::exp(r->top[1].second), 1.0, 1e-6);
 }
 
-
 // --- The device-sampling path: draws, recorded tokens, penalty lists. ---
 
 std::unique_ptr<Sampler> MakeWithLists(const SamplingParams& params, int32_t vocab,
