@@ -231,6 +231,7 @@ class Scheduler {
   std::vector<Sequence*> running_;  // resident, any order (sorted when scheduling)
   uint64_t next_arrival_ = 0;
   SamplerWorkspace workspace_;
+  StepOutput step_output_;  // Forward's output, reused across steps
   SchedulerStats stats_;
 };
 
