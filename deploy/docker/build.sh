@@ -88,11 +88,12 @@ done
 cp -rL "$MODEL" "$stage/models/"
 du -sh "$stage"/* | sed 's/^/[docker] /'
 
-cuda_version=$(python3 -c 'import json; print(json.load(open("/usr/local/cuda/version.json"))["cuda"]["version"])' 2>/dev/null || true)
+# The CUDA runtime image of the toolkit the worker was built with
+# ("release 13.0" -> nvidia/cuda:13.0.0-runtime-ubuntu24.04).
+cuda_release=$(/usr/local/cuda/bin/nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
 cuda_args=()
-if [[ -n "$cuda_version" ]]; then
-  # nvidia/cuda tags name major.minor.patch.
-  cuda_args=(--build-arg "CUDA_IMAGE=nvidia/cuda:${cuda_version}-runtime-ubuntu24.04")
+if [[ -n "$cuda_release" ]]; then
+  cuda_args=(--build-arg "CUDA_IMAGE=nvidia/cuda:${cuda_release}.0-runtime-ubuntu24.04")
 fi
 
 commands=()

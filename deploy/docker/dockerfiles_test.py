@@ -116,11 +116,12 @@ class DockerfilesTest(unittest.TestCase):
                 if dockerfile == "Dockerfile.worker":
                     m = re.fullmatch(r"nvidia/cuda:(\d+)\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
                     self.assertIsNotNone(m, base)
-                    version = "/usr/local/cuda/version.json"
-                    if os.path.exists(version):
-                        with open(version) as f:
-                            toolkit = json.load(f)["cuda"]["version"]
-                        self.assertEqual(m.group(1), toolkit.split(".")[0],
+                    nvcc = "/usr/local/cuda/bin/nvcc"
+                    if os.path.exists(nvcc):
+                        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True)
+                        release = re.search(r"release (\d+)\.", out.stdout)
+                        self.assertIsNotNone(release, out.stdout)
+                        self.assertEqual(m.group(1), release.group(1),
                                          "CUDA runtime image of another major version")
                 else:
                     self.assertRegex(base, r"^debian:[a-z]+-slim$")
