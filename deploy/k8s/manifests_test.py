@@ -101,6 +101,11 @@ def render(path):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise AssertionError("kubectl not found: scripts/install-deps.sh installs it")
+    version = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True)
+    m = re.search(r"Kustomize Version: v(\d+)", version.stdout)
+    if m and int(m.group(1)) < 4:
+        raise AssertionError(f"kubectl's kustomize v{m.group(1)} predates components and labels: "
+                             "install kubectl 1.27 or newer")
     tmp = tempfile.mkdtemp(dir=os.environ.get("TEST_TMPDIR"))
     copy = os.path.join(tmp, "k8s")
     shutil.copytree(K8S, copy, symlinks=False)
