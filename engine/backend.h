@@ -56,6 +56,11 @@ class Backend : public kvmanager::BlockDistance {
   virtual const KvCacheSpec& kv_spec() const = 0;
   virtual int32_t vocab_size() const = 0;
 
+  // Whether Forward samples the rows whose chunk sets `sampling` on the
+  // device (StepOutput's device sampling contract, step_plan.h). False:
+  // `sampling` is ignored and every row's logits are returned.
+  virtual bool SamplesOnDevice() const { return false; }
+
   // Runs one step: writes K/V of every token in the plan into its slot and
   // returns the logits asked for. INVALID_ARGUMENT for a plan that does not
   // fit (block table too short, block id out of range, token id outside the

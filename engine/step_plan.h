@@ -5,9 +5,40 @@
 #define MEMSHARE_ENGINE_STEP_PLAN_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace memshare::engine {
+
+// How a backend that samples on the device (Backend::SamplesOnDevice())
+// picks a sequence's next token: the semantics of the CPU sampler
+// (engine/sampler): penalties, then greedy argmax (lowest id on ties) when
+// temperature <= 0, else temperature, top-k, top-p, min-p and one draw by
+// inverse CDF with `uniform`. Plain data, so it travels with the plan.
+struct DeviceSampling {
+  float temperature = 0.f;         // <= 0: greedy
+  int32_t top_k = 0;               // <= 0: off
+  float top_p = 1.f;               // >= 1: off
+  float min_p = 0.f;               // <= 0: off
+  float repetition_penalty = 1.f;  // 1: off
+  float presence_penalty = 0.f;    // 0: off
+  float frequency_penalty = 0.f;   // 0: off
+  // The sequence's random draw for this step, in [0, 1): taken by the
+  // scheduler from the sequence's own seeded stream, so a seeded sequence
+  // samples the same tokens whatever else is in the batch.
+  float uniform = 0.f;
+  // Tokens the penalties act on, each once: every token of the prompt and
+  // of the output, with penalty_counts[i] = its count in the generated
+  // output (0: prompt only). Repetition acts on all of them, presence and
+  // frequency on those with a count > 0. Empty when no penalty is set.
+  std::vector<int32_t> penalty_token_ids;
+  std::vector<int32_t> penalty_counts;
+  // Also return the sampled token's logprob (log-softmax of the raw logits,
+  // before penalties and temperature).
+  bool return_logprob = false;
+  // Also return this row's logits (e.g. for top-n alternatives).
+  bool return_logits = false;
+};
 
 // One sequence's share of a step: a prefill chunk or one decode token.
 struct SequenceChunk {
@@ -26,6 +57,10 @@ struct SequenceChunk {
   // Whether the step returns logits for the last token of token_ids (false
   // for prefill chunks that do not end the prompt).
   bool compute_logits = true;
+  // With compute_logits: sample the next token on the device (only read by
+  // a backend whose SamplesOnDevice() is true; others return logits and the
+  // caller samples). Unset: the row's logits are returned.
+  std::optional<DeviceSampling> sampling;
 };
 
 struct StepPlan {
@@ -38,12 +73,24 @@ struct StepPlan {
   }
 };
 
-// Output of a step: one row of logits per sequence with compute_logits set,
-// in the order of StepPlan::sequences.
+// Output of a step: one row per sequence with compute_logits set, in the
+// order of StepPlan::sequences.
+//
+// Device sampling contract (Backend::SamplesOnDevice() true): for a row
+// whose chunk has `sampling` set, sampled_token_ids[i] is the sampled token
+// (sampled_logprobs[i] its logprob when asked, else NaN); for rows without
+// it, -1 and NaN. Both vectors are empty when no row was sampled on the
+// device. `logits` holds every row ([rows.size()][vocab_size]) when at least
+// one row has no `sampling` or asks return_logits; otherwise it is empty
+// (the point: 64 rows x 152k fp32 logits would cross PCIe every step).
+// Backends without device sampling ignore `sampling` and always fill
+// `logits` for every row, as before.
 struct StepOutput {
   int32_t vocab_size = 0;
-  std::vector<int32_t> rows;  // index into StepPlan::sequences of each row
-  std::vector<float> logits;  // [rows.size()][vocab_size]
+  std::vector<int32_t> rows;               // index into StepPlan::sequences of each row
+  std::vector<float> logits;               // [rows.size()][vocab_size], or empty (see above)
+  std::vector<int32_t> sampled_token_ids;  // [rows.size()] or empty
+  std::vector<float> sampled_logprobs;     // [rows.size()] or empty
 
   const float* Row(size_t i) const { return logits.data() + i * vocab_size; }
 };

@@ -1,9 +1,8 @@
-// How memshare_worker makes its engine from its flags.
-//
-// HOOK: the scheduler-driven engine (engine/llm_engine.h) is wired here once
-// it is on main; until then CreateEngineFromFlags answers UNIMPLEMENTED and
-// memshare_worker exits with that message. The serving layer and its tests
-// run on the fake engine meanwhile (engine/server/testing:fake_worker).
+// How memshare_worker makes its engine from its flags: the scheduler-driven
+// LlmEngine (engine/cpu_engine.h) on the backend --device picks (CUDA when a
+// GPU is usable, else the CPU) for --model, with the
+// KV pool, batching and MemShare flags defined in engine_factory.cc
+// (memshare_worker --help lists them).
 #ifndef MEMSHARE_ENGINE_SERVER_ENGINE_FACTORY_H_
 #define MEMSHARE_ENGINE_SERVER_ENGINE_FACTORY_H_
 

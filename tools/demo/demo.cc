@@ -38,7 +38,7 @@ ABSL_FLAG(std::string, problem,
           "Emma gives 9 friends 2 cups each. Next, Emma wins 49 more cups. How many cups does "
           "Emma end up with?",
           "The problem sent as the user's chat message.");
-ABSL_FLAG(int32_t, max_tokens, 600, "Most tokens to generate.");
+ABSL_FLAG(int32_t, max_tokens, 1200, "Most tokens to generate.");
 
 namespace {
 

@@ -1,0 +1,510 @@
+// CUDA backend benchmarks (issue 6), run on the GPU machine through
+// bench/run_cuda_backend_device.sh together with the transformers peer
+// (../shared/bench/hf_baseline.py) and bench/floor.py:
+//
+//   ceilings     device-to-device copy bandwidth (bytes read + written) and
+//                a bf16 8192^3 cuBLASLt GEMM rate: the inputs of the floor
+//   throughput   offline generation, DeepSeek-R1-Distill-Qwen-7B shapes with
+//                dummy weights: P prompts x L tokens -> G generated, greedy,
+//                EOS ignored; scheduled as the engine's scheduler does
+//                (running sequences decode first, then prompts prefill in
+//                chunks within the token budget, so decode and prefill share
+//                steps), tokens sampled on the GPU
+//   decode_step  one decode step of B sequences at context C (KV pools
+//                filled with random bf16), median of many, through Forward
+//                (metadata upload, graph replay, sampling, download, sync)
+//   distance     ComputeDistanceSums calls of N random distinct block pairs
+//                (one 28-layer group: 917,504-byte blocks), median per call
+//
+//   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
+//                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
+//                       --decode_batch=64 --decode_context=1024 --json=FILE]
+//
+// Throughput runs for each budget (max tokens per step), with the GEMMs
+// tuned for the decode buckets only (--tune_prefill 0 or 1) and then also
+// for the budget's token count (1 or 2).
+//
+// Prints one JSON object per measurement (also to --json) and a table.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/gemm.h"
+#include "engine/model/model_config.h"
+#include "kernels/dummy_weights.h"
+
+namespace memshare::bench {
+namespace {
+
+using engine::DeviceSampling;
+using engine::SequenceChunk;
+using engine::StepOutput;
+using engine::StepPlan;
+using engine::cuda::CudaBackend;
+
+struct Args {
+  int prompts = 64;
+  int prompt_len = 512;
+  int gen_len = 128;
+  std::vector<int> budgets = {8192};  // max_batched_tokens of each run
+  // 0: GEMMs tuned for the decode buckets only; 1: also runs with them
+  // tuned for each budget; 2: only the latter.
+  int tune_prefill = 1;
+  int repeats = 3;
+  int decode_batch = 64;
+  int decode_context = 1024;
+  double gpu_memory_utilization = 0.9;
+  std::string json;
+};
+
+bool ParseArgs(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    const size_t eq = s.find('=');
+    if (s.rfind("--", 0) != 0 || eq == std::string::npos) {
+      std::fprintf(stderr, "bad argument %s\n", s.c_str());
+      return false;
+    }
+    const std::string k = s.substr(2, eq - 2), v = s.substr(eq + 1);
+    if (k == "prompts")
+      a->prompts = std::atoi(v.c_str());
+    else if (k == "prompt_len")
+      a->prompt_len = std::atoi(v.c_str());
+    else if (k == "gen_len")
+      a->gen_len = std::atoi(v.c_str());
+    else if (k == "budgets") {
+      a->budgets.clear();
+      for (size_t at = 0; at < v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        a->budgets.push_back(std::atoi(v.substr(at, comma - at).c_str()));
+        at = comma + 1;
+      }
+    } else if (k == "tune_prefill")
+      a->tune_prefill = std::atoi(v.c_str());
+    else if (k == "repeats")
+      a->repeats = std::atoi(v.c_str());
+    else if (k == "decode_batch")
+      a->decode_batch = std::atoi(v.c_str());
+    else if (k == "decode_context")
+      a->decode_context = std::atoi(v.c_str());
+    else if (k == "gpu_memory_utilization")
+      a->gpu_memory_utilization = std::atof(v.c_str());
+    else if (k == "json")
+      a->json = v;
+    else {
+      std::fprintf(stderr, "unknown flag --%s\n", k.c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// config.json values of deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (as in
+// ../shared/bench/hf_baseline.py and bench/floor.py).
+engine::model::ModelConfig R1DistillQwen7B() {
+  engine::model::ModelConfig c;
+  c.architecture = engine::model::Architecture::kQwen2;
+  c.architecture_name = "Qwen2ForCausalLM";
+  c.vocab_size = 152064;
+  c.hidden_size = 3584;
+  c.intermediate_size = 18944;
+  c.num_layers = 28;
+  c.num_heads = 28;
+  c.num_kv_heads = 4;
+  c.head_dim = 128;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  c.max_position_embeddings = 131072;
+  c.tie_word_embeddings = false;
+  c.qkv_bias = true;
+  return c;
+}
+
+class Report {
+ public:
+  explicit Report(const std::string& path) {
+    if (!path.empty()) file_.open(path);
+  }
+  void Add(const std::string& json) {
+    std::printf("%s\n", json.c_str());
+    std::fflush(stdout);
+    if (file_.is_open()) file_ << json << "\n";
+  }
+
+ private:
+  std::ofstream file_;
+};
+
+#define CHECK_OK(expr)                                                                 \
+  do {                                                                                 \
+    const absl::Status s__ = (expr);                                                   \
+    if (!s__.ok()) {                                                                   \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, s__.ToString().c_str()); \
+      std::exit(1);                                                                    \
+    }                                                                                  \
+  } while (0)
+
+#define CHECK_CUDA(expr)                                                                \
+  do {                                                                                  \
+    const cudaError_t e__ = (expr);                                                     \
+    if (e__ != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e__)); \
+      std::exit(1);                                                                     \
+    }                                                                                   \
+  } while (0)
+
+// Device-to-device copy of 1 GiB: bytes read + written per second.
+double CopyBandwidth() {
+  const size_t bytes = size_t{1} << 30;
+  void* a = nullptr;
+  void* b = nullptr;
+  CHECK_CUDA(cudaMalloc(&a, bytes));
+  CHECK_CUDA(cudaMalloc(&b, bytes));
+  CHECK_CUDA(cudaMemset(a, 1, bytes));
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 2) t.push_back(ms * 1e-3);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 2.0 * bytes / Median(t);
+}
+
+// bf16 8192^3 GEMM through the backend's cuBLASLt wrapper, random inputs.
+double GemmRate() {
+  const int n = 8192;
+  const size_t elems = size_t{n} * n;
+  void* x = nullptr;
+  void* w = nullptr;
+  void* y = nullptr;
+  CHECK_CUDA(cudaMalloc(&x, elems * 2));
+  CHECK_CUDA(cudaMalloc(&w, elems * 2));
+  CHECK_CUDA(cudaMalloc(&y, elems * 2));
+  CHECK_OK(kernels::LaunchDummyNormalBf16(1, 1.f, elems, 0, elems, 0, x, nullptr));
+  CHECK_OK(kernels::LaunchDummyNormalBf16(2, 1.f, elems, 0, elems, 0, w, nullptr));
+  auto gemm = engine::cuda::CublasLtGemm::Create({});
+  CHECK_OK(gemm.status());
+  engine::cuda::GemmArgs g;
+  g.m = g.n = g.k = n;
+  g.x = x;
+  g.ldx = n;
+  g.w = w;
+  g.ldw = n;
+  g.y = y;
+  g.ldy = n;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    CHECK_OK((*gemm)->Matmul(g, nullptr));
+    cudaEventRecord(e1);
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 2) t.push_back(ms * 1e-3);
+  }
+  gemm->reset();
+  cudaFree(x);
+  cudaFree(w);
+  cudaFree(y);
+  return 2.0 * n * n * double(n) / Median(t);
+}
+
+struct Seq {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> table;
+  int computed = 0;   // tokens whose KV is in the cache
+  int generated = 0;  // output tokens so far (the first comes from prefill)
+  int32_t last = 0;   // the last sampled token
+};
+
+struct ThroughputResult {
+  double seconds = 0;
+  double prefill_step_seconds = 0;     // steps that carried prompt tokens
+  double decode_step_seconds = 0;      // pure decode steps
+  double decode_step_gpu_seconds = 0;  // their device time
+  int steps = 0;
+  int prefill_steps = 0;
+  int decode_steps = 0;
+  int64_t output_tokens = 0;
+};
+
+ThroughputResult RunThroughput(CudaBackend& b, const Args& a, int budget, uint64_t seed) {
+  const int V = b.vocab_size();
+  const int bs = b.kv_spec().block_size;
+  const int blocks_per_seq = (a.prompt_len + a.gen_len + bs - 1) / bs;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(10, V - 10);
+  std::vector<Seq> seqs(a.prompts);
+  for (int i = 0; i < a.prompts; ++i) {
+    seqs[i].prompt.resize(a.prompt_len);
+    for (auto& t : seqs[i].prompt) t = tok(rng);
+    for (int k = 0; k < blocks_per_seq; ++k) seqs[i].table.push_back(i * blocks_per_seq + k);
+  }
+  DeviceSampling greedy;  // temperature 0: argmax on the GPU
+  ThroughputResult r;
+  StepOutput out;
+  const double t0 = Now();
+  while (true) {
+    StepPlan plan;
+    std::vector<int> who;
+    int left = budget;
+    bool has_prefill = false;
+    // Running sequences decode first.
+    for (int i = 0; i < a.prompts; ++i) {
+      Seq& s = seqs[i];
+      if (s.computed < a.prompt_len || s.generated >= a.gen_len || left == 0) continue;
+      SequenceChunk c;
+      c.seq_id = i;
+      c.start_pos = s.computed;
+      c.token_ids = {s.last};
+      c.block_tables = {s.table};
+      c.sampling = greedy;
+      plan.sequences.push_back(std::move(c));
+      who.push_back(i);
+      --left;
+    }
+    // Then prompts, in chunks, within the remaining budget.
+    for (int i = 0; i < a.prompts && left > 0; ++i) {
+      Seq& s = seqs[i];
+      if (s.computed >= a.prompt_len) continue;
+      const int n = std::min(left, a.prompt_len - s.computed);
+      SequenceChunk c;
+      c.seq_id = i;
+      c.start_pos = s.computed;
+      c.token_ids.assign(s.prompt.begin() + s.computed, s.prompt.begin() + s.computed + n);
+      c.block_tables = {s.table};
+      c.compute_logits = s.computed + n == a.prompt_len;
+      if (c.compute_logits) c.sampling = greedy;
+      plan.sequences.push_back(std::move(c));
+      who.push_back(i);
+      left -= n;
+      has_prefill = true;
+    }
+    if (plan.sequences.empty()) break;
+    const double s0 = Now();
+    CHECK_OK(b.Forward(plan, &out));
+    const double dt = Now() - s0;
+    ++r.steps;
+    (has_prefill ? r.prefill_step_seconds : r.decode_step_seconds) += dt;
+    if (!has_prefill) r.decode_step_gpu_seconds += b.last_step_gpu_seconds();
+    ++(has_prefill ? r.prefill_steps : r.decode_steps);
+    for (size_t k = 0; k < plan.sequences.size(); ++k) {
+      seqs[who[k]].computed += static_cast<int>(plan.sequences[k].token_ids.size());
+    }
+    for (size_t row = 0; row < out.rows.size(); ++row) {
+      Seq& s = seqs[who[out.rows[row]]];
+      s.last = out.sampled_token_ids[row];
+      if (s.last < 0 || s.last >= V) {
+        std::fprintf(stderr, "bad sampled token %d\n", s.last);
+        std::exit(1);
+      }
+      ++s.generated;
+      ++r.output_tokens;
+    }
+  }
+  r.seconds = Now() - t0;
+  return r;
+}
+
+}  // namespace
+}  // namespace memshare::bench
+
+int main(int argc, char** argv) {
+  using namespace memshare::bench;  // NOLINT
+  Args a;
+  if (!ParseArgs(argc, argv, &a)) return 2;
+  Report report(a.json);
+  cudaDeviceProp props;
+  CHECK_CUDA(cudaGetDeviceProperties(&props, 0));
+  const std::string card = props.name;
+
+  const double bw = CopyBandwidth();
+  const double rate = GemmRate();
+  report.Add(absl::StrCat("{\"measure\":\"ceilings\",\"gpu\":\"", card,
+                          "\",\"copy_gbs\":", bw / 1e9, ",\"gemm_tflops\":", rate / 1e12, "}"));
+
+  CudaBackend::Options o;
+  o.load_format = memshare::engine::model::LoadFormat::kDummy;
+  o.config = R1DistillQwen7B();
+  o.dummy.seed = 0;
+  o.dummy.std = 0.02f;
+  o.max_num_seqs = std::max(a.prompts, a.decode_batch);
+  o.max_num_batched_tokens = *std::max_element(a.budgets.begin(), a.budgets.end());
+  o.max_model_len = std::max(a.prompt_len + a.gen_len, a.decode_context + 1);
+  o.gpu_memory_utilization = a.gpu_memory_utilization;
+  const double c0 = Now();
+  auto backend = CudaBackend::Create(o);
+  CHECK_OK(backend.status());
+  CudaBackend& b = **backend;
+  const double create_s = Now() - c0;
+  report.Add(absl::StrCat("{\"measure\":\"create\",\"seconds\":", create_s,
+                          ",\"weight_gib\":", b.weight_bytes() / double(1 << 30),
+                          ",\"kv_pool_gib\":", b.kv_pool_bytes() / double(1 << 30),
+                          ",\"num_blocks\":", b.kv_spec().num_blocks,
+                          ",\"buckets\":", b.decode_buckets().size(), "}"));
+
+  // Throughput per budget: untuned prefill GEMMs, then tuned for the
+  // budget. The first run of each warms the GEMM plans of its step sizes.
+  ThroughputResult best;
+  best.seconds = 1e30;
+  std::string best_label;
+  for (int pass = a.tune_prefill == 2 ? 1 : 0; pass < (a.tune_prefill > 0 ? 2 : 1); ++pass) {
+    for (int budget : a.budgets) {
+      if (pass == 1) {
+        const double t0 = Now();
+        CHECK_OK(b.TuneForTokens(budget));
+        report.Add(absl::StrCat("{\"measure\":\"tune_prefill\",\"tokens\":", budget,
+                                ",\"seconds\":", Now() - t0, "}"));
+      }
+      std::vector<ThroughputResult> runs;
+      for (int i = 0; i < a.repeats + 1; ++i) runs.push_back(RunThroughput(b, a, budget, 1 + i));
+      runs.erase(runs.begin());
+      std::sort(runs.begin(), runs.end(), [](const ThroughputResult& x, const ThroughputResult& y) {
+        return x.seconds < y.seconds;
+      });
+      const std::string label = absl::StrCat("budget ", budget, pass == 1 ? ", prefill tuned" : "");
+      for (const ThroughputResult& r : runs) {
+        report.Add(absl::StrCat(
+            "{\"measure\":\"throughput\",\"gpu\":\"", card, "\",\"config\":\"", label,
+            "\",\"prompts\":", a.prompts, ",\"prompt_len\":", a.prompt_len, ",\"gen_len\":",
+            a.gen_len, ",\"max_batched_tokens\":", budget, ",\"prefill_tuned\":", pass,
+            ",\"seconds\":", r.seconds, ",\"output_tokens\":", r.output_tokens,
+            ",\"output_tok_per_s\":", r.output_tokens / r.seconds, ",\"steps\":", r.steps,
+            ",\"prefill_steps\":", r.prefill_steps, ",\"prefill_step_seconds\":",
+            r.prefill_step_seconds, ",\"decode_steps\":", r.decode_steps,
+            ",\"decode_step_seconds\":", r.decode_step_seconds,
+            ",\"mean_decode_step_ms\":", 1e3 * r.decode_step_seconds / std::max(1, r.decode_steps),
+            ",\"mean_decode_step_gpu_ms\":",
+            1e3 * r.decode_step_gpu_seconds / std::max(1, r.decode_steps), "}"));
+      }
+      const ThroughputResult& med = runs[runs.size() / 2];
+      if (med.seconds < best.seconds) {
+        best = med;
+        best_label = label;
+      }
+    }
+  }
+  const ThroughputResult& med = best;
+
+  // Decode step at batch B, context C, over random KV.
+  CHECK_OK(b.FillKvPoolsForBenchmark(7, 1.0f));
+  const int B = a.decode_batch;
+  const int C = a.decode_context;
+  const int bs = b.kv_spec().block_size;
+  const int bps = (C + bs) / bs;
+  double step_ms = 0;
+  if (int64_t{B} * bps <= b.kv_spec().num_blocks) {
+    StepPlan plan;
+    std::mt19937 rng(9);
+    std::uniform_int_distribution<int32_t> tok(10, b.vocab_size() - 10);
+    for (int i = 0; i < B; ++i) {
+      SequenceChunk c;
+      c.seq_id = i;
+      c.start_pos = C - 1;  // the step's token is the C-th key
+      c.token_ids = {tok(rng)};
+      std::vector<int32_t> t(bps);
+      for (int k = 0; k < bps; ++k) t[k] = i * bps + k;
+      c.block_tables = {t};
+      c.sampling = DeviceSampling{};
+      plan.sequences.push_back(std::move(c));
+    }
+    StepOutput out;
+    std::vector<double> t, gpu;
+    for (int i = 0; i < 60; ++i) {
+      const double s0 = Now();
+      CHECK_OK(b.Forward(plan, &out));
+      if (i >= 10) {
+        t.push_back(Now() - s0);
+        gpu.push_back(b.last_step_gpu_seconds());
+      }
+    }
+    step_ms = Median(t) * 1e3;
+    const auto& c = *o.config;
+    const double weight_bytes =
+        2.0 *
+        (c.num_layers * (c.hidden_size * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.hidden_size +
+                         3.0 * c.hidden_size * c.intermediate_size) +
+         double(c.vocab_size) * c.hidden_size);
+    const double kv_bytes = double(B) * C * c.num_layers * 2 * c.kv_dim() * 2;
+    const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
+    report.Add(absl::StrCat(
+        "{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B, ",\"context\":", C,
+        ",\"median_ms\":", step_ms, ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
+        ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"floor_ms\":", floor_ms,
+        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
+        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(), "}"));
+  }
+
+  // Block distance: calls of N random distinct pairs.
+  {
+    const int nb = b.kv_spec().num_blocks;
+    std::mt19937 rng(17);
+    std::vector<int32_t> ids(nb);
+    for (int i = 0; i < nb; ++i) ids[i] = i;
+    for (int n : {1, 8, 32, 128, 512, 2048}) {
+      if (2 * n > nb) break;
+      std::vector<double> t;
+      for (int rep = 0; rep < 15; ++rep) {
+        std::shuffle(ids.begin(), ids.end(), rng);
+        std::vector<memshare::kvmanager::BlockPair> pairs(n);
+        for (int i = 0; i < n; ++i) pairs[i] = {ids[2 * i], ids[2 * i + 1]};
+        std::vector<memshare::kvmanager::DistanceSums> sums(n);
+        const double s0 = Now();
+        CHECK_OK(b.ComputeDistanceSums(0, pairs, absl::MakeSpan(sums)));
+        if (rep >= 3) t.push_back(Now() - s0);
+      }
+      const double call_us = Median(t) * 1e6;
+      report.Add(absl::StrCat(
+          "{\"measure\":\"distance\",\"pairs\":", n, ",\"call_us\":", call_us,
+          ",\"us_per_pair\":", call_us / n, ",\"block_bytes\":", b.kv_spec().BlockBytes(0),
+          ",\"share_of_decode_step\":", step_ms > 0 ? call_us / (step_ms * 1e3) : 0, "}"));
+    }
+  }
+
+  std::printf("\n%-34s %12s\n", "figure", "value");
+  std::printf("%-34s %12.0f\n", "copy GB/s", bw / 1e9);
+  std::printf("%-34s %12.0f\n", "GEMM TFLOP/s", rate / 1e12);
+  std::printf("%-34s %12s\n", "best throughput config", best_label.c_str());
+  std::printf("%-34s %12.3f\n", "throughput seconds (median)", med.seconds);
+  std::printf("%-34s %12.0f\n", "output tok/s (median)", med.output_tokens / med.seconds);
+  std::printf("%-34s %12.3f\n", "  of which prefill-step seconds", med.prefill_step_seconds);
+  std::printf("%-34s %12.3f\n", "  mean pure decode step ms",
+              1e3 * med.decode_step_seconds / std::max(1, med.decode_steps));
+  std::printf("%-34s %12.3f\n", "decode step ms (batch x ctx)", step_ms);
+  return 0;
+}

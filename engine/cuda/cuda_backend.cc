@@ -1,0 +1,1257 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/bf16.h"
+#include "engine/model/safetensors_reader.h"
+#include "engine/model/weight_spec.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/attention_generic.h"
+#include "kernels/block_copy.h"
+#include "kernels/block_distance.h"
+#include "kernels/dummy_weights.h"
+#include "kernels/embedding.h"
+#include "kernels/logprob.h"
+#include "kernels/norm.h"
+#include "kernels/qkv.h"
+#include "kernels/sampling.h"
+
+namespace memshare::engine::cuda {
+namespace {
+
+using model::WeightRole;
+using model::WeightSpec;
+
+// Memory kept free beyond (1 - gpu_memory_utilization) of the card when the
+// pools are sized: CUDA graphs, cuBLASLt's internal allocations, growth of
+// the block-pair buffers.
+constexpr int64_t kReserveBytes = int64_t{256} << 20;
+constexpr size_t kArenaAlign = 256;
+
+absl::Status Cuda(cudaError_t e, absl::string_view what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // clear the sticky-free error
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
+  }
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
+}
+
+#define RETURN_IF_ERROR(expr)             \
+  do {                                    \
+    const absl::Status status__ = (expr); \
+    if (!status__.ok()) return status__;  \
+  } while (0)
+
+size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+// The dummy-weight stream of a tensor: these two must stay equal to
+// engine/model/model_weights.cc (checked by //tests/gpu:cuda_backend_test).
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t HashName(absl::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+bool IsNorm(WeightRole r) {
+  return r == WeightRole::kFinalNorm || r == WeightRole::kInputNorm ||
+         r == WeightRole::kPostAttentionNorm || r == WeightRole::kQNorm || r == WeightRole::kKNorm;
+}
+
+void* Bf16At(const void* base, int64_t elements) {
+  return const_cast<uint16_t*>(static_cast<const uint16_t*>(base)) + elements;
+}
+
+std::string SeqName(size_t i, const SequenceChunk& s) {
+  return absl::StrCat("sequence ", i, " (seq_id ", s.seq_id, ")");
+}
+
+absl::StatusOr<model::ModelConfig> ConfigOf(const CudaBackend::Options& o) {
+  if (o.load_format == model::LoadFormat::kDummy && o.config.has_value()) return *o.config;
+  if (o.model_dir.empty()) {
+    return absl::InvalidArgumentError(o.load_format == model::LoadFormat::kDummy
+                                          ? "dummy weights need a config or a model_dir"
+                                          : "model_dir is empty");
+  }
+  return model::ModelConfig::FromModelDir(o.model_dir);
+}
+
+std::vector<int32_t> DefaultBuckets(int32_t max_seqs) {
+  std::vector<int32_t> b;
+  for (int32_t s : {1, 2, 4, 8}) {
+    if (s < max_seqs) b.push_back(s);
+  }
+  for (int32_t s = 16; s < max_seqs; s += (s < 128 ? 16 : 32)) b.push_back(s);
+  b.push_back(max_seqs);
+  return b;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& o) {
+  absl::StatusOr<model::ModelConfig> config = ConfigOf(o);
+  if (!config.ok()) return config.status();
+  RETURN_IF_ERROR(config->Validate());
+  const model::ModelConfig& c = *config;
+  if (o.block_size < 1 || o.block_size > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_size = ", o.block_size, ": must be 1 .. 4096"));
+  }
+  if (o.num_layer_groups < 1 || o.num_layer_groups > c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("num_layer_groups = ", o.num_layer_groups,
+                                                   ": must be 1 .. num_layers (", c.num_layers,
+                                                   ")"));
+  }
+  if (o.num_blocks < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_blocks = ", o.num_blocks, ": must be >= 0"));
+  }
+  if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_utilization = ", o.gpu_memory_utilization, ": must be in (0, 1]"));
+  }
+  if (o.max_num_batched_tokens < 1 || o.max_num_batched_tokens > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_num_batched_tokens = ", o.max_num_batched_tokens, ": must be 1 .. 1048576"));
+  }
+  if (o.max_num_seqs < 1 || o.max_num_seqs > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_num_seqs = ", o.max_num_seqs, ": must be 1 .. 4096"));
+  }
+  if (o.max_model_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_model_len = ", o.max_model_len, ": must be >= 0"));
+  }
+  int32_t prev = 0;
+  for (int32_t b : o.cuda_graph_batch_sizes) {
+    if (b <= prev || b > o.max_num_seqs) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cuda_graph_batch_sizes must ascend within 1 .. max_num_seqs (",
+                       o.max_num_seqs, "); got ", b, " after ", prev));
+    }
+    prev = b;
+  }
+  if (c.hidden_size % 8 != 0 || c.hidden_size > 16384 || c.head_dim % 8 != 0 || c.head_dim > 256 ||
+      c.intermediate_size % 8 != 0 || c.num_heads % c.num_kv_heads != 0) {
+    return absl::UnimplementedError(
+        absl::StrCat("the CUDA backend needs hidden_size (", c.hidden_size,
+                     ") a multiple of 8 up to 16384, head_dim (", c.head_dim,
+                     ") a multiple of 8 up to 256, intermediate_size (", c.intermediate_size,
+                     ") a multiple of 8 and whole query groups"));
+  }
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("no CUDA device is usable");
+  }
+  if (o.device < 0 || o.device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device = ", o.device, ": this machine has ", count, " CUDA devices"));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend(o, *std::move(config)));
+  RETURN_IF_ERROR(b->Init());
+  return b;
+}
+
+CudaBackend::CudaBackend(const Options& options, model::ModelConfig config)
+    : options_(options), config_(std::move(config)) {}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(options_.device);
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  for (Bucket& b : bucket_state_) {
+    if (b.graph != nullptr) cudaGraphExecDestroy(b.graph);
+  }
+  gemm_.reset();
+  for (void* p : pools_) cudaFree(p);
+  for (void* p : {weight_arena_, act_arena_, meta_dev_, penalty_dev_, pairs_dev_,
+                  distance_workspace_, static_cast<void*>(inv_freq_)}) {
+    if (p != nullptr) cudaFree(p);
+  }
+  for (void* p : {meta_host_, penalty_host_, out_host_, pairs_host_}) {
+    if (p != nullptr) cudaFreeHost(p);
+  }
+  for (cudaEvent_t e : {pairs_copied_, step_begin_, step_end_}) {
+    if (e != nullptr) cudaEventDestroy(e);
+  }
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::Status CudaBackend::Init() {
+  const model::ModelConfig& c = config_;
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  cudaDeviceProp props;
+  RETURN_IF_ERROR(Cuda(cudaGetDeviceProperties(&props, options_.device), "device properties"));
+  num_sms_ = props.multiProcessorCount;
+  RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_begin_), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
+  absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create({});
+  if (!gemm.ok()) return gemm.status();
+  gemm_ = *std::move(gemm);
+
+  spec_.num_layer_groups = options_.num_layer_groups;
+  spec_.group_layer_begin =
+      SplitLayers(static_cast<int32_t>(c.num_layers), options_.num_layer_groups);
+  spec_.block_size = options_.block_size;
+  spec_.kv_heads_local = static_cast<int32_t>(c.num_kv_heads);
+  spec_.head_dim = static_cast<int32_t>(c.head_dim);
+  for (int g = 0; g < spec_.num_layer_groups; ++g) {
+    for (int32_t l = spec_.group_layer_begin[g]; l < spec_.group_layer_begin[g + 1]; ++l) {
+      group_of_layer_.push_back(g);
+    }
+  }
+  const int64_t model_len = std::min<int64_t>(c.max_position_embeddings, 32768);
+  max_model_len_ =
+      static_cast<int32_t>(options_.max_model_len > 0 ? std::min<int64_t>(options_.max_model_len,
+                                                                          c.max_position_embeddings)
+                                                      : model_len);
+  max_blocks_per_seq_ = (max_model_len_ + options_.block_size - 1) / options_.block_size;
+  buckets_ = options_.cuda_graph_batch_sizes.empty() ? DefaultBuckets(options_.max_num_seqs)
+                                                     : options_.cuda_graph_batch_sizes;
+  max_seqs_ = options_.max_num_seqs;
+  max_tokens_ = std::max(options_.max_num_batched_tokens, buckets_.back());
+  kernels::KvBlockShape shape{spec_.LayersInGroup(0), spec_.kv_heads_local, spec_.block_size,
+                              spec_.head_dim};
+  fast_attention_ = kernels::FastAttentionSupports(shape, static_cast<int>(c.num_heads));
+
+  RETURN_IF_ERROR(AllocateWeights());
+  RETURN_IF_ERROR(LoadWeights());
+  RETURN_IF_ERROR(AllocateBuffers());
+  RETURN_IF_ERROR(AllocatePools());
+  return PrepareBuckets();
+}
+
+absl::Status CudaBackend::AllocateWeights() {
+  const model::ModelConfig& c = config_;
+  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(c);
+  if (!specs.ok()) return specs.status();
+  const int64_t h = c.hidden_size;
+  const int64_t q = c.q_dim();
+  const int64_t kv = c.kv_dim();
+  const int64_t qkv_rows = q + 2 * kv;
+  const int64_t inter = c.intermediate_size;
+  const int64_t V = c.vocab_size;
+
+  // Offsets (bytes) of the fused tensors in the arena.
+  size_t size = 0;
+  auto take = [&size](int64_t elements) {
+    const size_t at = size;
+    size = AlignUp(size + static_cast<size_t>(elements) * 2, kArenaAlign);
+    return at;
+  };
+  struct LayerOffsets {
+    size_t input_norm, qkv, qkv_bias, q_norm, k_norm, o_proj, post_norm, gate_up, down;
+  };
+  const size_t embedding = take(V * h);
+  const size_t lm_head = c.tie_word_embeddings ? embedding : take(V * h);
+  const size_t final_norm = take(h);
+  std::vector<LayerOffsets> lo(c.num_layers);
+  for (LayerOffsets& L : lo) {
+    L.input_norm = take(h);
+    L.qkv = take(qkv_rows * h);
+    L.qkv_bias = c.qkv_bias ? take(qkv_rows) : 0;
+    L.q_norm = c.qk_norm ? take(c.head_dim) : 0;
+    L.k_norm = c.qk_norm ? take(c.head_dim) : 0;
+    L.o_proj = take(h * q);
+    L.post_norm = take(h);
+    L.gate_up = take(2 * inter * h);
+    L.down = take(h * inter);
+  }
+  weight_bytes_ = static_cast<int64_t>(size);
+  RETURN_IF_ERROR(
+      Cuda(cudaMalloc(&weight_arena_, size), absl::StrCat("weights (", size >> 20, " MiB)")));
+  char* base = static_cast<char*>(weight_arena_);
+  embedding_ = base + embedding;
+  lm_head_ = base + lm_head;
+  final_norm_ = base + final_norm;
+  layers_.resize(c.num_layers);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerOffsets& L = lo[l];
+    LayerWeights& w = layers_[l];
+    w.input_norm = base + L.input_norm;
+    w.qkv = base + L.qkv;
+    w.qkv_bias = c.qkv_bias ? base + L.qkv_bias : nullptr;
+    w.q_norm = c.qk_norm ? base + L.q_norm : nullptr;
+    w.k_norm = c.qk_norm ? base + L.k_norm : nullptr;
+    w.o_proj = base + L.o_proj;
+    w.post_norm = base + L.post_norm;
+    w.gate_up = base + L.gate_up;
+    w.down = base + L.down;
+  }
+  // Where each checkpoint tensor goes.
+  for (const WeightSpec& s : *specs) {
+    const size_t bytes = static_cast<size_t>(s.LocalElements()) * 2;
+    const LayerOffsets* L = s.layer >= 0 ? &lo[s.layer] : nullptr;
+    size_t at = 0;
+    switch (s.role) {
+      case WeightRole::kEmbedding:
+        at = embedding;
+        break;
+      case WeightRole::kFinalNorm:
+        at = final_norm;
+        break;
+      case WeightRole::kLmHead:
+        at = lm_head;
+        break;
+      case WeightRole::kInputNorm:
+        at = L->input_norm;
+        break;
+      case WeightRole::kQProj:
+        at = L->qkv;
+        break;
+      case WeightRole::kKProj:
+        at = L->qkv + q * h * 2;
+        break;
+      case WeightRole::kVProj:
+        at = L->qkv + (q + kv) * h * 2;
+        break;
+      case WeightRole::kQBias:
+        at = L->qkv_bias;
+        break;
+      case WeightRole::kKBias:
+        at = L->qkv_bias + q * 2;
+        break;
+      case WeightRole::kVBias:
+        at = L->qkv_bias + (q + kv) * 2;
+        break;
+      case WeightRole::kQNorm:
+        at = L->q_norm;
+        break;
+      case WeightRole::kKNorm:
+        at = L->k_norm;
+        break;
+      case WeightRole::kOProj:
+        at = L->o_proj;
+        break;
+      case WeightRole::kPostAttentionNorm:
+        at = L->post_norm;
+        break;
+      case WeightRole::kGateProj:
+        at = L->gate_up;
+        break;
+      case WeightRole::kUpProj:
+        at = L->gate_up + inter * h * 2;
+        break;
+      case WeightRole::kDownProj:
+        at = L->down;
+        break;
+    }
+    weight_slots_.emplace_back(base + at, bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::LoadWeights() {
+  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(config_);
+  if (!specs.ok()) return specs.status();
+  std::vector<Bf16> host;
+  if (options_.load_format == model::LoadFormat::kDummy) {
+    const model::ModelWeights::DummyOptions& d = options_.dummy;
+    if (!(d.std >= 0) || !std::isfinite(d.std)) {
+      return absl::InvalidArgumentError(absl::StrCat("dummy weight std ", d.std));
+    }
+    for (size_t i = 0; i < specs->size(); ++i) {
+      const WeightSpec& s = (*specs)[i];
+      const int64_t n = s.LocalElements();
+      void* dst = const_cast<void*>(weight_slots_[i].first);
+      if (IsNorm(s.role)) {
+        host.assign(n, FloatToBf16(1.0f));
+        RETURN_IF_ERROR(Cuda(cudaMemcpy(dst, host.data(), n * 2, cudaMemcpyHostToDevice),
+                             "upload norm weights"));
+        continue;
+      }
+      const uint64_t key = SplitMix64(d.seed ^ HashName(s.name));
+      RETURN_IF_ERROR(kernels::LaunchDummyNormalBf16(key, d.std, n, 0, n, 0, dst, stream_));
+    }
+  } else {
+    absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
+        model::SafetensorsReader::OpenDir(options_.model_dir);
+    if (!reader.ok()) return reader.status();
+    for (size_t i = 0; i < specs->size(); ++i) {
+      const WeightSpec& s = (*specs)[i];
+      absl::StatusOr<model::TensorView> t = (*reader)->Find(s.name);
+      if (!t.ok()) return t.status();
+      if (!std::equal(t->shape.begin(), t->shape.end(), s.shape.begin(), s.shape.end())) {
+        return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor '", s.name,
+                                                       "' does not have the shape config.json "
+                                                       "implies"));
+      }
+      const int64_t n = s.LocalElements();
+      host.resize(n);
+      RETURN_IF_ERROR(model::CopyToBf16(*t, 0, n, host.data()));
+      RETURN_IF_ERROR(Cuda(cudaMemcpy(const_cast<void*>(weight_slots_[i].first), host.data(), n * 2,
+                                      cudaMemcpyHostToDevice),
+                           "upload weights"));
+    }
+  }
+  const std::vector<float> inv_freq = config_.RopeInvFreq();
+  RETURN_IF_ERROR(Cuda(cudaMalloc(&inv_freq_, inv_freq.size() * sizeof(float)), "inv_freq"));
+  RETURN_IF_ERROR(Cuda(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float),
+                                  cudaMemcpyHostToDevice),
+                       "upload inv_freq"));
+  return Cuda(cudaStreamSynchronize(stream_), "load weights");
+}
+
+CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) const {
+  MetaLayout m;
+  m.tokens = tokens;
+  m.seqs = seqs;
+  m.stride = stride;
+  size_t at = 0;
+  auto take = [&at](size_t bytes) {
+    const size_t here = at;
+    at = AlignUp(at + bytes, 16);
+    return here;
+  };
+  const size_t G = spec_.num_layer_groups;
+  m.token_ids = take(size_t(tokens) * 4);
+  m.slots = take(G * tokens * 4);
+  m.context_lens = take(size_t(seqs) * 4);
+  m.cu_q_lens = take(size_t(seqs + 1) * 4);
+  m.logit_rows = take(size_t(seqs) * 4);
+  m.sampling = take(size_t(seqs) * sizeof(kernels::SamplingRow));
+  m.penalty_offsets = take(size_t(seqs + 1) * 4);
+  m.block_tables = take(size_t(seqs) * G * stride * 4);
+  m.bytes = at;
+  return m;
+}
+
+absl::Status CudaBackend::AllocateBuffers() {
+  const model::ModelConfig& c = config_;
+  const size_t T = max_tokens_;
+  const size_t S = max_seqs_;
+  const size_t h = c.hidden_size;
+  const size_t q = c.q_dim();
+  const size_t qkv_cols = q + 2 * c.kv_dim();
+  const size_t inter = c.intermediate_size;
+  const size_t V = c.vocab_size;
+
+  // Attention workspace: the largest split any decode launch can get.
+  if (fast_attention_) {
+    for (int32_t s = 1; s <= max_seqs_; ++s) {
+      const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
+          s, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
+      attn_workspace_bytes_ = std::max(
+          attn_workspace_bytes_, kernels::DecodeAttentionWorkspaceBytes(
+                                     s, static_cast<int>(c.num_heads), spec_.head_dim, split));
+    }
+  }
+  size_t size = 0;
+  auto take = [&size](size_t bytes) {
+    const size_t at = size;
+    size = AlignUp(size + bytes, kArenaAlign);
+    return at;
+  };
+  const size_t residual = take(T * h * 2);
+  const size_t hidden = take(T * h * 2);
+  const size_t qkv = take(T * qkv_cols * 2);
+  const size_t attn = take(T * q * 2);
+  const size_t tmp = take(T * h * 2);
+  const size_t gate_up = take(T * 2 * inter * 2);
+  const size_t act = take(T * inter * 2);
+  const size_t selected = take(S * h * 2);
+  const size_t logits = take(S * V * 4);
+  const size_t raw_logits = take(S * V * 4);
+  const size_t lse = take(S * 4);
+  const size_t sampled = take(S * 4);
+  const size_t logprobs = take(S * 4);
+  const size_t workspace = take(attn_workspace_bytes_);
+  RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
+                       absl::StrCat("activation buffers (", size >> 20, " MiB)")));
+  char* base = static_cast<char*>(act_arena_);
+  residual_ = base + residual;
+  hidden_ = base + hidden;
+  qkv_ = base + qkv;
+  attn_ = base + attn;
+  tmp_ = base + tmp;
+  gate_up_ = base + gate_up;
+  act_ = base + act;
+  selected_ = base + selected;
+  logits_ = reinterpret_cast<float*>(base + logits);
+  raw_logits_ = reinterpret_cast<float*>(base + raw_logits);
+  lse_ = reinterpret_cast<float*>(base + lse);
+  sampled_ = reinterpret_cast<int32_t*>(base + sampled);
+  logprobs_ = reinterpret_cast<float*>(base + logprobs);
+  attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
+
+  meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_).bytes;
+  RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
+  RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
+  out_host_bytes_ = S * 8 + S * V * 4;
+  RETURN_IF_ERROR(Cuda(cudaMallocHost(&out_host_, out_host_bytes_), "pinned step results"));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AllocatePools() {
+  int64_t per_block = 0;  // bytes of one block id across every group
+  for (int g = 0; g < spec_.num_layer_groups; ++g) per_block += spec_.BlockBytes(g);
+  int64_t blocks = options_.num_blocks;
+  size_t free_bytes = 0, total_bytes = 0;
+  RETURN_IF_ERROR(Cuda(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+  if (blocks == 0) {
+    const double keep = (1.0 - options_.gpu_memory_utilization) * static_cast<double>(total_bytes);
+    const double avail = static_cast<double>(free_bytes) - keep - kReserveBytes;
+    blocks = avail > 0 ? static_cast<int64_t>(avail / static_cast<double>(per_block)) : 0;
+    if (blocks < 1) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no room for KV blocks: ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+          " MiB after weights (", weight_bytes_ >> 20, " MiB) and buffers; ",
+          "gpu_memory_utilization ", options_.gpu_memory_utilization, " keeps ",
+          static_cast<int64_t>(keep) >> 20, " MiB free; one block needs ", per_block, " bytes"));
+    }
+  }
+  // Slots are int32 block * block_size + offset.
+  blocks = std::min<int64_t>(blocks, std::numeric_limits<int32_t>::max() / spec_.block_size - 1);
+  if (static_cast<double>(blocks) * per_block > static_cast<double>(free_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat("num_blocks = ", blocks, " needs ",
+                                                     (blocks * per_block) >> 20, " MiB; ",
+                                                     free_bytes >> 20, " MiB are free"));
+  }
+  spec_.num_blocks = static_cast<int32_t>(blocks);
+  for (int g = 0; g < spec_.num_layer_groups; ++g) {
+    const size_t bytes = static_cast<size_t>(spec_.BlockBytes(g)) * blocks;
+    void* p = nullptr;
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&p, bytes),
+                         absl::StrCat("KV pool of group ", g, " (", bytes >> 20, " MiB)")));
+    pools_.push_back(p);
+    RETURN_IF_ERROR(Cuda(cudaMemsetAsync(p, 0, bytes, stream_), "zero KV pool"));
+    kv_pool_bytes_ += static_cast<int64_t>(bytes);
+  }
+  return Cuda(cudaStreamSynchronize(stream_), "zero KV pools");
+}
+
+void CudaBackend::FillPadding(const MetaLayout& L) {
+  int32_t* tokens = MetaHost<int32_t>(L.token_ids);
+  int32_t* slots = MetaHost<int32_t>(L.slots);
+  int32_t* ctx = MetaHost<int32_t>(L.context_lens);
+  int32_t* cu = MetaHost<int32_t>(L.cu_q_lens);
+  int32_t* rows = MetaHost<int32_t>(L.logit_rows);
+  int32_t* pen = MetaHost<int32_t>(L.penalty_offsets);
+  kernels::SamplingRow* sampling = MetaHost<kernels::SamplingRow>(L.sampling);
+  for (int t = 0; t < L.tokens; ++t) tokens[t] = -1;
+  for (int i = 0; i < spec_.num_layer_groups * L.tokens; ++i) slots[i] = -1;
+  for (int s = 0; s <= L.seqs; ++s) {
+    cu[s] = std::min(s, L.tokens);
+    pen[s] = 0;
+    if (s == L.seqs) break;
+    ctx[s] = 0;
+    rows[s] = 0;
+    sampling[s] = kernels::SamplingRow{};
+    sampling[s].temperature = 0.f;
+  }
+}
+
+absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
+                               const void* bias, bool fp32_out) {
+  GemmArgs a;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  a.x = x;
+  a.ldx = k;
+  a.w = w;
+  a.ldw = k;
+  a.y = y;
+  a.ldy = n;
+  a.out = fp32_out ? GemmOut::kFp32 : GemmOut::kBf16;
+  a.bias = bias;
+  return gemm_->Matmul(a, stream_);
+}
+
+absl::Status CudaBackend::RunModel(const StepArgs& step) {
+  const model::ModelConfig& c = config_;
+  const MetaLayout& L = step.layout;
+  const int T = step.num_tokens;
+  const int S = step.num_seqs;
+  const int H = static_cast<int>(c.hidden_size);
+  const int q = static_cast<int>(c.q_dim());
+  const int kv = static_cast<int>(c.kv_dim());
+  const int qkv_cols = q + 2 * kv;
+  const int inter = static_cast<int>(c.intermediate_size);
+  const int V = static_cast<int>(c.vocab_size);
+  const int heads = static_cast<int>(c.num_heads);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int G = spec_.num_layer_groups;
+  const int32_t* slots = MetaDev<int32_t>(L.slots);
+  const int32_t* tables = MetaDev<int32_t>(L.block_tables);
+  const int32_t* ctx = MetaDev<int32_t>(L.context_lens);
+  const int32_t* cu = MetaDev<int32_t>(L.cu_q_lens);
+
+  kernels::DecodeSplit split;
+  if (fast_attention_ && step.decode) {
+    if (step.bucket_index >= 0) {
+      const Bucket& b = bucket_state_[step.bucket_index];
+      split = {b.num_splits, b.blocks_per_split};
+    } else {
+      split = kernels::ChooseDecodeSplit(S, spec_.kv_heads_local, step.max_context,
+                                         spec_.block_size, num_sms_);
+    }
+  }
+
+  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, 0, V, H, MetaDev<int32_t>(L.token_ids),
+                                                 T, residual_, stream_));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    if (l == 0) {
+      RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, w.input_norm, hidden_, T, H, eps, stream_));
+    } else {
+      RETURN_IF_ERROR(
+          kernels::LaunchAddRmsNorm(tmp_, residual_, w.input_norm, hidden_, T, H, eps, stream_));
+    }
+    RETURN_IF_ERROR(Gemm(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false));
+    if (w.q_norm != nullptr) {
+      RETURN_IF_ERROR(kernels::LaunchQkvBiasNorm(qkv_, qkv_cols, T, heads, spec_.kv_heads_local,
+                                                 spec_.head_dim, nullptr, w.q_norm, w.k_norm, eps,
+                                                 stream_));
+    }
+    const int g = group_of_layer_[l];
+    const int li = static_cast<int>(l - spec_.group_layer_begin[g]);
+    const kernels::KvBlockShape shape{spec_.LayersInGroup(g), spec_.kv_heads_local,
+                                      spec_.block_size, spec_.head_dim};
+    RETURN_IF_ERROR(kernels::LaunchWriteKvCache(Bf16At(qkv_, q), Bf16At(qkv_, q + kv), qkv_cols, T,
+                                                slots + int64_t{g} * L.tokens, pools_[g], shape, li,
+                                                stream_));
+    kernels::PagedAttentionArgs a;
+    a.q = qkv_;
+    a.q_row_stride = qkv_cols;
+    a.num_q_heads = heads;
+    a.kv_pool = pools_[g];
+    a.shape = shape;
+    a.layer = li;
+    a.block_tables = tables + int64_t{g} * L.stride;
+    a.block_table_stride = G * L.stride;
+    a.context_lens = ctx;
+    a.rope_inv_freq = inv_freq_;
+    a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+    a.out = attn_;
+    if (!fast_attention_) {
+      RETURN_IF_ERROR(kernels::LaunchPagedAttentionGeneric(a, S, cu, step.max_q_len, stream_));
+    } else if (step.decode) {
+      RETURN_IF_ERROR(kernels::LaunchPagedDecodeAttention(a, S, split, attn_workspace_, stream_));
+    } else {
+      RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
+    }
+    RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    RETURN_IF_ERROR(
+        kernels::LaunchAddRmsNorm(tmp_, residual_, w.post_norm, hidden_, T, H, eps, stream_));
+    RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
+    RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
+    RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
+  }
+  RETURN_IF_ERROR(
+      kernels::LaunchAddRmsNorm(tmp_, residual_, final_norm_, hidden_, T, H, eps, stream_));
+  if (step.logit_rows == 0) return absl::OkStatus();
+  const void* x = hidden_;
+  if (step.gather) {
+    RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H, MetaDev<int32_t>(L.logit_rows),
+                                                   step.logit_rows, selected_, stream_));
+    x = selected_;
+  }
+  return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+}
+
+absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
+  if (tokens < 1 || tokens > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tune for ", tokens, " tokens: must be 1 .. ", max_tokens_));
+  }
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  const model::ModelConfig& c = config_;
+  const int H = static_cast<int>(c.hidden_size);
+  const int q = static_cast<int>(c.q_dim());
+  const int qkv_cols = q + 2 * static_cast<int>(c.kv_dim());
+  const int inter = static_cast<int>(c.intermediate_size);
+  const int V = static_cast<int>(c.vocab_size);
+  const LayerWeights& w = layers_[0];
+  struct Shape {
+    int m, n, k;
+    const void* x;
+    const void* w;
+    void* y;
+    const void* bias;
+    bool fp32;
+  };
+  const Shape shapes[] = {
+      {tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false},
+      {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false},
+      {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
+      {tokens, H, inter, act_, w.down, tmp_, nullptr, false},
+      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, logits_, nullptr, true},
+  };
+  for (const Shape& s : shapes) {
+    GemmArgs a;
+    a.m = s.m;
+    a.n = s.n;
+    a.k = s.k;
+    a.x = s.x;
+    a.ldx = s.k;
+    a.w = s.w;
+    a.ldw = s.k;
+    a.y = s.y;
+    a.ldy = s.n;
+    a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
+    a.bias = s.bias;
+    RETURN_IF_ERROR(gemm_->Tune(a, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::PrepareBuckets() {
+  for (int32_t size : buckets_) {
+    Bucket b;
+    b.size = size;
+    if (fast_attention_) {
+      const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
+          size, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
+      b.num_splits = split.num_splits;
+      b.blocks_per_split = split.blocks_per_split;
+    }
+    bucket_state_.push_back(b);
+  }
+  if (options_.tune_gemms) {
+    for (int32_t m : buckets_) RETURN_IF_ERROR(TuneForTokens(m));
+  }
+  for (int32_t m : options_.tune_prefill_tokens) RETURN_IF_ERROR(TuneForTokens(m));
+  // One eager run per bucket (padding only) creates every GEMM plan and
+  // raises the attention kernels' shared-memory limits before capture.
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const int32_t size = buckets_[i];
+    StepArgs step;
+    step.layout = Layout(size, size, max_blocks_per_seq_);
+    step.num_tokens = size;
+    step.num_seqs = size;
+    step.max_q_len = 1;
+    step.max_context = max_model_len_;
+    step.decode = true;
+    step.logit_rows = size;
+    step.gather = false;
+    step.bucket_index = static_cast<int>(i);
+    FillPadding(step.layout);
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes, cudaMemcpyHostToDevice, stream_),
+        "upload step metadata"));
+    RETURN_IF_ERROR(RunModel(step));
+    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "warm-up decode step"));
+    if (!options_.enable_cuda_graphs) continue;
+    RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                         "begin graph capture"));
+    const absl::Status run = RunModel(step);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (!run.ok() || end != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return run.ok() ? Cuda(end, "end graph capture") : run;
+    }
+    const cudaError_t inst = cudaGraphInstantiate(&bucket_state_[i].graph, graph, 0);
+    cudaGraphDestroy(graph);
+    RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Validate(const StepPlan& plan) const {
+  const model::ModelConfig& c = config_;
+  const int64_t bs = spec_.block_size;
+  if (static_cast<int64_t>(plan.sequences.size()) > max_seqs_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(plan.sequences.size(), " sequences exceed max_num_seqs (", max_seqs_, ")"));
+  }
+  if (plan.NumTokens() > max_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        plan.NumTokens(), " tokens exceed max_num_batched_tokens (", max_tokens_, ")"));
+  }
+  // Slots written by the step, per (group, block): a bit per offset when a
+  // block has at most 64 slots (one lookup per block a chunk touches), else
+  // one entry per slot.
+  absl::flat_hash_map<int64_t, uint64_t> written;
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    const SequenceChunk& s = plan.sequences[i];
+    const int64_t n = static_cast<int64_t>(s.token_ids.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": no tokens"));
+    if (s.start_pos < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(SeqName(i, s), ": start_pos ", s.start_pos, " < 0"));
+    }
+    const int64_t end = int64_t{s.start_pos} + n;
+    if (end > max_model_len_) {
+      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
+                                                     " exceed max_model_len (", max_model_len_,
+                                                     ")"));
+    }
+    if (c.sliding_window > 0 && end > c.sliding_window) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
+                       c.sliding_window, "), which the CUDA backend does not implement"));
+    }
+    for (size_t t = 0; t < s.token_ids.size(); ++t) {
+      if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
+                         " outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
+      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
+                                                     " block tables for ", spec_.num_layer_groups,
+                                                     " layer groups"));
+    }
+    const int64_t need = (end + bs - 1) / bs;
+    for (int g = 0; g < spec_.num_layer_groups; ++g) {
+      const std::vector<int32_t>& table = s.block_tables[g];
+      if (static_cast<int64_t>(table.size()) < need) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
+                         " blocks; positions up to ", end - 1, " need ", need));
+      }
+      for (int64_t b = 0; b < need; ++b) {
+        if (table[b] < 0 || table[b] >= spec_.num_blocks) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
+                           " outside the pool [0, ", spec_.num_blocks, ")"));
+        }
+      }
+      for (int64_t p = s.start_pos; p < end;) {
+        const int64_t block = table[p / bs];
+        const int64_t first = p % bs;
+        const int64_t last = std::min<int64_t>(bs - 1, first + (end - p) - 1);
+        int64_t key;
+        uint64_t mask;
+        if (bs <= 64) {
+          key = int64_t{g} * spec_.num_blocks + block;
+          const int64_t width = last - first + 1;
+          mask = (width == 64 ? ~uint64_t{0} : ((uint64_t{1} << width) - 1)) << first;
+        } else {  // one entry per slot
+          key = ((int64_t{g} * spec_.num_blocks + block) * bs + first) | (int64_t{1} << 62);
+          mask = 1;
+        }
+        uint64_t& bits = written[key];
+        if ((bits & mask) != 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(SeqName(i, s), ": positions from ", p, " would write slots of block ",
+                           block, " (layer group ", g, ") that another token of the step writes"));
+        }
+        bits |= mask;
+        p += bs <= 64 ? last - first + 1 : 1;
+      }
+    }
+    if (s.sampling.has_value()) {
+      const DeviceSampling& d = *s.sampling;
+      const auto finite = [](float x) { return std::isfinite(x); };
+      if (!finite(d.temperature) || !(d.top_p > 0.f) || !finite(d.top_p) || !(d.min_p >= 0.f) ||
+          !(d.min_p <= 1.f) || !(d.repetition_penalty > 0.f) || !finite(d.repetition_penalty) ||
+          !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
+          !(d.uniform < 1.f)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            SeqName(i, s), ": sampling values out of range (temperature ", d.temperature,
+            ", top_p ", d.top_p, ", min_p ", d.min_p, ", repetition_penalty ", d.repetition_penalty,
+            ", uniform ", d.uniform, ")"));
+      }
+      if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(SeqName(i, s), ": ", d.penalty_token_ids.size(), " penalty tokens but ",
+                         d.penalty_counts.size(), " counts"));
+      }
+      for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
+        if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= c.vocab_size ||
+            d.penalty_counts[k] < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              SeqName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k], " (count ",
+              d.penalty_counts[k], ") outside the vocabulary or negative"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  RETURN_IF_ERROR(Validate(plan));
+  const int V = static_cast<int>(config_.vocab_size);
+  const int G = spec_.num_layer_groups;
+  const int64_t bs = spec_.block_size;
+  output->vocab_size = V;
+  output->rows.clear();
+  output->logits.clear();
+  output->sampled_token_ids.clear();
+  output->sampled_logprobs.clear();
+  const int S = static_cast<int>(plan.sequences.size());
+  const int T = static_cast<int>(plan.NumTokens());
+  if (T == 0) return absl::OkStatus();
+
+  bool decode = true;
+  int max_q_len = 0;
+  int32_t max_context = 0;
+  int32_t max_blocks = 1;
+  for (int i = 0; i < S; ++i) {
+    const SequenceChunk& s = plan.sequences[i];
+    const int n = static_cast<int>(s.token_ids.size());
+    decode = decode && n == 1;
+    max_q_len = std::max(max_q_len, n);
+    max_context = std::max(max_context, s.start_pos + n);
+    max_blocks =
+        std::max<int32_t>(max_blocks, static_cast<int32_t>((s.start_pos + n + bs - 1) / bs));
+    if (s.compute_logits) output->rows.push_back(i);
+  }
+  const int R = static_cast<int>(output->rows.size());
+  int bucket = -1;
+  if (decode && R == S) {
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (buckets_[b] >= S) {
+        bucket = static_cast<int>(b);
+        break;
+      }
+    }
+  }
+  StepArgs step;
+  if (bucket >= 0) {
+    const int B = buckets_[bucket];
+    step.layout = Layout(B, B, max_blocks_per_seq_);
+    step.num_tokens = B;
+    step.num_seqs = B;
+    step.max_context = max_model_len_;
+    step.logit_rows = B;
+    step.gather = false;
+    FillPadding(step.layout);
+  } else {
+    step.layout = Layout(T, S, max_blocks);
+    step.num_tokens = T;
+    step.num_seqs = S;
+    step.max_context = max_context;
+    step.logit_rows = R;
+    step.gather = true;
+  }
+  step.decode = decode;
+  step.max_q_len = max_q_len;
+  step.bucket_index = bucket;
+
+  // Metadata, in the pinned buffer (the previous step was waited for).
+  const MetaLayout& L = step.layout;
+  int32_t* tokens = MetaHost<int32_t>(L.token_ids);
+  int32_t* slots = MetaHost<int32_t>(L.slots);
+  int32_t* ctx = MetaHost<int32_t>(L.context_lens);
+  int32_t* cu = MetaHost<int32_t>(L.cu_q_lens);
+  int32_t* logit_rows = MetaHost<int32_t>(L.logit_rows);
+  int32_t* pen_offsets = MetaHost<int32_t>(L.penalty_offsets);
+  int32_t* tables = MetaHost<int32_t>(L.block_tables);
+  kernels::SamplingRow* sampling = MetaHost<kernels::SamplingRow>(L.sampling);
+  int row = 0;
+  for (int i = 0; i < S; ++i) {
+    const SequenceChunk& s = plan.sequences[i];
+    const int n = static_cast<int>(s.token_ids.size());
+    const int32_t end = s.start_pos + n;
+    cu[i] = row;
+    ctx[i] = end;
+    for (int t = 0; t < n; ++t) {
+      const int64_t p = s.start_pos + t;
+      tokens[row + t] = s.token_ids[t];
+      for (int g = 0; g < G; ++g) {
+        slots[int64_t{g} * L.tokens + row + t] =
+            static_cast<int32_t>(s.block_tables[g][p / bs] * bs + p % bs);
+      }
+    }
+    const int32_t need = static_cast<int32_t>((end + bs - 1) / bs);
+    for (int g = 0; g < G; ++g) {
+      std::memcpy(tables + (int64_t{i} * G + g) * L.stride, s.block_tables[g].data(),
+                  size_t(need) * 4);
+    }
+    row += n;
+  }
+  cu[S] = row;
+  if (bucket >= 0) {
+    for (int i = S; i < L.seqs; ++i) cu[i + 1] = i + 1;
+  }
+  int64_t penalties = 0;
+  bool any_sampling = false;
+  bool any_logprob = false;
+  bool need_logits = false;
+  for (int r = 0; r < R; ++r) {
+    const SequenceChunk& s = plan.sequences[output->rows[r]];
+    logit_rows[r] = cu[output->rows[r]] + static_cast<int32_t>(s.token_ids.size()) - 1;
+    pen_offsets[r] = static_cast<int32_t>(penalties);
+    kernels::SamplingRow& k = sampling[r];
+    k = kernels::SamplingRow{};
+    k.temperature = 0.f;
+    if (!s.sampling.has_value()) {
+      need_logits = true;
+      continue;
+    }
+    const DeviceSampling& d = *s.sampling;
+    any_sampling = true;
+    any_logprob = any_logprob || d.return_logprob;
+    need_logits = need_logits || d.return_logits;
+    k.temperature = d.temperature;
+    k.top_k = d.top_k;
+    k.top_p = d.top_p;
+    k.min_p = d.min_p;
+    k.repetition_penalty = d.repetition_penalty;
+    k.presence_penalty = d.presence_penalty;
+    k.frequency_penalty = d.frequency_penalty;
+    k.uniform = d.uniform;
+    penalties += static_cast<int64_t>(d.penalty_token_ids.size());
+  }
+  pen_offsets[R] = static_cast<int32_t>(penalties);
+  if (penalties > std::numeric_limits<int32_t>::max() / 2) {
+    return absl::InvalidArgumentError(absl::StrCat(penalties, " penalty tokens in one step"));
+  }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
+           "upload step metadata"));
+  if (penalties > 0) {
+    if (static_cast<size_t>(penalties) > penalty_capacity_) {
+      RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow penalty buffers"));
+      if (penalty_host_ != nullptr) cudaFreeHost(penalty_host_);
+      if (penalty_dev_ != nullptr) cudaFree(penalty_dev_);
+      penalty_host_ = penalty_dev_ = nullptr;
+      penalty_capacity_ = 0;
+      const size_t cap = std::max<size_t>(penalties, 4096) * 2;
+      RETURN_IF_ERROR(Cuda(cudaMallocHost(&penalty_host_, cap * 8), "pinned penalty tokens"));
+      RETURN_IF_ERROR(Cuda(cudaMalloc(&penalty_dev_, cap * 8), "penalty tokens"));
+      penalty_capacity_ = cap;
+    }
+    int32_t* ids = static_cast<int32_t*>(penalty_host_);
+    int32_t* counts = ids + penalties;
+    for (int r = 0; r < R; ++r) {
+      const SequenceChunk& s = plan.sequences[output->rows[r]];
+      if (!s.sampling.has_value()) continue;
+      const DeviceSampling& d = *s.sampling;
+      const int32_t at = pen_offsets[r];
+      std::memcpy(ids + at, d.penalty_token_ids.data(), d.penalty_token_ids.size() * 4);
+      std::memcpy(counts + at, d.penalty_counts.data(), d.penalty_counts.size() * 4);
+    }
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(penalty_dev_, penalty_host_, size_t(penalties) * 8,
+                                         cudaMemcpyHostToDevice, stream_),
+                         "upload penalty tokens"));
+  }
+
+  if (bucket >= 0 && bucket_state_[bucket].graph != nullptr) {
+    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(bucket_state_[bucket].graph, stream_), "graph launch"));
+    ++graph_steps_;
+  } else {
+    RETURN_IF_ERROR(RunModel(step));
+    ++(bucket >= 0 ? padded_decode_steps_ : eager_steps_);
+  }
+
+  // Results: logits first (sampling may apply penalties in place).
+  int32_t* host_tokens = static_cast<int32_t*>(out_host_);
+  float* host_logprobs = reinterpret_cast<float*>(host_tokens + max_seqs_);
+  float* host_logits = host_logprobs + max_seqs_;
+  if (R > 0 && need_logits) {
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
+        "download logits"));
+  }
+  if (any_sampling) {
+    const float* raw = logits_;
+    if (any_logprob) {
+      RETURN_IF_ERROR(kernels::LaunchRowLogSumExp(logits_, V, R, V, lse_, stream_));
+      if (penalties > 0) {
+        RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(raw_logits_, logits_, size_t(R) * V * 4,
+                                             cudaMemcpyDeviceToDevice, stream_),
+                             "keep raw logits"));
+        raw = raw_logits_;
+      }
+    }
+    const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
+    RETURN_IF_ERROR(
+        kernels::LaunchSample(logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
+                              penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
+                              penalties > 0 ? pen_ids : nullptr,
+                              penalties > 0 ? pen_ids + penalties : nullptr, sampled_, stream_));
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+             "download sampled tokens"));
+    if (any_logprob) {
+      RETURN_IF_ERROR(
+          kernels::LaunchTokenLogprob(raw, V, R, V, sampled_, lse_, logprobs_, stream_));
+      RETURN_IF_ERROR(Cuda(
+          cudaMemcpyAsync(host_logprobs, logprobs_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+          "download logprobs"));
+    }
+  }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
+  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+  float gpu_ms = 0;
+  if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
+    last_step_gpu_seconds_ = gpu_ms * 1e-3;
+  }
+  if (R > 0 && need_logits) output->logits.assign(host_logits, host_logits + size_t(R) * V);
+  if (any_sampling) {
+    output->sampled_token_ids.assign(R, -1);
+    output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());
+    for (int r = 0; r < R; ++r) {
+      const SequenceChunk& s = plan.sequences[output->rows[r]];
+      if (!s.sampling.has_value()) continue;
+      output->sampled_token_ids[r] = host_tokens[r];
+      if (s.sampling->return_logprob) output->sampled_logprobs[r] = host_logprobs[r];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyBlocks(int layer_group,
+                                     absl::Span<const std::pair<int32_t, int32_t>> src_dst) {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer group ", layer_group, " of ", spec_.num_layer_groups));
+  }
+  std::vector<std::pair<int32_t, int32_t>> copies;
+  absl::flat_hash_set<int32_t> sources, dests;
+  for (const auto& [src, dst] : src_dst) {
+    if (src < 0 || src >= spec_.num_blocks || dst < 0 || dst >= spec_.num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "copy ", src, " -> ", dst, ": block outside the pool [0, ", spec_.num_blocks, ")"));
+    }
+    if (src == dst) continue;
+    if (!dests.insert(dst).second) {
+      return absl::InvalidArgumentError(absl::StrCat("block ", dst, " is copied to twice"));
+    }
+    sources.insert(src);
+    copies.emplace_back(src, dst);
+  }
+  for (const auto& [src, dst] : copies) {
+    if (sources.contains(dst)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", dst, " is both a source and a destination"));
+    }
+  }
+  if (copies.empty()) return absl::OkStatus();
+  const int n = static_cast<int>(copies.size());
+  if (static_cast<size_t>(n) > pairs_capacity_) {
+    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+    if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
+    if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
+    pairs_host_ = pairs_dev_ = nullptr;
+    pairs_capacity_ = 0;
+    const size_t cap = std::max<size_t>(n, 1024);
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    pairs_capacity_ = cap;
+  }
+  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
+  int32_t* host = static_cast<int32_t*>(pairs_host_);
+  for (int i = 0; i < n; ++i) {
+    host[2 * i] = copies[i].first;
+    host[2 * i + 1] = copies[i].second;
+  }
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+           "upload block pairs"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
+  return kernels::LaunchCopyBlocks(pools_[layer_group], spec_.BlockBytes(layer_group),
+                                   static_cast<const int32_t*>(pairs_dev_), n, stream_);
+}
+
+absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
+                                              absl::Span<const kvmanager::BlockPair> pairs,
+                                              absl::Span<kvmanager::DistanceSums> out) {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer group ", layer_group, " of ", spec_.num_layer_groups));
+  }
+  if (out.size() != pairs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pairs.size(), " pairs but room for ", out.size(), " results"));
+  }
+  for (const kvmanager::BlockPair& p : pairs) {
+    if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
+        p.reference >= spec_.num_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
+                                                     "): block outside the pool [0, ",
+                                                     spec_.num_blocks, ")"));
+    }
+  }
+  if (pairs.empty()) return absl::OkStatus();
+  if (pairs.size() > (1u << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat(pairs.size(), " pairs in one call"));
+  }
+  const int n = static_cast<int>(pairs.size());
+  const kernels::KvBlockShape shape{spec_.LayersInGroup(layer_group), spec_.kv_heads_local,
+                                    spec_.block_size, spec_.head_dim};
+  const size_t ws = kernels::BlockDistanceWorkspaceBytes(shape, n);
+  if (static_cast<size_t>(n) > pairs_capacity_ || ws > distance_workspace_bytes_) {
+    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+  }
+  if (static_cast<size_t>(n) > pairs_capacity_) {
+    if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
+    if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
+    pairs_host_ = pairs_dev_ = nullptr;
+    pairs_capacity_ = 0;
+    const size_t cap = std::max<size_t>(n, 1024);
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    pairs_capacity_ = cap;
+  }
+  if (ws > distance_workspace_bytes_) {
+    if (distance_workspace_ != nullptr) cudaFree(distance_workspace_);
+    distance_workspace_ = nullptr;
+    distance_workspace_bytes_ = 0;
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&distance_workspace_, ws), "distance workspace"));
+    distance_workspace_bytes_ = ws;
+  }
+  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
+  int32_t* host = static_cast<int32_t*>(pairs_host_);
+  for (int i = 0; i < n; ++i) {
+    host[2 * i] = pairs[i].candidate;
+    host[2 * i + 1] = pairs[i].reference;
+  }
+  // Results after the pairs, 16-byte aligned: [pairs_capacity_][2] int32, then sums.
+  const size_t results_at = AlignUp(pairs_capacity_ * 8, 16);
+  auto* dev_sums =
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) + results_at);
+  auto* host_sums =
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) + results_at);
+  RETURN_IF_ERROR(
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+           "upload block pairs"));
+  RETURN_IF_ERROR(kernels::LaunchBlockDistance(pools_[layer_group], shape, spec_.num_blocks,
+                                               static_cast<const int32_t*>(pairs_dev_), n,
+                                               distance_workspace_, dev_sums, stream_));
+  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_sums, dev_sums, size_t(n) * sizeof(*dev_sums),
+                                       cudaMemcpyDeviceToHost, stream_),
+                       "download distance sums"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
+  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "distance sums"));
+  for (int i = 0; i < n; ++i) {
+    out[i].k_diff_sq = host_sums[i].k_diff_sq;
+    out[i].k_norm_sq = host_sums[i].k_norm_sq;
+    out[i].v_diff_sq = host_sums[i].v_diff_sq;
+    out[i].v_norm_sq = host_sums[i].v_norm_sq;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::FillKvPoolsForBenchmark(uint64_t seed, float std) {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  for (int g = 0; g < spec_.num_layer_groups; ++g) {
+    const int64_t n = spec_.BlockBytes(g) / 2 * spec_.num_blocks;
+    RETURN_IF_ERROR(
+        kernels::LaunchDummyNormalBf16(SplitMix64(seed + g), std, n, 0, n, 0, pools_[g], stream_));
+  }
+  return Cuda(cudaStreamSynchronize(stream_), "fill KV pools");
+}
+
+}  // namespace memshare::engine::cuda

@@ -1,0 +1,322 @@
+// The CUDA backend (DESIGN.md §5): the forward pass of a Llama, Mistral,
+// Qwen2 or Qwen3 model on one NVIDIA GPU in bf16 with fp32 accumulation,
+// over every sequence of a StepPlan at once (prefill chunks and decode
+// tokens in one step), with the kernels of kernels/ and cuBLASLt GEMMs.
+//
+// Weights: bf16 on the device, Q/K/V fused into one matrix (and bias), gate
+// and up fused into another, loaded from the checkpoint (any of F32, F16,
+// BF16 on disk) or drawn on the GPU for `--load-format dummy` (the values of
+// ModelWeights::Dummy, rounded to bf16).
+//
+// KV store: one pool per layer group, laid out as backend.h says, in device
+// memory, zero-filled at creation. Its size: Options::num_blocks, or what
+// is left when the weights, activations and workspaces are allocated and
+// (1 - gpu_memory_utilization) of the card's memory is kept free.
+//
+// Per step: the step's metadata (token ids, KV slots, context lengths,
+// block tables, sampling parameters) is built once in pinned host memory
+// and copied in one transfer; then embedding -> per layer [RMSNorm (fused
+// with the residual add), QKV GEMM (+bias in the epilogue), q/k RMSNorm
+// (Qwen3), K/V write into the paged pool (K before RoPE), paged attention
+// (RoPE on read), O GEMM, add + RMSNorm, gate/up GEMM, SiLU-and-mul, down
+// GEMM] -> add + final RMSNorm -> LM head (fp32) for the rows that ask for
+// logits only -> optional sampling on the device. The stream is
+// synchronized once, at the end of Forward, to hand back results.
+//
+// Decode steps (one token per sequence, every sequence asking for logits,
+// at most the largest bucket) run padded to a batch-size bucket (padding
+// rows: token -1, slot -1, context 0): replayed from a CUDA graph captured
+// at creation, or, with graphs off, the same kernels launched one by one
+// (bit-identical). Other steps run eagerly.
+//
+// Attention: the tensor-core kernels of kernels/attention.h for head_dim 64
+// and 128 with 16-token blocks; kernels/attention_generic.h otherwise (the
+// tiny test checkpoints).
+//
+// Tensor parallelism: world size 1 only.
+//
+// Thread-compatible (backend.h): one caller at a time; any thread (each
+// call makes its device current).
+#ifndef MEMSHARE_ENGINE_CUDA_CUDA_BACKEND_H_
+#define MEMSHARE_ENGINE_CUDA_CUDA_BACKEND_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/backend.h"
+#include "engine/cuda/gemm.h"
+#include "engine/model/model_config.h"
+#include "engine/model/model_weights.h"
+
+namespace memshare::engine::cuda {
+
+class CudaBackend : public Backend {
+ public:
+  struct Options {
+    // Hugging Face model directory (config.json, *.safetensors). With
+    // load_format kDummy it gives the config unless `config` is set.
+    std::string model_dir;
+    // kSafetensors: the directory's weights; kDummy: random weights.
+    model::LoadFormat load_format = model::LoadFormat::kSafetensors;
+    // The model's shape for kDummy without a model_dir.
+    std::optional<model::ModelConfig> config;
+    // kDummy only: seed and std of the random weights.
+    model::ModelWeights::DummyOptions dummy;
+    // CUDA device ordinal.
+    int32_t device = 0;
+    // Tokens per KV block.
+    int32_t block_size = 16;
+    // Contiguous layer ranges with their own block tables (SplitLayers).
+    int32_t num_layer_groups = 1;
+    // Physical KV blocks per layer group; 0: sized from
+    // gpu_memory_utilization.
+    int32_t num_blocks = 0;
+    // Share of the card's memory this backend may leave in use once the KV
+    // pools are allocated (num_blocks = 0 only); the rest stays free.
+    double gpu_memory_utilization = 0.9;
+    // Most tokens in one step (sizes the activation buffers).
+    int32_t max_num_batched_tokens = 8192;
+    // Most sequences in one step.
+    int32_t max_num_seqs = 256;
+    // Longest sequence (prompt + output) in tokens; 0: the model's
+    // max_position_embeddings, capped at 32768. Sizes the block tables.
+    int32_t max_model_len = 0;
+    // Replay decode steps from CUDA graphs (false: the same padded work,
+    // launched kernel by kernel).
+    bool enable_cuda_graphs = true;
+    // Decode batch-size buckets, ascending; empty: 1, 2, 4, 8, then every
+    // multiple of 16 up to 128 and of 32 beyond, up to max_num_seqs (which
+    // is always the last bucket).
+    std::vector<int32_t> cuda_graph_batch_sizes;
+    // Time cuBLASLt's candidate algorithms for the decode GEMM shapes at
+    // every bucket at creation (a few seconds for a 7B model) instead of
+    // taking the heuristic's first choice.
+    bool tune_gemms = true;
+    // Token counts of prefill steps to tune the GEMMs for at creation
+    // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
+    std::vector<int32_t> tune_prefill_tokens;
+  };
+
+  // INVALID_ARGUMENT for bad options; the loader's errors (naming file and
+  // tensor) for a bad checkpoint; UNIMPLEMENTED for a shape the kernels do
+  // not run; RESOURCE_EXHAUSTED when weights, buffers or one block per
+  // group do not fit; INTERNAL for a CUDA or cuBLASLt failure (also
+  // FAILED_PRECONDITION when no CUDA device is usable).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
+
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  const KvCacheSpec& kv_spec() const override { return spec_; }
+  int32_t vocab_size() const override { return static_cast<int32_t>(config_.vocab_size); }
+  bool SamplesOnDevice() const override { return true; }
+  const model::ModelConfig& config() const { return config_; }
+
+  // Backend. INVALID_ARGUMENT (nothing run) for what CpuBackend rejects
+  // and also for: more than max_num_seqs sequences or max_num_batched_tokens
+  // tokens, positions at or past max_model_len, bad sampling values.
+  absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
+  // INVALID_ARGUMENT also when a destination repeats or is the source of
+  // another pair (the copies run in parallel). Enqueued, not waited for:
+  // ordered before the next Forward.
+  absl::Status CopyBlocks(int layer_group,
+                          absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
+
+  // kvmanager::BlockDistance, with kernels/block_distance.h (fp32 sums per
+  // pair in a fixed order; returned as double).
+  absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
+                                   absl::Span<kvmanager::DistanceSums> out) override;
+
+  // Decode buckets and how steps ran, for tests and benchmarks.
+  const std::vector<int32_t>& decode_buckets() const { return buckets_; }
+  bool graphs_captured() const { return !bucket_state_.empty() && bucket_state_[0].graph; }
+  int64_t graph_steps() const { return graph_steps_; }
+  int64_t padded_decode_steps() const { return padded_decode_steps_; }
+  int64_t eager_steps() const { return eager_steps_; }
+  int32_t max_model_len() const { return max_model_len_; }
+  // Device bytes of the weights and of every KV pool together.
+  int64_t weight_bytes() const { return weight_bytes_; }
+  int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
+
+  // Device time of the last Forward, from the metadata upload to the last
+  // result download (CUDA events), in seconds: the wall time minus the
+  // host's share.
+  double last_step_gpu_seconds() const { return last_step_gpu_seconds_; }
+
+  // Times cuBLASLt's candidates for the model's GEMM shapes at `tokens`
+  // rows (the LM head at min(tokens, max_num_seqs)) and keeps the fastest,
+  // e.g. for the prefill chunk size a scheduler uses. Synchronizes;
+  // overwrites the activation buffers (between steps that is harmless).
+  // INVALID_ARGUMENT for tokens outside 1 .. max_num_batched_tokens.
+  absl::Status TuneForTokens(int32_t tokens);
+
+  // Fills every KV pool with bf16 N(0, std^2) values drawn on the device
+  // (benchmarks of attention over a context nobody prefilled). Waits for it.
+  absl::Status FillKvPoolsForBenchmark(uint64_t seed, float std);
+
+ private:
+  // One layer's weights on the device (bf16; null where the model has none).
+  struct LayerWeights {
+    const void* input_norm = nullptr;  // [hidden]
+    const void* qkv = nullptr;         // [q_dim + 2 kv_dim][hidden]: Q, K, V rows
+    const void* qkv_bias = nullptr;    // [q_dim + 2 kv_dim]
+    const void* q_norm = nullptr;      // [head_dim]
+    const void* k_norm = nullptr;      // [head_dim]
+    const void* o_proj = nullptr;      // [hidden][q_dim]
+    const void* post_norm = nullptr;   // [hidden]
+    const void* gate_up = nullptr;     // [2 inter][hidden]: gate rows, then up rows
+    const void* down = nullptr;        // [hidden][inter]
+  };
+
+  // Byte offsets of one step's metadata, the same in the pinned host buffer
+  // and its device copy. T tokens, S sequences, G layer groups, `stride`
+  // block-table entries per (sequence, group); int32 unless said.
+  struct MetaLayout {
+    int32_t tokens = 0;          // T
+    int32_t seqs = 0;            // S
+    int32_t stride = 0;          // block-table entries per (sequence, group)
+    size_t token_ids = 0;        // [T]
+    size_t slots = 0;            // [G][T]: block * block_size + offset; -1 padding
+    size_t context_lens = 0;     // [S]: keys per sequence; 0 padding
+    size_t cu_q_lens = 0;        // [S + 1]
+    size_t logit_rows = 0;       // [S]: token row of each logits row
+    size_t sampling = 0;         // kernels::SamplingRow [S]
+    size_t penalty_offsets = 0;  // [S + 1]
+    size_t block_tables = 0;     // [S][G][stride]
+    size_t bytes = 0;
+  };
+
+  // Device pointers of a step, as the kernels see them.
+  struct StepArgs {
+    MetaLayout layout;
+    int num_tokens = 0;  // rows computed (padded for decode buckets)
+    int num_seqs = 0;
+    int max_q_len = 0;
+    int32_t max_context = 0;  // longest sequence of the step (sizes a decode split)
+    bool decode = false;      // one query token per sequence
+    int logit_rows = 0;       // rows of the LM head
+    bool gather = false;      // LM head rows are logit_rows[], not 0..logit_rows-1
+    int bucket_index = -1;    // decode bucket, or -1
+  };
+
+  struct Bucket {
+    int32_t size = 0;
+    int32_t num_splits = 1;
+    int32_t blocks_per_split = 1;
+    cudaGraphExec_t graph = nullptr;
+  };
+
+  CudaBackend(const Options& options, model::ModelConfig config);
+
+  absl::Status Init();
+  absl::Status AllocateWeights();
+  absl::Status LoadWeights();
+  absl::Status AllocateBuffers();
+  absl::Status AllocatePools();
+  absl::Status PrepareBuckets();
+  absl::Status Validate(const StepPlan& plan) const;
+  MetaLayout Layout(int tokens, int seqs, int stride) const;
+  // Fills the pinned buffer for a decode bucket of padding only.
+  void FillPadding(const MetaLayout& layout);
+  // Enqueues the model (embedding to logits) for a step whose metadata is
+  // on the device.
+  absl::Status RunModel(const StepArgs& step);
+  absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
+                    bool fp32_out);
+  template <typename T>
+  T* MetaDev(size_t offset) const {
+    return reinterpret_cast<T*>(static_cast<char*>(meta_dev_) + offset);
+  }
+  template <typename T>
+  T* MetaHost(size_t offset) const {
+    return reinterpret_cast<T*>(static_cast<char*>(meta_host_) + offset);
+  }
+
+  const Options options_;
+  const model::ModelConfig config_;
+  KvCacheSpec spec_;
+  std::vector<int32_t> group_of_layer_;
+  int32_t max_model_len_ = 0;
+  int32_t max_blocks_per_seq_ = 0;
+  int32_t max_tokens_ = 0;  // activation rows
+  int32_t max_seqs_ = 0;
+  int num_sms_ = 0;
+  bool fast_attention_ = false;
+
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<CublasLtGemm> gemm_;
+
+  // Weights: one allocation.
+  void* weight_arena_ = nullptr;
+  int64_t weight_bytes_ = 0;
+  const void* embedding_ = nullptr;  // [vocab][hidden]
+  const void* lm_head_ = nullptr;    // [vocab][hidden] (the embedding when tied)
+  const void* final_norm_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  std::vector<std::pair<const void*, size_t>> weight_slots_;  // per ListWeights entry: dst, bytes
+  float* inv_freq_ = nullptr;                                 // [head_dim / 2]
+
+  // Activations: one allocation, rows for max_tokens_.
+  void* act_arena_ = nullptr;
+  void* residual_ = nullptr;     // bf16 [T][hidden]
+  void* hidden_ = nullptr;       // bf16 [T][hidden], normed
+  void* qkv_ = nullptr;          // bf16 [T][q_dim + 2 kv_dim]
+  void* attn_ = nullptr;         // bf16 [T][q_dim]
+  void* tmp_ = nullptr;          // bf16 [T][hidden]: O and down outputs
+  void* gate_up_ = nullptr;      // bf16 [T][2 inter]
+  void* act_ = nullptr;          // bf16 [T][inter]
+  void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head
+  float* logits_ = nullptr;      // fp32 [max_seqs][vocab]
+  float* raw_logits_ = nullptr;  // fp32 [max_seqs][vocab]: copy kept for logprobs
+  float* lse_ = nullptr;         // [max_seqs]
+  int32_t* sampled_ = nullptr;   // [max_seqs]
+  float* logprobs_ = nullptr;    // [max_seqs]
+  void* attn_workspace_ = nullptr;
+  size_t attn_workspace_bytes_ = 0;
+
+  // Step metadata: pinned host buffer and its device copy.
+  void* meta_host_ = nullptr;
+  void* meta_dev_ = nullptr;
+  size_t meta_bytes_ = 0;
+  // Penalty tokens and counts ([2][capacity] int32), grown on demand.
+  void* penalty_host_ = nullptr;
+  void* penalty_dev_ = nullptr;
+  size_t penalty_capacity_ = 0;
+  // Results: sampled tokens, logprobs and logits rows (pinned).
+  void* out_host_ = nullptr;
+  size_t out_host_bytes_ = 0;
+  // Block pairs of CopyBlocks and ComputeDistanceSums, results of the latter.
+  void* pairs_host_ = nullptr;
+  void* pairs_dev_ = nullptr;
+  size_t pairs_capacity_ = 0;  // pairs
+  void* distance_workspace_ = nullptr;
+  size_t distance_workspace_bytes_ = 0;
+  cudaEvent_t pairs_copied_ = nullptr;  // the last upload out of pairs_host_
+
+  std::vector<void*> pools_;  // per layer group
+  int64_t kv_pool_bytes_ = 0;
+
+  std::vector<int32_t> buckets_;
+  std::vector<Bucket> bucket_state_;
+  int64_t graph_steps_ = 0;
+  int64_t padded_decode_steps_ = 0;
+  int64_t eager_steps_ = 0;
+  cudaEvent_t step_begin_ = nullptr;
+  cudaEvent_t step_end_ = nullptr;
+  double last_step_gpu_seconds_ = 0;
+};
+
+}  // namespace memshare::engine::cuda
+
+#endif  // MEMSHARE_ENGINE_CUDA_CUDA_BACKEND_H_

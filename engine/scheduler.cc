@@ -1,0 +1,485 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+
+namespace memshare::engine {
+
+struct Scheduler::Sequence {
+  uint64_t id = 0;
+  int32_t priority = 0;
+  uint64_t arrival = 0;
+  absl::Time deadline;
+  std::string cache_salt;
+  kvmanager::DedupParams memshare;
+  std::vector<int32_t> tokens;  // prompt, then generated
+  int32_t prompt_len = 0;
+  int32_t num_computed = 0;  // tokens whose KV is in the cache
+  int32_t max_tokens = 0;
+  bool ignore_eos = false;
+  absl::flat_hash_set<int32_t> stop_ids;
+  std::unique_ptr<Sampler> sampler;
+  bool resident = false;  // admitted to the KV manager (in running_)
+  bool ever_admitted = false;
+  Usage usage;
+
+  int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t generated() const { return num_tokens() - prompt_len; }
+};
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& options,
+                                                             Backend* backend,
+                                                             kvmanager::KvManager* kv) {
+  if (backend == nullptr || kv == nullptr) {
+    return absl::InvalidArgumentError("Scheduler: backend and KV manager are required");
+  }
+  if (options.max_num_batched_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_num_batched_tokens: must be >= 1, got ", options.max_num_batched_tokens));
+  }
+  if (options.max_num_seqs < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_num_seqs: must be >= 1, got ", options.max_num_seqs));
+  }
+  if (options.max_model_len < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_model_len: must be >= 2, got ", options.max_model_len));
+  }
+  if (options.max_prompt_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_prompt_len: must be >= 0, got ", options.max_prompt_len));
+  }
+  const KvCacheSpec& spec = backend->kv_spec();
+  if (spec.block_size != kv->block_size() || spec.num_layer_groups != kv->num_layer_groups() ||
+      spec.num_blocks != kv->num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backend and KV manager disagree: block size ", spec.block_size, " vs ", kv->block_size(),
+        ", layer groups ", spec.num_layer_groups, " vs ", kv->num_layer_groups(), ", blocks ",
+        spec.num_blocks, " vs ", kv->num_blocks()));
+  }
+  if (kv->num_sequences() != 0) {
+    return absl::InvalidArgumentError("the KV manager already holds sequences");
+  }
+  for (int32_t id : options.eos_token_ids) {
+    if (id < 0 || id >= backend->vocab_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("eos_token_ids: ", id, " is outside [0, ", backend->vocab_size(), ")"));
+    }
+  }
+  const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
+  if (capacity < 2) return absl::InvalidArgumentError("KV pool holds fewer than 2 tokens");
+  return std::unique_ptr<Scheduler>(new Scheduler(options, backend, kv));
+}
+
+Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvManager* kv)
+    : options_(options), backend_(backend), kv_(kv), vocab_size_(backend->vocab_size()) {
+  // A sequence alone must always fit in the pool, or it could never finish.
+  const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
+  max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
+  max_prompt_len_ = options.max_prompt_len > 0
+                        ? std::min(options.max_prompt_len, max_model_len_ - 1)
+                        : max_model_len_ - 1;
+  eos_.insert(options.eos_token_ids.begin(), options.eos_token_ids.end());
+}
+
+Scheduler::~Scheduler() {
+  for (auto& [id, s] : sequences_) {
+    if (s->resident) kv_->Free(id).IgnoreError();  // only fails for an unknown id
+  }
+}
+
+Scheduler::QueueKey Scheduler::KeyOf(const Sequence& s) const {
+  return QueueKey(-s.priority, s.arrival, s.id);
+}
+
+absl::Status Scheduler::Validate(const SequenceRequest& request) const {
+  const std::vector<int32_t>& prompt = request.prompt_token_ids;
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+  const int32_t vocab = vocab_size_;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_token_ids[", i, "]: must be in [0, ", vocab, "), got ", prompt[i]));
+    }
+  }
+  if (static_cast<int64_t>(prompt.size()) > max_prompt_len_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt: ", prompt.size(), " tokens is longer than the limit of ", max_prompt_len_,
+        " tokens (max_model_len ", max_model_len_, " includes at least one generated token)"));
+  }
+  SamplingLimits limits = options_.sampling_limits;
+  limits.vocab_size = vocab;
+  return ValidateSamplingParams(request.sampling, limits);
+}
+
+absl::Status Scheduler::Add(SequenceRequest request) {
+  if (sequences_.contains(request.seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", request.seq_id, " is live"));
+  }
+  if (absl::Status s = Validate(request); !s.ok()) return s;
+  const std::vector<int32_t>& prompt = request.prompt_token_ids;
+
+  Sampler::Options sampler_options;
+  sampler_options.params = request.sampling;
+  sampler_options.vocab_size = vocab_size_;
+  absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sampler_options, prompt);
+  if (!sampler.ok()) return sampler.status();
+
+  auto seq = std::make_unique<Sequence>();
+  seq->id = request.seq_id;
+  seq->priority = request.priority;
+  seq->arrival = next_arrival_++;
+  seq->deadline = request.deadline;
+  seq->cache_salt = std::move(request.cache_salt);
+  seq->memshare = request.memshare;
+  seq->prompt_len = static_cast<int32_t>(prompt.size());
+  seq->tokens = std::move(request.prompt_token_ids);
+  seq->max_tokens = request.sampling.max_tokens;
+  seq->ignore_eos = request.sampling.ignore_eos;
+  seq->stop_ids.insert(request.sampling.stop_token_ids.begin(),
+                       request.sampling.stop_token_ids.end());
+  seq->sampler = std::move(*sampler);
+  seq->usage.prompt_tokens = seq->prompt_len;
+  waiting_.insert(KeyOf(*seq));
+  sequences_[seq->id] = std::move(seq);
+  RefreshWaitingStats();
+  return absl::OkStatus();
+}
+
+void Scheduler::FreeBlocks(Sequence* s) {
+  // Free fails only for a sequence the KV manager does not know, which
+  // resident sequences never are.
+  kv_->Free(s->id).IgnoreError();
+  s->resident = false;
+  running_.erase(std::find(running_.begin(), running_.end(), s));
+}
+
+void Scheduler::Preempt(Sequence* s) {
+  FreeBlocks(s);
+  s->num_computed = 0;
+  waiting_.insert(KeyOf(*s));
+  ++stats_.preemptions;
+}
+
+SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status status) {
+  SequenceOutput out;
+  out.seq_id = s->id;
+  out.finished = true;
+  out.finish_reason = reason;
+  out.status = std::move(status);
+  if (s->resident) {
+    UpdatePeaks(s);
+    FreeBlocks(s);
+  } else {
+    waiting_.erase(KeyOf(*s));
+  }
+  s->usage.completion_tokens = s->generated();
+  out.usage = s->usage;
+  sequences_.erase(s->id);  // destroys s
+  RefreshWaitingStats();
+  return out;
+}
+
+void Scheduler::UpdatePeaks(Sequence* s) {
+  absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, 0);
+  if (!table.ok()) return;
+  absl::flat_hash_set<int32_t> distinct(table->begin(), table->end());
+  const auto logical = static_cast<int32_t>(table->size());
+  const auto physical = static_cast<int32_t>(distinct.size());
+  s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, physical);
+  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, logical);
+  // Entries that name a block the table already holds: what MemShare's
+  // remaps save this sequence (layer group 0).
+  s->usage.shared_blocks = std::max(s->usage.shared_blocks, logical - physical);
+}
+
+void Scheduler::RefreshWaitingStats() {
+  stats_.running = static_cast<int32_t>(running_.size());
+  stats_.waiting = static_cast<int32_t>(waiting_.size());
+  int64_t tokens = 0;
+  for (const QueueKey& key : waiting_) {
+    const Sequence& s = *sequences_.at(std::get<2>(key));
+    tokens += s.num_tokens() - s.num_computed;
+  }
+  stats_.waiting_tokens = tokens;
+}
+
+absl::StatusOr<SequenceOutput> Scheduler::Abort(uint64_t seq_id) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
+  }
+  ++stats_.aborted;
+  return End(it->second.get(), FinishReason::kAbort, absl::OkStatus());
+}
+
+absl::StatusOr<SequenceOutput> Scheduler::Finish(uint64_t seq_id, FinishReason reason) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq_id, " is not live"));
+  }
+  return End(it->second.get(), reason, absl::OkStatus());
+}
+
+std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
+  std::vector<SequenceOutput> outputs;
+  const absl::Time t_start = absl::Now();
+  stats_.last_schedule_seconds = stats_.last_forward_seconds = 0;
+  stats_.last_sample_seconds = stats_.last_dedup_seconds = 0;
+
+  // 1. Deadlines.
+  std::vector<Sequence*> expired;
+  for (auto& [id, s] : sequences_) {
+    if (s->deadline <= now) expired.push_back(s.get());
+  }
+  for (Sequence* s : expired) {
+    ++stats_.deadline_exceeded;
+    const int32_t generated = s->generated();
+    outputs.push_back(End(s, FinishReason::kAbort,
+                          absl::DeadlineExceededError(absl::StrCat(
+                              "deadline passed after ", generated, " generated tokens"))));
+  }
+
+  // 2. Running sequences, in priority order.
+  struct Scheduled {
+    Sequence* seq;
+    int32_t num_tokens;
+  };
+  std::vector<Scheduled> scheduled;
+  int32_t budget = options_.max_num_batched_tokens;
+  bool preempted = false;
+  std::vector<Sequence*> order = running_;
+  std::sort(order.begin(), order.end(),
+            [this](const Sequence* a, const Sequence* b) { return KeyOf(*a) < KeyOf(*b); });
+  for (size_t i = 0; i < order.size() && budget > 0; ++i) {
+    Sequence* s = order[i];
+    if (s == nullptr || !s->resident) continue;  // ended or preempted earlier in this loop
+    const int32_t n = std::min(s->num_tokens() - s->num_computed, budget);
+    const absl::Span<const int32_t> chunk(s->tokens.data() + s->num_computed,
+                                          static_cast<size_t>(n));
+    bool appended = false;
+    while (true) {
+      absl::Status st = kv_->AppendTokens(s->id, chunk);
+      if (st.ok()) {
+        appended = true;
+        break;
+      }
+      if (!absl::IsResourceExhausted(st)) {
+        ++stats_.failed;
+        outputs.push_back(End(s, FinishReason::kError, st));
+        order[i] = nullptr;  // destroyed
+        break;
+      }
+      // Preempt the lowest-priority, latest-arrived resident sequence (maybe
+      // this one); if it was already scheduled this step, unschedule it
+      // (freeing it drops the tokens it appended).
+      Sequence* victim = nullptr;
+      for (size_t j = order.size(); j-- > 0;) {
+        if (order[j] != nullptr && order[j]->resident) {
+          victim = order[j];
+          break;
+        }
+      }
+      for (auto it = scheduled.begin(); it != scheduled.end(); ++it) {
+        if (it->seq == victim) {
+          budget += it->num_tokens;
+          scheduled.erase(it);
+          break;
+        }
+      }
+      Preempt(victim);
+      preempted = true;
+      if (victim == s) break;
+    }
+    if (appended) {
+      scheduled.push_back({s, n});
+      budget -= n;
+    }
+  }
+
+  // 3. Waiting sequences. When the pool was short this step, or the batch
+  // is full, only a sequence of higher priority than some resident one comes
+  // in, by preempting the lowest of those.
+  auto lower_priority_victim = [this](const Sequence* s) -> Sequence* {
+    Sequence* victim = nullptr;
+    for (Sequence* r : running_) {
+      if (r->priority < s->priority && (victim == nullptr || KeyOf(*r) > KeyOf(*victim))) {
+        victim = r;
+      }
+    }
+    return victim;
+  };
+  auto unschedule_and_preempt = [&](Sequence* victim) {
+    for (auto it = scheduled.begin(); it != scheduled.end(); ++it) {
+      if (it->seq == victim) {
+        budget += it->num_tokens;
+        scheduled.erase(it);
+        break;
+      }
+    }
+    Preempt(victim);
+    preempted = true;
+  };
+  while (budget > 0 && !waiting_.empty()) {
+    Sequence* s = sequences_.at(std::get<2>(*waiting_.begin())).get();
+    const bool full = static_cast<int32_t>(running_.size()) >= options_.max_num_seqs;
+    if (preempted || full) {
+      Sequence* victim = lower_priority_victim(s);
+      if (victim == nullptr) break;
+      if (full) unschedule_and_preempt(victim);
+    }
+    // A preempted sequence comes back with its generated tokens as prompt:
+    // they are recomputed (or found in the prefix cache), and its output
+    // goes on from where it was.
+    kvmanager::KvManager::SequenceSpec spec;
+    spec.seq_id = s->id;
+    spec.prompt_token_ids = s->tokens;
+    spec.cache_salt = s->cache_salt;
+    spec.memshare = s->memshare;
+    absl::StatusOr<kvmanager::KvManager::Admission> admission = kv_->AddSequence(spec, budget);
+    while (absl::IsResourceExhausted(admission.status())) {
+      Sequence* victim = lower_priority_victim(s);
+      if (victim == nullptr) break;
+      unschedule_and_preempt(victim);
+      admission = kv_->AddSequence(spec, budget);
+    }
+    if (!admission.ok()) {
+      if (absl::IsResourceExhausted(admission.status())) break;  // wait for blocks
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, admission.status()));
+      continue;
+    }
+    waiting_.erase(waiting_.begin());
+    s->resident = true;
+    s->num_computed = admission->cached_tokens;
+    if (!s->ever_admitted) {
+      s->ever_admitted = true;
+      s->usage.cached_prompt_tokens = std::min(admission->cached_tokens, s->prompt_len);
+      stats_.prefix_cached_tokens += s->usage.cached_prompt_tokens;
+    }
+    running_.push_back(s);
+    scheduled.push_back({s, admission->scheduled_tokens});
+    budget -= admission->scheduled_tokens;
+  }
+  RefreshWaitingStats();
+  if (scheduled.empty()) return outputs;
+
+  // 4. Run the step.
+  StepPlan plan;
+  plan.sequences.reserve(scheduled.size());
+  int32_t prefill_tokens = 0;
+  int32_t decode_tokens = 0;
+  absl::Status run_status;
+  for (const Scheduled& sc : scheduled) {
+    Sequence* s = sc.seq;
+    SequenceChunk chunk;
+    chunk.seq_id = s->id;
+    chunk.start_pos = s->num_computed;
+    chunk.token_ids.assign(s->tokens.begin() + s->num_computed,
+                           s->tokens.begin() + s->num_computed + sc.num_tokens);
+    if (run_status.ok()) run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables);
+    chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
+    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len ? decode_tokens
+                                                                                : prefill_tokens) +=
+        sc.num_tokens;
+    plan.sequences.push_back(std::move(chunk));
+  }
+
+  const absl::Time t_forward = absl::Now();
+  stats_.last_schedule_seconds = absl::ToDoubleSeconds(t_forward - t_start);
+  std::vector<std::vector<kvmanager::BlockCopy>> copies = kv_->TakePendingCopies();
+  for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
+    if (!copies[g].empty()) run_status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
+  }
+  StepOutput result;
+  if (run_status.ok()) run_status = backend_->Forward(plan, &result);
+  if (run_status.ok() && static_cast<int64_t>(result.logits.size()) !=
+                             static_cast<int64_t>(result.rows.size()) * result.vocab_size) {
+    run_status = absl::InternalError("backend returned a malformed logits array");
+  }
+  if (run_status.ok()) run_status = kv_->CommitStep();
+  const absl::Time t_sample = absl::Now();
+  stats_.last_forward_seconds = absl::ToDoubleSeconds(t_sample - t_forward);
+  if (!run_status.ok()) {
+    // The sequences of a failed step end with the error (freeing them drops
+    // their uncommitted tokens); the others go on.
+    for (const Scheduled& sc : scheduled) {
+      ++stats_.failed;
+      outputs.push_back(End(sc.seq, FinishReason::kError, run_status));
+    }
+    return outputs;
+  }
+  ++stats_.steps;
+  stats_.last_step_sequences = static_cast<int32_t>(plan.sequences.size());
+  stats_.last_step_tokens = static_cast<int32_t>(plan.NumTokens());
+  stats_.last_step_prefill_tokens = prefill_tokens;
+  stats_.last_step_decode_tokens = decode_tokens;
+  stats_.prompt_tokens_computed += prefill_tokens;
+
+  // Row of logits per plan index.
+  std::vector<int32_t> row_of(plan.sequences.size(), -1);
+  for (size_t r = 0; r < result.rows.size(); ++r) {
+    if (result.rows[r] >= 0 && result.rows[r] < static_cast<int32_t>(row_of.size())) {
+      row_of[result.rows[r]] = static_cast<int32_t>(r);
+    }
+  }
+
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    Sequence* s = scheduled[i].seq;
+    s->num_computed += scheduled[i].num_tokens;
+    UpdatePeaks(s);
+    if (!plan.sequences[i].compute_logits) continue;
+    absl::StatusOr<TokenLogprob> token =
+        row_of[i] < 0
+            ? absl::InternalError("backend returned no logits for a sequence that needs them")
+            : s->sampler->Sample(absl::Span<const float>(result.Row(row_of[i]), result.vocab_size),
+                                 &workspace_);
+    if (!token.ok()) {
+      ++stats_.failed;
+      outputs.push_back(End(s, FinishReason::kError, token.status()));
+      continue;
+    }
+    const int32_t id = token->token_id;
+    s->tokens.push_back(id);
+    ++stats_.generated_tokens;
+    FinishReason reason = FinishReason::kNone;
+    if (s->stop_ids.contains(id) || (!s->ignore_eos && eos_.contains(id))) {
+      reason = FinishReason::kStop;
+    } else if (s->generated() >= s->max_tokens || s->num_tokens() >= max_model_len_) {
+      reason = FinishReason::kLength;
+    }
+    SequenceOutput out;
+    if (reason != FinishReason::kNone) {
+      out = End(s, reason, absl::OkStatus());
+    } else {
+      out.seq_id = s->id;
+      // The segmenter reads this residency's generated tokens, in order.
+      const std::string piece = options_.token_piece ? options_.token_piece(id) : std::string();
+      const absl::string_view pieces[] = {piece};
+      if (absl::Status st = kv_->OnTokensGenerated(s->id, pieces); !st.ok()) {
+        ++stats_.dedup_errors;
+      }
+    }
+    out.tokens.push_back(std::move(*token));
+    outputs.push_back(std::move(out));
+  }
+  const absl::Time t_dedup = absl::Now();
+  stats_.last_sample_seconds = absl::ToDoubleSeconds(t_dedup - t_sample);
+
+  // 5. MemShare on the reasoning steps that finished (their tokens written).
+  if (kv_->HasPendingDedup()) {
+    if (absl::Status st = kv_->RunDedup(*backend_); !st.ok()) {
+      ++stats_.dedup_errors;
+    } else {
+      for (Sequence* s : running_) UpdatePeaks(s);
+    }
+    stats_.last_dedup_seconds = absl::ToDoubleSeconds(absl::Now() - t_dedup);
+  }
+  RefreshWaitingStats();
+  return outputs;
+}
+
+}  // namespace memshare::engine

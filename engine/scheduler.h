@@ -1,0 +1,208 @@
+// Continuous batching over one Backend and one kvmanager::KvManager
+// (DESIGN.md §4, §5).
+//
+// Each Step():
+//   1. ends sequences whose deadline has passed (blocks freed at once);
+//   2. schedules running sequences first, in priority order (higher first,
+//      FCFS within a priority): a decode token each, or the next chunk of a
+//      prompt that is being prefilled; when the pool cannot hold a
+//      sequence's next tokens, the lowest-priority, latest-arrived resident
+//      sequence is preempted (its blocks are freed, it goes back to the
+//      waiting queue keeping its generated tokens, and is recomputed later,
+//      so its output does not change);
+//   3. if nothing was preempted, admits waiting sequences in the same order,
+//      reusing their longest cached prefix, while the token budget, the
+//      sequence limit and the pool allow; the last chunk may be partial
+//      (chunked prefill), so decode and prefill share a step. A waiting
+//      sequence of higher priority than a resident one is admitted even
+//      then, preempting the lowest-priority resident sequences it needs;
+//   4. runs the step (pending copy-on-write copies, then Forward), samples
+//      a token for every sequence whose computed tokens reach its end,
+//      and ends those that hit a stop token, EOS, max_tokens or the model
+//      length;
+//   5. feeds the text piece of each sampled token to the KV manager's
+//      reasoning-step segmenter (MemShare sequences) and runs MemShare dedup
+//      on the steps that finished, verified through the backend's block
+//      distances, before the next step.
+//
+// A sequence is a list of tokens (prompt, then generated) of which the
+// first num_computed have their KV in the cache. Prefill, decode and
+// recompute after preemption are all "compute tokens [num_computed, end)":
+// logits are taken only when a chunk reaches the end.
+//
+// Requests are checked on Add: an empty prompt, a token outside the
+// vocabulary, a prompt longer than the server's limit or leaving no room to
+// generate within the model length are INVALID_ARGUMENT naming the field;
+// nothing is truncated.
+//
+// Stop strings live in the detokenized text, which the scheduler does not
+// see: the engine calls Finish() when one matches.
+//
+// Thread-compatible: one thread (the engine's scheduler thread) calls every
+// method. The Backend and the KvManager are borrowed and must outlive the
+// scheduler; nothing else may change the KvManager's sequences.
+#ifndef MEMSHARE_ENGINE_SCHEDULER_H_
+#define MEMSHARE_ENGINE_SCHEDULER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/backend.h"
+#include "engine/request.h"
+#include "engine/sampler/sampler.h"
+#include "engine/sampler/sampling_params.h"
+#include "kvmanager/kv_manager.h"
+
+namespace memshare::engine {
+
+// One request as the scheduler sees it: already tokenized.
+struct SequenceRequest {
+  uint64_t seq_id = 0;  // unique among live sequences
+  std::vector<int32_t> prompt_token_ids;
+  SamplingParams sampling;
+  int32_t priority = 0;  // higher runs first; FCFS within a priority
+  absl::Time deadline = absl::InfiniteFuture();
+  std::string cache_salt;           // prefix-cache isolation between tenants
+  kvmanager::DedupParams memshare;  // unset fields: the KV manager's policy
+};
+
+// What one sequence produced in a step, or how it ended.
+struct SequenceOutput {
+  uint64_t seq_id = 0;
+  std::vector<TokenLogprob> tokens;  // sampled this step (token id; logprobs if asked)
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  absl::Status status;  // non-OK: the sequence failed (deadline, backend error)
+  Usage usage;          // set when finished
+};
+
+struct SchedulerStats {
+  int32_t running = 0;         // resident in the KV cache
+  int32_t waiting = 0;         // queued, or preempted and waiting for recompute
+  int64_t waiting_tokens = 0;  // tokens of waiting sequences still to compute
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t prompt_tokens_computed = 0;  // prefill and recompute tokens run
+  int64_t generated_tokens = 0;
+  int64_t prefix_cached_tokens = 0;  // prompt tokens served from the prefix cache
+  int64_t aborted = 0;
+  int64_t deadline_exceeded = 0;
+  int64_t failed = 0;        // ended by a backend or KV error
+  int64_t dedup_errors = 0;  // RunDedup failures (the steps stay unshared)
+  // Of the last step:
+  int32_t last_step_sequences = 0;
+  int32_t last_step_tokens = 0;
+  int32_t last_step_prefill_tokens = 0;
+  int32_t last_step_decode_tokens = 0;
+  // Wall time of the phases of the last step, in seconds: choosing the
+  // batch and building the plan; copies and Forward; sampling and finish
+  // checks; MemShare dedup (0 when no sequence uses it).
+  double last_schedule_seconds = 0;
+  double last_forward_seconds = 0;
+  double last_sample_seconds = 0;
+  double last_dedup_seconds = 0;
+};
+
+class Scheduler {
+ public:
+  struct Options {
+    // Most tokens computed in one step (prefill chunks plus decode tokens).
+    int32_t max_num_batched_tokens = 2048;
+    // Most sequences resident (running) at once.
+    int32_t max_num_seqs = 64;
+    // Longest sequence (prompt + generated); capped by what the pool holds.
+    int32_t max_model_len = 4096;
+    // Longest prompt accepted; 0 = max_model_len - 1.
+    int32_t max_prompt_len = 0;
+    // Token ids that end generation unless a request sets ignore_eos.
+    std::vector<int32_t> eos_token_ids;
+    // Bounds for the sampling parameters (vocab_size is taken from the backend).
+    SamplingLimits sampling_limits;
+    // The text one token stands for, fed to MemShare's reasoning-step
+    // segmenter; unset: empty pieces (steps are then cut by length only).
+    std::function<std::string(int32_t token_id)> token_piece;
+  };
+
+  // `backend` and `kv` must agree on block size, layer groups and block count.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const Options& options, Backend* backend,
+                                                           kvmanager::KvManager* kv);
+
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+  ~Scheduler();
+
+  // Queues a sequence. INVALID_ARGUMENT naming the field for a bad request,
+  // ALREADY_EXISTS for a live seq_id; nothing is queued then.
+  absl::Status Add(SequenceRequest request);
+
+  // The checks of Add that depend on the request alone (not on seq_id).
+  // Reads only what is fixed at construction: safe from any thread.
+  absl::Status Validate(const SequenceRequest& request) const;
+
+  // Ends a live sequence now (finish_reason kAbort), releasing its blocks.
+  // NOT_FOUND if it is not live.
+  absl::StatusOr<SequenceOutput> Abort(uint64_t seq_id);
+
+  // Ends a live sequence now with `reason` (the engine found a stop string).
+  absl::StatusOr<SequenceOutput> Finish(uint64_t seq_id, FinishReason reason);
+
+  // Runs one step (see the file comment) and returns what each sequence
+  // produced, and every sequence that ended.
+  std::vector<SequenceOutput> Step(absl::Time now);
+
+  bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
+  bool IsLive(uint64_t seq_id) const { return sequences_.contains(seq_id); }
+  const SchedulerStats& stats() const { return stats_; }
+  // KV pool figures and counters (any thread may call KvManager::Stats).
+  kvmanager::KvStatsSnapshot kv_stats() const { return kv_->Stats(); }
+  // The model length in force (options.max_model_len capped by the pool).
+  int32_t max_model_len() const { return max_model_len_; }
+  int32_t max_prompt_len() const { return max_prompt_len_; }
+  int32_t vocab_size() const { return vocab_size_; }
+
+ private:
+  struct Sequence;
+  // Priority order: higher priority first, then earlier arrival.
+  using QueueKey = std::tuple<int32_t, uint64_t, uint64_t>;  // (-priority, arrival, seq_id)
+
+  Scheduler(const Options& options, Backend* backend, kvmanager::KvManager* kv);
+
+  QueueKey KeyOf(const Sequence& s) const;
+  void Preempt(Sequence* s);
+  // Releases a resident sequence's blocks.
+  void FreeBlocks(Sequence* s);
+  // Removes a sequence (from whichever queue holds it), releases its blocks
+  // and describes its end.
+  SequenceOutput End(Sequence* s, FinishReason reason, absl::Status status);
+  void UpdatePeaks(Sequence* s);
+  void RefreshWaitingStats();
+
+  const Options options_;
+  Backend* const backend_;
+  kvmanager::KvManager* const kv_;
+  const int32_t vocab_size_;
+  int32_t max_model_len_ = 0;
+  int32_t max_prompt_len_ = 0;
+  absl::flat_hash_set<int32_t> eos_;
+
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> sequences_;  // every live sequence
+  std::set<QueueKey> waiting_;      // not resident in the KV cache
+  std::vector<Sequence*> running_;  // resident, any order (sorted when scheduling)
+  uint64_t next_arrival_ = 0;
+  SamplerWorkspace workspace_;
+  SchedulerStats stats_;
+};
+
+}  // namespace memshare::engine
+
+#endif  // MEMSHARE_ENGINE_SCHEDULER_H_

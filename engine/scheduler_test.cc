@@ -1,0 +1,638 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "engine/testing/fake_backend.h"
+#include "engine/testing/fake_text_codec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace memshare::engine {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  std::vector<int32_t> tokens;
+  FinishReason reason = FinishReason::kNone;
+  absl::Status status;
+  Usage usage;
+  bool finished = false;
+};
+
+kvmanager::KvManager::Options KvOptions(const FakeBackend::Options& model) {
+  kvmanager::KvManager::Options o;
+  o.num_layer_groups = model.num_layer_groups;
+  o.num_blocks = model.num_blocks;
+  o.block_size = model.block_size;
+  o.block_bytes.assign(model.num_layer_groups, 100);
+  o.dedup.mode = kvmanager::DedupMode::kOff;  // tests turn MemShare on per request
+  o.segmenter.min_step_tokens = 2 * model.block_size;
+  o.segmenter.max_step_tokens = 4 * model.block_size;
+  return o;
+}
+
+class Harness {
+ public:
+  Harness(FakeBackend::Options backend_options, Scheduler::Options options,
+          kvmanager::KvManager::Options kv_options) {
+    backend_ = *FakeBackend::Create(backend_options);
+    auto kv = kvmanager::KvManager::Create(kv_options);
+    EXPECT_TRUE(kv.ok()) << kv.status();
+    kv_ = std::move(*kv);
+    auto s = Scheduler::Create(options, backend_.get(), kv_.get());
+    EXPECT_TRUE(s.ok()) << s.status();
+    scheduler_ = std::move(*s);
+  }
+  Harness(FakeBackend::Options backend_options, Scheduler::Options options)
+      : Harness(backend_options, options, KvOptions(backend_options)) {}
+
+  ~Harness() {
+    EXPECT_TRUE(kv_->CheckInvariants().ok()) << kv_->CheckInvariants();
+    EXPECT_EQ(backend_->history_mismatches(), 0);
+  }
+
+  void Record(const std::vector<SequenceOutput>& outputs) {
+    for (const SequenceOutput& o : outputs) {
+      Result& r = results_[o.seq_id];
+      EXPECT_FALSE(r.finished) << "event after the end of " << o.seq_id;
+      for (const TokenLogprob& t : o.tokens) r.tokens.push_back(t.token_id);
+      if (o.finished) {
+        r.finished = true;
+        r.reason = o.finish_reason;
+        r.status = o.status;
+        r.usage = o.usage;
+      }
+    }
+  }
+
+  // Steps until no work is left (or `max_steps`).
+  int RunToEnd(int max_steps = 100000) {
+    int steps = 0;
+    while (scheduler_->HasWork() && steps < max_steps) {
+      Record(scheduler_->Step(now_));
+      ++steps;
+    }
+    return steps;
+  }
+
+  FakeBackend& backend() { return *backend_; }
+  kvmanager::KvManager& kv() { return *kv_; }
+  Scheduler& scheduler() { return *scheduler_; }
+  std::map<uint64_t, Result>& results() { return results_; }
+  absl::Time now_ = absl::FromUnixSeconds(1000);
+
+ private:
+  std::unique_ptr<FakeBackend> backend_;
+  std::unique_ptr<kvmanager::KvManager> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::map<uint64_t, Result> results_;
+};
+
+SequenceRequest Greedy(uint64_t id, std::vector<int32_t> prompt, int32_t max_tokens) {
+  SequenceRequest r;
+  r.seq_id = id;
+  r.prompt_token_ids = std::move(prompt);
+  r.sampling.temperature = 0;
+  r.sampling.max_tokens = max_tokens;
+  return r;
+}
+
+std::vector<int32_t> Prompt(int n, int seed, int vocab = 64) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> p(n);
+  for (int32_t& t : p) t = std::uniform_int_distribution<int32_t>(0, vocab - 1)(rng);
+  return p;
+}
+
+// Greedy continuation computed straight from the fake model.
+std::vector<int32_t> Reference(const FakeBackend& backend, std::vector<int32_t> history,
+                               int max_tokens, int32_t eos = -1) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < max_tokens; ++i) {
+    std::vector<float> logits = backend.LogitsFor(history);
+    const int32_t t =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(t);
+    history.push_back(t);
+    if (t == eos) break;
+  }
+  return out;
+}
+
+FakeBackend::Options SmallModel() {
+  FakeBackend::Options o;
+  o.vocab_size = 64;
+  o.num_blocks = 64;
+  o.block_size = 4;
+  return o;
+}
+
+TEST(SchedulerTest, CreateChecksOptions) {
+  auto backend = *FakeBackend::Create(SmallModel());
+  auto kv_owner = *kvmanager::KvManager::Create(KvOptions(SmallModel()));
+  kvmanager::KvManager& kv = *kv_owner;
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 0;
+  EXPECT_THAT(std::string(Scheduler::Create(o, backend.get(), &kv).status().message()),
+              HasSubstr("max_num_batched_tokens"));
+  o = {};
+  o.max_num_seqs = 0;
+  EXPECT_FALSE(Scheduler::Create(o, backend.get(), &kv).ok());
+  o = {};
+  o.eos_token_ids = {64};
+  EXPECT_THAT(std::string(Scheduler::Create(o, backend.get(), &kv).status().message()),
+              HasSubstr("eos_token_ids"));
+  FakeBackend::Options smaller = SmallModel();
+  smaller.num_blocks = 32;
+  auto other = *kvmanager::KvManager::Create(KvOptions(smaller));
+  EXPECT_THAT(std::string(Scheduler::Create({}, backend.get(), other.get()).status().message()),
+              HasSubstr("disagree"));
+  EXPECT_FALSE(Scheduler::Create({}, nullptr, &kv).ok());
+}
+
+TEST(SchedulerTest, ModelLengthIsCappedByThePool) {
+  Harness h(SmallModel(), {});  // 64 blocks × 4 = 256 tokens
+  EXPECT_EQ(h.scheduler().max_model_len(), 256);
+  EXPECT_EQ(h.scheduler().max_prompt_len(), 255);
+}
+
+TEST(SchedulerTest, GreedyMatchesTheModel) {
+  Harness h(SmallModel(), {});
+  const std::vector<int32_t> prompt = Prompt(10, 1);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(7, prompt, 12)).ok());
+  h.RunToEnd();
+  const Result& r = h.results()[7];
+  EXPECT_TRUE(r.finished);
+  EXPECT_EQ(r.reason, FinishReason::kLength);
+  EXPECT_TRUE(r.status.ok());
+  EXPECT_EQ(r.tokens, Reference(h.backend(), prompt, 12));
+  EXPECT_EQ(r.usage.prompt_tokens, 10);
+  EXPECT_EQ(r.usage.completion_tokens, 12);
+  // 10 + 12 = 22 tokens, 21 with KV (the last sampled token is never run).
+  EXPECT_EQ(r.usage.kv_blocks_peak_logical, 6);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
+  EXPECT_EQ(h.kv().num_sequences(), 0);
+  EXPECT_FALSE(h.scheduler().HasWork());
+  EXPECT_EQ(h.scheduler().stats().generated_tokens, 12);
+}
+
+TEST(SchedulerTest, EosAndStopTokensEndGeneration) {
+  FakeBackend::Options model = SmallModel();
+  auto probe = *FakeBackend::Create(model);
+  const std::vector<int32_t> prompt = Prompt(5, 2);
+  const std::vector<int32_t> ref = Reference(*probe, prompt, 8);
+  const int32_t third = ref[2];
+  ASSERT_EQ(std::find(ref.begin(), ref.begin() + 2, third), ref.begin() + 2)
+      << "pick another prompt: the third token appears earlier";
+
+  Scheduler::Options o;
+  o.eos_token_ids = {third};
+  Harness h(model, o);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, prompt, 8)).ok());
+  SequenceRequest ignoring = Greedy(2, prompt, 8);
+  ignoring.sampling.ignore_eos = true;
+  ASSERT_TRUE(h.scheduler().Add(ignoring).ok());
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[1].reason, FinishReason::kStop);
+  EXPECT_EQ(h.results()[1].tokens, std::vector<int32_t>(ref.begin(), ref.begin() + 3));
+  EXPECT_EQ(h.results()[2].reason, FinishReason::kLength);
+  EXPECT_EQ(h.results()[2].tokens, ref);
+
+  Harness h2(model, {});
+  SequenceRequest stop = Greedy(3, prompt, 8);
+  stop.sampling.stop_token_ids = {ref[1]};
+  ASSERT_TRUE(h2.scheduler().Add(stop).ok());
+  h2.RunToEnd();
+  EXPECT_EQ(h2.results()[3].reason, FinishReason::kStop);
+  EXPECT_EQ(h2.results()[3].tokens.size(), 2u);
+}
+
+TEST(SchedulerTest, ChunkedPrefillRespectsTheTokenBudget) {
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 8;
+  Harness h(SmallModel(), o);
+  const std::vector<int32_t> prompt = Prompt(50, 3);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, prompt, 5)).ok());
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), prompt, 5));
+  EXPECT_LE(h.backend().max_tokens_in_step(), 8);
+  // ceil(50 / 8) = 7 prefill steps (the last also samples), then 4 decodes.
+  EXPECT_EQ(h.backend().forward_calls(), 7 + 4);
+  EXPECT_EQ(h.scheduler().stats().prompt_tokens_computed, 50);
+}
+
+TEST(SchedulerTest, DecodeAndPrefillShareAStep) {
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 16;
+  Harness h(SmallModel(), o);
+  const std::vector<int32_t> p1 = Prompt(6, 4), p2 = Prompt(40, 5);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, p1, 10)).ok());
+  h.Record(h.scheduler().Step(h.now_));  // prefill of 1
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, p2, 3)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  const SchedulerStats& st = h.scheduler().stats();
+  EXPECT_EQ(st.last_step_decode_tokens, 1);
+  EXPECT_EQ(st.last_step_prefill_tokens, 15);  // the rest of the budget
+  EXPECT_EQ(st.last_step_sequences, 2);
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), p1, 10));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), p2, 3));
+}
+
+TEST(SchedulerTest, MaxNumSeqsBoundsTheBatch) {
+  Scheduler::Options o;
+  o.max_num_seqs = 3;
+  Harness h(SmallModel(), o);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(h.scheduler().Add(Greedy(i, Prompt(3, i), 4)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  EXPECT_EQ(h.scheduler().stats().running, 3);
+  EXPECT_EQ(h.scheduler().stats().waiting, 5);
+  EXPECT_EQ(h.scheduler().stats().waiting_tokens, 15);
+  h.RunToEnd();
+  EXPECT_EQ(h.backend().max_sequences_in_step(), 3);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(h.results()[i].tokens, Reference(h.backend(), Prompt(3, i), 4)) << i;
+  }
+}
+
+// The acceptance test: many concurrent requests of mixed lengths through a
+// pool too small for all of them; each output equals its output alone.
+TEST(SchedulerTest, PoolTooSmallPreemptsAndKeepsOutputs) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 24;  // 96 tokens for requests that need up to 60 each
+  model.num_layer_groups = 2;
+  model.num_layers = 4;
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 32;
+  o.max_num_seqs = 16;
+
+  struct Spec {
+    std::vector<int32_t> prompt;
+    int32_t max_tokens;
+  };
+  std::vector<Spec> specs;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 20; ++i) {
+    specs.push_back({Prompt(std::uniform_int_distribution<int>(1, 40)(rng), 100 + i),
+                     std::uniform_int_distribution<int>(1, 20)(rng)});
+  }
+
+  std::map<uint64_t, std::vector<int32_t>> solo;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    Harness alone(model, o);
+    ASSERT_TRUE(alone.scheduler().Add(Greedy(i, specs[i].prompt, specs[i].max_tokens)).ok());
+    alone.RunToEnd();
+    EXPECT_EQ(alone.scheduler().stats().preemptions, 0);
+    solo[i] = alone.results()[i].tokens;
+    EXPECT_EQ(solo[i], Reference(alone.backend(), specs[i].prompt, specs[i].max_tokens));
+  }
+
+  Harness crowd(model, o);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    ASSERT_TRUE(crowd.scheduler().Add(Greedy(i, specs[i].prompt, specs[i].max_tokens)).ok());
+  }
+  crowd.RunToEnd();
+  EXPECT_GT(crowd.scheduler().stats().preemptions, 0);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Result& r = crowd.results()[i];
+    EXPECT_TRUE(r.finished) << i;
+    EXPECT_TRUE(r.status.ok()) << r.status;
+    EXPECT_EQ(r.reason, FinishReason::kLength);
+    EXPECT_EQ(r.tokens, solo[i]) << "request " << i;
+  }
+  EXPECT_EQ(crowd.kv().NumAvailableBlocks(), 24);
+  EXPECT_EQ(crowd.kv().num_sequences(), 0);
+  EXPECT_LE(crowd.backend().max_tokens_in_step(), 32);
+}
+
+TEST(SchedulerTest, SeededSamplingSurvivesPreemption) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 12;
+  auto make = [](uint64_t id, int seed) {
+    SequenceRequest r;
+    r.seq_id = id;
+    r.prompt_token_ids = Prompt(10, seed);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 1000 + id;
+    r.sampling.max_tokens = 12;
+    return r;
+  };
+  std::map<uint64_t, std::vector<int32_t>> solo;
+  for (uint64_t i = 0; i < 6; ++i) {
+    Harness alone(model, {});
+    ASSERT_TRUE(alone.scheduler().Add(make(i, i)).ok());
+    alone.RunToEnd();
+    solo[i] = alone.results()[i].tokens;
+  }
+  Harness crowd(model, {});
+  for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(crowd.scheduler().Add(make(i, i)).ok());
+  crowd.RunToEnd();
+  EXPECT_GT(crowd.scheduler().stats().preemptions, 0);
+  for (uint64_t i = 0; i < 6; ++i) EXPECT_EQ(crowd.results()[i].tokens, solo[i]) << i;
+}
+
+TEST(SchedulerTest, PriorityThenFcfs) {
+  Scheduler::Options o;
+  o.max_num_seqs = 1;
+  Harness h(SmallModel(), o);
+  std::vector<uint64_t> order;
+  auto add = [&](uint64_t id, int32_t priority) {
+    SequenceRequest r = Greedy(id, Prompt(3, static_cast<int>(id)), 2);
+    r.priority = priority;
+    ASSERT_TRUE(h.scheduler().Add(r).ok());
+  };
+  add(1, 0);
+  add(2, 5);
+  add(3, 0);
+  add(4, 5);
+  add(5, -1);
+  while (h.scheduler().HasWork()) {
+    for (const SequenceOutput& out : h.scheduler().Step(h.now_)) {
+      if (out.finished) order.push_back(out.seq_id);
+    }
+  }
+  EXPECT_EQ(order, (std::vector<uint64_t>{2, 4, 1, 3, 5}));
+}
+
+TEST(SchedulerTest, PreemptsTheLowestPriorityFirst) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 8;  // 32 tokens
+  Harness h(model, {});
+  SequenceRequest high = Greedy(1, Prompt(8, 1), 16);
+  high.priority = 10;
+  SequenceRequest low = Greedy(2, Prompt(8, 2), 16);
+  ASSERT_TRUE(h.scheduler().Add(low).ok());
+  ASSERT_TRUE(h.scheduler().Add(high).ok());
+  std::vector<uint64_t> finished;
+  while (h.scheduler().HasWork()) {
+    auto outputs = h.scheduler().Step(h.now_);
+    h.Record(outputs);
+    for (const auto& o : outputs) {
+      if (o.finished) finished.push_back(o.seq_id);
+    }
+  }
+  EXPECT_GT(h.scheduler().stats().preemptions, 0);
+  EXPECT_EQ(finished, (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(8, 2), 16));
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), Prompt(8, 1), 16));
+}
+
+TEST(SchedulerTest, HigherPriorityArrivalPreemptsALowerRunningOne) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 10;  // 40 tokens: one of the two at a time
+  Harness h(model, {});
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(10, 1), 20)).ok());
+  for (int i = 0; i < 5; ++i) h.Record(h.scheduler().Step(h.now_));
+  ASSERT_EQ(h.results()[1].tokens.size(), 5u);
+  SequenceRequest urgent = Greedy(2, Prompt(10, 2), 20);
+  urgent.priority = 1;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  std::vector<uint64_t> finished;
+  while (h.scheduler().HasWork()) {
+    auto outputs = h.scheduler().Step(h.now_);
+    h.Record(outputs);
+    for (const auto& o : outputs) {
+      if (o.finished) finished.push_back(o.seq_id);
+    }
+  }
+  EXPECT_EQ(finished, (std::vector<uint64_t>{2, 1}));
+  EXPECT_GT(h.scheduler().stats().preemptions, 0);
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), Prompt(10, 1), 20));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 20));
+}
+
+TEST(SchedulerTest, HigherPriorityArrivalTakesASlotOfAFullBatch) {
+  Scheduler::Options o;
+  o.max_num_seqs = 2;
+  Harness h(SmallModel(), o);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(4, 1), 30)).ok());
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(4, 2), 30)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  SequenceRequest urgent = Greedy(3, Prompt(4, 3), 3);
+  urgent.priority = 5;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  EXPECT_EQ(h.scheduler().stats().running, 2);
+  EXPECT_EQ(h.scheduler().stats().preemptions, 1);
+  h.RunToEnd();
+  for (uint64_t id : {1, 2, 3}) {
+    EXPECT_EQ(h.results()[id].tokens,
+              Reference(h.backend(), Prompt(4, static_cast<int>(id)), id == 3 ? 3 : 30))
+        << id;
+  }
+  EXPECT_LE(h.backend().max_sequences_in_step(), 2);
+}
+
+TEST(SchedulerTest, AbortFreesBlocksAtOnce) {
+  Harness h(SmallModel(), {});
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(20, 1), 50)).ok());
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(5, 2), 5)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  h.Record(h.scheduler().Step(h.now_));
+  const int64_t free_before = h.kv().NumAvailableBlocks();
+  auto out = h.scheduler().Abort(1);
+  ASSERT_TRUE(out.ok());
+  EXPECT_TRUE(out->finished);
+  EXPECT_EQ(out->finish_reason, FinishReason::kAbort);
+  EXPECT_EQ(out->usage.completion_tokens, 2);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), free_before + 6);  // 21 tokens of KV: 6 blocks
+  EXPECT_FALSE(h.scheduler().IsLive(1));
+  EXPECT_EQ(h.scheduler().Abort(1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(h.scheduler().stats().aborted, 1);
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(5, 2), 5));
+  // A waiting sequence can be aborted too.
+  ASSERT_TRUE(h.scheduler().Add(Greedy(3, Prompt(5, 3), 5)).ok());
+  EXPECT_TRUE(h.scheduler().Abort(3).ok());
+  EXPECT_FALSE(h.scheduler().HasWork());
+}
+
+TEST(SchedulerTest, DeadlineEndsTheSequenceAndFreesBlocks) {
+  Harness h(SmallModel(), {});
+  SequenceRequest r = Greedy(1, Prompt(10, 1), 100);
+  r.deadline = h.now_ + absl::Seconds(5);
+  ASSERT_TRUE(h.scheduler().Add(r).ok());
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(10, 2), 10)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  h.Record(h.scheduler().Step(h.now_));
+  h.now_ += absl::Seconds(6);
+  h.Record(h.scheduler().Step(h.now_));
+  const Result& r1 = h.results()[1];
+  EXPECT_TRUE(r1.finished);
+  EXPECT_EQ(r1.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(r1.reason, FinishReason::kAbort);
+  EXPECT_EQ(r1.tokens.size(), 2u);
+  EXPECT_EQ(h.kv().num_sequences(), 1);
+  EXPECT_EQ(h.scheduler().stats().deadline_exceeded, 1);
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 10));
+}
+
+TEST(SchedulerTest, FinishEndsALiveSequence) {
+  Harness h(SmallModel(), {});
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(10, 1), 100)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+  auto out = h.scheduler().Finish(1, FinishReason::kStop);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->finish_reason, FinishReason::kStop);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
+  EXPECT_EQ(h.scheduler().Finish(1, FinishReason::kStop).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(SchedulerTest, BadRequestsAreRejectedAndOthersGoOn) {
+  Scheduler::Options o;
+  o.max_model_len = 40;
+  o.max_prompt_len = 30;
+  Harness h(SmallModel(), o);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(10, 1), 10)).ok());
+  h.Record(h.scheduler().Step(h.now_));
+
+  auto code_and_message = [&](SequenceRequest r) {
+    absl::Status s = h.scheduler().Add(std::move(r));
+    return std::make_pair(s.code(), std::string(s.message()));
+  };
+  auto [c1, m1] = code_and_message(Greedy(2, {}, 5));
+  EXPECT_EQ(c1, absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m1, HasSubstr("prompt: must not be empty"));
+  auto [c2, m2] = code_and_message(Greedy(2, Prompt(31, 2), 5));
+  EXPECT_EQ(c2, absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m2, HasSubstr("prompt: 31 tokens is longer than the limit of 30"));
+  auto [c3, m3] = code_and_message(Greedy(2, {1, 2, 64}, 5));
+  EXPECT_EQ(c3, absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m3, HasSubstr("prompt_token_ids[2]: must be in [0, 64), got 64"));
+  SequenceRequest bad_sampling = Greedy(2, {1, 2}, 5);
+  bad_sampling.sampling.top_p = 2;
+  auto [c4, m4] = code_and_message(bad_sampling);
+  EXPECT_EQ(c4, absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m4, HasSubstr("top_p"));
+  auto [c5, m5] = code_and_message(Greedy(1, {1, 2}, 5));
+  EXPECT_EQ(c5, absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(h.scheduler().stats().waiting, 0);
+
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), Prompt(10, 1), 10));
+  EXPECT_EQ(h.results().count(2), 0u);
+}
+
+TEST(SchedulerTest, GenerationStopsAtTheModelLength) {
+  Scheduler::Options o;
+  o.max_model_len = 20;
+  Harness h(SmallModel(), o);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(19, 1), 100)).ok());
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(15, 2), 100)).ok());
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[1].tokens.size(), 1u);
+  EXPECT_EQ(h.results()[1].reason, FinishReason::kLength);
+  EXPECT_EQ(h.results()[2].tokens.size(), 5u);
+}
+
+TEST(SchedulerTest, BackendFailureEndsOnlyThatStep) {
+  Harness h(SmallModel(), {});
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(10, 1), 5)).ok());
+  h.backend().FailNextForwards(1);
+  h.Record(h.scheduler().Step(h.now_));
+  EXPECT_TRUE(h.results()[1].finished);
+  EXPECT_EQ(h.results()[1].reason, FinishReason::kError);
+  EXPECT_EQ(h.results()[1].status.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(10, 2), 5)).ok());
+  h.RunToEnd();
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(10, 2), 5));
+  EXPECT_EQ(h.scheduler().stats().failed, 1);
+}
+
+TEST(SchedulerTest, LogprobsTravelWithTokens) {
+  Harness h(SmallModel(), {});
+  SequenceRequest r = Greedy(1, Prompt(4, 1), 3);
+  r.sampling.logprobs = 3;
+  ASSERT_TRUE(h.scheduler().Add(r).ok());
+  std::vector<TokenLogprob> got;
+  while (h.scheduler().HasWork()) {
+    for (auto& o : h.scheduler().Step(h.now_)) {
+      for (auto& t : o.tokens) got.push_back(t);
+    }
+  }
+  ASSERT_EQ(got.size(), 3u);
+  for (const TokenLogprob& t : got) {
+    ASSERT_EQ(t.top.size(), 3u);
+    EXPECT_EQ(t.top[0].first, t.token_id);  // greedy takes the most likely
+    EXPECT_FLOAT_EQ(t.top[0].second, t.logprob);
+    EXPECT_LT(t.logprob, 0);
+  }
+}
+
+TEST(SchedulerTest, PrefixCacheServesARepeatedPrompt) {
+  Harness h(SmallModel(), {});
+  const std::vector<int32_t> prompt = Prompt(30, 9);
+  ASSERT_TRUE(h.scheduler().Add(Greedy(1, prompt, 6)).ok());
+  h.RunToEnd();
+  const int64_t tokens_first = h.backend().total_tokens();
+  ASSERT_TRUE(h.scheduler().Add(Greedy(2, prompt, 6)).ok());
+  SequenceRequest salted = Greedy(3, prompt, 6);
+  salted.cache_salt = "tenant-b";
+  ASSERT_TRUE(h.scheduler().Add(salted).ok());
+  h.RunToEnd();
+  // Whole blocks of the first 29 tokens: 7 blocks = 28 tokens.
+  EXPECT_EQ(h.results()[1].usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(h.results()[2].usage.cached_prompt_tokens, 28);
+  EXPECT_EQ(h.results()[3].usage.cached_prompt_tokens, 0);  // another tenant's cache
+  EXPECT_EQ(h.results()[2].tokens, h.results()[1].tokens);
+  EXPECT_EQ(h.results()[3].tokens, h.results()[1].tokens);
+  EXPECT_EQ(h.scheduler().stats().prefix_cached_tokens, 28);
+  // Request 2 computed 2 prompt tokens and 5 decodes; request 3 all of it.
+  EXPECT_EQ(h.backend().total_tokens() - tokens_first, (30 - 28 + 5) + (30 + 5));
+  EXPECT_GT(h.kv().Stats().prefix_cache_hits, 0);
+}
+
+TEST(SchedulerTest, PreemptedSequencesComeBackThroughThePrefixCache) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 16;
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 64;
+  Harness h(model, o);
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(h.scheduler().Add(Greedy(i, Prompt(12, 50 + i), 12)).ok());
+  h.RunToEnd();
+  EXPECT_GT(h.scheduler().stats().preemptions, 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(h.results()[i].tokens, Reference(h.backend(), Prompt(12, 50 + i), 12)) << i;
+  }
+}
+
+// MemShare through the real KV manager: a model whose text falls into a
+// cycle repeats whole blocks; dedup remaps them (verified by the backend's
+// distance: identical token ids only), and the output does not change.
+TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;  // next token depends on the last one: cycles
+  model.num_blocks = 128;
+  const std::vector<int32_t> prompt = Prompt(8, 77);
+
+  auto run = [&](bool memshare) {
+    Harness h(model, {});
+    SequenceRequest r = Greedy(1, prompt, 200);
+    r.memshare.mode = memshare ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
+    EXPECT_TRUE(h.scheduler().Add(r).ok());
+    h.RunToEnd();
+    const kvmanager::KvStatsSnapshot stats = h.kv().Stats();
+    return std::make_tuple(h.results()[1], stats.dedup_remapped,
+                           h.scheduler().stats().dedup_errors);
+  };
+  auto [off, off_remapped, off_errors] = run(false);
+  auto [on, on_remapped, on_errors] = run(true);
+  EXPECT_EQ(off_remapped, 0);
+  EXPECT_GT(on_remapped, 0);
+  EXPECT_EQ(on_errors, 0);
+  EXPECT_EQ(on.tokens, off.tokens);
+  EXPECT_EQ(on.tokens.size(), 200u);
+  EXPECT_GT(on.usage.shared_blocks, 0);
+  EXPECT_LT(on.usage.kv_blocks_peak_physical, on.usage.kv_blocks_peak_logical);
+  EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
+}
+
+}  // namespace
+}  // namespace memshare::engine

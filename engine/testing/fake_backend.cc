@@ -1,0 +1,185 @@
+#include "engine/testing/fake_backend.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace memshare::engine {
+namespace {
+
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Create(const Options& options) {
+  if (options.vocab_size < 2 || options.num_blocks < 1 || options.block_size < 1 ||
+      options.num_layer_groups < 1 || options.num_layers < options.num_layer_groups ||
+      options.window < 0) {
+    return absl::InvalidArgumentError("FakeBackend: bad options");
+  }
+  return std::unique_ptr<FakeBackend>(new FakeBackend(options));
+}
+
+FakeBackend::FakeBackend(const Options& options) : options_(options) {
+  spec_.num_layer_groups = options.num_layer_groups;
+  spec_.group_layer_begin = SplitLayers(options.num_layers, options.num_layer_groups);
+  spec_.num_blocks = options.num_blocks;
+  spec_.block_size = options.block_size;
+  spec_.kv_heads_local = 1;
+  spec_.head_dim = 1;
+  slots_.assign(
+      options.num_layer_groups,
+      std::vector<int32_t>(static_cast<size_t>(options.num_blocks) * options.block_size, -1));
+}
+
+std::vector<float> FakeBackend::LogitsFor(absl::Span<const int32_t> history) const {
+  size_t begin = 0;
+  if (options_.window > 0 && history.size() > static_cast<size_t>(options_.window)) {
+    begin = history.size() - options_.window;
+  }
+  uint64_t h = Mix(options_.seed);
+  for (size_t i = begin; i < history.size(); ++i) h = Mix(h ^ static_cast<uint64_t>(history[i]));
+  std::vector<float> logits(options_.vocab_size);
+  for (int32_t v = 0; v < options_.vocab_size; ++v) {
+    // In [0, 4): distinct enough that greedy has one clear winner, flat
+    // enough that sampling spreads.
+    logits[v] = static_cast<float>(Mix(h + static_cast<uint64_t>(v)) >> 40) * 0x1.0p-22f;
+  }
+  return logits;
+}
+
+absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
+  const int32_t bs = spec_.block_size;
+  // Validate the whole plan before writing anything.
+  for (const SequenceChunk& c : plan.sequences) {
+    const int64_t end = int64_t{c.start_pos} + static_cast<int64_t>(c.token_ids.size());
+    if (c.start_pos < 0 || c.token_ids.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": empty chunk"));
+    }
+    if (static_cast<int>(c.block_tables.size()) != spec_.num_layer_groups) {
+      return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": wrong group count"));
+    }
+    for (const auto& table : c.block_tables) {
+      if (static_cast<int64_t>(table.size()) * bs < end) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("seq ", c.seq_id, ": block table too short"));
+      }
+      for (int32_t b : table) {
+        if (b < 0 || b >= spec_.num_blocks) {
+          return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": block ", b));
+        }
+      }
+    }
+    for (int32_t t : c.token_ids) {
+      if (t < 0 || t >= options_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": token ", t));
+      }
+    }
+  }
+  if (fail_forwards_ > 0) {
+    --fail_forwards_;
+    return absl::InternalError("FakeBackend: injected failure");
+  }
+  ++forward_calls_;
+  max_tokens_in_step_ = std::max(max_tokens_in_step_, plan.NumTokens());
+  max_sequences_in_step_ =
+      std::max(max_sequences_in_step_, static_cast<int64_t>(plan.sequences.size()));
+  total_tokens_ += plan.NumTokens();
+
+  for (const SequenceChunk& c : plan.sequences) {
+    std::vector<int32_t>& shadow = shadow_[c.seq_id];
+    // Positions before start_pos this sequence never wrote (a prefix-cache
+    // hit) are taken as they read now.
+    for (int32_t pos = static_cast<int32_t>(shadow.size()); pos < c.start_pos; ++pos) {
+      shadow.push_back(Slot(0, c.block_tables[0][pos / bs], pos % bs));
+    }
+    shadow.resize(c.start_pos);
+    for (size_t i = 0; i < c.token_ids.size(); ++i) {
+      const int32_t pos = c.start_pos + static_cast<int32_t>(i);
+      shadow.push_back(c.token_ids[i]);
+      for (int g = 0; g < spec_.num_layer_groups; ++g) {
+        Slot(g, c.block_tables[g][pos / bs], pos % bs) = c.token_ids[i];
+      }
+    }
+  }
+  output->vocab_size = options_.vocab_size;
+  output->rows.clear();
+  output->logits.clear();
+  for (size_t s = 0; s < plan.sequences.size(); ++s) {
+    const SequenceChunk& c = plan.sequences[s];
+    if (!c.compute_logits) continue;
+    const int32_t end = c.start_pos + static_cast<int32_t>(c.token_ids.size());
+    // Read the history back through the tables; every group must hold what
+    // the plans wrote for this sequence.
+    std::vector<int32_t> history(end);
+    const std::vector<int32_t>& shadow = shadow_[c.seq_id];
+    bool consistent = true;
+    for (int32_t pos = 0; pos < end; ++pos) {
+      history[pos] = Slot(0, c.block_tables[0][pos / bs], pos % bs);
+      for (int g = 0; g < spec_.num_layer_groups; ++g) {
+        consistent &= Slot(g, c.block_tables[g][pos / bs], pos % bs) == shadow[pos];
+      }
+    }
+    if (!consistent) {
+      ++history_mismatches_;
+      history.push_back(-7);
+    }
+    std::vector<float> row = LogitsFor(history);
+    output->rows.push_back(static_cast<int32_t>(s));
+    output->logits.insert(output->logits.end(), row.begin(), row.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::CopyBlocks(int layer_group,
+                                     absl::Span<const std::pair<int32_t, int32_t>> src_dst) {
+  if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
+    return absl::InvalidArgumentError("CopyBlocks: bad group");
+  }
+  for (const auto& [src, dst] : src_dst) {
+    if (src < 0 || dst < 0 || src >= spec_.num_blocks || dst >= spec_.num_blocks) {
+      return absl::InvalidArgumentError("CopyBlocks: bad block");
+    }
+  }
+  ++copy_calls_;
+  for (const auto& [src, dst] : src_dst) {
+    for (int32_t i = 0; i < spec_.block_size; ++i)
+      Slot(layer_group, dst, i) = Slot(layer_group, src, i);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::ComputeDistanceSums(int layer_group,
+                                              absl::Span<const kvmanager::BlockPair> pairs,
+                                              absl::Span<kvmanager::DistanceSums> out) {
+  if (layer_group < 0 || layer_group >= spec_.num_layer_groups || out.size() != pairs.size()) {
+    return absl::InvalidArgumentError("ComputeDistanceSums: bad arguments");
+  }
+  for (const auto& p : pairs) {
+    if (p.candidate < 0 || p.reference < 0 || p.candidate >= spec_.num_blocks ||
+        p.reference >= spec_.num_blocks) {
+      return absl::InvalidArgumentError("ComputeDistanceSums: bad block");
+    }
+  }
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    kvmanager::DistanceSums d;
+    for (int32_t s = 0; s < spec_.block_size; ++s) {
+      const double diff =
+          Slot(layer_group, pairs[i].candidate, s) == Slot(layer_group, pairs[i].reference, s) ? 0
+                                                                                               : 1;
+      d.k_diff_sq += diff;
+      d.v_diff_sq += diff;
+      d.k_norm_sq += 1;
+      d.v_norm_sq += 1;
+    }
+    out[i] = d;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memshare::engine

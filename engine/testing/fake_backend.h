@@ -1,0 +1,98 @@
+// A Backend for scheduler and engine tests: no model, but a real paged store.
+//
+// Its "KV" is the token id itself: Forward writes each token id into the
+// slot its position maps to through the chunk's block tables (every layer
+// group), and the logits of a chunk are a deterministic function of the
+// token ids it reads back through those tables for positions
+// [0, start_pos + token_ids.size()). So a wrong block table, a block reused
+// while still referenced, a position off by one or a lost recompute changes
+// the output, and a test can compare outputs across schedules.
+//
+// With `window` > 0 only the last `window` tokens are read back and the
+// logits depend on them alone: generated text then falls into cycles, which
+// gives MemShare repeated blocks to find.
+//
+// It also keeps, per seq_id, the tokens the plans said were written at each
+// position (positions a chunk starts after without having written them, a
+// prefix-cache hit, are taken as they read then); a read-back that differs (a block freed and
+// reused while still in a table, a remap onto different content) is counted in history_mismatches()
+// and poisons that row, whatever the window.
+//
+// ComputeDistanceSums compares stored token ids (0 for identical blocks),
+// CopyBlocks copies them.
+//
+// Thread-compatible.
+#ifndef MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
+#define MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+
+namespace memshare::engine {
+
+class FakeBackend : public Backend {
+ public:
+  struct Options {
+    int32_t vocab_size = 64;
+    int32_t num_blocks = 64;  // per layer group
+    int32_t block_size = 4;
+    int32_t num_layers = 2;
+    int32_t num_layer_groups = 1;
+    // 0: logits depend on the whole history; > 0: on the last `window` tokens.
+    int32_t window = 0;
+    // Changes every logit row (a different "model").
+    uint64_t seed = 0;
+  };
+
+  static absl::StatusOr<std::unique_ptr<FakeBackend>> Create(const Options& options);
+
+  const KvCacheSpec& kv_spec() const override { return spec_; }
+  int32_t vocab_size() const override { return options_.vocab_size; }
+  absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
+  absl::Status CopyBlocks(int layer_group,
+                          absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
+  absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
+                                   absl::Span<kvmanager::DistanceSums> out) override;
+
+  // The logits row the fake computes for a history (what Forward returns
+  // for a chunk whose cache holds exactly `history`).
+  std::vector<float> LogitsFor(absl::Span<const int32_t> history) const;
+
+  // What the tests look at.
+  int64_t forward_calls() const { return forward_calls_; }
+  int64_t max_tokens_in_step() const { return max_tokens_in_step_; }
+  int64_t max_sequences_in_step() const { return max_sequences_in_step_; }
+  int64_t total_tokens() const { return total_tokens_; }
+  int64_t copy_calls() const { return copy_calls_; }
+  int64_t history_mismatches() const { return history_mismatches_; }
+  // Makes the next `n` Forward calls fail with INTERNAL (nothing written).
+  void FailNextForwards(int n) { fail_forwards_ = n; }
+
+ private:
+  explicit FakeBackend(const Options& options);
+  int32_t& Slot(int group, int32_t block, int32_t offset) {
+    return slots_[group][static_cast<size_t>(block) * spec_.block_size + offset];
+  }
+
+  const Options options_;
+  KvCacheSpec spec_;
+  std::vector<std::vector<int32_t>> slots_;  // [group][block * block_size + offset]; -1 = empty
+  int64_t forward_calls_ = 0;
+  int64_t max_tokens_in_step_ = 0;
+  int64_t max_sequences_in_step_ = 0;
+  int64_t total_tokens_ = 0;
+  int64_t copy_calls_ = 0;
+  int fail_forwards_ = 0;
+  int64_t history_mismatches_ = 0;
+  std::unordered_map<uint64_t, std::vector<int32_t>> shadow_;  // seq_id -> tokens by position
+};
+
+}  // namespace memshare::engine
+
+#endif  // MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_

@@ -1,0 +1,623 @@
+// The CUDA backend on models whose shapes take the tensor-core attention
+// kernels (head_dim 64 and 128, 16-token blocks), against the CPU backend
+// (the reference) on the same plans and checkpoints: prefill, chunked
+// prefill mixed with decode, shared physical blocks, long contexts (split
+// decode), graph replay, device sampling, block copies and distances, and
+// MemShare decisions.
+//
+// Checkpoints are written by the test in BF16, so both backends compute
+// with the same weights; they differ only in the activations (fp32 on the
+// CPU, bf16 here). Bound: relative L2 distance of each logits row
+// ||cuda - cpu|| / ||cpu|| <= 2e-2. Why: bf16 keeps 8 significant bits
+// (relative rounding up to 2^-9 ~ 2e-3); a layer rounds about eight
+// tensors (normed input, QKV, attention output, O, residual, normed input,
+// gate/up, SiLU-and-mul, down), each an independent relative error of that
+// size, so two layers and the LM head accumulate ~sqrt(18) x 2e-3 ~ 8e-3
+// (measured values are printed). A wrong slot, head, RoPE pair or missing
+// bias moves the row by O(1).
+#include "engine/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/bf16.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/testing/checkpoint_writer.h"
+#include "engine/model/weight_spec.h"
+#include "gtest/gtest.h"
+#include "kernels/dummy_weights.h"
+#include "tests/gpu/backend_test_util.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace memshare::engine::cuda {
+namespace {
+
+using ::memshare::testing::Argmax;
+using ::memshare::testing::Chunk;
+using ::memshare::testing::DeviceBuffer;
+using ::memshare::testing::LogSumExp;
+using ::memshare::testing::Tables;
+using model::Architecture;
+using model::ModelConfig;
+
+constexpr double kRelBound = 2e-2;
+
+ModelConfig SmallConfig(Architecture arch, int head_dim, int heads, int kv_heads) {
+  ModelConfig c;
+  c.architecture = arch;
+  c.architecture_name = arch == Architecture::kQwen2   ? "Qwen2ForCausalLM"
+                        : arch == Architecture::kQwen3 ? "Qwen3ForCausalLM"
+                                                       : "LlamaForCausalLM";
+  c.vocab_size = 1000;
+  c.hidden_size = 512;
+  c.intermediate_size = 1024;
+  c.num_layers = 2;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = arch == Architecture::kLlama ? 10000.0 : 1000000.0;
+  c.max_position_embeddings = 4096;
+  c.qkv_bias = arch == Architecture::kQwen2;
+  c.qk_norm = arch == Architecture::kQwen3;
+  return c;
+}
+
+// A BF16 checkpoint of `c`: matrices N(0, 0.05^2) (embedding N(0, 0.5^2)),
+// norms 1 + N(0, 0.1^2), biases N(0, 0.1^2).
+std::string WriteCheckpoint(const std::string& name, const ModelConfig& c, uint64_t seed) {
+  namespace mt = model::testing;
+  const std::string dir = mt::MakeTempDir(name);
+  EXPECT_TRUE(mt::WriteFile(dir + "/config.json", mt::ConfigJson(c)).ok());
+  absl::StatusOr<std::vector<model::WeightSpec>> specs = model::ListWeights(c);
+  EXPECT_TRUE(specs.ok());
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<mt::RawTensor> tensors;
+  for (const model::WeightSpec& s : *specs) {
+    std::vector<float> v(s.LocalElements());
+    const bool norm = s.shape.size() == 1 && s.name.find("norm") != std::string::npos;
+    const bool bias = s.name.find("bias") != std::string::npos;
+    const float std = norm || bias                                ? 0.1f
+                      : s.name.find("embed") != std::string::npos ? 0.5f
+                                                                  : 0.05f;
+    for (float& x : v) x = (norm ? 1.f : 0.f) + std * normal(rng);
+    tensors.push_back({s.name, "BF16", s.shape, mt::EncodeFloats(v, "BF16")});
+  }
+  EXPECT_TRUE(mt::WriteFile(dir + "/model.safetensors", mt::SerializeSafetensors(tensors)).ok());
+  return dir;
+}
+
+CudaBackend::Options CudaOptions(const std::string& dir) {
+  CudaBackend::Options o;
+  o.model_dir = dir;
+  o.num_blocks = 256;
+  o.max_num_seqs = 8;
+  o.max_num_batched_tokens = 1024;
+  o.max_model_len = 1024;
+  o.tune_gemms = false;
+  return o;
+}
+
+std::unique_ptr<CudaBackend> MakeCuda(const CudaBackend::Options& o) {
+  absl::StatusOr<std::unique_ptr<CudaBackend>> b = CudaBackend::Create(o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *std::move(b) : nullptr;
+}
+
+std::unique_ptr<cpu::CpuBackend> MakeCpu(const std::string& dir, int groups = 1) {
+  cpu::CpuBackend::Options o;
+  o.model_dir = dir;
+  o.num_blocks = 256;
+  o.num_layer_groups = groups;
+  o.num_threads = 8;
+  absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> b = cpu::CpuBackend::Create(o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *std::move(b) : nullptr;
+}
+
+double RelL2(const float* a, const float* ref, int n) {
+  double num = 0, den = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (double{a[i]} - ref[i]) * (double{a[i]} - ref[i]);
+    den += double{ref[i]} * ref[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<int32_t> RandomTokens(int n, int vocab, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
+// Runs `plan` on both backends and compares every logits row; returns the
+// worst relative L2 distance.
+double RunBoth(Backend& cuda, Backend& cpu, const StepPlan& plan, StepOutput* cpu_out,
+               const std::string& what) {
+  StepOutput og;
+  const absl::Status sg = cuda.Forward(plan, &og);
+  const absl::Status sc = cpu.Forward(plan, cpu_out);
+  EXPECT_TRUE(sg.ok()) << what << ": " << sg;
+  EXPECT_TRUE(sc.ok()) << what << ": " << sc;
+  if (!sg.ok() || !sc.ok()) return INFINITY;
+  EXPECT_EQ(og.rows, cpu_out->rows) << what;
+  EXPECT_EQ(og.logits.size(), cpu_out->logits.size()) << what;
+  if (og.logits.size() != cpu_out->logits.size()) return INFINITY;
+  const int V = cuda.vocab_size();
+  double worst = 0;
+  for (size_t r = 0; r < og.rows.size(); ++r) {
+    const double e = RelL2(og.logits.data() + r * V, cpu_out->logits.data() + r * V, V);
+    EXPECT_LE(e, kRelBound) << what << " row " << r;
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
+
+struct Shape {
+  const char* name;
+  Architecture arch;
+  int head_dim, heads, kv_heads;
+};
+
+class CudaVsCpuTest : public ::testing::TestWithParam<Shape> {};
+
+// Prefill of A with B's first chunk; A's decode with B's last chunk; a
+// sequence C whose first two blocks are A's (prefix sharing, read through
+// its own table); decode steps of all three (graph bucket 4), one with a
+// row that asks for no logits (eager decode); every row against the CPU.
+TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
+  const Shape sh = GetParam();
+  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  const std::string dir = WriteCheckpoint(sh.name, c, 7);
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
+  ASSERT_TRUE(cuda && cpu);
+  std::mt19937 rng(11);
+  const std::vector<int32_t> a = RandomTokens(40, c.vocab_size, rng);
+  const std::vector<int32_t> b = RandomTokens(55, c.vocab_size, rng);
+  const std::vector<int32_t> cc = RandomTokens(9, c.vocab_size, rng);
+  const auto ta = Tables(1, 0, 8);   // blocks 0..7
+  const auto tb = Tables(1, 20, 8);  // blocks 20..27
+  // C: positions 0..31 are A's first two (full) blocks, then its own.
+  const std::vector<std::vector<int32_t>> tc = {{0, 1, 40, 41, 42, 43}};
+  const int V = cuda->vocab_size();
+  double worst = 0;
+  StepOutput o;
+  StepPlan p1;
+  p1.sequences.push_back(Chunk(1, 0, a, ta));
+  p1.sequences.push_back(Chunk(2, 0, {b.begin(), b.begin() + 25}, tb, false));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p1, &o, "prefill A + chunk of B"));
+  int32_t na = Argmax(o.logits.data(), V);
+  StepPlan p2;
+  p2.sequences.push_back(Chunk(2, 25, {b.begin() + 25, b.end()}, tb));
+  p2.sequences.push_back(Chunk(1, 40, {na}, ta));
+  p2.sequences.push_back(Chunk(3, 32, cc, tc));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p2, &o, "B's last chunk + A decode + C"));
+  int32_t nb = Argmax(o.logits.data(), V);
+  na = Argmax(o.logits.data() + V, V);
+  int32_t nc = Argmax(o.logits.data() + 2 * V, V);
+  int pa = 41, pb = 55, pc = 41;
+  for (int step = 0; step < 6; ++step) {
+    StepPlan p;
+    p.sequences.push_back(Chunk(1, pa++, {na}, ta));
+    p.sequences.push_back(Chunk(2, pb++, {nb}, tb, step != 3));  // step 3: eager decode
+    p.sequences.push_back(Chunk(3, pc++, {nc}, tc));
+    worst = std::max(worst, RunBoth(*cuda, *cpu, p, &o, "decode " + std::to_string(step)));
+    const int rows = static_cast<int>(o.rows.size());
+    na = Argmax(o.logits.data(), V);
+    if (rows == 3) nb = Argmax(o.logits.data() + V, V);
+    nc = Argmax(o.logits.data() + (rows - 1) * V, V);
+  }
+  EXPECT_EQ(cuda->graph_steps(), 5);
+  EXPECT_EQ(cuda->eager_steps(), 3);
+  std::printf("%s: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name, worst,
+              kRelBound);
+}
+
+// One long sequence (630 keys: the decode launch splits it into chunks and
+// merges them), prefilled in two chunks, then decoded.
+TEST_P(CudaVsCpuTest, LongContextSplitDecode) {
+  const Shape sh = GetParam();
+  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  const std::string dir = WriteCheckpoint(std::string(sh.name) + "_long", c, 8);
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
+  ASSERT_TRUE(cuda && cpu);
+  std::mt19937 rng(12);
+  const std::vector<int32_t> t = RandomTokens(627, c.vocab_size, rng);
+  const auto tables = Tables(1, 100, 40);
+  StepOutput o;
+  double worst = 0;
+  StepPlan p1;
+  p1.sequences.push_back(Chunk(1, 0, {t.begin(), t.begin() + 400}, tables, false));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p1, &o, "chunk 1"));
+  StepPlan p2;
+  p2.sequences.push_back(Chunk(1, 400, {t.begin() + 400, t.end()}, tables));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p2, &o, "chunk 2"));
+  int pos = 627;
+  for (int s = 0; s < 3; ++s) {
+    StepPlan p;
+    p.sequences.push_back(Chunk(1, pos++, {Argmax(o.logits.data(), cuda->vocab_size())}, tables));
+    worst = std::max(worst, RunBoth(*cuda, *cpu, p, &o, "decode"));
+  }
+  std::printf("%s long: worst relative L2 vs CPU %.3g\n", sh.name, worst);
+}
+
+// Graph replay equals the same padded launches without a graph, bit for bit.
+TEST_P(CudaVsCpuTest, GraphReplayEqualsEagerLaunches) {
+  const Shape sh = GetParam();
+  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  const std::string dir = WriteCheckpoint(std::string(sh.name) + "_graph", c, 9);
+  CudaBackend::Options og = CudaOptions(dir);
+  CudaBackend::Options oe = og;
+  oe.enable_cuda_graphs = false;
+  std::unique_ptr<CudaBackend> graphs = MakeCuda(og);
+  std::unique_ptr<CudaBackend> eager = MakeCuda(oe);
+  ASSERT_TRUE(graphs && eager);
+  std::mt19937 rng(13);
+  std::vector<std::vector<float>> out[2];
+  for (int k = 0; k < 2; ++k) {
+    CudaBackend& b = k == 0 ? *graphs : *eager;
+    std::vector<int32_t> next(3);
+    StepOutput o;
+    StepPlan prefill;
+    for (int s = 0; s < 3; ++s) {
+      std::mt19937 r(100 + s);
+      prefill.sequences.push_back(
+          Chunk(s, 0, RandomTokens(20 + 7 * s, c.vocab_size, r), Tables(1, 10 * s, 8)));
+    }
+    ASSERT_TRUE(b.Forward(prefill, &o).ok());
+    for (int s = 0; s < 3; ++s) next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
+    for (int step = 0; step < 5; ++step) {
+      StepPlan p;
+      for (int s = 0; s < 3; ++s) {
+        p.sequences.push_back(Chunk(s, 20 + 7 * s + step, {next[s]}, Tables(1, 10 * s, 8)));
+      }
+      ASSERT_TRUE(b.Forward(p, &o).ok());
+      out[k].push_back(o.logits);
+      for (int s = 0; s < 3; ++s)
+        next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
+    }
+  }
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(graphs->graph_steps(), 5);
+  EXPECT_EQ(eager->padded_decode_steps(), 5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaVsCpuTest,
+                         ::testing::Values(Shape{"qwen2_d64_g4", Architecture::kQwen2, 64, 8, 2},
+                                           Shape{"qwen3_d128_g4", Architecture::kQwen3, 128, 8, 2},
+                                           Shape{"llama_d128_mha", Architecture::kLlama, 128, 4, 4},
+                                           Shape{"llama_d64_g16", Architecture::kLlama, 64, 16, 1}),
+                         [](const ::testing::TestParamInfo<Shape>& i) {
+                           return std::string(i.param.name);
+                         });
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+    dir_ = WriteCheckpoint("backend_test", config_, 5);
+    cuda_ = MakeCuda(CudaOptions(dir_));
+    ASSERT_NE(cuda_, nullptr);
+  }
+  ModelConfig config_;
+  std::string dir_;
+  std::unique_ptr<CudaBackend> cuda_;
+};
+
+// Device sampling: greedy = argmax of the returned logits; logprob =
+// logit - logsumexp of the raw row (also with penalties, which change the
+// choice); u = 0 with top-k picks the lowest id among the k kept; rows
+// without `sampling` keep their logits; with every row sampled and no
+// return_logits no logits cross. The same decode plan runs three times
+// (same tokens at the same positions: the KV slots are rewritten with the
+// same values, so the raw logits repeat bit for bit).
+TEST_F(CudaBackendTest, DeviceSampling) {
+  const int V = cuda_->vocab_size();
+  std::mt19937 rng(3);
+  StepOutput o;
+  StepPlan prefill;
+  for (int s = 0; s < 4; ++s) {
+    prefill.sequences.push_back(Chunk(s, 0, RandomTokens(30, V, rng), Tables(1, 8 * s, 4)));
+  }
+  ASSERT_TRUE(cuda_->Forward(prefill, &o).ok());
+  EXPECT_TRUE(o.sampled_token_ids.empty());
+  ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  std::vector<int32_t> next(4);
+  for (int s = 0; s < 4; ++s) next[s] = Argmax(o.logits.data() + s * V, V);
+
+  auto decode = [&](std::vector<std::optional<DeviceSampling>> sampling) {
+    StepPlan p;
+    for (int s = 0; s < 4; ++s) {
+      p.sequences.push_back(Chunk(s, 30, {next[s]}, Tables(1, 8 * s, 4)));
+      p.sequences.back().sampling = sampling[s];
+    }
+    const absl::Status st = cuda_->Forward(p, &o);
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  DeviceSampling greedy;  // no logits, no logprob
+  DeviceSampling greedy_all = greedy;
+  greedy_all.return_logits = true;
+  greedy_all.return_logprob = true;
+  DeviceSampling topk;
+  topk.temperature = 0.8f;
+  topk.top_k = 5;
+  topk.uniform = 0.f;
+  topk.return_logits = true;
+
+  // Run 1: greedy with logits and logprob, top-k, and a host-sampled row.
+  decode({greedy_all, topk, greedy_all, std::nullopt});
+  ASSERT_EQ(o.sampled_token_ids.size(), 4u);
+  ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  const std::vector<float> run1 = o.logits;
+  const std::vector<int32_t> sampled1 = o.sampled_token_ids;
+  const float* l0 = run1.data();
+  EXPECT_EQ(sampled1[0], Argmax(l0, V));
+  EXPECT_NEAR(o.sampled_logprobs[0], l0[sampled1[0]] - LogSumExp(l0, V), 1e-3);
+  const float* l1 = run1.data() + V;
+  std::vector<int> ids(V);
+  for (int i = 0; i < V; ++i) ids[i] = i;
+  std::partial_sort(ids.begin(), ids.begin() + 5, ids.end(),
+                    [&](int i, int j) { return l1[i] > l1[j]; });
+  EXPECT_EQ(sampled1[1], *std::min_element(ids.begin(), ids.begin() + 5));
+  EXPECT_TRUE(std::isnan(o.sampled_logprobs[1]));
+  EXPECT_EQ(sampled1[2], Argmax(run1.data() + 2 * V, V));
+  EXPECT_EQ(sampled1[3], -1);
+
+  // Run 2: row 2's argmax is penalized (as if generated twice).
+  const float* raw2 = run1.data() + 2 * V;
+  const int32_t top = Argmax(raw2, V);
+  DeviceSampling pen = greedy_all;
+  pen.repetition_penalty = 4.f;
+  pen.frequency_penalty = 1.f;
+  pen.penalty_token_ids = {top};
+  pen.penalty_counts = {2};
+  std::vector<float> host(raw2, raw2 + V);
+  host[top] = (host[top] > 0 ? host[top] / 4.f : host[top] * 4.f) - 2.f;
+  decode({greedy, greedy, pen, greedy});
+  ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  EXPECT_EQ(std::vector<float>(o.logits.begin() + 2 * V, o.logits.begin() + 3 * V),
+            std::vector<float>(raw2, raw2 + V));
+  EXPECT_EQ(o.sampled_token_ids[2], Argmax(host.data(), V));
+  EXPECT_NE(o.sampled_token_ids[2], top);
+  EXPECT_NEAR(o.sampled_logprobs[2], raw2[o.sampled_token_ids[2]] - LogSumExp(raw2, V), 1e-3);
+
+  // Run 3: every row sampled, no logits asked: none cross.
+  decode({greedy, greedy, greedy, greedy});
+  EXPECT_TRUE(o.logits.empty());
+  ASSERT_EQ(o.sampled_token_ids.size(), 4u);
+  for (int s = 0; s < 4; ++s) EXPECT_EQ(o.sampled_token_ids[s], Argmax(run1.data() + s * V, V));
+  EXPECT_GE(cuda_->graph_steps(), 3);
+}
+
+// Plans the backend must refuse, each with nothing run.
+TEST_F(CudaBackendTest, RejectsBadPlans) {
+  StepOutput o;
+  auto expect_invalid = [&](const StepPlan& p, const char* what) {
+    const absl::Status st = cuda_->Forward(p, &o);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
+  };
+  StepPlan p;
+  p.sequences.push_back(
+      Chunk(1, 0, {1, 2, static_cast<int32_t>(config_.vocab_size)}, Tables(1, 0, 1)));
+  expect_invalid(p, "token outside the vocabulary");
+  p.sequences[0] = Chunk(1, 1020, {1, 2, 3, 4, 5}, Tables(1, 0, 64));
+  expect_invalid(p, "past max_model_len");
+  p.sequences[0] = Chunk(1, 0, {1, 2}, Tables(1, 300, 1));
+  expect_invalid(p, "block outside the pool");
+  p.sequences[0] = Chunk(1, 0, {1, 2}, Tables(1, 0, 1));
+  p.sequences.push_back(Chunk(2, 1, {3}, Tables(1, 0, 1)));
+  expect_invalid(p, "two tokens write one slot");
+  p.sequences.clear();
+  for (int s = 0; s < 9; ++s) p.sequences.push_back(Chunk(s, 0, {1}, Tables(1, s, 1)));
+  expect_invalid(p, "more sequences than max_num_seqs");
+  p.sequences.clear();
+  p.sequences.push_back(Chunk(1, 0, {1}, Tables(1, 0, 1)));
+  p.sequences[0].sampling = DeviceSampling{};
+  p.sequences[0].sampling->uniform = 1.f;
+  expect_invalid(p, "uniform outside [0, 1)");
+  p.sequences[0].sampling->uniform = 0.f;
+  p.sequences[0].sampling->penalty_token_ids = {1};
+  expect_invalid(p, "penalty counts missing");
+  p.sequences[0].sampling->penalty_counts = {1};
+  EXPECT_TRUE(cuda_->Forward(p, &o).ok());
+}
+
+// CopyBlocks copies whole blocks (distance 0 to the source afterwards) and
+// refuses copies that would race; distance sums agree with the CPU
+// backend's on the same prefill.
+TEST_F(CudaBackendTest, CopyBlocksAndDistanceSums) {
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir_);
+  ASSERT_NE(cpu, nullptr);
+  std::mt19937 rng(4);
+  StepPlan p;
+  p.sequences.push_back(Chunk(1, 0, RandomTokens(64, config_.vocab_size, rng), Tables(1, 0, 4)));
+  StepOutput o;
+  ASSERT_TRUE(cuda_->Forward(p, &o).ok());
+  ASSERT_TRUE(cpu->Forward(p, &o).ok());
+  const std::vector<kvmanager::BlockPair> pairs = {{1, 0}, {2, 0}, {3, 1}, {3, 2}};
+  std::vector<kvmanager::DistanceSums> dg(pairs.size()), dc(pairs.size());
+  ASSERT_TRUE(cuda_->ComputeDistanceSums(0, pairs, absl::MakeSpan(dg)).ok());
+  ASSERT_TRUE(cpu->ComputeDistanceSums(0, pairs, absl::MakeSpan(dc)).ok());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    EXPECT_NEAR(dg[i].RelativeK(), dc[i].RelativeK(), 0.05 * dc[i].RelativeK()) << i;
+    EXPECT_NEAR(dg[i].RelativeV(), dc[i].RelativeV(), 0.05 * dc[i].RelativeV()) << i;
+    EXPECT_NEAR(dg[i].k_norm_sq, dc[i].k_norm_sq, 0.05 * dc[i].k_norm_sq) << i;
+    EXPECT_GT(dg[i].RelativeK(), 0.1) << i;  // different tokens, different blocks
+  }
+  const std::pair<int32_t, int32_t> copy[] = {{2, 50}, {3, 51}, {5, 5}};
+  ASSERT_TRUE(cuda_->CopyBlocks(0, copy).ok());
+  const kvmanager::BlockPair after[] = {{50, 2}, {51, 3}, {51, 2}};
+  kvmanager::DistanceSums d[3];
+  ASSERT_TRUE(cuda_->ComputeDistanceSums(0, after, d).ok());
+  EXPECT_EQ(d[0].k_diff_sq, 0.0);
+  EXPECT_EQ(d[0].v_diff_sq, 0.0);
+  EXPECT_GT(d[0].k_norm_sq, 0.0);
+  EXPECT_EQ(d[1].k_diff_sq, 0.0);
+  EXPECT_FLOAT_EQ(d[2].RelativeK(), static_cast<float>(dg[3].RelativeK()));
+  const std::pair<int32_t, int32_t> twice[] = {{1, 60}, {2, 60}};
+  EXPECT_EQ(cuda_->CopyBlocks(0, twice).code(), absl::StatusCode::kInvalidArgument);
+  const std::pair<int32_t, int32_t> chain[] = {{1, 60}, {60, 61}};
+  EXPECT_EQ(cuda_->CopyBlocks(0, chain).code(), absl::StatusCode::kInvalidArgument);
+  const std::pair<int32_t, int32_t> outside[] = {{1, 256}};
+  EXPECT_EQ(cuda_->CopyBlocks(0, outside).code(), absl::StatusCode::kInvalidArgument);
+  const kvmanager::BlockPair bad[] = {{0, 999}};
+  EXPECT_EQ(cuda_->ComputeDistanceSums(0, bad, d).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// MemShare on both backends: a prompt that repeats one block of text four
+// times, one layer group per layer. Verification (relative K and V distance
+// of each later block to the first, per group, threshold 0.1) takes the same
+// decisions on both backends wherever the CPU distance is not within 0.02 of
+// the threshold; remapping the accepted blocks, the next greedy steps give
+// the same logits (within the bound) on both.
+TEST(CudaMemShareTest, DecisionsAndOutputsMatchCpu) {
+  const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+  const std::string dir = WriteCheckpoint("memshare", c, 6);
+  CudaBackend::Options oc = CudaOptions(dir);
+  oc.num_layer_groups = 2;
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(oc);
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir, 2);
+  ASSERT_TRUE(cuda && cpu);
+  std::mt19937 rng(21);
+  const std::vector<int32_t> piece = RandomTokens(16, c.vocab_size, rng);
+  std::vector<int32_t> text;
+  for (int r = 0; r < 4; ++r) text.insert(text.end(), piece.begin(), piece.end());
+  std::vector<std::vector<int32_t>> tables = {{0, 1, 2, 3, 4}, {16, 17, 18, 19, 20}};
+  StepPlan prefill;
+  prefill.sequences.push_back(Chunk(1, 0, text, tables));
+  StepOutput o;
+  RunBoth(*cuda, *cpu, prefill, &o, "prefill");
+  int32_t next = Argmax(o.logits.data(), c.vocab_size);
+  constexpr double kThreshold = 0.1;
+  constexpr double kDistanceTolerance = 0.02;
+  int accepted = 0, compared = 0;
+  for (int g = 0; g < 2; ++g) {
+    const std::vector<kvmanager::BlockPair> pairs = {
+        {tables[g][1], tables[g][0]}, {tables[g][2], tables[g][0]}, {tables[g][3], tables[g][0]}};
+    std::vector<kvmanager::DistanceSums> dg(3), dc(3);
+    ASSERT_TRUE(cuda->ComputeDistanceSums(g, pairs, absl::MakeSpan(dg)).ok());
+    ASSERT_TRUE(cpu->ComputeDistanceSums(g, pairs, absl::MakeSpan(dc)).ok());
+    for (int i = 0; i < 3; ++i) {
+      const double k_cpu = dc[i].RelativeK(), v_cpu = dc[i].RelativeV();
+      const bool cpu_share = k_cpu < kThreshold && v_cpu < kThreshold;
+      const bool cuda_share = dg[i].RelativeK() < kThreshold && dg[i].RelativeV() < kThreshold;
+      std::printf("group %d pair %d: relative K %.4f (CPU %.4f), V %.4f (CPU %.4f)\n", g, i,
+                  dg[i].RelativeK(), k_cpu, dg[i].RelativeV(), v_cpu);
+      if (std::fabs(std::max(k_cpu, v_cpu) - kThreshold) > kDistanceTolerance) {
+        EXPECT_EQ(cuda_share, cpu_share) << "group " << g << " pair " << i;
+        ++compared;
+      }
+      if (cuda_share && cpu_share) {
+        tables[g][i + 1] = tables[g][0];  // remap: the later block shares the first
+        ++accepted;
+      }
+    }
+  }
+  EXPECT_GT(compared, 0);
+  std::printf("MemShare: %d of 6 pairs accepted on both, %d decided away from the threshold\n",
+              accepted, compared);
+  int pos = 64;
+  for (int step = 0; step < 4; ++step) {
+    StepPlan p;
+    p.sequences.push_back(Chunk(1, pos++, {next}, tables));
+    RunBoth(*cuda, *cpu, p, &o, "decode after remap");
+    next = Argmax(o.logits.data(), c.vocab_size);
+  }
+}
+
+// The backend's dummy weights are ModelWeights::Dummy's, rounded to bf16
+// (the draw is a function of seed, tensor name and index on both), and the
+// two backends on the same dummy model agree within the bound.
+TEST(CudaDummyWeightsTest, EqualModelWeightsDummy) {
+  ModelConfig c = SmallConfig(Architecture::kQwen2, 64, 8, 2);
+  model::ModelWeights::DummyOptions d;
+  d.seed = 42;
+  d.std = 0.05f;
+  absl::StatusOr<std::unique_ptr<model::ModelWeights>> w = model::ModelWeights::Dummy(c, d);
+  ASSERT_TRUE(w.ok()) << w.status();
+  // The stream key of model_weights.cc: SplitMix64(seed ^ FNV-1a(name)).
+  auto split_mix = [](uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  };
+  auto fnv = [](const std::string& s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char ch : s) h = (h ^ ch) * 0x100000001b3ull;
+    return h;
+  };
+  const std::vector<float>& emb = (*w)->embedding();
+  DeviceBuffer<Bf16> out(emb.size());
+  ASSERT_TRUE(kernels::LaunchDummyNormalBf16(split_mix(d.seed ^ fnv("model.embed_tokens.weight")),
+                                             d.std, emb.size(), 0, emb.size(), 0, out.get(),
+                                             nullptr)
+                  .ok());
+  const std::vector<Bf16> got = out.Download();
+  int64_t differ = 0;
+  for (size_t i = 0; i < emb.size(); ++i) differ += got[i].bits != FloatToBf16(emb[i]).bits;
+  EXPECT_EQ(differ, 0) << "of " << emb.size();
+
+  CudaBackend::Options o;
+  o.load_format = model::LoadFormat::kDummy;
+  o.config = c;
+  o.dummy = d;
+  o.num_blocks = 64;
+  o.max_num_seqs = 4;
+  o.max_num_batched_tokens = 256;
+  o.max_model_len = 256;
+  o.tune_gemms = false;
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(o);
+  cpu::CpuBackend::Options co;
+  co.num_blocks = 64;
+  co.num_threads = 8;
+  absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> cpu =
+      cpu::CpuBackend::Create(std::shared_ptr<const model::ModelWeights>(*std::move(w)), co);
+  ASSERT_TRUE(cuda && cpu.ok());
+  std::mt19937 rng(5);
+  StepPlan p;
+  p.sequences.push_back(Chunk(1, 0, RandomTokens(20, c.vocab_size, rng), Tables(1, 0, 2)));
+  StepOutput out_cpu;
+  // The CPU computes with the unrounded float weights: a little more error.
+  const double e = RunBoth(*cuda, **cpu, p, &out_cpu, "dummy");
+  std::printf("dummy weights: relative L2 vs CPU (fp32 weights) %.3g\n", e);
+}
+
+// gpu_memory_utilization sizes the pool from free memory.
+TEST(CudaPoolSizeTest, SizedFromFreeMemory) {
+  const ModelConfig c = SmallConfig(Architecture::kLlama, 128, 4, 4);
+  CudaBackend::Options o;
+  o.load_format = model::LoadFormat::kDummy;
+  o.config = c;
+  o.max_num_seqs = 4;
+  o.max_num_batched_tokens = 64;
+  o.max_model_len = 256;
+  o.tune_gemms = false;
+  o.enable_cuda_graphs = false;
+  size_t free_before = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  o.gpu_memory_utilization = 0.05 + (1.0 - double(free_before) / double(total));
+  std::unique_ptr<CudaBackend> b = MakeCuda(o);
+  ASSERT_NE(b, nullptr);
+  // About 5 % of the card minus the 256 MiB reserve, weights and buffers.
+  const double expect = 0.05 * double(total) - double(256 << 20);
+  EXPECT_GT(b->kv_pool_bytes(), 0.8 * expect - double(b->weight_bytes()) - double(512 << 20));
+  EXPECT_LT(b->kv_pool_bytes(), 1.01 * expect);
+  EXPECT_GT(b->kv_spec().num_blocks, 1000);
+  o.gpu_memory_utilization = 1e-4;
+  EXPECT_EQ(CudaBackend::Create(o).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace memshare::engine::cuda
