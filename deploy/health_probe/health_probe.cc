@@ -42,9 +42,9 @@ absl::Status CheckHealth(const HealthProbeOptions& options) {
   request.set_service(options.service);
   grpc::health::v1::HealthCheckResponse response;
   const grpc::Status status = stub->Check(&context, request, &response);
-  const std::string what = options.service.empty()
-                               ? options.address
-                               : absl::StrCat(options.address, " service \"", options.service, "\"");
+  const std::string what =
+      options.service.empty() ? options.address
+                              : absl::StrCat(options.address, " service \"", options.service, "\"");
   if (!status.ok()) {
     switch (status.error_code()) {
       case grpc::StatusCode::NOT_FOUND:
@@ -63,7 +63,8 @@ absl::Status CheckHealth(const HealthProbeOptions& options) {
       return absl::UnavailableError(absl::StrCat(what, ": NOT_SERVING"));
     default:
       return absl::UnavailableError(absl::StrCat(
-          what, ": ", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+          what, ": ",
+          grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
 }
 

@@ -1,8 +1,8 @@
 #include "deploy/health_probe/health_probe.h"
 
 #include <arpa/inet.h>
-#include <grpcpp/grpcpp.h>
 #include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -31,8 +31,8 @@ struct Server {
   grpc::HealthCheckServiceInterface* health() { return server->GetHealthCheckService(); }
 };
 
-Server StartServer(std::shared_ptr<grpc::ServerCredentials> credentials =
-                       grpc::InsecureServerCredentials()) {
+Server StartServer(
+    std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials()) {
   grpc::EnableDefaultHealthCheckService(true);
   Server s;
   grpc::ServerBuilder builder;

@@ -303,18 +303,18 @@ class PrometheusDeployTest : public ::testing::Test {
       std::vector<std::string> args = {"--address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
                                        "--metrics_refresh=100ms"};
       args.insert(args.end(), worker_args.begin(), worker_args.end());
-      workers_->push_back(StartProcess(
-          Env("MEMSHARE_DEPLOY_WORKER", "engine/server/memshare_worker"), args,
-          "memshare_worker: serving"));
+      workers_->push_back(
+          StartProcess(Env("MEMSHARE_DEPLOY_WORKER", "engine/server/memshare_worker"), args,
+                       "memshare_worker: serving"));
       if (workers_->back().child == nullptr) return;
     }
-    *router_ = StartProcess(
-        "router/memshare_router",
-        {"--address=127.0.0.1:0", "--http_address=", "--metrics_address=127.0.0.1:0",
-         absl::StrCat("--workers=127.0.0.1:", (*workers_)[0].ports["serving"], ",127.0.0.1:",
-                      (*workers_)[1].ports["serving"]),
-         "--poll_interval=100ms", "--unhealthy_after=1"},
-        "memshare_router: serving");
+    *router_ =
+        StartProcess("router/memshare_router",
+                     {"--address=127.0.0.1:0", "--http_address=", "--metrics_address=127.0.0.1:0",
+                      absl::StrCat("--workers=127.0.0.1:", (*workers_)[0].ports["serving"],
+                                   ",127.0.0.1:", (*workers_)[1].ports["serving"]),
+                      "--poll_interval=100ms", "--unhealthy_after=1"},
+                     "memshare_router: serving");
     if (router_->child == nullptr) return;
 
     const std::string config = absl::StrCat(
@@ -335,8 +335,7 @@ class PrometheusDeployTest : public ::testing::Test {
         "  - job_name: memshare-worker\n"
         "    static_configs:\n"
         "      - targets: ['127.0.0.1:",
-        (*workers_)[0].ports["metrics"], "', '127.0.0.1:", (*workers_)[1].ports["metrics"],
-        "']\n");
+        (*workers_)[0].ports["metrics"], "', '127.0.0.1:", (*workers_)[1].ports["metrics"], "']\n");
     *prometheus_ = Prometheus::Start(config);
     if (*prometheus_ == nullptr) return;
     // Every target scraped once before the load, so counters have a sample
@@ -347,9 +346,8 @@ class PrometheusDeployTest : public ::testing::Test {
              up.result[0]["value"][1].get<std::string>() == "3";
     })) << "Prometheus never scraped the router and both workers";
 
-    auto stub = v1::InferenceService::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", router_->ports["serving"]),
-                            grpc::InsecureChannelCredentials()));
+    auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", router_->ports["serving"]), grpc::InsecureChannelCredentials()));
     std::atomic<int> ok{0};
     std::vector<std::thread> clients;
     for (int c = 0; c < kClients; ++c) {
@@ -405,8 +403,8 @@ TEST_F(PrometheusDeployTest, PrometheusSeesTheLoad) {
            q.result[0]["value"][1].get<std::string>() == std::to_string(kRequests);
   })) << "workers' ok requests never reached "
       << kRequests;
-  const Query tokens = prometheus().Instant(
-      "sum(memshare_generation_tokens_total{job=\"memshare-router\"})");
+  const Query tokens =
+      prometheus().Instant("sum(memshare_generation_tokens_total{job=\"memshare-router\"})");
   ASSERT_TRUE(tokens.error.empty()) << tokens.error;
   ASSERT_EQ(tokens.result.size(), 1u);
   EXPECT_EQ(tokens.result[0]["value"][1].get<std::string>(),
@@ -450,8 +448,8 @@ TEST_F(PrometheusDeployTest, EveryDashboardExpressionEvaluatesAndTrafficPanelsHa
         EXPECT_EQ(q.error, "") << where;
         EXPECT_FALSE(q.result.empty()) << "no data: " << where;
         if (std::regex_search(expr, TrafficMetric())) {
-          EXPECT_TRUE(q.HasPositiveValue()) << "no positive value after the load: " << where
-                                            << "\n  result: " << q.result.dump();
+          EXPECT_TRUE(q.HasPositiveValue())
+              << "no positive value after the load: " << where << "\n  result: " << q.result.dump();
         }
       }
     }
@@ -518,17 +516,20 @@ TEST_F(PrometheusDeployTest, KilledWorkerTurnsTheDownAlertsOn) {
   EXPECT_TRUE(Eventually([&] {
     down = prometheus().Instant(alert_expr["MemShareWorkerDown"]);
     return down.result.size() == 1 && down.result[0]["metric"]["instance"] == metrics;
-  })) << down.error << " " << down.result.dump();
+  })) << down.error
+      << " " << down.result.dump();
   EXPECT_TRUE(Eventually([&] {
     unhealthy = prometheus().Instant(alert_expr["MemShareWorkerGroupUnhealthy"]);
     return unhealthy.result.size() == 1 && unhealthy.result[0]["metric"]["worker"] == serving;
-  })) << unhealthy.error << " " << unhealthy.result.dump();
+  })) << unhealthy.error
+      << " " << unhealthy.result.dump();
   // The rule engine itself: the alert waits out its `for` as pending.
   EXPECT_TRUE(Eventually([&] {
-    pending = prometheus().Instant(
-        "ALERTS{alertname=\"MemShareWorkerDown\", alertstate=\"pending\"}");
+    pending =
+        prometheus().Instant("ALERTS{alertname=\"MemShareWorkerDown\", alertstate=\"pending\"}");
     return pending.result.size() == 1 && pending.result[0]["metric"]["instance"] == metrics;
-  })) << pending.error << " " << pending.result.dump();
+  })) << pending.error
+      << " " << pending.result.dump();
 }
 
 }  // namespace
