@@ -22,7 +22,7 @@ flag fails this test):
   PrometheusRule carries exactly deploy/prometheus/alerts.yml.
 
 Flags that the TP overlays need but the worker does not have yet (issue 7:
---group_leader, --rank, --world_size; --device of the CUDA backend) are
+--group_leader, --rank, --world_size) are
 reported as PENDING on stderr instead of failing: those overlays render, but
 their workers would exit on the unknown flag until the flags land.
 
@@ -59,8 +59,6 @@ PENDING_WORKER_FLAGS = {
     "group_leader": "issue 7 (tensor-parallel worker groups)",
     "rank": "issue 7 (tensor-parallel worker groups)",
     "world_size": "issue 7 (tensor-parallel worker groups)",
-    "device": "backend selection --device=cpu|cuda|auto (CUDA backend, not wired into "
-              "memshare_worker yet)",
 }
 
 POD_INDEX = "apps.kubernetes.io/pod-index"
