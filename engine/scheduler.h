@@ -45,8 +45,12 @@
 // as if it had sampled it. Sequences that ask for top-n logprobs, and
 // every sequence on other backends, are sampled here from their logits
 // row. Stop tokens, EOS and lengths are checked here either way. A
-// sequence keeps its Sampler through preemption, so a seeded sequence
-// gives the same tokens on a given backend whatever the batch.
+// sequence keeps its Sampler through preemption and draws from its own
+// stream, so its draws depend neither on the rest of the batch nor on
+// preemption. Greedy picks the same token on the device as here from the
+// same logits; a seeded random reply is reproducible per backend, not
+// across backends (the device follows its own kernel's rules,
+// kernels/sampling.h, with the draw rounded to 24 bits).
 //
 // Stop strings live in the detokenized text, which the scheduler does not
 // see: the engine calls Finish() when one matches.
