@@ -258,7 +258,7 @@ TEST(GroupLeaderBackendTest, ADeadLeaderStopsTheFollowersWithinTheTimeout) {
 }
 
 TEST(GroupLeaderBackendTest, InvalidPlansFailAloneOtherLocalErrorsBreakTheGroup) {
-  auto g = StartGroup(2, NoHeartbeat());
+  auto g = StartGroup(2, NoHeartbeat(), absl::Milliseconds(500));
   StepOutput out;
   ASSERT_TRUE(g->leader->Forward(Step(0), &out).ok());
   // Every rank refuses the same bad plan alike: the group goes on.
