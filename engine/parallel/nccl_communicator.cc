@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
 
 NcclCommunicator::~NcclCommunicator() {
   cudaSetDevice(options_.cuda_device);
-  if (comm_ != nullptr && !aborted_) ncclCommAbort(Comm(comm_));
+  if (comm_ != nullptr) ncclCommAbort(Comm(comm_));
   if (host_stream_ != nullptr) cudaStreamDestroy(host_stream_);
   if (host_buf_ != nullptr) cudaFreeHost(host_buf_);
   if (dev_buf_ != nullptr) cudaFree(dev_buf_);
@@ -135,12 +135,20 @@ absl::Status NcclCommunicator::Fail(const absl::Status& why) {
     std::fprintf(stderr, "memshare: rank %d: tensor-parallel group failed (%s); aborting NCCL\n",
                  options_.rank, std::string(why.message()).c_str());
     ncclCommAbort(Comm(comm_));
+    comm_ = nullptr;  // freed by the abort
   }
   return health();
 }
 
 absl::Status NcclCommunicator::Usable() {
   if (abort_requested_.load()) return Fail(absl::AbortedError("group aborted"));
+  // Host collectives may come from any thread (the leader's idle probe
+  // runs on its own): use this rank's device.
+  if (cudaSetDevice(options_.cuda_device) != cudaSuccess) {
+    cudaGetLastError();
+    return Fail(absl::InternalError(
+        absl::StrCat("rank ", options_.rank, ": cudaSetDevice(", options_.cuda_device, ")")));
+  }
   return absl::OkStatus();
 }
 
