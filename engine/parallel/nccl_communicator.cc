@@ -46,6 +46,17 @@ class Poller {
 
 }  // namespace
 
+void NcclCommunicator::PrepareEnvironment(bool allow_nvls) {
+  if (!allow_nvls) {
+    const char* v = std::getenv("NCCL_NVLS_ENABLE");
+    if (v == nullptr || std::string(v) != "0") ::setenv("NCCL_NVLS_ENABLE", "0", 1);
+  }
+  // Connections made at initialization rather than at a collective's first
+  // use, which may be inside a CUDA graph capture (the decode graphs), where
+  // NCCL's allocations would break the capture. Kept if the user set it.
+  ::setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
+}
+
 absl::StatusOr<std::string> NcclCommunicator::NewUniqueId() {
   ncclUniqueId id;
   const ncclResult_t r = ncclGetUniqueId(&id);
@@ -67,10 +78,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   if (o.timeout <= absl::ZeroDuration() || o.init_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("NCCL communicator: timeouts must be > 0");
   }
-  if (!o.allow_nvls) {
-    const char* v = std::getenv("NCCL_NVLS_ENABLE");
-    if (v == nullptr || std::string(v) != "0") ::setenv("NCCL_NVLS_ENABLE", "0", 1);
-  }
+  PrepareEnvironment(o.allow_nvls);
   std::unique_ptr<NcclCommunicator> c(new NcclCommunicator(o));
   ncclGetVersion(&c->nccl_version_);
   if (c->nccl_version_ < NCCL_VERSION(2, 14, 0)) {

@@ -15,7 +15,8 @@
 // NVLink multicast (NVLS) stays off unless Options::allow_nvls: Create sets
 // NCCL_NVLS_ENABLE=0 in the process environment before NCCL initializes.
 // On a shared host, multicast objects can take every GPU of the host out of
-// service.
+// service. Create also sets NCCL_RUNTIME_CONNECT=0 unless it is set: every
+// connection is made at initialization, none inside a CUDA graph capture.
 //
 // Thread-compatible for the collectives (the group's driving thread; a
 // driving thread must not run collectives while another captures a CUDA
@@ -60,6 +61,12 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     // Leave NVLink multicast to NCCL's default. Off: NCCL_NVLS_ENABLE=0.
     bool allow_nvls = false;
   };
+
+  // Sets NCCL's environment as Create does (NCCL_NVLS_ENABLE=0 unless
+  // `allow_nvls`, NCCL_RUNTIME_CONNECT=0 unless set). Call it early, before
+  // the process starts threads (setenv is not thread-safe) and before any
+  // NCCL call; Create calls it again (idempotent).
+  static void PrepareEnvironment(bool allow_nvls);
 
   // A fresh NCCL unique id (rank 0). INTERNAL when NCCL fails.
   static absl::StatusOr<std::string> NewUniqueId();

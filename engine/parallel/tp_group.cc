@@ -28,6 +28,8 @@ absl::StatusOr<std::shared_ptr<TpGroup>> TpGroup::Form(const Options& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--group_leader: rank ", o.rank, " needs rank 0's host:port"));
   }
+  // Before any NCCL call and before this function starts gRPC threads.
+  NcclCommunicator::PrepareEnvironment(/*allow_nvls=*/false);
   std::shared_ptr<TpGroup> g(new TpGroup(o));
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
