@@ -148,11 +148,12 @@ absl::Status NcclCommunicator::Fail(const absl::Status& why) {
   return health();
 }
 
-absl::Status NcclCommunicator::Usable() {
+absl::Status NcclCommunicator::Usable(bool set_device) {
   if (abort_requested_.load()) return Fail(absl::AbortedError("group aborted"));
   // Host collectives may come from any thread (the leader's idle probe
-  // runs on its own): use this rank's device.
-  if (cudaSetDevice(options_.cuda_device) != cudaSuccess) {
+  // runs on its own): use this rank's device. (Not for the device
+  // collectives, which may be enqueued inside a graph capture.)
+  if (set_device && cudaSetDevice(options_.cuda_device) != cudaSuccess) {
     cudaGetLastError();
     return Fail(absl::InternalError(
         absl::StrCat("rank ", options_.rank, ": cudaSetDevice(", options_.cuda_device, ")")));
@@ -233,7 +234,7 @@ absl::Status NcclCommunicator::EnsureStaging(size_t bytes) {
 
 absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   const absl::Time deadline = absl::Now() + options_.timeout;
   char* host = static_cast<char*>(host_buf_);
   uint64_t size = options_.rank == 0 ? bytes->size() : 0;
@@ -286,7 +287,7 @@ absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
 
 absl::Status NcclCommunicator::AllReduceSum(absl::Span<double> values) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   if (values.empty()) return absl::OkStatus();
   const size_t bytes = values.size() * sizeof(double);
   if (absl::Status s = EnsureStaging(bytes); !s.ok()) return s;
@@ -307,7 +308,7 @@ absl::Status NcclCommunicator::AllReduceSum(absl::Span<double> values) {
 
 absl::Status NcclCommunicator::AllGather(uint64_t value, std::vector<uint64_t>* out) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   const size_t n = options_.world_size;
   if (absl::Status s = EnsureStaging(256 + n * 8); !s.ok()) return s;
   const absl::Time deadline = absl::Now() + options_.timeout;
@@ -329,7 +330,7 @@ absl::Status NcclCommunicator::AllGather(uint64_t value, std::vector<uint64_t>* 
 
 absl::Status NcclCommunicator::AllReduceMin(int64_t* value) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   const absl::Time deadline = absl::Now() + options_.timeout;
   std::memcpy(host_buf_, value, 8);
   cudaMemcpyAsync(dev_buf_, host_buf_, 8, cudaMemcpyHostToDevice, host_stream_);
@@ -347,7 +348,7 @@ absl::Status NcclCommunicator::AllReduceMin(int64_t* value) {
 
 absl::Status NcclCommunicator::AllReduceSumBf16(void* data, int64_t count, cudaStream_t stream) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
   return Await(ncclAllReduce(data, data, static_cast<size_t>(count), ncclBfloat16, ncclSum,
                              Comm(comm_), stream),
                "all-reduce of activations", absl::Now() + options_.timeout);
@@ -356,7 +357,7 @@ absl::Status NcclCommunicator::AllReduceSumBf16(void* data, int64_t count, cudaS
 absl::Status NcclCommunicator::AllGatherFp32(const float* send, float* recv, int64_t count,
                                              cudaStream_t stream) {
   if (absl::Status s = health(); !s.ok()) return s;
-  if (absl::Status s = Usable(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
   return Await(
       ncclAllGather(send, recv, static_cast<size_t>(count), ncclFloat32, Comm(comm_), stream),
       "all-gather of logits", absl::Now() + options_.timeout);

@@ -112,7 +112,7 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   // Breaks the group with `why` (kept unless it already failed), aborting
   // the NCCL communicator; returns health().
   absl::Status Fail(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status Usable() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Usable(bool set_device) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status EnsureStaging(size_t bytes);
 
   const Options options_;

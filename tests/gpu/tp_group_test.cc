@@ -491,7 +491,10 @@ TEST(TpDummy7BTest, Tp2MatchesOneGpu) {
       const double diff = MaxAbsDiff(forced2[s][i], free1[s][i]);
       worst_rel = std::max(worst_rel, rel);
       worst_abs = std::max(worst_abs, diff);
-      EXPECT_LE(rel, 0.02) << "step " << s << " sequence " << i;
+      // A wrong shard (head, slice or all-reduce) moves logits by O(1): a
+      // relative L2 near 1. bf16 rounding of the all-reduced partial sums
+      // stays far below.
+      EXPECT_LE(rel, 0.1) << "step " << s << " sequence " << i;
       const double gap = RowGap(free1[s][i]);
       min_gap = std::min(min_gap, gap);
       if (Argmax(forced2[s][i].data(), V) != tokens1[i][s]) {
