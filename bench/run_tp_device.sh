@@ -68,7 +68,7 @@ run_tests() {
   ((rc != 0)) && fail=1
   # A failure around graph capture with NCCL inside: the same test eagerly,
   # to tell the two apart.
-  if ((rc != 0)) && [[ $name != failure ]] && grep -qi "graph" "$out/tests.log" &&
+  if ((rc != 0)) && [[ $name != failure ]] && grep -qi "capture" "$out/tests.log" &&
     [[ ! -f "$out/tests_nograph.log" ]] && (($(left) > 70)); then
     say "$name: again without CUDA graphs"
     MEMSHARE_TP_NO_GRAPHS=1 timeout -k 5 "$(limit 40)" "$bundle/run.sh" tp_group_test \
@@ -77,12 +77,12 @@ run_tests() {
     grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]" "$out/tests_nograph.log" | tee -a "$log"
   fi
   sed -n "/^===== $name\$/,\$p" "$out/tests.log" |
-    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|TP=2|distance|decisions|killed|divergence|Failure|Expected|Which is|tp_child|memshare: rank" |
+    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|TP=2|distance|decisions|killed|divergence|Failure|Expected|Which is|tp_child|memshare: rank|NCCL WARN" |
     head -n 80 | tee -a "$log"
 }
 
 if has dummy7b && (($(left) > 20)); then run_tests dummy7b "TpDummy7BTest*" 40; fi
-if has golden && (($(left) > 20)); then run_tests golden "TpGoldenTest*" 45; fi
+if has golden && (($(left) > 20)); then run_tests golden "*TpGoldenTest*" 45; fi
 
 if has bench && (($(left) > 25)); then
   say "bench: TP=1 (limit $(limit 30)s)"
@@ -100,7 +100,9 @@ if has bench && (($(left) > 25)); then
   tail -n 3 "$out/bench_rank1.log" | tee -a "$log"
 fi
 
-if has failure && (($(left) > 20)); then run_tests failure "TpFailureTest*" 30; fi
+if has failure && (($(left) > 20)); then
+  NCCL_DEBUG=WARN run_tests failure "TpFailureTest*" 30
+fi
 
 if has e2e && (($(left) > 25)); then
   say "e2e: tp_group_e2e_test (limit $(limit 40)s)"

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 
 namespace memshare::engine {
 namespace {
@@ -26,6 +27,25 @@ std::string NcclText(ncclResult_t r, ncclComm_t comm) {
   const char* last = ncclGetLastError(comm);
   if (last != nullptr && *last != '\0') absl::StrAppend(&s, " (", last, ")");
   return s;
+}
+
+// ncclCommAbort, bounded: it first raises the abort flag that releases the
+// communicator's kernels, then tears down, which was seen to hang for good
+// once a peer process had died (NCCL 2.28, H100 pair, 2026-11-27). The
+// teardown is left to a detached thread after `wait`: the kernels are
+// released, the process goes on (and usually exits).
+void AbortBounded(ncclComm_t comm, int rank, absl::Duration wait) {
+  auto done = std::make_shared<absl::Notification>();
+  std::thread([comm, done] {
+    ncclCommAbort(comm);
+    done->Notify();
+  }).detach();
+  if (!done->WaitForNotificationWithTimeout(wait)) {
+    std::fprintf(stderr,
+                 "memshare: rank %d: ncclCommAbort has not returned after %s; going on without "
+                 "it\n",
+                 rank, absl::FormatDuration(wait).c_str());
+  }
 }
 
 // Polls with little delay at first (a decode step's collectives finish in
@@ -100,7 +120,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   const ncclResult_t r = ncclCommInitRankConfig(&comm, o.world_size, id, o.rank, &config);
   c->comm_ = comm;
   if (r != ncclSuccess && r != ncclInProgress) {
-    if (comm != nullptr) ncclCommAbort(comm);
+    if (comm != nullptr) AbortBounded(comm, o.rank, absl::Seconds(2));
     c->comm_ = nullptr;
     return absl::UnavailableError(
         absl::StrCat("ncclCommInitRankConfig (rank ", o.rank, " of ", o.world_size,
@@ -113,7 +133,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
 
 NcclCommunicator::~NcclCommunicator() {
   cudaSetDevice(options_.cuda_device);
-  if (comm_ != nullptr) ncclCommAbort(Comm(comm_));
+  if (comm_ != nullptr) AbortBounded(Comm(comm_), options_.rank, absl::Seconds(2));
   if (host_stream_ != nullptr) cudaStreamDestroy(host_stream_);
   if (host_buf_ != nullptr) cudaFreeHost(host_buf_);
   if (dev_buf_ != nullptr) cudaFree(dev_buf_);
@@ -142,7 +162,7 @@ absl::Status NcclCommunicator::Fail(const absl::Status& why) {
     aborted_ = true;
     std::fprintf(stderr, "memshare: rank %d: tensor-parallel group failed (%s); aborting NCCL\n",
                  options_.rank, std::string(why.message()).c_str());
-    ncclCommAbort(Comm(comm_));
+    AbortBounded(Comm(comm_), options_.rank, absl::Seconds(2));
     comm_ = nullptr;  // freed by the abort
   }
   return health();

@@ -10,7 +10,10 @@
 // error or an Abort() from another thread makes the waiting call abort the
 // NCCL communicator (ncclCommAbort, which releases the kernels waiting for
 // the peer) and return DEADLINE_EXCEEDED or UNAVAILABLE; from then on the
-// communicator is broken (health()).
+// communicator is broken (health()). ncclCommAbort's own teardown was seen
+// to hang after a peer process died, so it gets 2 s and is then left to a
+// detached thread (the kernels are released by then): a process whose group
+// broke should exit soon after (memshare_worker does, with _exit).
 //
 // NVLink multicast (NVLS) stays off unless Options::allow_nvls: Create sets
 // NCCL_NVLS_ENABLE=0 in the process environment before NCCL initializes.

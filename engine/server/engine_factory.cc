@@ -275,13 +275,11 @@ std::optional<int> RunFollowerFromFlags() {
   }
   std::fprintf(stderr, "memshare_worker: rank %d: the group failed after %ld steps: %s\n", rank,
                static_cast<long>((*follower)->steps()), status.ToString().c_str());
-  // Tearing down a broken group must not hang the process.
-  std::thread([] {
-    absl::SleepFor(absl::Seconds(20));
-    std::fprintf(stderr, "memshare_worker: teardown hangs; exiting\n");
-    _exit(3);
-  }).detach();
-  return 3;
+  // Exit at once: tearing down a broken NCCL group can block, and rank 0
+  // is gone or going.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  _exit(3);
 }
 
 }  // namespace memshare::engine

@@ -32,8 +32,9 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags();
 absl::Status ValidateGroupFlags();
 
 // For a follower rank (--rank > 0): runs it and returns its exit code (0
-// when rank 0 shut the group down, 3 when the group failed, 1 when it could
-// not start). For rank 0: nullopt (serve as usual).
+// when rank 0 shut the group down, 1 when it could not start); when the
+// group fails it exits the process at once with status 3. For rank 0:
+// nullopt (serve as usual).
 std::optional<int> RunFollowerFromFlags();
 
 }  // namespace memshare::engine

@@ -115,10 +115,14 @@ int RunWorkerMain(int argc, char** argv, const std::string& usage, const EngineF
   stop_watch.Notify();
   watch.join();
   if (failed) {
+    // Open streams end with the engine's error; then exit at once: tearing
+    // down a broken tensor-parallel group can block (NCCL), and there is
+    // nothing left to save.
     std::fprintf(stderr, "memshare_worker: stopping after the engine failed\n");
     (*server)->Drain(absl::Seconds(2)).IgnoreError();
-    server->reset();
-    return 3;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    _exit(3);
   }
   const absl::Duration timeout = absl::GetFlag(FLAGS_drain_timeout);
   std::fprintf(stderr, "memshare_worker: signal %d: draining %d open streams (up to %s)\n", signal,

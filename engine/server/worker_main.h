@@ -10,8 +10,8 @@
 //
 // When the engine's health() fails (its tensor-parallel group broke), the
 // worker reports NOT_SERVING at once, waits --unhealthy_exit_delay (so the
-// router's health polls see it), drains briefly and returns 3; a teardown
-// that hangs is cut short by _exit(3).
+// router's health polls see it), drains briefly and exits with status 3
+// (_exit: tearing down a broken NCCL group can block).
 #ifndef MEMSHARE_ENGINE_SERVER_WORKER_MAIN_H_
 #define MEMSHARE_ENGINE_SERVER_WORKER_MAIN_H_
 

@@ -40,6 +40,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/parallel/group_follower.h"
 #include "engine/parallel/group_leader_backend.h"
@@ -550,13 +551,27 @@ TEST(TpFailureTest, KillingRank1MakesRank0FailWithinTheTimeout) {
   const absl::Duration took = absl::Now() - kill;
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_FALSE(group.leader->health().ok());
-  EXPECT_LT(took, timeout + absl::Seconds(4));
+  // The timeout, NCCL's abort (up to 2 s), then the way out.
+  EXPECT_LT(took, timeout + absl::Seconds(6));
   std::printf("rank 1 killed: rank 0 failed after %s (collective timeout %s): %s\n",
               absl::FormatDuration(took).c_str(), absl::FormatDuration(timeout).c_str(),
               std::string(group.leader->health().message()).c_str());
+  // Tearing the broken group down (the backend waits for its stream, whose
+  // collectives NCCL's abort released), on a thread: a hang is reported,
+  // not waited for.
   const absl::Time teardown = absl::Now();
-  group.leader.reset();
-  EXPECT_LT(absl::Now() - teardown, absl::Seconds(10));
+  auto done = std::make_shared<absl::Notification>();
+  std::thread([leader = group.leader.release(), done] {
+    delete leader;
+    done->Notify();
+  }).detach();
+  const bool torn_down = done->WaitForNotificationWithTimeout(absl::Seconds(10));
+  EXPECT_TRUE(torn_down) << "rank 0's backend did not tear down within 10 s";
+  std::printf("rank 0 teardown after the failure: %s\n",
+              torn_down ? absl::FormatDuration(absl::Now() - teardown).c_str() : "hangs");
+  // Still stuck: leave the group's remains alone (freeing device memory
+  // would wait for the device); the binary _exits at the end.
+  if (!torn_down) new std::shared_ptr<TpGroup>(std::move(group.group));
 }
 
 TEST(TpFailureTest, KillingRank0MakesRank1ExitWithinTheTimeout) {
@@ -594,7 +609,8 @@ TEST(TpFailureTest, KillingRank0MakesRank1ExitWithinTheTimeout) {
   ASSERT_TRUE(code.ok()) << "rank 1 still runs " << absl::FormatDuration(took)
                          << " after rank 0 was killed";
   EXPECT_EQ(*code, 3);
-  EXPECT_LT(took, timeout + absl::Seconds(4));
+  // The timeout, NCCL's abort (up to 2 s), then the way out.
+  EXPECT_LT(took, timeout + absl::Seconds(6));
   std::printf("rank 0 killed: rank 1 exited with status %d after %s (collective timeout %s)\n",
               *code, absl::FormatDuration(took).c_str(), absl::FormatDuration(timeout).c_str());
   unlink(marker.c_str());
@@ -614,5 +630,10 @@ int main(int argc, char** argv) {
     }
   }
   ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  const int rc = RUN_ALL_TESTS();
+  // A group broken by the kill tests may leave NCCL's teardown thread
+  // behind (nccl_communicator.h): do not let it hold up the exit.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  _exit(rc);
 }
