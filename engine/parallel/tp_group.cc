@@ -102,6 +102,13 @@ TpGroup::~TpGroup() {
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
 }
 
+void TpGroup::StopRendezvous() {
+  if (server_ == nullptr) return;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server_->Wait();
+  server_.reset();
+}
+
 std::shared_ptr<Communicator> TpGroup::SharedCommunicator(const std::shared_ptr<TpGroup>& group) {
   return std::shared_ptr<Communicator>(group, group->comm_.get());
 }

@@ -75,6 +75,11 @@ class TpGroup {
   // server included).
   static std::shared_ptr<Communicator> SharedCommunicator(const std::shared_ptr<TpGroup>& group);
 
+  // Rank 0: stops answering on the rendezvous address (rejoining ranks are
+  // refused from then on), e.g. so that the worker's gRPC server can take
+  // the same port. Nothing on other ranks.
+  void StopRendezvous();
+
   // Every rank passes a description of what must be equal across the group
   // (model, shapes, batching limits); FAILED_PRECONDITION naming the ranks
   // whose description differs from rank 0's.

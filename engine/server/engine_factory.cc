@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/process_main.h"
@@ -52,9 +53,10 @@ ABSL_FLAG(int32_t, rank, 0,
           "WorkerService and drives the group; the others follow it.");
 ABSL_FLAG(std::string, group_leader, "",
           "Ranks > 0: host:port of rank 0's group rendezvous (rank 0's --group_address).");
-ABSL_FLAG(std::string, group_address, "0.0.0.0:29500",
-          "Rank 0: host:port where the group rendezvous listens (port 0: the OS chooses; the port "
-          "is printed).");
+ABSL_FLAG(std::string, group_address, "",
+          "Rank 0: host:port where the group rendezvous listens while the group forms; empty: "
+          "--address (the WorkerService takes the port over once every rank has joined). Port 0: "
+          "the OS chooses; the port is printed.");
 ABSL_FLAG(std::string, group_name, "",
           "Optional name every rank of the group is started with (a rank of another group is "
           "refused).");
@@ -135,6 +137,12 @@ absl::StatusOr<std::shared_ptr<TpGroup>> FormGroup(const CpuEngineOptions& o) {
   g.world_size = absl::GetFlag(FLAGS_world_size);
   g.leader_address = absl::GetFlag(FLAGS_group_leader);
   g.listen_address = absl::GetFlag(FLAGS_group_address);
+  if (g.listen_address.empty()) {
+    // The worker's --address (defined by worker_main): the rendezvous
+    // answers there until the group has formed.
+    const absl::CommandLineFlag* address = absl::FindCommandLineFlag("address");
+    g.listen_address = address != nullptr ? address->CurrentValue() : "0.0.0.0:50051";
+  }
   g.group_name = absl::GetFlag(FLAGS_group_name);
   g.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   g.formation_timeout = absl::GetFlag(FLAGS_group_timeout);
@@ -155,6 +163,8 @@ absl::StatusOr<std::shared_ptr<TpGroup>> FormGroup(const CpuEngineOptions& o) {
                    ";max_batched_tokens=", o.engine.scheduler.max_num_batched_tokens,
                    ";world_size=", g.world_size));
   if (absl::Status s = (*group)->CheckSameConfig(description); !s.ok()) return s;
+  // Every rank is in: the port goes to the WorkerService (rank 0).
+  (*group)->StopRendezvous();
   std::fprintf(stderr, "memshare_worker: rank %d of %d on CUDA device %d, NCCL %d\n", g.rank,
                g.world_size, (*group)->cuda_device(), (*group)->nccl().nccl_version());
   return group;

@@ -6,8 +6,9 @@
 //
 // Tensor parallelism (--world_size N > 1, DESIGN.md §2): each of the N
 // processes runs memshare_worker with the same model and engine flags and
-// its --rank. Rank 0 serves the group rendezvous on --group_address and,
-// once every rank joined and the NCCL communicator is up, the WorkerService:
+// its --rank. Rank 0 serves the group rendezvous on --group_address (by
+// default its own --address, which the WorkerService takes over once the
+// group has formed) and then the WorkerService:
 // its engine drives the group through a GroupLeaderBackend. Ranks 1..N-1
 // join with --group_leader=HOST:PORT and follow (RunFollowerFromFlags): they
 // serve no RPCs and exit when rank 0 shuts the group down (0) or the group
