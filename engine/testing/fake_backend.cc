@@ -1,8 +1,12 @@
 #include "engine/testing/fake_backend.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "engine/sampler/sampler.h"
 
 namespace memshare::engine {
 namespace {
@@ -12,6 +16,44 @@ uint64_t Mix(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
+}
+
+// The CUDA backend's checks of a DeviceSampling, and no token listed twice.
+absl::Status CheckSampling(uint64_t seq_id, const DeviceSampling& d, int32_t vocab) {
+  auto finite = [](float v) { return std::isfinite(v); };
+  if (!finite(d.temperature) || !finite(d.top_p) || !(d.top_p > 0.f) || !finite(d.min_p) ||
+      !(d.min_p <= 1.f) || !(d.repetition_penalty > 0.f) || !finite(d.repetition_penalty) ||
+      !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
+      !(d.uniform < 1.f)) {
+    return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": sampling values"));
+  }
+  if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": penalty list lengths"));
+  }
+  std::unordered_set<int32_t> seen;
+  for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
+    if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= vocab || d.penalty_counts[k] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": penalty token ", k));
+    }
+    if (!seen.insert(d.penalty_token_ids[k]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seq ", seq_id, ": penalty token ", d.penalty_token_ids[k], " twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// DeviceSampling's values in the CPU sampler's terms.
+SamplingParams SamplingParamsOf(const DeviceSampling& d) {
+  SamplingParams p;
+  p.temperature = d.temperature > 0 ? d.temperature : 0.0f;
+  p.top_k = std::max(d.top_k, 0);
+  p.top_p = std::min(d.top_p, 1.0f);
+  p.min_p = std::max(d.min_p, 0.0f);
+  p.repetition_penalty = d.repetition_penalty;
+  p.presence_penalty = d.presence_penalty;
+  p.frequency_penalty = d.frequency_penalty;
+  return p;
 }
 
 }  // namespace
@@ -80,11 +122,17 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
         return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": token ", t));
       }
     }
+    if (options_.samples_on_device && c.compute_logits && c.sampling.has_value()) {
+      if (absl::Status st = CheckSampling(c.seq_id, *c.sampling, options_.vocab_size); !st.ok()) {
+        return st;
+      }
+    }
   }
   if (fail_forwards_ > 0) {
     --fail_forwards_;
     return absl::InternalError("FakeBackend: injected failure");
   }
+  if (plan_observer_) plan_observer_(plan);
   ++forward_calls_;
   max_tokens_in_step_ = std::max(max_tokens_in_step_, plan.NumTokens());
   max_sequences_in_step_ =
@@ -110,6 +158,12 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   output->vocab_size = options_.vocab_size;
   output->rows.clear();
   output->logits.clear();
+  output->sampled_token_ids.clear();
+  output->sampled_logprobs.clear();
+  bool need_logits = !options_.samples_on_device;
+  std::vector<int32_t> sampled;
+  std::vector<float> sampled_logprobs;
+  SamplerWorkspace workspace;
   for (size_t s = 0; s < plan.sequences.size(); ++s) {
     const SequenceChunk& c = plan.sequences[s];
     if (!c.compute_logits) continue;
@@ -132,7 +186,29 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     std::vector<float> row = LogitsFor(history);
     output->rows.push_back(static_cast<int32_t>(s));
     output->logits.insert(output->logits.end(), row.begin(), row.end());
+    if (!options_.samples_on_device) continue;
+    if (!c.sampling.has_value()) {
+      need_logits = true;
+      sampled.push_back(-1);
+      sampled_logprobs.push_back(std::numeric_limits<float>::quiet_NaN());
+      continue;
+    }
+    const DeviceSampling& d = *c.sampling;
+    need_logits = need_logits || d.return_logits;
+    const int32_t token = Sampler::SampleRow(row, SamplingParamsOf(d), d.penalty_token_ids,
+                                             d.penalty_counts, d.uniform, &workspace);
+    if (token < 0) return absl::InternalError("FakeBackend: nothing to sample from");
+    sampled.push_back(token);
+    sampled_logprobs.push_back(d.return_logprob ? Sampler::Logprob(row, token)
+                                                : std::numeric_limits<float>::quiet_NaN());
+    ++device_sampled_rows_;
   }
+  if (std::any_of(sampled.begin(), sampled.end(), [](int32_t t) { return t >= 0; })) {
+    output->sampled_token_ids = std::move(sampled);
+    output->sampled_logprobs = std::move(sampled_logprobs);
+  }
+  if (!need_logits) output->logits.clear();
+  logits_rows_returned_ += static_cast<int64_t>(output->logits.size()) / options_.vocab_size;
   return absl::OkStatus();
 }
 
