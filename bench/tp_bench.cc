@@ -115,15 +115,15 @@ double Median(std::vector<double> v) {
   _exit(1);
 }
 
-#define CHECK_OK(expr)                                       \
-  do {                                                       \
-    const absl::Status s__ = (expr);                         \
+#define CHECK_OK(expr)                                             \
+  do {                                                             \
+    const absl::Status s__ = (expr);                               \
     if (!s__.ok()) Die(absl::StrCat(#expr, ": ", s__.ToString())); \
   } while (0)
 
-#define CHECK_CUDA(expr)                                                     \
-  do {                                                                       \
-    const cudaError_t e__ = (expr);                                          \
+#define CHECK_CUDA(expr)                                                             \
+  do {                                                                               \
+    const cudaError_t e__ = (expr);                                                  \
     if (e__ != cudaSuccess) Die(absl::StrCat(#expr, ": ", cudaGetErrorString(e__))); \
   } while (0)
 
@@ -249,12 +249,12 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
-    report.Add(absl::StrCat(
-        "{\"measure\":\"step_collectives\",\"tp\":", n, ",\"model\":\"", a.model,
-        "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces, ",\"allreduce_bytes\":",
-        step_bytes, ",\"logits_allgather\":", with_gather ? "true" : "false",
-        ",\"allgather_bytes_per_rank\":", with_gather ? gather_count * 4 : 0,
-        ",\"median_us\":", Median(t) * 1e6, "}"));
+    report.Add(absl::StrCat("{\"measure\":\"step_collectives\",\"tp\":", n, ",\"model\":\"",
+                            a.model, "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces,
+                            ",\"allreduce_bytes\":", step_bytes,
+                            ",\"logits_allgather\":", with_gather ? "true" : "false",
+                            ",\"allgather_bytes_per_rank\":", with_gather ? gather_count * 4 : 0,
+                            ",\"median_us\":", Median(t) * 1e6, "}"));
   }
   cudaFree(gather_send);
   cudaFree(gather_recv);

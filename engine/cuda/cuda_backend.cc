@@ -148,8 +148,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
     return absl::InvalidArgumentError(absl::StrCat(
         "tp_size ", o.tp_size, " needs the group's collectives, of this rank and size"));
   }
-  if (absl::StatusOr<std::vector<WeightSpec>> split =
-          model::ListWeights(c, {o.tp_rank, o.tp_size});
+  if (absl::StatusOr<std::vector<WeightSpec>> split = model::ListWeights(c, {o.tp_rank, o.tp_size});
       !split.ok()) {
     return split.status();
   }
@@ -500,9 +499,9 @@ absl::Status CudaBackend::AllocateBuffers() {
     for (int32_t s = 1; s <= max_seqs_; ++s) {
       const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
           s, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
-      attn_workspace_bytes_ = std::max(
-          attn_workspace_bytes_,
-          kernels::DecodeAttentionWorkspaceBytes(s, heads_local_, spec_.head_dim, split));
+      attn_workspace_bytes_ =
+          std::max(attn_workspace_bytes_,
+                   kernels::DecodeAttentionWorkspaceBytes(s, heads_local_, spec_.head_dim, split));
     }
   }
   size_t size = 0;
@@ -741,11 +740,12 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
                                                    step.logit_rows, selected_, stream_));
     x = selected_;
   }
-  if (options_.tp_size == 1) return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+  if (options_.tp_size == 1)
+    return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
   // This rank's columns, then every rank's, then whole rows of V.
   const int rows = step.logit_rows;
-  RETURN_IF_ERROR(Gemm(rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_, nullptr,
-                       true));
+  RETURN_IF_ERROR(
+      Gemm(rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_, nullptr, true));
   const int64_t per_rank = int64_t{rows} * vocab_chunk_;
   RETURN_IF_ERROR(
       options_.collectives->AllGatherFp32(logits_local_, logits_gathered_, per_rank, stream_));
@@ -753,10 +753,10 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     const model::VocabRange v = model::LocalVocab(c, {r, options_.tp_size});
     const size_t width = static_cast<size_t>(v.end - v.begin) * 4;
     if (width == 0) continue;
-    RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(logits_ + v.begin, size_t(V) * 4,
-                                           logits_gathered_ + r * per_rank, width, width, rows,
-                                           cudaMemcpyDeviceToDevice, stream_),
-                         "place logits columns"));
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpy2DAsync(logits_ + v.begin, size_t(V) * 4, logits_gathered_ + r * per_rank,
+                               width, width, rows, cudaMemcpyDeviceToDevice, stream_),
+             "place logits columns"));
   }
   return absl::OkStatus();
 }

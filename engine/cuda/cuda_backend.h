@@ -284,13 +284,13 @@ class CudaBackend : public Backend {
   int num_sms_ = 0;
   bool fast_attention_ = false;
   // This rank's shard (the whole model with one rank).
-  int32_t heads_local_ = 0;     // query heads
-  int64_t q_local_ = 0;         // heads_local_ * head_dim
-  int64_t kv_local_dim_ = 0;    // kv_heads_local * head_dim
-  int64_t inter_local_ = 0;     // intermediate rows
-  int64_t vocab_begin_ = 0;     // first embedding / LM head row
-  int64_t vocab_rows_ = 0;      // rows held
-  int64_t vocab_chunk_ = 0;     // rows of every rank but the last (all-gather stride)
+  int32_t heads_local_ = 0;   // query heads
+  int64_t q_local_ = 0;       // heads_local_ * head_dim
+  int64_t kv_local_dim_ = 0;  // kv_heads_local * head_dim
+  int64_t inter_local_ = 0;   // intermediate rows
+  int64_t vocab_begin_ = 0;   // first embedding / LM head row
+  int64_t vocab_rows_ = 0;    // rows held
+  int64_t vocab_chunk_ = 0;   // rows of every rank but the last (all-gather stride)
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CublasLtGemm> gemm_;
@@ -322,9 +322,9 @@ class CudaBackend : public Backend {
   // ([tp_size][max_seqs * vocab_chunk_]).
   float* logits_local_ = nullptr;
   float* logits_gathered_ = nullptr;
-  float* lse_ = nullptr;         // [max_seqs]
-  int32_t* sampled_ = nullptr;   // [max_seqs]
-  float* logprobs_ = nullptr;    // [max_seqs]
+  float* lse_ = nullptr;        // [max_seqs]
+  int32_t* sampled_ = nullptr;  // [max_seqs]
+  float* logprobs_ = nullptr;   // [max_seqs]
   void* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
 

@@ -43,14 +43,14 @@ absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& c, Tensor
         absl::StrCat("tensor parallel rank ", tp.rank, " of ", tp.size));
   }
   const bool kv_split = c.num_kv_heads % tp.size == 0;
-  const bool kv_replicated = c.num_kv_heads > 0 && c.num_kv_heads < tp.size &&
-                             tp.size % c.num_kv_heads == 0;
+  const bool kv_replicated =
+      c.num_kv_heads > 0 && c.num_kv_heads < tp.size && tp.size % c.num_kv_heads == 0;
   if (c.num_heads % tp.size != 0 || !(kv_split || kv_replicated) ||
       c.intermediate_size % tp.size != 0) {
     return absl::UnimplementedError(absl::StrCat(
         "tensor parallel size ", tp.size, " must divide num_attention_heads (", c.num_heads,
-        ") and intermediate_size (", c.intermediate_size,
-        "), and divide num_key_value_heads (", c.num_kv_heads, ") or be a multiple of it"));
+        ") and intermediate_size (", c.intermediate_size, "), and divide num_key_value_heads (",
+        c.num_kv_heads, ") or be a multiple of it"));
   }
   const int64_t r = tp.rank;
   const int64_t heads = c.num_heads / tp.size;

@@ -52,10 +52,8 @@ constexpr bool kRaw = std::is_arithmetic_v<T> || std::is_enum_v<T>;
 class Writer {
  public:
   template <typename T>
-    requires kRaw<T>
-  void operator()(const T& v) {
-    Append(&v, sizeof(T));
-  }
+  requires kRaw<T>
+  void operator()(const T& v) { Append(&v, sizeof(T)); }
   template <typename T>
   void operator()(const std::vector<T>& v) {
     (*this)(static_cast<uint64_t>(v.size()));
@@ -93,7 +91,7 @@ class Reader {
   explicit Reader(absl::string_view in) : in_(in) {}
 
   template <typename T>
-    requires kRaw<T>
+  requires kRaw<T>
   void operator()(T& v) {
     if constexpr (std::is_same_v<T, bool>) {
       uint8_t b = 0;

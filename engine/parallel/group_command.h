@@ -44,10 +44,10 @@ struct GroupCommand {
   uint64_t sequence = 0;
   // kForward steps run so far, this one excluded (for error messages).
   int64_t step = 0;
-  StepPlan plan;                                      // kForward
-  int32_t layer_group = 0;                            // kCopyBlocks, kDistance
-  std::vector<std::pair<int32_t, int32_t>> copies;    // kCopyBlocks: (src, dst)
-  std::vector<kvmanager::BlockPair> pairs;            // kDistance
+  StepPlan plan;                                    // kForward
+  int32_t layer_group = 0;                          // kCopyBlocks, kDistance
+  std::vector<std::pair<int32_t, int32_t>> copies;  // kCopyBlocks: (src, dst)
+  std::vector<kvmanager::BlockPair> pairs;          // kDistance
 };
 
 std::string EncodeGroupCommand(const GroupCommand& command);

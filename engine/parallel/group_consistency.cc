@@ -60,10 +60,12 @@ absl::Status CompareGroupHashes(absl::Span<const uint64_t> hashes, int64_t step)
   if (differ.empty()) return absl::OkStatus();
   std::vector<std::string> all;
   for (uint64_t h : hashes) all.push_back(absl::StrCat(absl::Hex(h, absl::kZeroPad16)));
-  return absl::InternalError(absl::StrCat(
-      "tensor-parallel consistency check failed after step ", step, ": the block tables or "
-      "MemShare distances of rank", differ.size() > 1 ? "s " : " ", absl::StrJoin(differ, ", "),
-      " differ from rank 0's (hashes by rank: ", absl::StrJoin(all, " "), ")"));
+  return absl::InternalError(
+      absl::StrCat("tensor-parallel consistency check failed after step ", step,
+                   ": the block tables or "
+                   "MemShare distances of rank",
+                   differ.size() > 1 ? "s " : " ", absl::StrJoin(differ, ", "),
+                   " differ from rank 0's (hashes by rank: ", absl::StrJoin(all, " "), ")"));
 }
 
 }  // namespace memshare::engine

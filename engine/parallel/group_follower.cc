@@ -35,9 +35,9 @@ absl::Status GroupFollower::Run() {
     absl::StatusOr<GroupCommand> command = DecodeGroupCommand(bytes);
     if (!command.ok()) return Fail(command.status());
     if (command->sequence != sequence_ + 1) {
-      return Fail(absl::InternalError(absl::StrCat(me, ": received command ", command->sequence,
-                                                   " after ", sequence_,
-                                                   " (a command was lost or repeated)")));
+      return Fail(
+          absl::InternalError(absl::StrCat(me, ": received command ", command->sequence, " after ",
+                                           sequence_, " (a command was lost or repeated)")));
     }
     sequence_ = command->sequence;
     absl::Status local;
@@ -75,9 +75,9 @@ absl::Status GroupFollower::Run() {
     // INVALID_ARGUMENT: rank 0's identical validation refused the same call
     // before any collective; anything else leaves the ranks out of step.
     if (!local.ok() && !absl::IsInvalidArgument(local)) {
-      return Fail(absl::InternalError(absl::StrCat(me, ": ",
-                                                   GroupCommandKindName(command->kind), " of step ",
-                                                   command->step, " failed: ", local.message())));
+      return Fail(absl::InternalError(absl::StrCat(me, ": ", GroupCommandKindName(command->kind),
+                                                   " of step ", command->step,
+                                                   " failed: ", local.message())));
     }
   }
 }

@@ -31,7 +31,10 @@ absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> GroupLeaderBackend::Create(
 
 GroupLeaderBackend::GroupLeaderBackend(const Options& options, std::unique_ptr<Backend> local,
                                        std::shared_ptr<Communicator> comm)
-    : options_(options), comm_(std::move(comm)), local_(std::move(local)), last_sent_(absl::Now()) {}
+    : options_(options),
+      comm_(std::move(comm)),
+      local_(std::move(local)),
+      last_sent_(absl::Now()) {}
 
 GroupLeaderBackend::~GroupLeaderBackend() {
   {

@@ -122,9 +122,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   if (r != ncclSuccess && r != ncclInProgress) {
     if (comm != nullptr) AbortBounded(comm, o.rank, absl::Seconds(2));
     c->comm_ = nullptr;
-    return absl::UnavailableError(
-        absl::StrCat("ncclCommInitRankConfig (rank ", o.rank, " of ", o.world_size,
-                     "): ", NcclText(r, nullptr)));
+    return absl::UnavailableError(absl::StrCat("ncclCommInitRankConfig (rank ", o.rank, " of ",
+                                               o.world_size, "): ", NcclText(r, nullptr)));
   }
   if (absl::Status s = c->Await(r, "ncclCommInitRankConfig", deadline); !s.ok()) return s;
   if (absl::Status s = c->EnsureStaging(kInlineBytes); !s.ok()) return s;
@@ -198,8 +197,8 @@ absl::Status NcclCommunicator::Await(int result, absl::string_view what, absl::T
     }
     poll.Pause();
     if (comm_ == nullptr || ncclCommGetAsyncError(Comm(comm_), &r) != ncclSuccess) {
-      return Fail(absl::InternalError(absl::StrCat("rank ", options_.rank, ": ", what,
-                                                   ": ncclCommGetAsyncError failed")));
+      return Fail(absl::InternalError(
+          absl::StrCat("rank ", options_.rank, ": ", what, ": ncclCommGetAsyncError failed")));
     }
   }
 }
@@ -222,8 +221,8 @@ absl::Status NcclCommunicator::WaitStream(cudaStream_t stream, absl::string_view
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(Comm(comm_), &async);
       if (async != ncclSuccess && async != ncclInProgress) {
-        return Fail(absl::UnavailableError(absl::StrCat("rank ", options_.rank, ": ", what, ": ",
-                                                        NcclText(async, Comm(comm_)))));
+        return Fail(absl::UnavailableError(
+            absl::StrCat("rank ", options_.rank, ": ", what, ": ", NcclText(async, Comm(comm_)))));
       }
     }
     if (absl::Now() > deadline) {
@@ -265,9 +264,9 @@ absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
     cudaMemcpyAsync(dev_buf_, host_buf_, sizeof(size) + std::min<size_t>(size, head),
                     cudaMemcpyHostToDevice, host_stream_);
   }
-  if (absl::Status s = Await(ncclBroadcast(dev_buf_, dev_buf_, kInlineBytes, ncclUint8, 0,
-                                           Comm(comm_), host_stream_),
-                             "broadcast", deadline);
+  if (absl::Status s = Await(
+          ncclBroadcast(dev_buf_, dev_buf_, kInlineBytes, ncclUint8, 0, Comm(comm_), host_stream_),
+          "broadcast", deadline);
       !s.ok()) {
     return s;
   }
@@ -291,9 +290,9 @@ absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
     std::memcpy(host, bytes->data() + head, rest);
     cudaMemcpyAsync(dev_buf_, host_buf_, rest, cudaMemcpyHostToDevice, host_stream_);
   }
-  if (absl::Status s = Await(ncclBroadcast(dev_buf_, dev_buf_, rest, ncclUint8, 0, Comm(comm_),
-                                           host_stream_),
-                             "broadcast", deadline);
+  if (absl::Status s =
+          Await(ncclBroadcast(dev_buf_, dev_buf_, rest, ncclUint8, 0, Comm(comm_), host_stream_),
+                "broadcast", deadline);
       !s.ok()) {
     return s;
   }
@@ -335,9 +334,9 @@ absl::Status NcclCommunicator::AllGather(uint64_t value, std::vector<uint64_t>* 
   char* dev = static_cast<char*>(dev_buf_);
   std::memcpy(host_buf_, &value, 8);
   cudaMemcpyAsync(dev, host_buf_, 8, cudaMemcpyHostToDevice, host_stream_);
-  if (absl::Status s = Await(ncclAllGather(dev, dev + 256, 1, ncclUint64, Comm(comm_),
-                                           host_stream_),
-                             "all-gather", deadline);
+  if (absl::Status s =
+          Await(ncclAllGather(dev, dev + 256, 1, ncclUint64, Comm(comm_), host_stream_),
+                "all-gather", deadline);
       !s.ok()) {
     return s;
   }
@@ -354,9 +353,9 @@ absl::Status NcclCommunicator::AllReduceMin(int64_t* value) {
   const absl::Time deadline = absl::Now() + options_.timeout;
   std::memcpy(host_buf_, value, 8);
   cudaMemcpyAsync(dev_buf_, host_buf_, 8, cudaMemcpyHostToDevice, host_stream_);
-  if (absl::Status s = Await(ncclAllReduce(dev_buf_, dev_buf_, 1, ncclInt64, ncclMin, Comm(comm_),
-                                           host_stream_),
-                             "all-reduce (min)", deadline);
+  if (absl::Status s =
+          Await(ncclAllReduce(dev_buf_, dev_buf_, 1, ncclInt64, ncclMin, Comm(comm_), host_stream_),
+                "all-reduce (min)", deadline);
       !s.ok()) {
     return s;
   }

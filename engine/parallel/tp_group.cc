@@ -38,8 +38,8 @@ absl::StatusOr<std::shared_ptr<TpGroup>> TpGroup::Form(const Options& o) {
   }
   g->cuda_device_ = o.cuda_device >= 0 ? o.cuda_device : o.rank % devices;
   if (g->cuda_device_ >= devices) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", g->cuda_device_, ": only ",
-                                                   devices, " visible"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", g->cuda_device_, ": only ", devices, " visible"));
   }
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -122,10 +122,9 @@ absl::Status TpGroup::CheckSameConfig(absl::string_view description) {
     if (all[r] != all[0]) differ.push_back(static_cast<int>(r));
   }
   if (differ.empty()) return absl::OkStatus();
-  const absl::Status s = absl::FailedPreconditionError(
-      absl::StrCat("tensor-parallel group: rank(s) ", absl::StrJoin(differ, ", "),
-                   " were started with another model or options than rank 0 (this rank: ",
-                   description, ")"));
+  const absl::Status s = absl::FailedPreconditionError(absl::StrCat(
+      "tensor-parallel group: rank(s) ", absl::StrJoin(differ, ", "),
+      " were started with another model or options than rank 0 (this rank: ", description, ")"));
   comm_->Abort(s);
   return s;
 }

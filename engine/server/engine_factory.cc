@@ -159,9 +159,8 @@ absl::StatusOr<std::shared_ptr<TpGroup>> FormGroup(const CpuEngineOptions& o) {
       absl::StrCat("load_format=", absl::GetFlag(FLAGS_load_format), ";block_size=", o.block_size,
                    ";num_blocks=", o.num_blocks, ";layer_groups=", o.num_layer_groups,
                    ";max_model_len=", o.max_model_len,
-                   ";max_num_seqs=", o.engine.scheduler.max_num_seqs,
-                   ";max_batched_tokens=", o.engine.scheduler.max_num_batched_tokens,
-                   ";world_size=", g.world_size));
+                   ";max_num_seqs=", o.engine.scheduler.max_num_seqs, ";max_batched_tokens=",
+                   o.engine.scheduler.max_num_batched_tokens, ";world_size=", g.world_size));
   if (absl::Status s = (*group)->CheckSameConfig(description); !s.ok()) return s;
   // Every rank is in: the port goes to the WorkerService (rank 0).
   (*group)->StopRendezvous();
@@ -184,12 +183,11 @@ absl::Status ValidateGroupFlags() {
   const int32_t world = absl::GetFlag(FLAGS_world_size);
   const int32_t rank = absl::GetFlag(FLAGS_rank);
   if (world < 1 || world > 64) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--world_size: must be 1 .. 64, got ", world));
+    return absl::InvalidArgumentError(absl::StrCat("--world_size: must be 1 .. 64, got ", world));
   }
   if (rank < 0 || rank >= world) {
-    return absl::InvalidArgumentError(absl::StrCat("--rank: must be 0 .. world_size-1 (",
-                                                   world - 1, "), got ", rank));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rank: must be 0 .. world_size-1 (", world - 1, "), got ", rank));
   }
   if (rank > 0 && absl::GetFlag(FLAGS_group_leader).empty()) {
     return absl::InvalidArgumentError(
@@ -200,14 +198,15 @@ absl::Status ValidateGroupFlags() {
   }
   const absl::Duration collective = absl::GetFlag(FLAGS_collective_timeout);
   const absl::Duration heartbeat = absl::GetFlag(FLAGS_heartbeat_interval);
-  if (collective <= absl::ZeroDuration() || absl::GetFlag(FLAGS_group_timeout) <= absl::ZeroDuration()) {
+  if (collective <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_group_timeout) <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--collective_timeout, --group_timeout: must be > 0");
   }
   if (heartbeat < absl::ZeroDuration() || (world > 1 && heartbeat * 2 > collective)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--heartbeat_interval (", absl::FormatDuration(heartbeat),
-        "): must be >= 0 and at most half of --collective_timeout (",
-        absl::FormatDuration(collective), "), or idle followers would time out"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heartbeat_interval (", absl::FormatDuration(heartbeat),
+                     "): must be >= 0 and at most half of --collective_timeout (",
+                     absl::FormatDuration(collective), "), or idle followers would time out"));
   }
   if (absl::GetFlag(FLAGS_consistency_check_interval) < 0) {
     return absl::InvalidArgumentError("--consistency_check_interval: must be >= 0");
@@ -226,8 +225,9 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
     GroupLeaderBackend::Options lo;
     lo.consistency_check_interval = absl::GetFlag(FLAGS_consistency_check_interval);
     lo.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
-    o->wrap_backend = [lo, group = *group](std::unique_ptr<Backend> local)
-        -> absl::StatusOr<std::unique_ptr<Backend>> {
+    o->wrap_backend =
+        [lo, group = *group](
+            std::unique_ptr<Backend> local) -> absl::StatusOr<std::unique_ptr<Backend>> {
       absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> leader =
           GroupLeaderBackend::Create(lo, std::move(local), TpGroup::SharedCommunicator(group));
       if (!leader.ok()) return leader.status();

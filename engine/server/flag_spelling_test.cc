@@ -14,7 +14,7 @@ std::vector<std::string> Normalize(std::vector<const char*> args) {
 
 TEST(FlagSpellingTest, DashedNamesBecomeUnderscoredValuesStay) {
   EXPECT_THAT(Normalize({"memshare_worker", "--group-leader=host-a:29500", "--world-size", "2",
-                   "--rank=1", "-max-num-seqs=4", "--model=/m/qwen-7b"}),
+                         "--rank=1", "-max-num-seqs=4", "--model=/m/qwen-7b"}),
               ElementsAre("memshare_worker", "--group_leader=host-a:29500", "--world_size", "2",
                           "--rank=1", "-max_num_seqs=4", "--model=/m/qwen-7b"));
 }

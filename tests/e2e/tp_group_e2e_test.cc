@@ -102,9 +102,15 @@ std::pair<grpc::Status, int> Drain(Reader& reader) {
 }
 
 std::vector<std::string> EngineFlags() {
-  return {"--model=" + Model(),       "--device=cuda",          "--num_blocks=256",
-          "--max_model_len=256",      "--max_num_seqs=8",       "--max_batched_tokens=256",
-          "--collective_timeout=3s",  "--heartbeat_interval=500ms", "--memshare=on"};
+  return {"--model=" + Model(),
+          "--device=cuda",
+          "--num_blocks=256",
+          "--max_model_len=256",
+          "--max_num_seqs=8",
+          "--max_batched_tokens=256",
+          "--collective_timeout=3s",
+          "--heartbeat_interval=500ms",
+          "--memshare=on"};
 }
 
 TEST(TpGroupE2eTest, AGroupServesAndADeadRankTakesItOutOfTheRouter) {
@@ -177,15 +183,16 @@ TEST(TpGroupE2eTest, AGroupServesAndADeadRankTakesItOutOfTheRouter) {
   const int port_b = ParsePorts((*worker_b)->ready_line()).at("serving");
   ChildProcess::Options ro;
   ro.binary = router_bin;
-  ro.args = {"--address=127.0.0.1:0", "--http_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-             absl::StrCat("--workers=", address_a, ",127.0.0.1:", port_b), "--poll_interval=50ms",
-             "--unhealthy_after=1"};
+  ro.args = {
+      "--address=127.0.0.1:0",         "--http_address=127.0.0.1:0",
+      "--metrics_address=127.0.0.1:0", absl::StrCat("--workers=", address_a, ",127.0.0.1:", port_b),
+      "--poll_interval=50ms",          "--unhealthy_after=1"};
   ro.ready_prefix = "memshare_router: serving";
   absl::StatusOr<std::unique_ptr<ChildProcess>> router = ChildProcess::Start(ro);
   ASSERT_TRUE(router.ok()) << router.status();
-  auto stub = v1::InferenceService::NewStub(
-      grpc::CreateChannel(absl::StrCat("127.0.0.1:", ParsePorts((*router)->ready_line()).at("serving")),
-                          grpc::InsecureChannelCredentials()));
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", ParsePorts((*router)->ready_line()).at("serving")),
+      grpc::InsecureChannelCredentials()));
   auto healthy_workers = [&] {
     grpc::ClientContext c;
     v1::ServerInfo info;
@@ -217,10 +224,11 @@ TEST(TpGroupE2eTest, AGroupServesAndADeadRankTakesItOutOfTheRouter) {
   absl::StatusOr<int> code = (*rank0)->Wait(absl::Seconds(30));
   ASSERT_TRUE(code.ok()) << "rank 0 did not exit after its group broke";
   EXPECT_EQ(*code, 3);
-  std::printf("rank 1 killed: rank 0 NOT_SERVING after %s, router down to the other worker after "
-              "%s, rank 0 exited with status %d after %s\n",
-              absl::FormatDuration(unhealthy).c_str(), absl::FormatDuration(routed_away).c_str(),
-              *code, absl::FormatDuration(absl::Now() - kill).c_str());
+  std::printf(
+      "rank 1 killed: rank 0 NOT_SERVING after %s, router down to the other worker after "
+      "%s, rank 0 exited with status %d after %s\n",
+      absl::FormatDuration(unhealthy).c_str(), absl::FormatDuration(routed_away).c_str(), *code,
+      absl::FormatDuration(absl::Now() - kill).c_str());
 }
 
 }  // namespace

@@ -25,6 +25,8 @@
 //
 // NCCL_NVLS_ENABLE=0 is set for this process and every child it starts.
 // MEMSHARE_TP_NO_GRAPHS=1 runs the decode steps eagerly (no CUDA graphs).
+#include "engine/parallel/tp_group.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,7 +46,6 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/parallel/group_follower.h"
 #include "engine/parallel/group_leader_backend.h"
-#include "engine/parallel/tp_group.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/child_process.h"
 #include "tests/gpu/backend_test_util.h"
@@ -166,8 +167,8 @@ int FollowerMain(const ChildArgs& a) {
     std::fprintf(stderr, "tp_child rank %d: %s\n", a.rank, group.status().ToString().c_str());
     ExitSoon(1);
   }
-  absl::StatusOr<std::unique_ptr<CudaBackend>> backend = CudaBackend::Create(BackendOptions(
-      a.model, (*group)->cuda_device(), a.rank, a.world, &(*group)->nccl()));
+  absl::StatusOr<std::unique_ptr<CudaBackend>> backend = CudaBackend::Create(
+      BackendOptions(a.model, (*group)->cuda_device(), a.rank, a.world, &(*group)->nccl()));
   if (!backend.ok()) {
     std::fprintf(stderr, "tp_child rank %d: %s\n", a.rank, backend.status().ToString().c_str());
     ExitSoon(1);
@@ -204,8 +205,8 @@ int LeaderMain(const ChildArgs& a) {
   if (!local.ok()) ExitSoon(1);
   GroupLeaderBackend::Options lo;
   lo.heartbeat_interval = absl::Milliseconds(200);
-  absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> leader = GroupLeaderBackend::Create(
-      lo, *std::move(local), TpGroup::SharedCommunicator(*group));
+  absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> leader =
+      GroupLeaderBackend::Create(lo, *std::move(local), TpGroup::SharedCommunicator(*group));
   if (!leader.ok()) ExitSoon(1);
   std::vector<int32_t> prompt(20);
   for (int i = 0; i < 20; ++i) prompt[i] = (7 * i + 3) % 200;
@@ -242,8 +243,11 @@ Group FormGroup(const std::string& model, absl::Duration timeout,
   g.on_listening = [&](int port) {
     e2e::ChildProcess::Options c;
     c.binary = SelfBinary();
-    c.args = {"--tp_child=follower", "--model=" + model,
-              absl::StrCat("--leader=127.0.0.1:", port), "--rank=1", "--world=2",
+    c.args = {"--tp_child=follower",
+              "--model=" + model,
+              absl::StrCat("--leader=127.0.0.1:", port),
+              "--rank=1",
+              "--world=2",
               absl::StrCat("--timeout_ms=", absl::ToInt64Milliseconds(timeout))};
     c.ready_prefix = "tp_child: started";
     c.ready_timeout = absl::Seconds(30);
@@ -274,7 +278,8 @@ GroupLeaderBackend::Options CheckEveryStep() {
 
 double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::fabs(double(a[i]) - b[i]));
   return m;
 }
 
@@ -333,8 +338,8 @@ void CompareDistances(Backend& one, Backend& group, int vocab) {
                                  std::pair{s1[i].RelativeV(), s2[i].RelativeV()}}) {
       // Rounding of bf16 activations moves a distance by far less than the
       // distances between different content.
-      EXPECT_NEAR(d2, d1, 0.02 + 0.05 * d1) << "pair " << pairs[i].candidate << ","
-                                            << pairs[i].reference;
+      EXPECT_NEAR(d2, d1, 0.02 + 0.05 * d1)
+          << "pair " << pairs[i].candidate << "," << pairs[i].reference;
       if (std::fabs(d1 - kTauKv) < 0.02 + 0.05 * d1) {
         ++near;
       } else {
@@ -346,8 +351,8 @@ void CompareDistances(Backend& one, Backend& group, int vocab) {
                 pairs[i].candidate, pairs[i].reference, s1[i].RelativeK(), s2[i].RelativeK(),
                 s1[i].RelativeV(), s2[i].RelativeV());
   }
-  std::printf("  MemShare decisions at tau_kv %.2f: %d equal, %d too close to call\n", kTauKv,
-              same, near);
+  std::printf("  MemShare decisions at tau_kv %.2f: %d equal, %d too close to call\n", kTauKv, same,
+              near);
 }
 
 // Stops the group: the leader's shutdown reaches rank 1, which exits 0.
@@ -412,11 +417,12 @@ TEST_P(TpGoldenTest, Tp2MatchesOneGpu) {
     }
     identical_prompts += identical;
   }
-  std::printf("%s: TP=2 vs transformers fp32 max %.4f (bound %.4f = 2 D16); vs TP=1 max %.4f; "
-              "forced argmax equal to TP=1 at %d of %d steps; %d of %d decided steps checked; "
-              "free-running greedy identical to TP=1 for %d of %zu prompts\n",
-              GetParam(), worst_fp32, tol, worst_tp1, same_forced, steps, decided, decided,
-              identical_prompts, g.prompts.size());
+  std::printf(
+      "%s: TP=2 vs transformers fp32 max %.4f (bound %.4f = 2 D16); vs TP=1 max %.4f; "
+      "forced argmax equal to TP=1 at %d of %d steps; %d of %d decided steps checked; "
+      "free-running greedy identical to TP=1 for %d of %zu prompts\n",
+      GetParam(), worst_fp32, tol, worst_tp1, same_forced, steps, decided, decided,
+      identical_prompts, g.prompts.size());
   CompareDistances(*one, two, V);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   EXPECT_GT(group.leader->checks(), steps);
@@ -451,7 +457,8 @@ std::vector<std::vector<std::vector<float>>> RunBatch(
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) return out;
     std::vector<std::vector<float>> rows(n);
-    for (int i = 0; i < n; ++i) rows[i].assign(o.logits.begin() + size_t(i) * V, o.logits.begin() + size_t(i + 1) * V);
+    for (int i = 0; i < n; ++i)
+      rows[i].assign(o.logits.begin() + size_t(i) * V, o.logits.begin() + size_t(i + 1) * V);
     out.push_back(rows);
     plan.sequences.clear();
     for (int i = 0; i < n; ++i) {
@@ -519,10 +526,11 @@ TEST(TpDummy7BTest, Tp2MatchesOneGpu) {
                   RowGap(free1[s][i]));
     }
   }
-  std::printf("R1-Distill-Qwen-7B dummy, TP=2 vs TP=1, batch 4 x %d steps: max rel L2 %.2e, "
-              "max |diff| %.4f, smallest TP=1 top-2 gap %.4f; teacher-forced argmax flips %d of "
-              "%d; free-running greedy identical for %d of 4 sequences\n",
-              kSteps, worst_rel, worst_abs, min_gap, flips, kSteps * 4, identical);
+  std::printf(
+      "R1-Distill-Qwen-7B dummy, TP=2 vs TP=1, batch 4 x %d steps: max rel L2 %.2e, "
+      "max |diff| %.4f, smallest TP=1 top-2 gap %.4f; teacher-forced argmax flips %d of "
+      "%d; free-running greedy identical for %d of 4 sequences\n",
+      kSteps, worst_rel, worst_abs, min_gap, flips, kSteps * 4, identical);
   CompareDistances(*one, two, V);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   Shutdown(group);
@@ -543,8 +551,8 @@ TEST(TpFailureTest, KillingRank1MakesRank0FailWithinTheTimeout) {
   absl::Status s;
   for (int k = 0; k < 20 && s.ok(); ++k) {
     StepPlan plan;
-    plan.sequences.push_back(::memshare::testing::Chunk(
-        9, k, {prompt[k % prompt.size()]}, ::memshare::testing::Tables(1, 40, 4)));
+    plan.sequences.push_back(::memshare::testing::Chunk(9, k, {prompt[k % prompt.size()]},
+                                                        ::memshare::testing::Tables(1, 40, 4)));
     StepOutput out;
     s = group.leader->Forward(plan, &out);
   }
@@ -590,8 +598,12 @@ TEST(TpFailureTest, KillingRank0MakesRank1ExitWithinTheTimeout) {
       (*leader)->ready_line().substr((*leader)->ready_line().rfind(' ') + 1), &port));
   e2e::ChildProcess::Options fo;
   fo.binary = SelfBinary();
-  fo.args = {"--tp_child=follower", "--model=qwen2_bias", absl::StrCat("--leader=127.0.0.1:", port),
-             "--rank=1", "--world=2", absl::StrCat("--timeout_ms=", absl::ToInt64Milliseconds(timeout))};
+  fo.args = {"--tp_child=follower",
+             "--model=qwen2_bias",
+             absl::StrCat("--leader=127.0.0.1:", port),
+             "--rank=1",
+             "--world=2",
+             absl::StrCat("--timeout_ms=", absl::ToInt64Milliseconds(timeout))};
   fo.ready_prefix = "tp_child: started";
   absl::StatusOr<std::unique_ptr<e2e::ChildProcess>> follower = e2e::ChildProcess::Start(fo);
   ASSERT_TRUE(follower.ok()) << follower.status();

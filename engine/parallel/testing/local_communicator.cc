@@ -16,9 +16,8 @@ class LocalCommunicator : public Communicator {
   int world_size() const override { return group_->world_size(); }
 
   absl::Status Broadcast(std::string* bytes) override {
-    absl::StatusOr<std::vector<std::string>> all =
-        group_->Collective(rank_, next_++, LocalGroup::Kind::kBroadcast,
-                           rank_ == 0 ? *bytes : std::string());
+    absl::StatusOr<std::vector<std::string>> all = group_->Collective(
+        rank_, next_++, LocalGroup::Kind::kBroadcast, rank_ == 0 ? *bytes : std::string());
     if (!all.ok()) return all.status();
     *bytes = (*all)[0];
     return absl::OkStatus();
@@ -31,9 +30,8 @@ class LocalCommunicator : public Communicator {
     if (!all.ok()) return all.status();
     for (const std::string& s : *all) {
       if (s.size() != values.size() * sizeof(double)) {
-        const absl::Status st = absl::InternalError(
-            absl::StrCat("all-reduce of ", values.size(), " values met one of ",
-                         s.size() / sizeof(double)));
+        const absl::Status st = absl::InternalError(absl::StrCat(
+            "all-reduce of ", values.size(), " values met one of ", s.size() / sizeof(double)));
         group_->Fail(rank_, st);
         return st;
       }
@@ -106,8 +104,8 @@ void LocalGroup::Fail(int rank, const absl::Status& why) {
   if (health_[rank].ok()) health_[rank] = why.ok() ? absl::AbortedError("aborted") : why;
 }
 
-absl::StatusOr<std::vector<std::string>> LocalGroup::Collective(int rank, uint64_t index,
-                                                                Kind kind, std::string input) {
+absl::StatusOr<std::vector<std::string>> LocalGroup::Collective(int rank, uint64_t index, Kind kind,
+                                                                std::string input) {
   const absl::Time deadline = absl::Now() + options_.timeout;
   absl::MutexLock lock(&mu_);
   if (!health_[rank].ok()) return health_[rank];
@@ -117,9 +115,8 @@ absl::StatusOr<std::vector<std::string>> LocalGroup::Collective(int rank, uint64
     op.kind = kind;
     op.inputs.resize(n);
   } else if (op.kind != kind) {
-    health_[rank] = absl::InternalError(
-        absl::StrCat("rank ", rank, " called another collective than its peers (call ", index,
-                     ")"));
+    health_[rank] = absl::InternalError(absl::StrCat(
+        "rank ", rank, " called another collective than its peers (call ", index, ")"));
     return health_[rank];
   }
   op.inputs[rank] = std::move(input);
@@ -130,10 +127,9 @@ absl::StatusOr<std::vector<std::string>> LocalGroup::Collective(int rank, uint64
   mu_.AwaitWithDeadline(absl::Condition(&done), deadline);
   if (!health_[rank].ok()) return health_[rank];
   if (op.arrived != n) {
-    health_[rank] = absl::DeadlineExceededError(
-        absl::StrCat("rank ", rank, ": collective ", index, " timed out after ",
-                     absl::FormatDuration(options_.timeout), " (", op.arrived, " of ", n,
-                     " ranks arrived)"));
+    health_[rank] = absl::DeadlineExceededError(absl::StrCat(
+        "rank ", rank, ": collective ", index, " timed out after ",
+        absl::FormatDuration(options_.timeout), " (", op.arrived, " of ", n, " ranks arrived)"));
     return health_[rank];
   }
   std::vector<std::string> result = op.inputs;
