@@ -78,6 +78,12 @@ class Backend : public kvmanager::BlockDistance {
   // a shared block that must be written.
   virtual absl::Status CopyBlocks(int layer_group,
                                   absl::Span<const std::pair<int32_t, int32_t>> src_dst) = 0;
+
+  // OK while the backend can run steps; otherwise why not, for good (a
+  // tensor-parallel group whose peer died or hung: the worker then reports
+  // NOT_SERVING). Thread-safe, unlike the rest of the interface: the
+  // worker's health reporting calls it from its own thread.
+  virtual absl::Status health() const { return absl::OkStatus(); }
 };
 
 }  // namespace memshare::engine

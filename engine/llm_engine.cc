@@ -127,6 +127,9 @@ absl::Status LlmEngine::Submit(EngineRequest request, EventCallback on_event) {
     return absl::InvalidArgumentError("request_id: must not be empty");
   }
   if (!on_event) return absl::InvalidArgumentError("on_event: must be set");
+  if (absl::Status h = backend_->health(); !h.ok()) {
+    return absl::UnavailableError(absl::StrCat("engine unavailable: ", h.message()));
+  }
   absl::StatusOr<kvmanager::DedupParams> memshare = MemShareOf(request.memshare);
   if (!memshare.ok()) return memshare.status();
   absl::StatusOr<std::vector<int32_t>> prompt = Tokenize(request);

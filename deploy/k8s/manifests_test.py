@@ -21,11 +21,6 @@ flag fails this test):
   scrapes, under the job names the dashboards and rules use, and the
   PrometheusRule carries exactly deploy/prometheus/alerts.yml.
 
-Flags that the TP overlays need but the worker does not have yet (issue 7:
---group_leader, --rank, --world_size) are
-reported as PENDING on stderr instead of failing: those overlays render, but
-their workers would exit on the unknown flag until the flags land.
-
 Run by //deploy/k8s:manifests_test (needs kubectl with kustomize v4+).
 """
 import os
@@ -53,13 +48,6 @@ OVERLAYS = {
 
 # Flags of absl itself that --help does not list.
 ABSL_FLAGS = {"flagfile", "fromenv", "tryfromenv", "undefok"}
-
-# Worker flags the overlays use ahead of the binary, and why.
-PENDING_WORKER_FLAGS = {
-    "group_leader": "issue 7 (tensor-parallel worker groups)",
-    "rank": "issue 7 (tensor-parallel worker groups)",
-    "world_size": "issue 7 (tensor-parallel worker groups)",
-}
 
 POD_INDEX = "apps.kubernetes.io/pod-index"
 
@@ -191,17 +179,6 @@ class ManifestsTest(unittest.TestCase):
         cls.worker_flags = help_flags(WORKER_BIN)
         cls.renders = {name: render(os.path.join("overlays", name)) for name in OVERLAYS}
         cls.monitoring = render("monitoring")
-        cls.pending = []
-
-    @classmethod
-    def tearDownClass(cls):
-        for line in sorted(set(cls.pending)):
-            print("PENDING:", line, file=sys.stderr)
-        present = sorted(f for f in PENDING_WORKER_FLAGS if f in cls.worker_flags)
-        if present:
-            print("NOTE: memshare_worker now has --" + ", --".join(present) +
-                  ": drop them from PENDING_WORKER_FLAGS in deploy/k8s/manifests_test.py",
-                  file=sys.stderr)
 
     def containers(self, docs):
         configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
@@ -250,12 +227,6 @@ class ManifestsTest(unittest.TestCase):
                     self.assertIn(c.name, ("router", "worker"))
                     for flag, source in c.flag_sources.items():
                         if flag in known or flag in ABSL_FLAGS:
-                            continue
-                        if c.name == "worker" and flag in PENDING_WORKER_FLAGS:
-                            self.pending.append(
-                                f"overlays/{overlay}: --{flag} ({source}) is not in "
-                                f"`{binary} --help` yet: {PENDING_WORKER_FLAGS[flag]}; these "
-                                "workers exit on the unknown flag until it lands")
                             continue
                         self.fail(f"--{flag} ({source}) is not a flag of {binary}")
                     self.assertEqual(port_of(c.flags["address"]), c.port("grpc"))

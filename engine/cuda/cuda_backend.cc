@@ -139,6 +139,19 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
     return absl::InvalidArgumentError(
         absl::StrCat("max_model_len = ", o.max_model_len, ": must be >= 0"));
   }
+  if (o.tp_size < 1 || o.tp_size > 64 || o.tp_rank < 0 || o.tp_rank >= o.tp_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor parallel rank ", o.tp_rank, " of ", o.tp_size));
+  }
+  if (o.tp_size > 1 && (o.collectives == nullptr || o.collectives->world_size() != o.tp_size ||
+                        o.collectives->rank() != o.tp_rank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tp_size ", o.tp_size, " needs the group's collectives, of this rank and size"));
+  }
+  if (absl::StatusOr<std::vector<WeightSpec>> split = model::ListWeights(c, {o.tp_rank, o.tp_size});
+      !split.ok()) {
+    return split.status();
+  }
   int32_t prev = 0;
   for (int32_t b : o.cuda_graph_batch_sizes) {
     if (b <= prev || b > o.max_num_seqs) {
@@ -212,8 +225,17 @@ absl::Status CudaBackend::Init() {
   spec_.group_layer_begin =
       SplitLayers(static_cast<int32_t>(c.num_layers), options_.num_layer_groups);
   spec_.block_size = options_.block_size;
-  spec_.kv_heads_local = static_cast<int32_t>(c.num_kv_heads);
+  const model::TensorParallel tp{options_.tp_rank, options_.tp_size};
+  spec_.kv_heads_local = static_cast<int32_t>(model::LocalKvHeads(c, tp).count);
   spec_.head_dim = static_cast<int32_t>(c.head_dim);
+  heads_local_ = static_cast<int32_t>(c.num_heads / options_.tp_size);
+  q_local_ = int64_t{heads_local_} * c.head_dim;
+  kv_local_dim_ = int64_t{spec_.kv_heads_local} * c.head_dim;
+  inter_local_ = c.intermediate_size / options_.tp_size;
+  const model::VocabRange vocab = model::LocalVocab(c, tp);
+  vocab_begin_ = vocab.begin;
+  vocab_rows_ = vocab.end - vocab.begin;
+  vocab_chunk_ = vocab.chunk;
   for (int g = 0; g < spec_.num_layer_groups; ++g) {
     for (int32_t l = spec_.group_layer_begin[g]; l < spec_.group_layer_begin[g + 1]; ++l) {
       group_of_layer_.push_back(g);
@@ -231,7 +253,7 @@ absl::Status CudaBackend::Init() {
   max_tokens_ = std::max(options_.max_num_batched_tokens, buckets_.back());
   kernels::KvBlockShape shape{spec_.LayersInGroup(0), spec_.kv_heads_local, spec_.block_size,
                               spec_.head_dim};
-  fast_attention_ = kernels::FastAttentionSupports(shape, static_cast<int>(c.num_heads));
+  fast_attention_ = kernels::FastAttentionSupports(shape, heads_local_);
 
   RETURN_IF_ERROR(AllocateWeights());
   RETURN_IF_ERROR(LoadWeights());
@@ -242,14 +264,15 @@ absl::Status CudaBackend::Init() {
 
 absl::Status CudaBackend::AllocateWeights() {
   const model::ModelConfig& c = config_;
-  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(c);
+  absl::StatusOr<std::vector<WeightSpec>> specs =
+      model::ListWeights(c, {options_.tp_rank, options_.tp_size});
   if (!specs.ok()) return specs.status();
   const int64_t h = c.hidden_size;
-  const int64_t q = c.q_dim();
-  const int64_t kv = c.kv_dim();
+  const int64_t q = q_local_;
+  const int64_t kv = kv_local_dim_;
   const int64_t qkv_rows = q + 2 * kv;
-  const int64_t inter = c.intermediate_size;
-  const int64_t V = c.vocab_size;
+  const int64_t inter = inter_local_;
+  const int64_t V = vocab_rows_;
 
   // Offsets (bytes) of the fused tensors in the arena.
   size_t size = 0;
@@ -361,7 +384,8 @@ absl::Status CudaBackend::AllocateWeights() {
 }
 
 absl::Status CudaBackend::LoadWeights() {
-  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(config_);
+  absl::StatusOr<std::vector<WeightSpec>> specs =
+      model::ListWeights(config_, {options_.tp_rank, options_.tp_size});
   if (!specs.ok()) return specs.status();
   std::vector<Bf16> host;
   if (options_.load_format == model::LoadFormat::kDummy) {
@@ -380,7 +404,20 @@ absl::Status CudaBackend::LoadWeights() {
         continue;
       }
       const uint64_t key = SplitMix64(d.seed ^ HashName(s.name));
-      RETURN_IF_ERROR(kernels::LaunchDummyNormalBf16(key, d.std, n, 0, n, 0, dst, stream_));
+      // Element j of this rank's slice is element full(j) of the whole
+      // tensor (kernels/dummy_weights.h): the same values as one rank.
+      int64_t base = 0, width = n, full_row = 0;
+      if (s.split_dim == 0) {
+        int64_t row = 1;
+        for (size_t k = 1; k < s.shape.size(); ++k) row *= s.shape[k];
+        base = s.begin * row;
+      } else if (s.split_dim == 1) {
+        base = s.begin;
+        width = s.end - s.begin;
+        full_row = s.shape[1];
+      }
+      RETURN_IF_ERROR(
+          kernels::LaunchDummyNormalBf16(key, d.std, n, base, width, full_row, dst, stream_));
     }
   } else {
     absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
@@ -397,7 +434,18 @@ absl::Status CudaBackend::LoadWeights() {
       }
       const int64_t n = s.LocalElements();
       host.resize(n);
-      RETURN_IF_ERROR(model::CopyToBf16(*t, 0, n, host.data()));
+      if (s.split_dim == 1) {  // a column range of every row
+        const int64_t width = s.end - s.begin;
+        for (int64_t i = 0; i < s.shape[0]; ++i) {
+          RETURN_IF_ERROR(
+              model::CopyToBf16(*t, i * s.shape[1] + s.begin, width, host.data() + i * width));
+        }
+      } else {  // whole, or a range of rows
+        int64_t row = 1;
+        for (size_t k = 1; k < s.shape.size(); ++k) row *= s.shape[k];
+        const int64_t first = s.split_dim == 0 ? s.begin * row : 0;
+        RETURN_IF_ERROR(model::CopyToBf16(*t, first, n, host.data()));
+      }
       RETURN_IF_ERROR(Cuda(cudaMemcpy(const_cast<void*>(weight_slots_[i].first), host.data(), n * 2,
                                       cudaMemcpyHostToDevice),
                            "upload weights"));
@@ -408,7 +456,7 @@ absl::Status CudaBackend::LoadWeights() {
   RETURN_IF_ERROR(Cuda(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float),
                                   cudaMemcpyHostToDevice),
                        "upload inv_freq"));
-  return Cuda(cudaStreamSynchronize(stream_), "load weights");
+  return Sync("load weights");
 }
 
 CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) const {
@@ -440,19 +488,20 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t T = max_tokens_;
   const size_t S = max_seqs_;
   const size_t h = c.hidden_size;
-  const size_t q = c.q_dim();
-  const size_t qkv_cols = q + 2 * c.kv_dim();
-  const size_t inter = c.intermediate_size;
+  const size_t q = q_local_;
+  const size_t qkv_cols = q + 2 * kv_local_dim_;
+  const size_t inter = inter_local_;
   const size_t V = c.vocab_size;
+  const size_t tp = options_.tp_size;
 
   // Attention workspace: the largest split any decode launch can get.
   if (fast_attention_) {
     for (int32_t s = 1; s <= max_seqs_; ++s) {
       const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
           s, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
-      attn_workspace_bytes_ = std::max(
-          attn_workspace_bytes_, kernels::DecodeAttentionWorkspaceBytes(
-                                     s, static_cast<int>(c.num_heads), spec_.head_dim, split));
+      attn_workspace_bytes_ =
+          std::max(attn_workspace_bytes_,
+                   kernels::DecodeAttentionWorkspaceBytes(s, heads_local_, spec_.head_dim, split));
     }
   }
   size_t size = 0;
@@ -471,6 +520,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t selected = take(S * h * 2);
   const size_t logits = take(S * V * 4);
   const size_t raw_logits = take(S * V * 4);
+  const size_t logits_local = tp > 1 ? take(S * vocab_chunk_ * 4) : 0;
+  const size_t logits_gathered = tp > 1 ? take(tp * S * vocab_chunk_ * 4) : 0;
   const size_t lse = take(S * 4);
   const size_t sampled = take(S * 4);
   const size_t logprobs = take(S * 4);
@@ -488,6 +539,10 @@ absl::Status CudaBackend::AllocateBuffers() {
   selected_ = base + selected;
   logits_ = reinterpret_cast<float*>(base + logits);
   raw_logits_ = reinterpret_cast<float*>(base + raw_logits);
+  if (tp > 1) {
+    logits_local_ = reinterpret_cast<float*>(base + logits_local);
+    logits_gathered_ = reinterpret_cast<float*>(base + logits_gathered);
+  }
   lse_ = reinterpret_cast<float*>(base + lse);
   sampled_ = reinterpret_cast<int32_t*>(base + sampled);
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
@@ -511,6 +566,11 @@ absl::Status CudaBackend::AllocatePools() {
     const double keep = (1.0 - options_.gpu_memory_utilization) * static_cast<double>(total_bytes);
     const double avail = static_cast<double>(free_bytes) - keep - kReserveBytes;
     blocks = avail > 0 ? static_cast<int64_t>(avail / static_cast<double>(per_block)) : 0;
+    // Block ids mean the same on every rank: every pool gets the smallest
+    // count any rank can hold.
+    if (options_.collectives != nullptr) {
+      RETURN_IF_ERROR(options_.collectives->AllReduceMin(&blocks));
+    }
     if (blocks < 1) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "no room for KV blocks: ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
@@ -536,7 +596,7 @@ absl::Status CudaBackend::AllocatePools() {
     RETURN_IF_ERROR(Cuda(cudaMemsetAsync(p, 0, bytes, stream_), "zero KV pool"));
     kv_pool_bytes_ += static_cast<int64_t>(bytes);
   }
-  return Cuda(cudaStreamSynchronize(stream_), "zero KV pools");
+  return Sync("zero KV pools");
 }
 
 void CudaBackend::FillPadding(const MetaLayout& L) {
@@ -577,18 +637,28 @@ absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w
   return gemm_->Matmul(a, stream_);
 }
 
+absl::Status CudaBackend::Sync(absl::string_view what) {
+  if (options_.collectives != nullptr) return options_.collectives->Synchronize(stream_, what);
+  return Cuda(cudaStreamSynchronize(stream_), what);
+}
+
+absl::Status CudaBackend::AllReduce(void* data, int64_t count) {
+  if (options_.tp_size == 1) return absl::OkStatus();
+  return options_.collectives->AllReduceSumBf16(data, count, stream_);
+}
+
 absl::Status CudaBackend::RunModel(const StepArgs& step) {
   const model::ModelConfig& c = config_;
   const MetaLayout& L = step.layout;
   const int T = step.num_tokens;
   const int S = step.num_seqs;
   const int H = static_cast<int>(c.hidden_size);
-  const int q = static_cast<int>(c.q_dim());
-  const int kv = static_cast<int>(c.kv_dim());
+  const int q = static_cast<int>(q_local_);
+  const int kv = static_cast<int>(kv_local_dim_);
   const int qkv_cols = q + 2 * kv;
-  const int inter = static_cast<int>(c.intermediate_size);
+  const int inter = static_cast<int>(inter_local_);
   const int V = static_cast<int>(c.vocab_size);
-  const int heads = static_cast<int>(c.num_heads);
+  const int heads = heads_local_;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int G = spec_.num_layer_groups;
   const int32_t* slots = MetaDev<int32_t>(L.slots);
@@ -607,8 +677,10 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     }
   }
 
-  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, 0, V, H, MetaDev<int32_t>(L.token_ids),
-                                                 T, residual_, stream_));
+  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, vocab_begin_, vocab_rows_, H,
+                                                 MetaDev<int32_t>(L.token_ids), T, residual_,
+                                                 stream_));
+  RETURN_IF_ERROR(AllReduce(residual_, int64_t{T} * H));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     if (l == 0) {
@@ -651,11 +723,13 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
     RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
     RETURN_IF_ERROR(
         kernels::LaunchAddRmsNorm(tmp_, residual_, w.post_norm, hidden_, T, H, eps, stream_));
     RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
     RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
     RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
+    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
   }
   RETURN_IF_ERROR(
       kernels::LaunchAddRmsNorm(tmp_, residual_, final_norm_, hidden_, T, H, eps, stream_));
@@ -666,7 +740,25 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
                                                    step.logit_rows, selected_, stream_));
     x = selected_;
   }
-  return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+  if (options_.tp_size == 1)
+    return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+  // This rank's columns, then every rank's, then whole rows of V.
+  const int rows = step.logit_rows;
+  RETURN_IF_ERROR(
+      Gemm(rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_, nullptr, true));
+  const int64_t per_rank = int64_t{rows} * vocab_chunk_;
+  RETURN_IF_ERROR(
+      options_.collectives->AllGatherFp32(logits_local_, logits_gathered_, per_rank, stream_));
+  for (int r = 0; r < options_.tp_size; ++r) {
+    const model::VocabRange v = model::LocalVocab(c, {r, options_.tp_size});
+    const size_t width = static_cast<size_t>(v.end - v.begin) * 4;
+    if (width == 0) continue;
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpy2DAsync(logits_ + v.begin, size_t(V) * 4, logits_gathered_ + r * per_rank,
+                               width, width, rows, cudaMemcpyDeviceToDevice, stream_),
+             "place logits columns"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
@@ -677,10 +769,11 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   const model::ModelConfig& c = config_;
   const int H = static_cast<int>(c.hidden_size);
-  const int q = static_cast<int>(c.q_dim());
-  const int qkv_cols = q + 2 * static_cast<int>(c.kv_dim());
-  const int inter = static_cast<int>(c.intermediate_size);
-  const int V = static_cast<int>(c.vocab_size);
+  const int q = static_cast<int>(q_local_);
+  const int qkv_cols = q + 2 * static_cast<int>(kv_local_dim_);
+  const int inter = static_cast<int>(inter_local_);
+  const int V = static_cast<int>(vocab_rows_);
+  float* lm_out = options_.tp_size > 1 ? logits_local_ : logits_;
   const LayerWeights& w = layers_[0];
   struct Shape {
     int m, n, k;
@@ -695,7 +788,7 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
       {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false},
       {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
       {tokens, H, inter, act_, w.down, tmp_, nullptr, false},
-      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, logits_, nullptr, true},
+      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true},
   };
   for (const Shape& s : shapes) {
     GemmArgs a;
@@ -750,7 +843,7 @@ absl::Status CudaBackend::PrepareBuckets() {
         cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes, cudaMemcpyHostToDevice, stream_),
         "upload step metadata"));
     RETURN_IF_ERROR(RunModel(step));
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "warm-up decode step"));
+    RETURN_IF_ERROR(Sync("warm-up decode step"));
     if (!options_.enable_cuda_graphs) continue;
     RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
                          "begin graph capture"));
@@ -1020,7 +1113,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
            "upload step metadata"));
   if (penalties > 0) {
     if (static_cast<size_t>(penalties) > penalty_capacity_) {
-      RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow penalty buffers"));
+      RETURN_IF_ERROR(Sync("grow penalty buffers"));
       if (penalty_host_ != nullptr) cudaFreeHost(penalty_host_);
       if (penalty_dev_ != nullptr) cudaFree(penalty_dev_);
       penalty_host_ = penalty_dev_ = nullptr;
@@ -1091,7 +1184,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
-  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+  RETURN_IF_ERROR(Sync("step"));
   float gpu_ms = 0;
   if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
@@ -1140,7 +1233,7 @@ absl::Status CudaBackend::CopyBlocks(int layer_group,
   if (copies.empty()) return absl::OkStatus();
   const int n = static_cast<int>(copies.size());
   if (static_cast<size_t>(n) > pairs_capacity_) {
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
     if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
     if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
     pairs_host_ = pairs_dev_ = nullptr;
@@ -1193,7 +1286,7 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
                                     spec_.block_size, spec_.head_dim};
   const size_t ws = kernels::BlockDistanceWorkspaceBytes(shape, n);
   if (static_cast<size_t>(n) > pairs_capacity_ || ws > distance_workspace_bytes_) {
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
   }
   if (static_cast<size_t>(n) > pairs_capacity_) {
     if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
@@ -1234,7 +1327,7 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
                                        cudaMemcpyDeviceToHost, stream_),
                        "download distance sums"));
   RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
-  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "distance sums"));
+  RETURN_IF_ERROR(Sync("distance sums"));
   for (int i = 0; i < n; ++i) {
     out[i].k_diff_sq = host_sums[i].k_diff_sq;
     out[i].k_norm_sq = host_sums[i].k_norm_sq;
@@ -1251,7 +1344,7 @@ absl::Status CudaBackend::FillKvPoolsForBenchmark(uint64_t seed, float std) {
     RETURN_IF_ERROR(
         kernels::LaunchDummyNormalBf16(SplitMix64(seed + g), std, n, 0, n, 0, pools_[g], stream_));
   }
-  return Cuda(cudaStreamSynchronize(stream_), "fill KV pools");
+  return Sync("fill KV pools");
 }
 
 }  // namespace memshare::engine::cuda

@@ -33,7 +33,20 @@
 // and 128 with 16-token blocks; kernels/attention_generic.h otherwise (the
 // tiny test checkpoints).
 //
-// Tensor parallelism: world size 1 only.
+// Tensor parallelism (tp_size > 1, DESIGN.md §5): this backend is one
+// rank's shard. Q/K/V and gate/up are column-parallel (this rank's heads and
+// intermediate rows), O and down row-parallel, their outputs all-reduced;
+// the embedding is vocab-parallel (a token outside this rank's rows gets a
+// zero row, then an all-reduce) and so is the LM head (each rank's logits
+// columns, all-gathered into whole rows, so every rank samples the same
+// tokens from the same logits). KV heads are split across ranks, or
+// replicated when there are fewer KV heads than ranks; the KV pool holds
+// this rank's heads, with the same block count on every rank (the smallest
+// any rank can hold). The collectives are enqueued on the backend's stream
+// (inside the decode graphs) through Options::collectives, and every wait
+// for the stream is bounded by the group's timeout. Every rank must be
+// created with the same options (except tp_rank and device) and run the
+// same calls in the same order (engine/parallel/group_*).
 //
 // Thread-compatible (backend.h): one caller at a time; any thread (each
 // call makes its device current).
@@ -54,6 +67,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/backend.h"
+#include "engine/cuda/device_collectives.h"
 #include "engine/cuda/gemm.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
@@ -105,11 +119,20 @@ class CudaBackend : public Backend {
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
+    // Tensor parallelism: this rank and the group's size (1: the whole
+    // model on this device).
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+    // The group's collectives, required when tp_size > 1 (not owned; they
+    // outlive the backend).
+    DeviceCollectives* collectives = nullptr;
   };
 
-  // INVALID_ARGUMENT for bad options; the loader's errors (naming file and
-  // tensor) for a bad checkpoint; UNIMPLEMENTED for a shape the kernels do
-  // not run; RESOURCE_EXHAUSTED when weights, buffers or one block per
+  // INVALID_ARGUMENT for bad options (also a tp_rank outside 0 ..
+  // tp_size-1, or collectives missing or of another size); the loader's
+  // errors (naming file and tensor) for a bad checkpoint; UNIMPLEMENTED for
+  // a shape the kernels do not run or heads that do not split over
+  // tp_size ranks (model::ListWeights); RESOURCE_EXHAUSTED when weights, buffers or one block per
   // group do not fit; INTERNAL for a CUDA or cuBLASLt failure (also
   // FAILED_PRECONDITION when no CUDA device is usable).
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
@@ -147,6 +170,8 @@ class CudaBackend : public Backend {
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
+  int32_t tp_rank() const { return options_.tp_rank; }
+  int32_t tp_size() const { return options_.tp_size; }
   int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
 
   // Device time of the last Forward, from the metadata upload to the last
@@ -234,6 +259,11 @@ class CudaBackend : public Backend {
   absl::Status RunModel(const StepArgs& step);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
+  // Waits for the stream: through the group's bounded wait when there is
+  // one.
+  absl::Status Sync(absl::string_view what);
+  // Sums a bf16 [count] activation over the ranks (nothing with one rank).
+  absl::Status AllReduce(void* data, int64_t count);
   template <typename T>
   T* MetaDev(size_t offset) const {
     return reinterpret_cast<T*>(static_cast<char*>(meta_dev_) + offset);
@@ -253,6 +283,14 @@ class CudaBackend : public Backend {
   int32_t max_seqs_ = 0;
   int num_sms_ = 0;
   bool fast_attention_ = false;
+  // This rank's shard (the whole model with one rank).
+  int32_t heads_local_ = 0;   // query heads
+  int64_t q_local_ = 0;       // heads_local_ * head_dim
+  int64_t kv_local_dim_ = 0;  // kv_heads_local * head_dim
+  int64_t inter_local_ = 0;   // intermediate rows
+  int64_t vocab_begin_ = 0;   // first embedding / LM head row
+  int64_t vocab_rows_ = 0;    // rows held
+  int64_t vocab_chunk_ = 0;   // rows of every rank but the last (all-gather stride)
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CublasLtGemm> gemm_;
@@ -279,9 +317,14 @@ class CudaBackend : public Backend {
   void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head
   float* logits_ = nullptr;      // fp32 [max_seqs][vocab]
   float* raw_logits_ = nullptr;  // fp32 [max_seqs][vocab]: copy kept for logprobs
-  float* lse_ = nullptr;         // [max_seqs]
-  int32_t* sampled_ = nullptr;   // [max_seqs]
-  float* logprobs_ = nullptr;    // [max_seqs]
+  // tp_size > 1: this rank's LM head columns ([rows][vocab_rows_], in a
+  // buffer of max_seqs * vocab_chunk_) and every rank's, all-gathered
+  // ([tp_size][max_seqs * vocab_chunk_]).
+  float* logits_local_ = nullptr;
+  float* logits_gathered_ = nullptr;
+  float* lse_ = nullptr;        // [max_seqs]
+  int32_t* sampled_ = nullptr;  // [max_seqs]
+  float* logprobs_ = nullptr;   // [max_seqs]
   void* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
 
