@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/kernels.h"
 #include "engine/model/safetensors_reader.h"
+#include "engine/plan_validation.h"
 
 namespace memshare::engine::cpu {
 namespace {
@@ -45,10 +45,6 @@ absl::StatusOr<std::shared_ptr<const model::ModelWeights>> LoadWeights(
   absl::StatusOr<std::unique_ptr<model::ModelWeights>> w = model::ModelWeights::Load(*c, **r);
   if (!w.ok()) return w.status();
   return std::shared_ptr<const model::ModelWeights>(*std::move(w));
-}
-
-std::string SeqName(size_t i, const SequenceChunk& s) {
-  return absl::StrCat("sequence ", i, " (seq_id ", s.seq_id, ")");
 }
 
 }  // namespace
@@ -168,100 +164,13 @@ void CpuBackend::EnsureRope(int64_t positions) {
 
 absl::Status CpuBackend::Validate(const StepPlan& plan) const {
   const model::ModelConfig& c = config();
-  const int64_t bs = spec_.block_size;
-  absl::flat_hash_set<int64_t> written;  // (group, block, slot) of every token
-  for (size_t i = 0; i < plan.sequences.size(); ++i) {
-    const SequenceChunk& s = plan.sequences[i];
-    const int64_t n = static_cast<int64_t>(s.token_ids.size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": no tokens"));
-    if (s.start_pos < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": start_pos ", s.start_pos, " < 0"));
-    }
-    const int64_t end = int64_t{s.start_pos} + n;
-    if (end > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
-                                                     " exceed max_position_embeddings (",
-                                                     c.max_position_embeddings, ")"));
-    }
-    if (c.sliding_window > 0 && end > c.sliding_window) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
-                       c.sliding_window, "), which the CPU backend does not implement"));
-    }
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
-      if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
-                         " outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
-                                                     " block tables for ", spec_.num_layer_groups,
-                                                     " layer groups"));
-    }
-    const int64_t need = (end + bs - 1) / bs;
-    const bool views = !s.block_tables_hi.empty() || !s.block_shifts.empty();
-    if (views && (static_cast<int>(s.block_tables_hi.size()) != spec_.num_layer_groups ||
-                  static_cast<int>(s.block_shifts.size()) != spec_.num_layer_groups)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          SeqName(i, s), ": block_tables_hi / block_shifts have ", s.block_tables_hi.size(), " / ",
-          s.block_shifts.size(), " entries for ", spec_.num_layer_groups, " layer groups"));
-    }
-    for (int g = 0; g < spec_.num_layer_groups; ++g) {
-      const std::vector<int32_t>& table = s.block_tables[g];
-      if (static_cast<int64_t>(table.size()) < need) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
-                         " blocks; positions up to ", end - 1, " need ", need));
-      }
-      for (int64_t b = 0; b < need; ++b) {
-        if (table[b] < 0 || table[b] >= spec_.num_blocks) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
-                           " outside the pool [0, ", spec_.num_blocks, ")"));
-        }
-      }
-      if (views && !(s.block_tables_hi[g].empty() && s.block_shifts[g].empty())) {
-        const std::vector<int32_t>& hi = s.block_tables_hi[g];
-        const std::vector<int32_t>& shifts = s.block_shifts[g];
-        if (hi.size() != table.size() || shifts.size() != table.size()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": block_tables_hi[", g, "] / block_shifts[", g, "] have ", hi.size(),
-              " / ", shifts.size(), " entries, block_tables[", g, "] ", table.size()));
-        }
-        for (int64_t b = 0; b < need; ++b) {
-          if (shifts[b] < 0 || shifts[b] >= bs) {
-            return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": block_shifts[", g,
-                                                           "][", b, "] = ", shifts[b],
-                                                           " outside [0, ", bs, ")"));
-          }
-          if (shifts[b] > 0 && (hi[b] < 0 || hi[b] >= spec_.num_blocks)) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(SeqName(i, s), ": block_tables_hi[", g, "][", b, "] = ", hi[b],
-                             " outside the pool [0, ", spec_.num_blocks, ")"));
-          }
-        }
-        for (int64_t b = s.start_pos / bs; b < need; ++b) {
-          if (shifts[b] != 0) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(SeqName(i, s), ": logical block ", b, " of layer group ", g,
-                             " is a shifted view but the step writes into it"));
-          }
-        }
-      }
-      for (int64_t p = s.start_pos; p < end; ++p) {
-        const int64_t slot = (int64_t{g} * spec_.num_blocks + table[p / bs]) * bs + p % bs;
-        if (!written.insert(slot).second) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": position ", p, " would write slot ", p % bs, " of block ",
-              table[p / bs], " (layer group ", g, "), which another token of the step writes"));
-        }
-      }
-    }
-  }
-  return absl::OkStatus();
+  PlanLimits limits;
+  limits.vocab_size = c.vocab_size;
+  limits.max_positions = c.max_position_embeddings;
+  limits.max_positions_name = "max_position_embeddings";
+  limits.sliding_window = c.sliding_window;
+  limits.backend_name = "the CPU backend";
+  return ValidatePlan(plan, spec_, limits);
 }
 
 absl::Status CpuBackend::Forward(const StepPlan& plan, StepOutput* output) {
