@@ -1,4 +1,5 @@
-// GPU tests of kernels/attention (paged decode and prefill) against a
+// GPU tests of kernels/attention (paged decode and prefill) and of
+// kernels/attention_generic (the shapes those do not take) against a
 // float64 CPU reference: RoPE applied to Q and K at their logical positions,
 // GQA, causal masking, ragged sequences, block tables with physical blocks
 // shared inside and across sequences, MemShare shifted views (a logical
@@ -16,6 +17,7 @@
 
 #include "common/bf16.h"
 #include "gtest/gtest.h"
+#include "kernels/attention_generic.h"
 #include "kernels/kv_block_shape.h"
 #include "kernels/rope.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -138,7 +140,8 @@ Fixture Build(const Problem& pr) {
   // Queries: decode has one row per sequence, prefill q_len rows each. The
   // row stride is that of a fused QKV buffer, as the backend reads it.
   f.cu_q.assign(1, 0);
-  for (int s = 0; s < seqs; ++s) f.cu_q.push_back(f.cu_q.back() + (pr.q_len.empty() ? 1 : pr.q_len[s]));
+  for (int s = 0; s < seqs; ++s)
+    f.cu_q.push_back(f.cu_q.back() + (pr.q_len.empty() ? 1 : pr.q_len[s]));
   f.num_tokens = f.cu_q.back();
   f.q_stride = int64_t{pr.q_heads + 2 * pr.kv_heads} * pr.head_dim;
   f.q = testing::RandomBf16(size_t(f.num_tokens) * f.q_stride, rng);
@@ -204,7 +207,8 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true, bool views =
       for (int h = 0; h < pr.q_heads; ++h) {
         const int kvh = h / group;
         std::vector<double> q(D);
-        for (int d = 0; d < D; ++d) q[d] = Bf16ToFloat(f.q[token * f.q_stride + int64_t{h} * D + d]);
+        for (int d = 0; d < D; ++d)
+          q[d] = Bf16ToFloat(f.q[token * f.q_stride + int64_t{h} * D + d]);
         rotate(q, pos);
         std::vector<double> p(pos + 1);
         double mx = -INFINITY;
@@ -334,13 +338,13 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
   const DecodeSplit split =
       forced ? *forced
              : ChooseDecodeSplit(int(pr.ctx.size()), pr.kv_heads, max_ctx, kBlock, NumSms());
-  DeviceBuffer<uint8_t> ws(
-      std::max<size_t>(16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads,
-                                                         pr.head_dim, split)));
+  DeviceBuffer<uint8_t> ws(std::max<size_t>(
+      16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads, pr.head_dim, split)));
   ws.Poison();
   d.out.Poison();
   std::printf("  split %d x %d blocks\n", split.num_splits, split.blocks_per_split);
-  ASSERT_TRUE(LaunchPagedDecodeAttention(d.args, int(pr.ctx.size()), split, ws.get(), nullptr).ok());
+  ASSERT_TRUE(
+      LaunchPagedDecodeAttention(d.args, int(pr.ctx.size()), split, ws.get(), nullptr).ok());
   ASSERT_CUDA(cudaGetLastError());
   ASSERT_CUDA(cudaDeviceSynchronize());
   ExpectMatches(f, d.out.Download());
@@ -494,6 +498,59 @@ TEST(PagedPrefillAttentionTest, ShiftedViewsHeadDim64WideGroups) {
 TEST(PagedPrefillAttentionTest, MhaAndWideGroups) {
   RunPrefill(Chunks(128, 4, 4, 13));
   RunPrefill(Chunks(64, 16, 1, 14));
+}
+
+// The generic kernel on the same fixtures (decode: one query row per
+// sequence; prefill: the chunks), at the head sizes of the golden test
+// checkpoints, with and without shifted views.
+void RunGeneric(const Problem& pr) {
+  const Fixture f = Build(pr);
+  if (pr.views) {
+    ASSERT_GT(f.view_entries, 0);
+  }
+  DeviceInputs d;
+  Upload(f, d);
+  d.out.Poison();
+  const int max_q = pr.q_len.empty() ? 1 : *std::max_element(pr.q_len.begin(), pr.q_len.end());
+  ASSERT_TRUE(
+      LaunchPagedAttentionGeneric(d.args, int(pr.ctx.size()), d.cu_q.get(), max_q, nullptr).ok());
+  ASSERT_CUDA(cudaGetLastError());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ExpectMatches(f, d.out.Download());
+}
+
+TEST(GenericAttentionTest, DecodeHeadDim16) { RunGeneric(Ragged(16, 4, 2, 41)); }
+
+TEST(GenericAttentionTest, ShiftedViewsDecodeHeadDim16) {
+  RunGeneric(WithViews(Ragged(16, 4, 2, 42)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsDecodeHeadDim32OneKvHead) {
+  RunGeneric(WithViews(Ragged(32, 4, 1, 43)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsPrefillHeadDim16) {
+  RunGeneric(WithViews(Chunks(16, 4, 2, 44)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsPrefillHeadDim32Mha) {
+  Problem p = WithViews(Chunks(32, 4, 4, 45));
+  p.llama3 = true;
+  RunGeneric(p);
+}
+
+TEST(GenericAttentionTest, RejectsHalfTheViewArrays) {
+  PagedAttentionArgs a;
+  a.shape = {1, 2, 16, 16};
+  a.num_q_heads = 4;
+  a.q_row_stride = 8 * 16;
+  a.block_table_stride = 1;
+  a.softmax_scale = 1.f;
+  int32_t dummy = 0;
+  a.block_shifts = &dummy;  // without block_tables_hi
+  const absl::Status st = LaunchPagedAttentionGeneric(a, 1, nullptr, 1, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("block_tables_hi"), absl::string_view::npos) << st;
 }
 
 }  // namespace
