@@ -10,6 +10,13 @@
 //                (running sequences decode first, then prompts prefill in
 //                chunks within the token budget, so decode and prefill share
 //                steps), tokens sampled on the GPU
+//   engine_throughput
+//                the same offline workload through LlmEngine (scheduler,
+//                KV manager, detokenization, streaming callbacks) over the
+//                same backend, with tokens sampled on the GPU (device) or
+//                on the host from downloaded logits (host), for each mode
+//                of --engine; the ratio to the direct driver above is the
+//                engine's overhead
 //   decode_step  one decode step of B sequences at context C (KV pools
 //                filled with random bf16), median of many, through Forward
 //                (metadata upload, graph replay, sampling, download, sync)
@@ -18,7 +25,8 @@
 //
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
 //                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
-//                       --decode_batch=64 --decode_context=1024 --json=FILE]
+//                       --decode_batch=64 --decode_context=1024
+//                       --engine=device,host --json=FILE]
 //
 // Throughput runs for each budget (max tokens per step), with the GEMMs
 // tuned for the decode buckets only (--tune_prefill 0 or 1) and then also
@@ -40,8 +48,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/gemm.h"
+#include "engine/id_text_codec.h"
+#include "engine/llm_engine.h"
 #include "engine/model/model_config.h"
 #include "kernels/dummy_weights.h"
 
@@ -66,6 +77,9 @@ struct Args {
   int decode_batch = 64;
   int decode_context = 1024;
   double gpu_memory_utilization = 0.9;
+  // Sampling modes of the engine_throughput runs ("device", "host"); none
+  // by default.
+  std::vector<std::string> engine_modes;
   std::string json;
 };
 
@@ -103,7 +117,19 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->gpu_memory_utilization = std::atof(v.c_str());
     else if (k == "json")
       a->json = v;
-    else {
+    else if (k == "engine") {
+      a->engine_modes.clear();
+      for (size_t at = 0; at < v.size();) {
+        const size_t comma = std::min(v.find(',', at), v.size());
+        const std::string mode = v.substr(at, comma - at);
+        if (mode != "device" && mode != "host") {
+          std::fprintf(stderr, "--engine: device or host, got %s\n", mode.c_str());
+          return false;
+        }
+        a->engine_modes.push_back(mode);
+        at = comma + 1;
+      }
+    } else {
       std::fprintf(stderr, "unknown flag --%s\n", k.c_str());
       return false;
     }
@@ -341,6 +367,118 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, int budget, uint64
   return r;
 }
 
+// LlmEngine owns its backend; the benchmark keeps the CUDA backend for the
+// other measures and lends it through this.
+class LentBackend : public engine::Backend {
+ public:
+  explicit LentBackend(engine::Backend* b) : b_(b) {}
+  const engine::KvCacheSpec& kv_spec() const override { return b_->kv_spec(); }
+  int32_t vocab_size() const override { return b_->vocab_size(); }
+  bool SamplesOnDevice() const override { return b_->SamplesOnDevice(); }
+  bool SupportsShiftedViews() const override { return b_->SupportsShiftedViews(); }
+  absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
+    return b_->Forward(plan, output);
+  }
+  absl::Status CopyBlocks(int g, absl::Span<const std::pair<int32_t, int32_t>> src_dst) override {
+    return b_->CopyBlocks(g, src_dst);
+  }
+  absl::Status ComputeDistanceSums(int g, absl::Span<const kvmanager::BlockPair> pairs,
+                                   absl::Span<kvmanager::DistanceSums> out) override {
+    return b_->ComputeDistanceSums(g, pairs, out);
+  }
+
+ private:
+  engine::Backend* const b_;
+};
+
+struct EngineResult {
+  double seconds = 0;
+  int64_t output_tokens = 0;
+  int64_t steps = 0;
+  int64_t decode_steps = 0;
+  int64_t device_sampled_tokens = 0;
+  double schedule_seconds = 0;
+  double prefill_seconds = 0;  // forward of steps with prompt tokens
+  double decode_seconds = 0;   // forward of pure decode steps
+  double sample_seconds = 0;
+};
+
+// The workload of RunThroughput (same prompts for the same seed) through
+// LlmEngine: greedy, EOS ignored, MemShare off; `device_sampling` false
+// makes the scheduler sample on the host from the downloaded logits.
+EngineResult RunEngineThroughput(engine::Backend& b, const Args& a, int budget,
+                                 bool device_sampling, uint64_t seed) {
+  const int V = b.vocab_size();
+  engine::LlmEngine::Options o;
+  o.scheduler.max_num_batched_tokens = budget;
+  o.scheduler.max_num_seqs = a.prompts;
+  o.scheduler.max_model_len = a.prompt_len + a.gen_len;
+  o.scheduler.sample_on_device = device_sampling;
+  o.max_live_requests = std::max(a.prompts, 1);
+  o.kv.dedup.mode = kvmanager::DedupMode::kOff;
+  engine::LlmEngine::Parts parts;
+  parts.backend = std::make_unique<LentBackend>(&b);
+  parts.codec = std::make_unique<engine::IdTextCodec>(V, std::vector<int32_t>{});
+  auto created = engine::LlmEngine::Create(o, std::move(parts));
+  CHECK_OK(created.status());
+  engine::LlmEngine& e = **created;
+
+  absl::Mutex mu;
+  EngineResult r;
+  int live = a.prompts;
+  absl::Status failure;
+  e.SetStepObserver([&](engine::StepPhase phase, double seconds) {
+    absl::MutexLock lock(&mu);
+    switch (phase) {
+      case engine::StepPhase::kSchedule:
+        r.schedule_seconds += seconds;
+        ++r.steps;
+        break;
+      case engine::StepPhase::kPrefill:
+        r.prefill_seconds += seconds;
+        break;
+      case engine::StepPhase::kDecode:
+        r.decode_seconds += seconds;
+        ++r.decode_steps;
+        break;
+      case engine::StepPhase::kSample:
+        r.sample_seconds += seconds;
+        break;
+      default:
+        break;
+    }
+  });
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(10, V - 10);
+  const double t0 = Now();
+  for (int i = 0; i < a.prompts; ++i) {
+    engine::EngineRequest req;
+    req.request_id = absl::StrCat("p", i);
+    req.prompt_token_ids.resize(a.prompt_len);
+    for (auto& t : req.prompt_token_ids) t = tok(rng);
+    req.sampling.temperature = 0;
+    req.sampling.max_tokens = a.gen_len;
+    req.sampling.ignore_eos = true;
+    CHECK_OK(e.Submit(std::move(req), [&](const engine::StreamEvent& ev) {
+      absl::MutexLock lock(&mu);
+      r.output_tokens += static_cast<int64_t>(ev.token_ids.size());
+      if (ev.finished) {
+        if (!ev.status.ok() && failure.ok()) failure = ev.status;
+        --live;
+      }
+    }));
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &live));
+    r.seconds = Now() - t0;
+  }
+  CHECK_OK(failure);
+  r.device_sampled_tokens = e.GetSchedulerStats().device_sampled_tokens;
+  return r;
+}
+
 }  // namespace
 }  // namespace memshare::bench
 
@@ -413,6 +551,35 @@ int main(int argc, char** argv) {
             1e3 * r.decode_step_gpu_seconds / std::max(1, r.decode_steps), "}"));
       }
       const ThroughputResult& med = runs[runs.size() / 2];
+      // The same workload through the engine, each sampling mode.
+      for (const std::string& mode : a.engine_modes) {
+        std::vector<EngineResult> eruns;
+        for (int i = 0; i < a.repeats + 1; ++i) {
+          eruns.push_back(RunEngineThroughput(b, a, budget, mode == "device", 1 + i));
+        }
+        eruns.erase(eruns.begin());
+        std::sort(eruns.begin(), eruns.end(), [](const EngineResult& x, const EngineResult& y) {
+          return x.seconds < y.seconds;
+        });
+        for (const EngineResult& r : eruns) {
+          report.Add(absl::StrCat(
+              "{\"measure\":\"engine_throughput\",\"gpu\":\"", card, "\",\"config\":\"", label,
+              "\",\"sampling\":\"", mode, "\",\"prompts\":", a.prompts,
+              ",\"prompt_len\":", a.prompt_len, ",\"gen_len\":", a.gen_len,
+              ",\"max_batched_tokens\":", budget, ",\"prefill_tuned\":", pass,
+              ",\"seconds\":", r.seconds, ",\"output_tokens\":", r.output_tokens,
+              ",\"output_tok_per_s\":", r.output_tokens / r.seconds,
+              ",\"direct_tok_per_s\":", med.output_tokens / med.seconds, ",\"ratio_to_direct\":",
+              (r.output_tokens / r.seconds) / (med.output_tokens / med.seconds),
+              ",\"device_sampled_tokens\":", r.device_sampled_tokens, ",\"steps\":", r.steps,
+              ",\"decode_steps\":", r.decode_steps, ",\"schedule_seconds\":", r.schedule_seconds,
+              ",\"prefill_forward_seconds\":", r.prefill_seconds,
+              ",\"decode_forward_seconds\":", r.decode_seconds,
+              ",\"sample_seconds\":", r.sample_seconds, ",\"mean_decode_forward_ms\":",
+              1e3 * r.decode_seconds / std::max<int64_t>(1, r.decode_steps),
+              ",\"mean_sample_ms\":", 1e3 * r.sample_seconds / std::max<int64_t>(1, r.steps), "}"));
+        }
+      }
       if (med.seconds < best.seconds) {
         best = med;
         best_label = label;

@@ -61,6 +61,13 @@ class Backend : public kvmanager::BlockDistance {
   // `sampling` is ignored and every row's logits are returned.
   virtual bool SamplesOnDevice() const { return false; }
 
+  // Whether Forward reads MemShare shifted views (SequenceChunk::
+  // block_tables_hi / block_shifts) and ComputeDistanceSums shifted
+  // reference windows (kvmanager::BlockPair::shift). False: the engine
+  // turns shifted sharing off (DedupPolicy::shifted_sharing), so no plan
+  // carries a view and no pair a shift.
+  virtual bool SupportsShiftedViews() const { return false; }
+
   // Runs one step: writes K/V of every token in the plan into its slot and
   // returns the logits asked for. INVALID_ARGUMENT for a plan that does not
   // fit (block table too short, block id out of range, token id outside the
@@ -71,6 +78,12 @@ class Backend : public kvmanager::BlockDistance {
   // a shared block that must be written.
   virtual absl::Status CopyBlocks(int layer_group,
                                   absl::Span<const std::pair<int32_t, int32_t>> src_dst) = 0;
+
+  // OK while the backend can run steps; otherwise why not, for good (a
+  // tensor-parallel group whose peer died or hung: the worker then reports
+  // NOT_SERVING). Thread-safe, unlike the rest of the interface: the
+  // worker's health reporting calls it from its own thread.
+  virtual absl::Status health() const { return absl::OkStatus(); }
 };
 
 }  // namespace memshare::engine

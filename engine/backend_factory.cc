@@ -33,6 +33,10 @@ bool CudaDeviceAvailable() {
 namespace {
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCpu(const BackendOptions& o) {
+  if (o.tp_size > 1) {
+    return absl::UnimplementedError(
+        "tensor parallelism runs on the CUDA backend only (--device cuda)");
+  }
   cpu::CpuBackend::Options c;
   c.model_dir = o.model_dir;
   c.load_format = o.load_format;
@@ -82,6 +86,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCuda(const BackendOptions& o) {
   c.max_num_batched_tokens = o.max_num_batched_tokens;
   c.max_model_len = o.max_model_len;
   c.enable_cuda_graphs = o.enable_cuda_graphs;
+  c.tp_rank = o.tp_rank;
+  c.tp_size = o.tp_size;
+  c.collectives = o.collectives;
   absl::StatusOr<std::unique_ptr<cuda::CudaBackend>> b = cuda::CudaBackend::Create(c);
   if (!b.ok()) return b.status();
   return std::unique_ptr<Backend>(*std::move(b));

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/backend.h"
+#include "engine/cuda/device_collectives.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
 
@@ -62,11 +63,16 @@ struct BackendOptions {
   int32_t max_model_len = 0;
   // CUDA: replay decode steps from CUDA graphs.
   bool enable_cuda_graphs = true;
+  // Tensor parallelism (CUDA only): this rank's shard of a group of
+  // tp_size ranks, over the group's collectives (not owned).
+  int32_t tp_rank = 0;
+  int32_t tp_size = 1;
+  cuda::DeviceCollectives* collectives = nullptr;
 };
 
 // The backend `options.device` names (auto: CUDA when CudaDeviceAvailable()).
-// FAILED_PRECONDITION for cuda without a usable device; the backend's own
-// errors otherwise.
+// FAILED_PRECONDITION for cuda without a usable device; UNIMPLEMENTED for
+// tp_size > 1 on the CPU; the backend's own errors otherwise.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const BackendOptions& options);
 
 }  // namespace memshare::engine

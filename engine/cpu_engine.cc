@@ -10,7 +10,19 @@
 
 namespace memshare::engine {
 
-absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
+namespace {
+
+// What CreateCpuEngine and CreateEngineBackend derive from the options.
+struct Plan {
+  model::ModelConfig config;
+  int64_t kv_block_bytes = 0;
+  int32_t num_blocks = 0;
+  int32_t max_model_len = 0;
+  bool cuda = false;
+  BackendOptions backend;
+};
+
+absl::StatusOr<Plan> PlanEngine(const CpuEngineOptions& options) {
   if (options.block_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("block_size: must be >= 1, got ", options.block_size));
@@ -27,13 +39,14 @@ absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
   absl::StatusOr<model::ModelConfig> config = model::ModelConfig::FromModelDir(options.model_dir);
   if (!config.ok()) return config.status();
 
-  CpuEngine out;
+  Plan out;
   out.config = *config;
   // K and V, bf16, of one block over every layer.
   out.kv_block_bytes =
       config->num_layers * 2 * config->num_kv_heads * options.block_size * config->head_dim * 2;
-  const bool cuda = options.device == DeviceKind::kCuda ||
+  const bool cuda = options.tensor_parallel.size > 1 || options.device == DeviceKind::kCuda ||
                     (options.device == DeviceKind::kAuto && CudaDeviceAvailable());
+  out.cuda = cuda;
   int64_t blocks = options.num_blocks;
   if (blocks == 0 && !cuda) {
     blocks = options.kv_cache_bytes / std::max<int64_t>(out.kv_block_bytes, 1);
@@ -70,9 +83,42 @@ absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
   backend_options.max_num_seqs = options.engine.scheduler.max_num_seqs;
   backend_options.max_num_batched_tokens = options.engine.scheduler.max_num_batched_tokens;
   backend_options.max_model_len = max_model_len;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(backend_options);
+  backend_options.tp_rank = options.tensor_parallel.rank;
+  backend_options.tp_size = options.tensor_parallel.size;
+  backend_options.collectives = options.tensor_parallel.collectives;
+  if (options.tensor_parallel.size > 1) {
+    backend_options.cuda_device = options.tensor_parallel.cuda_device;
+  }
+  out.max_model_len = max_model_len;
+  out.backend = backend_options;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateEngineBackend(const CpuEngineOptions& options) {
+  absl::StatusOr<Plan> plan = PlanEngine(options);
+  if (!plan.ok()) return plan.status();
+  return CreateBackend(plan->backend);
+}
+
+absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
+  absl::StatusOr<Plan> plan = PlanEngine(options);
+  if (!plan.ok()) return plan.status();
+  const model::ModelConfig* config = &plan->config;
+  const bool cuda = plan->cuda;
+  const int32_t max_model_len = plan->max_model_len;
+  CpuEngine out;
+  out.config = plan->config;
+  out.kv_block_bytes = plan->kv_block_bytes;
+  out.num_blocks = plan->num_blocks;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateBackend(plan->backend);
   if (!backend.ok()) return backend.status();
   out.num_blocks = (*backend)->kv_spec().num_blocks;
+  if (options.wrap_backend) {
+    backend = options.wrap_backend(*std::move(backend));
+    if (!backend.ok()) return backend.status();
+  }
 
   LlmEngine::Parts parts;
   const bool has_tokenizer =
@@ -103,7 +149,9 @@ absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options) {
   info.architecture = config->architecture_name;
   info.num_layers = static_cast<int32_t>(config->num_layers);
   info.device = cuda ? "cuda" : "cpu";
-  info.tensor_parallel_size = 1;
+  info.tensor_parallel_size = options.tensor_parallel.size;
+  // What one shared block saves: every rank's share of it.
+  info.kv_block_bytes = out.kv_block_bytes;
   absl::StatusOr<std::unique_ptr<LlmEngine>> engine =
       LlmEngine::Create(engine_options, std::move(parts));
   if (!engine.ok()) return engine.status();

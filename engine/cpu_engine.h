@@ -6,6 +6,7 @@
 #define MEMSHARE_ENGINE_CPU_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -45,6 +46,19 @@ struct CpuEngineOptions {
   // Scheduler limits, queue bound, prefix cache and MemShare policy.
   // scheduler.max_model_len, the KV geometry and model_info are filled in.
   LlmEngine::Options engine;
+  // Tensor parallelism (CUDA): this process's rank of a group of `size`,
+  // the group's device collectives (not owned) and this rank's CUDA device.
+  // The backend is then this rank's shard.
+  struct TensorParallel {
+    int32_t rank = 0;
+    int32_t size = 1;
+    cuda::DeviceCollectives* collectives = nullptr;
+    int32_t cuda_device = 0;
+  };
+  TensorParallel tensor_parallel;
+  // Applied to the backend before the engine takes it (rank 0 of a group:
+  // the GroupLeaderBackend in front of its shard); unset: none.
+  std::function<absl::StatusOr<std::unique_ptr<Backend>>(std::unique_ptr<Backend>)> wrap_backend;
 };
 
 struct CpuEngine {
@@ -59,6 +73,11 @@ struct CpuEngine {
 
 // Errors name the file or the option at fault.
 absl::StatusOr<CpuEngine> CreateCpuEngine(const CpuEngineOptions& options);
+
+// The backend CreateCpuEngine builds for `options` (before wrap_backend),
+// alone: what a follower rank of a tensor-parallel group runs, built from
+// the same options as rank 0's.
+absl::StatusOr<std::unique_ptr<Backend>> CreateEngineBackend(const CpuEngineOptions& options);
 
 }  // namespace memshare::engine
 

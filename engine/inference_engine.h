@@ -105,6 +105,11 @@ class InferenceEngine {
   // Installs the receiver of step timings. Called at most once, before the
   // first Submit. Engines that do not time their steps ignore it.
   virtual void SetStepObserver(StepObserver /*observer*/) {}
+
+  // OK while the engine can serve; otherwise why not, for good (its
+  // tensor-parallel group broke): the worker then reports NOT_SERVING and
+  // exits.
+  virtual absl::Status health() const { return absl::OkStatus(); }
 };
 
 }  // namespace memshare::engine

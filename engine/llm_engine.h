@@ -85,6 +85,10 @@ class LlmEngine : public InferenceEngine {
   // after `timeout`.
   absl::Status Drain(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The backend's health (a tensor-parallel group that broke). While it is
+  // not OK, Submit answers UNAVAILABLE.
+  absl::Status health() const override { return backend_->health(); }
+
   // Scheduler counters (copied after each step).
   SchedulerStats GetSchedulerStats() const ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -453,5 +453,100 @@ TEST(LlmEngineTest, LoadCountsPrefixCacheAndMemShare) {
   EXPECT_GT(a.last().usage.shared_blocks, 0);
 }
 
+// A backend that cannot read shifted views gets an engine without them
+// (the engine turns DedupPolicy::shifted_sharing off), and MemShare still
+// shares whole blocks.
+TEST(LlmEngineTest, ShiftedSharingOnlyWithABackendThatReadsViews) {
+  for (const bool reads_views : {true, false}) {
+    FakeBackend::Options model = Model();
+    model.window = 1;
+    model.shifted_views = reads_views;
+    LlmEngine::Options o;
+    o.kv.segmenter.min_step_tokens = 8;
+    o.kv.segmenter.max_step_tokens = 16;
+    auto engine = MakeEngine(o, model);
+    ASSERT_NE(engine, nullptr);
+    Stream a;
+    EngineRequest r = Text("a", "abcdefghijklmnopq", 150);
+    r.memshare.mode = MemShareParams::Mode::kOn;
+    ASSERT_TRUE(engine->Submit(r, a.Callback()).ok());
+    ASSERT_TRUE(a.Wait());
+    EXPECT_EQ(a.tokens(), Reference(Ids("abcdefghijklmnopq"), 150, model)) << reads_views;
+    const kvmanager::KvStatsSnapshot kv = engine->GetKvStats();
+    EXPECT_GT(kv.dedup_remapped, 0) << reads_views;
+    if (!reads_views) {
+      EXPECT_EQ(kv.dedup_remapped_shifted, 0);
+    }
+  }
+}
+
+// The same requests through an engine whose backend samples on the device:
+// the same tokens, text, stop-string ends and logprobs as host sampling.
+TEST(LlmEngineTest, DeviceSamplingStreamsWhatHostSamplingStreams) {
+  FakeBackend::Options device_model = Model();
+  device_model.samples_on_device = true;
+  auto host = MakeEngine();
+  auto device = MakeEngine({}, device_model);
+
+  EngineRequest seeded = Text("seeded", "the prompt", 30);
+  seeded.sampling.temperature = 0.8f;
+  seeded.sampling.seed = 99;
+  seeded.sampling.top_p = 0.9f;
+  seeded.sampling.repetition_penalty = 1.3f;
+  seeded.sampling.frequency_penalty = 0.2f;
+  // Where the seeded reply stops once a stop string is set: at the first
+  // occurrence of two characters taken from its middle.
+  Stream probe;
+  ASSERT_TRUE(host->Submit(seeded, probe.Callback()).ok());
+  ASSERT_TRUE(probe.Wait());
+  const std::string full = probe.text();
+  ASSERT_EQ(full.size(), 30u);
+  const std::string stop = full.substr(12, 2);
+  const size_t cut = full.find(stop);
+  seeded.request_id = "seeded-stop";
+  seeded.sampling.stop = {stop};
+
+  EngineRequest greedy_stop = Text("greedy-stop", "abc", 20);
+  const std::string greedy_full = FakeTextCodec::Decode(Reference(Ids("abc"), 20));
+  greedy_stop.sampling.stop = {greedy_full.substr(5, 2)};
+  EngineRequest with_logprobs = Text("logprobs", "some words", 12);
+  with_logprobs.sampling.temperature = 1.0f;
+  with_logprobs.sampling.seed = 5;
+  with_logprobs.sampling.logprobs = 2;
+
+  std::vector<EngineRequest> requests = {seeded, greedy_stop, with_logprobs};
+  std::vector<std::unique_ptr<Stream>> on_host, on_device;
+  for (const EngineRequest& r : requests) {
+    on_host.push_back(std::make_unique<Stream>());
+    on_device.push_back(std::make_unique<Stream>());
+    ASSERT_TRUE(host->Submit(r, on_host.back()->Callback()).ok());
+    ASSERT_TRUE(device->Submit(r, on_device.back()->Callback()).ok());
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(requests[i].request_id);
+    ASSERT_TRUE(on_host[i]->Wait());
+    ASSERT_TRUE(on_device[i]->Wait());
+    EXPECT_EQ(on_device[i]->tokens(), on_host[i]->tokens());
+    EXPECT_EQ(on_device[i]->text(), on_host[i]->text());
+    const StreamEvent a = on_host[i]->last(), b = on_device[i]->last();
+    EXPECT_TRUE(b.status.ok()) << b.status;
+    EXPECT_EQ(b.finish_reason, a.finish_reason);
+    EXPECT_EQ(b.usage.completion_tokens, a.usage.completion_tokens);
+  }
+  EXPECT_EQ(on_device[0]->text(), full.substr(0, cut));
+  EXPECT_EQ(on_device[0]->last().finish_reason, FinishReason::kStop);
+  EXPECT_EQ(on_device[1]->text(), greedy_full.substr(0, 5));
+  EXPECT_EQ(on_device[1]->last().finish_reason, FinishReason::kStop);
+  ASSERT_TRUE(host->Drain(absl::Seconds(5)).ok());
+  ASSERT_TRUE(device->Drain(absl::Seconds(5)).ok());
+  // Only the logprobs request was sampled on the host.
+  const SchedulerStats stats = device->GetSchedulerStats();
+  EXPECT_EQ(stats.device_sampled_tokens,
+            stats.generated_tokens - static_cast<int64_t>(on_device[2]->tokens().size()));
+  EXPECT_GT(stats.device_sampled_tokens, 0);
+  EXPECT_EQ(host->GetSchedulerStats().device_sampled_tokens, 0);
+  EXPECT_EQ(device->GetLoad().kv_blocks_used, 0);
+}
+
 }  // namespace
 }  // namespace memshare::engine

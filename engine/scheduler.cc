@@ -22,7 +22,8 @@ struct Scheduler::Sequence {
   bool ignore_eos = false;
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
-  bool resident = false;  // admitted to the KV manager (in running_)
+  bool device_sampling = false;  // sampled by the backend (no top-n logprobs)
+  bool resident = false;         // admitted to the KV manager (in running_)
   bool ever_admitted = false;
   Usage usage;
 
@@ -52,6 +53,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
     return absl::InvalidArgumentError(
         absl::StrCat("max_prompt_len: must be >= 0, got ", options.max_prompt_len));
   }
+  if (kv->shifted_sharing() && !backend->SupportsShiftedViews()) {
+    return absl::InvalidArgumentError(
+        "the KV manager may make MemShare shifted views (dedup.shifted_sharing) but the backend "
+        "does not read them (Backend::SupportsShiftedViews)");
+  }
   const KvCacheSpec& spec = backend->kv_spec();
   if (spec.block_size != kv->block_size() || spec.num_layer_groups != kv->num_layer_groups() ||
       spec.num_blocks != kv->num_blocks()) {
@@ -75,7 +81,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
 }
 
 Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvManager* kv)
-    : options_(options), backend_(backend), kv_(kv), vocab_size_(backend->vocab_size()) {
+    : options_(options),
+      backend_(backend),
+      kv_(kv),
+      vocab_size_(backend->vocab_size()),
+      device_sampling_(options.sample_on_device && backend->SamplesOnDevice()) {
   // A sequence alone must always fit in the pool, or it could never finish.
   const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
   max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
@@ -122,9 +132,12 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   if (absl::Status s = Validate(request); !s.ok()) return s;
   const std::vector<int32_t>& prompt = request.prompt_token_ids;
 
+  // Top-n alternatives need the whole row: those sequences stay here.
+  const bool on_device = device_sampling_ && request.sampling.logprobs == 0;
   Sampler::Options sampler_options;
   sampler_options.params = request.sampling;
   sampler_options.vocab_size = vocab_size_;
+  sampler_options.keep_penalty_lists = on_device;
   absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sampler_options, prompt);
   if (!sampler.ok()) return sampler.status();
 
@@ -142,6 +155,7 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   seq->stop_ids.insert(request.sampling.stop_token_ids.begin(),
                        request.sampling.stop_token_ids.end());
   seq->sampler = std::move(*sampler);
+  seq->device_sampling = on_device;
   seq->usage.prompt_tokens = seq->prompt_len;
   waiting_.insert(KeyOf(*seq));
   sequences_[seq->id] = std::move(seq);
@@ -218,6 +232,69 @@ void Scheduler::RefreshWaitingStats() {
     tokens += s.num_tokens() - s.num_computed;
   }
   stats_.waiting_tokens = tokens;
+}
+
+DeviceSampling Scheduler::DeviceSamplingOf(Sequence* s) {
+  const SamplingParams& p = s->sampler->params();
+  DeviceSampling d;
+  d.temperature = p.temperature;
+  d.top_k = p.top_k;
+  d.top_p = p.top_p;
+  d.min_p = p.min_p;
+  d.repetition_penalty = p.repetition_penalty;
+  d.presence_penalty = p.presence_penalty;
+  d.frequency_penalty = p.frequency_penalty;
+  if (!IsGreedy(p)) d.uniform = s->sampler->NextUniform();
+  // Copies of lists the Sampler keeps up to date token by token (empty
+  // without penalties): the plan is plain data.
+  d.penalty_token_ids = s->sampler->penalty_token_ids();
+  d.penalty_counts = s->sampler->penalty_counts();
+  return d;
+}
+
+absl::Status Scheduler::CheckStepOutput(const StepOutput& result) const {
+  const auto rows = static_cast<int64_t>(result.rows.size());
+  // Logits may be left out only by a backend that sampled every row.
+  if ((!result.logits.empty() || !device_sampling_) &&
+      static_cast<int64_t>(result.logits.size()) != rows * result.vocab_size) {
+    return absl::InternalError("backend returned a malformed logits array");
+  }
+  if ((!result.sampled_token_ids.empty() &&
+       static_cast<int64_t>(result.sampled_token_ids.size()) != rows) ||
+      (!result.sampled_logprobs.empty() &&
+       static_cast<int64_t>(result.sampled_logprobs.size()) != rows)) {
+    return absl::InternalError("backend returned malformed sampled tokens");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TokenLogprob> Scheduler::TakeToken(Sequence* s, const SequenceChunk& chunk,
+                                                  const StepOutput& result, int32_t row) {
+  if (row < 0) {
+    return absl::InternalError("backend returned no logits for a sequence that needs them");
+  }
+  if (chunk.sampling.has_value()) {
+    if (result.sampled_token_ids.empty() || result.sampled_token_ids[row] < 0) {
+      return absl::InternalError("backend did not sample a sequence it was asked to sample");
+    }
+    TokenLogprob token;
+    token.token_id = result.sampled_token_ids[row];
+    if (token.token_id >= vocab_size_) {
+      return absl::InternalError(absl::StrCat("backend sampled token ", token.token_id,
+                                              ", outside the vocabulary of ", vocab_size_));
+    }
+    if (chunk.sampling->return_logprob && !result.sampled_logprobs.empty()) {
+      token.logprob = result.sampled_logprobs[row];
+    }
+    s->sampler->Record(token.token_id);
+    ++stats_.device_sampled_tokens;
+    return token;
+  }
+  if (result.logits.empty()) {
+    return absl::InternalError("backend returned no logits for a sequence that needs them");
+  }
+  return s->sampler->Sample(absl::Span<const float>(result.Row(row), result.vocab_size),
+                            &workspace_);
 }
 
 absl::StatusOr<SequenceOutput> Scheduler::Abort(uint64_t seq_id) {
@@ -393,8 +470,12 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     chunk.start_pos = s->num_computed;
     chunk.token_ids.assign(s->tokens.begin() + s->num_computed,
                            s->tokens.begin() + s->num_computed + sc.num_tokens);
-    if (run_status.ok()) run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables);
+    if (run_status.ok()) {
+      run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables, &chunk.block_tables_hi,
+                                        &chunk.block_shifts);
+    }
     chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
+    if (chunk.compute_logits && s->device_sampling) chunk.sampling = DeviceSamplingOf(s);
     (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len ? decode_tokens
                                                                                 : prefill_tokens) +=
         sc.num_tokens;
@@ -407,12 +488,15 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
     if (!copies[g].empty()) run_status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
   }
-  StepOutput result;
+  // Reused step after step: a logits array that crosses to the host keeps
+  // its allocation (64 rows of a 152k vocabulary are 39 MB).
+  StepOutput& result = step_output_;
+  result.rows.clear();
+  result.logits.clear();
+  result.sampled_token_ids.clear();
+  result.sampled_logprobs.clear();
   if (run_status.ok()) run_status = backend_->Forward(plan, &result);
-  if (run_status.ok() && static_cast<int64_t>(result.logits.size()) !=
-                             static_cast<int64_t>(result.rows.size()) * result.vocab_size) {
-    run_status = absl::InternalError("backend returned a malformed logits array");
-  }
+  if (run_status.ok()) run_status = CheckStepOutput(result);
   if (run_status.ok()) run_status = kv_->CommitStep();
   const absl::Time t_sample = absl::Now();
   stats_.last_forward_seconds = absl::ToDoubleSeconds(t_sample - t_forward);
@@ -445,11 +529,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     s->num_computed += scheduled[i].num_tokens;
     UpdatePeaks(s);
     if (!plan.sequences[i].compute_logits) continue;
-    absl::StatusOr<TokenLogprob> token =
-        row_of[i] < 0
-            ? absl::InternalError("backend returned no logits for a sequence that needs them")
-            : s->sampler->Sample(absl::Span<const float>(result.Row(row_of[i]), result.vocab_size),
-                                 &workspace_);
+    absl::StatusOr<TokenLogprob> token = TakeToken(s, plan.sequences[i], result, row_of[i]);
     if (!token.ok()) {
       ++stats_.failed;
       outputs.push_back(End(s, FinishReason::kError, token.status()));

@@ -35,6 +35,23 @@
 // generate within the model length are INVALID_ARGUMENT naming the field;
 // nothing is truncated.
 //
+// Sampling. On a backend that samples on the device
+// (Backend::SamplesOnDevice(), options.sample_on_device), a sequence that
+// asks for no top-n logprobs is sampled there: its chunk carries a
+// DeviceSampling (its parameters, one draw of its seeded stream, its
+// penalty lists, kept incrementally by its Sampler) and the token comes
+// back in StepOutput::sampled_token_ids, so its logits never reach the
+// host; the Sampler records the token, so penalties and the stream go on
+// as if it had sampled it. Sequences that ask for top-n logprobs, and
+// every sequence on other backends, are sampled here from their logits
+// row. Stop tokens, EOS and lengths are checked here either way. A
+// sequence keeps its Sampler through preemption and draws from its own
+// stream, so its draws depend neither on the rest of the batch nor on
+// preemption. Greedy picks the same token on the device as here from the
+// same logits; a seeded random reply is reproducible per backend, not
+// across backends (the device follows its own kernel's rules,
+// kernels/sampling.h, with the draw rounded to 24 bits).
+//
 // Stop strings live in the detokenized text, which the scheduler does not
 // see: the engine calls Finish() when one matches.
 //
@@ -94,7 +111,8 @@ struct SchedulerStats {
   int64_t preemptions = 0;
   int64_t prompt_tokens_computed = 0;  // prefill and recompute tokens run
   int64_t generated_tokens = 0;
-  int64_t prefix_cached_tokens = 0;  // prompt tokens served from the prefix cache
+  int64_t device_sampled_tokens = 0;  // of generated_tokens: sampled by the backend
+  int64_t prefix_cached_tokens = 0;   // prompt tokens served from the prefix cache
   int64_t aborted = 0;
   int64_t deadline_exceeded = 0;
   int64_t failed = 0;        // ended by a backend or KV error
@@ -131,6 +149,9 @@ class Scheduler {
     // The text one token stands for, fed to MemShare's reasoning-step
     // segmenter; unset: empty pieces (steps are then cut by length only).
     std::function<std::string(int32_t token_id)> token_piece;
+    // Let a backend that samples on the device do so (see the file
+    // comment). false: every token is sampled here from its logits row.
+    bool sample_on_device = true;
   };
 
   // `backend` and `kv` must agree on block size, layer groups and block count.
@@ -169,6 +190,8 @@ class Scheduler {
   int32_t max_model_len() const { return max_model_len_; }
   int32_t max_prompt_len() const { return max_prompt_len_; }
   int32_t vocab_size() const { return vocab_size_; }
+  // Whether sequences without top-n logprobs are sampled on the device.
+  bool samples_on_device() const { return device_sampling_; }
 
  private:
   struct Sequence;
@@ -186,11 +209,23 @@ class Scheduler {
   SequenceOutput End(Sequence* s, FinishReason reason, absl::Status status);
   void UpdatePeaks(Sequence* s);
   void RefreshWaitingStats();
+  // The chunk's DeviceSampling for this step: s's parameters and penalty
+  // lists, and one draw of its stream unless it is greedy.
+  DeviceSampling DeviceSamplingOf(Sequence* s);
+  // INTERNAL if the backend's output does not have the shape the step
+  // contract (step_plan.h) gives it.
+  absl::Status CheckStepOutput(const StepOutput& result) const;
+  // s's next token from output row `row` (-1: none came back): the one the
+  // backend sampled for a chunk with `sampling` (recorded in s's Sampler),
+  // else one sampled here from the row's logits.
+  absl::StatusOr<TokenLogprob> TakeToken(Sequence* s, const SequenceChunk& chunk,
+                                         const StepOutput& result, int32_t row);
 
   const Options options_;
   Backend* const backend_;
   kvmanager::KvManager* const kv_;
   const int32_t vocab_size_;
+  const bool device_sampling_;
   int32_t max_model_len_ = 0;
   int32_t max_prompt_len_ = 0;
   absl::flat_hash_set<int32_t> eos_;
@@ -200,6 +235,7 @@ class Scheduler {
   std::vector<Sequence*> running_;  // resident, any order (sorted when scheduling)
   uint64_t next_arrival_ = 0;
   SamplerWorkspace workspace_;
+  StepOutput step_output_;  // Forward's output, reused across steps
   SchedulerStats stats_;
 };
 

@@ -1,8 +1,10 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
+#include <set>
 
 #include "engine/testing/fake_backend.h"
 #include "engine/testing/fake_text_codec.h"
@@ -16,6 +18,7 @@ using ::testing::HasSubstr;
 
 struct Result {
   std::vector<int32_t> tokens;
+  std::vector<TokenLogprob> logprobs;  // one per token
   FinishReason reason = FinishReason::kNone;
   absl::Status status;
   Usage usage;
@@ -58,7 +61,10 @@ class Harness {
     for (const SequenceOutput& o : outputs) {
       Result& r = results_[o.seq_id];
       EXPECT_FALSE(r.finished) << "event after the end of " << o.seq_id;
-      for (const TokenLogprob& t : o.tokens) r.tokens.push_back(t.token_id);
+      for (const TokenLogprob& t : o.tokens) {
+        r.tokens.push_back(t.token_id);
+        r.logprobs.push_back(t);
+      }
       if (o.finished) {
         r.finished = true;
         r.reason = o.finish_reason;
@@ -656,6 +662,388 @@ TEST(SchedulerTest, UsageSumsPeaksOverLayerGroups) {
   EXPECT_GT(u.kv_group_blocks_peak_physical, u.kv_blocks_peak_physical);
   EXPECT_LT(u.kv_group_blocks_peak_physical, u.kv_group_blocks_peak_logical);
   EXPECT_GT(h.kv().Stats().dedup_remapped, 0);
+}
+
+// Shifted sharing through the scheduler: a model whose text cycles with a
+// period that is not a multiple of the block size repeats it off the block
+// grid; those blocks become shifted views (the plans carry block_tables_hi
+// and block_shifts, the fake reads through them and checks every read
+// against what was written), and the output does not change.
+TEST(SchedulerTest, MemShareSharesOffGridRepeatsAsShiftedViews) {
+  int64_t shifted = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    FakeBackend::Options model = SmallModel();
+    model.window = 1;
+    model.num_blocks = 128;
+    model.seed = seed;
+    const std::vector<int32_t> prompt = Prompt(9, 70 + static_cast<int>(seed));
+    auto run = [&](bool memshare) {
+      Harness h(model, {});
+      SequenceRequest r = Greedy(1, prompt, 120);
+      r.memshare.mode = memshare ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
+      EXPECT_TRUE(h.scheduler().Add(r).ok());
+      h.RunToEnd();
+      EXPECT_EQ(h.scheduler().stats().dedup_errors, 0);
+      return std::make_pair(h.results()[1].tokens, h.kv().Stats().dedup_remapped_shifted);
+    };
+    const auto [off, off_shifted] = run(false);
+    const auto [on, on_shifted] = run(true);
+    EXPECT_EQ(on, off) << "seed " << seed;
+    EXPECT_EQ(off_shifted, 0);
+    shifted += on_shifted;
+  }
+  EXPECT_GT(shifted, 0);
+}
+
+// A KV manager that may make shifted views needs a backend that reads them.
+TEST(SchedulerTest, ShiftedSharingNeedsABackendThatReadsViews) {
+  FakeBackend::Options model = SmallModel();
+  model.shifted_views = false;
+  auto backend = *FakeBackend::Create(model);
+  kvmanager::KvManager::Options kv_options = KvOptions(model);
+  auto kv = *kvmanager::KvManager::Create(kv_options);
+  const absl::Status refused = Scheduler::Create({}, backend.get(), kv.get()).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("SupportsShiftedViews"));
+  kv_options.dedup.shifted_sharing = false;
+  auto grid_only = *kvmanager::KvManager::Create(kv_options);
+  EXPECT_TRUE(Scheduler::Create({}, backend.get(), grid_only.get()).ok());
+}
+
+// --- Sampling on the device (a FakeBackend that samples by the CPU rules) ---
+
+FakeBackend::Options DeviceModel(FakeBackend::Options model = SmallModel()) {
+  model.samples_on_device = true;
+  return model;
+}
+
+struct Outcome {
+  std::map<uint64_t, Result> results;
+  SchedulerStats stats;
+  int64_t device_sampled_rows = 0;
+  int64_t logits_rows_returned = 0;
+};
+
+// Runs `requests` to the end on one scheduler; `observe` sees every plan.
+Outcome RunAll(const FakeBackend::Options& model, const Scheduler::Options& options,
+               const std::vector<SequenceRequest>& requests,
+               std::function<void(const StepPlan&, Harness&)> observe = nullptr) {
+  Harness h(model, options);
+  if (observe) {
+    h.backend().SetPlanObserver([&h, observe](const StepPlan& plan) { observe(plan, h); });
+  }
+  for (const SequenceRequest& r : requests) EXPECT_TRUE(h.scheduler().Add(r).ok());
+  h.RunToEnd();
+  Outcome out;
+  out.results = h.results();
+  out.stats = h.scheduler().stats();
+  out.device_sampled_rows = h.backend().device_sampled_rows();
+  out.logits_rows_returned = h.backend().logits_rows_returned();
+  for (const SequenceRequest& r : requests) {
+    EXPECT_TRUE(out.results[r.seq_id].finished) << r.seq_id;
+    EXPECT_TRUE(out.results[r.seq_id].status.ok()) << out.results[r.seq_id].status;
+  }
+  return out;
+}
+
+void ExpectSameOutputs(const Outcome& a, const Outcome& b) {
+  ASSERT_EQ(a.results.size(), b.results.size());
+  for (const auto& [id, ra] : a.results) {
+    const Result& rb = b.results.at(id);
+    EXPECT_EQ(ra.tokens, rb.tokens) << "sequence " << id;
+    EXPECT_EQ(ra.reason, rb.reason) << "sequence " << id;
+    ASSERT_EQ(ra.logprobs.size(), rb.logprobs.size());
+    for (size_t i = 0; i < ra.logprobs.size(); ++i) {
+      EXPECT_EQ(ra.logprobs[i].logprob, rb.logprobs[i].logprob) << id << " token " << i;
+      EXPECT_EQ(ra.logprobs[i].top, rb.logprobs[i].top) << id << " token " << i;
+    }
+  }
+}
+
+SequenceRequest Seeded(uint64_t id, std::vector<int32_t> prompt, int32_t max_tokens,
+                       uint64_t seed) {
+  SequenceRequest r;
+  r.seq_id = id;
+  r.prompt_token_ids = std::move(prompt);
+  r.sampling.temperature = 0.9f;
+  r.sampling.seed = seed;
+  r.sampling.max_tokens = max_tokens;
+  return r;
+}
+
+// Requests that cover every rule: greedy, temperature, top-k, top-p, min-p
+// and the three penalties, with and without a seed-driven draw.
+std::vector<SequenceRequest> MixedRequests(int32_t max_tokens) {
+  std::vector<SequenceRequest> r;
+  r.push_back(Greedy(0, Prompt(9, 1), max_tokens));
+  r.push_back(Seeded(1, Prompt(5, 2), max_tokens, 11));
+  r.push_back(Seeded(2, Prompt(14, 3), max_tokens, 12));
+  r.back().sampling.top_k = 5;
+  r.push_back(Seeded(3, Prompt(3, 4), max_tokens, 13));
+  r.back().sampling.top_p = 0.7f;
+  r.back().sampling.min_p = 0.05f;
+  r.push_back(Seeded(4, Prompt(7, 5), max_tokens, 14));
+  r.back().sampling.repetition_penalty = 1.5f;
+  r.push_back(Seeded(5, Prompt(6, 6), max_tokens, 15));
+  r.back().sampling.frequency_penalty = 0.8f;
+  r.back().sampling.presence_penalty = 0.5f;
+  r.push_back(Greedy(6, Prompt(8, 7), max_tokens));
+  r.back().sampling.repetition_penalty = 2.0f;
+  r.back().sampling.frequency_penalty = 0.3f;
+  r.push_back(Greedy(7, Prompt(4, 8), max_tokens));
+  r.back().sampling.presence_penalty = 1.0f;
+  return r;
+}
+
+// The penalty lists a chunk must carry: each token of the prompt (when the
+// repetition penalty is set) and of the output once, with its output count.
+void ExpectPenaltyLists(const DeviceSampling& d, const SamplingParams& p,
+                        const std::vector<int32_t>& prompt, const std::vector<int32_t>& generated) {
+  std::map<int32_t, int32_t> want;
+  const bool any =
+      p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+  if (any && p.repetition_penalty != 1.0f) {
+    for (int32_t t : prompt) want[t] += 0;
+  }
+  if (any) {
+    for (int32_t t : generated) ++want[t];
+  }
+  std::map<int32_t, int32_t> got;
+  ASSERT_EQ(d.penalty_token_ids.size(), d.penalty_counts.size());
+  for (size_t i = 0; i < d.penalty_token_ids.size(); ++i) {
+    EXPECT_TRUE(got.emplace(d.penalty_token_ids[i], d.penalty_counts[i]).second)
+        << "token " << d.penalty_token_ids[i] << " listed twice";
+  }
+  EXPECT_EQ(got, want);
+}
+
+// Checks every sampled chunk of `plan` against the requests and the tokens
+// generated before this step.
+std::function<void(const StepPlan&, Harness&)> CheckEveryChunk(
+    const std::vector<SequenceRequest>& requests, int64_t* checked, int64_t* mixed_steps) {
+  return [&requests, checked, mixed_steps](const StepPlan& plan, Harness& h) {
+    bool device = false, host = false;
+    for (const SequenceChunk& c : plan.sequences) {
+      const SequenceRequest& r = requests.at(c.seq_id);
+      if (!c.compute_logits) {
+        EXPECT_FALSE(c.sampling.has_value());
+        continue;
+      }
+      if (r.sampling.logprobs > 0) {
+        EXPECT_FALSE(c.sampling.has_value()) << "top-n logprobs need the host sampler";
+        host = true;
+        continue;
+      }
+      ASSERT_TRUE(c.sampling.has_value()) << c.seq_id;
+      device = true;
+      const DeviceSampling& d = *c.sampling;
+      EXPECT_EQ(d.temperature, r.sampling.temperature);
+      EXPECT_EQ(d.top_k, r.sampling.top_k);
+      EXPECT_EQ(d.top_p, r.sampling.top_p);
+      EXPECT_EQ(d.min_p, r.sampling.min_p);
+      EXPECT_EQ(d.repetition_penalty, r.sampling.repetition_penalty);
+      EXPECT_EQ(d.presence_penalty, r.sampling.presence_penalty);
+      EXPECT_EQ(d.frequency_penalty, r.sampling.frequency_penalty);
+      if (r.sampling.temperature == 0) {
+        EXPECT_EQ(d.uniform, 0.0f);
+      }
+      EXPECT_FALSE(d.return_logits);
+      ExpectPenaltyLists(d, r.sampling, r.prompt_token_ids, h.results()[c.seq_id].tokens);
+      ++*checked;
+    }
+    if (device && host) ++*mixed_steps;
+  };
+}
+
+TEST(SchedulerTest, DeviceSamplingGreedyMatchesHostSampling) {
+  std::vector<SequenceRequest> requests;
+  for (uint64_t i = 0; i < 5; ++i) requests.push_back(Greedy(i, Prompt(3 + 4 * i, 20 + i), 16));
+  const Outcome host = RunAll(SmallModel(), {}, requests);
+  const Outcome device = RunAll(DeviceModel(), {}, requests);
+  ExpectSameOutputs(host, device);
+  auto probe = *FakeBackend::Create(SmallModel());
+  for (const SequenceRequest& r : requests) {
+    EXPECT_EQ(device.results.at(r.seq_id).tokens, Reference(*probe, r.prompt_token_ids, 16));
+  }
+  // Every token was sampled on the device, and no logits row came back.
+  EXPECT_EQ(device.stats.generated_tokens, 5 * 16);
+  EXPECT_EQ(device.stats.device_sampled_tokens, 5 * 16);
+  EXPECT_EQ(device.device_sampled_rows, 5 * 16);
+  EXPECT_EQ(device.logits_rows_returned, 0);
+  EXPECT_EQ(host.stats.device_sampled_tokens, 0);
+  EXPECT_EQ(host.logits_rows_returned, 5 * 16);
+}
+
+TEST(SchedulerTest, DeviceSamplingMatchesHostSamplingForEveryRule) {
+  const std::vector<SequenceRequest> requests = MixedRequests(40);
+  int64_t checked = 0, mixed = 0;
+  const Outcome host = RunAll(SmallModel(), {}, requests);
+  const Outcome device =
+      RunAll(DeviceModel(), {}, requests, CheckEveryChunk(requests, &checked, &mixed));
+  ExpectSameOutputs(host, device);
+  EXPECT_EQ(checked, static_cast<int64_t>(requests.size()) * 40);
+  EXPECT_EQ(device.logits_rows_returned, 0);
+  // The rules do act: seeded sequences sample, and the penalties change the
+  // greedy outputs.
+  EXPECT_GT(
+      std::set<int32_t>(device.results.at(1).tokens.begin(), device.results.at(1).tokens.end())
+          .size(),
+      8u);
+  auto probe = *FakeBackend::Create(SmallModel());
+  EXPECT_NE(device.results.at(6).tokens, Reference(*probe, requests[6].prompt_token_ids, 40));
+  // A seeded sequence on the device gives the same tokens alone.
+  const Outcome alone = RunAll(DeviceModel(), {}, {requests[3]});
+  EXPECT_EQ(alone.results.at(3).tokens, device.results.at(3).tokens);
+}
+
+// Top-n logprobs stay on the host: such rows come back as logits next to
+// rows sampled on the device, in the same steps.
+TEST(SchedulerTest, TopLogprobsAndDeviceSamplingShareSteps) {
+  std::vector<SequenceRequest> requests = MixedRequests(24);
+  requests[1].sampling.logprobs = 3;
+  requests[4].sampling.logprobs = 1;
+  requests[6].sampling.logprobs = 5;
+  int64_t checked = 0, mixed = 0;
+  const Outcome host = RunAll(SmallModel(), {}, requests);
+  const Outcome device =
+      RunAll(DeviceModel(), {}, requests, CheckEveryChunk(requests, &checked, &mixed));
+  ExpectSameOutputs(host, device);
+  EXPECT_EQ(checked, 5 * 24);
+  EXPECT_GT(mixed, 10);
+  EXPECT_EQ(device.stats.device_sampled_tokens, 5 * 24);
+  EXPECT_GT(device.logits_rows_returned, 0);
+  for (uint64_t id : {1, 4, 6}) {
+    const Result& r = device.results.at(id);
+    ASSERT_EQ(r.logprobs.size(), 24u);
+    EXPECT_EQ(r.logprobs[0].top.size(), static_cast<size_t>(requests[id].sampling.logprobs));
+    EXPECT_LT(r.logprobs[0].logprob, 0);
+  }
+}
+
+TEST(SchedulerTest, DeviceSamplingSurvivesPreemption) {
+  FakeBackend::Options model = DeviceModel();
+  model.num_blocks = 16;  // 64 tokens for 8 sequences of up to 44
+  Scheduler::Options o;
+  o.max_num_batched_tokens = 16;
+  const std::vector<SequenceRequest> requests = MixedRequests(30);
+  int64_t checked = 0, mixed = 0;
+  const Outcome crowd = RunAll(model, o, requests, CheckEveryChunk(requests, &checked, &mixed));
+  EXPECT_GT(crowd.stats.preemptions, 0);
+  EXPECT_EQ(checked, static_cast<int64_t>(requests.size()) * 30);
+  FakeBackend::Options roomy = DeviceModel();
+  roomy.num_blocks = 256;
+  const Outcome calm = RunAll(roomy, o, requests);
+  EXPECT_EQ(calm.stats.preemptions, 0);
+  ExpectSameOutputs(calm, crowd);
+  FakeBackend::Options host = model;
+  host.samples_on_device = false;
+  ExpectSameOutputs(RunAll(host, o, requests), crowd);
+}
+
+TEST(SchedulerTest, StopTokensEndDeviceSampledSequences) {
+  auto probe = *FakeBackend::Create(SmallModel());
+  const std::vector<int32_t> prompt = Prompt(5, 2);
+  const std::vector<int32_t> ref = Reference(*probe, prompt, 8);
+  const int32_t third = ref[2];
+  ASSERT_EQ(std::find(ref.begin(), ref.begin() + 2, third), ref.begin() + 2);
+  Scheduler::Options o;
+  o.eos_token_ids = {third};
+  SequenceRequest ignoring = Greedy(2, prompt, 8);
+  ignoring.sampling.ignore_eos = true;
+  SequenceRequest stop_id = Greedy(3, prompt, 8);
+  stop_id.sampling.ignore_eos = true;
+  stop_id.sampling.stop_token_ids = {ref[1]};
+  const Outcome out = RunAll(DeviceModel(), o, {Greedy(1, prompt, 8), ignoring, stop_id});
+  EXPECT_EQ(out.results.at(1).reason, FinishReason::kStop);
+  EXPECT_EQ(out.results.at(1).tokens, std::vector<int32_t>(ref.begin(), ref.begin() + 3));
+  EXPECT_EQ(out.results.at(2).reason, FinishReason::kLength);
+  EXPECT_EQ(out.results.at(2).tokens, ref);
+  EXPECT_EQ(out.results.at(3).reason, FinishReason::kStop);
+  EXPECT_EQ(out.results.at(3).tokens, std::vector<int32_t>(ref.begin(), ref.begin() + 2));
+  EXPECT_EQ(out.stats.device_sampled_tokens, 3 + 8 + 2);
+}
+
+TEST(SchedulerTest, SampleOnDeviceCanBeTurnedOff) {
+  const std::vector<SequenceRequest> requests = MixedRequests(12);
+  Scheduler::Options o;
+  o.sample_on_device = false;
+  int64_t sampled_chunks = 0;
+  const Outcome off = RunAll(DeviceModel(), o, requests, [&](const StepPlan& plan, Harness& h) {
+    EXPECT_FALSE(h.scheduler().samples_on_device());
+    for (const SequenceChunk& c : plan.sequences) sampled_chunks += c.sampling.has_value();
+  });
+  EXPECT_EQ(sampled_chunks, 0);
+  EXPECT_EQ(off.device_sampled_rows, 0);
+  EXPECT_EQ(off.stats.device_sampled_tokens, 0);
+  ExpectSameOutputs(off, RunAll(DeviceModel(), {}, requests));
+  // A backend without device sampling never gets a DeviceSampling.
+  sampled_chunks = 0;
+  RunAll(SmallModel(), {}, requests, [&](const StepPlan& plan, Harness& h) {
+    EXPECT_FALSE(h.scheduler().samples_on_device());
+    for (const SequenceChunk& c : plan.sequences) sampled_chunks += c.sampling.has_value();
+  });
+  EXPECT_EQ(sampled_chunks, 0);
+}
+
+// Delegates to a FakeBackend, and replaces the token it samples for one
+// sequence with `token`.
+class CorruptingBackend : public Backend {
+ public:
+  CorruptingBackend(FakeBackend* inner, uint64_t victim, int32_t token)
+      : inner_(inner), victim_(victim), token_(token) {}
+  const KvCacheSpec& kv_spec() const override { return inner_->kv_spec(); }
+  int32_t vocab_size() const override { return inner_->vocab_size(); }
+  bool SamplesOnDevice() const override { return inner_->SamplesOnDevice(); }
+  bool SupportsShiftedViews() const override { return inner_->SupportsShiftedViews(); }
+  absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
+    absl::Status st = inner_->Forward(plan, output);
+    for (size_t r = 0; st.ok() && r < output->sampled_token_ids.size(); ++r) {
+      if (plan.sequences[output->rows[r]].seq_id == victim_) output->sampled_token_ids[r] = token_;
+    }
+    return st;
+  }
+  absl::Status CopyBlocks(int group,
+                          absl::Span<const std::pair<int32_t, int32_t>> src_dst) override {
+    return inner_->CopyBlocks(group, src_dst);
+  }
+  absl::Status ComputeDistanceSums(int group, absl::Span<const kvmanager::BlockPair> pairs,
+                                   absl::Span<kvmanager::DistanceSums> out) override {
+    return inner_->ComputeDistanceSums(group, pairs, out);
+  }
+
+ private:
+  FakeBackend* const inner_;
+  const uint64_t victim_;
+  const int32_t token_;
+};
+
+TEST(SchedulerTest, ABadDeviceSampleFailsOnlyItsSequence) {
+  for (int32_t bad : {64, -1}) {
+    SCOPED_TRACE(bad);
+    auto fake = *FakeBackend::Create(DeviceModel());
+    CorruptingBackend backend(fake.get(), 1, bad);
+    auto kv = *kvmanager::KvManager::Create(KvOptions(DeviceModel()));
+    auto scheduler = *Scheduler::Create({}, &backend, kv.get());
+    ASSERT_TRUE(scheduler->Add(Greedy(1, Prompt(6, 1), 5)).ok());
+    ASSERT_TRUE(scheduler->Add(Greedy(2, Prompt(6, 2), 5)).ok());
+    std::map<uint64_t, std::vector<SequenceOutput>> outs;
+    while (scheduler->HasWork()) {
+      for (SequenceOutput& o : scheduler->Step(absl::Now())) outs[o.seq_id].push_back(o);
+    }
+    ASSERT_EQ(outs[1].size(), 1u);
+    EXPECT_EQ(outs[1][0].finish_reason, FinishReason::kError);
+    EXPECT_EQ(outs[1][0].status.code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(std::string(outs[1][0].status.message()),
+                HasSubstr(bad < 0 ? "did not sample" : "outside the vocabulary"));
+    std::vector<int32_t> tokens;
+    for (const SequenceOutput& o : outs[2]) {
+      for (const TokenLogprob& t : o.tokens) tokens.push_back(t.token_id);
+    }
+    EXPECT_EQ(tokens, Reference(*fake, Prompt(6, 2), 5));
+    EXPECT_EQ(scheduler->stats().failed, 1);
+    EXPECT_EQ(kv->NumAvailableBlocks(), 64);
+    EXPECT_TRUE(kv->CheckInvariants().ok());
+  }
 }
 
 }  // namespace

@@ -56,6 +56,10 @@ void RouterMetrics::RecordRetry(const std::string& reason) {
 
 void RouterMetrics::SetWorkerHealthy(const std::string& worker, bool healthy) {
   healthy_.Add({{"worker", worker}}).Set(healthy ? 1 : 0);
+  // The worker's routed counter exists at zero from the first poll on, so
+  // rate() counts its first requests (a series born at its first increment
+  // loses that increment).
+  routed_.Add({{"worker", worker}});
 }
 
 void RouterMetrics::RemoveWorker(const std::string& worker) {

@@ -37,6 +37,7 @@ class RouterMetrics {
 
   void RecordRouted(const std::string& worker);
   void RecordRetry(const std::string& reason);
+  // Also creates the worker's routed counter at zero (dashboards rate() it).
   void SetWorkerHealthy(const std::string& worker, bool healthy);
   // The worker left the registry: its per-worker series go.
   void RemoveWorker(const std::string& worker);

@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev libxxhash-dev libutf8proc-dev nlohmann-json3-dev libcivetweb-dev
   ca-certificates
+  prometheus python3-yaml  # deploy/ tests: a real Prometheus, promtool; YAML of the manifests
 )
 
 missing=()
@@ -26,6 +27,10 @@ done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# kubectl renders deploy/k8s (kubectl kustomize). Machines that have one keep
+# it; Debian's kubernetes-client is the fallback (its kustomize predates
+# components: //deploy/k8s:manifests_test then asks for kubectl 1.27+).
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "[install-deps] all ${#PACKAGES[@]} packages present"
   exit 0

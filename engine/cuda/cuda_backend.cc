@@ -4,16 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "engine/model/safetensors_reader.h"
 #include "engine/model/weight_spec.h"
+#include "engine/plan_validation.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_generic.h"
@@ -55,6 +56,21 @@ absl::Status Cuda(cudaError_t e, absl::string_view what) {
 
 size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// The block-pair buffers (pinned and device) of `cap` pairs: CopyBlocks'
+// (src, dst) pairs, or ComputeDistanceSums' kvmanager::BlockPair array
+// (int32 [cap][4]) followed, 16-byte aligned, by its results.
+static_assert(sizeof(kvmanager::BlockPair) == 16 && alignof(kvmanager::BlockPair) == 4,
+              "BlockPair is uploaded as int32 [n][4]");
+static_assert(offsetof(kvmanager::BlockPair, candidate) == 0 &&
+                  offsetof(kvmanager::BlockPair, reference) == 4 &&
+                  offsetof(kvmanager::BlockPair, reference_next) == 8 &&
+                  offsetof(kvmanager::BlockPair, shift) == 12,
+              "BlockPair's fields in the order of kernels/block_distance.h");
+size_t PairResultsOffset(size_t cap) { return AlignUp(cap * sizeof(kvmanager::BlockPair), 16); }
+size_t PairBufferBytes(size_t cap) {
+  return PairResultsOffset(cap) + cap * sizeof(kernels::BlockPairSums);
+}
+
 // The dummy-weight stream of a tensor: these two must stay equal to
 // engine/model/model_weights.cc (checked by //tests/gpu:cuda_backend_test).
 uint64_t SplitMix64(uint64_t x) {
@@ -77,10 +93,6 @@ bool IsNorm(WeightRole r) {
 
 void* Bf16At(const void* base, int64_t elements) {
   return const_cast<uint16_t*>(static_cast<const uint16_t*>(base)) + elements;
-}
-
-std::string SeqName(size_t i, const SequenceChunk& s) {
-  return absl::StrCat("sequence ", i, " (seq_id ", s.seq_id, ")");
 }
 
 absl::StatusOr<model::ModelConfig> ConfigOf(const CudaBackend::Options& o) {
@@ -139,6 +151,19 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
     return absl::InvalidArgumentError(
         absl::StrCat("max_model_len = ", o.max_model_len, ": must be >= 0"));
   }
+  if (o.tp_size < 1 || o.tp_size > 64 || o.tp_rank < 0 || o.tp_rank >= o.tp_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor parallel rank ", o.tp_rank, " of ", o.tp_size));
+  }
+  if (o.tp_size > 1 && (o.collectives == nullptr || o.collectives->world_size() != o.tp_size ||
+                        o.collectives->rank() != o.tp_rank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tp_size ", o.tp_size, " needs the group's collectives, of this rank and size"));
+  }
+  if (absl::StatusOr<std::vector<WeightSpec>> split = model::ListWeights(c, {o.tp_rank, o.tp_size});
+      !split.ok()) {
+    return split.status();
+  }
   int32_t prev = 0;
   for (int32_t b : o.cuda_graph_batch_sizes) {
     if (b <= prev || b > o.max_num_seqs) {
@@ -178,6 +203,7 @@ CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (Bucket& b : bucket_state_) {
     if (b.graph != nullptr) cudaGraphExecDestroy(b.graph);
+    if (b.views_graph != nullptr) cudaGraphExecDestroy(b.views_graph);
   }
   gemm_.reset();
   for (void* p : pools_) cudaFree(p);
@@ -212,8 +238,17 @@ absl::Status CudaBackend::Init() {
   spec_.group_layer_begin =
       SplitLayers(static_cast<int32_t>(c.num_layers), options_.num_layer_groups);
   spec_.block_size = options_.block_size;
-  spec_.kv_heads_local = static_cast<int32_t>(c.num_kv_heads);
+  const model::TensorParallel tp{options_.tp_rank, options_.tp_size};
+  spec_.kv_heads_local = static_cast<int32_t>(model::LocalKvHeads(c, tp).count);
   spec_.head_dim = static_cast<int32_t>(c.head_dim);
+  heads_local_ = static_cast<int32_t>(c.num_heads / options_.tp_size);
+  q_local_ = int64_t{heads_local_} * c.head_dim;
+  kv_local_dim_ = int64_t{spec_.kv_heads_local} * c.head_dim;
+  inter_local_ = c.intermediate_size / options_.tp_size;
+  const model::VocabRange vocab = model::LocalVocab(c, tp);
+  vocab_begin_ = vocab.begin;
+  vocab_rows_ = vocab.end - vocab.begin;
+  vocab_chunk_ = vocab.chunk;
   for (int g = 0; g < spec_.num_layer_groups; ++g) {
     for (int32_t l = spec_.group_layer_begin[g]; l < spec_.group_layer_begin[g + 1]; ++l) {
       group_of_layer_.push_back(g);
@@ -231,7 +266,7 @@ absl::Status CudaBackend::Init() {
   max_tokens_ = std::max(options_.max_num_batched_tokens, buckets_.back());
   kernels::KvBlockShape shape{spec_.LayersInGroup(0), spec_.kv_heads_local, spec_.block_size,
                               spec_.head_dim};
-  fast_attention_ = kernels::FastAttentionSupports(shape, static_cast<int>(c.num_heads));
+  fast_attention_ = kernels::FastAttentionSupports(shape, heads_local_);
 
   RETURN_IF_ERROR(AllocateWeights());
   RETURN_IF_ERROR(LoadWeights());
@@ -242,14 +277,15 @@ absl::Status CudaBackend::Init() {
 
 absl::Status CudaBackend::AllocateWeights() {
   const model::ModelConfig& c = config_;
-  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(c);
+  absl::StatusOr<std::vector<WeightSpec>> specs =
+      model::ListWeights(c, {options_.tp_rank, options_.tp_size});
   if (!specs.ok()) return specs.status();
   const int64_t h = c.hidden_size;
-  const int64_t q = c.q_dim();
-  const int64_t kv = c.kv_dim();
+  const int64_t q = q_local_;
+  const int64_t kv = kv_local_dim_;
   const int64_t qkv_rows = q + 2 * kv;
-  const int64_t inter = c.intermediate_size;
-  const int64_t V = c.vocab_size;
+  const int64_t inter = inter_local_;
+  const int64_t V = vocab_rows_;
 
   // Offsets (bytes) of the fused tensors in the arena.
   size_t size = 0;
@@ -361,7 +397,8 @@ absl::Status CudaBackend::AllocateWeights() {
 }
 
 absl::Status CudaBackend::LoadWeights() {
-  absl::StatusOr<std::vector<WeightSpec>> specs = model::ListWeights(config_);
+  absl::StatusOr<std::vector<WeightSpec>> specs =
+      model::ListWeights(config_, {options_.tp_rank, options_.tp_size});
   if (!specs.ok()) return specs.status();
   std::vector<Bf16> host;
   if (options_.load_format == model::LoadFormat::kDummy) {
@@ -380,7 +417,20 @@ absl::Status CudaBackend::LoadWeights() {
         continue;
       }
       const uint64_t key = SplitMix64(d.seed ^ HashName(s.name));
-      RETURN_IF_ERROR(kernels::LaunchDummyNormalBf16(key, d.std, n, 0, n, 0, dst, stream_));
+      // Element j of this rank's slice is element full(j) of the whole
+      // tensor (kernels/dummy_weights.h): the same values as one rank.
+      int64_t base = 0, width = n, full_row = 0;
+      if (s.split_dim == 0) {
+        int64_t row = 1;
+        for (size_t k = 1; k < s.shape.size(); ++k) row *= s.shape[k];
+        base = s.begin * row;
+      } else if (s.split_dim == 1) {
+        base = s.begin;
+        width = s.end - s.begin;
+        full_row = s.shape[1];
+      }
+      RETURN_IF_ERROR(
+          kernels::LaunchDummyNormalBf16(key, d.std, n, base, width, full_row, dst, stream_));
     }
   } else {
     absl::StatusOr<std::unique_ptr<model::SafetensorsReader>> reader =
@@ -397,7 +447,18 @@ absl::Status CudaBackend::LoadWeights() {
       }
       const int64_t n = s.LocalElements();
       host.resize(n);
-      RETURN_IF_ERROR(model::CopyToBf16(*t, 0, n, host.data()));
+      if (s.split_dim == 1) {  // a column range of every row
+        const int64_t width = s.end - s.begin;
+        for (int64_t i = 0; i < s.shape[0]; ++i) {
+          RETURN_IF_ERROR(
+              model::CopyToBf16(*t, i * s.shape[1] + s.begin, width, host.data() + i * width));
+        }
+      } else {  // whole, or a range of rows
+        int64_t row = 1;
+        for (size_t k = 1; k < s.shape.size(); ++k) row *= s.shape[k];
+        const int64_t first = s.split_dim == 0 ? s.begin * row : 0;
+        RETURN_IF_ERROR(model::CopyToBf16(*t, first, n, host.data()));
+      }
       RETURN_IF_ERROR(Cuda(cudaMemcpy(const_cast<void*>(weight_slots_[i].first), host.data(), n * 2,
                                       cudaMemcpyHostToDevice),
                            "upload weights"));
@@ -408,10 +469,10 @@ absl::Status CudaBackend::LoadWeights() {
   RETURN_IF_ERROR(Cuda(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float),
                                   cudaMemcpyHostToDevice),
                        "upload inv_freq"));
-  return Cuda(cudaStreamSynchronize(stream_), "load weights");
+  return Sync("load weights");
 }
 
-CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) const {
+CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride, bool views) const {
   MetaLayout m;
   m.tokens = tokens;
   m.seqs = seqs;
@@ -431,6 +492,11 @@ CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) co
   m.sampling = take(size_t(seqs) * sizeof(kernels::SamplingRow));
   m.penalty_offsets = take(size_t(seqs + 1) * 4);
   m.block_tables = take(size_t(seqs) * G * stride * 4);
+  m.views = views;
+  if (views) {
+    m.block_tables_hi = take(size_t(seqs) * G * stride * 4);
+    m.block_shifts = take(size_t(seqs) * G * stride * 4);
+  }
   m.bytes = at;
   return m;
 }
@@ -440,19 +506,20 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t T = max_tokens_;
   const size_t S = max_seqs_;
   const size_t h = c.hidden_size;
-  const size_t q = c.q_dim();
-  const size_t qkv_cols = q + 2 * c.kv_dim();
-  const size_t inter = c.intermediate_size;
+  const size_t q = q_local_;
+  const size_t qkv_cols = q + 2 * kv_local_dim_;
+  const size_t inter = inter_local_;
   const size_t V = c.vocab_size;
+  const size_t tp = options_.tp_size;
 
   // Attention workspace: the largest split any decode launch can get.
   if (fast_attention_) {
     for (int32_t s = 1; s <= max_seqs_; ++s) {
       const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
           s, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
-      attn_workspace_bytes_ = std::max(
-          attn_workspace_bytes_, kernels::DecodeAttentionWorkspaceBytes(
-                                     s, static_cast<int>(c.num_heads), spec_.head_dim, split));
+      attn_workspace_bytes_ =
+          std::max(attn_workspace_bytes_,
+                   kernels::DecodeAttentionWorkspaceBytes(s, heads_local_, spec_.head_dim, split));
     }
   }
   size_t size = 0;
@@ -471,6 +538,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t selected = take(S * h * 2);
   const size_t logits = take(S * V * 4);
   const size_t raw_logits = take(S * V * 4);
+  const size_t logits_local = tp > 1 ? take(S * vocab_chunk_ * 4) : 0;
+  const size_t logits_gathered = tp > 1 ? take(tp * S * vocab_chunk_ * 4) : 0;
   const size_t lse = take(S * 4);
   const size_t sampled = take(S * 4);
   const size_t logprobs = take(S * 4);
@@ -488,12 +557,16 @@ absl::Status CudaBackend::AllocateBuffers() {
   selected_ = base + selected;
   logits_ = reinterpret_cast<float*>(base + logits);
   raw_logits_ = reinterpret_cast<float*>(base + raw_logits);
+  if (tp > 1) {
+    logits_local_ = reinterpret_cast<float*>(base + logits_local);
+    logits_gathered_ = reinterpret_cast<float*>(base + logits_gathered);
+  }
   lse_ = reinterpret_cast<float*>(base + lse);
   sampled_ = reinterpret_cast<int32_t*>(base + sampled);
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
   attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
 
-  meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_).bytes;
+  meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
   out_host_bytes_ = S * 8 + S * V * 4;
@@ -511,6 +584,11 @@ absl::Status CudaBackend::AllocatePools() {
     const double keep = (1.0 - options_.gpu_memory_utilization) * static_cast<double>(total_bytes);
     const double avail = static_cast<double>(free_bytes) - keep - kReserveBytes;
     blocks = avail > 0 ? static_cast<int64_t>(avail / static_cast<double>(per_block)) : 0;
+    // Block ids mean the same on every rank: every pool gets the smallest
+    // count any rank can hold.
+    if (options_.collectives != nullptr) {
+      RETURN_IF_ERROR(options_.collectives->AllReduceMin(&blocks));
+    }
     if (blocks < 1) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "no room for KV blocks: ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
@@ -536,7 +614,7 @@ absl::Status CudaBackend::AllocatePools() {
     RETURN_IF_ERROR(Cuda(cudaMemsetAsync(p, 0, bytes, stream_), "zero KV pool"));
     kv_pool_bytes_ += static_cast<int64_t>(bytes);
   }
-  return Cuda(cudaStreamSynchronize(stream_), "zero KV pools");
+  return Sync("zero KV pools");
 }
 
 void CudaBackend::FillPadding(const MetaLayout& L) {
@@ -577,22 +655,34 @@ absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w
   return gemm_->Matmul(a, stream_);
 }
 
+absl::Status CudaBackend::Sync(absl::string_view what) {
+  if (options_.collectives != nullptr) return options_.collectives->Synchronize(stream_, what);
+  return Cuda(cudaStreamSynchronize(stream_), what);
+}
+
+absl::Status CudaBackend::AllReduce(void* data, int64_t count) {
+  if (options_.tp_size == 1) return absl::OkStatus();
+  return options_.collectives->AllReduceSumBf16(data, count, stream_);
+}
+
 absl::Status CudaBackend::RunModel(const StepArgs& step) {
   const model::ModelConfig& c = config_;
   const MetaLayout& L = step.layout;
   const int T = step.num_tokens;
   const int S = step.num_seqs;
   const int H = static_cast<int>(c.hidden_size);
-  const int q = static_cast<int>(c.q_dim());
-  const int kv = static_cast<int>(c.kv_dim());
+  const int q = static_cast<int>(q_local_);
+  const int kv = static_cast<int>(kv_local_dim_);
   const int qkv_cols = q + 2 * kv;
-  const int inter = static_cast<int>(c.intermediate_size);
+  const int inter = static_cast<int>(inter_local_);
   const int V = static_cast<int>(c.vocab_size);
-  const int heads = static_cast<int>(c.num_heads);
+  const int heads = heads_local_;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int G = spec_.num_layer_groups;
   const int32_t* slots = MetaDev<int32_t>(L.slots);
   const int32_t* tables = MetaDev<int32_t>(L.block_tables);
+  const int32_t* tables_hi = step.views ? MetaDev<int32_t>(L.block_tables_hi) : nullptr;
+  const int32_t* shifts = step.views ? MetaDev<int32_t>(L.block_shifts) : nullptr;
   const int32_t* ctx = MetaDev<int32_t>(L.context_lens);
   const int32_t* cu = MetaDev<int32_t>(L.cu_q_lens);
 
@@ -607,8 +697,10 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     }
   }
 
-  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, 0, V, H, MetaDev<int32_t>(L.token_ids),
-                                                 T, residual_, stream_));
+  RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, vocab_begin_, vocab_rows_, H,
+                                                 MetaDev<int32_t>(L.token_ids), T, residual_,
+                                                 stream_));
+  RETURN_IF_ERROR(AllReduce(residual_, int64_t{T} * H));
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     if (l == 0) {
@@ -639,6 +731,10 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     a.layer = li;
     a.block_tables = tables + int64_t{g} * L.stride;
     a.block_table_stride = G * L.stride;
+    if (step.views) {  // else both stay null: the kernels' view-free code
+      a.block_tables_hi = tables_hi + int64_t{g} * L.stride;
+      a.block_shifts = shifts + int64_t{g} * L.stride;
+    }
     a.context_lens = ctx;
     a.rope_inv_freq = inv_freq_;
     a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
@@ -651,11 +747,13 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
     RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
     RETURN_IF_ERROR(
         kernels::LaunchAddRmsNorm(tmp_, residual_, w.post_norm, hidden_, T, H, eps, stream_));
     RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
     RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
     RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
+    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
   }
   RETURN_IF_ERROR(
       kernels::LaunchAddRmsNorm(tmp_, residual_, final_norm_, hidden_, T, H, eps, stream_));
@@ -666,7 +764,25 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
                                                    step.logit_rows, selected_, stream_));
     x = selected_;
   }
-  return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+  if (options_.tp_size == 1)
+    return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
+  // This rank's columns, then every rank's, then whole rows of V.
+  const int rows = step.logit_rows;
+  RETURN_IF_ERROR(
+      Gemm(rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_, nullptr, true));
+  const int64_t per_rank = int64_t{rows} * vocab_chunk_;
+  RETURN_IF_ERROR(
+      options_.collectives->AllGatherFp32(logits_local_, logits_gathered_, per_rank, stream_));
+  for (int r = 0; r < options_.tp_size; ++r) {
+    const model::VocabRange v = model::LocalVocab(c, {r, options_.tp_size});
+    const size_t width = static_cast<size_t>(v.end - v.begin) * 4;
+    if (width == 0) continue;
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpy2DAsync(logits_ + v.begin, size_t(V) * 4, logits_gathered_ + r * per_rank,
+                               width, width, rows, cudaMemcpyDeviceToDevice, stream_),
+             "place logits columns"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
@@ -677,10 +793,11 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   const model::ModelConfig& c = config_;
   const int H = static_cast<int>(c.hidden_size);
-  const int q = static_cast<int>(c.q_dim());
-  const int qkv_cols = q + 2 * static_cast<int>(c.kv_dim());
-  const int inter = static_cast<int>(c.intermediate_size);
-  const int V = static_cast<int>(c.vocab_size);
+  const int q = static_cast<int>(q_local_);
+  const int qkv_cols = q + 2 * static_cast<int>(kv_local_dim_);
+  const int inter = static_cast<int>(inter_local_);
+  const int V = static_cast<int>(vocab_rows_);
+  float* lm_out = options_.tp_size > 1 ? logits_local_ : logits_;
   const LayerWeights& w = layers_[0];
   struct Shape {
     int m, n, k;
@@ -695,7 +812,7 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
       {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false},
       {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
       {tokens, H, inter, act_, w.down, tmp_, nullptr, false},
-      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, logits_, nullptr, true},
+      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true},
   };
   for (const Shape& s : shapes) {
     GemmArgs a;
@@ -731,47 +848,54 @@ absl::Status CudaBackend::PrepareBuckets() {
     for (int32_t m : buckets_) RETURN_IF_ERROR(TuneForTokens(m));
   }
   for (int32_t m : options_.tune_prefill_tokens) RETURN_IF_ERROR(TuneForTokens(m));
-  // One eager run per bucket (padding only) creates every GEMM plan and
-  // raises the attention kernels' shared-memory limits before capture.
+  // One eager run per bucket and view variant (padding only) creates every
+  // GEMM plan and raises the attention kernels' shared-memory limits before
+  // capture. Each bucket gets a graph for steps without shifted views and
+  // one for steps with them (the pointers of the view tables are part of
+  // the graph; both layouts put every other field at the same offsets).
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    const int32_t size = buckets_[i];
-    StepArgs step;
-    step.layout = Layout(size, size, max_blocks_per_seq_);
-    step.num_tokens = size;
-    step.num_seqs = size;
-    step.max_q_len = 1;
-    step.max_context = max_model_len_;
-    step.decode = true;
-    step.logit_rows = size;
-    step.gather = false;
-    step.bucket_index = static_cast<int>(i);
-    FillPadding(step.layout);
-    RETURN_IF_ERROR(Cuda(
-        cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes, cudaMemcpyHostToDevice, stream_),
-        "upload step metadata"));
-    RETURN_IF_ERROR(RunModel(step));
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "warm-up decode step"));
-    if (!options_.enable_cuda_graphs) continue;
-    RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-                         "begin graph capture"));
-    const absl::Status run = RunModel(step);
-    cudaGraph_t graph = nullptr;
-    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-    if (!run.ok() || end != cudaSuccess) {
-      if (graph != nullptr) cudaGraphDestroy(graph);
-      cudaGetLastError();
-      return run.ok() ? Cuda(end, "end graph capture") : run;
+    for (const bool views : {false, true}) {
+      const int32_t size = buckets_[i];
+      StepArgs step;
+      step.layout = Layout(size, size, max_blocks_per_seq_, views);
+      step.num_tokens = size;
+      step.num_seqs = size;
+      step.max_q_len = 1;
+      step.max_context = max_model_len_;
+      step.decode = true;
+      step.logit_rows = size;
+      step.gather = false;
+      step.bucket_index = static_cast<int>(i);
+      step.views = views;
+      FillPadding(step.layout);
+      RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes,
+                                           cudaMemcpyHostToDevice, stream_),
+                           "upload step metadata"));
+      RETURN_IF_ERROR(RunModel(step));
+      RETURN_IF_ERROR(Sync("warm-up decode step"));
+      if (!options_.enable_cuda_graphs) continue;
+      RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                           "begin graph capture"));
+      const absl::Status run = RunModel(step);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      if (!run.ok() || end != cudaSuccess) {
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        return run.ok() ? Cuda(end, "end graph capture") : run;
+      }
+      cudaGraphExec_t& exec = views ? bucket_state_[i].views_graph : bucket_state_[i].graph;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size,
+                                              views ? " (shifted views)" : "")));
     }
-    const cudaError_t inst = cudaGraphInstantiate(&bucket_state_[i].graph, graph, 0);
-    cudaGraphDestroy(graph);
-    RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size)));
   }
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Validate(const StepPlan& plan) const {
   const model::ModelConfig& c = config_;
-  const int64_t bs = spec_.block_size;
   if (static_cast<int64_t>(plan.sequences.size()) > max_seqs_) {
     return absl::InvalidArgumentError(
         absl::StrCat(plan.sequences.size(), " sequences exceed max_num_seqs (", max_seqs_, ")"));
@@ -780,80 +904,15 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
     return absl::InvalidArgumentError(absl::StrCat(
         plan.NumTokens(), " tokens exceed max_num_batched_tokens (", max_tokens_, ")"));
   }
-  // Slots written by the step, per (group, block): a bit per offset when a
-  // block has at most 64 slots (one lookup per block a chunk touches), else
-  // one entry per slot.
-  absl::flat_hash_map<int64_t, uint64_t> written;
+  PlanLimits limits;
+  limits.vocab_size = c.vocab_size;
+  limits.max_positions = max_model_len_;
+  limits.max_positions_name = "max_model_len";
+  limits.sliding_window = c.sliding_window;
+  limits.backend_name = "the CUDA backend";
+  RETURN_IF_ERROR(ValidatePlan(plan, spec_, limits));
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const SequenceChunk& s = plan.sequences[i];
-    const int64_t n = static_cast<int64_t>(s.token_ids.size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": no tokens"));
-    if (s.start_pos < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": start_pos ", s.start_pos, " < 0"));
-    }
-    const int64_t end = int64_t{s.start_pos} + n;
-    if (end > max_model_len_) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
-                                                     " exceed max_model_len (", max_model_len_,
-                                                     ")"));
-    }
-    if (c.sliding_window > 0 && end > c.sliding_window) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
-                       c.sliding_window, "), which the CUDA backend does not implement"));
-    }
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
-      if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
-                         " outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
-                                                     " block tables for ", spec_.num_layer_groups,
-                                                     " layer groups"));
-    }
-    const int64_t need = (end + bs - 1) / bs;
-    for (int g = 0; g < spec_.num_layer_groups; ++g) {
-      const std::vector<int32_t>& table = s.block_tables[g];
-      if (static_cast<int64_t>(table.size()) < need) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
-                         " blocks; positions up to ", end - 1, " need ", need));
-      }
-      for (int64_t b = 0; b < need; ++b) {
-        if (table[b] < 0 || table[b] >= spec_.num_blocks) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
-                           " outside the pool [0, ", spec_.num_blocks, ")"));
-        }
-      }
-      for (int64_t p = s.start_pos; p < end;) {
-        const int64_t block = table[p / bs];
-        const int64_t first = p % bs;
-        const int64_t last = std::min<int64_t>(bs - 1, first + (end - p) - 1);
-        int64_t key;
-        uint64_t mask;
-        if (bs <= 64) {
-          key = int64_t{g} * spec_.num_blocks + block;
-          const int64_t width = last - first + 1;
-          mask = (width == 64 ? ~uint64_t{0} : ((uint64_t{1} << width) - 1)) << first;
-        } else {  // one entry per slot
-          key = ((int64_t{g} * spec_.num_blocks + block) * bs + first) | (int64_t{1} << 62);
-          mask = 1;
-        }
-        uint64_t& bits = written[key];
-        if ((bits & mask) != 0) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": positions from ", p, " would write slots of block ",
-                           block, " (layer group ", g, ") that another token of the step writes"));
-        }
-        bits |= mask;
-        p += bs <= 64 ? last - first + 1 : 1;
-      }
-    }
     if (s.sampling.has_value()) {
       const DeviceSampling& d = *s.sampling;
       const auto finite = [](float x) { return std::isfinite(x); };
@@ -862,21 +921,21 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
           !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
           !(d.uniform < 1.f)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            SeqName(i, s), ": sampling values out of range (temperature ", d.temperature,
+            PlanSequenceName(i, s), ": sampling values out of range (temperature ", d.temperature,
             ", top_p ", d.top_p, ", min_p ", d.min_p, ", repetition_penalty ", d.repetition_penalty,
             ", uniform ", d.uniform, ")"));
       }
       if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": ", d.penalty_token_ids.size(), " penalty tokens but ",
-                         d.penalty_counts.size(), " counts"));
+            absl::StrCat(PlanSequenceName(i, s), ": ", d.penalty_token_ids.size(),
+                         " penalty tokens but ", d.penalty_counts.size(), " counts"));
       }
       for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
         if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= c.vocab_size ||
             d.penalty_counts[k] < 0) {
           return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k], " (count ",
-              d.penalty_counts[k], ") outside the vocabulary or negative"));
+              PlanSequenceName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k],
+              " (count ", d.penalty_counts[k], ") outside the vocabulary or negative"));
         }
       }
     }
@@ -903,15 +962,21 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   int max_q_len = 0;
   int32_t max_context = 0;
   int32_t max_blocks = 1;
+  bool views = false;  // some chunk has a shifted view (a shift > 0) in its context
   for (int i = 0; i < S; ++i) {
     const SequenceChunk& s = plan.sequences[i];
     const int n = static_cast<int>(s.token_ids.size());
+    const int64_t need = (s.start_pos + n + bs - 1) / bs;
     decode = decode && n == 1;
     max_q_len = std::max(max_q_len, n);
     max_context = std::max(max_context, s.start_pos + n);
-    max_blocks =
-        std::max<int32_t>(max_blocks, static_cast<int32_t>((s.start_pos + n + bs - 1) / bs));
+    max_blocks = std::max<int32_t>(max_blocks, static_cast<int32_t>(need));
     if (s.compute_logits) output->rows.push_back(i);
+    for (size_t g = 0; g < s.block_shifts.size() && !views; ++g) {
+      const std::vector<int32_t>& shifts = s.block_shifts[g];
+      views = !shifts.empty() &&
+              std::any_of(shifts.begin(), shifts.begin() + need, [](int32_t x) { return x != 0; });
+    }
   }
   const int R = static_cast<int>(output->rows.size());
   int bucket = -1;
@@ -926,7 +991,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   StepArgs step;
   if (bucket >= 0) {
     const int B = buckets_[bucket];
-    step.layout = Layout(B, B, max_blocks_per_seq_);
+    step.layout = Layout(B, B, max_blocks_per_seq_, views);
     step.num_tokens = B;
     step.num_seqs = B;
     step.max_context = max_model_len_;
@@ -934,7 +999,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     step.gather = false;
     FillPadding(step.layout);
   } else {
-    step.layout = Layout(T, S, max_blocks);
+    step.layout = Layout(T, S, max_blocks, views);
     step.num_tokens = T;
     step.num_seqs = S;
     step.max_context = max_context;
@@ -944,6 +1009,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   step.decode = decode;
   step.max_q_len = max_q_len;
   step.bucket_index = bucket;
+  step.views = views;
 
   // Metadata, in the pinned buffer (the previous step was waited for).
   const MetaLayout& L = step.layout;
@@ -954,6 +1020,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   int32_t* logit_rows = MetaHost<int32_t>(L.logit_rows);
   int32_t* pen_offsets = MetaHost<int32_t>(L.penalty_offsets);
   int32_t* tables = MetaHost<int32_t>(L.block_tables);
+  int32_t* tables_hi = views ? MetaHost<int32_t>(L.block_tables_hi) : nullptr;
+  int32_t* shifts = views ? MetaHost<int32_t>(L.block_shifts) : nullptr;
   kernels::SamplingRow* sampling = MetaHost<kernels::SamplingRow>(L.sampling);
   int row = 0;
   for (int i = 0; i < S; ++i) {
@@ -972,8 +1040,22 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
     const int32_t need = static_cast<int32_t>((end + bs - 1) / bs);
     for (int g = 0; g < G; ++g) {
-      std::memcpy(tables + (int64_t{i} * G + g) * L.stride, s.block_tables[g].data(),
-                  size_t(need) * 4);
+      const int64_t at = (int64_t{i} * G + g) * L.stride;
+      const int32_t* table = s.block_tables[g].data();
+      std::memcpy(tables + at, table, size_t(need) * 4);
+      if (!views) continue;
+      // Rows without views: hi = own block, shift 0 (never read as a view).
+      if (s.block_shifts.empty() || s.block_shifts[g].empty()) {
+        std::memcpy(tables_hi + at, table, size_t(need) * 4);
+        std::memset(shifts + at, 0, size_t(need) * 4);
+        continue;
+      }
+      const int32_t* hi = s.block_tables_hi[g].data();
+      const int32_t* sh = s.block_shifts[g].data();
+      for (int32_t b = 0; b < need; ++b) {
+        tables_hi[at + b] = sh[b] > 0 ? hi[b] : table[b];
+        shifts[at + b] = sh[b];
+      }
     }
     row += n;
   }
@@ -1020,7 +1102,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
            "upload step metadata"));
   if (penalties > 0) {
     if (static_cast<size_t>(penalties) > penalty_capacity_) {
-      RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow penalty buffers"));
+      RETURN_IF_ERROR(Sync("grow penalty buffers"));
       if (penalty_host_ != nullptr) cudaFreeHost(penalty_host_);
       if (penalty_dev_ != nullptr) cudaFree(penalty_dev_);
       penalty_host_ = penalty_dev_ = nullptr;
@@ -1045,13 +1127,17 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                          "upload penalty tokens"));
   }
 
-  if (bucket >= 0 && bucket_state_[bucket].graph != nullptr) {
-    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(bucket_state_[bucket].graph, stream_), "graph launch"));
+  const cudaGraphExec_t graph =
+      bucket < 0 ? nullptr
+                 : (views ? bucket_state_[bucket].views_graph : bucket_state_[bucket].graph);
+  if (graph != nullptr) {
+    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
     ++graph_steps_;
   } else {
     RETURN_IF_ERROR(RunModel(step));
     ++(bucket >= 0 ? padded_decode_steps_ : eager_steps_);
   }
+  view_steps_ += views ? 1 : 0;
 
   // Results: logits first (sampling may apply penalties in place).
   int32_t* host_tokens = static_cast<int32_t*>(out_host_);
@@ -1091,7 +1177,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
-  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+  RETURN_IF_ERROR(Sync("step"));
   float gpu_ms = 0;
   if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
@@ -1140,14 +1226,14 @@ absl::Status CudaBackend::CopyBlocks(int layer_group,
   if (copies.empty()) return absl::OkStatus();
   const int n = static_cast<int>(copies.size());
   if (static_cast<size_t>(n) > pairs_capacity_) {
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
     if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
     if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
     pairs_host_ = pairs_dev_ = nullptr;
     pairs_capacity_ = 0;
     const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
     pairs_capacity_ = cap;
   }
   RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
@@ -1178,10 +1264,16 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
   }
   for (const kvmanager::BlockPair& p : pairs) {
     if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
+                       "): block outside the pool [0, ", spec_.num_blocks, ")"));
+    }
+    if (p.shift < 0 || p.shift >= spec_.block_size) {
       return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
-                                                     "): block outside the pool [0, ",
-                                                     spec_.num_blocks, ")"));
+                                                     "): shift ", p.shift, " outside [0, ",
+                                                     spec_.block_size, ")"));
     }
   }
   if (pairs.empty()) return absl::OkStatus();
@@ -1193,7 +1285,7 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
                                     spec_.block_size, spec_.head_dim};
   const size_t ws = kernels::BlockDistanceWorkspaceBytes(shape, n);
   if (static_cast<size_t>(n) > pairs_capacity_ || ws > distance_workspace_bytes_) {
-    RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "grow block-pair buffers"));
+    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
   }
   if (static_cast<size_t>(n) > pairs_capacity_) {
     if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
@@ -1201,8 +1293,8 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
     pairs_host_ = pairs_dev_ = nullptr;
     pairs_capacity_ = 0;
     const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
     pairs_capacity_ = cap;
   }
   if (ws > distance_workspace_bytes_) {
@@ -1213,28 +1305,27 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
     distance_workspace_bytes_ = ws;
   }
   RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
-  int32_t* host = static_cast<int32_t*>(pairs_host_);
-  for (int i = 0; i < n; ++i) {
-    host[2 * i] = pairs[i].candidate;
-    host[2 * i + 1] = pairs[i].reference;
-  }
-  // Results after the pairs, 16-byte aligned: [pairs_capacity_][2] int32, then sums.
-  const size_t results_at = AlignUp(pairs_capacity_ * 8, 16);
+  // The pairs as they are (int32 [n][4], the kernel's layout), then the
+  // results.
+  std::memcpy(pairs_host_, pairs.data(), size_t(n) * sizeof(kvmanager::BlockPair));
+  const size_t results_at = PairResultsOffset(pairs_capacity_);
   auto* dev_sums =
       reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) + results_at);
   auto* host_sums =
       reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) + results_at);
   RETURN_IF_ERROR(
-      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * sizeof(kvmanager::BlockPair),
+                           cudaMemcpyHostToDevice, stream_),
            "upload block pairs"));
-  RETURN_IF_ERROR(kernels::LaunchBlockDistance(pools_[layer_group], shape, spec_.num_blocks,
-                                               static_cast<const int32_t*>(pairs_dev_), n,
-                                               distance_workspace_, dev_sums, stream_));
+  // Shift-0 pairs give what LaunchBlockDistance gives, bit for bit.
+  RETURN_IF_ERROR(kernels::LaunchBlockDistanceWindows(pools_[layer_group], shape, spec_.num_blocks,
+                                                      static_cast<const int32_t*>(pairs_dev_), n,
+                                                      distance_workspace_, dev_sums, stream_));
   RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_sums, dev_sums, size_t(n) * sizeof(*dev_sums),
                                        cudaMemcpyDeviceToHost, stream_),
                        "download distance sums"));
   RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
-  RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "distance sums"));
+  RETURN_IF_ERROR(Sync("distance sums"));
   for (int i = 0; i < n; ++i) {
     out[i].k_diff_sq = host_sums[i].k_diff_sq;
     out[i].k_norm_sq = host_sums[i].k_norm_sq;
@@ -1251,7 +1342,7 @@ absl::Status CudaBackend::FillKvPoolsForBenchmark(uint64_t seed, float std) {
     RETURN_IF_ERROR(
         kernels::LaunchDummyNormalBf16(SplitMix64(seed + g), std, n, 0, n, 0, pools_[g], stream_));
   }
-  return Cuda(cudaStreamSynchronize(stream_), "fill KV pools");
+  return Sync("fill KV pools");
 }
 
 }  // namespace memshare::engine::cuda

@@ -14,8 +14,9 @@
 // (1 - gpu_memory_utilization) of the card's memory is kept free.
 //
 // Per step: the step's metadata (token ids, KV slots, context lengths,
-// block tables, sampling parameters) is built once in pinned host memory
-// and copied in one transfer; then embedding -> per layer [RMSNorm (fused
+// block tables, MemShare shifted views when the step has any, sampling
+// parameters) is built once in pinned host memory and copied in one
+// transfer; then embedding -> per layer [RMSNorm (fused
 // with the residual add), QKV GEMM (+bias in the epilogue), q/k RMSNorm
 // (Qwen3), K/V write into the paged pool (K before RoPE), paged attention
 // (RoPE on read), O GEMM, add + RMSNorm, gate/up GEMM, SiLU-and-mul, down
@@ -29,11 +30,32 @@
 // at creation, or, with graphs off, the same kernels launched one by one
 // (bit-identical). Other steps run eagerly.
 //
+// MemShare shifted views (SequenceChunk::block_tables_hi / block_shifts):
+// a step where some chunk has a view passes hi-block and shift tables,
+// shaped like the block tables (rows without views: hi = own block, shift
+// 0), to every attention launch; a step without views passes none, and the
+// attention kernels run their view-free code. Each decode bucket has two
+// graphs, one for each case. Distance sums read shifted reference windows
+// (kernels/block_distance.h LaunchBlockDistanceWindows).
+//
 // Attention: the tensor-core kernels of kernels/attention.h for head_dim 64
 // and 128 with 16-token blocks; kernels/attention_generic.h otherwise (the
 // tiny test checkpoints).
 //
-// Tensor parallelism: world size 1 only.
+// Tensor parallelism (tp_size > 1, DESIGN.md §5): this backend is one
+// rank's shard. Q/K/V and gate/up are column-parallel (this rank's heads and
+// intermediate rows), O and down row-parallel, their outputs all-reduced;
+// the embedding is vocab-parallel (a token outside this rank's rows gets a
+// zero row, then an all-reduce) and so is the LM head (each rank's logits
+// columns, all-gathered into whole rows, so every rank samples the same
+// tokens from the same logits). KV heads are split across ranks, or
+// replicated when there are fewer KV heads than ranks; the KV pool holds
+// this rank's heads, with the same block count on every rank (the smallest
+// any rank can hold). The collectives are enqueued on the backend's stream
+// (inside the decode graphs) through Options::collectives, and every wait
+// for the stream is bounded by the group's timeout. Every rank must be
+// created with the same options (except tp_rank and device) and run the
+// same calls in the same order (engine/parallel/group_*).
 //
 // Thread-compatible (backend.h): one caller at a time; any thread (each
 // call makes its device current).
@@ -54,6 +76,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/backend.h"
+#include "engine/cuda/device_collectives.h"
 #include "engine/cuda/gemm.h"
 #include "engine/model/model_config.h"
 #include "engine/model/model_weights.h"
@@ -105,11 +128,20 @@ class CudaBackend : public Backend {
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
+    // Tensor parallelism: this rank and the group's size (1: the whole
+    // model on this device).
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+    // The group's collectives, required when tp_size > 1 (not owned; they
+    // outlive the backend).
+    DeviceCollectives* collectives = nullptr;
   };
 
-  // INVALID_ARGUMENT for bad options; the loader's errors (naming file and
-  // tensor) for a bad checkpoint; UNIMPLEMENTED for a shape the kernels do
-  // not run; RESOURCE_EXHAUSTED when weights, buffers or one block per
+  // INVALID_ARGUMENT for bad options (also a tp_rank outside 0 ..
+  // tp_size-1, or collectives missing or of another size); the loader's
+  // errors (naming file and tensor) for a bad checkpoint; UNIMPLEMENTED for
+  // a shape the kernels do not run or heads that do not split over
+  // tp_size ranks (model::ListWeights); RESOURCE_EXHAUSTED when weights, buffers or one block per
   // group do not fit; INTERNAL for a CUDA or cuBLASLt failure (also
   // FAILED_PRECONDITION when no CUDA device is usable).
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const Options& options);
@@ -121,11 +153,15 @@ class CudaBackend : public Backend {
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(config_.vocab_size); }
   bool SamplesOnDevice() const override { return true; }
+  // Both attention paths (tensor-core and generic) and the distance kernel
+  // read views, for every shape this backend runs.
+  bool SupportsShiftedViews() const override { return true; }
   const model::ModelConfig& config() const { return config_; }
 
-  // Backend. INVALID_ARGUMENT (nothing run) for what CpuBackend rejects
-  // and also for: more than max_num_seqs sequences or max_num_batched_tokens
-  // tokens, positions at or past max_model_len, bad sampling values.
+  // Backend. INVALID_ARGUMENT (nothing run) for what every backend rejects
+  // (engine/plan_validation.h; shifted views included), with positions
+  // checked against max_model_len, and also for more than max_num_seqs
+  // sequences or max_num_batched_tokens tokens and bad sampling values.
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
   // INVALID_ARGUMENT also when a destination repeats or is the source of
   // another pair (the copies run in parallel). Enqueued, not waited for:
@@ -134,7 +170,8 @@ class CudaBackend : public Backend {
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
 
   // kvmanager::BlockDistance, with kernels/block_distance.h (fp32 sums per
-  // pair in a fixed order; returned as double).
+  // pair in a fixed order, shifted reference windows included; returned as
+  // double).
   absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
                                    absl::Span<kvmanager::DistanceSums> out) override;
 
@@ -144,9 +181,13 @@ class CudaBackend : public Backend {
   int64_t graph_steps() const { return graph_steps_; }
   int64_t padded_decode_steps() const { return padded_decode_steps_; }
   int64_t eager_steps() const { return eager_steps_; }
+  // Steps whose attention read shifted views (any of the three kinds).
+  int64_t view_steps() const { return view_steps_; }
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
+  int32_t tp_rank() const { return options_.tp_rank; }
+  int32_t tp_size() const { return options_.tp_size; }
   int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
 
   // Device time of the last Forward, from the metadata upload to the last
@@ -194,6 +235,12 @@ class CudaBackend : public Backend {
     size_t sampling = 0;         // kernels::SamplingRow [S]
     size_t penalty_offsets = 0;  // [S + 1]
     size_t block_tables = 0;     // [S][G][stride]
+    // With views only (else 0): shifted views, [S][G][stride] like
+    // block_tables (hi = own block and shift 0 where there is no view).
+    // They come last, so the offsets above are the same either way.
+    bool views = false;
+    size_t block_tables_hi = 0;
+    size_t block_shifts = 0;
     size_t bytes = 0;
   };
 
@@ -208,13 +255,15 @@ class CudaBackend : public Backend {
     int logit_rows = 0;       // rows of the LM head
     bool gather = false;      // LM head rows are logit_rows[], not 0..logit_rows-1
     int bucket_index = -1;    // decode bucket, or -1
+    bool views = false;       // attention reads layout.block_tables_hi / block_shifts
   };
 
   struct Bucket {
     int32_t size = 0;
     int32_t num_splits = 1;
     int32_t blocks_per_split = 1;
-    cudaGraphExec_t graph = nullptr;
+    cudaGraphExec_t graph = nullptr;        // steps without shifted views
+    cudaGraphExec_t views_graph = nullptr;  // steps with them
   };
 
   CudaBackend(const Options& options, model::ModelConfig config);
@@ -226,7 +275,7 @@ class CudaBackend : public Backend {
   absl::Status AllocatePools();
   absl::Status PrepareBuckets();
   absl::Status Validate(const StepPlan& plan) const;
-  MetaLayout Layout(int tokens, int seqs, int stride) const;
+  MetaLayout Layout(int tokens, int seqs, int stride, bool views) const;
   // Fills the pinned buffer for a decode bucket of padding only.
   void FillPadding(const MetaLayout& layout);
   // Enqueues the model (embedding to logits) for a step whose metadata is
@@ -234,6 +283,11 @@ class CudaBackend : public Backend {
   absl::Status RunModel(const StepArgs& step);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
+  // Waits for the stream: through the group's bounded wait when there is
+  // one.
+  absl::Status Sync(absl::string_view what);
+  // Sums a bf16 [count] activation over the ranks (nothing with one rank).
+  absl::Status AllReduce(void* data, int64_t count);
   template <typename T>
   T* MetaDev(size_t offset) const {
     return reinterpret_cast<T*>(static_cast<char*>(meta_dev_) + offset);
@@ -253,6 +307,14 @@ class CudaBackend : public Backend {
   int32_t max_seqs_ = 0;
   int num_sms_ = 0;
   bool fast_attention_ = false;
+  // This rank's shard (the whole model with one rank).
+  int32_t heads_local_ = 0;   // query heads
+  int64_t q_local_ = 0;       // heads_local_ * head_dim
+  int64_t kv_local_dim_ = 0;  // kv_heads_local * head_dim
+  int64_t inter_local_ = 0;   // intermediate rows
+  int64_t vocab_begin_ = 0;   // first embedding / LM head row
+  int64_t vocab_rows_ = 0;    // rows held
+  int64_t vocab_chunk_ = 0;   // rows of every rank but the last (all-gather stride)
 
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CublasLtGemm> gemm_;
@@ -279,9 +341,14 @@ class CudaBackend : public Backend {
   void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head
   float* logits_ = nullptr;      // fp32 [max_seqs][vocab]
   float* raw_logits_ = nullptr;  // fp32 [max_seqs][vocab]: copy kept for logprobs
-  float* lse_ = nullptr;         // [max_seqs]
-  int32_t* sampled_ = nullptr;   // [max_seqs]
-  float* logprobs_ = nullptr;    // [max_seqs]
+  // tp_size > 1: this rank's LM head columns ([rows][vocab_rows_], in a
+  // buffer of max_seqs * vocab_chunk_) and every rank's, all-gathered
+  // ([tp_size][max_seqs * vocab_chunk_]).
+  float* logits_local_ = nullptr;
+  float* logits_gathered_ = nullptr;
+  float* lse_ = nullptr;        // [max_seqs]
+  int32_t* sampled_ = nullptr;  // [max_seqs]
+  float* logprobs_ = nullptr;   // [max_seqs]
   void* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
 
@@ -312,6 +379,7 @@ class CudaBackend : public Backend {
   int64_t graph_steps_ = 0;
   int64_t padded_decode_steps_ = 0;
   int64_t eager_steps_ = 0;
+  int64_t view_steps_ = 0;
   cudaEvent_t step_begin_ = nullptr;
   cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;

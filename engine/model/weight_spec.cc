@@ -18,27 +18,51 @@ int64_t WeightSpec::LocalElements() const {
   return n;
 }
 
+KvHeadRange LocalKvHeads(const ModelConfig& c, TensorParallel tp) {
+  if (tp.size <= 1 || c.num_kv_heads <= 0) return {0, c.num_kv_heads};
+  if (c.num_kv_heads % tp.size == 0) {
+    const int64_t n = c.num_kv_heads / tp.size;
+    return {tp.rank * n, n};
+  }
+  // Replicated: rank r's query heads all read KV head r / (size / kv_heads).
+  return {tp.rank / std::max<int64_t>(1, tp.size / c.num_kv_heads), 1};
+}
+
+VocabRange LocalVocab(const ModelConfig& c, TensorParallel tp) {
+  const int64_t size = std::max<int32_t>(tp.size, 1);
+  VocabRange v;
+  v.chunk = (c.vocab_size + size - 1) / size;
+  v.begin = std::min<int64_t>(c.vocab_size, tp.rank * v.chunk);
+  v.end = std::min<int64_t>(c.vocab_size, v.begin + v.chunk);
+  return v;
+}
+
 absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& c, TensorParallel tp) {
   if (tp.size < 1 || tp.rank < 0 || tp.rank >= tp.size) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor parallel rank ", tp.rank, " of ", tp.size));
   }
-  if (c.num_heads % tp.size != 0 || c.num_kv_heads % tp.size != 0 ||
+  const bool kv_split = c.num_kv_heads % tp.size == 0;
+  const bool kv_replicated =
+      c.num_kv_heads > 0 && c.num_kv_heads < tp.size && tp.size % c.num_kv_heads == 0;
+  if (c.num_heads % tp.size != 0 || !(kv_split || kv_replicated) ||
       c.intermediate_size % tp.size != 0) {
-    return absl::UnimplementedError(
-        absl::StrCat("tensor parallel size ", tp.size, " must divide num_attention_heads (",
-                     c.num_heads, "), num_key_value_heads (", c.num_kv_heads,
-                     ") and intermediate_size (", c.intermediate_size, ")"));
+    return absl::UnimplementedError(absl::StrCat(
+        "tensor parallel size ", tp.size, " must divide num_attention_heads (", c.num_heads,
+        ") and intermediate_size (", c.intermediate_size, "), and divide num_key_value_heads (",
+        c.num_kv_heads, ") or be a multiple of it"));
   }
   const int64_t r = tp.rank;
   const int64_t heads = c.num_heads / tp.size;
-  const int64_t kv_heads = c.num_kv_heads / tp.size;
+  const KvHeadRange kv_range = LocalKvHeads(c, tp);
   const int64_t inter = c.intermediate_size / tp.size;
-  const int64_t vocab_chunk = (c.vocab_size + tp.size - 1) / tp.size;
-  const int64_t vocab_begin = std::min(c.vocab_size, r * vocab_chunk);
-  const int64_t vocab_end = std::min(c.vocab_size, vocab_begin + vocab_chunk);
+  const VocabRange vocab = LocalVocab(c, tp);
+  const int64_t vocab_begin = vocab.begin;
+  const int64_t vocab_end = vocab.end;
   const int64_t h = c.hidden_size;
   const int64_t d = c.head_dim;
+  const int64_t kv_begin = kv_range.first * d;
+  const int64_t kv_end = (kv_range.first + kv_range.count) * d;
   const bool split = tp.size > 1;
 
   std::vector<WeightSpec> out;
@@ -68,17 +92,13 @@ absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& c, Tensor
     add(WeightRole::kInputNorm, l, p + "input_layernorm.weight", {h});
     add(WeightRole::kQProj, l, p + "self_attn.q_proj.weight", {c.q_dim(), h}, 0, r * heads * d,
         (r + 1) * heads * d);
-    add(WeightRole::kKProj, l, p + "self_attn.k_proj.weight", {c.kv_dim(), h}, 0, r * kv_heads * d,
-        (r + 1) * kv_heads * d);
-    add(WeightRole::kVProj, l, p + "self_attn.v_proj.weight", {c.kv_dim(), h}, 0, r * kv_heads * d,
-        (r + 1) * kv_heads * d);
+    add(WeightRole::kKProj, l, p + "self_attn.k_proj.weight", {c.kv_dim(), h}, 0, kv_begin, kv_end);
+    add(WeightRole::kVProj, l, p + "self_attn.v_proj.weight", {c.kv_dim(), h}, 0, kv_begin, kv_end);
     if (c.qkv_bias) {
       add(WeightRole::kQBias, l, p + "self_attn.q_proj.bias", {c.q_dim()}, 0, r * heads * d,
           (r + 1) * heads * d);
-      add(WeightRole::kKBias, l, p + "self_attn.k_proj.bias", {c.kv_dim()}, 0, r * kv_heads * d,
-          (r + 1) * kv_heads * d);
-      add(WeightRole::kVBias, l, p + "self_attn.v_proj.bias", {c.kv_dim()}, 0, r * kv_heads * d,
-          (r + 1) * kv_heads * d);
+      add(WeightRole::kKBias, l, p + "self_attn.k_proj.bias", {c.kv_dim()}, 0, kv_begin, kv_end);
+      add(WeightRole::kVBias, l, p + "self_attn.v_proj.bias", {c.kv_dim()}, 0, kv_begin, kv_end);
     }
     if (c.qk_norm) {
       add(WeightRole::kQNorm, l, p + "self_attn.q_norm.weight", {d});

@@ -41,6 +41,26 @@ struct TensorParallel {
   int32_t size = 1;
 };
 
+// The KV heads of one rank: [first, first + count). With size dividing
+// num_kv_heads each rank holds num_kv_heads / size of them; with fewer KV
+// heads than ranks (size a multiple of num_kv_heads) each rank holds one,
+// the KV head of its query heads, replicated on size / num_kv_heads ranks.
+struct KvHeadRange {
+  int64_t first = 0;
+  int64_t count = 0;
+};
+KvHeadRange LocalKvHeads(const ModelConfig& config, TensorParallel tp);
+
+// The vocabulary rows of the embedding and the LM head one rank holds:
+// [begin, end), chunks of `chunk` = ceil(vocab / size) rows (the last one
+// may be shorter).
+struct VocabRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t chunk = 0;
+};
+VocabRange LocalVocab(const ModelConfig& config, TensorParallel tp);
+
 struct WeightSpec {
   WeightRole role = WeightRole::kEmbedding;
   int32_t layer = -1;          // -1 for the model-level tensors
@@ -57,9 +77,10 @@ struct WeightSpec {
 };
 
 // Every tensor the model reads, model-level first, then layer by layer, in
-// the order of WeightRole. UNIMPLEMENTED when the heads or the intermediate
-// size do not split evenly over `tp.size` ranks; INVALID_ARGUMENT for a bad
-// rank.
+// the order of WeightRole. UNIMPLEMENTED when the query heads or the
+// intermediate size do not split evenly over `tp.size` ranks, or the KV
+// heads neither split evenly nor replicate evenly (LocalKvHeads);
+// INVALID_ARGUMENT for a bad rank.
 absl::StatusOr<std::vector<WeightSpec>> ListWeights(const ModelConfig& config,
                                                     TensorParallel tp = {});
 

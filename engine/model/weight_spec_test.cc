@@ -88,9 +88,43 @@ TEST(WeightSpecTest, TensorParallelSlicesCoverEachTensorOnce) {
   EXPECT_EQ(emb->end, 10);
 }
 
+TEST(WeightSpecTest, KvHeadsReplicateWhenFewerThanRanks) {
+  // 4 query heads, 2 KV heads, 4 ranks: each rank holds one query head and
+  // the KV head of its query group (ranks 0, 1: KV head 0; ranks 2, 3: 1).
+  const ModelConfig c = Tiny(Architecture::kQwen2, false);
+  for (int r = 0; r < 4; ++r) {
+    absl::StatusOr<std::vector<WeightSpec>> w = ListWeights(c, {r, 4});
+    ASSERT_TRUE(w.ok()) << w.status();
+    const KvHeadRange kv = LocalKvHeads(c, {r, 4});
+    EXPECT_EQ(kv.count, 1);
+    EXPECT_EQ(kv.first, r / 2);
+    const WeightSpec* k = Find(*w, "model.layers.1.self_attn.k_proj.weight");
+    EXPECT_EQ(k->begin, (r / 2) * 4);
+    EXPECT_EQ(k->end, (r / 2 + 1) * 4);
+    const WeightSpec* vb = Find(*w, "model.layers.0.self_attn.v_proj.bias");
+    EXPECT_EQ(vb->begin, (r / 2) * 4);
+    const WeightSpec* q = Find(*w, "model.layers.0.self_attn.q_proj.weight");
+    EXPECT_EQ(q->begin, r * 4);  // query head r reads KV head r / 2 (GQA group of 2)
+  }
+  // Split when they divide: 2 ranks, one KV head each.
+  EXPECT_EQ(LocalKvHeads(c, {1, 2}).first, 1);
+  EXPECT_EQ(LocalKvHeads(c, {1, 2}).count, 1);
+  EXPECT_EQ(LocalKvHeads(c, {0, 1}).count, 2);
+  const VocabRange v = LocalVocab(c, {1, 4});
+  EXPECT_EQ(v.chunk, 3);
+  EXPECT_EQ(v.begin, 3);
+  EXPECT_EQ(v.end, 6);
+  EXPECT_EQ(LocalVocab(c, {3, 4}).end, 10);
+  EXPECT_EQ(LocalVocab(c, {3, 4}).begin, 9);
+}
+
 TEST(WeightSpecTest, RejectsUnevenSplitsAndBadRanks) {
   const ModelConfig c = Tiny(Architecture::kLlama, false);
-  EXPECT_EQ(ListWeights(c, {0, 4}).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ListWeights(c, {0, 3}).status().code(), absl::StatusCode::kUnimplemented);
+  ModelConfig three_kv = c;
+  three_kv.num_heads = 12;
+  three_kv.num_kv_heads = 3;
+  EXPECT_EQ(ListWeights(three_kv, {0, 4}).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(ListWeights(c, {2, 2}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ListWeights(c, {0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
 }

@@ -21,6 +21,14 @@
 // distribution: log-softmax of the raw logits, before penalties and
 // temperature (what vLLM returns by default).
 //
+// Sampling on a device (engine/step_plan.h, DeviceSampling): a backend
+// that samples on the GPU needs, per step, the sequence's penalties as
+// lists and one draw of its stream; the scheduler then records the token
+// the device picked. NextUniform, Record and the penalty lists (with
+// Options::keep_penalty_lists) serve that path; SampleRow is the same
+// pipeline as Sample with the penalties and the draw given, the reference a
+// device sampler follows.
+//
 // Thread-compatible. One Sampler per sequence; a SamplerWorkspace may be
 // shared by every sampler that one thread drives.
 #ifndef MEMSHARE_ENGINE_SAMPLER_SAMPLER_H_
@@ -53,6 +61,9 @@ class Sampler {
     SamplingParams params;
     // Length of every logits row.
     int32_t vocab_size = 0;
+    // Keep penalty_token_ids() / penalty_counts() up to date (the sequence
+    // is sampled on a device). Off: they stay empty and cost nothing.
+    bool keep_penalty_lists = false;
   };
 
   // `prompt_token_ids` feeds the repetition penalty.
@@ -69,7 +80,41 @@ class Sampler {
   // no finite value.
   absl::StatusOr<TokenLogprob> Sample(absl::Span<const float> logits, SamplerWorkspace* workspace);
 
-  // Tokens sampled so far.
+  // The draw of this sequence's stream that Sample makes for a token that
+  // is not greedy, as a float in [0, 1): the top 24 bits of the same 64-bit
+  // value, so the stream advances exactly as one such Sample advances it.
+  // SampleRow with it picks what Sample would have picked, unless the draw
+  // falls within 2^-24 (relative) of a boundary between two tokens. Not
+  // called for greedy sequences (Sample draws nothing for them either).
+  float NextUniform();
+
+  // Records `token_id`, chosen elsewhere (on the device), as generated: it
+  // counts for the penalties of the next tokens, as a sampled one does.
+  void Record(int32_t token_id);
+
+  // The tokens the penalties act on, each once, in the order first seen,
+  // with penalty_counts()[i] = the count of penalty_token_ids()[i] in the
+  // generated output (0: prompt only); DeviceSampling's form. Prompt tokens
+  // are listed only when the repetition penalty is set (presence and
+  // frequency ignore them). Empty unless keep_penalty_lists is set and some
+  // penalty is; kept up to date incrementally by Sample and Record.
+  const std::vector<int32_t>& penalty_token_ids() const { return penalty_ids_; }
+  const std::vector<int32_t>& penalty_counts() const { return penalty_counts_; }
+
+  // Sample's pipeline on one row with the penalties given as lists (the
+  // form above) and the draw given (`uniform` in [0, 1), unused when
+  // greedy): what a device sampler computes. Returns the token, or -1 when
+  // the row leaves nothing to sample. `logits` must hold a value per token
+  // of the vocabulary; listed ids outside it are ignored.
+  static int32_t SampleRow(absl::Span<const float> logits, const SamplingParams& params,
+                           absl::Span<const int32_t> penalty_token_ids,
+                           absl::Span<const int32_t> penalty_counts, double uniform,
+                           SamplerWorkspace* workspace);
+
+  // The logprob Sample reports for `token_id` (log-softmax of the raw row).
+  static float Logprob(absl::Span<const float> logits, int32_t token_id);
+
+  // Tokens sampled (or recorded) so far.
   int64_t num_generated() const { return num_generated_; }
   const SamplingParams& params() const { return options_.params; }
 
@@ -80,12 +125,23 @@ class Sampler {
   int32_t Draw(std::vector<float>& values, std::vector<int32_t>& ids);
   void FillLogprobs(absl::Span<const float> logits, SamplerWorkspace* workspace,
                     TokenLogprob* out) const;
+  // Counts a generated token (penalties, lists).
+  void Note(int32_t token_id);
+  // Adds `count` to token_id's entry of the penalty lists (a new entry if
+  // it has none).
+  void AddToPenaltyLists(int32_t token_id, int32_t count);
 
   const Options options_;
   std::mt19937_64 rng_;
   absl::flat_hash_set<int32_t> prompt_tokens_;  // only when repetition_penalty != 1
   absl::flat_hash_map<int32_t, int32_t> output_counts_;
   int64_t num_generated_ = 0;
+  // With keep_penalty_lists and a penalty set: the lists, and the index of
+  // each listed token in them.
+  bool keep_lists_ = false;
+  std::vector<int32_t> penalty_ids_;
+  std::vector<int32_t> penalty_counts_;
+  absl::flat_hash_map<int32_t, int32_t> penalty_index_;
 };
 
 }  // namespace memshare::engine

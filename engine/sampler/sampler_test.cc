@@ -3,9 +3,11 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 #include <vector>
 
+#include "engine/sampler/sampling_params.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -342,6 +344,151 @@ TEST(SamplerTest, LogprobsMoreThanVocabulary) {
   EXPECT_EQ(r->top[2].first, 1);
   EXPECT_EQ(r->top[2].second, -kInf);
   EXPECT_NEAR(std::exp(r->top[0].second) + std::exp(r->top[1].second), 1.0, 1e-6);
+}
+
+// --- The device-sampling path: draws, recorded tokens, penalty lists. ---
+
+std::unique_ptr<Sampler> MakeWithLists(const SamplingParams& params, int32_t vocab,
+                                       std::vector<int32_t> prompt = {}) {
+  Sampler::Options options;
+  options.params = params;
+  options.vocab_size = vocab;
+  options.keep_penalty_lists = true;
+  auto sampler = Sampler::Create(options, prompt);
+  EXPECT_TRUE(sampler.ok()) << sampler.status();
+  return sampler.ok() ? std::move(*sampler) : nullptr;
+}
+
+// A row of `vocab` logits in [-2, 2) that changes with `step`.
+std::vector<float> RowFor(int step, int32_t vocab) {
+  std::mt19937 rng(1000 + step);
+  std::uniform_real_distribution<float> d(-2.0f, 2.0f);
+  std::vector<float> row(vocab);
+  for (float& v : row) v = d(rng);
+  return row;
+}
+
+// Sampling a sequence "on the device" (NextUniform, SampleRow over the
+// lists, Record) picks what Sample picks, for every rule and penalty.
+TEST(SamplerTest, SampleRowWithNextUniformMatchesSample) {
+  const int32_t vocab = 40;
+  const std::vector<int32_t> prompt = {3, 7, 7, 11, 3, 39};
+  std::vector<SamplingParams> cases;
+  SamplingParams p = Random(5);
+  cases.push_back(p);
+  p.temperature = 0.7f;
+  cases.push_back(p);
+  p.top_k = 6;
+  cases.push_back(p);
+  p.top_p = 0.8f;
+  cases.push_back(p);
+  p.top_k = 0;
+  p.min_p = 0.2f;
+  cases.push_back(p);
+  p = Random(6);
+  p.repetition_penalty = 1.4f;
+  cases.push_back(p);
+  p.frequency_penalty = 0.4f;
+  p.presence_penalty = -0.3f;
+  cases.push_back(p);
+  p.repetition_penalty = 1.0f;
+  p.top_p = 0.9f;
+  cases.push_back(p);
+  p = Greedy();
+  p.repetition_penalty = 0.8f;  // < 1 favours repeats
+  p.frequency_penalty = 0.1f;
+  cases.push_back(p);
+  cases.push_back(Greedy());
+  for (size_t c = 0; c < cases.size(); ++c) {
+    SCOPED_TRACE(c);
+    auto host = Make(cases[c], vocab, prompt);
+    auto device = MakeWithLists(cases[c], vocab, prompt);
+    SamplerWorkspace ws;
+    std::vector<int32_t> a, b;
+    for (int step = 0; step < 150; ++step) {
+      const std::vector<float> row = RowFor(step, vocab);
+      a.push_back(host->Sample(row, &ws)->token_id);
+      const double u = IsGreedy(cases[c]) ? 0.0 : device->NextUniform();
+      const int32_t t = Sampler::SampleRow(row, cases[c], device->penalty_token_ids(),
+                                           device->penalty_counts(), u, &ws);
+      ASSERT_GE(t, 0);
+      device->Record(t);
+      b.push_back(t);
+    }
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(device->num_generated(), 150);
+    EXPECT_GT(std::set<int32_t>(a.begin(), a.end()).size(), 1u);
+  }
+}
+
+TEST(SamplerTest, NextUniformAdvancesTheStreamAsASampleDoes) {
+  auto a = Make(Random(77), 8);
+  auto b = Make(Random(77), 8);
+  std::vector<float> draws;
+  for (int i = 0; i < 200; ++i) draws.push_back(a->NextUniform());
+  for (float u : draws) {
+    EXPECT_GE(u, 0.0f);
+    EXPECT_LT(u, 1.0f);
+  }
+  EXPECT_GT(std::set<float>(draws.begin(), draws.end()).size(), 190u);
+  // One random Sample, then the stream goes on where a's second draw is.
+  SampleId(*b, std::vector<float>(8, 0.0f));
+  EXPECT_EQ(b->NextUniform(), draws[1]);
+  // Greedy sampling draws nothing.
+  SamplingParams g = Greedy();
+  g.seed = 77;
+  auto c = Make(g, 8);
+  SampleId(*c, std::vector<float>(8, 0.0f));
+  EXPECT_EQ(c->NextUniform(), draws[0]);
+}
+
+TEST(SamplerTest, PenaltyListsFollowPromptAndOutput) {
+  const std::vector<int32_t> prompt = {5, 2, 5, 9};
+  SamplingParams rep = Greedy();
+  rep.repetition_penalty = 1.2f;
+  auto r = MakeWithLists(rep, 16, prompt);
+  EXPECT_THAT(r->penalty_token_ids(), ::testing::ElementsAre(5, 2, 9));
+  EXPECT_THAT(r->penalty_counts(), ::testing::ElementsAre(0, 0, 0));
+  r->Record(9);
+  r->Record(14);
+  SampleId(*r, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1.0f, 0});  // 14 again
+  r->Record(9);
+  EXPECT_THAT(r->penalty_token_ids(), ::testing::ElementsAre(5, 2, 9, 14));
+  EXPECT_THAT(r->penalty_counts(), ::testing::ElementsAre(0, 0, 2, 2));
+  EXPECT_EQ(r->num_generated(), 4);
+
+  // Presence and frequency alone ignore the prompt: it is not listed.
+  SamplingParams freq = Greedy();
+  freq.frequency_penalty = 0.5f;
+  auto f = MakeWithLists(freq, 16, prompt);
+  EXPECT_TRUE(f->penalty_token_ids().empty());
+  f->Record(2);
+  f->Record(2);
+  EXPECT_THAT(f->penalty_token_ids(), ::testing::ElementsAre(2));
+  EXPECT_THAT(f->penalty_counts(), ::testing::ElementsAre(2));
+
+  // No penalty, or lists not asked for: nothing is kept.
+  auto none = MakeWithLists(Greedy(), 16, prompt);
+  none->Record(3);
+  EXPECT_TRUE(none->penalty_token_ids().empty());
+  auto off = Make(rep, 16, prompt);
+  off->Record(3);
+  EXPECT_TRUE(off->penalty_token_ids().empty());
+  EXPECT_TRUE(off->penalty_counts().empty());
+}
+
+TEST(SamplerTest, LogprobIsTheOneSampleReports) {
+  SamplingParams p = Random(3);
+  p.logprobs = 1;
+  auto s = Make(p, 40);
+  SamplerWorkspace ws;
+  for (int step = 0; step < 20; ++step) {
+    const std::vector<float> row = RowFor(step, 40);
+    auto r = s->Sample(row, &ws);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(Sampler::Logprob(row, r->token_id), r->logprob);
+  }
+  EXPECT_EQ(Sampler::Logprob({1.0f, 2.0f}, 2), -kInf);
 }
 
 }  // namespace

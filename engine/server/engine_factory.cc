@@ -1,10 +1,22 @@
 #include "engine/server/engine_factory.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/process_main.h"
 #include "engine/cpu_engine.h"
+#include "engine/parallel/group_follower.h"
+#include "engine/parallel/group_leader_backend.h"
+#include "engine/parallel/tp_group.h"
 
 ABSL_FLAG(std::string, model, "",
           "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) to serve.");
@@ -33,9 +45,50 @@ ABSL_FLAG(std::string, memshare, "on",
 ABSL_FLAG(double, tau_lex, 0.5, "Default MemShare lexical (MinHash Jaccard) threshold, [0, 1].");
 ABSL_FLAG(double, tau_kv, 0.2, "Default MemShare K/V relative L2 distance threshold, >= 0.");
 
+ABSL_FLAG(int32_t, world_size, 1,
+          "Tensor parallelism: processes (one per GPU) in this worker group; 1: no group. Every "
+          "rank gets the same model and engine flags.");
+ABSL_FLAG(int32_t, rank, 0,
+          "Tensor parallelism: this process's rank, 0 .. world_size-1. Rank 0 serves the "
+          "WorkerService and drives the group; the others follow it.");
+ABSL_FLAG(std::string, group_leader, "",
+          "Ranks > 0: host:port of rank 0's group rendezvous (rank 0's --group_address).");
+ABSL_FLAG(std::string, group_address, "",
+          "Rank 0: host:port where the group rendezvous listens while the group forms; empty: "
+          "--address (the WorkerService takes the port over once every rank has joined). Port 0: "
+          "the OS chooses; the port is printed.");
+ABSL_FLAG(std::string, group_name, "",
+          "Optional name every rank of the group is started with (a rank of another group is "
+          "refused).");
+ABSL_FLAG(int32_t, cuda_device, -1,
+          "CUDA device of this rank; -1: rank % the number of visible devices (one process per "
+          "GPU on one host).");
+ABSL_FLAG(absl::Duration, group_timeout, absl::Minutes(5),
+          "How long forming the group may take (every rank joined, NCCL up).");
+ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(30),
+          "Longest wait of one step's collectives (and of a follower for rank 0's next command) "
+          "before the group is declared broken: a rank that died or hangs is detected within it.");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "Rank 0: when idle this long, probe the group (an all-gather of the consistency "
+          "hashes); must be well below --collective_timeout.");
+ABSL_FLAG(int32_t, consistency_check_interval, 256,
+          "Rank 0: steps between two all-gathers of every rank's block-table hash (a mismatch "
+          "stops the group); 0: only the idle probes.");
+
 namespace memshare::engine {
 
-absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
+namespace {
+
+bool Grouped() { return absl::GetFlag(FLAGS_world_size) > 1; }
+
+std::string ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+absl::StatusOr<CpuEngineOptions> EngineOptionsFromFlags() {
   CpuEngineOptions o;
   o.model_dir = absl::GetFlag(FLAGS_model);
   if (o.model_dir.empty()) return absl::InvalidArgumentError("--model: is required");
@@ -73,9 +126,170 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
       memshare == "on" ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
   o.engine.kv.dedup.tau_lex = static_cast<float>(absl::GetFlag(FLAGS_tau_lex));
   o.engine.kv.dedup.tau_kv = static_cast<float>(absl::GetFlag(FLAGS_tau_kv));
-  absl::StatusOr<CpuEngine> engine = CreateCpuEngine(o);
+  return o;
+}
+
+// Joins (or, rank 0, forms) the group and checks every rank was started
+// with the same model and engine flags.
+absl::StatusOr<std::shared_ptr<TpGroup>> FormGroup(const CpuEngineOptions& o) {
+  TpGroup::Options g;
+  g.rank = absl::GetFlag(FLAGS_rank);
+  g.world_size = absl::GetFlag(FLAGS_world_size);
+  g.leader_address = absl::GetFlag(FLAGS_group_leader);
+  g.listen_address = absl::GetFlag(FLAGS_group_address);
+  if (g.listen_address.empty()) {
+    // The worker's --address (defined by worker_main): the rendezvous
+    // answers there until the group has formed.
+    const absl::CommandLineFlag* address = absl::FindCommandLineFlag("address");
+    g.listen_address = address != nullptr ? address->CurrentValue() : "0.0.0.0:50051";
+  }
+  g.group_name = absl::GetFlag(FLAGS_group_name);
+  g.cuda_device = absl::GetFlag(FLAGS_cuda_device);
+  g.formation_timeout = absl::GetFlag(FLAGS_group_timeout);
+  g.collective_timeout = absl::GetFlag(FLAGS_collective_timeout);
+  g.on_listening = [world = g.world_size](int port) {
+    std::printf("memshare_worker: group rendezvous on port %d, waiting for %d ranks\n", port,
+                world - 1);
+    std::fflush(stdout);
+  };
+  absl::StatusOr<std::shared_ptr<TpGroup>> group = TpGroup::Form(g);
+  if (!group.ok()) return group.status();
+  const std::string description = DescribeForGroup(
+      ReadSmallFile(o.model_dir + "/config.json"),
+      absl::StrCat("load_format=", absl::GetFlag(FLAGS_load_format), ";block_size=", o.block_size,
+                   ";num_blocks=", o.num_blocks, ";layer_groups=", o.num_layer_groups,
+                   ";max_model_len=", o.max_model_len,
+                   ";max_num_seqs=", o.engine.scheduler.max_num_seqs, ";max_batched_tokens=",
+                   o.engine.scheduler.max_num_batched_tokens, ";world_size=", g.world_size));
+  if (absl::Status s = (*group)->CheckSameConfig(description); !s.ok()) return s;
+  // Every rank is in: the port goes to the WorkerService (rank 0).
+  (*group)->StopRendezvous();
+  std::fprintf(stderr, "memshare_worker: rank %d of %d on CUDA device %d, NCCL %d\n", g.rank,
+               g.world_size, (*group)->cuda_device(), (*group)->nccl().nccl_version());
+  return group;
+}
+
+void SetTensorParallel(const std::shared_ptr<TpGroup>& group, CpuEngineOptions* o) {
+  o->device = DeviceKind::kCuda;
+  o->tensor_parallel.rank = group->rank();
+  o->tensor_parallel.size = group->world_size();
+  o->tensor_parallel.collectives = &group->nccl();
+  o->tensor_parallel.cuda_device = group->cuda_device();
+}
+
+}  // namespace
+
+absl::Status ValidateGroupFlags() {
+  const int32_t world = absl::GetFlag(FLAGS_world_size);
+  const int32_t rank = absl::GetFlag(FLAGS_rank);
+  if (world < 1 || world > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--world_size: must be 1 .. 64, got ", world));
+  }
+  if (rank < 0 || rank >= world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rank: must be 0 .. world_size-1 (", world - 1, "), got ", rank));
+  }
+  if (rank > 0 && absl::GetFlag(FLAGS_group_leader).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--group_leader: rank ", rank, " needs rank 0's host:port"));
+  }
+  if (world == 1 && !absl::GetFlag(FLAGS_group_leader).empty()) {
+    return absl::InvalidArgumentError("--group_leader: given, but --world_size is 1");
+  }
+  const absl::Duration collective = absl::GetFlag(FLAGS_collective_timeout);
+  const absl::Duration heartbeat = absl::GetFlag(FLAGS_heartbeat_interval);
+  if (collective <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_group_timeout) <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--collective_timeout, --group_timeout: must be > 0");
+  }
+  if (heartbeat < absl::ZeroDuration() || (world > 1 && heartbeat * 2 > collective)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--heartbeat_interval (", absl::FormatDuration(heartbeat),
+                     "): must be >= 0 and at most half of --collective_timeout (",
+                     absl::FormatDuration(collective), "), or idle followers would time out"));
+  }
+  if (absl::GetFlag(FLAGS_consistency_check_interval) < 0) {
+    return absl::InvalidArgumentError("--consistency_check_interval: must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<InferenceEngine>> CreateEngineFromFlags() {
+  if (absl::Status s = ValidateGroupFlags(); !s.ok()) return s;
+  absl::StatusOr<CpuEngineOptions> o = EngineOptionsFromFlags();
+  if (!o.ok()) return o.status();
+  if (Grouped()) {
+    absl::StatusOr<std::shared_ptr<TpGroup>> group = FormGroup(*o);
+    if (!group.ok()) return group.status();
+    SetTensorParallel(*group, &*o);
+    GroupLeaderBackend::Options lo;
+    lo.consistency_check_interval = absl::GetFlag(FLAGS_consistency_check_interval);
+    lo.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+    o->wrap_backend =
+        [lo, group = *group](
+            std::unique_ptr<Backend> local) -> absl::StatusOr<std::unique_ptr<Backend>> {
+      absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> leader =
+          GroupLeaderBackend::Create(lo, std::move(local), TpGroup::SharedCommunicator(group));
+      if (!leader.ok()) return leader.status();
+      return std::unique_ptr<Backend>(*std::move(leader));
+    };
+  }
+  absl::StatusOr<CpuEngine> engine = CreateCpuEngine(*o);
   if (!engine.ok()) return engine.status();
   return std::unique_ptr<InferenceEngine>(std::move(engine->engine));
+}
+
+std::optional<int> RunFollowerFromFlags() {
+  if (absl::GetFlag(FLAGS_rank) == 0) return std::nullopt;
+  if (absl::Status s = ValidateGroupFlags(); !s.ok()) {
+    std::fprintf(stderr, "memshare_worker: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  const int rank = absl::GetFlag(FLAGS_rank);
+  absl::StatusOr<CpuEngineOptions> o = EngineOptionsFromFlags();
+  if (!o.ok()) {
+    std::fprintf(stderr, "memshare_worker: %s\n", o.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<std::shared_ptr<TpGroup>> group = FormGroup(*o);
+  if (!group.ok()) {
+    std::fprintf(stderr, "memshare_worker: rank %d cannot join the group: %s\n", rank,
+                 group.status().ToString().c_str());
+    return 1;
+  }
+  SetTensorParallel(*group, &*o);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = CreateEngineBackend(*o);
+  if (!backend.ok()) {
+    std::fprintf(stderr, "memshare_worker: rank %d cannot build its shard: %s\n", rank,
+                 backend.status().ToString().c_str());
+    (*group)->nccl().Abort(backend.status());
+    return 1;
+  }
+  std::shared_ptr<Communicator> comm = TpGroup::SharedCommunicator(*group);
+  absl::StatusOr<std::unique_ptr<GroupFollower>> follower =
+      GroupFollower::Create(*std::move(backend), comm);
+  if (!follower.ok()) return 1;
+  // SIGTERM/SIGINT: leave the group (rank 0 then sees it broken).
+  std::thread([comm] {
+    const int signal = WaitForTerminationSignal();
+    comm->Abort(absl::CancelledError(absl::StrCat("signal ", signal)));
+  }).detach();
+  std::printf("memshare_worker: rank %d of %d following %s\n", rank,
+              absl::GetFlag(FLAGS_world_size), absl::GetFlag(FLAGS_group_leader).c_str());
+  std::fflush(stdout);
+  const absl::Status status = (*follower)->Run();
+  if (status.ok()) {
+    std::fprintf(stderr, "memshare_worker: rank %d: rank 0 shut the group down after %ld steps\n",
+                 rank, static_cast<long>((*follower)->steps()));
+    return 0;
+  }
+  std::fprintf(stderr, "memshare_worker: rank %d: the group failed after %ld steps: %s\n", rank,
+               static_cast<long>((*follower)->steps()), status.ToString().c_str());
+  // Exit at once: tearing down a broken NCCL group can block, and rank 0
+  // is gone or going.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  _exit(3);
 }
 
 }  // namespace memshare::engine

@@ -91,7 +91,14 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Create(
   return server;
 }
 
-void WorkerServer::RefreshMetrics() { metrics_->UpdateLoad("local", service_->BuildLoadReport()); }
+void WorkerServer::RefreshMetrics() {
+  metrics_->UpdateLoad("local", service_->BuildLoadReport());
+  // An engine that failed for good (a broken tensor-parallel group) is
+  // reported NOT_SERVING, so the router stops sending it requests.
+  if (!engine_->health().ok() && !reported_unhealthy_.exchange(true) && server_ != nullptr) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+}
 
 absl::Status WorkerServer::Drain(absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

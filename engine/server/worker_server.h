@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -67,7 +68,9 @@ class WorkerServer {
   WorkerService& service() { return *service_; }
   InferenceEngine& engine() { return *engine_; }
   prometheus::Registry& registry() { return *registry_; }
-  // Copies the engine's load into the metrics now (also done periodically).
+  // Copies the engine's load into the metrics now (also done periodically),
+  // and turns the health service NOT_SERVING once the engine's health()
+  // fails.
   void RefreshMetrics();
 
  private:
@@ -81,6 +84,7 @@ class WorkerServer {
   std::unique_ptr<InferenceEngine> engine_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::atomic<bool> reported_unhealthy_{false};
 
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

@@ -290,6 +290,22 @@ TEST_F(WorkerServiceTest, DrainRefusesNewRequestsAndFinishesOpenOnes) {
   EXPECT_TRUE(server_->Drain(absl::Seconds(5)).ok());
 }
 
+TEST_F(WorkerServiceTest, AFailedEngineIsReportedNotServing) {
+  Start();
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto check = [&] {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckResponse response;
+    EXPECT_TRUE(health->Check(&context, {}, &response).ok());
+    return response.status();
+  };
+  server_->RefreshMetrics();
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
+  engine_->SetHealth(absl::UnavailableError("tensor-parallel group failed: rank 1 timed out"));
+  server_->RefreshMetrics();  // also runs every metrics_refresh
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+}
+
 TEST_F(WorkerServiceTest, DrainDeadlineAbortsWhatIsLeft) {
   Start({.start_paused = true});
   Stream open;

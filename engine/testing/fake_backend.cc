@@ -1,8 +1,12 @@
 #include "engine/testing/fake_backend.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "engine/sampler/sampler.h"
 
 namespace memshare::engine {
 namespace {
@@ -12,6 +16,44 @@ uint64_t Mix(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
+}
+
+// The CUDA backend's checks of a DeviceSampling, and no token listed twice.
+absl::Status CheckSampling(uint64_t seq_id, const DeviceSampling& d, int32_t vocab) {
+  auto finite = [](float v) { return std::isfinite(v); };
+  if (!finite(d.temperature) || !finite(d.top_p) || !(d.top_p > 0.f) || !finite(d.min_p) ||
+      !(d.min_p <= 1.f) || !(d.repetition_penalty > 0.f) || !finite(d.repetition_penalty) ||
+      !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
+      !(d.uniform < 1.f)) {
+    return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": sampling values"));
+  }
+  if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": penalty list lengths"));
+  }
+  std::unordered_set<int32_t> seen;
+  for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
+    if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= vocab || d.penalty_counts[k] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("seq ", seq_id, ": penalty token ", k));
+    }
+    if (!seen.insert(d.penalty_token_ids[k]).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seq ", seq_id, ": penalty token ", d.penalty_token_ids[k], " twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// DeviceSampling's values in the CPU sampler's terms.
+SamplingParams SamplingParamsOf(const DeviceSampling& d) {
+  SamplingParams p;
+  p.temperature = d.temperature > 0 ? d.temperature : 0.0f;
+  p.top_k = std::max(d.top_k, 0);
+  p.top_p = std::min(d.top_p, 1.0f);
+  p.min_p = std::max(d.min_p, 0.0f);
+  p.repetition_penalty = d.repetition_penalty;
+  p.presence_penalty = d.presence_penalty;
+  p.frequency_penalty = d.frequency_penalty;
+  return p;
 }
 
 }  // namespace
@@ -53,6 +95,21 @@ std::vector<float> FakeBackend::LogitsFor(absl::Span<const int32_t> history) con
   return logits;
 }
 
+int32_t FakeBackend::Read(const SequenceChunk& c, int group, int32_t pos) {
+  const int32_t bs = spec_.block_size;
+  const int32_t b = pos / bs;
+  int32_t block = c.block_tables[group][b];
+  int32_t slot = pos % bs;
+  if (!c.block_shifts.empty() && !c.block_shifts[group].empty()) {
+    slot += c.block_shifts[group][b];
+    if (slot >= bs) {
+      slot -= bs;
+      block = c.block_tables_hi[group][b];
+    }
+  }
+  return Slot(group, block, slot);
+}
+
 absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   const int32_t bs = spec_.block_size;
   // Validate the whole plan before writing anything.
@@ -75,9 +132,38 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
         }
       }
     }
+    if (!c.block_tables_hi.empty() || !c.block_shifts.empty()) {
+      if (static_cast<int>(c.block_tables_hi.size()) != spec_.num_layer_groups ||
+          static_cast<int>(c.block_shifts.size()) != spec_.num_layer_groups) {
+        return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view group count"));
+      }
+      for (int g = 0; g < spec_.num_layer_groups; ++g) {
+        const auto& hi = c.block_tables_hi[g];
+        const auto& shifts = c.block_shifts[g];
+        if (hi.empty() && shifts.empty()) continue;
+        if (hi.size() != c.block_tables[g].size() || shifts.size() != hi.size()) {
+          return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view arrays"));
+        }
+        for (size_t b = 0; b < shifts.size(); ++b) {
+          if (shifts[b] < 0 || shifts[b] >= bs || hi[b] < 0 || hi[b] >= spec_.num_blocks) {
+            return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view ", b));
+          }
+          // The block being written is never a view.
+          if (shifts[b] != 0 && static_cast<int64_t>(b + 1) * bs > c.start_pos) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("seq ", c.seq_id, ": writes into view ", b));
+          }
+        }
+      }
+    }
     for (int32_t t : c.token_ids) {
       if (t < 0 || t >= options_.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": token ", t));
+      }
+    }
+    if (options_.samples_on_device && c.compute_logits && c.sampling.has_value()) {
+      if (absl::Status st = CheckSampling(c.seq_id, *c.sampling, options_.vocab_size); !st.ok()) {
+        return st;
       }
     }
   }
@@ -85,6 +171,7 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     --fail_forwards_;
     return absl::InternalError("FakeBackend: injected failure");
   }
+  if (plan_observer_) plan_observer_(plan);
   ++forward_calls_;
   max_tokens_in_step_ = std::max(max_tokens_in_step_, plan.NumTokens());
   max_sequences_in_step_ =
@@ -96,7 +183,7 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     // Positions before start_pos this sequence never wrote (a prefix-cache
     // hit) are taken as they read now.
     for (int32_t pos = static_cast<int32_t>(shadow.size()); pos < c.start_pos; ++pos) {
-      shadow.push_back(Slot(0, c.block_tables[0][pos / bs], pos % bs));
+      shadow.push_back(Read(c, 0, pos));
     }
     shadow.resize(c.start_pos);
     for (size_t i = 0; i < c.token_ids.size(); ++i) {
@@ -110,6 +197,12 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   output->vocab_size = options_.vocab_size;
   output->rows.clear();
   output->logits.clear();
+  output->sampled_token_ids.clear();
+  output->sampled_logprobs.clear();
+  bool need_logits = !options_.samples_on_device;
+  std::vector<int32_t> sampled;
+  std::vector<float> sampled_logprobs;
+  SamplerWorkspace workspace;
   for (size_t s = 0; s < plan.sequences.size(); ++s) {
     const SequenceChunk& c = plan.sequences[s];
     if (!c.compute_logits) continue;
@@ -120,9 +213,9 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     const std::vector<int32_t>& shadow = shadow_[c.seq_id];
     bool consistent = true;
     for (int32_t pos = 0; pos < end; ++pos) {
-      history[pos] = Slot(0, c.block_tables[0][pos / bs], pos % bs);
+      history[pos] = Read(c, 0, pos);
       for (int g = 0; g < spec_.num_layer_groups; ++g) {
-        consistent &= Slot(g, c.block_tables[g][pos / bs], pos % bs) == shadow[pos];
+        consistent &= Read(c, g, pos) == shadow[pos];
       }
     }
     if (!consistent) {
@@ -132,7 +225,29 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     std::vector<float> row = LogitsFor(history);
     output->rows.push_back(static_cast<int32_t>(s));
     output->logits.insert(output->logits.end(), row.begin(), row.end());
+    if (!options_.samples_on_device) continue;
+    if (!c.sampling.has_value()) {
+      need_logits = true;
+      sampled.push_back(-1);
+      sampled_logprobs.push_back(std::numeric_limits<float>::quiet_NaN());
+      continue;
+    }
+    const DeviceSampling& d = *c.sampling;
+    need_logits = need_logits || d.return_logits;
+    const int32_t token = Sampler::SampleRow(row, SamplingParamsOf(d), d.penalty_token_ids,
+                                             d.penalty_counts, d.uniform, &workspace);
+    if (token < 0) return absl::InternalError("FakeBackend: nothing to sample from");
+    sampled.push_back(token);
+    sampled_logprobs.push_back(d.return_logprob ? Sampler::Logprob(row, token)
+                                                : std::numeric_limits<float>::quiet_NaN());
+    ++device_sampled_rows_;
   }
+  if (std::any_of(sampled.begin(), sampled.end(), [](int32_t t) { return t >= 0; })) {
+    output->sampled_token_ids = std::move(sampled);
+    output->sampled_logprobs = std::move(sampled_logprobs);
+  }
+  if (!need_logits) output->logits.clear();
+  logits_rows_returned_ += static_cast<int64_t>(output->logits.size()) / options_.vocab_size;
   return absl::OkStatus();
 }
 
@@ -160,18 +275,23 @@ absl::Status FakeBackend::ComputeDistanceSums(int layer_group,
   if (layer_group < 0 || layer_group >= spec_.num_layer_groups || out.size() != pairs.size()) {
     return absl::InvalidArgumentError("ComputeDistanceSums: bad arguments");
   }
+  const int32_t bs = spec_.block_size;
   for (const auto& p : pairs) {
     if (p.candidate < 0 || p.reference < 0 || p.candidate >= spec_.num_blocks ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks || p.shift < 0 || p.shift >= bs ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
       return absl::InvalidArgumentError("ComputeDistanceSums: bad block");
     }
   }
   for (size_t i = 0; i < pairs.size(); ++i) {
+    const kvmanager::BlockPair& p = pairs[i];
     kvmanager::DistanceSums d;
-    for (int32_t s = 0; s < spec_.block_size; ++s) {
-      const double diff =
-          Slot(layer_group, pairs[i].candidate, s) == Slot(layer_group, pairs[i].reference, s) ? 0
-                                                                                               : 1;
+    for (int32_t s = 0; s < bs; ++s) {
+      // The reference's slot s: its window when shifted.
+      const int32_t r = s + p.shift;
+      const int32_t ref =
+          r < bs ? Slot(layer_group, p.reference, r) : Slot(layer_group, p.reference_next, r - bs);
+      const double diff = Slot(layer_group, p.candidate, s) == ref ? 0 : 1;
       d.k_diff_sq += diff;
       d.v_diff_sq += diff;
       d.k_norm_sq += 1;

@@ -18,14 +18,27 @@
 // reused while still in a table, a remap onto different content) is counted in history_mismatches()
 // and poisons that row, whatever the window.
 //
-// ComputeDistanceSums compares stored token ids (0 for identical blocks),
-// CopyBlocks copies them.
+// MemShare shifted views (SequenceChunk::block_tables_hi / block_shifts)
+// are read through their windows, and shifted reference windows compared
+// slot by slot, as a real backend does.
+//
+// ComputeDistanceSums compares stored token ids (0 for identical blocks or
+// windows), CopyBlocks copies them.
+//
+// With `samples_on_device` it reports SamplesOnDevice() and follows the
+// device sampling contract of step_plan.h as the CUDA backend does: a row
+// whose chunk sets `sampling` is sampled by the CPU sampler's own rules
+// (Sampler::SampleRow over the chunk's penalty lists and draw), its logprob
+// is Sampler::Logprob's, and `logits` comes back empty when every row was
+// sampled and none asked for logits. It checks the DeviceSampling it gets
+// as the CUDA backend does, and also that no penalty token is listed twice.
 //
 // Thread-compatible.
 #ifndef MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
 #define MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -48,12 +61,18 @@ class FakeBackend : public Backend {
     int32_t window = 0;
     // Changes every logit row (a different "model").
     uint64_t seed = 0;
+    // What SupportsShiftedViews() answers (views are read either way).
+    bool shifted_views = true;
+    // Sample rows on the "device" (see the class comment).
+    bool samples_on_device = false;
   };
 
   static absl::StatusOr<std::unique_ptr<FakeBackend>> Create(const Options& options);
 
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return options_.vocab_size; }
+  bool SupportsShiftedViews() const override { return options_.shifted_views; }
+  bool SamplesOnDevice() const override { return options_.samples_on_device; }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
   absl::Status CopyBlocks(int layer_group,
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
@@ -71,6 +90,13 @@ class FakeBackend : public Backend {
   int64_t total_tokens() const { return total_tokens_; }
   int64_t copy_calls() const { return copy_calls_; }
   int64_t history_mismatches() const { return history_mismatches_; }
+  // Rows sampled on the "device", and logits rows returned to the caller.
+  int64_t device_sampled_rows() const { return device_sampled_rows_; }
+  int64_t logits_rows_returned() const { return logits_rows_returned_; }
+  // Called with every plan Forward accepts, before it runs.
+  void SetPlanObserver(std::function<void(const StepPlan&)> observer) {
+    plan_observer_ = std::move(observer);
+  }
   // Makes the next `n` Forward calls fail with INTERNAL (nothing written).
   void FailNextForwards(int n) { fail_forwards_ = n; }
 
@@ -79,6 +105,9 @@ class FakeBackend : public Backend {
   int32_t& Slot(int group, int32_t block, int32_t offset) {
     return slots_[group][static_cast<size_t>(block) * spec_.block_size + offset];
   }
+  // What position `pos` of a chunk's sequence reads in `group`, through a
+  // shifted view when its block is one.
+  int32_t Read(const SequenceChunk& c, int group, int32_t pos);
 
   const Options options_;
   KvCacheSpec spec_;
@@ -90,6 +119,9 @@ class FakeBackend : public Backend {
   int64_t copy_calls_ = 0;
   int fail_forwards_ = 0;
   int64_t history_mismatches_ = 0;
+  int64_t device_sampled_rows_ = 0;
+  int64_t logits_rows_returned_ = 0;
+  std::function<void(const StepPlan&)> plan_observer_;
   std::unordered_map<uint64_t, std::vector<int32_t>> shadow_;  // seq_id -> tokens by position
 };
 

@@ -199,6 +199,16 @@ void FakeInferenceEngine::Resume() {
   paused_ = false;
 }
 
+void FakeInferenceEngine::SetHealth(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  health_ = std::move(status);
+}
+
+absl::Status FakeInferenceEngine::health() const {
+  absl::MutexLock lock(&mu_);
+  return health_;
+}
+
 void FakeInferenceEngine::SetSubmitError(absl::Status status) {
   absl::MutexLock lock(&mu_);
   submit_error_ = std::move(status);

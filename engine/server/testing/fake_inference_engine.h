@@ -76,6 +76,9 @@ class FakeInferenceEngine final : public InferenceEngine {
   void Resume() ABSL_LOCKS_EXCLUDED(mu_);
   // Submits fail with `status` while it is not OK.
   void SetSubmitError(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
+  // health() returns `status` from now on (an engine whose group broke).
+  void SetHealth(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status health() const override ABSL_LOCKS_EXCLUDED(mu_);
   // Requests submitted so far (accepted or not), and aborts received.
   int64_t submitted() const ABSL_LOCKS_EXCLUDED(mu_);
   int64_t aborted() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -100,6 +103,7 @@ class FakeInferenceEngine final : public InferenceEngine {
   bool paused_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status submit_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status health_ ABSL_GUARDED_BY(mu_);
   StepObserver observer_ ABSL_GUARDED_BY(mu_);
   int64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t aborted_ ABSL_GUARDED_BY(mu_) = 0;

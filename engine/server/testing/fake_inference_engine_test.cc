@@ -44,8 +44,10 @@ std::unique_ptr<FakeInferenceEngine> Make(FakeInferenceEngine::Options o = {}) {
 }
 
 TEST(FakeInferenceEngineTest, GeneratesDeterministicTokensUntilLength) {
-  auto engine = Make();
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
   Collected a, b;
+  auto engine = Make();
   ASSERT_TRUE(engine->Submit(Text("a", "hello", 20), Collect(&a)).ok());
   ASSERT_TRUE(engine->Submit(Text("b", "hello", 20), Collect(&b)).ok());
   ASSERT_TRUE(a.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
@@ -62,14 +64,16 @@ TEST(FakeInferenceEngineTest, GeneratesDeterministicTokensUntilLength) {
 }
 
 TEST(FakeInferenceEngineTest, StopStringsEndTheStreamAndAreNotReturned) {
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
+  Collected probe;
+  Collected c;
   auto engine = Make();
   // Find the text the prompt generates, and stop on its characters 5..6.
-  Collected probe;
   ASSERT_TRUE(engine->Submit(Text("p", "xyz", 12), Collect(&probe)).ok());
   ASSERT_TRUE(probe.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EngineRequest r = Text("s", "xyz", 12);
   r.sampling.stop = {probe.text.substr(5, 2)};
-  Collected c;
   ASSERT_TRUE(engine->Submit(std::move(r), Collect(&c)).ok());
   ASSERT_TRUE(c.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(c.last.finish_reason, FinishReason::kStop);
@@ -79,8 +83,10 @@ TEST(FakeInferenceEngineTest, StopStringsEndTheStreamAndAreNotReturned) {
 TEST(FakeInferenceEngineTest, AbortFreesBlocksEvenWhilePaused) {
   FakeInferenceEngine::Options o;
   o.start_paused = true;
-  auto engine = Make(o);
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
   Collected c;
+  auto engine = Make(o);
   ASSERT_TRUE(engine->Submit(Text("a", std::string(100, 'x'), 10), Collect(&c)).ok());
   EXPECT_EQ(engine->GetLoad().waiting_requests, 1);
   EXPECT_EQ(engine->GetLoad().waiting_tokens, 100);
@@ -96,8 +102,10 @@ TEST(FakeInferenceEngineTest, RefusesBadRequestsAndAFullQueue) {
   o.start_paused = true;
   o.max_waiting = 1;
   o.max_model_len = 50;
-  auto engine = Make(o);
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
   Collected c;
+  auto engine = Make(o);
   EXPECT_EQ(engine->Submit(Text("a", "", 10), Collect(&c)).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Submit(Text("a", "hi", 100), Collect(&c)).code(),
@@ -115,10 +123,12 @@ TEST(FakeInferenceEngineTest, RefusesBadRequestsAndAFullQueue) {
 TEST(FakeInferenceEngineTest, DeadlineEndsWithDeadlineExceeded) {
   FakeInferenceEngine::Options o;
   o.start_paused = true;
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
+  Collected c;
   auto engine = Make(o);
   EngineRequest r = Text("a", "hi", 10);
   r.deadline = absl::Now() + absl::Milliseconds(20);
-  Collected c;
   ASSERT_TRUE(engine->Submit(std::move(r), Collect(&c)).ok());
   ASSERT_TRUE(c.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(c.last.status.code(), absl::StatusCode::kDeadlineExceeded);
@@ -127,10 +137,12 @@ TEST(FakeInferenceEngineTest, DeadlineEndsWithDeadlineExceeded) {
 TEST(FakeInferenceEngineTest, SharesBlocksWithMemShareOnAndReportsSteps) {
   FakeInferenceEngine::Options o;
   o.block_size = 4;
+  // Before the engine: its thread may still be inside a callback when a
+  // test returns, so the engine (which joins it) must be destroyed first.
+  Collected c;
   auto engine = Make(o);
   std::atomic<int> steps{0};
   engine->SetStepObserver([&](StepPhase, double) { ++steps; });
-  Collected c;
   ASSERT_TRUE(engine->Submit(Text("a", "hi", 64), Collect(&c)).ok());
   ASSERT_TRUE(c.done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(c.last.usage.shared_blocks, 4);  // 16 generated blocks / 4

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Tensor parallelism on a GPU machine with two GPUs (issue 7), in one call:
+# runs from the repository root with the bundle made by
+#   scripts/device-bundle.sh --out BUNDLE //tests/gpu:tp_group_test //bench:tp_bench \
+#     //tests/e2e:tp_group_e2e_test //engine/server:memshare_worker //router:memshare_router
+# and this script copied into BUNDLE:
+#
+#   bash BUNDLE/run_tp_device.sh BUNDLE [STAGES] [DEADLINE_S]
+#
+# STAGES, comma-separated, run in this order (default all):
+#   env      the cards, the link between them (nvidia-smi topo), NCCL's libs
+#   dummy7b  tests/gpu:tp_group_test, TP=2 vs one GPU on R1-Distill-Qwen-7B
+#            shapes (dummy weights)
+#   golden   the same on the five golden checkpoints
+#   bench    bench:tp_bench: R1-Distill-Qwen-7B decode step at batch 64, TP=1
+#            then TP=2 (two processes), NCCL all-reduce bandwidth and one
+#            step's collectives measured by the same TP=2 processes
+#   failure  tp_group_test: kill rank 1, then rank 0, mid-run
+#   e2e      tests/e2e:tp_group_e2e_test (router + group + CPU worker; kill a
+#            rank: NOT_SERVING, routed away, exit 3)
+#   qwq      bench:tp_bench on QwQ-32B shapes at TP=2 (if time is left)
+# Every stage has its own time limit and no stage starts after DEADLINE_S
+# (default 145) seconds, or with too little time left. NVLink multicast stays off in
+# every process (NCCL_NVLS_ENABLE=0 and the PyTorch/NVSHMEM equivalents).
+# Files under $OUT: tp.log (everything), tests.log, bench.json, e2e.log.
+set -uo pipefail
+bundle=$1
+stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}
+deadline=${3:-145}
+out=${OUT:-/tmp/tp-out}
+mkdir -p "$out"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export MEMSHARE_GOLDEN_DIR=tests/data/golden
+start=$(date +%s)
+log="$out/tp.log"
+has() { [[ ",$stages," == *",$1,"* ]]; }
+left() { echo $((deadline - ($(date +%s) - start))); }
+# limit CAP: the smaller of CAP and what is left before the deadline.
+limit() {
+  local l
+  l=$(left)
+  ((l < $1)) && echo "$l" || echo "$1"
+}
+say() { echo "[$(($(date +%s) - start))s] $*" | tee -a "$log"; }
+fail=0
+
+if has env; then
+  {
+    date -u +"date %Y-%m-%dT%H:%M:%SZ"
+    nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+      --format=csv
+    nvidia-smi topo -m
+    python3 -c 'import nvidia, glob, os; print("nccl libs:", glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia/nccl/lib/*")))' 2>&1
+    echo "NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE"
+  } 2>&1 | tee -a "$log"
+fi
+
+# run_tests NAME FILTER CAP: one run of tp_group_test (separate runs, so
+# that a hang in one leaves the others' results), appended to tests.log.
+run_tests() {
+  local name=$1 filter=$2 cap=$3 rc
+  say "$name: tp_group_test --gtest_filter=$filter (limit $(limit "$cap")s)"
+  echo "===== $name" >>"$out/tests.log"
+  timeout -k 5 "$(limit "$cap")" "$bundle/run.sh" tp_group_test --gtest_filter="$filter" \
+    >>"$out/tests.log" 2>&1
+  rc=$?
+  say "$name: exit $rc"
+  ((rc != 0)) && fail=1
+  # A failure around graph capture with NCCL inside: the same test eagerly,
+  # to tell the two apart.
+  if ((rc != 0)) && [[ $name != failure ]] && grep -qi "capture" "$out/tests.log" &&
+    [[ ! -f "$out/tests_nograph.log" ]] && (($(left) > 70)); then
+    say "$name: again without CUDA graphs"
+    MEMSHARE_TP_NO_GRAPHS=1 timeout -k 5 "$(limit 40)" "$bundle/run.sh" tp_group_test \
+      --gtest_filter="$filter" >"$out/tests_nograph.log" 2>&1
+    say "$name (no graphs): exit $?"
+    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]" "$out/tests_nograph.log" | tee -a "$log"
+  fi
+  sed -n "/^===== $name\$/,\$p" "$out/tests.log" |
+    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|TP=2|distance|decisions|killed|divergence|Failure|Expected|Which is|tp_child|memshare: rank|NCCL WARN" |
+    head -n 80 | tee -a "$log"
+}
+
+if has dummy7b && (($(left) > 20)); then run_tests dummy7b "TpDummy7BTest*" 40; fi
+if has golden && (($(left) > 20)); then run_tests golden "*TpGoldenTest*" 45; fi
+
+if has bench && (($(left) > 25)); then
+  say "bench: TP=1 (limit $(limit 30)s)"
+  timeout -k 5 "$(limit 30)" "$bundle/run.sh" tp_bench --tp=1 --json="$out/bench.json" 2>&1 |
+    tee -a "$log"
+  say "bench: TP=2 (limit $(limit 40)s)"
+  l=$(limit 40)
+  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=1 --port=29611 \
+    >"$out/bench_rank1.log" 2>&1 &
+  r1=$!
+  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=0 --port=29611 \
+    --json="$out/bench.json" 2>&1 | tee -a "$log"
+  wait "$r1"
+  say "bench: rank 1 exit $?"
+  tail -n 3 "$out/bench_rank1.log" | tee -a "$log"
+fi
+
+if has failure && (($(left) > 20)); then
+  NCCL_DEBUG=WARN run_tests failure "TpFailureTest*" 30
+fi
+
+if has e2e && (($(left) > 25)); then
+  say "e2e: tp_group_e2e_test (limit $(limit 40)s)"
+  MEMSHARE_TP_E2E_BIN_DIR="$bundle/bin" timeout -k 5 "$(limit 40)" "$bundle/run.sh" \
+    tp_group_e2e_test >"$out/e2e.log" 2>&1
+  rc=$?
+  say "e2e: exit $rc"
+  ((rc != 0)) && fail=1
+  grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|killed|Failure|Expected|Which is|memshare_worker: (rank|engine|stopping|group)" \
+    "$out/e2e.log" | head -n 60 | tee -a "$log"
+fi
+
+if has qwq && (($(left) > 25)); then
+  say "qwq: QwQ-32B TP=2 (limit $(limit 35)s)"
+  l=$(limit 35)
+  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=1 --port=29612 \
+    --collectives=0 --steps=30 >"$out/qwq_rank1.log" 2>&1 &
+  r1=$!
+  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=0 --port=29612 \
+    --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
+  wait "$r1"
+  say "qwq: rank 1 exit $?"
+fi
+
+if [[ -f "$out/bench.json" ]]; then
+  python3 - "$out/bench.json" <<'PY' 2>&1 | tee -a "$log"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+step = {(r["model"], r["tp"]): r for r in rows if r["measure"] == "decode_step"}
+print("== decode step, batch 64, context 1024 (median of the timed steps)")
+for (m, tp), r in sorted(step.items()):
+    print(f"  {m:8s} TP={tp}: {r['median_ms']:.3f} ms ({r['median_gpu_ms']:.3f} ms device), "
+          f"{r['tok_per_s']:.0f} tok/s, graph steps {r['graph_steps']}")
+one, two = step.get(("r1-7b", 1)), step.get(("r1-7b", 2))
+if one and two:
+    print(f"  R1-Distill-Qwen-7B TP=2 / TP=1 decode throughput: {two['tok_per_s'] / one['tok_per_s']:.2f}x")
+for r in rows:
+    if r["measure"] == "nccl_allreduce":
+        print(f"  NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")
+    if r["measure"] == "step_collectives":
+        what = "+ logits all-gather" if r["logits_allgather"] else "all-reduces only"
+        print(f"  one decode step's collectives ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")
+PY
+fi
+say "done, fail=$fail"
+exit $fail

@@ -1,0 +1,50 @@
+// What the CUDA backend needs from a tensor-parallel group (DESIGN.md §5):
+// collectives on its own stream, enqueued like kernels (so they are
+// captured in the decode CUDA graphs), and a bounded wait for that stream.
+// Implemented over NCCL by engine/parallel/nccl_communicator.h.
+//
+// Every rank of the group enqueues the same collectives in the same order.
+//
+// Thread-compatible: the backend's thread.
+#ifndef MEMSHARE_ENGINE_CUDA_DEVICE_COLLECTIVES_H_
+#define MEMSHARE_ENGINE_CUDA_DEVICE_COLLECTIVES_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace memshare::engine::cuda {
+
+class DeviceCollectives {
+ public:
+  virtual ~DeviceCollectives() = default;
+
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+
+  // In place: data (bf16 [count], device) becomes the element-wise sum over
+  // the ranks. Enqueued on `stream`.
+  virtual absl::Status AllReduceSumBf16(void* data, int64_t count, cudaStream_t stream) = 0;
+
+  // recv (fp32 [world_size][count], device) gets every rank's send (fp32
+  // [count], device), in rank order. Enqueued on `stream`.
+  virtual absl::Status AllGatherFp32(const float* send, float* recv, int64_t count,
+                                     cudaStream_t stream) = 0;
+
+  // Waits until `stream` has run everything enqueued, at most the group's
+  // timeout: a peer that died or hangs leaves a collective unfinished, and
+  // the wait then breaks the group (its communicator is aborted, which
+  // releases the stream) and returns DEADLINE_EXCEEDED or UNAVAILABLE
+  // naming `what`.
+  virtual absl::Status Synchronize(cudaStream_t stream, absl::string_view what) = 0;
+
+  // The smallest `*value` of any rank, on every rank (host values; waits).
+  virtual absl::Status AllReduceMin(int64_t* value) = 0;
+};
+
+}  // namespace memshare::engine::cuda
+
+#endif  // MEMSHARE_ENGINE_CUDA_DEVICE_COLLECTIVES_H_
