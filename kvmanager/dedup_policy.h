@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kvmanager/block_aligner.h"
 #include "kvmanager/block_distance.h"
 
 namespace memshare::kvmanager {
@@ -53,6 +54,17 @@ struct DedupPolicy {
   // have such a window somewhere earlier; the K/V distance remains the
   // real gate, this bounds the verification work.
   float min_block_token_overlap = 0.75f;
+  // How agreeing slots are counted for min_block_token_overlap
+  // (block_aligner.h): kAnchoredRun, the longest run at one end of the
+  // block, keeps restatements and refuses blocks of different steps that
+  // share a template around different numbers.
+  OverlapMeasure overlap_measure = OverlapMeasure::kAnchoredRun;
+  // A block whose window agrees in fewer than all slots (a near match) is
+  // shared only once this many tokens have been written after the end of
+  // its step; a whole-window match is shared at once. The model is still
+  // reading the text it has just written, and a near match changes what it
+  // reads there; [0, 1 << 20], 0: near matches at once too.
+  int32_t near_match_delay_tokens = 16;
   // Also pair blocks with windows off the block grid, which share as views
   // over two earlier blocks (shifted sharing, block_table.h). false: whole
   // blocks only.

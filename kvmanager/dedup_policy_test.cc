@@ -42,6 +42,12 @@ TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
   p.min_block_token_overlap = 0;
   EXPECT_NE(message(p).find("min_block_token_overlap"), std::string::npos);
   p = {};
+  p.near_match_delay_tokens = -1;
+  EXPECT_NE(message(p).find("dedup.near_match_delay_tokens"), std::string::npos);
+  p = {};
+  p.overlap_measure = static_cast<OverlapMeasure>(7);
+  EXPECT_NE(message(p).find("dedup.overlap_measure"), std::string::npos);
+  p = {};
   p.layer_groups = {0, 2};
   EXPECT_NE(message(p).find("dedup.layer_groups"), std::string::npos);
   p.layer_groups = {0, 1};

@@ -95,6 +95,17 @@ absl::Status Apply(int index, absl::string_view key, absl::string_view v, EvalCo
     absl::StatusOr<int32_t> n = ParseInt(index, key, v, 1);
     if (!n.ok()) return n.status();
     c->max_candidates_per_step = *n;
+  } else if (key == "measure") {
+    if (v != "any" && v != "anchored") return Bad(index, key, "expected any or anchored");
+    c->overlap_measure =
+        v == "any" ? kvmanager::OverlapMeasure::kAnySlots : kvmanager::OverlapMeasure::kAnchoredRun;
+  } else if (key == "near_delay") {
+    absl::StatusOr<int32_t> n = ParseInt(index, key, v, 0);
+    if (!n.ok()) return n.status();
+    c->near_match_delay_tokens = *n;
+  } else if (key == "shifted") {
+    if (v != "on" && v != "off") return Bad(index, key, "expected on or off");
+    c->shifted_sharing = v == "on";
   } else if (key == "min_step") {
     absl::StatusOr<int32_t> n = ParseInt(index, key, v, 1);
     if (!n.ok()) return n.status();
@@ -195,6 +206,16 @@ std::string DescribeConfig(const EvalConfig& c) {
   if (c.max_candidates_per_step) {
     parts.push_back(absl::StrCat("candidates=", *c.max_candidates_per_step));
   }
+  if (c.overlap_measure) {
+    parts.push_back(absl::StrCat(
+        "measure=",
+        *c.overlap_measure == kvmanager::OverlapMeasure::kAnySlots ? "any" : "anchored"));
+  }
+  if (c.near_match_delay_tokens) {
+    parts.push_back(absl::StrCat("near_delay=", *c.near_match_delay_tokens));
+  }
+  if (c.shifted_sharing)
+    parts.push_back(absl::StrCat("shifted=", *c.shifted_sharing ? "on" : "off"));
   if (c.min_step_tokens) parts.push_back(absl::StrCat("min_step=", *c.min_step_tokens));
   if (c.max_step_tokens) parts.push_back(absl::StrCat("max_step=", *c.max_step_tokens));
   if (c.delimiters) {

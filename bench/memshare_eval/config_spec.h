@@ -13,6 +13,10 @@
 //   tau_kv      relative K/V distance threshold, >= 0
 //   overlap     min_block_token_overlap, (0, 1]
 //   candidates  max_candidates_per_step, >= 1
+//   measure     overlap_measure: any (every agreeing slot) | anchored (a run
+//               at one end of the block)
+//   near_delay  near_match_delay_tokens, >= 0
+//   shifted     shifted_sharing: on | off
 //   min_step    segmenter min_step_tokens, >= 1
 //   max_step    segmenter max_step_tokens, >= 0 (0: unlimited)
 //   delims      segmenter delimiters separated by '|', "\n" for a newline

@@ -29,7 +29,8 @@ TEST(ConfigSpecTest, ExpandsListsIntoTheCartesianProduct) {
 
 TEST(ConfigSpecTest, EveryKey) {
   auto configs = ParseConfigSpecs(
-      "name=mine tau_lex=0.25 tau_kv=0.4 overlap=0.75 candidates=8 min_step=16 max_step=0 "
+      "name=mine tau_lex=0.25 tau_kv=0.4 overlap=0.75 candidates=8 measure=any near_delay=24 "
+      "shifted=off min_step=16 max_step=0 "
       "delims=\\n\\n|Let\\sme\\scheck groups=4 share=0+1");
   ASSERT_TRUE(configs.ok()) << configs.status();
   ASSERT_EQ(configs->size(), 1u);
@@ -40,6 +41,9 @@ TEST(ConfigSpecTest, EveryKey) {
   EXPECT_THAT(c.tau_kv, Optional(0.4f));
   EXPECT_THAT(c.min_block_token_overlap, Optional(0.75f));
   EXPECT_THAT(c.max_candidates_per_step, Optional(8));
+  EXPECT_THAT(c.overlap_measure, Optional(kvmanager::OverlapMeasure::kAnySlots));
+  EXPECT_THAT(c.near_match_delay_tokens, Optional(24));
+  EXPECT_THAT(c.shifted_sharing, Optional(false));
   EXPECT_THAT(c.min_step_tokens, Optional(16));
   EXPECT_THAT(c.max_step_tokens, Optional(0));
   ASSERT_TRUE(c.delimiters.has_value());
@@ -77,6 +81,9 @@ TEST(ConfigSpecTest, ErrorsNameTheConfigAndKey) {
   expect_error("groups=2 share=2", "group 2 of 2");
   expect_error("memshare=maybe", "on or off");
   expect_error("delims=a||b", "empty delimiter");
+  expect_error("measure=some", "any or anchored");
+  expect_error("near_delay=-1", "near_delay");
+  expect_error("shifted=yes", "on or off");
 }
 
 }  // namespace

@@ -91,6 +91,11 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
   if (config.max_candidates_per_step) {
     policy.max_candidates_per_step = *config.max_candidates_per_step;
   }
+  if (config.overlap_measure) policy.overlap_measure = *config.overlap_measure;
+  if (config.near_match_delay_tokens) {
+    policy.near_match_delay_tokens = *config.near_match_delay_tokens;
+  }
+  if (config.shifted_sharing) policy.shifted_sharing = *config.shifted_sharing;
   policy.layer_groups = config.share_groups;
   if (config.min_step_tokens) kv.segmenter.min_step_tokens = *config.min_step_tokens;
   if (config.max_step_tokens) kv.segmenter.max_step_tokens = *config.max_step_tokens;

@@ -24,6 +24,7 @@
 #include "absl/types/span.h"
 #include "bench/memshare_eval/heldout.h"
 #include "engine/request.h"
+#include "kvmanager/block_aligner.h"
 
 namespace memshare::bench {
 
@@ -67,6 +68,9 @@ struct EvalConfig {
   // Candidate selection.
   std::optional<float> min_block_token_overlap;
   std::optional<int32_t> max_candidates_per_step;
+  std::optional<kvmanager::OverlapMeasure> overlap_measure;
+  std::optional<int32_t> near_match_delay_tokens;
+  std::optional<bool> shifted_sharing;
   // KV layer groups, and those allowed to share (empty: all).
   int32_t layer_groups = 1;
   std::vector<int32_t> share_groups;
