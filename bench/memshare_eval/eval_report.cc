@@ -223,9 +223,13 @@ std::string FormatRepliesJsonl(absl::Span<const ReportRow> rows) {
 std::string RenderScatterSvg(absl::Span<const PlotPoint> points, const PlotOptions& o) {
   static constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
                                             "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
-  const double width = 900, height = 600;
+  int described = 0;
+  for (const PlotPoint& p : points) described += !p.description.empty();
+  const double key_line = 14;
+  const double width = 900, plot_height = 600;
+  const double height = plot_height + (described > 0 ? 10 + key_line * described : 0);
   const double left = 80, right = 220, top = 50, bottom = 70;
-  const double pw = width - left - right, ph = height - top - bottom;
+  const double pw = width - left - right, ph = plot_height - top - bottom;
 
   double x_max = 10, y_min = 100, y_max = 0;
   for (const PlotPoint& p : points) {
@@ -278,7 +282,7 @@ std::string RenderScatterSvg(absl::Span<const PlotPoint> points, const PlotOptio
                         "stroke=\"black\"/>\n",
                         left, top, pw, ph);
   absl::StrAppendFormat(&s, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%s</text>\n",
-                        left + pw / 2, height - 25, XmlEscape(o.x_label));
+                        left + pw / 2, plot_height - 25, XmlEscape(o.x_label));
   absl::StrAppendFormat(&s,
                         "<text x=\"20\" y=\"%g\" text-anchor=\"middle\" "
                         "transform=\"rotate(-90 20 %g)\">%s</text>\n",
@@ -357,6 +361,17 @@ std::string RenderScatterSvg(absl::Span<const PlotPoint> points, const PlotOptio
                           "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\" "
                           "stroke-width=\"1.5\"/>\n<text x=\"%.1f\" y=\"%.1f\">frontier</text>\n",
                           left + pw + 12, ly, left + pw + 28, ly, left + pw + 30, ly + 4);
+  }
+  // Key.
+  double ky = plot_height + 10;
+  for (const PlotPoint& p : points) {
+    if (p.description.empty()) continue;
+    absl::StrAppendFormat(&s,
+                          "<text x=\"20\" y=\"%.1f\" font-size=\"11\"><tspan fill=\"%s\" "
+                          "font-weight=\"bold\">%s</tspan>: %s</text>\n",
+                          ky, kColors[((p.series % 8) + 8) % 8], XmlEscape(p.label),
+                          XmlEscape(p.description));
+    ky += key_line;
   }
   s += "</svg>\n";
   return s;

@@ -53,8 +53,9 @@ std::string FormatRepliesJsonl(absl::Span<const ReportRow> rows);
 struct PlotPoint {
   double x = 0;       // memory saved, percent
   double y = 0;       // accuracy, percent
-  std::string label;  // written next to the point
-  int series = 0;     // colour (e.g. layer groups)
+  std::string label;        // written next to the point (keep it short)
+  std::string description;  // listed under the plot as "label: description"; empty: not listed
+  int series = 0;           // colour (e.g. layer groups)
 };
 
 struct PlotOptions {
@@ -73,8 +74,8 @@ struct PlotOptions {
 
 // A standalone SVG document (no scripts, no external references): axes
 // with ticks, the points, their labels, the upper-left frontier (points no
-// other point beats in both saving and accuracy) as a line, the guides and
-// a legend.
+// other point beats in both saving and accuracy) as a line, the guides, a
+// legend of the series and, under the plot, the key of point descriptions.
 std::string RenderScatterSvg(absl::Span<const PlotPoint> points, const PlotOptions& options);
 
 }  // namespace memshare::bench

@@ -91,8 +91,10 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
 }
 
 TEST(RenderScatterSvgTest, PointsLabelsFrontierAndGuides) {
-  const std::vector<PlotPoint> points = {
-      {0, 99, "off", 0}, {10, 99.5, "a<b", 0}, {20, 98, "c", 1}, {30, 97, "d", 1}};
+  const std::vector<PlotPoint> points = {{0, 99, "off", "", 0},
+                                         {10, 99.5, "a<b", "", 0},
+                                         {20, 98, "c", "tau_kv=1 & more", 1},
+                                         {30, 97, "d", "", 1}};
   PlotOptions o;
   o.title = "accuracy & memory";
   o.series_names = {"1 group", "4 groups"};
@@ -114,6 +116,8 @@ TEST(RenderScatterSvgTest, PointsLabelsFrontierAndGuides) {
   EXPECT_THAT(svg, Not(HasSubstr("a<b")));
   EXPECT_THAT(svg, HasSubstr("off - 1 point"));
   EXPECT_THAT(svg, HasSubstr("4 groups"));
+  EXPECT_THAT(svg, HasSubstr(">c</tspan>: tau_kv=1 &amp; more</text>"));  // the key
+  EXPECT_THAT(svg, HasSubstr("height=\"624\""));                          // 600 + 10 + 14
   // The frontier joins (10, 99.5), (20, 98), (30, 97): three vertices.
   const size_t poly = svg.find("<polyline points=\"");
   ASSERT_NE(poly, std::string::npos);

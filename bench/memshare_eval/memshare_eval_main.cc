@@ -213,8 +213,8 @@ int Main() {
               ? absl::StrFormat("%+.1f%%", 100 * (Median(tok_s) / reference_tok_s - 1)).c_str()
               : "-");
     }
-    points.push_back({100 * r.request_saved(), 100 * r.accuracy(), r.config.name,
-                      series_of_groups[r.config.layer_groups]});
+    points.push_back({100 * r.request_saved(), 100 * r.accuracy(), absl::StrCat(k + 1),
+                      r.config.name, series_of_groups[r.config.layer_groups]});
     if (reference != nullptr && r.config.memshare &&
         r.num_correct >= reference->num_correct - 0.01 * reference->num_problems &&
         (best == nullptr || r.request_saved() > best->request_saved())) {
