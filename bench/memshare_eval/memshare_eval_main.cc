@@ -37,7 +37,8 @@
 ABSL_FLAG(std::string, model, "assets/models/tiny-reasoner", "Hugging Face model directory.");
 ABSL_FLAG(std::string, data, "tests/data/tiny_reasoner/heldout.jsonl",
           "Held-out problems: JSON lines with id, problem, answer.");
-ABSL_FLAG(int32_t, problems, 100, "Problems to run, from the first (0: all).");
+ABSL_FLAG(int32_t, problems, 100, "Problems to run, from --first (0: all).");
+ABSL_FLAG(int32_t, first, 0, "Index (line) of the first problem of --data to run.");
 ABSL_FLAG(std::vector<std::string>, ids, {},
           "Only these problem ids (comma-separated; from the first --problems of --data).");
 ABSL_FLAG(std::string, configs, "memshare=off; memshare=on",
@@ -106,8 +107,18 @@ int Main() {
     std::fprintf(stderr, "memshare_eval: --repeats must be >= 1\n");
     return 2;
   }
+  const int32_t first = absl::GetFlag(FLAGS_first);
+  const int32_t count = absl::GetFlag(FLAGS_problems);
+  if (first < 0 || count < 0) {
+    std::fprintf(stderr, "memshare_eval: --first and --problems must be >= 0\n");
+    return 2;
+  }
   absl::StatusOr<std::vector<HeldoutProblem>> problems =
-      LoadHeldout(absl::GetFlag(FLAGS_data), absl::GetFlag(FLAGS_problems));
+      LoadHeldout(absl::GetFlag(FLAGS_data), count > 0 ? first + count : 0);
+  if (problems.ok()) {
+    problems->erase(problems->begin(),
+                    problems->begin() + std::min<size_t>(first, problems->size()));
+  }
   if (problems.ok() && !absl::GetFlag(FLAGS_ids).empty()) {
     std::vector<HeldoutProblem> picked;
     for (const std::string& text : absl::GetFlag(FLAGS_ids)) {
