@@ -438,12 +438,12 @@ bool Router::Dequeue(const Call* call) {
 
 void Router::AttemptEnded(const WorkerPtr& worker) {
   worker->AddInFlight(-1);
-  {
-    absl::MutexLock lock(&mu_);
-    --in_flight_;
-    PublishGaugesLocked();
-  }
-  Pump();
+  Pump();  // the worker's freed slot may take a queued call
+  // Last: ~Router waits for in_flight_ to reach 0 and then destroys what
+  // Pump uses.
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+  PublishGaugesLocked();
 }
 
 bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status) {
