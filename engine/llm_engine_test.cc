@@ -196,9 +196,24 @@ TEST(LlmEngineTest, BadRequestsAreRejectedWithoutEvents) {
     EXPECT_EQ(s.code(), code) << s;
     EXPECT_THAT(std::string(s.message()), HasSubstr(text));
   };
-  // One good request runs alongside the bad ones.
+  // One good request runs alongside the bad ones. Its first callback holds
+  // the scheduler thread until they are all submitted, so it is still live
+  // for the duplicate-id check (the fake backend can finish 30 tokens before
+  // the test gets there).
   Stream good;
-  ASSERT_TRUE(engine->Submit(Text("good", "abc", 30), good.Callback()).ok());
+  absl::Notification first, release;
+  auto good_cb = good.Callback();
+  ASSERT_TRUE(engine
+                  ->Submit(Text("good", "abc", 30),
+                           [&](const StreamEvent& e) {
+                             good_cb(e);
+                             if (!first.HasBeenNotified()) {
+                               first.Notify();
+                               release.WaitForNotification();
+                             }
+                           })
+                  .ok());
+  first.WaitForNotification();
 
   expect(Text("e", "", 5), absl::StatusCode::kInvalidArgument, "prompt: must not be empty");
   expect(Text("", "abc", 5), absl::StatusCode::kInvalidArgument, "request_id");
@@ -228,6 +243,7 @@ TEST(LlmEngineTest, BadRequestsAreRejectedWithoutEvents) {
   expect(Text("good", "abc", 5), absl::StatusCode::kAlreadyExists, "already live");
   EXPECT_EQ(engine->Submit(Text("n", "abc", 5), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
+  release.Notify();
 
   ASSERT_TRUE(good.Wait());
   EXPECT_EQ(good.tokens(), Reference(Ids("abc"), 30));
