@@ -338,9 +338,11 @@ TEST(LlmEngineTest, ShutdownEndsLiveRequests) {
   {
     FakeBackend::Options model = Model();
     model.num_blocks = 1024;  // room for 4000 tokens: far more than the test lasts
-    auto engine = MakeEngine({}, model);
+    // Before the engine: its destructor delivers the final event to the
+    // callback below, which uses them.
     absl::Notification first;
     auto cb = s.Callback();
+    auto engine = MakeEngine({}, model);
     ASSERT_TRUE(engine
                     ->Submit(Text("a", "abc", 4000),
                              [&](const StreamEvent& e) {
