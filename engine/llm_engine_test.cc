@@ -21,15 +21,18 @@ class Stream {
  public:
   InferenceEngine::EventCallback Callback() {
     return [this](const StreamEvent& e) {
-      absl::MutexLock lock(&mu_);
-      EXPECT_FALSE(finished_) << "event after the final one";
-      events_.push_back(e);
-      for (int32_t t : e.token_ids) tokens_.push_back(t);
-      text_ += e.text_delta;
-      if (e.finished) {
-        finished_ = true;
-        done_.Notify();
+      {
+        absl::MutexLock lock(&mu_);
+        EXPECT_FALSE(finished_) << "event after the final one";
+        events_.push_back(e);
+        for (int32_t t : e.token_ids) tokens_.push_back(t);
+        text_ += e.text_delta;
+        if (e.finished) finished_ = true;
       }
+      // Last, outside the lock: a test may destroy the Stream as soon as
+      // Wait returns (absl::Notification allows that; a mutex still held by
+      // this thread would not).
+      if (e.finished) done_.Notify();
     };
   }
   bool Wait(absl::Duration timeout = absl::Seconds(20)) {
