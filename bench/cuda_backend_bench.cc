@@ -375,6 +375,7 @@ class LentBackend : public engine::Backend {
   const engine::KvCacheSpec& kv_spec() const override { return b_->kv_spec(); }
   int32_t vocab_size() const override { return b_->vocab_size(); }
   bool SamplesOnDevice() const override { return b_->SamplesOnDevice(); }
+  bool SupportsShiftedViews() const override { return b_->SupportsShiftedViews(); }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
     return b_->Forward(plan, output);
   }

@@ -6,6 +6,9 @@
 //
 //   kernels_bench [--json FILE] [--only attn,gemm,dist,misc,prefill] [--sweep]
 //
+// attn includes decode over MemShare shifted views (block_tables_hi /
+// block_shifts) next to the same sharing without views.
+//
 // Prints one line per measurement and a summary table last.
 #include <cuda_runtime.h>
 
@@ -188,9 +191,12 @@ void BenchCopy() {
 // Decode attention: batch 64, 28 query / 4 KV heads, head_dim 128, all
 // sequences at `ctx` keys. shared: every sequence's second half of logical
 // blocks points at the physical blocks of its first half (MemShare-style
-// sharing inside a request). KV bytes counted per logical token, as the
-// peer's figure counts its contiguous cache.
-void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep) {
+// sharing inside a request). views: the same blocks, but every second
+// logical block of the second half is a shifted view (shift 7) over two
+// consecutive blocks of the first half (MemShare shifted sharing: the view
+// launch, block_tables_hi / block_shifts). KV bytes counted per logical
+// token, as the peer's figure counts its contiguous cache.
+void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false) {
   constexpr int kQh = 28, kKvh = 4, kD = 128, kBs = 16;
   const int nb = (ctx + kBs - 1) / kBs;
   const int unique_per_seq = shared ? (nb + 1) / 2 : nb;
@@ -212,8 +218,23 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep) {
       tables[size_t(s) * nb + b] = perm[size_t(s) * unique_per_seq + (b % unique_per_seq)];
     }
   }
+  std::vector<int32_t> hi(tables), shifts(tables.size(), 0);
+  if (views) {
+    for (int s = 0; s < kSeqs; ++s) {
+      for (int b = unique_per_seq; b < nb; b += 2) {
+        const int k = b % unique_per_seq;
+        if (k + 1 >= unique_per_seq || (b + 1) * kBs > ctx) continue;
+        hi[size_t(s) * nb + b] = perm[size_t(s) * unique_per_seq + k + 1];
+        shifts[size_t(s) * nb + b] = 7;
+      }
+    }
+  }
   std::vector<int32_t> lens(kSeqs, ctx);
   int32_t* d_tables = static_cast<int32_t*>(DeviceAlloc(tables.size() * 4));
+  int32_t* d_hi = static_cast<int32_t*>(DeviceAlloc(tables.size() * 4));
+  int32_t* d_shifts = static_cast<int32_t*>(DeviceAlloc(tables.size() * 4));
+  CUDA_OK(cudaMemcpy(d_hi, hi.data(), hi.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(d_shifts, shifts.data(), shifts.size() * 4, cudaMemcpyHostToDevice));
   int32_t* d_lens = static_cast<int32_t*>(DeviceAlloc(kSeqs * 4));
   CUDA_OK(cudaMemcpy(d_tables, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_lens, lens.data(), kSeqs * 4, cudaMemcpyHostToDevice));
@@ -239,6 +260,11 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep) {
   a.rope_inv_freq = d_inv;
   a.softmax_scale = 1.f / std::sqrt(float(kD));
   a.out = out;
+  if (views) {
+    a.block_tables_hi = d_hi;
+    a.block_shifts = d_shifts;
+  }
+  const char* sharing = views ? "views" : shared ? "shared" : "unique";
 
   const kernels::DecodeSplit autos = kernels::ChooseDecodeSplit(kSeqs, kKvh, ctx, kBs, g_sms);
   std::vector<kernels::DecodeSplit> splits = {autos};
@@ -269,28 +295,31 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep) {
       }, 10, 20);
       char gwhat[160];
       std::snprintf(gwhat, sizeof(gwhat), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d (auto, graph)",
-                    kSeqs, ctx, shared ? "shared" : "unique", sp.num_splits, sp.blocks_per_split);
+                    kSeqs, ctx, sharing, sp.num_splits, sp.blocks_per_split);
       const double ggbs = kv_bytes_layer / (gus * 1e-6) / 1e9;
       Report(gwhat, gus, Fmt("%.0f GB/s KV", ggbs) + Fmt(" = %.1f%% of copy", 100.0 * ggbs / std::max(1.0, g_copy_gbs)));
     }
     char what[160];
     std::snprintf(what, sizeof(what), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d%s",
-                  kSeqs, ctx, shared ? "shared" : "unique", sp.num_splits, sp.blocks_per_split,
+                  kSeqs, ctx, sharing, sp.num_splits, sp.blocks_per_split,
                   i == 0 ? " (auto)" : "");
     char fig[80];
     std::snprintf(fig, sizeof(fig), "%.0f GB/s KV = %.1f%% of copy", gbs,
                   100.0 * gbs / std::max(1.0, g_copy_gbs));
     char extra[240];
     std::snprintf(extra, sizeof(extra),
-                  "\"batch\": %d, \"ctx\": %d, \"shared\": %s, \"auto\": %s, \"kv_gbs\": %.1f, "
-                  "\"copy_frac\": %.4f",
-                  kSeqs, ctx, shared ? "true" : "false", i == 0 ? "true" : "false", gbs,
+                  "\"batch\": %d, \"ctx\": %d, \"shared\": %s, \"views\": %s, \"auto\": %s, "
+                  "\"kv_gbs\": %.1f, \"copy_frac\": %.4f",
+                  kSeqs, ctx, shared ? "true" : "false", views ? "true" : "false",
+                  i == 0 ? "true" : "false", gbs,
                   gbs / std::max(1.0, g_copy_gbs));
     Report(what, us, fig, extra);
   }
   cudaFree(ws);
   cudaFree(pool);
   cudaFree(d_tables);
+  cudaFree(d_hi);
+  cudaFree(d_shifts);
   cudaFree(d_lens);
   cudaFree(q);
   cudaFree(out);
@@ -435,6 +464,28 @@ void BenchDistance() {
     std::snprintf(fig, sizeof(fig), "%.2f us/pair, %.0f GB/s", us / pairs,
                   2.0 * block_bytes * pairs / (us * 1e-6) / 1e9);
     Report(what, us, fig);
+    // The same pairs as shifted windows (shift 5): candidate, reference,
+    // reference_next = the next pair's candidate, shift (3 blocks per pair;
+    // bytes counted as before: the window is one block's worth).
+    std::vector<int32_t> windows;
+    for (size_t i = 0; i + 1 < host.size(); i += 2) {
+      for (int32_t v : {host[i], host[i + 1], host[(i + 2) % host.size()], 5}) {
+        windows.push_back(v);
+      }
+    }
+    int32_t* d_windows = static_cast<int32_t*>(DeviceAlloc(windows.size() * 4));
+    CUDA_OK(cudaMemcpy(d_windows, windows.data(), windows.size() * 4, cudaMemcpyHostToDevice));
+    const double wus = MedianUs([&](int rep) {
+      STATUS_OK(kernels::LaunchBlockDistanceWindows(
+          pool, shape, blocks, d_windows + size_t(rep % sets) * pairs * 4, pairs, ws, out,
+          nullptr));
+    });
+    std::snprintf(what, sizeof(what), "block distance 7B group (28 layers) %d shifted windows",
+                  pairs);
+    std::snprintf(fig, sizeof(fig), "%.2f us/pair, %.0f GB/s", wus / pairs,
+                  2.0 * block_bytes * pairs / (wus * 1e-6) / 1e9);
+    Report(what, wus, fig);
+    cudaFree(d_windows);
     cudaFree(d_pairs);
     cudaFree(ws);
     cudaFree(out);
@@ -549,6 +600,7 @@ int main(int argc, char** argv) {
   if (Wants(only, "attn")) {
     for (int ctx : {1024, 4096, 16384}) {
       for (bool shared : {false, true}) BenchDecode(64, ctx, shared, sweep);
+      BenchDecode(64, ctx, /*shared=*/true, sweep, /*views=*/true);
     }
     // Few sequences: the split over the sequence (flash-decoding) matters.
     BenchDecode(8, 16384, false, sweep);

@@ -40,10 +40,13 @@ const std::vector<std::string>& Pieces() {
 
 // Reasoning steps of 63 tokens and a blank line, each a copy of one of
 // `templates` fixed passages with a fraction of its tokens replaced: a trace
-// that keeps revisiting the same few thoughts.
+// that keeps revisiting the same few thoughts. With max_lead > 0 each step
+// starts with 0 .. max_lead - 1 fresh words ("Let me check:"), so that
+// restatements fall at any offset from the block grid (shifted sharing).
 class StepGenerator {
  public:
-  StepGenerator(uint64_t seed, int templates, double mutation) : rng_(seed), mutation_(mutation) {
+  StepGenerator(uint64_t seed, int templates, double mutation, int max_lead = 0)
+      : rng_(seed), mutation_(mutation), max_lead_(max_lead) {
     std::uniform_int_distribution<int32_t> word(1, kVocab - 1);
     templates_.resize(templates);
     for (auto& t : templates_) {
@@ -62,7 +65,13 @@ class StepGenerator {
     std::uniform_int_distribution<size_t> pick(0, templates_.size() - 1);
     std::uniform_int_distribution<int32_t> word(1, kVocab - 1);
     std::bernoulli_distribution mutate(mutation_);
-    step_ = templates_[pick(rng_)];
+    step_.clear();
+    if (max_lead_ > 0) {
+      std::uniform_int_distribution<int> lead(0, max_lead_ - 1);
+      for (int i = lead(rng_); i > 0; --i) step_.push_back(word(rng_));
+    }
+    const std::vector<int32_t>& t = templates_[pick(rng_)];
+    step_.insert(step_.end(), t.begin(), t.end());
     for (size_t i = 0; i + 1 < step_.size(); ++i) {
       if (mutate(rng_)) step_[i] = word(rng_);
     }
@@ -71,6 +80,7 @@ class StepGenerator {
 
   std::mt19937_64 rng_;
   double mutation_;
+  int max_lead_;
   std::vector<std::vector<int32_t>> templates_;
   std::vector<int32_t> step_;
   size_t pos_ = 0;
@@ -100,11 +110,12 @@ class DecodeWorld {
  public:
   // Sequence i finishes after 1024 + (i * 2053) % 6144 tokens, so lengths
   // (and finishes) are spread once every sequence has finished once.
-  DecodeWorld(int32_t num_seqs, int32_t prompt_tokens) : prompt_tokens_(prompt_tokens) {
+  DecodeWorld(int32_t num_seqs, int32_t prompt_tokens, int max_lead = 0)
+      : prompt_tokens_(prompt_tokens) {
     manager_ = MakeManager(num_seqs * (kMaxTokens / 16 + 2) + 64);
     for (int32_t i = 0; i < num_seqs; ++i) {
       // The tokens each sequence will sample, drawn before any timing.
-      StepGenerator gen(1000 + i, /*templates=*/12, /*mutation=*/0.05);
+      StepGenerator gen(1000 + i, /*templates=*/12, /*mutation=*/0.05, max_lead);
       std::vector<int32_t> script(kMaxTokens);
       for (int32_t& t : script) t = gen.NextToken();
       seqs_.push_back(Seq{0, 0, 1024 + (i * 2053) % (kMaxTokens - 1024), std::move(script)});
@@ -303,10 +314,12 @@ BENCHMARK(BM_DedupPassStep64Against200Steps)->UseManualTime()->Unit(benchmark::k
 
 // --- the target: all bookkeeping of one decode step of 256 sequences -------
 
+// range(0) = max_lead: 0 restates steps on the block grid; 16 starts each
+// step 0 .. 15 words late, so restatements fall at any shift.
 void BM_DecodeStep256Sequences(benchmark::State& state) {
   // 256 sequences of 1024 to 7168 tokens (16 to 112 steps), at staggered
   // lengths: the warm-up lets every one finish and restart once.
-  DecodeWorld world(256, /*prompt_tokens=*/64);
+  DecodeWorld world(256, /*prompt_tokens=*/64, static_cast<int>(state.range(0)));
   for (int i = 0; i < 8192; ++i) world.Step();
   const KvStatsSnapshot before = world.manager().Stats();
   for (auto _ : state) world.Step();
@@ -321,12 +334,14 @@ void BM_DecodeStep256Sequences(benchmark::State& state) {
       (after.dedup_candidate_steps - before.dedup_candidate_steps) / n;
   state.counters["pairs_verified_per_iter"] = (after.dedup_verified - before.dedup_verified) / n;
   state.counters["remaps_per_iter"] = (after.dedup_remapped - before.dedup_remapped) / n;
+  state.counters["shifted_per_iter"] =
+      (after.dedup_remapped_shifted - before.dedup_remapped_shifted) / n;
   state.counters["saved_share"] =
       1.0 - static_cast<double>(after.PhysicalBlocks()) /
                 static_cast<double>(std::max<int64_t>(after.LogicalBlocks(), 1));
   state.SetItemsProcessed(state.iterations() * 256);
 }
-BENCHMARK(BM_DecodeStep256Sequences)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DecodeStep256Sequences)->Arg(0)->Arg(16)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace memshare::kvmanager

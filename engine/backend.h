@@ -61,6 +61,13 @@ class Backend : public kvmanager::BlockDistance {
   // `sampling` is ignored and every row's logits are returned.
   virtual bool SamplesOnDevice() const { return false; }
 
+  // Whether Forward reads MemShare shifted views (SequenceChunk::
+  // block_tables_hi / block_shifts) and ComputeDistanceSums shifted
+  // reference windows (kvmanager::BlockPair::shift). False: the engine
+  // turns shifted sharing off (DedupPolicy::shifted_sharing), so no plan
+  // carries a view and no pair a shift.
+  virtual bool SupportsShiftedViews() const { return false; }
+
   // Runs one step: writes K/V of every token in the plan into its slot and
   // returns the logits asked for. INVALID_ARGUMENT for a plan that does not
   // fit (block table too short, block id out of range, token id outside the

@@ -31,6 +31,10 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
   kv_options.num_layer_groups = spec.num_layer_groups;
   kv_options.num_blocks = spec.num_blocks;
   kv_options.block_size = spec.block_size;
+  // Shifted views only where the backend reads them (Backend::
+  // SupportsShiftedViews): a backend that ignored them would attend to the
+  // wrong K/V without a word.
+  if (!parts.backend->SupportsShiftedViews()) kv_options.dedup.shifted_sharing = false;
   kv_options.block_bytes.clear();
   for (int g = 0; g < spec.num_layer_groups; ++g)
     kv_options.block_bytes.push_back(spec.BlockBytes(g));

@@ -474,6 +474,33 @@ TEST(LlmEngineTest, LoadCountsPrefixCacheAndMemShare) {
   EXPECT_GT(a.last().usage.shared_blocks, 0);
 }
 
+// A backend that cannot read shifted views gets an engine without them
+// (the engine turns DedupPolicy::shifted_sharing off), and MemShare still
+// shares whole blocks.
+TEST(LlmEngineTest, ShiftedSharingOnlyWithABackendThatReadsViews) {
+  for (const bool reads_views : {true, false}) {
+    FakeBackend::Options model = Model();
+    model.window = 1;
+    model.shifted_views = reads_views;
+    LlmEngine::Options o;
+    o.kv.segmenter.min_step_tokens = 8;
+    o.kv.segmenter.max_step_tokens = 16;
+    auto engine = MakeEngine(o, model);
+    ASSERT_NE(engine, nullptr);
+    Stream a;
+    EngineRequest r = Text("a", "abcdefghijklmnopq", 150);
+    r.memshare.mode = MemShareParams::Mode::kOn;
+    ASSERT_TRUE(engine->Submit(r, a.Callback()).ok());
+    ASSERT_TRUE(a.Wait());
+    EXPECT_EQ(a.tokens(), Reference(Ids("abcdefghijklmnopq"), 150, model)) << reads_views;
+    const kvmanager::KvStatsSnapshot kv = engine->GetKvStats();
+    EXPECT_GT(kv.dedup_remapped, 0) << reads_views;
+    if (!reads_views) {
+      EXPECT_EQ(kv.dedup_remapped_shifted, 0);
+    }
+  }
+}
+
 // The same requests through an engine whose backend samples on the device:
 // the same tokens, text, stop-string ends and logprobs as host sampling.
 TEST(LlmEngineTest, DeviceSamplingStreamsWhatHostSamplingStreams) {

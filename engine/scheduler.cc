@@ -53,6 +53,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
     return absl::InvalidArgumentError(
         absl::StrCat("max_prompt_len: must be >= 0, got ", options.max_prompt_len));
   }
+  if (kv->shifted_sharing() && !backend->SupportsShiftedViews()) {
+    return absl::InvalidArgumentError(
+        "the KV manager may make MemShare shifted views (dedup.shifted_sharing) but the backend "
+        "does not read them (Backend::SupportsShiftedViews)");
+  }
   const KvCacheSpec& spec = backend->kv_spec();
   if (spec.block_size != kv->block_size() || spec.num_layer_groups != kv->num_layer_groups() ||
       spec.num_blocks != kv->num_blocks()) {
@@ -452,7 +457,10 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     chunk.start_pos = s->num_computed;
     chunk.token_ids.assign(s->tokens.begin() + s->num_computed,
                            s->tokens.begin() + s->num_computed + sc.num_tokens);
-    if (run_status.ok()) run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables);
+    if (run_status.ok()) {
+      run_status = kv_->CopyBlockTables(s->id, &chunk.block_tables, &chunk.block_tables_hi,
+                                        &chunk.block_shifts);
+    }
     chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
     if (chunk.compute_logits && s->device_sampling) chunk.sampling = DeviceSamplingOf(s);
     (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len ? decode_tokens

@@ -640,6 +640,52 @@ TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
   EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
 }
 
+// Shifted sharing through the scheduler: a model whose text cycles with a
+// period that is not a multiple of the block size repeats it off the block
+// grid; those blocks become shifted views (the plans carry block_tables_hi
+// and block_shifts, the fake reads through them and checks every read
+// against what was written), and the output does not change.
+TEST(SchedulerTest, MemShareSharesOffGridRepeatsAsShiftedViews) {
+  int64_t shifted = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    FakeBackend::Options model = SmallModel();
+    model.window = 1;
+    model.num_blocks = 128;
+    model.seed = seed;
+    const std::vector<int32_t> prompt = Prompt(9, 70 + static_cast<int>(seed));
+    auto run = [&](bool memshare) {
+      Harness h(model, {});
+      SequenceRequest r = Greedy(1, prompt, 120);
+      r.memshare.mode = memshare ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
+      EXPECT_TRUE(h.scheduler().Add(r).ok());
+      h.RunToEnd();
+      EXPECT_EQ(h.scheduler().stats().dedup_errors, 0);
+      return std::make_pair(h.results()[1].tokens, h.kv().Stats().dedup_remapped_shifted);
+    };
+    const auto [off, off_shifted] = run(false);
+    const auto [on, on_shifted] = run(true);
+    EXPECT_EQ(on, off) << "seed " << seed;
+    EXPECT_EQ(off_shifted, 0);
+    shifted += on_shifted;
+  }
+  EXPECT_GT(shifted, 0);
+}
+
+// A KV manager that may make shifted views needs a backend that reads them.
+TEST(SchedulerTest, ShiftedSharingNeedsABackendThatReadsViews) {
+  FakeBackend::Options model = SmallModel();
+  model.shifted_views = false;
+  auto backend = *FakeBackend::Create(model);
+  kvmanager::KvManager::Options kv_options = KvOptions(model);
+  auto kv = *kvmanager::KvManager::Create(kv_options);
+  const absl::Status refused = Scheduler::Create({}, backend.get(), kv.get()).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("SupportsShiftedViews"));
+  kv_options.dedup.shifted_sharing = false;
+  auto grid_only = *kvmanager::KvManager::Create(kv_options);
+  EXPECT_TRUE(Scheduler::Create({}, backend.get(), grid_only.get()).ok());
+}
+
 // --- Sampling on the device (a FakeBackend that samples by the CPU rules) ---
 
 FakeBackend::Options DeviceModel(FakeBackend::Options model = SmallModel()) {
@@ -924,6 +970,7 @@ class CorruptingBackend : public Backend {
   const KvCacheSpec& kv_spec() const override { return inner_->kv_spec(); }
   int32_t vocab_size() const override { return inner_->vocab_size(); }
   bool SamplesOnDevice() const override { return inner_->SamplesOnDevice(); }
+  bool SupportsShiftedViews() const override { return inner_->SupportsShiftedViews(); }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
     absl::Status st = inner_->Forward(plan, output);
     for (size_t r = 0; st.ok() && r < output->sampled_token_ids.size(); ++r) {

@@ -54,6 +54,19 @@ struct SequenceChunk {
   // blocks may name the same physical block (MemShare or prefix sharing);
   // the backend never writes a block that is not the target of a token here.
   std::vector<std::vector<int32_t>> block_tables;
+  // MemShare shifted views (kvmanager/block_table.h). Both empty when the
+  // sequence has none (the common case; backends then read block_tables
+  // only). Otherwise one entry per layer group, each either empty (no view
+  // in that group) or dense like block_tables[group]: logical block b with
+  // s = block_shifts[group][b] > 0 is a view whose slot j reads physical
+  // block block_tables[group][b] (its "lo") slot j + s when j + s <
+  // block_size, else block_tables_hi[group][b] slot j + s - block_size.
+  // Entries with shift 0 read block_tables only (their hi equals their
+  // block, so reading it unconditionally is safe). The RoPE position of
+  // slot j of logical block b stays b * block_size + j. A view is full and
+  // never written: no token of the chunk has its slot in a view.
+  std::vector<std::vector<int32_t>> block_tables_hi;
+  std::vector<std::vector<int32_t>> block_shifts;
   // Whether the step returns logits for the last token of token_ids (false
   // for prefill chunks that do not end the prompt).
   bool compute_logits = true;

@@ -16,6 +16,13 @@
 // context_len - q_len .. context_len - 1 (a chunk after a cached prefix, or
 // the whole prompt), causal, flash-style.
 //
+// MemShare shifted views (kvmanager/block_table.h, engine/step_plan.h): a
+// logical block may read a window that starts `shift` slots into its
+// physical block and runs on into a second one (block_tables_hi below).
+// Keys keep the logical positions of their slots, so a view attends exactly
+// like a copy of the window would. Without views (null pointers) the kernels
+// run the code they ran before views existed.
+//
 // Both expect the K and V of the query tokens to be in the pool already
 // (kernels/qkv.h LaunchWriteKvCache). Supported: head_dim 64 and 128,
 // block_size 16, query heads per KV head 1..16. bf16 throughout, fp32
@@ -49,6 +56,16 @@ struct PagedAttentionArgs {
   // never read.
   const int32_t* block_tables = nullptr;
   int block_table_stride = 0;
+  // Shifted views, both null (no views in this launch) or both set: int32
+  // [num_seqs][block_table_stride] like block_tables. Logical block b of
+  // sequence s with sh = block_shifts[s][b] > 0 is a view: its slot j reads
+  // block_tables[s][b] slot j + sh when j + sh < block_size, else
+  // block_tables_hi[s][b] slot j + sh - block_size. Entries with shift 0
+  // never read block_tables_hi (callers fill it with the entry's own block).
+  // Shifts outside [0, block_size) are the caller's error (validated on the
+  // host): the kernels stay inside the two blocks but the result is wrong.
+  const int32_t* block_tables_hi = nullptr;
+  const int32_t* block_shifts = nullptr;
   // int32 [num_seqs]: keys per sequence, the query tokens included. A
   // sequence with context_len <= 0 is padding: its output rows are zeros.
   const int32_t* context_lens = nullptr;
@@ -81,7 +98,8 @@ size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_q_heads, int head_dim
 
 // q, out: one row per sequence. workspace: DecodeAttentionWorkspaceBytes.
 // Enqueues on `stream`; no synchronization. INVALID_ARGUMENT for an
-// unsupported shape or a split that is not positive.
+// unsupported shape, a split that is not positive, or only one of
+// block_tables_hi / block_shifts set.
 absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_seqs,
                                         const DecodeSplit& split, void* workspace,
                                         cudaStream_t stream);

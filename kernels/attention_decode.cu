@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,17 @@ struct DecodeParams {
   float* part_lse;     // [num_seqs][num_q_heads][num_splits], log2 units
 };
 
+// With shifted views. A separate type, so that the kernels without views
+// take exactly the parameters (and compile to exactly the code) they did
+// before views existed.
+struct DecodeViewParams : DecodeParams {
+  const int32_t* block_tables_hi;  // [num_seqs][bt_stride]
+  const int32_t* block_shifts;     // [num_seqs][bt_stride]
+};
+
+template <bool kViews>
+using DecodeParamsFor = std::conditional_t<kViews, DecodeViewParams, DecodeParams>;
+
 template <int D, int kStages>
 constexpr int DecodeSmemBytes() {
   return kWarps * kStages * 2 * kAttnBlockSize * D * 2;
@@ -71,8 +83,13 @@ constexpr int DecodeSmemBytes() {
 // written). The warps' states merge in shared memory at the end; with
 // num_splits > 1 the CTA writes its normalized O and log-sum-exp instead of
 // the output, for MergeSplitsKernel.
-template <int D, int kStages, bool kWide>
-__global__ void __launch_bounds__(kWarps * 32, 2) PagedDecodeKernel(const DecodeParams p) {
+// kViews: the launch has shifted views; each 16-byte chunk of a stage then
+// comes from the row (slot + shift) of the lo block or, past its end, of
+// the hi block. Rows stay in logical order in shared memory, so everything
+// after the load is the same code.
+template <int D, int kStages, bool kWide, bool kViews>
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
   constexpr int kSteps = D / 16;  // MMA k-steps over the head dimension
   constexpr int kHalf = kSteps / 2;  // k-step s holds the RoPE partners of s + kHalf
   constexpr int kRowBytes = D * 2;
@@ -155,28 +172,57 @@ __global__ void __launch_bounds__(kWarps * 32, 2) PagedDecodeKernel(const Decode
   const int32_t* bt = p.block_tables + int64_t{seq} * p.bt_stride;
   const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kAttnBlockSize * D;
   int32_t table_window = 0;  // lane i: physical id of this warp's block (it & ~31) + i
+  // kViews: lane i's hi block and shift of the same block.
+  int32_t hi_window = 0;
+  int32_t shift_window = 0;
 
   auto load = [&](int it) {
     if ((it & 31) == 0) {
       const int b = first + (it + lane) * kWarps;
       table_window = b < blk_end ? __ldg(bt + b) : 0;
+      if constexpr (kViews) {
+        const int64_t row = int64_t{seq} * p.bt_stride;
+        hi_window = b < blk_end ? __ldg(p.block_tables_hi + row + b) : 0;
+        shift_window = b < blk_end ? __ldg(p.block_shifts + row + b) : 0;
+      }
     }
     const int32_t phys = __shfl_sync(0xffffffffu, table_window, it & 31);
     const int valid_rows = ctx - (first + it * kWarps) * kAttnBlockSize;
     const __nv_bfloat16* kg = head_base + int64_t{phys} * p.block_elems;
     const __nv_bfloat16* vg = kg + p.slab;
     const uint32_t st = wsm + (it % kStages) * kStageBytes;
+    if constexpr (!kViews) {
 #pragma unroll
-    for (int i = 0; i < kChunksPerLane; ++i) {
-      const int idx = lane + 32 * i;
-      const int r = idx / kChunksPerRow;
-      const int q = idx % kChunksPerRow;
-      const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
-      // Slots past the sequence's end are zero-filled: whatever the pool
-      // holds there (NaN included) never reaches the MMAs.
-      const int bytes = r < valid_rows ? 16 : 0;
-      CpAsync16(st + off, kg + idx * 8, bytes);
-      CpAsync16(st + kTileBytes + off, vg + idx * 8, bytes);
+      for (int i = 0; i < kChunksPerLane; ++i) {
+        const int idx = lane + 32 * i;
+        const int r = idx / kChunksPerRow;
+        const int q = idx % kChunksPerRow;
+        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        // Slots past the sequence's end are zero-filled: whatever the pool
+        // holds there (NaN included) never reaches the MMAs.
+        const int bytes = r < valid_rows ? 16 : 0;
+        CpAsync16(st + off, kg + idx * 8, bytes);
+        CpAsync16(st + kTileBytes + off, vg + idx * 8, bytes);
+      }
+    } else {
+      const int32_t phys_hi = __shfl_sync(0xffffffffu, hi_window, it & 31);
+      const int shift = __shfl_sync(0xffffffffu, shift_window, it & 31);
+      const __nv_bfloat16* kg_hi = head_base + int64_t{phys_hi} * p.block_elems;
+#pragma unroll
+      for (int i = 0; i < kChunksPerLane; ++i) {
+        const int idx = lane + 32 * i;
+        const int r = idx / kChunksPerRow;
+        const int q = idx % kChunksPerRow;
+        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const int bytes = r < valid_rows ? 16 : 0;
+        // Row r of the logical block: row r + shift of lo, or of hi past
+        // lo's end (shift 0: lo's row r, as above).
+        const int src_row = r + shift;
+        const __nv_bfloat16* src = (src_row < kAttnBlockSize ? kg : kg_hi) +
+                                   (src_row & (kAttnBlockSize - 1)) * D + q * 8;
+        CpAsync16(st + off, src, bytes);
+        CpAsync16(st + kTileBytes + off, src + p.slab, bytes);
+      }
     }
   };
 
@@ -375,18 +421,19 @@ __global__ void MergeSplitsKernel(const float* __restrict__ part_o,
   o[d] = __float2bfloat16(acc / sum);
 }
 
-template <int D, int kStages, bool kWide>
-absl::Status LaunchDecode(const DecodeParams& p, int kv_heads, int num_seqs,
+template <int D, int kStages, bool kWide, bool kViews>
+absl::Status LaunchDecode(const DecodeParamsFor<kViews>& p, int kv_heads, int num_seqs,
                           cudaStream_t stream) {
   constexpr int kSmem = DecodeSmemBytes<D, kStages>();
-  static const cudaError_t attr_err = cudaFuncSetAttribute(
-      PagedDecodeKernel<D, kStages, kWide>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  static const cudaError_t attr_err =
+      cudaFuncSetAttribute(PagedDecodeKernel<D, kStages, kWide, kViews>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (attr_err != cudaSuccess) {
     return absl::InternalError(
         absl::StrCat("decode attention: shared memory limit: ", cudaGetErrorString(attr_err)));
   }
   const dim3 grid(kv_heads, num_seqs, p.num_splits);
-  PagedDecodeKernel<D, kStages, kWide><<<grid, kWarps * 32, kSmem, stream>>>(p);
+  PagedDecodeKernel<D, kStages, kWide, kViews><<<grid, kWarps * 32, kSmem, stream>>>(p);
   if (p.num_splits > 1) {
     MergeSplitsKernel<D><<<dim3(p.num_q_heads, num_seqs), D, 0, stream>>>(
         p.part_o, p.part_lse, p.context_lens, p.num_q_heads, p.num_splits, p.blocks_per_split,
@@ -436,13 +483,15 @@ absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_
   const internal::PoolView pool = internal::MakePoolView(args);
   const int kv_heads = args.shape.kv_heads;
   const int head_dim = args.shape.head_dim;
-  DecodeParams p;
+  DecodeViewParams p;
   p.q = static_cast<const __nv_bfloat16*>(args.q);
   p.q_row_stride = args.q_row_stride;
   p.layer_base = pool.layer_base;
   p.block_elems = pool.block_elems;
   p.slab = pool.slab;
   p.block_tables = args.block_tables;
+  p.block_tables_hi = args.block_tables_hi;
+  p.block_shifts = args.block_shifts;
   p.bt_stride = args.block_table_stride;
   p.context_lens = args.context_lens;
   p.inv_freq = args.rope_inv_freq;
@@ -456,12 +505,23 @@ absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_
   p.part_o = static_cast<float*>(workspace);
   p.part_lse = p.part_o == nullptr ? nullptr : p.part_o + slots * head_dim;
   const bool wide = p.group > 8;
-  if (head_dim == 128) {
-    return wide ? LaunchDecode<128, 3, true>(p, kv_heads, num_seqs, stream)
-                : LaunchDecode<128, 3, false>(p, kv_heads, num_seqs, stream);
+  if (p.block_shifts != nullptr) {
+    // Views: the whole DecodeViewParams.
+    if (head_dim == 128) {
+      return wide ? LaunchDecode<128, 3, true, true>(p, kv_heads, num_seqs, stream)
+                  : LaunchDecode<128, 3, false, true>(p, kv_heads, num_seqs, stream);
+    }
+    return wide ? LaunchDecode<64, 3, true, true>(p, kv_heads, num_seqs, stream)
+                : LaunchDecode<64, 3, false, true>(p, kv_heads, num_seqs, stream);
   }
-  return wide ? LaunchDecode<64, 3, true>(p, kv_heads, num_seqs, stream)
-              : LaunchDecode<64, 3, false>(p, kv_heads, num_seqs, stream);
+  // No views: the DecodeParams part only.
+  const DecodeParams& base = p;
+  if (head_dim == 128) {
+    return wide ? LaunchDecode<128, 3, true, false>(base, kv_heads, num_seqs, stream)
+                : LaunchDecode<128, 3, false, false>(base, kv_heads, num_seqs, stream);
+  }
+  return wide ? LaunchDecode<64, 3, true, false>(base, kv_heads, num_seqs, stream)
+              : LaunchDecode<64, 3, false, false>(base, kv_heads, num_seqs, stream);
 }
 
 }  // namespace memshare::kernels

@@ -24,6 +24,9 @@ struct GenericParams {
   int64_t block_elems;              // elements of one block
   int64_t slab;                     // elements of one (layer, K or V) slab
   const int32_t* block_tables;      // [num_seqs][bt_stride]
+  // Shifted views (kViews only): [num_seqs][bt_stride] like block_tables.
+  const int32_t* block_tables_hi;
+  const int32_t* block_shifts;
   int64_t bt_stride;
   const int32_t* context_lens;  // [num_seqs]
   const int32_t* cu_q_lens;     // [num_seqs + 1]
@@ -47,6 +50,11 @@ __device__ __forceinline__ float WarpSumF(float v) {
 // takes keys w, w + kWarps, ... up to the query position with an online
 // softmax; lane l holds the rotation pairs (t, t + D/2) for t = l + 32 r.
 // The warps' partial states merge in shared memory.
+// kViews: the launch has shifted views; key j then comes from slot
+// j % block_size + shift of its entry's block, or of the entry's hi block
+// past the end (attention.h). Without views the code is what it was before
+// views existed.
+template <bool kViews>
 __global__ void __launch_bounds__(kThreads) GenericAttentionKernel(const GenericParams p) {
   const int head = blockIdx.x;
   const int i = blockIdx.y;
@@ -92,9 +100,17 @@ __global__ void __launch_bounds__(kThreads) GenericAttentionKernel(const Generic
   const int64_t head_off = int64_t{kvh} * p.block_size * D;
 
   for (int j = warp; j <= pos; j += kWarps) {
-    const int64_t block = table[j / p.block_size];
-    const __nv_bfloat16* k =
-        p.layer_base + block * p.block_elems + head_off + int64_t{j % p.block_size} * D;
+    int64_t block = table[j / p.block_size];
+    int slot = j % p.block_size;
+    if constexpr (kViews) {
+      const int64_t entry = int64_t{seq} * p.bt_stride + j / p.block_size;
+      slot += p.block_shifts[entry];
+      if (slot >= p.block_size) {
+        slot -= p.block_size;
+        block = p.block_tables_hi[entry];
+      }
+    }
+    const __nv_bfloat16* k = p.layer_base + block * p.block_elems + head_off + int64_t{slot} * D;
     const __nv_bfloat16* v = k + p.slab;
     float part = 0.f;
 #pragma unroll
@@ -188,6 +204,10 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
       !(a.softmax_scale > 0.f)) {
     return absl::InvalidArgumentError("generic attention: bad q stride, table stride or scale");
   }
+  if ((a.block_tables_hi == nullptr) != (a.block_shifts == nullptr)) {
+    return absl::InvalidArgumentError(
+        "generic attention: block_tables_hi and block_shifts must both be set or both be null");
+  }
   if (num_seqs == 0 || max_q_len == 0) return absl::OkStatus();
   GenericParams p;
   const int64_t slab = s.SlabElements();
@@ -197,6 +217,8 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
   p.block_elems = s.BlockElements();
   p.slab = slab;
   p.block_tables = a.block_tables;
+  p.block_tables_hi = a.block_tables_hi;
+  p.block_shifts = a.block_shifts;
   p.bt_stride = a.block_table_stride;
   p.context_lens = a.context_lens;
   p.cu_q_lens = cu_q_lens;
@@ -208,7 +230,11 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
   p.block_size = s.block_size;
   p.out = static_cast<__nv_bfloat16*>(a.out);
   const dim3 grid(a.num_q_heads, max_q_len, num_seqs);
-  GenericAttentionKernel<<<grid, kThreads, 0, stream>>>(p);
+  if (a.block_shifts != nullptr) {
+    GenericAttentionKernel<true><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    GenericAttentionKernel<false><<<grid, kThreads, 0, stream>>>(p);
+  }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("generic attention launch: ", cudaGetErrorString(err)));

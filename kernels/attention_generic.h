@@ -3,6 +3,8 @@
 // more than 16 query heads per KV head): the tiny test checkpoints and
 // unusual models. Same pool layout, same RoPE-on-read contract, same
 // arguments as LaunchPagedPrefillAttention; decode is the case q_len = 1.
+// MemShare shifted views (block_tables_hi / block_shifts, attention.h) are
+// read as the tensor-core kernels read them.
 //
 // One CTA per (query head, query token, sequence), fp32 throughout (scores,
 // softmax, accumulation; sin and cos by sincosf of the float32 angle
@@ -29,7 +31,8 @@ bool FastAttentionSupports(const KvBlockShape& shape, int num_q_heads);
 // context_len - 1. A sequence with context_len <= 0 is padding: its rows
 // (at most one) are written as zeros. max_q_len: host value, sizes the grid.
 // Supported: even head_dim <= 256, any block_size >= 1, num_q_heads a
-// multiple of kv_heads. Enqueues on `stream`.
+// multiple of kv_heads. Enqueues on `stream`. INVALID_ARGUMENT also for
+// only one of block_tables_hi / block_shifts set.
 absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& args, int num_seqs,
                                          const int32_t* cu_q_lens, int max_q_len,
                                          cudaStream_t stream);

@@ -65,6 +65,10 @@ inline absl::Status ValidateAttentionArgs(const PagedAttentionArgs& a, int num_s
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": kv_pool must be 16-byte and out 4-byte aligned"));
   }
+  if ((a.block_tables_hi == nullptr) != (a.block_shifts == nullptr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": block_tables_hi and block_shifts must both be set or both be null"));
+  }
   if (a.block_table_stride <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": block_table_stride must be > 0"));
   }

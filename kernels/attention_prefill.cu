@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,16 @@ struct PrefillParams {
   __nv_bfloat16* out;  // [num_tokens][num_q_heads][D]
 };
 
+// With shifted views. A separate type, so that the kernel without views
+// takes exactly the parameters it did before views existed.
+struct PrefillViewParams : PrefillParams {
+  const int32_t* block_tables_hi;  // [num_seqs][bt_stride]
+  const int32_t* block_shifts;     // [num_seqs][bt_stride]
+};
+
+template <bool kViews>
+using PrefillParamsFor = std::conditional_t<kViews, PrefillViewParams, PrefillParams>;
+
 template <int D>
 constexpr int PrefillSmemBytes() {
   return 2 /*stages*/ * 2 /*K, V*/ * kKvTile * D * 2 + D / 2 * 4 /*inv_freq*/;
@@ -65,8 +76,11 @@ constexpr int PrefillSmemBytes() {
 // in shared memory (RoPE at its logical positions) before the warps read it.
 // Per warp and tile: S[16 x 64] = Q K^T, causal mask, online softmax,
 // O[16 x D] += P V.
-template <int D>
-__global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillParams p) {
+// kViews: the launch has shifted views; key `tok` then comes from slot
+// (tok % 16 + shift) of its lo block or, past its end, of its hi block.
+// The tile in shared memory is in logical order either way.
+template <int D, bool kViews>
+__global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillParamsFor<kViews> p) {
   constexpr int kSteps = D / 16;
   constexpr int kHalf = kSteps / 2;
   constexpr int kRowBytes = D * 2;
@@ -142,9 +156,20 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillPara
       const int q = idx % kChunksPerRow;
       const int tok = tile * kKvTile + r;
       const bool valid = tok < kv_end;
-      const int32_t phys = __ldg(bt + (valid ? tok / kAttnBlockSize : 0));
-      const __nv_bfloat16* src = head_base + int64_t{phys} * p.block_elems +
-                                 (valid ? (tok % kAttnBlockSize) * D : 0) + q * 8;
+      const __nv_bfloat16* src;
+      if constexpr (!kViews) {
+        const int32_t phys = __ldg(bt + (valid ? tok / kAttnBlockSize : 0));
+        src = head_base + int64_t{phys} * p.block_elems +
+              (valid ? (tok % kAttnBlockSize) * D : 0) + q * 8;
+      } else {
+        const int logical = valid ? tok / kAttnBlockSize : 0;
+        const int64_t row = int64_t{seq} * p.bt_stride;
+        int32_t phys = __ldg(bt + logical);
+        int slot = valid ? tok % kAttnBlockSize + __ldg(p.block_shifts + row + logical) : 0;
+        if (slot >= kAttnBlockSize) phys = __ldg(p.block_tables_hi + row + logical);
+        slot &= kAttnBlockSize - 1;
+        src = head_base + int64_t{phys} * p.block_elems + slot * D + q * 8;
+      }
       const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
       CpAsync16(kdst + off, src, valid ? 16 : 0);
       CpAsync16(kdst + kTileBytes + off, src + p.slab, valid ? 16 : 0);
@@ -295,12 +320,12 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillPara
   }
 }
 
-template <int D>
-absl::Status LaunchPrefill(const PrefillParams& p, int kv_heads, int num_seqs, int max_q_len,
-                           cudaStream_t stream) {
+template <int D, bool kViews>
+absl::Status LaunchPrefill(const PrefillParamsFor<kViews>& p, int kv_heads, int num_seqs,
+                           int max_q_len, cudaStream_t stream) {
   constexpr int kSmem = PrefillSmemBytes<D>();
   static const cudaError_t attr_err = cudaFuncSetAttribute(
-      PagedPrefillKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+      PagedPrefillKernel<D, kViews>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (attr_err != cudaSuccess) {
     return absl::InternalError(
         absl::StrCat("prefill attention: shared memory limit: ", cudaGetErrorString(attr_err)));
@@ -308,7 +333,7 @@ absl::Status LaunchPrefill(const PrefillParams& p, int kv_heads, int num_seqs, i
   const int64_t tiles = (int64_t{max_q_len} * p.group + kRowsPerCta - 1) / kRowsPerCta;
   if (tiles > 0x7fffffff) return absl::InvalidArgumentError("prefill attention: too many rows");
   const dim3 grid(static_cast<unsigned>(tiles), num_seqs, kv_heads);
-  PagedPrefillKernel<D><<<grid, kThreads, kSmem, stream>>>(p);
+  PagedPrefillKernel<D, kViews><<<grid, kThreads, kSmem, stream>>>(p);
   return internal::LaunchStatus("prefill attention");
 }
 
@@ -326,7 +351,7 @@ absl::Status LaunchPagedPrefillAttention(const PagedAttentionArgs& args, int num
   }
   if (num_seqs == 0 || max_q_len == 0) return absl::OkStatus();
   const internal::PoolView pool = internal::MakePoolView(args);
-  PrefillParams p;
+  PrefillViewParams p;
   p.q = static_cast<const __nv_bfloat16*>(args.q);
   p.q_row_stride = args.q_row_stride;
   p.layer_base = pool.layer_base;
@@ -341,10 +366,18 @@ absl::Status LaunchPagedPrefillAttention(const PagedAttentionArgs& args, int num
   p.num_q_heads = args.num_q_heads;
   p.group = args.num_q_heads / args.shape.kv_heads;
   p.out = static_cast<__nv_bfloat16*>(args.out);
-  if (args.shape.head_dim == 128) {
-    return LaunchPrefill<128>(p, args.shape.kv_heads, num_seqs, max_q_len, stream);
+  p.block_tables_hi = args.block_tables_hi;
+  p.block_shifts = args.block_shifts;
+  const int kvh = args.shape.kv_heads;
+  if (p.block_shifts != nullptr) {
+    return args.shape.head_dim == 128
+               ? LaunchPrefill<128, true>(p, kvh, num_seqs, max_q_len, stream)
+               : LaunchPrefill<64, true>(p, kvh, num_seqs, max_q_len, stream);
   }
-  return LaunchPrefill<64>(p, args.shape.kv_heads, num_seqs, max_q_len, stream);
+  const PrefillParams& base = p;  // no views: the PrefillParams part only
+  return args.shape.head_dim == 128
+             ? LaunchPrefill<128, false>(base, kvh, num_seqs, max_q_len, stream)
+             : LaunchPrefill<64, false>(base, kvh, num_seqs, max_q_len, stream);
 }
 
 }  // namespace memshare::kernels

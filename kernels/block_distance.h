@@ -48,6 +48,24 @@ absl::Status LaunchBlockDistance(const void* pool, const KvBlockShape& shape,
                                  int num_pairs, void* workspace,
                                  BlockPairSums* out, cudaStream_t stream);
 
+// The same with references that may be shifted windows (MemShare shifted
+// sharing, kvmanager/block_distance.h BlockPair):
+// pairs: int32 [num_pairs][4], device: (candidate, reference,
+//        reference_next, shift), the layout of kvmanager::BlockPair, so an
+//        array of them can be copied as is. Slot j of the reference is slot
+//        j + shift of `reference` when j + shift < block_size, else slot
+//        j + shift - block_size of `reference_next` (read only when
+//        shift > 0). Shift 0 pairs compute exactly what LaunchBlockDistance
+//        computes. A pair with a negative candidate or reference, or with
+//        shift > 0 and a negative reference_next, is padding (all zeros); a
+//        shift outside [0, block_size) gives NaN sums (which never pass the
+//        threshold). Ids are validated by the caller.
+// INVALID_ARGUMENT also for a head_dim that is not a multiple of 8.
+absl::Status LaunchBlockDistanceWindows(const void* pool, const KvBlockShape& shape,
+                                        int64_t num_blocks, const int32_t* pairs,
+                                        int num_pairs, void* workspace,
+                                        BlockPairSums* out, cudaStream_t stream);
+
 }  // namespace memshare::kernels
 
 #endif  // MEMSHARE_KERNELS_BLOCK_DISTANCE_H_

@@ -3,6 +3,26 @@
 #include <algorithm>
 
 namespace memshare::kvmanager {
+namespace {
+
+// Slots where `a` and `b` agree. Branch-free with a constant trip count
+// for the usual block size, so the compiler vectorizes it (4 compares of 4
+// slots): cheaper than stopping at the first mismatch too many.
+template <int32_t kN>
+inline int32_t AgreeFixed(const int32_t* a, const int32_t* b) {
+  int32_t same = 0;
+  for (int32_t s = 0; s < kN; ++s) same += a[s] == b[s];
+  return same;
+}
+
+inline int32_t Agree(const int32_t* a, const int32_t* b, int32_t n) {
+  if (n == 16) return AgreeFixed<16>(a, b);
+  int32_t same = 0;
+  for (int32_t s = 0; s < n; ++s) same += a[s] == b[s];
+  return same;
+}
+
+}  // namespace
 
 BlockAligner::Range BlockAligner::OwnedBlocks(DedupIndex::StepSpan span, int32_t block_size) {
   // Block i is owned when its last slot (i + 1) * B - 1 lies in [begin, end).
@@ -16,25 +36,56 @@ BlockAligner::Range BlockAligner::OwnedBlocks(DedupIndex::StepSpan span, int32_t
 void BlockAligner::Align(absl::Span<const int32_t> tokens, int32_t block_size,
                          DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
                          int32_t min_overlap, std::vector<Match>* out) {
-  const Range owned = OwnedBlocks(step, block_size);
+  AlignImpl(tokens, block_size, step, candidate, min_overlap, nullptr, out);
+}
+
+void BlockAligner::AlignShifted(absl::Span<const int32_t> tokens, int32_t block_size,
+                                DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
+                                int32_t min_overlap, BlockFilter usable, std::vector<Match>* out) {
+  AlignImpl(tokens, block_size, step, candidate, min_overlap, &usable, out);
+}
+
+void BlockAligner::AlignImpl(absl::Span<const int32_t> tokens, int32_t block_size,
+                             DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
+                             int32_t min_overlap, const BlockFilter* usable,
+                             std::vector<Match>* out) {
+  const int32_t bs = block_size;
+  const Range owned = OwnedBlocks(step, bs);
   if (candidate.end <= candidate.begin) return;
-  const int32_t full_blocks = static_cast<int32_t>(tokens.size()) / block_size;
-  const int32_t ref_begin = candidate.begin / block_size;
-  const int32_t ref_end = std::min((candidate.end + block_size - 1) / block_size, full_blocks);
+  const int32_t full_blocks = static_cast<int32_t>(tokens.size()) / bs;
+  // Grid windows: the blocks overlapping the candidate span.
+  const int32_t ref_begin = candidate.begin / bs;
+  const int32_t ref_end = std::min((candidate.end + bs - 1) / bs, full_blocks);
+  // Shifted windows overlapping the span start in [p_first, candidate.end).
+  const int32_t p_first = std::max(0, candidate.begin - bs + 1);
+  const int32_t* base = tokens.data();
   for (int32_t i = owned.begin; i < std::min(owned.end, full_blocks); ++i) {
-    const int32_t* block = tokens.data() + size_t{1} * i * block_size;
-    int32_t best = -1;
-    int32_t best_overlap = 0;
+    const int32_t* block = base + size_t{1} * i * bs;
+    Match best{i, -1, std::max(min_overlap, 1) - 1, 0};
     for (int32_t j = ref_begin; j < std::min(ref_end, i); ++j) {
-      const int32_t* ref = tokens.data() + size_t{1} * j * block_size;
-      int32_t overlap = 0;
-      for (int32_t s = 0; s < block_size; ++s) overlap += block[s] == ref[s];
-      if (overlap > best_overlap) {
-        best_overlap = overlap;
-        best = j;
+      const int32_t overlap = Agree(block, base + size_t{1} * j * bs, bs);
+      if (overlap > best.overlap) {
+        best.reference = j;
+        best.overlap = overlap;
       }
     }
-    if (best >= 0 && best_overlap >= min_overlap) out->push_back(Match{i, best, best_overlap});
+    if (usable != nullptr && best.overlap < bs) {
+      // A shifted window ends inside block k + 1 < i: P < (i - 1) * bs.
+      const int64_t p_end = std::min<int64_t>(candidate.end, int64_t{i - 1} * bs);
+      for (int32_t p = p_first; p < p_end; ++p) {
+        const int32_t shift = p % bs;
+        if (shift == 0) continue;  // the grid windows above
+        const int32_t overlap = Agree(block, base + p, bs);
+        if (overlap <= best.overlap) continue;
+        const int32_t k = p / bs;
+        if (!(*usable)(k) || !(*usable)(k + 1)) continue;
+        best.reference = k;
+        best.overlap = overlap;
+        best.shift = shift;
+        if (overlap == bs) break;
+      }
+    }
+    if (best.reference >= 0) out->push_back(best);
   }
 }
 

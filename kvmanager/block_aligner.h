@@ -1,4 +1,4 @@
-// Alignment of a finished step's blocks with the blocks of an earlier,
+// Alignment of a finished step's blocks with token windows of an earlier,
 // lexically similar step of the same sequence (DESIGN.md §4, MemShare
 // step 3).
 //
@@ -6,13 +6,24 @@
 // holds its last token (blocks straddling two steps belong to the later).
 // Blocks whose last token is in the prompt are never considered.
 //
-// Pairing: the KV distance is computed slot by slot, so two blocks can only
-// be close when their tokens agree slot by slot. Each owned block i is paired
-// with the block j of the candidate step (any block overlapping its span,
-// j < i) whose tokens agree with i's in the most slots; the pair is kept
-// when at least `min_overlap` slots agree. This finds a repeated passage at
-// any offset that keeps block alignment, which is the only case sharing a
-// whole block can serve.
+// Pairing: the KV distance is computed slot by slot, so a block can only be
+// close to a window of earlier tokens that agrees with it slot by slot. A
+// window is block_size consecutive earlier positions [P, P + block_size):
+//  - on the block grid (P = k * block_size): the whole block k (shift 0);
+//  - anywhere else (shifted sharing): the last block_size - s slots of block
+//    k = P / block_size and the first s of block k + 1, s = P % block_size.
+//    A reasoning model restates earlier text at arbitrary offsets, so most
+//    repeats are of this kind.
+// Each owned block i is paired with the window overlapping the candidate
+// step's span whose tokens agree with i's in the most slots (at least
+// `min_overlap`; a grid window wins ties, then the earliest). A window
+// must lie before block i (k < i on the grid, k + 1 < i when shifted), so a
+// block is never paired with itself; a shifted window's two blocks must
+// also pass `usable` (KvManager: primary entries in every layer group that
+// may share, see block_table.h).
+//
+// Cost: per owned block, one comparison per window position, each stopping
+// at the first mismatch too many (block_size - needed + 1 slots at most).
 //
 // Stateless; thread-safe.
 #ifndef MEMSHARE_KVMANAGER_BLOCK_ALIGNER_H_
@@ -21,6 +32,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 #include "kvmanager/dedup_index.h"
 
@@ -35,18 +47,33 @@ class BlockAligner {
 
   struct Match {
     int32_t logical = 0;    // block of the new step
-    int32_t reference = 0;  // earlier logical block it pairs with
+    int32_t reference = 0;  // earlier logical block where the window starts (k)
     int32_t overlap = 0;    // slots whose tokens agree
+    int32_t shift = 0;      // window start within `reference`: 0 .. block_size - 1
   };
+
+  // Whether logical block k may be one of a shifted window's two blocks.
+  using BlockFilter = absl::FunctionRef<bool(int32_t)>;
 
   // The full logical blocks owned by a step covering token positions `span`.
   static Range OwnedBlocks(DedupIndex::StepSpan span, int32_t block_size);
 
   // Appends to *out one match per owned block of `step` that has a partner
-  // in `candidate` with at least `min_overlap` agreeing slots. `tokens` are
-  // the sequence's token ids by position and must cover both spans.
+  // window in `candidate` with at least `min_overlap` agreeing slots.
+  // `tokens` are the sequence's token ids by position (every full block in
+  // them may be read) and must cover both spans. Grid windows only.
   static void Align(absl::Span<const int32_t> tokens, int32_t block_size, DedupIndex::StepSpan step,
                     DedupIndex::StepSpan candidate, int32_t min_overlap, std::vector<Match>* out);
+
+  // The same over every window, shifted ones included (see above).
+  static void AlignShifted(absl::Span<const int32_t> tokens, int32_t block_size,
+                           DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
+                           int32_t min_overlap, BlockFilter usable, std::vector<Match>* out);
+
+ private:
+  static void AlignImpl(absl::Span<const int32_t> tokens, int32_t block_size,
+                        DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
+                        int32_t min_overlap, const BlockFilter* usable, std::vector<Match>* out);
 };
 
 }  // namespace memshare::kvmanager

@@ -68,5 +68,59 @@ TEST(BlockAlignerTest, NoPartnerBelowTheOverlap) {
   EXPECT_TRUE(out.empty());
 }
 
+// The same passage restated one token later: every block of the restatement
+// is a window off the grid.
+TEST(BlockAlignerTest, ShiftedWindowsFindRepeatsOffTheGrid) {
+  std::vector<int32_t> tokens = {90, 91, 92, 93,  // block 0 (prompt)
+                                 1,  2,  3,  4,   // block 1  step A
+                                 5,  6,  7,  8,   // block 2  step A
+                                 40, 41, 42, 1,   // block 3  step B
+                                 2,  3,  4,  5,   // block 4  step B: window at 5 (block 1 + 1)
+                                 6,  7,  8,  50,  // block 5  step B: 3 slots of window at 9
+                                 51};
+  auto all = [](int32_t) { return true; };
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::AlignShifted(tokens, 4, {12, 24}, {4, 12}, 3, all, &out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].logical, 4);
+  EXPECT_EQ(out[0].reference, 1);
+  EXPECT_EQ(out[0].shift, 1);
+  EXPECT_EQ(out[0].overlap, 4);
+  EXPECT_EQ(out[1].logical, 5);
+  EXPECT_EQ(out[1].reference, 2);
+  EXPECT_EQ(out[1].shift, 1);
+  EXPECT_EQ(out[1].overlap, 3);
+  // Grid alignment finds neither.
+  out.clear();
+  BlockAligner::Align(tokens, 4, {12, 24}, {4, 12}, 3, &out);
+  EXPECT_TRUE(out.empty());
+  // Blocks that may not back a view are skipped.
+  out.clear();
+  BlockAligner::AlignShifted(
+      tokens, 4, {12, 24}, {4, 12}, 3, [](int32_t k) { return k != 3; }, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].logical, 4);
+  EXPECT_EQ(out[0].reference, 1);
+  // Windows that overlap the block itself or its predecessor are never
+  // proposed: [1 2 3 4] at positions 15..18 straddles blocks 3 and 4.
+  out.clear();
+  BlockAligner::AlignShifted(tokens, 4, {12, 24}, {12, 24}, 1, all, &out);
+  for (const BlockAligner::Match& m : out) {
+    EXPECT_LT(m.reference + (m.shift > 0 ? 1 : 0), m.logical);
+  }
+}
+
+TEST(BlockAlignerTest, GridWindowsWinTiesAndFullMatchesStopTheSearch) {
+  // Block 3 equals block 1 (grid) and the window at 5 (shift 1) equally.
+  std::vector<int32_t> tokens = {7, 7, 7, 7, 7, 7, 7, 7, 0, 0, 0, 0, 7, 7, 7, 7};
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::AlignShifted(
+      tokens, 4, {12, 16}, {0, 12}, 4, [](int32_t) { return true; }, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].reference, 0);
+  EXPECT_EQ(out[0].shift, 0);
+  EXPECT_EQ(out[0].overlap, 4);
+}
+
 }  // namespace
 }  // namespace memshare::kvmanager

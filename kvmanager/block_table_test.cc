@@ -171,5 +171,112 @@ TEST_F(BlockTableTest, DestructorAndMoveKeepReferencesExact) {
   EXPECT_EQ(pool_->total_refs(), 0);
 }
 
+TEST_F(BlockTableTest, ViewsReadTwoPrimaryEntriesAndHoldAReferenceOnEach) {
+  BlockTable t(pool_.get(), 4);
+  ASSERT_TRUE(t.Append(18, &copies_).ok());  // blocks 0..3 full, 4 partial
+  EXPECT_TRUE(t.blocks_hi().empty());
+  EXPECT_TRUE(t.shifts().empty());
+  const std::vector<int32_t> b(t.blocks().begin(), t.blocks().end());
+  ASSERT_TRUE(t.MakeView(3, 0, 2).ok());
+  EXPECT_EQ(t.kind(3), BlockEntryKind::kView);
+  EXPECT_EQ(t.block(3), b[0]);
+  EXPECT_EQ(t.block_hi(3), b[1]);
+  EXPECT_EQ(t.shift(3), 2);
+  EXPECT_EQ(t.view_reference(3), 0);
+  EXPECT_EQ(t.num_views(), 1);
+  EXPECT_EQ(t.pins(0), 1);
+  EXPECT_EQ(t.pins(1), 1);
+  EXPECT_EQ(pool_->ref_count(b[0]), 2);
+  EXPECT_EQ(pool_->ref_count(b[1]), 2);
+  EXPECT_EQ(pool_->state(b[3]), BlockState::kFree);
+  EXPECT_EQ(pool_->total_refs(), t.num_blocks() + t.num_views());
+  // Dense arrays: other entries read their own block, unshifted.
+  EXPECT_EQ(std::vector<int32_t>(t.blocks_hi().begin(), t.blocks_hi().end()),
+            (std::vector<int32_t>{b[0], b[1], b[2], b[1], b[4]}));
+  EXPECT_EQ(std::vector<int32_t>(t.shifts().begin(), t.shifts().end()),
+            (std::vector<int32_t>{0, 0, 0, 2, 0}));
+  EXPECT_TRUE(t.CheckEntries().ok());
+  // Appending extends the dense arrays.
+  ASSERT_TRUE(t.Append(4, &copies_).ok());
+  EXPECT_EQ(t.blocks_hi().size(), 6u);
+  EXPECT_EQ(t.block_hi(5), t.block(5));
+  EXPECT_TRUE(t.CheckEntries().ok());
+  ASSERT_TRUE(t.Release().ok());
+  EXPECT_EQ(pool_->total_refs(), 0);
+  EXPECT_TRUE(t.blocks_hi().empty());
+  EXPECT_EQ(t.num_views(), 0);
+  EXPECT_TRUE(pool_->CheckInvariants().ok());
+}
+
+TEST_F(BlockTableTest, ViewsRefuseWhatWouldChainOrTouchUnfinishedBlocks) {
+  BlockTable t(pool_.get(), 4);
+  ASSERT_TRUE(t.Append(22, &copies_).ok());  // blocks 0..4 full, 5 partial
+  auto refused = [](const absl::Status& s) { return absl::IsFailedPrecondition(s); };
+  EXPECT_TRUE(refused(t.MakeView(5, 0, 1)));  // the partial block
+  EXPECT_TRUE(refused(t.MakeView(2, 1, 1)));  // k + 1 == logical
+  EXPECT_TRUE(refused(t.MakeView(2, -1, 1)));
+  EXPECT_TRUE(refused(t.MakeView(3, 0, 0)));  // shift 0 is Replace
+  EXPECT_TRUE(refused(t.MakeView(3, 0, 4)));
+  ASSERT_TRUE(t.Replace(1, t.block(0)).ok());  // entry 1 is remapped: not primary
+  EXPECT_EQ(t.kind(1), BlockEntryKind::kRemapped);
+  EXPECT_TRUE(refused(t.MakeView(3, 0, 1)));
+  EXPECT_TRUE(refused(t.MakeView(3, 1, 1)));
+  ASSERT_TRUE(t.MakeView(4, 2, 3).ok());
+  // A view is never a reference, its entries are never changed.
+  EXPECT_TRUE(t.IsPrimary(2));
+  EXPECT_FALSE(t.IsPrimary(4));
+  EXPECT_TRUE(refused(t.Replace(2, t.block(0))));
+  EXPECT_TRUE(refused(t.Replace(3, t.block(0))));
+  EXPECT_TRUE(t.CheckEntries().ok());
+  EXPECT_EQ(pool_->total_refs(), t.num_blocks() + t.num_views());
+  EXPECT_TRUE(pool_->CheckInvariants().ok());
+}
+
+TEST_F(BlockTableTest, ReplacingAViewReleasesBothBlocksAndItsPins) {
+  BlockTable t(pool_.get(), 4);
+  ASSERT_TRUE(t.Append(16, &copies_).ok());
+  const int32_t b0 = t.block(0), b1 = t.block(1);
+  ASSERT_TRUE(t.MakeView(3, 0, 1).ok());
+  ASSERT_TRUE(t.Replace(3, t.block(2)).ok());
+  EXPECT_EQ(t.kind(3), BlockEntryKind::kRemapped);
+  EXPECT_EQ(t.num_views(), 0);
+  EXPECT_EQ(t.pins(0), 0);
+  EXPECT_EQ(t.pins(1), 0);
+  EXPECT_EQ(pool_->ref_count(b0), 1);
+  EXPECT_EQ(pool_->ref_count(b1), 1);
+  EXPECT_EQ(t.block_hi(3), t.block(3));
+  EXPECT_EQ(t.shift(3), 0);
+  EXPECT_TRUE(t.CheckEntries().ok());
+  EXPECT_EQ(pool_->total_refs(), 4);
+}
+
+TEST_F(BlockTableTest, ForkAndMoveCarryViews) {
+  BlockTable t(pool_.get(), 4);
+  ASSERT_TRUE(t.Append(14, &copies_).ok());  // 3 full, 1 partial
+  ASSERT_TRUE(t.MakeView(2, 0, 3).ok());
+  const int32_t b0 = t.block(0), b1 = t.block(1);
+  absl::StatusOr<BlockTable> forked = t.Fork();
+  ASSERT_TRUE(forked.ok());
+  EXPECT_EQ(forked->num_views(), 1);
+  EXPECT_EQ(forked->shift(2), 3);
+  EXPECT_EQ(forked->pins(0), 1);
+  EXPECT_TRUE(forked->CheckEntries().ok());
+  EXPECT_EQ(pool_->ref_count(b0), 4);
+  EXPECT_EQ(pool_->ref_count(b1), 4);
+  BlockTable moved(std::move(*forked));
+  EXPECT_EQ(moved.num_views(), 1);
+  EXPECT_TRUE(moved.CheckEntries().ok());
+  // Copy-on-write of the shared partial block keeps hi == lo for it.
+  ASSERT_TRUE(moved.Append(1, &copies_).ok());
+  EXPECT_EQ(moved.block_hi(3), moved.block(3));
+  EXPECT_NE(moved.block(3), t.block(3));
+  EXPECT_TRUE(moved.CheckEntries().ok());
+  ASSERT_TRUE(moved.Release().ok());
+  EXPECT_EQ(pool_->ref_count(b0), 2);
+  ASSERT_TRUE(t.Release().ok());
+  EXPECT_EQ(pool_->total_refs(), 0);
+  EXPECT_TRUE(pool_->CheckInvariants().ok());
+}
+
 }  // namespace
 }  // namespace memshare::kvmanager

@@ -48,8 +48,15 @@ struct DedupPolicy {
   // Earlier steps verified per finished step, most similar first; >= 1.
   int32_t max_candidates_per_step = 4;
   // Fraction of a block's slots whose tokens must agree with the paired
-  // block's before the pair is sent to verification; (0, 1].
-  float min_block_token_overlap = 0.5f;
+  // window's before the pair is sent to verification; (0, 1]. 0.75 = 12 of
+  // 16 slots: on the tiny reasoner's greedy traces a third of all blocks
+  // have such a window somewhere earlier; the K/V distance remains the
+  // real gate, this bounds the verification work.
+  float min_block_token_overlap = 0.75f;
+  // Also pair blocks with windows off the block grid, which share as views
+  // over two earlier blocks (shifted sharing, block_table.h). false: whole
+  // blocks only.
+  bool shifted_sharing = true;
   // Layer groups where blocks may be remapped (e.g. only the shallow ones);
   // empty = every group.
   std::vector<int32_t> layer_groups;

@@ -38,6 +38,7 @@ struct KvManager::Sequence {
   size_t pending_head = 0;
   std::optional<DedupIndex> index;  // set iff dedup.enabled
   int64_t remapped_blocks = 0;
+  int64_t shifted_blocks = 0;
 
   bool in_commit_list = false;
   bool in_dedup_list = false;
@@ -126,6 +127,7 @@ KvManager::KvManager(const Options& options, std::vector<std::unique_ptr<BlockPo
       1, static_cast<int32_t>(options.dedup.min_block_token_overlap * block_size_ + 0.999f));
   min_overlap_slots_ = std::min(min_overlap_slots_, block_size_);
   const size_t groups = options.num_layer_groups;
+  view_refs_.assign(groups, 0);
   pending_copies_.resize(groups);
   pairs_.resize(groups);
   pair_meta_.resize(groups);
@@ -162,7 +164,7 @@ void KvManager::PublishGauges() {
     KvStatsSnapshot::Group v;
     v.total_blocks = p.num_blocks();
     v.physical_blocks = p.num_in_use();
-    v.logical_blocks = p.total_refs();
+    v.logical_blocks = p.total_refs() - view_refs_[g];
     v.shared_blocks = p.num_shared();
     v.cached_blocks = p.num_evictable();
     v.free_blocks = p.num_free();
@@ -294,6 +296,7 @@ absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
     if (!forked.ok()) return forked.status();
     child->tables.push_back(*std::move(forked));
   }
+  for (size_t g = 0; g < child->tables.size(); ++g) view_refs_[g] += child->tables[g].num_views();
   child->id = child_id;
   child->prompt_len = parent->prompt_len;
   child->num_computed = parent->num_computed;
@@ -324,7 +327,10 @@ absl::Status KvManager::Free(uint64_t seq_id) {
   if (s->in_commit_list) RemoveFromList(&commit_list_, s);
   if (s->in_dedup_list) RemoveFromList(&dedup_list_, s);
   absl::Status status;
-  for (BlockTable& table : s->tables) status.Update(table.Release());
+  for (size_t g = 0; g < s->tables.size(); ++g) {
+    view_refs_[g] -= s->tables[g].num_views();
+    status.Update(s->tables[g].Release());
+  }
   sequences_.erase(it);
   // A copy into a block that nobody holds any more is moot.
   for (size_t g = 0; g < pools_.size(); ++g) {
@@ -422,6 +428,50 @@ absl::Status KvManager::CopyBlockTables(uint64_t seq_id,
   return absl::OkStatus();
 }
 
+absl::Status KvManager::CopyBlockTables(uint64_t seq_id, std::vector<std::vector<int32_t>>* blocks,
+                                        std::vector<std::vector<int32_t>>* blocks_hi,
+                                        std::vector<std::vector<int32_t>>* shifts) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  const size_t groups = s->tables.size();
+  blocks->resize(groups);
+  bool views = false;
+  for (size_t g = 0; g < groups; ++g) {
+    const absl::Span<const int32_t> b = s->tables[g].blocks();
+    (*blocks)[g].assign(b.begin(), b.end());
+    views = views || s->tables[g].num_views() > 0;
+  }
+  if (!views) {
+    blocks_hi->clear();
+    shifts->clear();
+    return absl::OkStatus();
+  }
+  blocks_hi->resize(groups);
+  shifts->resize(groups);
+  for (size_t g = 0; g < groups; ++g) {
+    const BlockTable& table = s->tables[g];
+    if (table.num_views() == 0) {
+      (*blocks_hi)[g].clear();
+      (*shifts)[g].clear();
+      continue;
+    }
+    (*blocks_hi)[g].assign(table.blocks_hi().begin(), table.blocks_hi().end());
+    (*shifts)[g].assign(table.shifts().begin(), table.shifts().end());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<KvManager::BlockTableSpans> KvManager::GetBlockTableSpans(uint64_t seq_id,
+                                                                         int32_t group) const {
+  const Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  if (group < 0 || group >= num_layer_groups()) {
+    return absl::InvalidArgumentError(absl::StrCat("no layer group ", group));
+  }
+  const BlockTable& table = s->tables[group];
+  return BlockTableSpans{table.blocks(), table.blocks_hi(), table.shifts()};
+}
+
 absl::Status KvManager::InsertIntoPrefixCache(Sequence* s) {
   const int32_t limit = std::min(s->num_computed / block_size_, s->cache_limit_block);
   const size_t groups = pools_.size();
@@ -489,9 +539,22 @@ void KvManager::CollectPairs(Sequence* s) {
     stats_.Add(KvStats::kDedupCandidateSteps, static_cast<int64_t>(candidates_.size()));
     matches_.clear();
     const absl::Span<const int32_t> written(s->tokens.data(), s->num_computed);
+    // A shifted window's blocks must be primary in every group that may
+    // share (block_table.h: views never chain).
+    auto primary = [this, s](int32_t logical) {
+      for (const int32_t g : dedup_groups_) {
+        if (!s->tables[g].IsPrimary(logical)) return false;
+      }
+      return true;
+    };
     for (const DedupIndex::Candidate& c : candidates_) {
-      BlockAligner::Align(written, block_size_, span, s->index->span(c.step), min_overlap_slots_,
-                          &matches_);
+      if (options_.dedup.shifted_sharing) {
+        BlockAligner::AlignShifted(written, block_size_, span, s->index->span(c.step),
+                                   min_overlap_slots_, primary, &matches_);
+      } else {
+        BlockAligner::Align(written, block_size_, span, s->index->span(c.step), min_overlap_slots_,
+                            &matches_);
+      }
     }
     s->index->Insert(span, signature_.data());
     // Pairs of one logical block next to each other, candidates in order of
@@ -507,8 +570,15 @@ void KvManager::CollectPairs(Sequence* s) {
         const BlockTable& table = s->tables[g];
         const int32_t candidate = table.block(m.logical);
         const int32_t reference = table.block(m.reference);
-        if (candidate == reference) continue;  // already shared: nothing to verify
-        pairs_[g].push_back(BlockPair{candidate, reference});
+        if (m.shift == 0) {
+          // A view entry's block holds other positions' K/V: no reference.
+          if (table.kind(m.reference) == BlockEntryKind::kView) continue;
+          if (candidate == reference) continue;  // already shared: nothing to verify
+          pairs_[g].push_back(BlockPair{candidate, reference});
+        } else {
+          pairs_[g].push_back(
+              BlockPair{candidate, reference, table.block(m.reference + 1), m.shift});
+        }
         pair_meta_[g].push_back(PairMeta{s, m.logical, m.reference});
       }
     }
@@ -557,7 +627,9 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
       for (const auto& [distance_unused, k] : accepted_) {
         Sequence* s = meta[k].seq;
         const RemapDecision decision{meta[k].logical, meta[k].reference_logical, pairs[k]};
+        const int32_t views_before = s->tables[g].num_views();
         const absl::Status applied = Remapper::Apply(decision, s->num_computed, &s->tables[g]);
+        view_refs_[g] += s->tables[g].num_views() - views_before;
         if (absl::IsAborted(applied)) continue;  // stale: try the next candidate
         if (!applied.ok()) {
           status.Update(applied);
@@ -565,6 +637,10 @@ absl::Status KvManager::RunDedupOver(absl::Span<Sequence* const> seqs, BlockDist
         }
         stats_.Add(KvStats::kDedupRemapped, 1);
         ++s->remapped_blocks;
+        if (pairs[k].shift > 0) {
+          stats_.Add(KvStats::kDedupRemappedShifted, 1);
+          ++s->shifted_blocks;
+        }
         // Later K/V of this sequence is computed over the shared block.
         s->cache_limit_block = std::min(s->cache_limit_block, s->num_computed / block_size_);
         break;
@@ -619,6 +695,7 @@ absl::StatusOr<KvManager::SequenceInfo> KvManager::GetSequenceInfo(uint64_t seq_
   info.cached_tokens = s->cached_tokens;
   info.logical_blocks = s->tables[0].num_blocks();
   info.remapped_blocks = s->remapped_blocks;
+  info.shifted_blocks = s->shifted_blocks;
   info.generated_tokens = s->segmenter.num_tokens();
   info.dedup_steps = s->index.has_value() ? s->index->num_steps() : 0;
   info.memshare = s->dedup.enabled;
@@ -630,6 +707,7 @@ absl::Status KvManager::CheckInvariants() const {
   for (const auto& p : pools_) KV_RETURN_IF_ERROR(p->CheckInvariants());
   if (cache_) KV_RETURN_IF_ERROR(cache_->CheckInvariants());
   std::vector<std::vector<int32_t>> refs(groups, std::vector<int32_t>(num_blocks(), 0));
+  std::vector<int64_t> views(groups, 0);
   for (const auto& [id, s] : sequences_) {
     if (s->tables.size() != groups) {
       return absl::InternalError(
@@ -662,12 +740,28 @@ absl::Status KvManager::CheckInvariants() const {
                                                 table.num_blocks(), " blocks for ",
                                                 table.num_tokens(), " tokens"));
       }
-      for (int32_t b : table.blocks()) {
-        if (!pools_[g]->IsValid(b) || pools_[g]->state(b) != BlockState::kInUse) {
-          return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, " names block ", b,
-                                                  " that is not in use"));
+      if (absl::Status e = table.CheckEntries(); !e.ok()) {
+        return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, ": ", e.message()));
+      }
+      views[g] += table.num_views();
+      for (int32_t i = 0; i < table.num_blocks(); ++i) {
+        const bool view = table.kind(i) == BlockEntryKind::kView;
+        for (const int32_t b : {table.block(i), table.block_hi(i)}) {
+          if (!pools_[g]->IsValid(b) || pools_[g]->state(b) != BlockState::kInUse) {
+            return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, " names block ",
+                                                    b, " that is not in use"));
+          }
         }
-        ++refs[g][b];
+        ++refs[g][table.block(i)];
+        if (!view) continue;
+        ++refs[g][table.block_hi(i)];
+        // A view reads only blocks that are full, written and never written
+        // again (CheckEntries: its two entries are earlier than it).
+        if (i >= s->num_computed / block_size_) {
+          return absl::InternalError(absl::StrCat("sequence ", id, " group ", g, " view ", i,
+                                                  " past the written blocks (", s->num_computed,
+                                                  " tokens written)"));
+        }
       }
       // The blocks the next forward writes are this table's alone.
       for (int32_t i = s->num_computed / block_size_; i < table.num_blocks(); ++i) {
@@ -682,11 +776,15 @@ absl::Status KvManager::CheckInvariants() const {
     }
   }
   for (size_t g = 0; g < groups; ++g) {
+    if (views[g] != view_refs_[g]) {
+      return absl::InternalError(
+          absl::StrCat("group ", g, " has ", views[g], " shifted views, recorded ", view_refs_[g]));
+    }
     for (int32_t b = 0; b < num_blocks(); ++b) {
       if (refs[g][b] != pools_[g]->ref_count(b)) {
         return absl::InternalError(absl::StrCat("group ", g, " block ", b, " has ref ",
                                                 pools_[g]->ref_count(b), " but ", refs[g][b],
-                                                " table entries"));
+                                                " table references"));
       }
     }
   }

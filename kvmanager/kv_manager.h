@@ -12,7 +12,8 @@
 //      or keep the request waiting, then retry.
 //   2. TakePendingCopies(): copy-on-write block copies; the backend runs them
 //      (Backend::CopyBlocks), in order, before the forward step.
-//   3. CopyBlockTables() / GetBlockTable() for the StepPlan; Forward.
+//   3. CopyBlockTables() (the four-argument form, with shifted views) /
+//      GetBlockTableSpans() for the StepPlan; Forward.
 //   4. CommitStep(): the K/V of every token appended since the last commit
 //      is written. Full blocks become prefix-cache entries and candidates
 //      for MemShare.
@@ -29,6 +30,14 @@
 // k-th OnTokensGenerated() token belongs to position prompt_length + k (a
 // preempted sequence re-admitted with prompt + output as its prompt starts a
 // new count).
+//
+// MemShare shares a block in one of two ways (block_table.h): a remap
+// (the logical block names an earlier physical block whose content is
+// nearly equal) or, with DedupPolicy::shifted_sharing, a shifted view (its
+// slots read a window that starts `shift` slots into one earlier block and
+// runs on into the next; both are primary blocks of the same sequence and
+// group, and the view holds one reference on each). The StepPlan carries a
+// view as block_tables (lo), block_tables_hi and block_shifts.
 //
 // Guarantees: only full, written blocks are shared (prefix cache, MemShare);
 // the block being appended to is never shared — a shared partial block left
@@ -123,6 +132,7 @@ class KvManager {
     int32_t cached_tokens = 0;        // from the prefix cache at admission
     int32_t logical_blocks = 0;       // per group
     int64_t remapped_blocks = 0;      // MemShare remaps, summed over groups
+    int64_t shifted_blocks = 0;       // of which shifted views (block_table.h)
     int32_t generated_tokens = 0;     // pieces segmented (MemShare sequences only)
     int32_t dedup_steps = 0;          // finished steps indexed (MemShare only)
     bool memshare = false;
@@ -176,8 +186,28 @@ class KvManager {
   // Physical block ids of a sequence in one group, by logical block. Valid
   // until the next mutating call.
   absl::StatusOr<absl::Span<const int32_t>> GetBlockTable(uint64_t seq_id, int32_t group) const;
-  // All groups ([group][logical block]), as StepPlan's SequenceChunk wants.
+  // All groups ([group][logical block]): the physical block of each entry
+  // (a shifted view's lo block). Enough for a plan only while the sequence
+  // has no shifted views (SequenceInfo::shifted_blocks == 0).
   absl::Status CopyBlockTables(uint64_t seq_id, std::vector<std::vector<int32_t>>* out) const;
+  // What StepPlan's SequenceChunk wants: block_tables, block_tables_hi and
+  // block_shifts. *blocks_hi and *shifts are cleared when no group of the
+  // sequence holds a shifted view; else they get one entry per group, empty
+  // for a group without views and dense (like *blocks) for one with views,
+  // hi == lo and shift 0 for its entries that are no view.
+  absl::Status CopyBlockTables(uint64_t seq_id, std::vector<std::vector<int32_t>>* blocks,
+                               std::vector<std::vector<int32_t>>* blocks_hi,
+                               std::vector<std::vector<int32_t>>* shifts) const;
+
+  // One group's table with its shifted views (BlockTable::blocks(),
+  // blocks_hi(), shifts(): the last two empty while the table has held no
+  // view, else dense). Valid until the next mutating call.
+  struct BlockTableSpans {
+    absl::Span<const int32_t> blocks;
+    absl::Span<const int32_t> blocks_hi;
+    absl::Span<const int32_t> shifts;
+  };
+  absl::StatusOr<BlockTableSpans> GetBlockTableSpans(uint64_t seq_id, int32_t group) const;
 
   // The forward step ran: every appended token's K/V is written.
   absl::Status CommitStep();
@@ -207,6 +237,9 @@ class KvManager {
   int32_t block_size() const { return block_size_; }
   int32_t num_blocks() const { return pools_[0]->num_blocks(); }
   int32_t num_sequences() const { return static_cast<int32_t>(sequences_.size()); }
+  // Whether dedup may make shifted views (DedupPolicy::shifted_sharing):
+  // the backend must then read SequenceChunk::block_tables_hi/block_shifts.
+  bool shifted_sharing() const { return options_.dedup.shifted_sharing; }
   bool Contains(uint64_t seq_id) const { return sequences_.contains(seq_id); }
   // Blocks an allocation can still get in the tightest group.
   int32_t NumAvailableBlocks() const;
@@ -219,8 +252,11 @@ class KvManager {
   KvStatsSnapshot Stats() const { return stats_.Snapshot(); }
 
   // Full consistency check, O(blocks + table entries): pools, prefix cache,
-  // Σ references = Σ table entries, blocks being written unshared and
-  // uncached. INTERNAL naming the first violation. For tests and debugging.
+  // Σ references = Σ table entries + Σ shifted views (a view's second
+  // reference), every view over two full, written, primary entries of its
+  // table (BlockTable::CheckEntries), blocks being written unshared,
+  // uncached and no view. INTERNAL naming the first violation. For tests
+  // and debugging.
   absl::Status CheckInvariants() const;
 
  private:
@@ -250,6 +286,9 @@ class KvManager {
   // Groups where remaps are allowed.
   std::vector<int32_t> dedup_groups_;
   int32_t min_overlap_slots_;
+  // Per group: shifted views in all tables (their second references), so
+  // that logical blocks = pool references − views.
+  std::vector<int64_t> view_refs_;
   // Declared before everything that holds references on their blocks.
   std::vector<std::unique_ptr<BlockPool>> pools_;
   std::unique_ptr<PrefixCache> cache_;

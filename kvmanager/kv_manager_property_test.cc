@@ -1,6 +1,7 @@
 // Property test: thousands of random operation sequences over KvManager
-// (admit, append, forward + commit, fork, free, dedup, prefix-cache reset,
-// pool flood, refused calls; see testing/kv_op_harness.h), with every
+// (admit, append, forward + commit, fork, free, dedup with whole-block
+// remaps and shifted views, prefix-cache reset, pool flood, refused calls;
+// see testing/kv_op_harness.h), with every
 // invariant checked after every operation, in every configuration the
 // fuzzer can pick (1-3 layer groups, block size 2/4/8, prefix cache on/off,
 // 24-104 blocks).
@@ -37,13 +38,14 @@ TEST(KvManagerPropertyTest, InvariantsHoldAfterEveryOperation) {
       "%lld operations in %d sequences: %lld refused for exhaustion, %lld forks, %lld frees "
       "(%lld of sequences sharing blocks with themselves), %lld copy-on-write copies, %lld "
       "prefix-cache hits, %lld evictions, %lld steps deduplicated, %lld block pairs verified, "
-      "%lld remaps\n",
+      "%lld remaps (%lld shifted views; %lld frees of sequences holding views)\n",
       static_cast<long long>(total.ops), kSequences, static_cast<long long>(total.exhausted),
       static_cast<long long>(total.forks), static_cast<long long>(total.frees),
       static_cast<long long>(total.frees_with_self_shared),
       static_cast<long long>(total.cow_copies), static_cast<long long>(total.prefix_hits),
       static_cast<long long>(total.evictions), static_cast<long long>(total.dedup_steps),
-      static_cast<long long>(total.dedup_candidates), static_cast<long long>(total.remaps));
+      static_cast<long long>(total.dedup_candidates), static_cast<long long>(total.remaps),
+      static_cast<long long>(total.shifted_remaps), static_cast<long long>(total.frees_with_views));
   // The alphabet must reach every awkward case, or the test proves little.
   EXPECT_GT(total.exhausted, 0);
   EXPECT_GT(total.forks, 0);
@@ -52,6 +54,9 @@ TEST(KvManagerPropertyTest, InvariantsHoldAfterEveryOperation) {
   EXPECT_GT(total.evictions, 0);
   EXPECT_GT(total.remaps, 0);
   EXPECT_GT(total.frees_with_self_shared, 0);
+  EXPECT_GT(total.shifted_remaps, 0);
+  EXPECT_GT(total.remaps, total.shifted_remaps);  // whole-block remaps too
+  EXPECT_GT(total.frees_with_views, 0);
 }
 
 }  // namespace

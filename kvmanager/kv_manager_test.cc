@@ -90,13 +90,17 @@ class KvManagerTest : public ::testing::Test {
 
   static std::string Piece(int32_t t) { return t == 0 ? "\n\n" : " w" + std::to_string(t); }
 
-  // Every written position reads back its token through the block tables.
+  // Every written position reads back its token through the block tables
+  // (through the window of a shifted view).
   void ExpectContentIntact(uint64_t id) {
     const KvManager::SequenceInfo info = *manager_->GetSequenceInfo(id);
     for (int32_t g = 0; g < options_.num_layer_groups; ++g) {
-      const auto table = *manager_->GetBlockTable(id, g);
+      const KvManager::BlockTableSpans t = *manager_->GetBlockTableSpans(id, g);
       for (int32_t p = 0; p < info.num_computed_tokens; ++p) {
-        ASSERT_EQ(kv_->Read(g, table[p / kBlockSize], p % kBlockSize), tokens_[id][p])
+        const int32_t i = p / kBlockSize;
+        const int32_t slot = p % kBlockSize + (t.shifts.empty() ? 0 : t.shifts[i]);
+        const int32_t block = slot < kBlockSize ? t.blocks[i] : t.blocks_hi[i];
+        ASSERT_EQ(kv_->Read(g, block, slot % kBlockSize), tokens_[id][p])
             << "seq " << id << " group " << g << " position " << p;
       }
     }
@@ -547,6 +551,158 @@ TEST_F(KvManagerTest, ForkCopiesDedupState) {
   EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 0);
   ExpectContentIntact(1);
   ExpectContentIntact(2);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+}
+
+// Step 1 restates step 0 after one extra token: its block 5 (positions
+// 20..23) holds the tokens of positions 11..14, which straddle blocks 2 and
+// 3. It becomes a view over them at shift 3.
+const std::vector<int32_t> kShiftedStep = {9, 11, 12, 13, 14, 15, 16, 17, 0};
+
+TEST_F(KvManagerTest, ShiftedRepeatBecomesAViewOverTwoBlocks) {
+  KvManager::Options o = SmallOptions(1, 32);
+  o.enable_prefix_cache = false;
+  Init(o);
+  Admit(1, Range(100, 8));    // blocks 0, 1
+  Generate(1, kStep);         // step 0: positions 8..15, blocks 2, 3
+  Generate(1, kShiftedStep);  // step 1: positions 16..24, blocks 4, 5 (+ partial 6)
+  const std::vector<int32_t> before(manager_->GetBlockTable(1, 0)->begin(),
+                                    manager_->GetBlockTable(1, 0)->end());
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+
+  const KvManager::BlockTableSpans t = *manager_->GetBlockTableSpans(1, 0);
+  ASSERT_EQ(t.shifts.size(), 7u);
+  ASSERT_EQ(t.blocks_hi.size(), 7u);
+  EXPECT_EQ(t.blocks[5], before[2]);
+  EXPECT_EQ(t.blocks_hi[5], before[3]);
+  EXPECT_EQ(t.shifts[5], 3);
+  // Block 4 ([9 11 12 13]) agrees with positions 7..10 in 3 slots of 4:
+  // verified, but the distance rejects it.
+  EXPECT_EQ(t.blocks[4], before[4]);
+  for (int32_t i : {0, 1, 2, 3, 4, 6}) {
+    EXPECT_EQ(t.shifts[i], 0) << i;
+    EXPECT_EQ(t.blocks_hi[i], t.blocks[i]) << i;
+  }
+  EXPECT_EQ(manager_->pool(0).ref_count(before[2]), 2);
+  EXPECT_EQ(manager_->pool(0).ref_count(before[3]), 2);
+  EXPECT_EQ(manager_->pool(0).state(before[5]), BlockState::kFree);
+  ExpectContentIntact(1);
+
+  const KvStatsSnapshot s = manager_->Stats();
+  EXPECT_EQ(s.dedup_verified, 2);
+  EXPECT_EQ(s.dedup_rejected, 1);
+  EXPECT_EQ(s.dedup_remapped, 1);
+  EXPECT_EQ(s.dedup_remapped_shifted, 1);
+  EXPECT_EQ(s.groups[0].logical_blocks, 7);  // entries, not references (8)
+  EXPECT_EQ(s.groups[0].physical_blocks, 6);
+  EXPECT_EQ(s.BytesSaved(), 1024);
+  EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 1);
+  EXPECT_EQ(manager_->GetSequenceInfo(1)->shifted_blocks, 1);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+
+  // What a StepPlan carries.
+  std::vector<std::vector<int32_t>> blocks, hi, shifts;
+  ASSERT_TRUE(manager_->CopyBlockTables(1, &blocks, &hi, &shifts).ok());
+  EXPECT_EQ(blocks[0], std::vector<int32_t>(t.blocks.begin(), t.blocks.end()));
+  EXPECT_EQ(hi[0], std::vector<int32_t>(t.blocks_hi.begin(), t.blocks_hi.end()));
+  EXPECT_EQ(shifts[0], (std::vector<int32_t>{0, 0, 0, 0, 0, 3, 0}));
+
+  // Generation goes on after the view; everything is released at the end.
+  Generate(1, {21, 22, 23, 24, 25});
+  ExpectContentIntact(1);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+  ASSERT_TRUE(manager_->Free(1).ok());
+  EXPECT_EQ(manager_->pool(0).total_refs(), 0);
+  EXPECT_EQ(manager_->pool(0).num_free(), 32);
+  EXPECT_EQ(manager_->Stats().groups[0].logical_blocks, 0);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+}
+
+TEST_F(KvManagerTest, ShiftedSharingCanBeTurnedOff) {
+  KvManager::Options o = SmallOptions(1, 32);
+  o.dedup.shifted_sharing = false;
+  Init(o);
+  Admit(1, Range(100, 8));
+  Generate(1, kStep);
+  Generate(1, kShiftedStep);
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  EXPECT_EQ(manager_->Stats().dedup_remapped, 0);
+  EXPECT_TRUE(manager_->GetBlockTableSpans(1, 0)->shifts.empty());
+  std::vector<std::vector<int32_t>> blocks, hi = {{1}}, shifts = {{1}};
+  ASSERT_TRUE(manager_->CopyBlockTables(1, &blocks, &hi, &shifts).ok());
+  EXPECT_TRUE(hi.empty());
+  EXPECT_TRUE(shifts.empty());
+}
+
+TEST_F(KvManagerTest, ViewsArePerLayerGroupAndSurviveForkAndFree) {
+  Init(SmallOptions(/*groups=*/2, 48));
+  // Group 1 rejects everything: only group 0 gets the view.
+  kv_->override_sums = [this](int32_t g, const BlockPair& p) {
+    if (g == 1) return DistanceSums{1, 1, 1, 1};
+    double differ = 0;
+    for (int32_t slot = 0; slot < kBlockSize; ++slot) {
+      differ += kv_->Read(g, p.candidate, slot) != kv_->ReadReference(g, p, slot);
+    }
+    return DistanceSums{differ, kBlockSize, differ, kBlockSize};
+  };
+  Admit(1, Range(100, 8));
+  Generate(1, kStep);
+  Generate(1, kShiftedStep);
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  EXPECT_EQ(manager_->Stats().dedup_remapped_shifted, 1);
+  std::vector<std::vector<int32_t>> blocks, hi, shifts;
+  ASSERT_TRUE(manager_->CopyBlockTables(1, &blocks, &hi, &shifts).ok());
+  ASSERT_EQ(hi.size(), 2u);
+  ASSERT_EQ(shifts.size(), 2u);
+  EXPECT_EQ(shifts[0][5], 3);
+  EXPECT_TRUE(hi[1].empty());  // no view in group 1
+  EXPECT_TRUE(shifts[1].empty());
+
+  // A fork holds its own references on the view's blocks.
+  ASSERT_TRUE(manager_->Fork(1, 2).ok());
+  tokens_[2] = tokens_[1];
+  const int32_t lo = blocks[0][5], hi_block = hi[0][5];
+  EXPECT_EQ(manager_->pool(0).ref_count(lo), 4);  // entries 2 and 5 of both tables
+  EXPECT_EQ(manager_->pool(0).ref_count(hi_block), 4);
+  EXPECT_EQ(manager_->Stats().groups[0].logical_blocks, 14);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+  ASSERT_TRUE(manager_->Free(1).ok());
+  EXPECT_EQ(manager_->pool(0).ref_count(lo), 2);
+  Generate(2, {31, 32, 33});
+  ExpectContentIntact(2);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+  ASSERT_TRUE(manager_->Free(2).ok());
+  EXPECT_EQ(manager_->pool(0).total_refs(), 0);
+  EXPECT_EQ(manager_->Stats().groups[0].logical_blocks, 0);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+}
+
+// Views never chain: a window over a view is never a reference. Step 2's
+// block 7 holds [12 13 14 15], which is both the window at shift 2 over
+// blocks 4 and 5 (5 is a view: refused) and the window at shift 1 over step
+// 0's primary blocks 2 and 3 (taken).
+TEST_F(KvManagerTest, WindowsOverViewsAreNeverReferences) {
+  KvManager::Options o = SmallOptions(1, 48);
+  o.enable_prefix_cache = false;
+  Init(o);
+  DedupParams loose;
+  loose.tau_lex = 0.2f;
+  Admit(1, Range(100, 8), "", loose);
+  Generate(1, kStep);
+  Generate(1, kShiftedStep);
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  ASSERT_EQ(manager_->Stats().dedup_remapped_shifted, 1);
+  // Positions 25..34: block 6 = [0 1 2 3], block 7 = [12 13 14 15].
+  Generate(1, {1, 2, 3, 12, 13, 14, 15, 16, 17, 0});
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  const KvManager::BlockTableSpans t = *manager_->GetBlockTableSpans(1, 0);
+  ASSERT_EQ(t.shifts.size(), 9u);
+  EXPECT_EQ(t.shifts[5], 3);
+  EXPECT_EQ(t.shifts[7], 1);
+  EXPECT_EQ(t.blocks[7], t.blocks[2]);
+  EXPECT_EQ(t.blocks_hi[7], t.blocks[3]);
+  EXPECT_EQ(manager_->Stats().dedup_remapped_shifted, 2);
+  ExpectContentIntact(1);
   ASSERT_TRUE(manager_->CheckInvariants().ok());
 }
 

@@ -71,6 +71,7 @@ KvStatsSnapshot KvStats::Snapshot() const {
   s.dedup_verified = Get(kDedupVerified);
   s.dedup_rejected = Get(kDedupRejected);
   s.dedup_remapped = Get(kDedupRemapped);
+  s.dedup_remapped_shifted = Get(kDedupRemappedShifted);
   s.cow_copies = Get(kCowCopies);
   return s;
 }

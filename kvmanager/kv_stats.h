@@ -18,7 +18,11 @@
 //    dedup_verified: pairs whose K/V distance was computed (candidates whose
 //    blocks are already shared are not); dedup_rejected: verified pairs
 //    failing tau_kv; dedup_remapped: blocks actually remapped (a block
-//    accepted against several candidates is remapped once).
+//    accepted against several candidates is remapped once), of which
+//    dedup_remapped_shifted became shifted views (a window over two
+//    blocks, block_table.h).
+//  - logical_blocks counts block-table entries, not references: a shifted
+//    view holds two references but is one logical block.
 //  - prefix_cache_evictions: prefix-cache entries dropped because a pool
 //    needed one of their blocks (an entry holds one block per group; the
 //    group that needed it counts a block eviction in Group::evictions, the
@@ -63,6 +67,7 @@ struct KvStatsSnapshot {
   int64_t dedup_verified = 0;
   int64_t dedup_rejected = 0;
   int64_t dedup_remapped = 0;
+  int64_t dedup_remapped_shifted = 0;
   int64_t cow_copies = 0;
 
   int64_t PhysicalBlocks() const;
@@ -83,6 +88,7 @@ class KvStats {
     kDedupRejected,
     kDedupRemapped,
     kCowCopies,
+    kDedupRemappedShifted,
     kNumCounters,
   };
 

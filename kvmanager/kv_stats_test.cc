@@ -12,6 +12,7 @@ TEST(KvStatsTest, CountersAndGaugesAppearInSnapshots) {
   stats.Add(KvStats::kPrefixCacheQueries, 5);
   stats.Add(KvStats::kPrefixCacheQueries, 2);
   stats.Add(KvStats::kDedupRemapped, 3);
+  stats.Add(KvStats::kDedupRemappedShifted, 2);
   stats.SetGroup(0, {.total_blocks = 10,
                      .physical_blocks = 4,
                      .logical_blocks = 7,
@@ -25,6 +26,7 @@ TEST(KvStatsTest, CountersAndGaugesAppearInSnapshots) {
   const KvStatsSnapshot s = stats.Snapshot();
   EXPECT_EQ(s.prefix_cache_queries, 7);
   EXPECT_EQ(s.dedup_remapped, 3);
+  EXPECT_EQ(s.dedup_remapped_shifted, 2);
   EXPECT_EQ(s.dedup_verified, 0);
   EXPECT_EQ(s.sequences, 6);
   EXPECT_EQ(s.prefix_cache_entries, 8);

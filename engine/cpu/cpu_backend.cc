@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/kernels.h"
 #include "engine/model/safetensors_reader.h"
+#include "engine/plan_validation.h"
 
 namespace memshare::engine::cpu {
 namespace {
@@ -45,10 +45,6 @@ absl::StatusOr<std::shared_ptr<const model::ModelWeights>> LoadWeights(
   absl::StatusOr<std::unique_ptr<model::ModelWeights>> w = model::ModelWeights::Load(*c, **r);
   if (!w.ok()) return w.status();
   return std::shared_ptr<const model::ModelWeights>(*std::move(w));
-}
-
-std::string SeqName(size_t i, const SequenceChunk& s) {
-  return absl::StrCat("sequence ", i, " (seq_id ", s.seq_id, ")");
 }
 
 }  // namespace
@@ -168,65 +164,13 @@ void CpuBackend::EnsureRope(int64_t positions) {
 
 absl::Status CpuBackend::Validate(const StepPlan& plan) const {
   const model::ModelConfig& c = config();
-  const int64_t bs = spec_.block_size;
-  absl::flat_hash_set<int64_t> written;  // (group, block, slot) of every token
-  for (size_t i = 0; i < plan.sequences.size(); ++i) {
-    const SequenceChunk& s = plan.sequences[i];
-    const int64_t n = static_cast<int64_t>(s.token_ids.size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": no tokens"));
-    if (s.start_pos < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": start_pos ", s.start_pos, " < 0"));
-    }
-    const int64_t end = int64_t{s.start_pos} + n;
-    if (end > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
-                                                     " exceed max_position_embeddings (",
-                                                     c.max_position_embeddings, ")"));
-    }
-    if (c.sliding_window > 0 && end > c.sliding_window) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
-                       c.sliding_window, "), which the CPU backend does not implement"));
-    }
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
-      if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
-                         " outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
-                                                     " block tables for ", spec_.num_layer_groups,
-                                                     " layer groups"));
-    }
-    const int64_t need = (end + bs - 1) / bs;
-    for (int g = 0; g < spec_.num_layer_groups; ++g) {
-      const std::vector<int32_t>& table = s.block_tables[g];
-      if (static_cast<int64_t>(table.size()) < need) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
-                         " blocks; positions up to ", end - 1, " need ", need));
-      }
-      for (int64_t b = 0; b < need; ++b) {
-        if (table[b] < 0 || table[b] >= spec_.num_blocks) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
-                           " outside the pool [0, ", spec_.num_blocks, ")"));
-        }
-      }
-      for (int64_t p = s.start_pos; p < end; ++p) {
-        const int64_t slot = (int64_t{g} * spec_.num_blocks + table[p / bs]) * bs + p % bs;
-        if (!written.insert(slot).second) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": position ", p, " would write slot ", p % bs, " of block ",
-              table[p / bs], " (layer group ", g, "), which another token of the step writes"));
-        }
-      }
-    }
-  }
-  return absl::OkStatus();
+  PlanLimits limits;
+  limits.vocab_size = c.vocab_size;
+  limits.max_positions = c.max_position_embeddings;
+  limits.max_positions_name = "max_position_embeddings";
+  limits.sliding_window = c.sliding_window;
+  limits.backend_name = "the CPU backend";
+  return ValidatePlan(plan, spec_, limits);
 }
 
 absl::Status CpuBackend::Forward(const StepPlan& plan, StepOutput* output) {
@@ -405,10 +349,25 @@ void CpuBackend::Attention(int64_t l, Step& step) {
       float* keys = &step.keys[s.kv_offset + kh * len * d];
       float* values = &step.values[s.kv_offset + kh * len * d];
       const std::vector<int32_t>& table = s.chunk->block_tables[g];
+      // Shifted views (step_plan.h): slot j of a view reads its window.
+      const int32_t* hi = nullptr;
+      const int32_t* shifts = nullptr;
+      if (!s.chunk->block_shifts.empty() && !s.chunk->block_shifts[g].empty()) {
+        hi = s.chunk->block_tables_hi[g].data();
+        shifts = s.chunk->block_shifts[g].data();
+      }
       for (int64_t j = 0; j < len; ++j) {
-        const int64_t block = table[j / bs];
-        const Bf16* k = pool + SlabOffset(g, block, li, 0, kh) + (j % bs) * d;
-        const Bf16* v = pool + SlabOffset(g, block, li, 1, kh) + (j % bs) * d;
+        int64_t block = table[j / bs];
+        int64_t slot = j % bs;
+        if (shifts != nullptr && shifts[j / bs] != 0) {
+          slot += shifts[j / bs];
+          if (slot >= bs) {
+            slot -= bs;
+            block = hi[j / bs];
+          }
+        }
+        const Bf16* k = pool + SlabOffset(g, block, li, 0, kh) + slot * d;
+        const Bf16* v = pool + SlabOffset(g, block, li, 1, kh) + slot * d;
         for (int64_t i = 0; i < d; ++i) {
           keys[j * d + i] = Bf16ToFloat(k[i]);
           values[j * d + i] = Bf16ToFloat(v[i]);
@@ -494,25 +453,47 @@ absl::Status CpuBackend::ComputeDistanceSums(int layer_group,
   }
   for (const kvmanager::BlockPair& p : pairs) {
     if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
+                       "): block outside the pool [0, ", spec_.num_blocks, ")"));
+    }
+    if (p.shift < 0 || p.shift >= spec_.block_size) {
       return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
-                                                     "): block outside the pool [0, ",
-                                                     spec_.num_blocks, ")"));
+                                                     "): shift ", p.shift, " outside [0, ",
+                                                     spec_.block_size, ")"));
     }
   }
   const int64_t layers = spec_.LayersInGroup(layer_group);
-  const int64_t slab = int64_t{spec_.kv_heads_local} * spec_.block_size * spec_.head_dim;
+  const int64_t bs = spec_.block_size;
+  const int64_t d = spec_.head_dim;
+  const int64_t slab = int64_t{spec_.kv_heads_local} * bs * d;
   const Bf16* pool = pools_[layer_group].data();
   for (size_t i = 0; i < pairs.size(); ++i) {
+    const kvmanager::BlockPair& pair = pairs[i];
     kvmanager::DistanceSums sums;
     for (int64_t li = 0; li < layers; ++li) {
       for (int kv = 0; kv < 2; ++kv) {
-        const Bf16* a = pool + SlabOffset(layer_group, pairs[i].candidate, li, kv, 0);
-        const Bf16* b = pool + SlabOffset(layer_group, pairs[i].reference, li, kv, 0);
+        const Bf16* a = pool + SlabOffset(layer_group, pair.candidate, li, kv, 0);
+        const Bf16* b = pool + SlabOffset(layer_group, pair.reference, li, kv, 0);
+        // A shifted reference (block_distance.h): row (head, slot) of the
+        // window is row (head, slot + shift) of `reference`, or of
+        // `reference_next` past its end. Same summation order either way.
+        const Bf16* b_next =
+            pair.shift > 0 ? pool + SlabOffset(layer_group, pair.reference_next, li, kv, 0) : b;
         double diff = 0, norm = 0;
         for (int64_t e = 0; e < slab; ++e) {
           const double x = Bf16ToFloat(a[e]);
-          const double y = Bf16ToFloat(b[e]);
+          double y;
+          if (pair.shift == 0) {
+            y = Bf16ToFloat(b[e]);
+          } else {
+            const int64_t row = e / d;  // head * bs + slot
+            const int64_t slot = row % bs + pair.shift;
+            const int64_t src = (row - row % bs) * d + (slot % bs) * d + e % d;
+            y = Bf16ToFloat(slot < bs ? b[src] : b_next[src]);
+          }
           diff += (x - y) * (x - y);
           norm += y * y;
         }

@@ -79,18 +79,22 @@ class CpuBackend : public Backend {
 
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(config().vocab_size); }
+  bool SupportsShiftedViews() const override { return true; }
   const model::ModelConfig& config() const { return weights_->config(); }
 
-  // Backend. INVALID_ARGUMENT (nothing written) also for: an empty chunk, a
-  // position at or past max_position_embeddings (or past a Mistral
-  // sliding_window, which this backend does not implement), and two tokens
-  // of the step that would write the same KV slot.
+  // Backend. Reads MemShare shifted views (SequenceChunk::block_tables_hi,
+  // block_shifts) through their windows. INVALID_ARGUMENT (nothing written)
+  // also for: an empty chunk, a position at or past max_position_embeddings
+  // (or past a Mistral sliding_window, which this backend does not
+  // implement), two tokens of the step that would write the same KV slot,
+  // view arrays of the wrong size, a shift outside [0, block_size), and a
+  // token whose slot is in a view.
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
   absl::Status CopyBlocks(int layer_group,
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
 
   // kvmanager::BlockDistance: sums in double over the group's layers, K and
-  // V separately.
+  // V separately; a shifted reference is read as its window.
   absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
                                    absl::Span<kvmanager::DistanceSums> out) override;
 

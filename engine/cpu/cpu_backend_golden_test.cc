@@ -316,5 +316,81 @@ TEST(GoldenSharedBlockTest, RepeatedTextSharesLayerZeroBlockExactly) {
   EXPECT_EQ(o.logits, with_copies);
 }
 
+// Shifted sharing, end to end: with one layer group per layer, the text
+// A B where A is two blocks and B = A[s, s + 16) makes layer 0's block 2
+// bit-identical to the window that starts s slots into block 0 (layer 0's K
+// and V depend only on the token; K is cached before RoPE, so the window's
+// keys rotate for block 2's positions as they are read). Making layer 0's
+// logical block 2 a view over physical blocks 0 and 1 at shift s changes no
+// logit of a decode step nor of a prefill chunk after it, bit for bit, while
+// the view at a wrong shift does. The distance through the window is zero
+// in layer 0, equals the distance against a materialized copy of the window
+// to the bit, and is not zero in the deeper layers.
+TEST(GoldenSharedBlockTest, ShiftedRepeatSharesLayerZeroWindowExactly) {
+  const Golden g = ReadGolden("llama_gqa");  // 3 layers
+  std::unique_ptr<CpuBackend> b = MakeBackend(g.dir, /*groups=*/3);
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t>& p3 = g.prompts[3].prompt;  // 45 tokens
+  ASSERT_GE(p3.size(), 32u);
+  const std::vector<int32_t> a(p3.begin(), p3.begin() + 32);
+  const std::vector<std::vector<int32_t>> tables = {
+      {0, 1, 2, 3}, {16, 17, 18, 19}, {32, 33, 34, 35}};
+  for (const int shift : {1, 5, 15}) {
+    std::vector<int32_t> text = a;
+    text.insert(text.end(), a.begin() + shift, a.begin() + shift + 16);  // 48 tokens
+    StepOutput o;
+    StepPlan prefill;
+    prefill.sequences.push_back(Chunk(1, 0, text, tables));
+    // The window's tokens alone, in block 5 of each group.
+    prefill.sequences.push_back(
+        Chunk(2, 0, {a.begin() + shift, a.begin() + shift + 16}, {{5}, {21}, {37}}, false));
+    ASSERT_TRUE(b->Forward(prefill, &o).ok());
+    const int32_t next = Argmax(o.logits.data(), b->vocab_size());
+
+    kvmanager::DistanceSums d[2];
+    const kvmanager::BlockPair layer0[] = {{2, 0, 1, shift}, {3, 0, 1, shift}};
+    const kvmanager::BlockPair copy0[] = {{2, 5}, {3, 5}};
+    ASSERT_TRUE(b->ComputeDistanceSums(0, layer0, d).ok());
+    EXPECT_EQ(d[0].k_diff_sq, 0.0) << shift;
+    EXPECT_EQ(d[0].v_diff_sq, 0.0) << shift;
+    EXPECT_GT(d[0].k_norm_sq, 0.0);
+    kvmanager::DistanceSums c[2];
+    ASSERT_TRUE(b->ComputeDistanceSums(0, copy0, c).ok());
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(d[i].k_diff_sq, c[i].k_diff_sq) << shift;
+      EXPECT_EQ(d[i].k_norm_sq, c[i].k_norm_sq) << shift;
+      EXPECT_EQ(d[i].v_diff_sq, c[i].v_diff_sq) << shift;
+      EXPECT_EQ(d[i].v_norm_sq, c[i].v_norm_sq) << shift;
+    }
+    EXPECT_GT(d[1].k_diff_sq, 0.0);  // block 3 (unwritten, zeros) is not the window
+    const kvmanager::BlockPair layer1[] = {{18, 16, 17, shift}};
+    ASSERT_TRUE(b->ComputeDistanceSums(1, layer1, absl::MakeSpan(d, 1)).ok());
+    EXPECT_GT(d[0].RelativeK(), 1e-3);
+
+    // A decode step and then a 3-token chunk, through copies and through
+    // the view (a fresh block 4 takes positions 48.. in layer 0).
+    auto run = [&](int view_shift) {
+      std::vector<std::vector<float>> logits;
+      SequenceChunk decode = Chunk(1, 48, {next}, tables);
+      SequenceChunk chunk = Chunk(1, 49, {a[0], a[1], a[2]}, tables);
+      for (SequenceChunk* c : {&decode, &chunk}) {
+        if (view_shift > 0) {
+          c->block_tables[0] = {0, 1, 0, 4};
+          c->block_tables_hi = {{0, 1, 1, 4}, {}, {}};
+          c->block_shifts = {{0, 0, view_shift, 0}, {}, {}};
+        }
+        StepPlan plan;
+        plan.sequences.push_back(*c);
+        EXPECT_TRUE(b->Forward(plan, &o).ok());
+        logits.push_back(o.logits);
+      }
+      return logits;
+    };
+    const auto with_copies = run(0);
+    EXPECT_EQ(run(shift), with_copies) << shift;
+    EXPECT_NE(run(shift == 15 ? 14 : shift + 1), with_copies) << shift;
+  }
+}
+
 }  // namespace
 }  // namespace memshare::engine::cpu

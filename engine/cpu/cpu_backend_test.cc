@@ -56,6 +56,17 @@ SequenceChunk Chunk(int start, std::vector<int32_t> tokens,
   return c;
 }
 
+// A chunk whose tables carry shifted views (step_plan.h).
+SequenceChunk ViewChunk(int start, std::vector<int32_t> tokens,
+                        std::vector<std::vector<int32_t>> tables,
+                        std::vector<std::vector<int32_t>> hi,
+                        std::vector<std::vector<int32_t>> shifts) {
+  SequenceChunk c = Chunk(start, std::move(tokens), std::move(tables));
+  c.block_tables_hi = std::move(hi);
+  c.block_shifts = std::move(shifts);
+  return c;
+}
+
 double BlockNorm(CpuBackend& b, int32_t block, int group = 0) {
   kvmanager::DistanceSums d[1];
   const kvmanager::BlockPair p[] = {{block, block}};
@@ -161,6 +172,13 @@ TEST(CpuBackendTest, InvalidPlansAreRejectedBeforeAnythingIsWritten) {
       {Chunk(63, {1, 2}, std::vector<std::vector<int32_t>>{std::vector<int32_t>(16, 1)}),
        "exceed max_position_embeddings"},
       {Chunk(1, {7}, {{0}}), "another token of the step writes"},  // slot 1 of block 0
+      {ViewChunk(8, {1}, {{1, 2, 3}}, {{1, 2}}, {{0, 0, 0}}),
+       "block_tables_hi[0] / block_shifts[0] have 2 / 3 entries"},
+      {ViewChunk(8, {1}, {{1, 2, 3}}, {{1, 2, 3}, {}}, {{0, 0, 0}}),
+       "have 2 / 1 entries for 1 layer groups"},
+      {ViewChunk(8, {1}, {{1, 2, 3}}, {{1, 2, 3}}, {{0, 4, 0}}), "block_shifts[0][1] = 4"},
+      {ViewChunk(8, {1}, {{1, 2, 3}}, {{1, 8, 3}}, {{0, 1, 0}}), "block_tables_hi[0][1] = 8"},
+      {ViewChunk(6, {1}, {{1, 2}}, {{1, 1}}, {{0, 2}}), "is a shifted view but the step writes"},
   };
   for (const Case& c : cases) {
     StepPlan plan;
@@ -245,10 +263,62 @@ TEST(CpuBackendTest, DistanceSumsAndCopyBlocks) {
   EXPECT_EQ(b->ComputeDistanceSums(2, after, a).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b->ComputeDistanceSums(0, after, absl::MakeSpan(a, 1)).code(),
             absl::StatusCode::kInvalidArgument);
+  const kvmanager::BlockPair bad_windows[] = {
+      {0, 1, 8, 1}, {0, 1, -1, 2}, {0, 1, 2, 4}, {0, 1, 2, -1}};
+  for (const kvmanager::BlockPair& p : bad_windows) {
+    EXPECT_EQ(b->ComputeDistanceSums(0, absl::MakeConstSpan(&p, 1), absl::MakeSpan(a, 1)).code(),
+              absl::StatusCode::kInvalidArgument)
+        << p.reference_next << " " << p.shift;
+  }
   const std::pair<int32_t, int32_t> bad_copy[] = {{0, 3}, {0, 8}};
   EXPECT_EQ(b->CopyBlocks(0, bad_copy).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(BlockNorm(*b, 3), 0.0);  // the valid first copy did not happen either
   EXPECT_EQ(b->CopyBlocks(-1, copy).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A shifted reference is compared as its window: in layer 0, whose K/V
+// depend on the token alone, the window over blocks 0 and 1 at shift s holds
+// what a block written with those tokens holds, so every sum through the
+// window equals the sum against that block, to the bit (same order).
+TEST(CpuBackendTest, DistanceSumsThroughAShiftedWindow) {
+  CpuBackend::Options o = DummyOptions(SmallConfig());
+  o.num_layer_groups = 2;
+  std::unique_ptr<CpuBackend> b = Make(o);
+  ASSERT_NE(b, nullptr);
+  const std::vector<int32_t> text = {11, 12, 13, 14, 15, 16, 17, 18};
+  for (int32_t shift = 1; shift < 4; ++shift) {
+    StepPlan plan;
+    plan.sequences.push_back(Chunk(0, text, {{0, 1}, {4, 5}}));
+    plan.sequences.push_back(Chunk(0, {21, 22, 23, 24}, {{2}, {6}}));
+    // The window's tokens, written by a sequence of their own.
+    plan.sequences.push_back(
+        Chunk(0, {text.begin() + shift, text.begin() + shift + 4}, {{3}, {7}}));
+    plan.sequences[1].seq_id = 10;
+    plan.sequences[2].seq_id = 11;
+    StepOutput out;
+    ASSERT_TRUE(b->Forward(plan, &out).ok());
+    const kvmanager::BlockPair window[] = {{2, 0, 1, shift}, {3, 0, 1, shift}};
+    const kvmanager::BlockPair copy[] = {{2, 3}, {3, 3}};
+    kvmanager::DistanceSums w[2], c[2];
+    ASSERT_TRUE(b->ComputeDistanceSums(0, window, w).ok());
+    ASSERT_TRUE(b->ComputeDistanceSums(0, copy, c).ok());
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(w[i].k_diff_sq, c[i].k_diff_sq) << shift;
+      EXPECT_EQ(w[i].k_norm_sq, c[i].k_norm_sq) << shift;
+      EXPECT_EQ(w[i].v_diff_sq, c[i].v_diff_sq) << shift;
+      EXPECT_EQ(w[i].v_norm_sq, c[i].v_norm_sq) << shift;
+    }
+    EXPECT_GT(w[0].k_diff_sq, 0.0);
+    EXPECT_EQ(w[1].k_diff_sq + w[1].v_diff_sq, 0.0);
+    // The negative control: another shift reads other slots.
+    const kvmanager::BlockPair off[] = {{3, 0, 1, shift % 3 + 1}};
+    ASSERT_TRUE(b->ComputeDistanceSums(0, off, absl::MakeSpan(w, 1)).ok());
+    EXPECT_GT(w[0].k_diff_sq, 0.0);
+    // Layer 1 (group 1) sees the context: the window is not the copy there.
+    const kvmanager::BlockPair deep[] = {{7, 4, 5, shift}};
+    ASSERT_TRUE(b->ComputeDistanceSums(1, deep, absl::MakeSpan(w, 1)).ok());
+    EXPECT_GT(w[0].k_diff_sq, 0.0);
+  }
 }
 
 }  // namespace

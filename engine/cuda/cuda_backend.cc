@@ -4,16 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "engine/model/safetensors_reader.h"
 #include "engine/model/weight_spec.h"
+#include "engine/plan_validation.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_generic.h"
@@ -55,6 +56,21 @@ absl::Status Cuda(cudaError_t e, absl::string_view what) {
 
 size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// The block-pair buffers (pinned and device) of `cap` pairs: CopyBlocks'
+// (src, dst) pairs, or ComputeDistanceSums' kvmanager::BlockPair array
+// (int32 [cap][4]) followed, 16-byte aligned, by its results.
+static_assert(sizeof(kvmanager::BlockPair) == 16 && alignof(kvmanager::BlockPair) == 4,
+              "BlockPair is uploaded as int32 [n][4]");
+static_assert(offsetof(kvmanager::BlockPair, candidate) == 0 &&
+                  offsetof(kvmanager::BlockPair, reference) == 4 &&
+                  offsetof(kvmanager::BlockPair, reference_next) == 8 &&
+                  offsetof(kvmanager::BlockPair, shift) == 12,
+              "BlockPair's fields in the order of kernels/block_distance.h");
+size_t PairResultsOffset(size_t cap) { return AlignUp(cap * sizeof(kvmanager::BlockPair), 16); }
+size_t PairBufferBytes(size_t cap) {
+  return PairResultsOffset(cap) + cap * sizeof(kernels::BlockPairSums);
+}
+
 // The dummy-weight stream of a tensor: these two must stay equal to
 // engine/model/model_weights.cc (checked by //tests/gpu:cuda_backend_test).
 uint64_t SplitMix64(uint64_t x) {
@@ -77,10 +93,6 @@ bool IsNorm(WeightRole r) {
 
 void* Bf16At(const void* base, int64_t elements) {
   return const_cast<uint16_t*>(static_cast<const uint16_t*>(base)) + elements;
-}
-
-std::string SeqName(size_t i, const SequenceChunk& s) {
-  return absl::StrCat("sequence ", i, " (seq_id ", s.seq_id, ")");
 }
 
 absl::StatusOr<model::ModelConfig> ConfigOf(const CudaBackend::Options& o) {
@@ -191,6 +203,7 @@ CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (Bucket& b : bucket_state_) {
     if (b.graph != nullptr) cudaGraphExecDestroy(b.graph);
+    if (b.views_graph != nullptr) cudaGraphExecDestroy(b.views_graph);
   }
   gemm_.reset();
   for (void* p : pools_) cudaFree(p);
@@ -459,7 +472,7 @@ absl::Status CudaBackend::LoadWeights() {
   return Sync("load weights");
 }
 
-CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) const {
+CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride, bool views) const {
   MetaLayout m;
   m.tokens = tokens;
   m.seqs = seqs;
@@ -479,6 +492,11 @@ CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride) co
   m.sampling = take(size_t(seqs) * sizeof(kernels::SamplingRow));
   m.penalty_offsets = take(size_t(seqs + 1) * 4);
   m.block_tables = take(size_t(seqs) * G * stride * 4);
+  m.views = views;
+  if (views) {
+    m.block_tables_hi = take(size_t(seqs) * G * stride * 4);
+    m.block_shifts = take(size_t(seqs) * G * stride * 4);
+  }
   m.bytes = at;
   return m;
 }
@@ -548,7 +566,7 @@ absl::Status CudaBackend::AllocateBuffers() {
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
   attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
 
-  meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_).bytes;
+  meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
   out_host_bytes_ = S * 8 + S * V * 4;
@@ -663,6 +681,8 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   const int G = spec_.num_layer_groups;
   const int32_t* slots = MetaDev<int32_t>(L.slots);
   const int32_t* tables = MetaDev<int32_t>(L.block_tables);
+  const int32_t* tables_hi = step.views ? MetaDev<int32_t>(L.block_tables_hi) : nullptr;
+  const int32_t* shifts = step.views ? MetaDev<int32_t>(L.block_shifts) : nullptr;
   const int32_t* ctx = MetaDev<int32_t>(L.context_lens);
   const int32_t* cu = MetaDev<int32_t>(L.cu_q_lens);
 
@@ -711,6 +731,10 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     a.layer = li;
     a.block_tables = tables + int64_t{g} * L.stride;
     a.block_table_stride = G * L.stride;
+    if (step.views) {  // else both stay null: the kernels' view-free code
+      a.block_tables_hi = tables_hi + int64_t{g} * L.stride;
+      a.block_shifts = shifts + int64_t{g} * L.stride;
+    }
     a.context_lens = ctx;
     a.rope_inv_freq = inv_freq_;
     a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
@@ -824,47 +848,54 @@ absl::Status CudaBackend::PrepareBuckets() {
     for (int32_t m : buckets_) RETURN_IF_ERROR(TuneForTokens(m));
   }
   for (int32_t m : options_.tune_prefill_tokens) RETURN_IF_ERROR(TuneForTokens(m));
-  // One eager run per bucket (padding only) creates every GEMM plan and
-  // raises the attention kernels' shared-memory limits before capture.
+  // One eager run per bucket and view variant (padding only) creates every
+  // GEMM plan and raises the attention kernels' shared-memory limits before
+  // capture. Each bucket gets a graph for steps without shifted views and
+  // one for steps with them (the pointers of the view tables are part of
+  // the graph; both layouts put every other field at the same offsets).
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    const int32_t size = buckets_[i];
-    StepArgs step;
-    step.layout = Layout(size, size, max_blocks_per_seq_);
-    step.num_tokens = size;
-    step.num_seqs = size;
-    step.max_q_len = 1;
-    step.max_context = max_model_len_;
-    step.decode = true;
-    step.logit_rows = size;
-    step.gather = false;
-    step.bucket_index = static_cast<int>(i);
-    FillPadding(step.layout);
-    RETURN_IF_ERROR(Cuda(
-        cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes, cudaMemcpyHostToDevice, stream_),
-        "upload step metadata"));
-    RETURN_IF_ERROR(RunModel(step));
-    RETURN_IF_ERROR(Sync("warm-up decode step"));
-    if (!options_.enable_cuda_graphs) continue;
-    RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-                         "begin graph capture"));
-    const absl::Status run = RunModel(step);
-    cudaGraph_t graph = nullptr;
-    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-    if (!run.ok() || end != cudaSuccess) {
-      if (graph != nullptr) cudaGraphDestroy(graph);
-      cudaGetLastError();
-      return run.ok() ? Cuda(end, "end graph capture") : run;
+    for (const bool views : {false, true}) {
+      const int32_t size = buckets_[i];
+      StepArgs step;
+      step.layout = Layout(size, size, max_blocks_per_seq_, views);
+      step.num_tokens = size;
+      step.num_seqs = size;
+      step.max_q_len = 1;
+      step.max_context = max_model_len_;
+      step.decode = true;
+      step.logit_rows = size;
+      step.gather = false;
+      step.bucket_index = static_cast<int>(i);
+      step.views = views;
+      FillPadding(step.layout);
+      RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, step.layout.bytes,
+                                           cudaMemcpyHostToDevice, stream_),
+                           "upload step metadata"));
+      RETURN_IF_ERROR(RunModel(step));
+      RETURN_IF_ERROR(Sync("warm-up decode step"));
+      if (!options_.enable_cuda_graphs) continue;
+      RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                           "begin graph capture"));
+      const absl::Status run = RunModel(step);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      if (!run.ok() || end != cudaSuccess) {
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        return run.ok() ? Cuda(end, "end graph capture") : run;
+      }
+      cudaGraphExec_t& exec = views ? bucket_state_[i].views_graph : bucket_state_[i].graph;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size,
+                                              views ? " (shifted views)" : "")));
     }
-    const cudaError_t inst = cudaGraphInstantiate(&bucket_state_[i].graph, graph, 0);
-    cudaGraphDestroy(graph);
-    RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size)));
   }
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Validate(const StepPlan& plan) const {
   const model::ModelConfig& c = config_;
-  const int64_t bs = spec_.block_size;
   if (static_cast<int64_t>(plan.sequences.size()) > max_seqs_) {
     return absl::InvalidArgumentError(
         absl::StrCat(plan.sequences.size(), " sequences exceed max_num_seqs (", max_seqs_, ")"));
@@ -873,80 +904,15 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
     return absl::InvalidArgumentError(absl::StrCat(
         plan.NumTokens(), " tokens exceed max_num_batched_tokens (", max_tokens_, ")"));
   }
-  // Slots written by the step, per (group, block): a bit per offset when a
-  // block has at most 64 slots (one lookup per block a chunk touches), else
-  // one entry per slot.
-  absl::flat_hash_map<int64_t, uint64_t> written;
+  PlanLimits limits;
+  limits.vocab_size = c.vocab_size;
+  limits.max_positions = max_model_len_;
+  limits.max_positions_name = "max_model_len";
+  limits.sliding_window = c.sliding_window;
+  limits.backend_name = "the CUDA backend";
+  RETURN_IF_ERROR(ValidatePlan(plan, spec_, limits));
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const SequenceChunk& s = plan.sequences[i];
-    const int64_t n = static_cast<int64_t>(s.token_ids.size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": no tokens"));
-    if (s.start_pos < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": start_pos ", s.start_pos, " < 0"));
-    }
-    const int64_t end = int64_t{s.start_pos} + n;
-    if (end > max_model_len_) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": positions up to ", end - 1,
-                                                     " exceed max_model_len (", max_model_len_,
-                                                     ")"));
-    }
-    if (c.sliding_window > 0 && end > c.sliding_window) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(i, s), ": ", end, " tokens exceed the model's sliding_window (",
-                       c.sliding_window, "), which the CUDA backend does not implement"));
-    }
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
-      if (s.token_ids[t] < 0 || s.token_ids[t] >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": token_ids[", t, "] = ", s.token_ids[t],
-                         " outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (static_cast<int>(s.block_tables.size()) != spec_.num_layer_groups) {
-      return absl::InvalidArgumentError(absl::StrCat(SeqName(i, s), ": ", s.block_tables.size(),
-                                                     " block tables for ", spec_.num_layer_groups,
-                                                     " layer groups"));
-    }
-    const int64_t need = (end + bs - 1) / bs;
-    for (int g = 0; g < spec_.num_layer_groups; ++g) {
-      const std::vector<int32_t>& table = s.block_tables[g];
-      if (static_cast<int64_t>(table.size()) < need) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": block table of layer group ", g, " has ", table.size(),
-                         " blocks; positions up to ", end - 1, " need ", need));
-      }
-      for (int64_t b = 0; b < need; ++b) {
-        if (table[b] < 0 || table[b] >= spec_.num_blocks) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": block_tables[", g, "][", b, "] = ", table[b],
-                           " outside the pool [0, ", spec_.num_blocks, ")"));
-        }
-      }
-      for (int64_t p = s.start_pos; p < end;) {
-        const int64_t block = table[p / bs];
-        const int64_t first = p % bs;
-        const int64_t last = std::min<int64_t>(bs - 1, first + (end - p) - 1);
-        int64_t key;
-        uint64_t mask;
-        if (bs <= 64) {
-          key = int64_t{g} * spec_.num_blocks + block;
-          const int64_t width = last - first + 1;
-          mask = (width == 64 ? ~uint64_t{0} : ((uint64_t{1} << width) - 1)) << first;
-        } else {  // one entry per slot
-          key = ((int64_t{g} * spec_.num_blocks + block) * bs + first) | (int64_t{1} << 62);
-          mask = 1;
-        }
-        uint64_t& bits = written[key];
-        if ((bits & mask) != 0) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(SeqName(i, s), ": positions from ", p, " would write slots of block ",
-                           block, " (layer group ", g, ") that another token of the step writes"));
-        }
-        bits |= mask;
-        p += bs <= 64 ? last - first + 1 : 1;
-      }
-    }
     if (s.sampling.has_value()) {
       const DeviceSampling& d = *s.sampling;
       const auto finite = [](float x) { return std::isfinite(x); };
@@ -955,21 +921,21 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
           !finite(d.presence_penalty) || !finite(d.frequency_penalty) || !(d.uniform >= 0.f) ||
           !(d.uniform < 1.f)) {
         return absl::InvalidArgumentError(absl::StrCat(
-            SeqName(i, s), ": sampling values out of range (temperature ", d.temperature,
+            PlanSequenceName(i, s), ": sampling values out of range (temperature ", d.temperature,
             ", top_p ", d.top_p, ", min_p ", d.min_p, ", repetition_penalty ", d.repetition_penalty,
             ", uniform ", d.uniform, ")"));
       }
       if (d.penalty_token_ids.size() != d.penalty_counts.size()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(SeqName(i, s), ": ", d.penalty_token_ids.size(), " penalty tokens but ",
-                         d.penalty_counts.size(), " counts"));
+            absl::StrCat(PlanSequenceName(i, s), ": ", d.penalty_token_ids.size(),
+                         " penalty tokens but ", d.penalty_counts.size(), " counts"));
       }
       for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
         if (d.penalty_token_ids[k] < 0 || d.penalty_token_ids[k] >= c.vocab_size ||
             d.penalty_counts[k] < 0) {
           return absl::InvalidArgumentError(absl::StrCat(
-              SeqName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k], " (count ",
-              d.penalty_counts[k], ") outside the vocabulary or negative"));
+              PlanSequenceName(i, s), ": penalty_token_ids[", k, "] = ", d.penalty_token_ids[k],
+              " (count ", d.penalty_counts[k], ") outside the vocabulary or negative"));
         }
       }
     }
@@ -996,15 +962,21 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   int max_q_len = 0;
   int32_t max_context = 0;
   int32_t max_blocks = 1;
+  bool views = false;  // some chunk has a shifted view (a shift > 0) in its context
   for (int i = 0; i < S; ++i) {
     const SequenceChunk& s = plan.sequences[i];
     const int n = static_cast<int>(s.token_ids.size());
+    const int64_t need = (s.start_pos + n + bs - 1) / bs;
     decode = decode && n == 1;
     max_q_len = std::max(max_q_len, n);
     max_context = std::max(max_context, s.start_pos + n);
-    max_blocks =
-        std::max<int32_t>(max_blocks, static_cast<int32_t>((s.start_pos + n + bs - 1) / bs));
+    max_blocks = std::max<int32_t>(max_blocks, static_cast<int32_t>(need));
     if (s.compute_logits) output->rows.push_back(i);
+    for (size_t g = 0; g < s.block_shifts.size() && !views; ++g) {
+      const std::vector<int32_t>& shifts = s.block_shifts[g];
+      views = !shifts.empty() &&
+              std::any_of(shifts.begin(), shifts.begin() + need, [](int32_t x) { return x != 0; });
+    }
   }
   const int R = static_cast<int>(output->rows.size());
   int bucket = -1;
@@ -1019,7 +991,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   StepArgs step;
   if (bucket >= 0) {
     const int B = buckets_[bucket];
-    step.layout = Layout(B, B, max_blocks_per_seq_);
+    step.layout = Layout(B, B, max_blocks_per_seq_, views);
     step.num_tokens = B;
     step.num_seqs = B;
     step.max_context = max_model_len_;
@@ -1027,7 +999,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     step.gather = false;
     FillPadding(step.layout);
   } else {
-    step.layout = Layout(T, S, max_blocks);
+    step.layout = Layout(T, S, max_blocks, views);
     step.num_tokens = T;
     step.num_seqs = S;
     step.max_context = max_context;
@@ -1037,6 +1009,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   step.decode = decode;
   step.max_q_len = max_q_len;
   step.bucket_index = bucket;
+  step.views = views;
 
   // Metadata, in the pinned buffer (the previous step was waited for).
   const MetaLayout& L = step.layout;
@@ -1047,6 +1020,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   int32_t* logit_rows = MetaHost<int32_t>(L.logit_rows);
   int32_t* pen_offsets = MetaHost<int32_t>(L.penalty_offsets);
   int32_t* tables = MetaHost<int32_t>(L.block_tables);
+  int32_t* tables_hi = views ? MetaHost<int32_t>(L.block_tables_hi) : nullptr;
+  int32_t* shifts = views ? MetaHost<int32_t>(L.block_shifts) : nullptr;
   kernels::SamplingRow* sampling = MetaHost<kernels::SamplingRow>(L.sampling);
   int row = 0;
   for (int i = 0; i < S; ++i) {
@@ -1065,8 +1040,22 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
     const int32_t need = static_cast<int32_t>((end + bs - 1) / bs);
     for (int g = 0; g < G; ++g) {
-      std::memcpy(tables + (int64_t{i} * G + g) * L.stride, s.block_tables[g].data(),
-                  size_t(need) * 4);
+      const int64_t at = (int64_t{i} * G + g) * L.stride;
+      const int32_t* table = s.block_tables[g].data();
+      std::memcpy(tables + at, table, size_t(need) * 4);
+      if (!views) continue;
+      // Rows without views: hi = own block, shift 0 (never read as a view).
+      if (s.block_shifts.empty() || s.block_shifts[g].empty()) {
+        std::memcpy(tables_hi + at, table, size_t(need) * 4);
+        std::memset(shifts + at, 0, size_t(need) * 4);
+        continue;
+      }
+      const int32_t* hi = s.block_tables_hi[g].data();
+      const int32_t* sh = s.block_shifts[g].data();
+      for (int32_t b = 0; b < need; ++b) {
+        tables_hi[at + b] = sh[b] > 0 ? hi[b] : table[b];
+        shifts[at + b] = sh[b];
+      }
     }
     row += n;
   }
@@ -1138,13 +1127,17 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                          "upload penalty tokens"));
   }
 
-  if (bucket >= 0 && bucket_state_[bucket].graph != nullptr) {
-    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(bucket_state_[bucket].graph, stream_), "graph launch"));
+  const cudaGraphExec_t graph =
+      bucket < 0 ? nullptr
+                 : (views ? bucket_state_[bucket].views_graph : bucket_state_[bucket].graph);
+  if (graph != nullptr) {
+    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
     ++graph_steps_;
   } else {
     RETURN_IF_ERROR(RunModel(step));
     ++(bucket >= 0 ? padded_decode_steps_ : eager_steps_);
   }
+  view_steps_ += views ? 1 : 0;
 
   // Results: logits first (sampling may apply penalties in place).
   int32_t* host_tokens = static_cast<int32_t*>(out_host_);
@@ -1239,8 +1232,8 @@ absl::Status CudaBackend::CopyBlocks(int layer_group,
     pairs_host_ = pairs_dev_ = nullptr;
     pairs_capacity_ = 0;
     const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
     pairs_capacity_ = cap;
   }
   RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
@@ -1271,10 +1264,16 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
   }
   for (const kvmanager::BlockPair& p : pairs) {
     if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
+                       "): block outside the pool [0, ", spec_.num_blocks, ")"));
+    }
+    if (p.shift < 0 || p.shift >= spec_.block_size) {
       return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
-                                                     "): block outside the pool [0, ",
-                                                     spec_.num_blocks, ")"));
+                                                     "): shift ", p.shift, " outside [0, ",
+                                                     spec_.block_size, ")"));
     }
   }
   if (pairs.empty()) return absl::OkStatus();
@@ -1294,8 +1293,8 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
     pairs_host_ = pairs_dev_ = nullptr;
     pairs_capacity_ = 0;
     const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, cap * 24 + 16), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, cap * 24 + 16), "block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
+    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
     pairs_capacity_ = cap;
   }
   if (ws > distance_workspace_bytes_) {
@@ -1306,23 +1305,22 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
     distance_workspace_bytes_ = ws;
   }
   RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
-  int32_t* host = static_cast<int32_t*>(pairs_host_);
-  for (int i = 0; i < n; ++i) {
-    host[2 * i] = pairs[i].candidate;
-    host[2 * i + 1] = pairs[i].reference;
-  }
-  // Results after the pairs, 16-byte aligned: [pairs_capacity_][2] int32, then sums.
-  const size_t results_at = AlignUp(pairs_capacity_ * 8, 16);
+  // The pairs as they are (int32 [n][4], the kernel's layout), then the
+  // results.
+  std::memcpy(pairs_host_, pairs.data(), size_t(n) * sizeof(kvmanager::BlockPair));
+  const size_t results_at = PairResultsOffset(pairs_capacity_);
   auto* dev_sums =
       reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) + results_at);
   auto* host_sums =
       reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) + results_at);
   RETURN_IF_ERROR(
-      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * sizeof(kvmanager::BlockPair),
+                           cudaMemcpyHostToDevice, stream_),
            "upload block pairs"));
-  RETURN_IF_ERROR(kernels::LaunchBlockDistance(pools_[layer_group], shape, spec_.num_blocks,
-                                               static_cast<const int32_t*>(pairs_dev_), n,
-                                               distance_workspace_, dev_sums, stream_));
+  // Shift-0 pairs give what LaunchBlockDistance gives, bit for bit.
+  RETURN_IF_ERROR(kernels::LaunchBlockDistanceWindows(pools_[layer_group], shape, spec_.num_blocks,
+                                                      static_cast<const int32_t*>(pairs_dev_), n,
+                                                      distance_workspace_, dev_sums, stream_));
   RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_sums, dev_sums, size_t(n) * sizeof(*dev_sums),
                                        cudaMemcpyDeviceToHost, stream_),
                        "download distance sums"));

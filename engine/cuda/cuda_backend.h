@@ -14,8 +14,9 @@
 // (1 - gpu_memory_utilization) of the card's memory is kept free.
 //
 // Per step: the step's metadata (token ids, KV slots, context lengths,
-// block tables, sampling parameters) is built once in pinned host memory
-// and copied in one transfer; then embedding -> per layer [RMSNorm (fused
+// block tables, MemShare shifted views when the step has any, sampling
+// parameters) is built once in pinned host memory and copied in one
+// transfer; then embedding -> per layer [RMSNorm (fused
 // with the residual add), QKV GEMM (+bias in the epilogue), q/k RMSNorm
 // (Qwen3), K/V write into the paged pool (K before RoPE), paged attention
 // (RoPE on read), O GEMM, add + RMSNorm, gate/up GEMM, SiLU-and-mul, down
@@ -28,6 +29,14 @@
 // rows: token -1, slot -1, context 0): replayed from a CUDA graph captured
 // at creation, or, with graphs off, the same kernels launched one by one
 // (bit-identical). Other steps run eagerly.
+//
+// MemShare shifted views (SequenceChunk::block_tables_hi / block_shifts):
+// a step where some chunk has a view passes hi-block and shift tables,
+// shaped like the block tables (rows without views: hi = own block, shift
+// 0), to every attention launch; a step without views passes none, and the
+// attention kernels run their view-free code. Each decode bucket has two
+// graphs, one for each case. Distance sums read shifted reference windows
+// (kernels/block_distance.h LaunchBlockDistanceWindows).
 //
 // Attention: the tensor-core kernels of kernels/attention.h for head_dim 64
 // and 128 with 16-token blocks; kernels/attention_generic.h otherwise (the
@@ -144,11 +153,15 @@ class CudaBackend : public Backend {
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return static_cast<int32_t>(config_.vocab_size); }
   bool SamplesOnDevice() const override { return true; }
+  // Both attention paths (tensor-core and generic) and the distance kernel
+  // read views, for every shape this backend runs.
+  bool SupportsShiftedViews() const override { return true; }
   const model::ModelConfig& config() const { return config_; }
 
-  // Backend. INVALID_ARGUMENT (nothing run) for what CpuBackend rejects
-  // and also for: more than max_num_seqs sequences or max_num_batched_tokens
-  // tokens, positions at or past max_model_len, bad sampling values.
+  // Backend. INVALID_ARGUMENT (nothing run) for what every backend rejects
+  // (engine/plan_validation.h; shifted views included), with positions
+  // checked against max_model_len, and also for more than max_num_seqs
+  // sequences or max_num_batched_tokens tokens and bad sampling values.
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
   // INVALID_ARGUMENT also when a destination repeats or is the source of
   // another pair (the copies run in parallel). Enqueued, not waited for:
@@ -157,7 +170,8 @@ class CudaBackend : public Backend {
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
 
   // kvmanager::BlockDistance, with kernels/block_distance.h (fp32 sums per
-  // pair in a fixed order; returned as double).
+  // pair in a fixed order, shifted reference windows included; returned as
+  // double).
   absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
                                    absl::Span<kvmanager::DistanceSums> out) override;
 
@@ -167,6 +181,8 @@ class CudaBackend : public Backend {
   int64_t graph_steps() const { return graph_steps_; }
   int64_t padded_decode_steps() const { return padded_decode_steps_; }
   int64_t eager_steps() const { return eager_steps_; }
+  // Steps whose attention read shifted views (any of the three kinds).
+  int64_t view_steps() const { return view_steps_; }
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -219,6 +235,12 @@ class CudaBackend : public Backend {
     size_t sampling = 0;         // kernels::SamplingRow [S]
     size_t penalty_offsets = 0;  // [S + 1]
     size_t block_tables = 0;     // [S][G][stride]
+    // With views only (else 0): shifted views, [S][G][stride] like
+    // block_tables (hi = own block and shift 0 where there is no view).
+    // They come last, so the offsets above are the same either way.
+    bool views = false;
+    size_t block_tables_hi = 0;
+    size_t block_shifts = 0;
     size_t bytes = 0;
   };
 
@@ -233,13 +255,15 @@ class CudaBackend : public Backend {
     int logit_rows = 0;       // rows of the LM head
     bool gather = false;      // LM head rows are logit_rows[], not 0..logit_rows-1
     int bucket_index = -1;    // decode bucket, or -1
+    bool views = false;       // attention reads layout.block_tables_hi / block_shifts
   };
 
   struct Bucket {
     int32_t size = 0;
     int32_t num_splits = 1;
     int32_t blocks_per_split = 1;
-    cudaGraphExec_t graph = nullptr;
+    cudaGraphExec_t graph = nullptr;        // steps without shifted views
+    cudaGraphExec_t views_graph = nullptr;  // steps with them
   };
 
   CudaBackend(const Options& options, model::ModelConfig config);
@@ -251,7 +275,7 @@ class CudaBackend : public Backend {
   absl::Status AllocatePools();
   absl::Status PrepareBuckets();
   absl::Status Validate(const StepPlan& plan) const;
-  MetaLayout Layout(int tokens, int seqs, int stride) const;
+  MetaLayout Layout(int tokens, int seqs, int stride, bool views) const;
   // Fills the pinned buffer for a decode bucket of padding only.
   void FillPadding(const MetaLayout& layout);
   // Enqueues the model (embedding to logits) for a step whose metadata is
@@ -355,6 +379,7 @@ class CudaBackend : public Backend {
   int64_t graph_steps_ = 0;
   int64_t padded_decode_steps_ = 0;
   int64_t eager_steps_ = 0;
+  int64_t view_steps_ = 0;
   cudaEvent_t step_begin_ = nullptr;
   cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;

@@ -10,12 +10,14 @@ namespace memshare::engine {
 namespace {
 
 constexpr uint32_t kMagic = 0x4347534d;  // "MSGC"
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;         // 2: shifted views and shifted reference windows
 
-// When this fires, a field was added to (or removed from) SequenceChunk or
-// DeviceSampling: list it in VisitChunk / VisitSampling below (the plan must
-// reach the other ranks whole), then update the sizes here.
-static_assert(sizeof(SequenceChunk) == 168 && sizeof(DeviceSampling) == 88,
+// When this fires, a field was added to (or removed from) SequenceChunk,
+// DeviceSampling or kvmanager::BlockPair: list it in VisitChunk /
+// VisitSampling / the BlockPair operators below (the plan and the distance
+// pairs must reach the other ranks whole), then update the sizes here.
+static_assert(sizeof(SequenceChunk) == 216 && sizeof(DeviceSampling) == 88 &&
+                  sizeof(kvmanager::BlockPair) == 16,
               "SequenceChunk or DeviceSampling changed: update the fields of the group command "
               "encoding (engine/parallel/group_command.cc)");
 
@@ -42,6 +44,8 @@ void VisitChunk(A& a, S& s) {
   a(s.start_pos);
   a(s.token_ids);
   a(s.block_tables);
+  a(s.block_tables_hi);
+  a(s.block_shifts);
   a(s.compute_logits);
   a(s.sampling);
 }
@@ -73,6 +77,8 @@ class Writer {
   void operator()(const kvmanager::BlockPair& p) {
     (*this)(p.candidate);
     (*this)(p.reference);
+    (*this)(p.reference_next);
+    (*this)(p.shift);
   }
   void operator()(const std::pair<int32_t, int32_t>& p) {
     (*this)(p.first);
@@ -141,6 +147,8 @@ class Reader {
   void operator()(kvmanager::BlockPair& p) {
     (*this)(p.candidate);
     (*this)(p.reference);
+    (*this)(p.reference_next);
+    (*this)(p.shift);
   }
   void operator()(std::pair<int32_t, int32_t>& p) {
     (*this)(p.first);

@@ -12,6 +12,9 @@ StepPlan FullPlan() {
   a.start_pos = 37;
   a.token_ids = {5, 6, 7};
   a.block_tables = {{1, 2, 3}, {9, 8, 7, 6}};
+  // A shifted view in group 0 (logical block 2 over blocks 1, 2 at shift 5).
+  a.block_tables_hi = {{1, 2, 2}, {}};
+  a.block_shifts = {{0, 0, 5}, {}};
   a.compute_logits = false;
   p.sequences.push_back(a);
   SequenceChunk b;
@@ -43,6 +46,8 @@ void ExpectSameChunk(const SequenceChunk& x, const SequenceChunk& y) {
   EXPECT_EQ(x.start_pos, y.start_pos);
   EXPECT_EQ(x.token_ids, y.token_ids);
   EXPECT_EQ(x.block_tables, y.block_tables);
+  EXPECT_EQ(x.block_tables_hi, y.block_tables_hi);
+  EXPECT_EQ(x.block_shifts, y.block_shifts);
   EXPECT_EQ(x.compute_logits, y.compute_logits);
   ASSERT_EQ(x.sampling.has_value(), y.sampling.has_value());
   if (!x.sampling.has_value()) return;
@@ -94,12 +99,15 @@ TEST(GroupCommandTest, OtherKindsRoundTrip) {
   dist.kind = GroupCommandKind::kDistance;
   dist.sequence = 2;
   dist.layer_group = 1;
-  dist.pairs = {{5, 3}, {8, 2}};
+  dist.pairs = {{5, 3}, {8, 2, 9, 7}};  // the second a shifted window
   d = DecodeGroupCommand(EncodeGroupCommand(dist));
   ASSERT_TRUE(d.ok());
   ASSERT_EQ(d->pairs.size(), 2u);
+  EXPECT_EQ(d->pairs[0].shift, 0);
   EXPECT_EQ(d->pairs[1].candidate, 8);
   EXPECT_EQ(d->pairs[1].reference, 2);
+  EXPECT_EQ(d->pairs[1].reference_next, 9);
+  EXPECT_EQ(d->pairs[1].shift, 7);
 
   for (GroupCommandKind k : {GroupCommandKind::kCheck, GroupCommandKind::kShutdown}) {
     GroupCommand c;

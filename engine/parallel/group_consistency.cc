@@ -24,6 +24,17 @@ void GroupConsistency::AddPlan(const StepPlan& plan) {
       Mix(&len, sizeof(len));
       Mix(table.data(), table.size() * sizeof(int32_t));
     }
+    // MemShare shifted views (empty in the common case: nothing mixed but
+    // the two counts).
+    for (const auto* views : {&s.block_tables_hi, &s.block_shifts}) {
+      const uint64_t groups = views->size();
+      Mix(&groups, sizeof(groups));
+      for (const std::vector<int32_t>& v : *views) {
+        const uint64_t len = v.size();
+        Mix(&len, sizeof(len));
+        Mix(v.data(), v.size() * sizeof(int32_t));
+      }
+    }
   }
 }
 
@@ -42,7 +53,8 @@ void GroupConsistency::AddDistances(int layer_group, absl::Span<const kvmanager:
   const int64_t head[] = {-2, layer_group, static_cast<int64_t>(pairs.size())};
   Mix(head, sizeof(head));
   for (size_t i = 0; i < pairs.size(); ++i) {
-    const int32_t p[] = {pairs[i].candidate, pairs[i].reference};
+    const int32_t p[] = {pairs[i].candidate, pairs[i].reference, pairs[i].reference_next,
+                         pairs[i].shift};
     Mix(p, sizeof(p));
     if (i < sums.size()) {
       const double d[] = {sums[i].k_diff_sq, sums[i].k_norm_sq, sums[i].v_diff_sq,

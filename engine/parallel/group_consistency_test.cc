@@ -40,6 +40,21 @@ TEST(GroupConsistencyTest, SameWorkSameHashAnyDifferenceChangesIt) {
   f.AddDistances(0, pairs, {&s2, 1});
   EXPECT_NE(e.hash(), f.hash());
 
+  // A shifted view, or a reference window at another shift, is other work.
+  StepPlan viewed = Plan(7);
+  viewed.sequences[0].block_tables_hi = {{3, 3}};
+  viewed.sequences[0].block_shifts = {{0, 2}};
+  GroupConsistency v = a, w = a;
+  v.AddPlan(Plan(7));
+  w.AddPlan(viewed);
+  EXPECT_NE(v.hash(), w.hash());
+  const kvmanager::BlockPair shifted[] = {{5, 2, 3, 4}};
+  const kvmanager::BlockPair shifted_more[] = {{5, 2, 3, 5}};
+  GroupConsistency s_a = a, s_b = a;
+  s_a.AddDistances(0, shifted, {&s1, 1});
+  s_b.AddDistances(0, shifted_more, {&s1, 1});
+  EXPECT_NE(s_a.hash(), s_b.hash());
+
   GroupConsistency g = a, h = a;
   const std::pair<int32_t, int32_t> c1[] = {{1, 2}};
   const std::pair<int32_t, int32_t> c2[] = {{1, 3}};

@@ -75,6 +75,7 @@ class GroupLeaderBackend : public Backend {
   const KvCacheSpec& kv_spec() const override { return local_->kv_spec(); }
   int32_t vocab_size() const override { return local_->vocab_size(); }
   bool SamplesOnDevice() const override { return local_->SamplesOnDevice(); }
+  bool SupportsShiftedViews() const override { return local_->SupportsShiftedViews(); }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status CopyBlocks(int layer_group,
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override

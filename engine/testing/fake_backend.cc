@@ -95,6 +95,21 @@ std::vector<float> FakeBackend::LogitsFor(absl::Span<const int32_t> history) con
   return logits;
 }
 
+int32_t FakeBackend::Read(const SequenceChunk& c, int group, int32_t pos) {
+  const int32_t bs = spec_.block_size;
+  const int32_t b = pos / bs;
+  int32_t block = c.block_tables[group][b];
+  int32_t slot = pos % bs;
+  if (!c.block_shifts.empty() && !c.block_shifts[group].empty()) {
+    slot += c.block_shifts[group][b];
+    if (slot >= bs) {
+      slot -= bs;
+      block = c.block_tables_hi[group][b];
+    }
+  }
+  return Slot(group, block, slot);
+}
+
 absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   const int32_t bs = spec_.block_size;
   // Validate the whole plan before writing anything.
@@ -114,6 +129,30 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
       for (int32_t b : table) {
         if (b < 0 || b >= spec_.num_blocks) {
           return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": block ", b));
+        }
+      }
+    }
+    if (!c.block_tables_hi.empty() || !c.block_shifts.empty()) {
+      if (static_cast<int>(c.block_tables_hi.size()) != spec_.num_layer_groups ||
+          static_cast<int>(c.block_shifts.size()) != spec_.num_layer_groups) {
+        return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view group count"));
+      }
+      for (int g = 0; g < spec_.num_layer_groups; ++g) {
+        const auto& hi = c.block_tables_hi[g];
+        const auto& shifts = c.block_shifts[g];
+        if (hi.empty() && shifts.empty()) continue;
+        if (hi.size() != c.block_tables[g].size() || shifts.size() != hi.size()) {
+          return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view arrays"));
+        }
+        for (size_t b = 0; b < shifts.size(); ++b) {
+          if (shifts[b] < 0 || shifts[b] >= bs || hi[b] < 0 || hi[b] >= spec_.num_blocks) {
+            return absl::InvalidArgumentError(absl::StrCat("seq ", c.seq_id, ": view ", b));
+          }
+          // The block being written is never a view.
+          if (shifts[b] != 0 && static_cast<int64_t>(b + 1) * bs > c.start_pos) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("seq ", c.seq_id, ": writes into view ", b));
+          }
         }
       }
     }
@@ -144,7 +183,7 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     // Positions before start_pos this sequence never wrote (a prefix-cache
     // hit) are taken as they read now.
     for (int32_t pos = static_cast<int32_t>(shadow.size()); pos < c.start_pos; ++pos) {
-      shadow.push_back(Slot(0, c.block_tables[0][pos / bs], pos % bs));
+      shadow.push_back(Read(c, 0, pos));
     }
     shadow.resize(c.start_pos);
     for (size_t i = 0; i < c.token_ids.size(); ++i) {
@@ -174,9 +213,9 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
     const std::vector<int32_t>& shadow = shadow_[c.seq_id];
     bool consistent = true;
     for (int32_t pos = 0; pos < end; ++pos) {
-      history[pos] = Slot(0, c.block_tables[0][pos / bs], pos % bs);
+      history[pos] = Read(c, 0, pos);
       for (int g = 0; g < spec_.num_layer_groups; ++g) {
-        consistent &= Slot(g, c.block_tables[g][pos / bs], pos % bs) == shadow[pos];
+        consistent &= Read(c, g, pos) == shadow[pos];
       }
     }
     if (!consistent) {
@@ -236,18 +275,23 @@ absl::Status FakeBackend::ComputeDistanceSums(int layer_group,
   if (layer_group < 0 || layer_group >= spec_.num_layer_groups || out.size() != pairs.size()) {
     return absl::InvalidArgumentError("ComputeDistanceSums: bad arguments");
   }
+  const int32_t bs = spec_.block_size;
   for (const auto& p : pairs) {
     if (p.candidate < 0 || p.reference < 0 || p.candidate >= spec_.num_blocks ||
-        p.reference >= spec_.num_blocks) {
+        p.reference >= spec_.num_blocks || p.shift < 0 || p.shift >= bs ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
       return absl::InvalidArgumentError("ComputeDistanceSums: bad block");
     }
   }
   for (size_t i = 0; i < pairs.size(); ++i) {
+    const kvmanager::BlockPair& p = pairs[i];
     kvmanager::DistanceSums d;
-    for (int32_t s = 0; s < spec_.block_size; ++s) {
-      const double diff =
-          Slot(layer_group, pairs[i].candidate, s) == Slot(layer_group, pairs[i].reference, s) ? 0
-                                                                                               : 1;
+    for (int32_t s = 0; s < bs; ++s) {
+      // The reference's slot s: its window when shifted.
+      const int32_t r = s + p.shift;
+      const int32_t ref =
+          r < bs ? Slot(layer_group, p.reference, r) : Slot(layer_group, p.reference_next, r - bs);
+      const double diff = Slot(layer_group, p.candidate, s) == ref ? 0 : 1;
       d.k_diff_sq += diff;
       d.v_diff_sq += diff;
       d.k_norm_sq += 1;

@@ -18,8 +18,12 @@
 // reused while still in a table, a remap onto different content) is counted in history_mismatches()
 // and poisons that row, whatever the window.
 //
-// ComputeDistanceSums compares stored token ids (0 for identical blocks),
-// CopyBlocks copies them.
+// MemShare shifted views (SequenceChunk::block_tables_hi / block_shifts)
+// are read through their windows, and shifted reference windows compared
+// slot by slot, as a real backend does.
+//
+// ComputeDistanceSums compares stored token ids (0 for identical blocks or
+// windows), CopyBlocks copies them.
 //
 // With `samples_on_device` it reports SamplesOnDevice() and follows the
 // device sampling contract of step_plan.h as the CUDA backend does: a row
@@ -57,6 +61,8 @@ class FakeBackend : public Backend {
     int32_t window = 0;
     // Changes every logit row (a different "model").
     uint64_t seed = 0;
+    // What SupportsShiftedViews() answers (views are read either way).
+    bool shifted_views = true;
     // Sample rows on the "device" (see the class comment).
     bool samples_on_device = false;
   };
@@ -65,6 +71,7 @@ class FakeBackend : public Backend {
 
   const KvCacheSpec& kv_spec() const override { return spec_; }
   int32_t vocab_size() const override { return options_.vocab_size; }
+  bool SupportsShiftedViews() const override { return options_.shifted_views; }
   bool SamplesOnDevice() const override { return options_.samples_on_device; }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
   absl::Status CopyBlocks(int layer_group,
@@ -98,6 +105,9 @@ class FakeBackend : public Backend {
   int32_t& Slot(int group, int32_t block, int32_t offset) {
     return slots_[group][static_cast<size_t>(block) * spec_.block_size + offset];
   }
+  // What position `pos` of a chunk's sequence reads in `group`, through a
+  // shifted view when its block is one.
+  int32_t Read(const SequenceChunk& c, int group, int32_t pos);
 
   const Options options_;
   KvCacheSpec spec_;

@@ -1,6 +1,8 @@
 // A BlockDistance over a simulated KV store for tests: every slot of every
 // block holds one int (the token whose K/V it "stores", -1 when empty).
-// Two blocks' distance is the count of slots that differ:
+// A candidate's distance to its reference (a whole block, or a shifted
+// window over two blocks, block_distance.h) is the count of slots that
+// differ:
 //   k_diff_sq = v_diff_sq = #differing slots,  k_norm_sq = v_norm_sq = block_size
 // so RelativeK = sqrt(differing / block_size), and any tau_kv below
 // sqrt(1 / block_size) accepts exactly the pairs with identical content.
@@ -36,6 +38,12 @@ class FakeBlockDistance : public BlockDistance {
   void Write(int32_t group, int32_t block, int32_t slot, int32_t value) {
     store_[Index(group, block, slot)] = value;
   }
+  // Slot `slot` of the reference of `pair` (its window when shifted).
+  int32_t ReadReference(int32_t group, const BlockPair& pair, int32_t slot) const {
+    const int32_t s = slot + pair.shift;
+    return s < block_size_ ? Read(group, pair.reference, s)
+                           : Read(group, pair.reference_next, s - block_size_);
+  }
   void CopyBlock(int32_t group, int32_t src, int32_t dst) {
     for (int32_t s = 0; s < block_size_; ++s) Write(group, dst, s, Read(group, src, s));
   }
@@ -68,9 +76,14 @@ class FakeBlockDistance : public BlockDistance {
     for (size_t i = 0; i < pairs.size(); ++i) {
       const BlockPair& p = pairs[i];
       if (p.candidate < 0 || p.candidate >= num_blocks_ || p.reference < 0 ||
-          p.reference >= num_blocks_) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("pair ", i, " (", p.candidate, ", ", p.reference, ") outside the pool"));
+          p.reference >= num_blocks_ ||
+          (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= num_blocks_))) {
+        return absl::InvalidArgumentError(absl::StrCat("pair ", i, " (", p.candidate, ", ",
+                                                       p.reference, ", ", p.reference_next,
+                                                       ") outside the pool"));
+      }
+      if (p.shift < 0 || p.shift >= block_size_) {
+        return absl::InvalidArgumentError(absl::StrCat("pair ", i, " shift ", p.shift));
       }
       if (override_sums) {
         out[i] = override_sums(layer_group, p);
@@ -78,7 +91,7 @@ class FakeBlockDistance : public BlockDistance {
       }
       double differ = 0;
       for (int32_t s = 0; s < block_size_; ++s) {
-        differ += Read(layer_group, p.candidate, s) != Read(layer_group, p.reference, s);
+        differ += Read(layer_group, p.candidate, s) != ReadReference(layer_group, p, s);
       }
       out[i] = DistanceSums{differ, static_cast<double>(block_size_), differ,
                             static_cast<double>(block_size_)};

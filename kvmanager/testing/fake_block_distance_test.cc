@@ -26,6 +26,33 @@ TEST(FakeBlockDistanceTest, CountsDifferingSlots) {
   EXPECT_EQ(kv.call_log()[0], std::make_pair(1, size_t{3}));
 }
 
+TEST(FakeBlockDistanceTest, ShiftedReferencesReadAWindowOverTwoBlocks) {
+  FakeBlockDistance kv(1, 4, 4);
+  // Blocks 0, 1 hold 10..17; block 2 holds 11..14 (the window at shift 1),
+  // block 3 holds 13..16 except its last slot (the window at shift 3).
+  for (int32_t s = 0; s < 4; ++s) {
+    kv.Write(0, 0, s, 10 + s);
+    kv.Write(0, 1, s, 14 + s);
+    kv.Write(0, 2, s, 11 + s);
+    kv.Write(0, 3, s, s == 3 ? 0 : 13 + s);
+  }
+  EXPECT_EQ(kv.ReadReference(0, {2, 0, 1, 3}, 0), 13);
+  EXPECT_EQ(kv.ReadReference(0, {2, 0, 1, 3}, 1), 14);
+  const BlockPair pairs[] = {{2, 0, 1, 1}, {3, 0, 1, 3}, {2, 0, 1, 2}, {2, 0, 1, 0}};
+  std::vector<DistanceSums> out(4);
+  ASSERT_TRUE(kv.ComputeDistanceSums(0, pairs, absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out[0].RelativeK(), 0.0);
+  EXPECT_DOUBLE_EQ(out[1].RelativeK(), 0.5);  // one slot of four differs
+  EXPECT_DOUBLE_EQ(out[2].RelativeK(), 1.0);  // off by one: every slot differs
+  EXPECT_DOUBLE_EQ(out[3].RelativeK(), 1.0);  // shift 0: block 0 itself
+  // The second block must be in the pool when the shift reads it.
+  const BlockPair bad[] = {{2, 0, 4, 1}, {2, 0, -1, 1}, {2, 0, 1, 4}};
+  for (const BlockPair& p : bad) {
+    EXPECT_TRUE(absl::IsInvalidArgument(
+        kv.ComputeDistanceSums(0, absl::MakeConstSpan(&p, 1), absl::MakeSpan(out).subspan(0, 1))));
+  }
+}
+
 TEST(FakeBlockDistanceTest, CopiesRunInOrder) {
   FakeBlockDistance kv(1, 3, 2);
   kv.Write(0, 0, 0, 5);

@@ -12,6 +12,7 @@ namespace {
 constexpr int32_t kBlankLine = 0;
 constexpr int32_t kWait = 1;
 constexpr int32_t kMaxSeqTokens = 96;
+constexpr int32_t kFiller = 40;
 constexpr int kMaxLiveSeqs = 6;
 
 std::string PieceOf(int32_t token) {
@@ -21,7 +22,9 @@ std::string PieceOf(int32_t token) {
 }
 
 // Phrases the "model" repeats; each is 8 tokens with its delimiter, so a
-// repeat keeps block alignment for block sizes 2, 4 and 8.
+// repeat keeps block alignment for block sizes 2, 4 and 8, unless the
+// sampler puts a few filler tokens before it (then runs of the same phrase
+// repeat off the block grid: shifted sharing).
 const std::vector<int32_t>& Phrase(int which) {
   static const std::vector<int32_t> kPhrases[] = {
       {2, 3, 4, 5, 6, 7, 8, kBlankLine},
@@ -49,6 +52,8 @@ KvOpHarness::Coverage& KvOpHarness::Coverage::operator+=(const Coverage& o) {
   remaps += o.remaps;
   dedup_steps += o.dedup_steps;
   dedup_candidates += o.dedup_candidates;
+  shifted_remaps += o.shifted_remaps;
+  frees_with_views += o.frees_with_views;
   frees_with_self_shared += o.frees_with_self_shared;
   return *this;
 }
@@ -142,6 +147,7 @@ absl::Status KvOpHarness::Run(absl::Span<const uint8_t> data) {
   coverage_.remaps = stats.dedup_remapped;
   coverage_.dedup_steps = stats.dedup_steps;
   coverage_.dedup_candidates = stats.dedup_verified;
+  coverage_.shifted_remaps = stats.dedup_remapped_shifted;
   return absl::OkStatus();
 }
 
@@ -290,10 +296,12 @@ absl::Status KvOpHarness::OpForward(Reader& in) {
   const int32_t bs = config_.block_size;
   for (const auto& s : seqs_) {
     for (int32_t g = 0; g < config_.num_layer_groups; ++g) {
-      absl::StatusOr<absl::Span<const int32_t>> table = manager_->GetBlockTable(s->id, g);
+      absl::StatusOr<KvManager::BlockTableSpans> table = manager_->GetBlockTableSpans(s->id, g);
       if (!table.ok()) return table.status();
       for (int32_t p = s->computed; p < s->appended; ++p) {
-        const int32_t block = (*table)[p / bs];
+        const int32_t block = table->blocks[p / bs];
+        HARNESS_CHECK(table->shifts.empty() || table->shifts[p / bs] == 0, "writing into view ",
+                      p / bs);
         HARNESS_CHECK(manager_->pool(g).ref_count(block) == 1, "writing shared block ", block);
         HARNESS_CHECK(!manager_->pool(g).cached(block), "writing cached block ", block);
         kv_.Write(g, block, p % bs, s->tokens[p]);
@@ -310,8 +318,13 @@ absl::Status KvOpHarness::OpForward(Reader& in) {
     if (static_cast<int32_t>(s->tokens.size()) >= kMaxSeqTokens) continue;  // finished
     if (s->phrase_pos >= s->phrase.size()) {
       const uint8_t pick = in.Byte();
-      if (pick % 3 < 2) {
-        s->phrase = Phrase(pick % 3);
+      if (pick % 4 < 2) {
+        s->phrase = Phrase(pick % 4);
+      } else if (pick % 4 == 2) {
+        // 1 to 3 fillers, then a phrase: its later repeats are off the grid.
+        s->phrase.assign(1 + (pick / 4) % 3, kFiller);
+        const std::vector<int32_t>& p = Phrase((pick / 16) % 2);
+        s->phrase.insert(s->phrase.end(), p.begin(), p.end());
       } else {
         s->phrase.clear();
         for (int i = 0; i < 7; ++i) s->phrase.push_back(16 + in.Byte() % 16);
@@ -352,17 +365,19 @@ absl::Status KvOpHarness::OpFree(Reader& in) {
   if (seqs_.empty()) return absl::OkStatus();
   const size_t i = in.Byte() % seqs_.size();
   const uint64_t id = seqs_[i]->id;
-  // Does the sequence share a block with itself (its own remaps)?
+  // Does the sequence share a block with itself (its own remaps and
+  // views)?
+  bool self_shared = false, views = false;
   for (int32_t g = 0; g < config_.num_layer_groups; ++g) {
-    absl::StatusOr<absl::Span<const int32_t>> table = manager_->GetBlockTable(id, g);
+    absl::StatusOr<KvManager::BlockTableSpans> table = manager_->GetBlockTableSpans(id, g);
     if (!table.ok()) return table.status();
-    std::vector<int32_t> blocks(table->begin(), table->end());
+    std::vector<int32_t> blocks(table->blocks.begin(), table->blocks.end());
     std::sort(blocks.begin(), blocks.end());
-    if (std::adjacent_find(blocks.begin(), blocks.end()) != blocks.end()) {
-      ++coverage_.frees_with_self_shared;
-      break;
-    }
+    self_shared = self_shared || std::adjacent_find(blocks.begin(), blocks.end()) != blocks.end();
+    for (int32_t shift : table->shifts) views = views || shift != 0;
   }
+  coverage_.frees_with_self_shared += self_shared ? 1 : 0;
+  coverage_.frees_with_views += views ? 1 : 0;
   if (absl::Status st = manager_->Free(id); !st.ok()) return st;
   seqs_.erase(seqs_.begin() + i);
   ++coverage_.frees;
@@ -456,10 +471,13 @@ std::string KvOpHarness::Fingerprint() const {
   absl::StrAppend(&f, "n", manager_->num_sequences(), ";");
   for (const auto& s : seqs_) {
     for (int32_t g = 0; g < config_.num_layer_groups; ++g) {
-      absl::StatusOr<absl::Span<const int32_t>> t = manager_->GetBlockTable(s->id, g);
+      absl::StatusOr<KvManager::BlockTableSpans> t = manager_->GetBlockTableSpans(s->id, g);
       if (!t.ok()) return "missing sequence";
       absl::StrAppend(&f, s->id, "/", g, ":");
-      for (int32_t b : *t) absl::StrAppend(&f, b, ",");
+      for (int32_t b : t->blocks) absl::StrAppend(&f, b, ",");
+      for (size_t i = 0; i < t->shifts.size(); ++i) {
+        absl::StrAppend(&f, "v", t->blocks_hi[i], "+", t->shifts[i], ",");
+      }
     }
   }
   return f;
@@ -478,40 +496,75 @@ absl::Status KvOpHarness::CheckAll() const {
   int64_t total_logical = 0, total_physical = 0;
   for (int32_t g = 0; g < groups; ++g) {
     const BlockPool& pool = manager_->pool(g);
-    std::vector<int32_t> entries(config_.num_blocks, 0);
+    // References each block should hold: table entries naming it plus
+    // shifted views reading it as their second block.
+    std::vector<int32_t> refs(config_.num_blocks, 0);
+    int64_t entries = 0, views = 0;
     for (const auto& s : seqs_) {
       absl::StatusOr<KvManager::SequenceInfo> info = manager_->GetSequenceInfo(s->id);
       if (!info.ok()) return info.status();
       HARNESS_CHECK(info->num_tokens == s->appended && info->num_computed_tokens == s->computed,
                     "sequence ", s->id, " manager ", info->num_tokens, "/",
                     info->num_computed_tokens, " model ", s->appended, "/", s->computed);
-      absl::StatusOr<absl::Span<const int32_t>> table = manager_->GetBlockTable(s->id, g);
+      absl::StatusOr<KvManager::BlockTableSpans> table = manager_->GetBlockTableSpans(s->id, g);
       if (!table.ok()) return table.status();
-      HARNESS_CHECK(static_cast<int32_t>(table->size()) == (s->appended + bs - 1) / bs,
-                    "table size ", table->size(), " for ", s->appended, " tokens");
-      for (int32_t b : *table) ++entries[b];
+      const auto n = static_cast<int32_t>(table->blocks.size());
+      HARNESS_CHECK(n == (s->appended + bs - 1) / bs, "table size ", n, " for ", s->appended,
+                    " tokens");
+      HARNESS_CHECK(table->shifts.empty() || (static_cast<int32_t>(table->shifts.size()) == n &&
+                                              static_cast<int32_t>(table->blocks_hi.size()) == n),
+                    "view arrays not dense");
+      entries += n;
+      for (int32_t i = 0; i < n; ++i) {
+        ++refs[table->blocks[i]];
+        const int32_t shift = table->shifts.empty() ? 0 : table->shifts[i];
+        if (shift == 0) {
+          HARNESS_CHECK(table->blocks_hi.empty() || table->blocks_hi[i] == table->blocks[i],
+                        "entry ", i, " is no view but its hi block differs");
+          continue;
+        }
+        // A view: over two earlier consecutive entries that are no views
+        // themselves, full and written; its second reference counted.
+        ++views;
+        ++refs[table->blocks_hi[i]];
+        HARNESS_CHECK(shift > 0 && shift < bs, "shift ", shift);
+        HARNESS_CHECK((i + 1) * bs <= s->computed, "view ", i, " not written");
+        bool found = false;
+        for (int32_t k = 0; k + 1 < i && !found; ++k) {
+          found = table->blocks[k] == table->blocks[i] &&
+                  table->blocks[k + 1] == table->blocks_hi[i] && table->shifts[k] == 0 &&
+                  table->shifts[k + 1] == 0;
+        }
+        HARNESS_CHECK(found, "sequence ", s->id, " group ", g, " view ", i, " over ",
+                      table->blocks[i], "/", table->blocks_hi[i],
+                      " is not over two earlier consecutive entries");
+      }
       for (int32_t p = 0; p < s->computed; ++p) {
-        const int32_t block = (*table)[p / bs];
-        HARNESS_CHECK(view.Read(g, block, p % bs) == s->tokens[p], "sequence ", s->id, " group ", g,
-                      " position ", p, " reads ", view.Read(g, block, p % bs), " from block ",
-                      block, ", wrote ", s->tokens[p]);
+        const int32_t i = p / bs;
+        const int32_t shift = table->shifts.empty() ? 0 : table->shifts[i];
+        const int32_t slot = p % bs + shift;
+        const int32_t block = slot < bs ? table->blocks[i] : table->blocks_hi[i];
+        const int32_t got = view.Read(g, block, slot % bs);
+        HARNESS_CHECK(got == s->tokens[p], "sequence ", s->id, " group ", g, " position ", p,
+                      " reads ", got, " from block ", block, " slot ", slot % bs, ", wrote ",
+                      s->tokens[p]);
       }
     }
-    int64_t logical = 0, physical = 0, saved = 0;
+    const int64_t logical = entries;
+    int64_t physical = 0, saved = -views;
     for (int32_t b = 0; b < config_.num_blocks; ++b) {
-      HARNESS_CHECK(pool.ref_count(b) == entries[b], "group ", g, " block ", b, " ref ",
-                    pool.ref_count(b), " entries ", entries[b]);
-      if (entries[b] > 0) {
+      HARNESS_CHECK(pool.ref_count(b) == refs[b], "group ", g, " block ", b, " ref ",
+                    pool.ref_count(b), " references held ", refs[b]);
+      if (refs[b] > 0) {
         HARNESS_CHECK(pool.state(b) == BlockState::kInUse, "named block ", b, " not in use");
         ++physical;
-        saved += entries[b] - 1;
+        saved += refs[b] - 1;
       } else {
         HARNESS_CHECK(pool.state(b) != BlockState::kInUse, "unnamed block ", b, " in use");
       }
       if (pool.state(b) == BlockState::kFree) {
         HARNESS_CHECK(!pool.cached(b), "free block ", b, " cached");
       }
-      logical += entries[b];
     }
     const KvStatsSnapshot::Group& sg = stats.groups[g];
     HARNESS_CHECK(sg.logical_blocks == logical && sg.physical_blocks == physical,
@@ -531,6 +584,8 @@ absl::Status KvOpHarness::CheckAll() const {
                 stats.dedup_rejected);
   HARNESS_CHECK(stats.dedup_remapped <= stats.dedup_verified - stats.dedup_rejected,
                 "more remaps than accepted pairs");
+  HARNESS_CHECK(stats.dedup_remapped_shifted <= stats.dedup_remapped, "shifted remaps ",
+                stats.dedup_remapped_shifted, " of ", stats.dedup_remapped);
   return absl::OkStatus();
 }
 

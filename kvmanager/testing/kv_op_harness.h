@@ -10,7 +10,9 @@
 //   forward  a scheduler step: append for every sequence (prefill chunk or
 //            sampled token), run pending copies, "write" the K/V of appended
 //            tokens into the simulated store, CommitStep, sample tokens whose
-//            pieces repeat phrases and delimiters (so MemShare finds steps)
+//            pieces repeat phrases and delimiters (so MemShare finds steps),
+//            sometimes after filler tokens (so repeats fall off the block
+//            grid and share as shifted views)
 //   fork     n > 1 sampling / beam search
 //   free     finish, abort or preemption
 //   dedup    RunDedup (or RunDedupFor one sequence)
@@ -21,15 +23,21 @@
 // Invariants checked after every operation (independently of the
 // manager's own CheckInvariants, which is also called):
 //  - per group, every block's ref count == the number of block-table
-//    entries naming it (Σ refs == entries; the cache holds no references);
+//    entries naming it plus the shifted views reading it as their second
+//    block (Σ refs == entries + views; the cache holds no references);
+//  - every shifted view reads two earlier consecutive entries of its table
+//    that are no views, full and written, at a shift in [1, block_size),
+//    and its block arrays are dense; the block being written is no view;
 //  - no block is both free/evictable and named by a table; every free block
 //    is uncached;
-//  - Stats(): logical − physical == Σ over blocks of (entries − 1) == blocks
-//    saved by sharing, bytes saved == that × block bytes;
+//  - Stats(): logical == entries, and logical − physical == Σ over blocks
+//    of (refs − 1) − views == blocks saved by sharing, bytes saved == that ×
+//    block bytes;
 //  - every written position of every sequence reads back its own token from
-//    the simulated store through its block table, in every group (catches a
-//    missing copy-on-write, a block freed while named, a wrong prefix hit or
-//    a remap onto different content);
+//    the simulated store through its block table (through the window of a
+//    shifted view), in every group (catches a missing copy-on-write, a
+//    block freed while named, a wrong prefix hit, a remap onto different
+//    content or a view at the wrong shift);
 //  - a refused operation (RESOURCE_EXHAUSTED and the misuse cases) changed
 //    nothing.
 //
@@ -72,6 +80,8 @@ class KvOpHarness {
     int64_t dedup_steps = 0;             // finished steps indexed
     int64_t dedup_candidates = 0;        // block pairs verified
     int64_t frees_with_self_shared = 0;  // freed while its own remaps shared a block
+    int64_t shifted_remaps = 0;          // blocks made shifted views
+    int64_t frees_with_views = 0;        // freed while holding shifted views
     Coverage& operator+=(const Coverage& o);
   };
 

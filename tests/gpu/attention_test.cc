@@ -1,8 +1,10 @@
-// GPU tests of kernels/attention (paged decode and prefill) against a
+// GPU tests of kernels/attention (paged decode and prefill) and of
+// kernels/attention_generic (the shapes those do not take) against a
 // float64 CPU reference: RoPE applied to Q and K at their logical positions,
 // GQA, causal masking, ragged sequences, block tables with physical blocks
-// shared inside and across sequences, NaN in pool slots that no sequence
-// owns, poisoned outputs.
+// shared inside and across sequences, MemShare shifted views (a logical
+// block reading a window over two earlier blocks), NaN in pool slots that no
+// sequence owns, poisoned outputs.
 #include "kernels/attention.h"
 
 #include <cuda_runtime.h>
@@ -15,6 +17,7 @@
 
 #include "common/bf16.h"
 #include "gtest/gtest.h"
+#include "kernels/attention_generic.h"
 #include "kernels/kv_block_shape.h"
 #include "kernels/rope.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -36,6 +39,10 @@ struct Problem {
   std::vector<int> ctx;    // keys per sequence
   std::vector<int> q_len;  // prefill: query tokens per sequence (empty: decode)
   bool llama3 = false;
+  // Make about half of the full blocks past the second shifted views over
+  // two earlier consecutive non-view entries of their sequence, at random
+  // shifts 1..15 (block_tables_hi / block_shifts).
+  bool views = false;
   uint32_t seed = 1;
 };
 
@@ -49,6 +56,11 @@ struct Fixture {
   int num_tokens = 0;
   std::vector<Bf16> pool;
   std::vector<int32_t> tables;
+  // Empty unless pr.views: dense like `tables` (hi = own block, shift 0 for
+  // entries that are no view).
+  std::vector<int32_t> tables_hi;
+  std::vector<int32_t> shifts;
+  int view_entries = 0;
   std::vector<int32_t> cu_q;
   std::vector<Bf16> q;
   std::vector<float> inv_freq;
@@ -89,6 +101,26 @@ Fixture Build(const Problem& pr) {
     }
   }
   for (int u : uses) f.shared_entries += u > 1 ? u : 0;
+  if (pr.views) {
+    f.tables_hi = f.tables;
+    f.shifts.assign(f.tables.size(), 0);
+    std::uniform_int_distribution<int> shift(1, kBlock - 1);
+    for (int s = 0; s < seqs; ++s) {
+      const int full = pr.ctx[s] / kBlock;
+      int32_t* t = &f.tables[size_t(s) * f.bt_stride];
+      int32_t* hi = &f.tables_hi[size_t(s) * f.bt_stride];
+      int32_t* sh = &f.shifts[size_t(s) * f.bt_stride];
+      for (int b = 2; b < full; ++b) {
+        if (!coin(rng)) continue;
+        const int k = std::uniform_int_distribution<int>(0, b - 2)(rng);
+        if (sh[k] != 0 || sh[k + 1] != 0) continue;  // views never chain
+        t[b] = t[k];
+        hi[b] = t[k + 1];
+        sh[b] = shift(rng);
+        ++f.view_entries;
+      }
+    }
+  }
   f.num_blocks = next;
   f.pool = testing::RandomBf16(size_t(f.num_blocks) * f.shape.BlockElements(), rng);
   // NaN in the slots past each sequence's end: they must never be read.
@@ -108,7 +140,8 @@ Fixture Build(const Problem& pr) {
   // Queries: decode has one row per sequence, prefill q_len rows each. The
   // row stride is that of a fused QKV buffer, as the backend reads it.
   f.cu_q.assign(1, 0);
-  for (int s = 0; s < seqs; ++s) f.cu_q.push_back(f.cu_q.back() + (pr.q_len.empty() ? 1 : pr.q_len[s]));
+  for (int s = 0; s < seqs; ++s)
+    f.cu_q.push_back(f.cu_q.back() + (pr.q_len.empty() ? 1 : pr.q_len[s]));
   f.num_tokens = f.cu_q.back();
   f.q_stride = int64_t{pr.q_heads + 2 * pr.kv_heads} * pr.head_dim;
   f.q = testing::RandomBf16(size_t(f.num_tokens) * f.q_stride, rng);
@@ -120,9 +153,10 @@ Fixture Build(const Problem& pr) {
   return f;
 }
 
-// out[token][head][d] in float64; rope_k = false leaves K unrotated (the
-// negative control).
-std::vector<double> Reference(const Fixture& f, bool rope_k = true) {
+// out[token][head][d] in float64; rope_k = false leaves K unrotated and
+// views = false reads every view's own lo block unshifted (the negative
+// controls).
+std::vector<double> Reference(const Fixture& f, bool rope_k = true, bool views = true) {
   const Problem& pr = f.pr;
   const int D = pr.head_dim;
   const int group = pr.q_heads / pr.kv_heads;
@@ -144,13 +178,22 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true) {
     // K (rotated) and V of every key, per kv head.
     std::vector<std::vector<double>> keys(size_t(pr.kv_heads) * ctx), vals(keys.size());
     for (int j = 0; j < ctx; ++j) {
-      const int64_t phys = f.tables[s * f.bt_stride + j / kBlock];
+      const size_t entry = s * f.bt_stride + j / kBlock;
+      int64_t phys = f.tables[entry];
+      int slot = j % kBlock;
+      if (views && !f.shifts.empty() && f.shifts[entry] != 0) {
+        slot += f.shifts[entry];
+        if (slot >= kBlock) {
+          slot -= kBlock;
+          phys = f.tables_hi[entry];
+        }
+      }
       for (int h = 0; h < pr.kv_heads; ++h) {
         std::vector<double> k(D), v(D);
         for (int kv = 0; kv < 2; ++kv) {
           const int64_t off = phys * f.shape.BlockElements() +
                               (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
-                              (int64_t{h} * kBlock + j % kBlock) * D;
+                              (int64_t{h} * kBlock + slot) * D;
           for (int d = 0; d < D; ++d) (kv == 0 ? k : v)[d] = Bf16ToFloat(f.pool[off + d]);
         }
         if (rope_k) rotate(k, j);
@@ -164,7 +207,8 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true) {
       for (int h = 0; h < pr.q_heads; ++h) {
         const int kvh = h / group;
         std::vector<double> q(D);
-        for (int d = 0; d < D; ++d) q[d] = Bf16ToFloat(f.q[token * f.q_stride + int64_t{h} * D + d]);
+        for (int d = 0; d < D; ++d)
+          q[d] = Bf16ToFloat(f.q[token * f.q_stride + int64_t{h} * D + d]);
         rotate(q, pos);
         std::vector<double> p(pos + 1);
         double mx = -INFINITY;
@@ -190,7 +234,7 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true) {
 
 struct DeviceInputs {
   DeviceBuffer<Bf16> pool, q, out;
-  DeviceBuffer<int32_t> tables, ctx, cu_q;
+  DeviceBuffer<int32_t> tables, tables_hi, shifts, ctx, cu_q;
   DeviceBuffer<float> inv_freq;
   PagedAttentionArgs args;
 };
@@ -218,6 +262,14 @@ void Upload(const Fixture& f, DeviceInputs& d) {
   a.layer = f.pr.layer;
   a.block_tables = d.tables.get();
   a.block_table_stride = f.bt_stride;
+  if (!f.shifts.empty()) {
+    d.tables_hi.Resize(f.tables_hi.size());
+    d.tables_hi.Upload(f.tables_hi);
+    d.shifts.Resize(f.shifts.size());
+    d.shifts.Upload(f.shifts);
+    a.block_tables_hi = d.tables_hi.get();
+    a.block_shifts = d.shifts.get();
+  }
   a.context_lens = d.ctx.get();
   a.rope_inv_freq = d.inv_freq.get();
   a.softmax_scale = 1.f / std::sqrt(float(f.pr.head_dim));
@@ -230,8 +282,30 @@ void ExpectMatches(const Fixture& f, const std::vector<Bf16>& got_bf16, double t
   const testing::ErrorStats e = Compare(got, ref);
   EXPECT_EQ(e.nan_count, 0) << "unwritten or NaN outputs";
   EXPECT_LT(e.rel_l2, tol);
-  // The check can fail: K left unrotated is far off.
+  // The check can fail: K left unrotated is far off, and so are the views
+  // read as plain blocks.
   EXPECT_GT(Compare(got, Reference(f, /*rope_k=*/false)).rel_l2, 0.1);
+  if (f.view_entries > 0) {
+    // Per sequence holding views (outputs of short sequences are larger and
+    // would hide the others in one global norm).
+    const std::vector<double> plain = Reference(f, true, /*views=*/false);
+    const size_t row = size_t(f.pr.q_heads) * f.pr.head_dim;
+    int checked = 0;
+    for (size_t s = 0; s < f.pr.ctx.size(); ++s) {
+      const size_t first = s * f.bt_stride;
+      const int blocks = (f.pr.ctx[s] + kBlock - 1) / kBlock;
+      if (f.cu_q[s + 1] == f.cu_q[s] ||
+          std::all_of(f.shifts.begin() + first, f.shifts.begin() + first + blocks,
+                      [](int32_t v) { return v == 0; })) {
+        continue;
+      }
+      const auto b = got.begin() + f.cu_q[s] * row, e = got.begin() + f.cu_q[s + 1] * row;
+      const auto pb = plain.begin() + f.cu_q[s] * row, pe = plain.begin() + f.cu_q[s + 1] * row;
+      EXPECT_GT(Compare({b, e}, {pb, pe}).rel_l2, 0.05) << "seq " << s;
+      ++checked;
+    }
+    EXPECT_GT(checked, 0);
+  }
   // Padding sequences give zero rows.
   const int row = f.pr.q_heads * f.pr.head_dim;
   for (size_t s = 0; s < f.pr.ctx.size(); ++s) {
@@ -240,8 +314,8 @@ void ExpectMatches(const Fixture& f, const std::vector<Bf16>& got_bf16, double t
       for (int i = 0; i < row; ++i) ASSERT_EQ(got[size_t(t) * row + i], 0.0) << "seq " << s;
     }
   }
-  std::printf("  rel_l2 %.2e over %lld values, %d shared table entries\n", e.rel_l2,
-              static_cast<long long>(e.count), f.shared_entries);
+  std::printf("  rel_l2 %.2e over %lld values, %d shared table entries, %d shifted views\n",
+              e.rel_l2, static_cast<long long>(e.count), f.shared_entries, f.view_entries);
 }
 
 int NumSms() {
@@ -254,6 +328,9 @@ int NumSms() {
 void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
   const Fixture f = Build(pr);
   ASSERT_GT(f.shared_entries, 0);
+  if (pr.views) {
+    ASSERT_GT(f.view_entries, 0);
+  }
   DeviceInputs d;
   Upload(f, d);
   int max_ctx = 0;
@@ -261,13 +338,13 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
   const DecodeSplit split =
       forced ? *forced
              : ChooseDecodeSplit(int(pr.ctx.size()), pr.kv_heads, max_ctx, kBlock, NumSms());
-  DeviceBuffer<uint8_t> ws(
-      std::max<size_t>(16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads,
-                                                         pr.head_dim, split)));
+  DeviceBuffer<uint8_t> ws(std::max<size_t>(
+      16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads, pr.head_dim, split)));
   ws.Poison();
   d.out.Poison();
   std::printf("  split %d x %d blocks\n", split.num_splits, split.blocks_per_split);
-  ASSERT_TRUE(LaunchPagedDecodeAttention(d.args, int(pr.ctx.size()), split, ws.get(), nullptr).ok());
+  ASSERT_TRUE(
+      LaunchPagedDecodeAttention(d.args, int(pr.ctx.size()), split, ws.get(), nullptr).ok());
   ASSERT_CUDA(cudaGetLastError());
   ASSERT_CUDA(cudaDeviceSynchronize());
   ExpectMatches(f, d.out.Download());
@@ -275,6 +352,9 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
 
 void RunPrefill(const Problem& pr) {
   const Fixture f = Build(pr);
+  if (pr.views) {
+    ASSERT_GT(f.view_entries, 0);
+  }
   DeviceInputs d;
   Upload(f, d);
   d.out.Poison();
@@ -328,6 +408,49 @@ TEST(PagedDecodeAttentionTest, HeadDim64GroupFourLlama3) {
   RunDecode(p);
 }
 
+Problem WithViews(Problem p) {
+  p.views = true;
+  return p;
+}
+
+TEST(PagedDecodeAttentionTest, ShiftedViewsAutoSplit) {
+  RunDecode(WithViews(Ragged(128, 28, 4, 21)));
+}
+
+TEST(PagedDecodeAttentionTest, ShiftedViewsNoSplit) {
+  const DecodeSplit one{1, 1 << 20};
+  RunDecode(WithViews(Ragged(128, 28, 4, 22)), &one);
+}
+
+TEST(PagedDecodeAttentionTest, ShiftedViewsManySmallSplits) {
+  const DecodeSplit many{300, 1};
+  RunDecode(WithViews(Ragged(128, 28, 4, 23)), &many);
+}
+
+TEST(PagedDecodeAttentionTest, ShiftedViewsHeadDim64SixteenHeadsPerKvHead) {
+  Problem p = WithViews(Ragged(64, 32, 2, 24));
+  p.llama3 = true;
+  RunDecode(p);
+}
+
+TEST(PagedDecodeAttentionTest, RejectsHalfTheViewArrays) {
+  PagedAttentionArgs a;
+  a.shape = {1, 4, 16, 128};
+  a.num_q_heads = 28;
+  a.q_row_stride = 36 * 128;
+  a.block_table_stride = 1;
+  a.softmax_scale = 1.f;
+  int32_t dummy = 0;
+  a.block_shifts = &dummy;  // without block_tables_hi
+  const absl::Status d = LaunchPagedDecodeAttention(a, 1, {1, 1}, nullptr, nullptr);
+  EXPECT_EQ(d.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.message().find("block_tables_hi"), absl::string_view::npos) << d;
+  a.block_shifts = nullptr;
+  a.block_tables_hi = &dummy;
+  EXPECT_EQ(LaunchPagedPrefillAttention(a, 1, nullptr, 1, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PagedDecodeAttentionTest, RejectsUnsupportedShapes) {
   PagedAttentionArgs a;
   a.shape = {1, 4, 16, 96};
@@ -364,9 +487,70 @@ TEST(PagedPrefillAttentionTest, HeadDim64Llama3) {
   RunPrefill(p);
 }
 
+TEST(PagedPrefillAttentionTest, ShiftedViews) { RunPrefill(WithViews(Chunks(128, 28, 4, 31))); }
+
+TEST(PagedPrefillAttentionTest, ShiftedViewsHeadDim64WideGroups) {
+  Problem p = WithViews(Chunks(64, 16, 1, 32));
+  p.llama3 = true;
+  RunPrefill(p);
+}
+
 TEST(PagedPrefillAttentionTest, MhaAndWideGroups) {
   RunPrefill(Chunks(128, 4, 4, 13));
   RunPrefill(Chunks(64, 16, 1, 14));
+}
+
+// The generic kernel on the same fixtures (decode: one query row per
+// sequence; prefill: the chunks), at the head sizes of the golden test
+// checkpoints, with and without shifted views.
+void RunGeneric(const Problem& pr) {
+  const Fixture f = Build(pr);
+  if (pr.views) {
+    ASSERT_GT(f.view_entries, 0);
+  }
+  DeviceInputs d;
+  Upload(f, d);
+  d.out.Poison();
+  const int max_q = pr.q_len.empty() ? 1 : *std::max_element(pr.q_len.begin(), pr.q_len.end());
+  ASSERT_TRUE(
+      LaunchPagedAttentionGeneric(d.args, int(pr.ctx.size()), d.cu_q.get(), max_q, nullptr).ok());
+  ASSERT_CUDA(cudaGetLastError());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  ExpectMatches(f, d.out.Download());
+}
+
+TEST(GenericAttentionTest, DecodeHeadDim16) { RunGeneric(Ragged(16, 4, 2, 41)); }
+
+TEST(GenericAttentionTest, ShiftedViewsDecodeHeadDim16) {
+  RunGeneric(WithViews(Ragged(16, 4, 2, 42)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsDecodeHeadDim32OneKvHead) {
+  RunGeneric(WithViews(Ragged(32, 4, 1, 43)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsPrefillHeadDim16) {
+  RunGeneric(WithViews(Chunks(16, 4, 2, 44)));
+}
+
+TEST(GenericAttentionTest, ShiftedViewsPrefillHeadDim32Mha) {
+  Problem p = WithViews(Chunks(32, 4, 4, 45));
+  p.llama3 = true;
+  RunGeneric(p);
+}
+
+TEST(GenericAttentionTest, RejectsHalfTheViewArrays) {
+  PagedAttentionArgs a;
+  a.shape = {1, 2, 16, 16};
+  a.num_q_heads = 4;
+  a.q_row_stride = 8 * 16;
+  a.block_table_stride = 1;
+  a.softmax_scale = 1.f;
+  int32_t dummy = 0;
+  a.block_shifts = &dummy;  // without block_tables_hi
+  const absl::Status st = LaunchPagedAttentionGeneric(a, 1, nullptr, 1, nullptr);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("block_tables_hi"), absl::string_view::npos) << st;
 }
 
 }  // namespace

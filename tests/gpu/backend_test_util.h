@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
@@ -138,6 +139,42 @@ inline engine::SequenceChunk Chunk(uint64_t id, int start, std::vector<int32_t> 
   c.token_ids = std::move(tokens);
   c.block_tables = std::move(tables);
   c.compute_logits = logits;
+  return c;
+}
+
+// Makes logical block `b` of layer group `g` of `c` a MemShare shifted view
+// over physical blocks `lo` and `hi` at `shift` (step_plan.h): slot j reads
+// lo's slot j + shift, or hi's slot j + shift - block_size. Fills the dense
+// hi / shift tables of every group on first use (hi = own block, shift 0).
+inline void SetView(engine::SequenceChunk& c, int g, int b, int32_t lo, int32_t hi, int32_t shift) {
+  if (c.block_shifts.empty()) {
+    c.block_tables_hi = c.block_tables;
+    c.block_shifts.resize(c.block_tables.size());
+    for (size_t k = 0; k < c.block_tables.size(); ++k) {
+      c.block_shifts[k].assign(c.block_tables[k].size(), 0);
+    }
+  }
+  c.block_tables[g][b] = lo;
+  c.block_tables_hi[g][b] = hi;
+  c.block_shifts[g][b] = shift;
+}
+
+// A chunk of sequence `id` with the block tables (and views) of `layout`.
+inline engine::SequenceChunk ChunkLike(const engine::SequenceChunk& layout, uint64_t id, int start,
+                                       std::vector<int32_t> tokens, bool logits = true) {
+  engine::SequenceChunk c = layout;
+  c.seq_id = id;
+  c.start_pos = start;
+  c.token_ids = std::move(tokens);
+  c.compute_logits = logits;
+  return c;
+}
+
+// The same chunk with its views read as plain blocks (each view's lo block,
+// unshifted): the negative control of the view tests.
+inline engine::SequenceChunk WithoutViews(engine::SequenceChunk c) {
+  c.block_tables_hi.clear();
+  c.block_shifts.clear();
   return c;
 }
 

@@ -43,12 +43,14 @@ namespace {
 
 using ::memshare::testing::Argmax;
 using ::memshare::testing::Chunk;
+using ::memshare::testing::ChunkLike;
 using ::memshare::testing::Generate;
 using ::memshare::testing::Golden;
 using ::memshare::testing::GoldenPrompt;
 using ::memshare::testing::GoldenStep;
 using ::memshare::testing::LogSumExp;
 using ::memshare::testing::ReadGolden;
+using ::memshare::testing::SetView;
 using ::memshare::testing::Tables;
 using ::memshare::testing::Top2Gap;
 
@@ -254,6 +256,71 @@ TEST_P(CudaGoldenTest, GraphReplayEqualsEagerLaunches) {
   EXPECT_EQ(eager->padded_decode_steps(), 7);
 }
 
+// MemShare shifted views through the generic attention kernel (these
+// checkpoints' head sizes): A (prompt 4) is prefilled; then its logical
+// block 1 reads a view over its blocks 0 and 1 at shift 9, and B (prompt
+// 3) starts with a view over A's blocks at shift 5 before its own blocks.
+// B's chunks run with A's decode tokens (mixed steps), then both decode
+// (graph bucket 2). Teacher-forced on the golden tokens, so every backend
+// runs the same plans: the CPU backend within the bound of
+// MatchesCpuBackendOnTheSamePlans; with graphs and without, the same bits.
+TEST_P(CudaGoldenTest, ShiftedViewsMatchCpuBackendWithAndWithoutGraphs) {
+  const Golden g = ReadGolden(GetParam());
+  ASSERT_GT(g.max_abs_diff_bf16_vs_fp32, 0);
+  std::unique_ptr<CudaBackend> graphs = MakeCuda(g.dir, 1, true);
+  std::unique_ptr<CudaBackend> eager = MakeCuda(g.dir, 1, false);
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(g.dir);
+  ASSERT_TRUE(graphs && eager && cpu);
+  const int V = graphs->vocab_size();
+  const double tol = Tolerance(g) + 1.1 * g.max_abs_diff_bf16kv_vs_fp32 + 1e-4;
+  const GoldenPrompt& ga = g.prompts[4];  // 36 tokens
+  const GoldenPrompt& gb = g.prompts[3];  // 45 tokens
+  ASSERT_GE(ga.tokens.size(), 4u);
+  ASSERT_GE(gb.tokens.size(), 2u);
+  SequenceChunk la = Chunk(1, 0, {}, Tables(1, 0, 4));
+  SequenceChunk lb = Chunk(2, 0, {}, {{0, 9, 10, 11}});
+  SetView(lb, 0, 0, 0, 1, 5);
+  std::vector<StepPlan> plans(5);
+  plans[0].sequences.push_back(ChunkLike(la, 1, 0, ga.prompt));
+  SetView(la, 0, 1, 0, 1, 9);
+  plans[1].sequences.push_back(
+      ChunkLike(lb, 2, 16, {gb.prompt.begin() + 16, gb.prompt.begin() + 36}, false));
+  plans[1].sequences.push_back(ChunkLike(la, 1, 36, {ga.tokens[0]}));
+  plans[2].sequences.push_back(ChunkLike(la, 1, 37, {ga.tokens[1]}));
+  plans[2].sequences.push_back(ChunkLike(lb, 2, 36, {gb.prompt.begin() + 36, gb.prompt.end()}));
+  for (int s = 0; s < 2; ++s) {
+    plans[3 + s].sequences.push_back(ChunkLike(la, 1, 38 + s, {ga.tokens[2 + s]}));
+    plans[3 + s].sequences.push_back(ChunkLike(lb, 2, 45 + s, {gb.tokens[s]}));
+  }
+  double worst = 0;
+  for (size_t k = 0; k < plans.size(); ++k) {
+    StepOutput og, oe, oc;
+    ASSERT_TRUE(graphs->Forward(plans[k], &og).ok()) << "step " << k;
+    ASSERT_TRUE(eager->Forward(plans[k], &oe).ok()) << "step " << k;
+    ASSERT_TRUE(cpu->Forward(plans[k], &oc).ok()) << "step " << k;
+    EXPECT_EQ(og.logits, oe.logits) << "step " << k;
+    ASSERT_EQ(og.rows, oc.rows) << "step " << k;
+    for (size_t r = 0; r < og.rows.size(); ++r) {
+      const float* a = og.logits.data() + r * V;
+      const float* c = oc.logits.data() + r * V;
+      std::vector<int> ids(V);
+      for (int i = 0; i < V; ++i) ids[i] = i;
+      std::partial_sort(ids.begin(), ids.begin() + 8, ids.end(),
+                        [&](int i, int j) { return c[i] > c[j]; });
+      for (int t = 0; t < 8; ++t) {
+        EXPECT_NEAR(a[ids[t]], c[ids[t]], tol) << "step " << k << " row " << r;
+        worst = std::max(worst, double{std::fabs(a[ids[t]] - c[ids[t]])});
+      }
+      EXPECT_NEAR(LogSumExp(a, V), LogSumExp(c, V), tol) << "step " << k << " row " << r;
+    }
+  }
+  EXPECT_EQ(graphs->view_steps(), 4);
+  EXPECT_EQ(graphs->graph_steps(), 2);
+  EXPECT_EQ(eager->padded_decode_steps(), 2);
+  std::printf("%s views: CUDA vs CPU max |diff| over top-8 %.3g, bound %.3g\n", GetParam(), worst,
+              tol);
+}
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, CudaGoldenTest,
                          ::testing::Values("llama_gqa", "llama_tied_llama3", "qwen2_bias",
                                            "qwen3_qknorm", "mistral_mha"));
@@ -296,6 +363,54 @@ TEST(CudaSharedBlockTest, RepeatedTextSharesLayerZeroBlockExactly) {
   shared.sequences.push_back(Chunk(1, 32, {next}, {{0, 0, 3}, {16, 17, 18}, {32, 33, 34}}));
   ASSERT_TRUE(b->Forward(shared, &o).ok());
   EXPECT_EQ(o.logits, with_copies);
+}
+
+// The same premise for shifted sharing: the text's block 3 repeats tokens
+// 7..22, so its layer-0 block equals the window over blocks 0 and 1 at
+// shift 7 (distance exactly 0; deeper layers differ), and pointing layer
+// 0's logical block 3 at that view changes no logit. Both plans hold the
+// same view in layer 2, so both run the views kernels.
+TEST(CudaSharedBlockTest, ShiftedViewOfAnEqualWindowChangesNoLogit) {
+  const Golden g = ReadGolden("llama_gqa");  // 3 layers
+  std::unique_ptr<CudaBackend> b = MakeCuda(g.dir, /*groups=*/3);
+  ASSERT_NE(b, nullptr);
+  std::vector<int32_t> text = g.prompts[3].prompt;
+  text.insert(text.end(), g.prompts[4].prompt.begin(), g.prompts[4].prompt.end());
+  ASSERT_GE(text.size(), 48u);
+  text.resize(48);
+  text.insert(text.end(), text.begin() + 7, text.begin() + 23);
+  const std::vector<std::vector<int32_t>> tables = {
+      {0, 1, 2, 3, 4}, {16, 17, 18, 19, 20}, {32, 33, 34, 35, 36}};
+  StepOutput o;
+  StepPlan prefill;
+  prefill.sequences.push_back(Chunk(1, 0, text, tables));
+  ASSERT_TRUE(b->Forward(prefill, &o).ok());
+  const int32_t next = Argmax(o.logits.data(), b->vocab_size());
+
+  kvmanager::DistanceSums d[2];
+  const kvmanager::BlockPair layer0[] = {{3, 0, 1, 7}, {3, 0, 1, 8}};
+  ASSERT_TRUE(b->ComputeDistanceSums(0, layer0, d).ok());
+  EXPECT_EQ(d[0].k_diff_sq, 0.0);
+  EXPECT_EQ(d[0].v_diff_sq, 0.0);
+  EXPECT_GT(d[0].k_norm_sq, 0.0);
+  EXPECT_GT(d[1].RelativeK(), 1e-3);
+  const kvmanager::BlockPair layer1[] = {{19, 16, 17, 7}};
+  kvmanager::DistanceSums d1[1];
+  ASSERT_TRUE(b->ComputeDistanceSums(1, layer1, d1).ok());
+  EXPECT_GT(d1[0].RelativeK(), 1e-3);
+
+  SequenceChunk copy = Chunk(1, 64, {next}, tables);
+  SetView(copy, 2, 1, 32, 33, 4);
+  SequenceChunk view = copy;
+  SetView(view, 0, 3, 0, 1, 7);
+  StepPlan separate, shared;
+  separate.sequences.push_back(copy);
+  shared.sequences.push_back(view);
+  ASSERT_TRUE(b->Forward(separate, &o).ok());
+  const std::vector<float> with_copy = o.logits;
+  ASSERT_TRUE(b->Forward(shared, &o).ok());
+  EXPECT_EQ(o.logits, with_copy);
+  EXPECT_EQ(b->view_steps(), 2);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // The CUDA backend on models whose shapes take the tensor-core attention
 // kernels (head_dim 64 and 128, 16-token blocks), against the CPU backend
 // (the reference) on the same plans and checkpoints: prefill, chunked
-// prefill mixed with decode, shared physical blocks, long contexts (split
-// decode), graph replay, device sampling, block copies and distances, and
-// MemShare decisions.
+// prefill mixed with decode, shared physical blocks, MemShare shifted views
+// (in prefill, decode, mixed, graph and eager steps), long contexts (split
+// decode), graph replay, device sampling, block copies and distances
+// (shifted reference windows too), and MemShare decisions.
 //
 // Checkpoints are written by the test in BF16, so both backends compute
 // with the same weights; they differ only in the activations (fp32 on the
@@ -40,9 +41,12 @@ namespace {
 
 using ::memshare::testing::Argmax;
 using ::memshare::testing::Chunk;
+using ::memshare::testing::ChunkLike;
 using ::memshare::testing::DeviceBuffer;
 using ::memshare::testing::LogSumExp;
+using ::memshare::testing::SetView;
 using ::memshare::testing::Tables;
+using ::memshare::testing::WithoutViews;
 using model::Architecture;
 using model::ModelConfig;
 
@@ -293,6 +297,127 @@ TEST_P(CudaVsCpuTest, GraphReplayEqualsEagerLaunches) {
   EXPECT_EQ(eager->padded_decode_steps(), 5);
 }
 
+// MemShare shifted views in every kind of step. A is prefilled into blocks
+// 0..3 (no views). Then A's logical block 3 becomes a view over its blocks
+// 0 and 1 at shift 7, and B starts with two views over A's blocks (0, 1 at
+// shift 3; 1, 2 at shift 12) followed by its own blocks: B's prefill chunks
+// (after a prefix of views) run with A's decode tokens (mixed steps), then
+// both decode (graph bucket 2, its views graph; one eager decode step).
+// Every row against the CPU; last, the same decode on the CPU with the
+// views read as plain blocks is far off (the check can fail).
+TEST_P(CudaVsCpuTest, ShiftedViewsSameLogits) {
+  const Shape sh = GetParam();
+  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  const std::string dir = WriteCheckpoint(std::string(sh.name) + "_views", c, 17);
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
+  ASSERT_TRUE(cuda && cpu);
+  std::mt19937 rng(31);
+  const std::vector<int32_t> a = RandomTokens(64, c.vocab_size, rng);
+  const std::vector<int32_t> b = RandomTokens(60, c.vocab_size, rng);
+  const int V = cuda->vocab_size();
+  SequenceChunk la = Chunk(1, 0, {}, Tables(1, 0, 8));  // blocks 0..7
+  SequenceChunk lb = Chunk(2, 0, {}, {{0, 0, 42, 43, 44, 45}});
+  SetView(lb, 0, 0, 0, 1, 3);
+  SetView(lb, 0, 1, 1, 2, 12);
+  double worst = 0;
+  StepOutput o;
+  StepPlan p1;
+  p1.sequences.push_back(ChunkLike(la, 1, 0, a));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p1, &o, "prefill A"));
+  int32_t na = Argmax(o.logits.data(), V);
+  SetView(la, 0, 3, 0, 1, 7);
+  StepPlan p2;  // mixed: B's chunk after its views, A's decode through its view
+  p2.sequences.push_back(ChunkLike(lb, 2, 32, {b.begin() + 32, b.begin() + 52}, false));
+  p2.sequences.push_back(ChunkLike(la, 1, 64, {na}));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p2, &o, "B chunk + A decode"));
+  na = Argmax(o.logits.data(), V);
+  StepPlan p3;
+  p3.sequences.push_back(ChunkLike(la, 1, 65, {na}));
+  p3.sequences.push_back(ChunkLike(lb, 2, 52, {b.begin() + 52, b.end()}));
+  worst = std::max(worst, RunBoth(*cuda, *cpu, p3, &o, "A decode + B's last chunk"));
+  na = Argmax(o.logits.data(), V);
+  int32_t nb = Argmax(o.logits.data() + V, V);
+  int pa = 66, pb = 60;
+  for (int step = 0; step < 4; ++step) {
+    StepPlan p;
+    p.sequences.push_back(ChunkLike(la, 1, pa++, {na}));
+    p.sequences.push_back(ChunkLike(lb, 2, pb++, {nb}, step != 3));  // step 3: eager decode
+    worst = std::max(worst, RunBoth(*cuda, *cpu, p, &o, "decode " + std::to_string(step)));
+    na = Argmax(o.logits.data(), V);
+    if (o.rows.size() == 2) nb = Argmax(o.logits.data() + V, V);
+  }
+  EXPECT_EQ(cuda->graph_steps(), 3);
+  EXPECT_EQ(cuda->view_steps(), 6);
+  // The views matter: read as plain blocks, the CPU is far from the CUDA
+  // backend's rows (a backend ignoring views would be that far).
+  StepPlan last;
+  last.sequences.push_back(ChunkLike(la, 1, pa, {na}));
+  last.sequences.push_back(ChunkLike(lb, 2, pb, {nb}));
+  StepOutput og, oc;
+  ASSERT_TRUE(cuda->Forward(last, &og).ok());
+  StepPlan plain = last;
+  for (SequenceChunk& s : plain.sequences) s = WithoutViews(s);
+  ASSERT_TRUE(cpu->Forward(plain, &oc).ok());
+  for (int r = 0; r < 2; ++r) {
+    const double e = RelL2(og.logits.data() + r * V, oc.logits.data() + r * V, V);
+    EXPECT_GT(e, 2 * kRelBound) << "row " << r;
+    std::printf("%s views: row %d against views read as plain blocks %.3g\n", sh.name, r, e);
+  }
+  std::printf("%s views: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name,
+              worst, kRelBound);
+}
+
+// With shifted views in the decode steps, graph replay (the views graph of
+// the bucket) equals the same padded launches without a graph, bit for bit.
+TEST_P(CudaVsCpuTest, ShiftedViewsGraphReplayEqualsEagerLaunches) {
+  const Shape sh = GetParam();
+  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  const std::string dir = WriteCheckpoint(std::string(sh.name) + "_views_graph", c, 19);
+  CudaBackend::Options og = CudaOptions(dir);
+  CudaBackend::Options oe = og;
+  oe.enable_cuda_graphs = false;
+  std::unique_ptr<CudaBackend> graphs = MakeCuda(og);
+  std::unique_ptr<CudaBackend> eager = MakeCuda(oe);
+  ASSERT_TRUE(graphs && eager);
+  // Sequence s owns blocks 10 s ..; 0 and 1 read a view over sequence 2's
+  // first two blocks, 2 one over the first blocks of 0 and 1.
+  std::vector<SequenceChunk> layout;
+  for (int s = 0; s < 3; ++s) layout.push_back(Chunk(s, 0, {}, Tables(1, 10 * s, 8)));
+  std::vector<std::vector<float>> out[2];
+  for (int k = 0; k < 2; ++k) {
+    CudaBackend& b = k == 0 ? *graphs : *eager;
+    std::vector<SequenceChunk> views = layout;
+    std::vector<int32_t> next(3);
+    StepOutput o;
+    StepPlan prefill;
+    for (int s = 0; s < 3; ++s) {
+      std::mt19937 r(200 + s);
+      prefill.sequences.push_back(
+          ChunkLike(layout[s], s, 0, RandomTokens(20 + 7 * s, c.vocab_size, r)));
+    }
+    ASSERT_TRUE(b.Forward(prefill, &o).ok());
+    for (int s = 0; s < 3; ++s) next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
+    SetView(views[0], 0, 0, 20, 21, 5);
+    SetView(views[1], 0, 0, 20, 21, 11);
+    SetView(views[2], 0, 1, 0, 10, 2);
+    for (int step = 0; step < 5; ++step) {
+      StepPlan p;
+      for (int s = 0; s < 3; ++s)
+        p.sequences.push_back(ChunkLike(views[s], s, 20 + 7 * s + step, {next[s]}));
+      ASSERT_TRUE(b.Forward(p, &o).ok());
+      out[k].push_back(o.logits);
+      for (int s = 0; s < 3; ++s)
+        next[s] = Argmax(o.logits.data() + s * c.vocab_size, c.vocab_size);
+    }
+  }
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(graphs->graph_steps(), 5);
+  EXPECT_EQ(graphs->view_steps(), 5);
+  EXPECT_EQ(eager->padded_decode_steps(), 5);
+  EXPECT_EQ(eager->view_steps(), 5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaVsCpuTest,
                          ::testing::Values(Shape{"qwen2_d64_g4", Architecture::kQwen2, 64, 8, 2},
                                            Shape{"qwen3_d128_g4", Architecture::kQwen3, 128, 8, 2},
@@ -473,6 +598,116 @@ TEST_F(CudaBackendTest, CopyBlocksAndDistanceSums) {
   EXPECT_EQ(cuda_->CopyBlocks(0, outside).code(), absl::StatusCode::kInvalidArgument);
   const kvmanager::BlockPair bad[] = {{0, 999}};
   EXPECT_EQ(cuda_->ComputeDistanceSums(0, bad, d).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Shifted reference windows (kvmanager::BlockPair::shift) against the CPU
+// backend, one layer group per layer. The text's block 3 repeats tokens
+// 7..22, so in layer 0 (K before RoPE is a function of the token alone) it
+// equals the window over blocks 0 and 1 at shift 7: distance exactly 0 on
+// both backends, while deeper layers differ; and a decode step that reads
+// that block as the view gives the logits of the copy, bit for bit.
+TEST(CudaShiftedWindowsTest, DistanceSumsMatchCpuAndEqualWindowsShareExactly) {
+  const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+  const std::string dir = WriteCheckpoint("windows", c, 23);
+  CudaBackend::Options oc = CudaOptions(dir);
+  oc.num_layer_groups = 2;
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(oc);
+  std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir, 2);
+  ASSERT_TRUE(cuda && cpu);
+  std::mt19937 rng(29);
+  std::vector<int32_t> text = RandomTokens(48, c.vocab_size, rng);
+  text.insert(text.end(), text.begin() + 7, text.begin() + 23);
+  const std::vector<std::vector<int32_t>> tables = {{0, 1, 2, 3, 4}, {16, 17, 18, 19, 20}};
+  StepPlan prefill;
+  prefill.sequences.push_back(Chunk(1, 0, text, tables));
+  StepOutput o;
+  RunBoth(*cuda, *cpu, prefill, &o, "prefill");
+  const int32_t next = Argmax(o.logits.data(), c.vocab_size);
+
+  const std::vector<kvmanager::BlockPair> pairs = {{3, 0, 1, 7},  {3, 0, 1, 6}, {2, 0, 1, 9},
+                                                   {3, 1, 2, 15}, {2, 1, 2, 1}, {1, 0, -1, 0}};
+  std::vector<kvmanager::DistanceSums> dg(pairs.size()), dc(pairs.size());
+  ASSERT_TRUE(cuda->ComputeDistanceSums(0, pairs, absl::MakeSpan(dg)).ok());
+  ASSERT_TRUE(cpu->ComputeDistanceSums(0, pairs, absl::MakeSpan(dc)).ok());
+  EXPECT_EQ(dg[0].k_diff_sq, 0.0);
+  EXPECT_EQ(dg[0].v_diff_sq, 0.0);
+  EXPECT_EQ(dc[0].k_diff_sq, 0.0);
+  EXPECT_GT(dg[0].k_norm_sq, 0.0);
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    std::printf("window pair %zu (shift %d): relative K %.4f (CPU %.4f), V %.4f (CPU %.4f)\n", i,
+                pairs[i].shift, dg[i].RelativeK(), dc[i].RelativeK(), dg[i].RelativeV(),
+                dc[i].RelativeV());
+    EXPECT_NEAR(dg[i].k_norm_sq, dc[i].k_norm_sq, 0.05 * dc[i].k_norm_sq) << i;
+    EXPECT_NEAR(dg[i].v_norm_sq, dc[i].v_norm_sq, 0.05 * dc[i].v_norm_sq) << i;
+    EXPECT_NEAR(dg[i].RelativeK(), dc[i].RelativeK(), 0.05 * dc[i].RelativeK()) << i;
+    EXPECT_NEAR(dg[i].RelativeV(), dc[i].RelativeV(), 0.05 * dc[i].RelativeV()) << i;
+    if (i > 0) {
+      EXPECT_GT(dg[i].RelativeK(), 0.1) << i;  // other tokens
+    }
+  }
+  // Layer 1 sees the positions: the same window is not equal there.
+  const kvmanager::BlockPair deep[] = {{19, 16, 17, 7}};
+  kvmanager::DistanceSums dd[1];
+  ASSERT_TRUE(cuda->ComputeDistanceSums(1, deep, dd).ok());
+  EXPECT_GT(dd[0].RelativeK(), 1e-3);
+  // Refused: shifts outside [0, 16), a window's second block outside the pool.
+  kvmanager::DistanceSums d[1];
+  for (const kvmanager::BlockPair& bad :
+       {kvmanager::BlockPair{3, 0, 1, 16}, kvmanager::BlockPair{3, 0, 1, -1},
+        kvmanager::BlockPair{3, 0, 256, 5}, kvmanager::BlockPair{3, 0, -1, 5}}) {
+    const kvmanager::BlockPair one[] = {bad};
+    EXPECT_EQ(cuda->ComputeDistanceSums(0, one, d).code(), absl::StatusCode::kInvalidArgument)
+        << bad.reference_next << " " << bad.shift;
+  }
+
+  // Layer 0's logical block 3 read as the view, against its own copy; both
+  // plans hold the same view in layer 1 (logical block 1), so both run the
+  // same kernels.
+  SequenceChunk copy = Chunk(1, 64, {next}, tables);
+  SetView(copy, 1, 1, 16, 17, 4);
+  SequenceChunk view = copy;
+  SetView(view, 0, 3, 0, 1, 7);
+  StepPlan with_copy, with_view;
+  with_copy.sequences.push_back(copy);
+  with_view.sequences.push_back(view);
+  StepOutput oa, ob;
+  ASSERT_TRUE(cuda->Forward(with_copy, &oa).ok());
+  ASSERT_TRUE(cuda->Forward(with_view, &ob).ok());
+  EXPECT_EQ(oa.logits, ob.logits);
+  StepOutput oc1;
+  ASSERT_TRUE(cpu->Forward(with_view, &oc1).ok());
+  EXPECT_LE(RelL2(ob.logits.data(), oc1.logits.data(), c.vocab_size), kRelBound);
+}
+
+// Plans with views the backend must refuse (the rules of
+// engine/plan_validation.h), nothing run.
+TEST_F(CudaBackendTest, RejectsBadViews) {
+  StepOutput o;
+  SequenceChunk base = Chunk(1, 48, {5}, Tables(1, 0, 4));
+  auto expect_invalid = [&](const SequenceChunk& c, const char* what) {
+    StepPlan p;
+    p.sequences.push_back(c);
+    const absl::Status st = cuda_->Forward(p, &o);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << what << ": " << st;
+    EXPECT_NE(st.message().find(what), absl::string_view::npos) << st;
+  };
+  SequenceChunk c = base;
+  SetView(c, 0, 1, 1, 2, 16);
+  expect_invalid(c, "block_shifts[0][1] = 16");
+  c = base;
+  SetView(c, 0, 1, 1, 256, 3);
+  expect_invalid(c, "block_tables_hi[0][1] = 256");
+  c = base;
+  SetView(c, 0, 3, 1, 2, 3);  // the block the decode token is written to
+  expect_invalid(c, "is a shifted view but the step writes");
+  c = base;
+  SetView(c, 0, 1, 1, 2, 3);
+  c.block_shifts[0].pop_back();
+  expect_invalid(c, "block_tables_hi[0] / block_shifts[0] have 4 / 3 entries");
+  c = base;
+  SetView(c, 0, 1, 1, 2, 3);
+  EXPECT_TRUE(cuda_->Forward(StepPlan{{c}}, &o).ok());
+  EXPECT_EQ(cuda_->view_steps(), 1);
 }
 
 // MemShare on both backends: a prompt that repeats one block of text four

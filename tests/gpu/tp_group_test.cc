@@ -11,9 +11,11 @@
 //                      both ranks): logits within the bf16 tolerance of the
 //                      CUDA golden test against transformers fp32, greedy
 //                      tokens equal to TP=1's wherever no near-tie allows a
-//                      flip, MemShare distances (all-reduced) equal to
-//                      TP=1's within rounding and the same decisions, a
-//                      consistency check after every step.
+//                      flip, MemShare distances (all-reduced; shifted
+//                      windows too) equal to TP=1's within rounding and
+//                      the same decisions, decode steps reading shifted
+//                      views (the plan broadcast carries them) close to
+//                      TP=1's, a consistency check after every step.
 //   Dummy7B            DeepSeek-R1-Distill-Qwen-7B shapes, dummy weights,
 //                      batch of 4 (prefill, then decode from the CUDA
 //                      graphs): the same comparisons.
@@ -318,8 +320,9 @@ std::vector<int32_t> RepeatedPrompt(int vocab, int period, int times, uint32_t s
 }
 
 // Prefills the repeated prompt (blocks 0..3 of layer group 0) on both
-// backends and compares the distances of every pair of its blocks: the
-// all-reduced sums of the group against one GPU's.
+// backends and compares the distances of every pair of its blocks and of
+// some shifted windows: the all-reduced sums of the group against one
+// GPU's.
 void CompareDistances(Backend& one, Backend& group, int vocab) {
   const std::vector<int32_t> prompt = RepeatedPrompt(vocab, 16, 4, 11);
   Generate(one, prompt, 1);
@@ -328,6 +331,9 @@ void CompareDistances(Backend& one, Backend& group, int vocab) {
   for (int c = 1; c < 4; ++c) {
     for (int r = 0; r < c; ++r) pairs.push_back({c, r});
   }
+  pairs.push_back({3, 0, 1, 5});
+  pairs.push_back({3, 1, 2, 15});
+  pairs.push_back({2, 0, 1, 1});
   std::vector<kvmanager::DistanceSums> s1(pairs.size()), s2(pairs.size());
   ASSERT_TRUE(one.ComputeDistanceSums(0, pairs, absl::MakeSpan(s1)).ok());
   ASSERT_TRUE(group.ComputeDistanceSums(0, pairs, absl::MakeSpan(s2)).ok());
@@ -347,12 +353,38 @@ void CompareDistances(Backend& one, Backend& group, int vocab) {
         ++same;
       }
     }
-    std::printf("  distance pair (%d,%d): K %.4f / %.4f  V %.4f / %.4f (TP=1 / TP=2)\n",
-                pairs[i].candidate, pairs[i].reference, s1[i].RelativeK(), s2[i].RelativeK(),
-                s1[i].RelativeV(), s2[i].RelativeV());
+    std::printf("  distance pair (%d,%d shift %d): K %.4f / %.4f  V %.4f / %.4f (TP=1 / TP=2)\n",
+                pairs[i].candidate, pairs[i].reference, pairs[i].shift, s1[i].RelativeK(),
+                s2[i].RelativeK(), s1[i].RelativeV(), s2[i].RelativeV());
   }
   std::printf("  MemShare decisions at tau_kv %.2f: %d equal, %d too close to call\n", kTauKv, same,
               near);
+}
+
+// After CompareDistances: three decode steps whose block table reads two
+// MemShare shifted views over the prompt's blocks (logical 1: blocks 0, 1
+// at shift 5; logical 3: blocks 1, 2 at shift 9), fed TP=1's tokens. The
+// views travel in the plan broadcast to rank 1, which must read them too:
+// a rank reading plain blocks moves the logits by O(1).
+void CompareViews(Backend& one, Backend& group, int vocab) {
+  engine::SequenceChunk layout = ::memshare::testing::Chunk(1, 0, {}, {{0, 1, 2, 3, 4}});
+  ::memshare::testing::SetView(layout, 0, 1, 0, 1, 5);
+  ::memshare::testing::SetView(layout, 0, 3, 1, 2, 9);
+  int32_t token = 7;
+  double worst = 0;
+  for (int s = 0; s < 3; ++s) {
+    StepPlan plan;
+    plan.sequences.push_back(::memshare::testing::ChunkLike(layout, 1, 64 + s, {token}));
+    StepOutput o1, o2;
+    ASSERT_TRUE(one.Forward(plan, &o1).ok());
+    const absl::Status st = group.Forward(plan, &o2);
+    ASSERT_TRUE(st.ok()) << st;
+    const double rel = RelL2(o2.logits, o1.logits);
+    EXPECT_LE(rel, 0.1) << "view step " << s;
+    worst = std::max(worst, rel);
+    token = Argmax(o1.logits.data(), vocab);
+  }
+  std::printf("  decode through shifted views: TP=2 vs TP=1 max rel L2 %.2e\n", worst);
 }
 
 // Stops the group: the leader's shutdown reaches rank 1, which exits 0.
@@ -424,6 +456,7 @@ TEST_P(TpGoldenTest, Tp2MatchesOneGpu) {
       GetParam(), worst_fp32, tol, worst_tp1, same_forced, steps, decided, decided,
       identical_prompts, g.prompts.size());
   CompareDistances(*one, two, V);
+  CompareViews(*one, two, V);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   EXPECT_GT(group.leader->checks(), steps);
   EXPECT_TRUE(group.leader->health().ok()) << group.leader->health();
@@ -532,6 +565,7 @@ TEST(TpDummy7BTest, Tp2MatchesOneGpu) {
       "%d; free-running greedy identical for %d of 4 sequences\n",
       kSteps, worst_rel, worst_abs, min_gap, flips, kSteps * 4, identical);
   CompareDistances(*one, two, V);
+  CompareViews(*one, two, V);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   Shutdown(group);
 }
