@@ -10,7 +10,8 @@
 #
 # STAGES, comma-separated, in this order:
 #   tests  the bf16 transformers reference of the golden checkpoints, then
-#          the CUDA backend's GPU tests (which read it)
+#          every *_test binary of the bundle except those needing several
+#          GPUs (tp_*), which read it
 #   bench  bench/cuda_backend_bench (ceilings, throughput, decode step,
 #          block distance), then bench/floor.py with the ceilings just measured
 #   peer   ../shared/bench/hf_baseline.py on the same workload and card
@@ -34,13 +35,13 @@ if has tests; then
   PYTHONUNBUFFERED=1 python3 -W ignore "$bundle/make_bf16_reference.py" --golden tests/data/golden \
     --out "$ref" 2>&1 | tee "$out/tests.log"
   tar czf "$out/bf16ref.tgz" -C "$ref" .
-  for t in cuda_backend_test cuda_backend_golden_test backend_factory_test; do
+  for t in $(ls "$bundle/bin" | grep -E '_test$' | grep -v '^tp_'); do
     echo "=== $t" | tee -a "$out/tests.log"
     if ! MEMSHARE_BF16_REF_DIR=$ref "$bundle/run.sh" "$t" >>"$out/tests.log" 2>&1; then
       echo "FAILED: $t" | tee -a "$out/tests.log"
       fail=1
     fi
-    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|^\[==========\]" "$out/tests.log" | tail -n 12
+    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|^\[==========\]" "$out/tests.log" | tail -n 3
   done
   grep -E "D16|relative L2|MemShare|CUDA vs CPU|dummy weights" "$out/tests.log" | tail -n 30
 fi

@@ -21,15 +21,18 @@ class Stream {
  public:
   InferenceEngine::EventCallback Callback() {
     return [this](const StreamEvent& e) {
-      absl::MutexLock lock(&mu_);
-      EXPECT_FALSE(finished_) << "event after the final one";
-      events_.push_back(e);
-      for (int32_t t : e.token_ids) tokens_.push_back(t);
-      text_ += e.text_delta;
-      if (e.finished) {
-        finished_ = true;
-        done_.Notify();
+      {
+        absl::MutexLock lock(&mu_);
+        EXPECT_FALSE(finished_) << "event after the final one";
+        events_.push_back(e);
+        for (int32_t t : e.token_ids) tokens_.push_back(t);
+        text_ += e.text_delta;
+        if (e.finished) finished_ = true;
       }
+      // Last, outside the lock: a test may destroy the Stream as soon as
+      // Wait returns (absl::Notification allows that; a mutex still held by
+      // this thread would not).
+      if (e.finished) done_.Notify();
     };
   }
   bool Wait(absl::Duration timeout = absl::Seconds(20)) {
@@ -196,9 +199,24 @@ TEST(LlmEngineTest, BadRequestsAreRejectedWithoutEvents) {
     EXPECT_EQ(s.code(), code) << s;
     EXPECT_THAT(std::string(s.message()), HasSubstr(text));
   };
-  // One good request runs alongside the bad ones.
+  // One good request runs alongside the bad ones. Its first callback holds
+  // the scheduler thread until they are all submitted, so it is still live
+  // for the duplicate-id check (the fake backend can finish 30 tokens before
+  // the test gets there).
   Stream good;
-  ASSERT_TRUE(engine->Submit(Text("good", "abc", 30), good.Callback()).ok());
+  absl::Notification first, release;
+  auto good_cb = good.Callback();
+  ASSERT_TRUE(engine
+                  ->Submit(Text("good", "abc", 30),
+                           [&](const StreamEvent& e) {
+                             good_cb(e);
+                             if (!first.HasBeenNotified()) {
+                               first.Notify();
+                               release.WaitForNotification();
+                             }
+                           })
+                  .ok());
+  first.WaitForNotification();
 
   expect(Text("e", "", 5), absl::StatusCode::kInvalidArgument, "prompt: must not be empty");
   expect(Text("", "abc", 5), absl::StatusCode::kInvalidArgument, "request_id");
@@ -228,6 +246,7 @@ TEST(LlmEngineTest, BadRequestsAreRejectedWithoutEvents) {
   expect(Text("good", "abc", 5), absl::StatusCode::kAlreadyExists, "already live");
   EXPECT_EQ(engine->Submit(Text("n", "abc", 5), nullptr).code(),
             absl::StatusCode::kInvalidArgument);
+  release.Notify();
 
   ASSERT_TRUE(good.Wait());
   EXPECT_EQ(good.tokens(), Reference(Ids("abc"), 30));
@@ -322,9 +341,11 @@ TEST(LlmEngineTest, ShutdownEndsLiveRequests) {
   {
     FakeBackend::Options model = Model();
     model.num_blocks = 1024;  // room for 4000 tokens: far more than the test lasts
-    auto engine = MakeEngine({}, model);
+    // Before the engine: its destructor delivers the final event to the
+    // callback below, which uses them.
     absl::Notification first;
     auto cb = s.Callback();
+    auto engine = MakeEngine({}, model);
     ASSERT_TRUE(engine
                     ->Submit(Text("a", "abc", 4000),
                              [&](const StreamEvent& e) {

@@ -21,7 +21,8 @@ bool Finite(absl::Time t) { return t != absl::InfiniteFuture(); }
 
 // One call to one worker. Owns itself: deleted in OnDone. A hold keeps it
 // alive while the Call may still start a read or cancel it from outside a
-// reaction; the Call releases the hold when it will do neither again.
+// reaction; the Call releases the hold when it will do neither again, and
+// never while a TryCancel on it has not returned (see Call::cancelling_).
 class Router::Attempt final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
   Attempt(CallPtr call, WorkerPtr worker) : call_(std::move(call)), worker_(std::move(worker)) {}
@@ -62,7 +63,10 @@ Router::Call::Call(Router* router, v1::GenerateRequest request, absl::Time deadl
       key_(std::move(key)) {}
 
 void Router::Call::Run(const Actions& a) {
-  if (a.cancel != nullptr) a.cancel->context_.TryCancel();
+  if (a.cancel != nullptr) {
+    a.cancel->context_.TryCancel();
+    CancelDone(a.cancel);
+  }
   if (a.write != nullptr) sink_->SinkWrite(*a.write);
   if (a.read != nullptr) a.read->StartRead(&a.read->buf_);
   if (a.release != nullptr) a.release->RemoveHold();
@@ -75,6 +79,20 @@ void Router::Call::Run(const Actions& a) {
     sink_->SinkFinish(*a.finish);
     router_->Forget(shared_from_this());
   }
+}
+
+void Router::Call::CancelDone(Attempt* attempt) {
+  bool release = false;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelling_ = false;
+    // With a read outstanding, its OnUpstreamRead releases the hold.
+    if (!hold_released_ && !read_outstanding_) {
+      hold_released_ = true;
+      release = true;
+    }
+  }
+  if (release) attempt->RemoveHold();
 }
 
 void Router::Call::FinishLocked(const grpc::Status& status, Actions* a) {
@@ -120,7 +138,8 @@ void Router::Call::OnUpstreamRead(Attempt* attempt, bool ok) {
     read_outstanding_ = false;
     if (!ok || cancelled_ || finished_) {
       // End of the worker's stream, or nobody to forward to: no more reads.
-      if (!hold_released_) {
+      // A cancel still running releases the hold itself, once it returned.
+      if (!hold_released_ && !cancelling_) {
         hold_released_ = true;
         a.release = attempt;
       }
@@ -165,7 +184,7 @@ void Router::Call::OnUpstreamDone(Attempt* /*attempt*/, const WorkerPtr& worker,
     attempt_ = nullptr;
     worker_ = nullptr;
     hold_released_ = true;
-    if (finished_) return;
+    if (finished_ || cancelled_) return;
     if (status.ok()) {
       final_ = grpc::Status::OK;
       MaybeFinishLocked(&a);
@@ -192,7 +211,7 @@ void Router::Call::OnUpstreamDone(Attempt* /*attempt*/, const WorkerPtr& worker,
   }
   {
     absl::MutexLock lock(&mu_);
-    if (finished_) return;
+    if (finished_ || cancelled_) return;
     final_ = end;
     MaybeFinishLocked(&a);
   }
@@ -205,17 +224,19 @@ void Router::Call::OnSinkWriteDone(bool ok) {
     absl::MutexLock lock(&mu_);
     sink_writing_ = false;
     if (finished_) return;
-    if (!ok) {
+    if (!ok && !cancelled_) {
       cancelled_ = true;
+      final_ = Status(grpc::StatusCode::CANCELLED, "client went away");
       if (attempt_ != nullptr && !hold_released_) {
         a.cancel = attempt_;
-        if (!read_outstanding_) {
-          hold_released_ = true;
-          a.release = attempt_;
-        }
+        cancelling_ = true;
       }
+    }
+    if (cancelled_) {
+      // Nothing more goes to the client; a Cancel that came while this
+      // write was in progress left the finish to here.
       has_held_ = false;
-      FinishLocked(Status(grpc::StatusCode::CANCELLED, "client went away"), &a);
+      MaybeFinishLocked(&a);
     } else if (has_held_) {
       write_msg_.Swap(&held_);
       held_.Clear();
@@ -238,17 +259,18 @@ void Router::Call::Cancel() {
   bool on_worker;
   {
     absl::MutexLock lock(&mu_);
-    if (finished_) return;
+    if (finished_ || cancelled_) return;
     cancelled_ = true;
     on_worker = attempt_ != nullptr;
     if (attempt_ != nullptr && !hold_released_) {
       a.cancel = attempt_;
-      if (!read_outstanding_) {
-        hold_released_ = true;
-        a.release = attempt_;
-      }
+      cancelling_ = true;
     }
-    FinishLocked(Status(grpc::StatusCode::CANCELLED, "cancelled by the client"), &a);
+    has_held_ = false;
+    final_ = Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    // A sink write decided on another thread may not have started yet: the
+    // sink is finished (and may go away) only after its OnSinkWriteDone.
+    MaybeFinishLocked(&a);
   }
   if (!on_worker) router_->Dequeue(this);
   Run(a);
@@ -267,7 +289,7 @@ void Router::Call::AbortQueued() {
   Actions a;
   {
     absl::MutexLock lock(&mu_);
-    if (finished_) return;
+    if (finished_ || cancelled_) return;
     v1::GenerateResponse result;
     result.mutable_result()->set_finish_reason(v1::FINISH_REASON_ABORT);
     final_ = grpc::Status::OK;
@@ -416,12 +438,12 @@ bool Router::Dequeue(const Call* call) {
 
 void Router::AttemptEnded(const WorkerPtr& worker) {
   worker->AddInFlight(-1);
-  {
-    absl::MutexLock lock(&mu_);
-    --in_flight_;
-    PublishGaugesLocked();
-  }
-  Pump();
+  Pump();  // the worker's freed slot may take a queued call
+  // Last: ~Router waits for in_flight_ to reach 0 and then destroys what
+  // Pump uses.
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+  PublishGaugesLocked();
 }
 
 bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status) {

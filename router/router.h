@@ -49,9 +49,10 @@ namespace memshare::router {
 
 // Where a call's messages go: the client's stream. The router calls
 // SinkWrite with at most one message outstanding (the next comes after
-// Call::OnSinkWriteDone) and SinkFinish exactly once, last; after SinkFinish
-// it never touches the sink again. `message` stays valid until
-// OnSinkWriteDone.
+// Call::OnSinkWriteDone) and SinkFinish exactly once, last, with no write
+// outstanding (after the OnSinkWriteDone of the last SinkWrite, which the
+// sink must call even when the client is gone); after SinkFinish it never
+// touches the sink again. `message` stays valid until OnSinkWriteDone.
 class ResponseSink {
  public:
   virtual ~ResponseSink() = default;
@@ -180,7 +181,7 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
   friend class Router::Attempt;
   // What to do outside the lock, in this order.
   struct Actions {
-    Attempt* cancel = nullptr;                    // TryCancel its call
+    Attempt* cancel = nullptr;                    // TryCancel its call, then CancelDone
     const v1::GenerateResponse* write = nullptr;  // to the sink
     Attempt* read = nullptr;                      // StartRead on it
     Attempt* release = nullptr;                   // RemoveHold: it may end after this
@@ -201,6 +202,9 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
   void FinishLocked(const grpc::Status& status, Actions* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeFinishLocked(Actions* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Run(const Actions& a);
+  // After a.cancel's TryCancel returned: releases the attempt's hold unless
+  // a read is outstanding (whose OnUpstreamRead then releases it).
+  void CancelDone(Attempt* attempt) ABSL_LOCKS_EXCLUDED(mu_);
 
   Router* const router_;
   v1::GenerateRequest request_;  // resent on retries; its request_id is set
@@ -220,12 +224,18 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
   WorkerPtr worker_ ABSL_GUARDED_BY(mu_);            // its worker
   bool read_outstanding_ ABSL_GUARDED_BY(mu_) = false;
   bool hold_released_ ABSL_GUARDED_BY(mu_) = true;  // attempt_ may end on its own
-  bool streamed_ ABSL_GUARDED_BY(mu_) = false;      // a message went to the sink
+  // A TryCancel on attempt_ is running outside the lock. The hold stays
+  // until it returned: once the cancel is sent, gRPC may end the attempt (on
+  // this thread or another) as soon as nothing holds it.
+  bool cancelling_ ABSL_GUARDED_BY(mu_) = false;
+  bool streamed_ ABSL_GUARDED_BY(mu_) = false;  // a message went to the sink
   bool sink_writing_ ABSL_GUARDED_BY(mu_) = false;
   v1::GenerateResponse write_msg_;              // owned by the sink's write
   bool has_held_ ABSL_GUARDED_BY(mu_) = false;  // read, waiting for the sink
   v1::GenerateResponse held_ ABSL_GUARDED_BY(mu_);
-  std::optional<grpc::Status> final_ ABSL_GUARDED_BY(mu_);  // to finish with, once written
+  // To finish with, once written (a cancel sets it too: a sink write in
+  // progress ends before the sink is finished).
+  std::optional<grpc::Status> final_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;  // SinkFinish called
   bool first_token_ ABSL_GUARDED_BY(mu_) = false;

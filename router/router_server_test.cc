@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/testing/grpc_reflection.h"
 #include "common/testing/http_client.h"
 #include "common/testing/prometheus_text.h"
@@ -171,6 +173,142 @@ TEST(RouterServerTest, DeadlinePropagatesToTheWorker) {
   const StreamResult r = cluster.Generate(TextRequest("slow", 5), &context);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_TRUE(cluster.WorkerIdle(0));
+}
+
+// The router cancels its worker call (the client's deadline passed) at the
+// moment that call's own deadline ends its read: the attempt may end on one
+// thread while the cancel runs on another. Many such calls at once make the
+// race likely; the router must neither crash nor leak an attempt.
+TEST(RouterServerTest, DeadlinesRacingTheWorkerCallsEndThemCleanly) {
+  LocalCluster::Options o = Paused(1);
+  LocalCluster cluster(o);
+  constexpr int kCalls = 64;
+  std::vector<std::thread> clients;
+  std::vector<StreamResult> results(kCalls);
+  const auto start = std::chrono::system_clock::now();
+  for (int i = 0; i < kCalls; ++i) {
+    clients.emplace_back([&, i] {
+      grpc::ClientContext context;
+      context.set_deadline(start + std::chrono::milliseconds(200 + 3 * i));
+      results[i] = cluster.Generate(TextRequest("late " + std::to_string(i), 5), &context);
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (const StreamResult& r : results) {
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << r.status.error_message();
+  }
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().in_flight() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().live() == 0; }));
+  EXPECT_TRUE(cluster.WorkerIdle(0));
+}
+
+// Clients that cancel while tokens stream: the router's cancel races the
+// worker's next message (and its write to the client).
+TEST(RouterServerTest, CancelsRacingTheStreamEndThemCleanly) {
+  LocalCluster::Options o;
+  o.workers = 1;
+  o.engine.step_interval = absl::Milliseconds(1);
+  LocalCluster cluster(o);
+  constexpr int kCalls = 32;
+  std::vector<std::thread> clients;
+  std::vector<grpc::StatusCode> codes(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    clients.emplace_back([&, i] {
+      grpc::ClientContext context;
+      auto reader = cluster.stub().Generate(&context, TextRequest("c" + std::to_string(i), 3000));
+      v1::GenerateResponse response;
+      for (int k = 0; k < 1 + i % 5 && reader->Read(&response); ++k) {
+      }
+      context.TryCancel();
+      while (reader->Read(&response)) {
+      }
+      codes[i] = reader->Finish().error_code();
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (grpc::StatusCode code : codes) EXPECT_EQ(code, grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().in_flight() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().live() == 0; }));
+  EXPECT_TRUE(cluster.WorkerIdle(0));
+}
+
+// A sink whose SinkWrite blocks until the test lets it return (a write the
+// router decided on a gRPC thread, not yet handed to the client's stream),
+// and whose writes complete when the test calls OnSinkWriteDone. It records
+// a SinkFinish that came while a SinkWrite was still running.
+class BlockingSink final : public ResponseSink {
+ public:
+  void SinkWrite(const v1::GenerateResponse& /*message*/) override {
+    absl::MutexLock lock(&mu_);
+    in_write_ = true;
+    ++writes_;
+    mu_.Await(absl::Condition(&unblocked_));
+    in_write_ = false;
+  }
+  void SinkFinish(const grpc::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    finished_during_write_ = in_write_;
+    finish_ = status;
+  }
+  void Unblock() {
+    absl::MutexLock lock(&mu_);
+    unblocked_ = true;
+  }
+  bool writing() const {
+    absl::MutexLock lock(&mu_);
+    return in_write_;
+  }
+  int writes() const {
+    absl::MutexLock lock(&mu_);
+    return writes_;
+  }
+  std::optional<grpc::Status> finish() const {
+    absl::MutexLock lock(&mu_);
+    return finish_;
+  }
+  bool finished_during_write() const {
+    absl::MutexLock lock(&mu_);
+    return finished_during_write_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool unblocked_ ABSL_GUARDED_BY(mu_) = false;
+  bool in_write_ ABSL_GUARDED_BY(mu_) = false;
+  int writes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finished_during_write_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+};
+
+// A client's cancel that comes while the router is handing it a message
+// must not finish the client's stream under that write: a finished gRPC
+// stream (or HTTP response) may be freed at once. The finish waits for the
+// write's OnSinkWriteDone.
+TEST(RouterServerTest, CancelDuringASinkWriteFinishesAfterTheWrite) {
+  LocalCluster::Options o;
+  o.workers = 1;
+  o.engine.step_interval = absl::Milliseconds(5);
+  LocalCluster cluster(o);
+  ASSERT_TRUE(Eventually([&] { return cluster.router().registry().workers()[0]->eligible(); }));
+  BlockingSink sink;
+  Router::CallPtr call =
+      cluster.router().router().Start(TextRequest("slow", 1000), absl::InfiniteFuture(), &sink);
+  ASSERT_TRUE(Eventually([&] { return sink.writing(); }));
+  call->Cancel();
+  EXPECT_FALSE(sink.finish().has_value());
+  sink.Unblock();
+  ASSERT_TRUE(Eventually([&] { return !sink.writing(); }));
+  EXPECT_FALSE(sink.finish().has_value());
+  call->OnSinkWriteDone(true);
+  ASSERT_TRUE(sink.finish().has_value());
+  EXPECT_EQ(sink.finish()->error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_FALSE(sink.finished_during_write());
+  EXPECT_EQ(sink.writes(), 1);
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().live() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return cluster.router().router().in_flight() == 0; }));
+  EXPECT_TRUE(cluster.WorkerIdle(0));
+  EXPECT_EQ(cluster.engine(0).aborted(), 1);
 }
 
 TEST(RouterServerTest, FullQueueAnswersResourceExhausted) {
