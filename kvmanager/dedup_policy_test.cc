@@ -12,8 +12,8 @@ TEST(DedupPolicyTest, DefaultsAreValid) {
   EXPECT_TRUE(ValidateDedupPolicy({}, 1).ok());
   const ResolvedDedup r = *ResolveDedup({}, {});
   EXPECT_TRUE(r.enabled);
-  EXPECT_FLOAT_EQ(r.tau_lex, 0.5f);
-  EXPECT_FLOAT_EQ(r.tau_kv, 0.2f);
+  EXPECT_FLOAT_EQ(r.tau_lex, 0.0f);
+  EXPECT_FLOAT_EQ(r.tau_kv, 1.0f);
 }
 
 TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
@@ -55,7 +55,11 @@ TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
 }
 
 TEST(DedupPolicyTest, RequestsOverrideWithinBounds) {
-  DedupPolicy p;  // tau_lex 0.5 (min 0.2), tau_kv 0.2 (max 0.5)
+  DedupPolicy p;
+  p.tau_lex = 0.5f;
+  p.min_tau_lex = 0.2f;
+  p.tau_kv = 0.2f;
+  p.max_tau_kv = 0.5f;
   DedupParams r;
   r.mode = DedupMode::kOff;
   EXPECT_FALSE(ResolveDedup(p, r)->enabled);

@@ -31,6 +31,8 @@ KvManager::Options SmallOptions(int32_t groups = 1, int32_t blocks = 32) {
   o.segmenter.min_step_tokens = 4;
   o.dedup.tau_lex = 0.5f;
   o.dedup.tau_kv = 0.2f;  // < sqrt(1/4): the fake accepts identical blocks only
+  o.dedup.min_tau_lex = 0.2f;
+  o.dedup.max_tau_kv = 0.5f;
   // One pass that counts every agreeing slot: the tests below check its
   // decisions; the NearMatch tests cover the anchored measure and the delay.
   o.dedup.overlap_measure = OverlapMeasure::kAnySlots;
