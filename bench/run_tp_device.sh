@@ -160,12 +160,16 @@ fi
 
 if has memshare && (($(left) > 60)); then
   # 600 held-out problems; the default configuration (bench/RESULTS.md, issue 8).
+  # First without memory pressure (accuracy, memory saved), then with a pool
+  # that bounds the batch (throughput, two interleaved repeats). The GPU:
+  # MEMSHARE_EVAL_GPU (default 0), so that it can run beside a TP stage.
   cfg="memshare=off; name=default memshare=on"
   for nb in 0 ${MEMSHARE_EVAL_BLOCKS:-640}; do
-    say "memshare: memshare_eval --device=cuda --num_blocks=$nb (limit $(limit 120)s)"
-    CUDA_VISIBLE_DEVICES=0 timeout -k 5 "$(limit 120)" "$bundle/run.sh" memshare_eval \
-      --device=cuda --problems=600 --max_num_seqs=64 --num_blocks=$nb --repeats=2 \
-      --configs="$cfg" --out="$out/memshare_nb$nb" >"$out/memshare_nb$nb.log" 2>&1
+    reps=$((nb == 0 ? 1 : 2))
+    say "memshare: memshare_eval --device=cuda --num_blocks=$nb --repeats=$reps (limit $(limit 200)s)"
+    CUDA_VISIBLE_DEVICES=${MEMSHARE_EVAL_GPU:-0} timeout -k 5 "$(limit 200)" "$bundle/run.sh" \
+      memshare_eval --device=cuda --problems=600 --max_num_seqs=64 --num_blocks=$nb \
+      --repeats=$reps --configs="$cfg" --out="$out/memshare_nb$nb" >"$out/memshare_nb$nb.log" 2>&1
     say "memshare nb=$nb: exit $?"
     tail -n 8 "$out/memshare_nb$nb.log" | tee -a "$log"
   done
