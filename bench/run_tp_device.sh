@@ -163,11 +163,13 @@ if has memshare && (($(left) > 60)); then
   # First without memory pressure (accuracy, memory saved), then with a pool
   # that bounds the batch (throughput, two interleaved repeats). The GPU:
   # MEMSHARE_EVAL_GPU (default 0), so that it can run beside a TP stage.
-  cfg="memshare=off; name=default memshare=on"
+  # MEMSHARE_EVAL_CONFIGS and MEMSHARE_EVAL_REPEATS (of the pressure run)
+  # override the configurations and repeats.
+  cfg=${MEMSHARE_EVAL_CONFIGS:-"memshare=off; name=default memshare=on"}
   for nb in 0 ${MEMSHARE_EVAL_BLOCKS:-640}; do
-    reps=$((nb == 0 ? 1 : 2))
-    say "memshare: memshare_eval --device=cuda --num_blocks=$nb --repeats=$reps (limit $(limit 200)s)"
-    CUDA_VISIBLE_DEVICES=${MEMSHARE_EVAL_GPU:-0} timeout -k 5 "$(limit 200)" "$bundle/run.sh" \
+    reps=$((nb == 0 ? 1 : ${MEMSHARE_EVAL_REPEATS:-2}))
+    say "memshare: memshare_eval --device=cuda --num_blocks=$nb --repeats=$reps (limit $(limit 300)s)"
+    CUDA_VISIBLE_DEVICES=${MEMSHARE_EVAL_GPU:-0} timeout -k 5 "$(limit 300)" "$bundle/run.sh" \
       memshare_eval --device=cuda --problems=600 --max_num_seqs=64 --num_blocks=$nb \
       --repeats=$reps --configs="$cfg" --out="$out/memshare_nb$nb" >"$out/memshare_nb$nb.log" 2>&1
     say "memshare nb=$nb: exit $?"
