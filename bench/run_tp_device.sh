@@ -25,7 +25,8 @@
 # Every stage has its own time limit and no stage starts after DEADLINE_S
 # (default 145) seconds, or with too little time left. NVLink multicast stays off in
 # every process (NCCL_NVLS_ENABLE=0 and the PyTorch/NVSHMEM equivalents).
-# Files under $OUT: tp.log (everything), tests.log, bench.json, e2e.log.
+# Files under $OUT: tp.log (everything), tests.log, bench.json,
+# bench_rank1.log (every TP=2 run's rank 1), e2e.log.
 set -uo pipefail
 bundle=$1
 stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}
@@ -94,14 +95,15 @@ tp2() {
   shift 3
   say "bench: TP=2 $name (${*:-defaults}) (limit $(limit 40)s)"
   l=$(limit 40)
+  echo "===== $name" >>"$out/bench_rank1.log"
   env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=1 --port="$port" \
-    --collectives="$coll" >"$out/bench_rank1_$name.log" 2>&1 &
+    --collectives="$coll" >>"$out/bench_rank1.log" 2>&1 &
   r1=$!
   env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=0 --port="$port" \
     --collectives="$coll" --json="$out/bench.json" 2>&1 | tee -a "$log"
   wait "$r1"
   say "bench: rank 1 exit $?"
-  tail -n 2 "$out/bench_rank1_$name.log" | tee -a "$log"
+  tail -n 1 "$out/bench_rank1.log" | tee -a "$log"
 }
 
 if has bench && (($(left) > 25)); then
@@ -135,7 +137,7 @@ if has qwq && (($(left) > 25)); then
   say "qwq: QwQ-32B TP=2 (limit $(limit 35)s)"
   l=$(limit 35)
   timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=1 --port=29612 \
-    --collectives=0 --steps=30 >"$out/qwq_rank1.log" 2>&1 &
+    --collectives=0 --steps=30 >>"$out/bench_rank1.log" 2>&1 &
   r1=$!
   timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=0 --port=29612 \
     --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
