@@ -14,10 +14,11 @@
 #   golden   the same on the five golden checkpoints
 #   bench    bench:tp_bench: R1-Distill-Qwen-7B decode step at batch 64, TP=1
 #            then TP=2 (two processes) with the default fast paths (plan
-#            through shared memory, fused one-shot all-reduce), then
+#            through shared memory, fused one-shot all-reduce pushing into
+#            the peer), then the same pulling from the peer, then
 #            all-reduce oneshot, nccl, and nccl with the plan over NCCL
 #            (the old path); NCCL all-reduce bandwidth and one step's
-#            collectives (NCCL and fast path) measured by the first TP=2 run
+#            collectives (NCCL and fast path) measured by the first two
 #   failure  tp_group_test: kill rank 1, then rank 0, mid-run
 #   e2e      tests/e2e:tp_group_e2e_test (router + group + CPU worker; kill a
 #            rank: NOT_SERVING, routed away, exit 3)
@@ -113,6 +114,7 @@ if has bench && (($(left) > 25)); then
   # The default (shared-memory plan, fused one-shot all-reduce) with the
   # collectives' measurements, then each fast path taken away in turn.
   tp2 fused 29611 1
+  (($(left) > 25)) && tp2 fused_pull 29615 1 MEMSHARE_TP_ONESHOT=pull
   (($(left) > 25)) && tp2 oneshot 29612 0 MEMSHARE_TP_ALLREDUCE=oneshot
   (($(left) > 25)) && tp2 shm_nccl 29613 0 MEMSHARE_TP_ALLREDUCE=nccl
   (($(left) > 25)) && tp2 baseline 29614 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_PLAN=nccl
@@ -161,7 +163,7 @@ for r in rows:
     if r["measure"] == "nccl_allreduce":
         print(f"  NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")
     if r["measure"] == "oneshot_allreduce":
-        print(f"  one-shot all-reduce {r['bytes']} B, eager: {r['us']:.1f} us")
+        print(f"  one-shot all-reduce {r['bytes']} B ({'push' if r.get('push', False) else 'pull'}), eager: {r['us']:.1f} us")
     if r["measure"] == "step_collectives":
         what = "+ logits all-gather" if r["logits_allgather"] else "all-reduces only"
         print(f"  one decode step's collectives, {r.get('allreduce', 'nccl')} ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")

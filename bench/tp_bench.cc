@@ -227,6 +227,7 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     nccl.set_all_reduce_mode(engine::AllReduceMode::kOneShot);
     const double t = time_allreduce(step_bytes, 50);
     report.Add(absl::StrCat("{\"measure\":\"oneshot_allreduce\",\"tp\":", n,
+                            ",\"push\":", nccl.one_shot_push() ? "true" : "false",
                             ",\"bytes\":", step_bytes, ",\"us\":", t * 1e6, "}"));
   }
   // One decode step's collectives: embedding + 2 per layer all-reduces of
@@ -290,6 +291,9 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     cudaGraphDestroy(graph);
     report.Add(absl::StrCat("{\"measure\":\"step_collectives\",\"tp\":", n, ",\"model\":\"",
                             a.model, "\",\"allreduce\":\"", engine::AllReduceModeName(mode),
+                            mode == engine::AllReduceMode::kNccl ? ""
+                            : nccl.one_shot_push()               ? " push"
+                                                                 : " pull",
                             "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces,
                             ",\"allreduce_bytes\":", step_bytes,
                             ",\"logits_allgather\":", with_gather ? "true" : "false",
@@ -422,7 +426,8 @@ int Main(int argc, char** argv) {
     const engine::NcclCommunicator& nc = (*group)->nccl();
     const std::string paths = absl::StrCat(
         ",\"plan\":\"", nc.host_channel_active() ? "shm" : "nccl", "\",\"allreduce\":\"",
-        nc.one_shot_ready() ? engine::AllReduceModeName(nc.all_reduce_mode()) : "nccl", "\"");
+        nc.one_shot_ready() ? engine::AllReduceModeName(nc.all_reduce_mode()) : "nccl",
+        nc.one_shot_ready() ? (nc.one_shot_push() ? " push" : " pull") : "", "\"");
     TimeDecode(**leader, *shard, a, o, paths, report);
     return 0;  // the leader's destructor stops rank 1
   }

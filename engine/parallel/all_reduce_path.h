@@ -8,9 +8,11 @@
 //   [kSignalBytes]  uint32 flag per slot, written by the peer
 //   [2][kSlots][kSlotBytes]  staging, double-buffered by the slot's parity
 // Block b of a launch uses slot b: it copies its piece of this rank's data
-// into its staging slot, raises the peer's flag b to the slot's next count
-// (a release at system scope), waits for its own flag b to reach the same
-// count (the peer's piece is there), and sums its piece with the peer's.
+// into staging slot b of the peer's buffer (push; pull: of its own), raises
+// the peer's flag b to the slot's next count (a release at system scope),
+// waits for its own flag b to reach the same count (the peer's piece is
+// there), and sums its piece with the peer's (read from its own buffer;
+// pull: from the peer's, over NVLink).
 // The counts live in device memory, so CUDA graphs replay them. Two
 // parities: a slot is written again only after the peer passed the next
 // use of the same slot, hence finished reading the previous one.
@@ -62,8 +64,8 @@ bool UseOneShotAllReduce(bool ready, AllReduceMode mode, int64_t count, uintptr_
 // RMSNorm after it run as one kernel: one block per row (rows <= kSlots),
 // a row in one slot, hidden a multiple of 8 up to 16384 (kernels/norm.h),
 // every pointer 16-byte aligned.
-bool UseFusedAddRmsNorm(bool ready, AllReduceMode mode, int rows, int hidden,
-                        uintptr_t x, uintptr_t residual, uintptr_t weight, uintptr_t out);
+bool UseFusedAddRmsNorm(bool ready, AllReduceMode mode, int rows, int hidden, uintptr_t x,
+                        uintptr_t residual, uintptr_t weight, uintptr_t out);
 
 }  // namespace memshare::engine
 

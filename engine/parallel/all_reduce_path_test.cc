@@ -18,7 +18,8 @@ TEST(AllReducePathTest, ParsesModes) {
   m = AllReduceMode::kOneShot;
   EXPECT_FALSE(ParseAllReduceMode("ring", AllReduceMode::kFused, &m));
   EXPECT_EQ(m, AllReduceMode::kOneShot);  // untouched
-  for (AllReduceMode mode : {AllReduceMode::kNccl, AllReduceMode::kOneShot, AllReduceMode::kFused}) {
+  for (AllReduceMode mode :
+       {AllReduceMode::kNccl, AllReduceMode::kOneShot, AllReduceMode::kFused}) {
     AllReduceMode back = AllReduceMode::kNccl;
     EXPECT_TRUE(ParseAllReduceMode(AllReduceModeName(mode), AllReduceMode::kNccl, &back));
     EXPECT_EQ(back, mode);
@@ -55,7 +56,8 @@ TEST(AllReducePathTest, FusedNormOnlyInFusedModeForRowsAndWidthsThatFit) {
   EXPECT_FALSE(UseFusedAddRmsNorm(false, AllReduceMode::kFused, 64, 3584, a, a, a, a));
   EXPECT_FALSE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 257, 3584, a, a, a, a));
   EXPECT_FALSE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 0, 3584, a, a, a, a));
-  EXPECT_FALSE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 64, 8200, a, a, a, a));  // QwQ: 5120 fits
+  EXPECT_FALSE(
+      UseFusedAddRmsNorm(true, AllReduceMode::kFused, 64, 8200, a, a, a, a));  // QwQ: 5120 fits
   EXPECT_TRUE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 64, 5120, a, a, a, a));
   EXPECT_FALSE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 64, 3580, a, a, a, a));
   EXPECT_FALSE(UseFusedAddRmsNorm(true, AllReduceMode::kFused, 64, 3584, a + 4, a, a, a));

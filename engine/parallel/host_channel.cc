@@ -31,7 +31,7 @@ struct HostChannel::Header {
   std::atomic<uint64_t> magic;  // set last by the writer
   uint64_t capacity;
   int32_t readers;
-  Counter write_pos;               // bytes written, ever
+  Counter write_pos;              // bytes written, ever
   Counter read_pos[kMaxReaders];  // bytes read by each reader, ever
 };
 
@@ -128,16 +128,20 @@ void HostChannel::Unlink() {
 
 absl::Status HostChannel::Wait(const std::function<bool()>& ready, absl::Time deadline,
                                const std::function<bool()>& aborted, absl::string_view what) {
+  const absl::Time start = absl::Now();
   for (int spins = 0;; ++spins) {
     if (ready()) return absl::OkStatus();
     if (spins < 256) continue;  // the answer is usually microseconds away
-    if (aborted && aborted()) return absl::AbortedError(absl::StrCat("host channel ", what, ": aborted"));
-    if (absl::Now() > deadline) {
+    if (aborted && aborted()) {
+      return absl::AbortedError(absl::StrCat("host channel ", what, ": aborted"));
+    }
+    const absl::Time now = absl::Now();
+    if (now > deadline) {
       return absl::DeadlineExceededError(absl::StrCat("host channel ", what, " timed out"));
     }
-    if (spins < 20000) {
+    if (now - start < absl::Milliseconds(50)) {  // a busy group's next command
       std::this_thread::yield();
-    } else {
+    } else {  // an idle group
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
@@ -165,8 +169,8 @@ absl::Status HostChannel::Write(const char* p, size_t n, absl::Time deadline,
       }
     }
     const size_t at = pos & (capacity_ - 1);
-    const size_t chunk = std::min({n, static_cast<size_t>(capacity_ - (pos - oldest)),
-                                   static_cast<size_t>(capacity_ - at)});
+    const size_t chunk = std::min(
+        {n, static_cast<size_t>(capacity_ - (pos - oldest)), static_cast<size_t>(capacity_ - at)});
     std::memcpy(ring_ + at, p, chunk);
     pos += chunk;
     p += chunk;
@@ -195,8 +199,8 @@ absl::Status HostChannel::Read(char* p, size_t n, absl::Time deadline,
       return absl::DataLossError("host channel: the writer overran this reader");
     }
     const size_t at = pos & (capacity_ - 1);
-    const size_t chunk = std::min(
-        {n, static_cast<size_t>(written - pos), static_cast<size_t>(capacity_ - at)});
+    const size_t chunk =
+        std::min({n, static_cast<size_t>(written - pos), static_cast<size_t>(capacity_ - at)});
     std::memcpy(p, ring_ + at, chunk);
     pos += chunk;
     p += chunk;

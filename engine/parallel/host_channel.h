@@ -14,8 +14,9 @@
 //
 // Every wait is bounded: it returns DEADLINE_EXCEEDED at the deadline, and
 // ABORTED as soon as `aborted()` says so (the group's abort flag). Waits
-// spin, then yield, then sleep 50 us: a step's command arrives within
-// microseconds, an idle group costs little CPU.
+// spin, then yield for 50 ms, then sleep 50 us between polls: a busy
+// group's next command is seen within microseconds, an idle group costs
+// little CPU.
 //
 // The segment is unlinked as soon as every reader has opened it (Unlink on
 // the writer), so a crashed group leaves nothing behind in /dev/shm after

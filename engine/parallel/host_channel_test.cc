@@ -102,8 +102,7 @@ TEST(HostChannelTest, WaitsEndAtTheDeadlineOrOnAbort) {
   EXPECT_EQ((*r)->Receive(&got, t0 + absl::Milliseconds(50), nullptr).code(),
             absl::StatusCode::kDeadlineExceeded);
   EXPECT_GE(absl::Now() - t0, absl::Milliseconds(50));
-  EXPECT_EQ((*r)->Receive(&got, Soon(), [] { return true; }).code(),
-            absl::StatusCode::kAborted);
+  EXPECT_EQ((*r)->Receive(&got, Soon(), [] { return true; }).code(), absl::StatusCode::kAborted);
   // A reader that reads nothing: the writer fills the ring, then waits.
   EXPECT_TRUE((*w)->Send(std::string(4000, 'x'), Soon(), nullptr).ok());
   EXPECT_EQ((*w)->Send(std::string(200, 'y'), absl::Now() + absl::Milliseconds(50), nullptr).code(),

@@ -60,12 +60,15 @@ void AbortBounded(ncclComm_t comm, int rank, absl::Duration wait) {
   }
 }
 
-// Polls with little delay at first (a decode step's collectives finish in
-// microseconds), then backs off to 100 us sleeps.
+// Polls without sleeping for the first 50 ms of a wait (a decode step: its
+// end is seen within microseconds, as cudaStreamSynchronize would), then
+// backs off to 100 us sleeps (prefill steps, idle waits). A count of yields
+// instead of a time let a 5 ms decode step's end wait for a 100 us sleep
+// (run 1 of the fast paths, bench/NOTES-tensor-parallel.md).
 class Poller {
  public:
   void Pause() {
-    if (++spins_ < 2000) {
+    if (absl::Now() - start_ < absl::Milliseconds(50)) {
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -73,7 +76,7 @@ class Poller {
   }
 
  private:
-  int spins_ = 0;
+  const absl::Time start_ = absl::Now();
 };
 
 }  // namespace
@@ -141,10 +144,11 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   if (absl::Status s = c->EnsureStaging(kInlineBytes); !s.ok()) return s;
   if (absl::Status s = c->SetUpHostChannel(); !s.ok()) return s;
   if (absl::Status s = c->SetUpOneShot(); !s.ok()) return s;
-  std::fprintf(stderr,
-               "memshare: rank %d of %d: broadcast through %s, all-reduce %s%s\n", o.rank,
+  std::fprintf(stderr, "memshare: rank %d of %d: broadcast through %s, all-reduce %s%s\n", o.rank,
                o.world_size, c->channel_ != nullptr ? "shared memory" : "NCCL",
-               c->one_shot_ready_ ? "one-shot over CUDA IPC, mode " : "NCCL",
+               c->one_shot_ready_ ? (c->one_shot_push_ ? "one-shot over CUDA IPC (push), mode "
+                                                       : "one-shot over CUDA IPC (pull), mode ")
+                                  : "NCCL",
                c->one_shot_ready_ ? AllReduceModeName(c->all_reduce_mode_) : "");
   return c;
 }
@@ -194,17 +198,19 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   AllReduceMode mode = options_.all_reduce;
   const std::string env = EnvOr("MEMSHARE_TP_ALLREDUCE");
   if (!ParseAllReduceMode(env, mode, &mode)) {
-    std::fprintf(stderr, "memshare: rank %d: MEMSHARE_TP_ALLREDUCE=%s is not nccl, oneshot or "
-                 "fused; using NCCL\n", options_.rank, env.c_str());
+    std::fprintf(stderr,
+                 "memshare: rank %d: MEMSHARE_TP_ALLREDUCE=%s is not nccl, oneshot or "
+                 "fused; using NCCL\n",
+                 options_.rank, env.c_str());
     mode = AllReduceMode::kNccl;
   }
   int64_t agreed = static_cast<int64_t>(mode);
   if (absl::Status s = AllReduceMin(&agreed); !s.ok()) return s;
   all_reduce_mode_ = static_cast<AllReduceMode>(agreed);
-  int64_t want = options_.world_size == 2 && channel_ != nullptr &&
-                         all_reduce_mode_ != AllReduceMode::kNccl
-                     ? 1
-                     : 0;
+  int64_t want =
+      options_.world_size == 2 && channel_ != nullptr && all_reduce_mode_ != AllReduceMode::kNccl
+          ? 1
+          : 0;
   if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
   if (want == 0) {
     all_reduce_mode_ = AllReduceMode::kNccl;
@@ -235,8 +241,7 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   if (ok && theirs[0] == 1) {
     cudaIpcMemHandle_t peer;
     std::memcpy(&peer, theirs.data() + 1, sizeof(peer));
-    ok = cudaIpcOpenMemHandle(&one_shot_peer_, peer, cudaIpcMemLazyEnablePeerAccess) ==
-         cudaSuccess;
+    ok = cudaIpcOpenMemHandle(&one_shot_peer_, peer, cudaIpcMemLazyEnablePeerAccess) == cudaSuccess;
     if (!ok) one_shot_peer_ = nullptr;
   } else {
     ok = false;
@@ -245,12 +250,19 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   int64_t all_ok = ok ? 1 : 0;
   if (absl::Status s = AllReduceMin(&all_ok); !s.ok()) return s;
   if (all_ok == 0) {
-    std::fprintf(stderr, "memshare: rank %d: no one-shot all-reduce (CUDA IPC or peer access "
-                 "failed on a rank); NCCL\n", options_.rank);
+    std::fprintf(stderr,
+                 "memshare: rank %d: no one-shot all-reduce (CUDA IPC or peer access "
+                 "failed on a rank); NCCL\n",
+                 options_.rank);
     FreeOneShot();
     all_reduce_mode_ = AllReduceMode::kNccl;
     return absl::OkStatus();
   }
+  int64_t push =
+      options_.one_shot_push && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_ONESHOT")) != "pull" ? 1
+                                                                                              : 0;
+  if (absl::Status s = AllReduceMin(&push); !s.ok()) return s;
+  one_shot_push_ = push == 1;
   one_shot_ready_ = true;
   return absl::OkStatus();
 }
@@ -433,13 +445,13 @@ absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
     if (s.ok()) return s;
     if (absl::IsAborted(s)) return Fail(absl::AbortedError("group aborted"));
     if (absl::IsDeadlineExceeded(s)) {
-      return Fail(absl::DeadlineExceededError(absl::StrCat(
-          "rank ", options_.rank, ": broadcast did not finish within ",
-          absl::FormatDuration(options_.timeout),
-          " (a peer of the tensor-parallel group died or hangs)")));
+      return Fail(absl::DeadlineExceededError(
+          absl::StrCat("rank ", options_.rank, ": broadcast did not finish within ",
+                       absl::FormatDuration(options_.timeout),
+                       " (a peer of the tensor-parallel group died or hangs)")));
     }
-    return Fail(absl::InternalError(absl::StrCat("rank ", options_.rank, ": broadcast: ",
-                                                 s.message())));
+    return Fail(
+        absl::InternalError(absl::StrCat("rank ", options_.rank, ": broadcast: ", s.message())));
   }
   if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   const absl::Time deadline = absl::Now() + options_.timeout;
@@ -588,8 +600,7 @@ bool NcclCommunicator::FusesAllReduceAddRmsNorm(const void* x, const void* resid
 
 absl::Status NcclCommunicator::AllReduceAddRmsNormBf16(const void* x, void* residual,
                                                        const void* weight, void* out, int rows,
-                                                       int hidden, float eps,
-                                                       cudaStream_t stream) {
+                                                       int hidden, float eps, cudaStream_t stream) {
   if (absl::Status s = health(); !s.ok()) return s;
   if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
   if (!FusesAllReduceAddRmsNorm(x, residual, weight, out, rows, hidden)) {

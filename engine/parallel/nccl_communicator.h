@@ -26,7 +26,9 @@
 //    2 MiB run as one kernel (one_shot_all_reduce.h, all_reduce_path.h), and
 //    an all-reduce followed by the residual add + RMSNorm as one kernel
 //    (FusesAllReduceAddRmsNorm). NCCL for everything else.
-//    MEMSHARE_TP_ALLREDUCE=nccl|oneshot|fused (default fused) narrows it.
+//    MEMSHARE_TP_ALLREDUCE=nccl|oneshot|fused (default fused) narrows it;
+//    MEMSHARE_TP_ONESHOT=pull reads the peer's pieces over NVLink instead
+//    of having them pushed (written) into this rank's memory.
 //    The one-shot kernels wait for the peer on device flags; they give up
 //    when the group breaks (Fail and Abort raise a host-mapped word they
 //    poll), so a dead peer still ends in a bounded wait.
@@ -89,6 +91,9 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     // MEMSHARE_TP_ALLREDUCE overrides it. The group takes the least of its
     // ranks' choices.
     AllReduceMode all_reduce = AllReduceMode::kFused;
+    // One-shot pieces pushed into the peer's memory (else pulled from it);
+    // MEMSHARE_TP_ONESHOT=pull on any rank: pulled.
+    bool one_shot_push = true;
   };
 
   // Sets NCCL's environment as Create does (NCCL_NVLS_ENABLE=0 unless
@@ -130,8 +135,8 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
 
   bool FusesAllReduceAddRmsNorm(const void* x, const void* residual, const void* weight,
                                 const void* out, int rows, int hidden) const override;
-  absl::Status AllReduceAddRmsNormBf16(const void* x, void* residual, const void* weight,
-                                       void* out, int rows, int hidden, float eps,
+  absl::Status AllReduceAddRmsNormBf16(const void* x, void* residual, const void* weight, void* out,
+                                       int rows, int hidden, float eps,
                                        cudaStream_t stream) override;
 
   // The linked NCCL's version (NCCL_VERSION_CODE form, e.g. 22809).
@@ -139,6 +144,7 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   // What Create chose (the same on every rank).
   bool host_channel_active() const { return channel_ != nullptr; }
   bool one_shot_ready() const { return one_shot_ready_; }
+  bool one_shot_push() const { return one_shot_push_; }
   AllReduceMode all_reduce_mode() const { return all_reduce_mode_; }
   // Benchmarks: narrows the all-reduce (kFused allows everything Create
   // set up). Every rank must call it alike, between collectives and
@@ -165,7 +171,7 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   absl::Status SetUpOneShot();
   void FreeOneShot();
   OneShotBuffers one_shot_buffers() const {
-    return {one_shot_local_, one_shot_peer_, one_shot_counts_, abort_dev_};
+    return {one_shot_local_, one_shot_peer_, one_shot_counts_, abort_dev_, one_shot_push_};
   }
   // Releases the one-shot kernels' waits (the group broke).
   void RaiseDeviceAbort();
@@ -181,11 +187,12 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   std::unique_ptr<HostChannel> channel_;  // Broadcast's, when every rank has it
   AllReduceMode all_reduce_mode_ = AllReduceMode::kNccl;
   bool one_shot_ready_ = false;
-  void* one_shot_local_ = nullptr;         // exchange buffer (one_shot::kBufferBytes)
-  void* one_shot_peer_ = nullptr;          // the peer's, through CUDA IPC
-  uint32_t* one_shot_counts_ = nullptr;    // [one_shot::kSlots]
-  int* abort_host_ = nullptr;              // pinned, mapped
-  int* abort_dev_ = nullptr;               // its device address
+  bool one_shot_push_ = true;
+  void* one_shot_local_ = nullptr;       // exchange buffer (one_shot::kBufferBytes)
+  void* one_shot_peer_ = nullptr;        // the peer's, through CUDA IPC
+  uint32_t* one_shot_counts_ = nullptr;  // [one_shot::kSlots]
+  int* abort_host_ = nullptr;            // pinned, mapped
+  int* abort_dev_ = nullptr;             // its device address
 
   mutable absl::Mutex mu_;
   absl::Status health_ ABSL_GUARDED_BY(mu_);

@@ -58,9 +58,11 @@ __device__ __forceinline__ uint4* Staging(void* base, uint32_t parity, int slot)
 }
 
 // Every thread of the block, after writing its share of this block's
-// staging slot: raises the peer's flag `slot` to `count` and waits for its
-// own to reach it (or for the abort word). Then the peer's slot holds its
-// piece of this use.
+// piece (into its own staging slot, or the peer's when pushing): raises the
+// peer's flag `slot` to `count` and waits for its own to reach it (or for
+// the abort word). The release is cumulative: the block's stores, ordered
+// before it by the barrier, are visible to the peer once it sees the flag.
+// Afterwards the peer's piece of this use is in place.
 __device__ __forceinline__ void Exchange(const OneShotBuffers& b, int slot, uint32_t count) {
   __syncthreads();  // the block's staging writes, before thread 0's release
   if (threadIdx.x == 0) {
@@ -82,8 +84,8 @@ __global__ void __launch_bounds__(kChunkThreads)
     AllReduceKernel(OneShotBuffers b, uint4* data, int64_t vecs) {
   const int slot = blockIdx.x;
   const uint32_t count = b.counts[slot] + 1;
-  uint4* mine = Staging(b.local, count & 1, slot);
-  const uint4* theirs = Staging(b.peer, count & 1, slot);
+  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
+  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
   const int64_t i = int64_t{blockIdx.x} * kChunkThreads + threadIdx.x;
   uint4 v = make_uint4(0, 0, 0, 0);
   if (i < vecs) {
@@ -124,8 +126,8 @@ __global__ void __launch_bounds__(kNormThreads)
   __shared__ float scratch[kNormThreads / 32];
   const int slot = blockIdx.x;
   const uint32_t count = b.counts[slot] + 1;
-  uint4* mine = Staging(b.local, count & 1, slot);
-  const uint4* theirs = Staging(b.peer, count & 1, slot);
+  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
+  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
   uint4 v[kVec];
 #pragma unroll
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(kNormThreads)
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     const uint4 sum = AddBf16x8(v[i], __ldcv(theirs + idx));  // the all-reduce
-    v[i] = AddBf16x8(sum, residual[base + idx]);            // + residual
+    v[i] = AddBf16x8(sum, residual[base + idx]);              // + residual
     residual[base + idx] = v[i];
     const uint32_t* w = &v[i].x;
 #pragma unroll
@@ -207,8 +209,8 @@ absl::Status LaunchOneShotAllReduceAddRmsNorm(const OneShotBuffers& b, const voi
   if (!Ready(b) || rows <= 0 || rows > kSlots || hidden <= 0 || hidden % 8 != 0 ||
       static_cast<size_t>(hidden) * 2 > kSlotBytes || !(eps > 0.f) || !Aligned(x) ||
       !Aligned(residual) || !Aligned(weight) || !Aligned(out)) {
-    return absl::InvalidArgumentError(absl::StrCat("one-shot all-reduce + RMSNorm of ", rows,
-                                                   " x ", hidden, ": not set up or unsupported"));
+    return absl::InvalidArgumentError(absl::StrCat("one-shot all-reduce + RMSNorm of ", rows, " x ",
+                                                   hidden, ": not set up or unsupported"));
   }
   const int vecs = hidden / 8;
   const auto* xv = static_cast<const uint4*>(x);

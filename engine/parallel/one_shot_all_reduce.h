@@ -22,6 +22,10 @@ struct OneShotBuffers {
   // Device pointer to a host-mapped int: nonzero makes every wait for the
   // peer give up (the group broke; results are garbage from then on).
   const int* abort = nullptr;
+  // true: each rank writes its piece into the peer's staging slot (NVLink
+  // stores) and reads the peer's from its own; false: each rank stages its
+  // piece locally and reads the peer's over NVLink. The same on both ranks.
+  bool push = true;
 };
 
 // data: bf16 [count], in place: the sum of both ranks' data. count a
@@ -36,8 +40,7 @@ absl::Status LaunchOneShotAllReduceBf16(const OneShotBuffers& b, void* data, int
 // of 8 with hidden * 2 <= one_shot::kSlotBytes, pointers 16-byte aligned.
 absl::Status LaunchOneShotAllReduceAddRmsNorm(const OneShotBuffers& b, const void* x,
                                               void* residual, const void* weight, void* out,
-                                              int rows, int hidden, float eps,
-                                              cudaStream_t stream);
+                                              int rows, int hidden, float eps, cudaStream_t stream);
 
 }  // namespace memshare::engine
 
