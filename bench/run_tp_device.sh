@@ -23,6 +23,13 @@
 #   e2e      tests/e2e:tp_group_e2e_test (router + group + CPU worker; kill a
 #            rank: NOT_SERVING, routed away, exit 3)
 #   qwq      bench:tp_bench on QwQ-32B shapes at TP=2 (if time is left)
+#   tp4      (four GPUs) bench:tp_bench at TP=4, four processes: the 7B and
+#            QwQ-32B shapes
+#   memshare (one GPU) bench/memshare_eval on the CUDA backend: the tiny
+#            reasoner's held-out set with MemShare off and at its default,
+#            without and with a KV pool that bounds the batch (needs
+#            bench/memshare_eval:memshare_eval in the bundle; files
+#            memshare*.csv, memshare*.log)
 # Every stage has its own time limit and no stage starts after DEADLINE_S
 # (default 145) seconds, or with too little time left. NVLink multicast stays off in
 # every process (NCCL_NVLS_ENABLE=0 and the PyTorch/NVSHMEM equivalents).
@@ -30,7 +37,7 @@
 # bench_rank1.log (every TP=2 run's rank 1), e2e.log.
 set -uo pipefail
 bundle=$1
-stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}
+stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}  # tp4, memshare: only when named
 deadline=${3:-145}
 out=${OUT:-/tmp/tp-out}
 mkdir -p "$out"
@@ -147,6 +154,47 @@ if has qwq && (($(left) > 25)); then
   say "qwq: rank 1 exit $?"
 fi
 
+# tp_n MODEL N PORT CAP: tp_bench at TP=N, N processes (rank 0 in front).
+tp_n() {
+  local model=$1 n=$2 port=$3 cap=$4 l pids=() r
+  say "tp$n: $model TP=$n (limit $(limit "$cap")s)"
+  l=$(limit "$cap")
+  for ((r = 1; r < n; ++r)); do
+    timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=$r --port="$port" \
+      --collectives=0 --steps=30 >"$out/${model}_tp${n}_rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=0 --port="$port" \
+    --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
+  for r in "${pids[@]}"; do wait "$r" || say "tp$n: a follower exited $?"; done
+}
+
+if has tp4 && (($(left) > 40)); then
+  if (($(nvidia-smi -L | wc -l) >= 4)); then
+    tp_n r1-7b 4 29613 45
+    (($(left) > 40)) && tp_n qwq-32b 4 29614 50
+  else
+    say "tp4: fewer than four GPUs, skipped"
+  fi
+fi
+
+if has memshare && (($(left) > 60)); then
+  # 600 held-out problems; the default configuration (bench/RESULTS.md, issue 8).
+  # First without memory pressure (accuracy, memory saved), then with a pool
+  # that bounds the batch (throughput, two interleaved repeats). The GPU:
+  # MEMSHARE_EVAL_GPU (default 0), so that it can run beside a TP stage.
+  cfg="memshare=off; name=default memshare=on"
+  for nb in 0 ${MEMSHARE_EVAL_BLOCKS:-640}; do
+    reps=$((nb == 0 ? 1 : 2))
+    say "memshare: memshare_eval --device=cuda --num_blocks=$nb --repeats=$reps (limit $(limit 200)s)"
+    CUDA_VISIBLE_DEVICES=${MEMSHARE_EVAL_GPU:-0} timeout -k 5 "$(limit 200)" "$bundle/run.sh" \
+      memshare_eval --device=cuda --problems=600 --max_num_seqs=64 --num_blocks=$nb \
+      --repeats=$reps --configs="$cfg" --out="$out/memshare_nb$nb" >"$out/memshare_nb$nb.log" 2>&1
+    say "memshare nb=$nb: exit $?"
+    tail -n 8 "$out/memshare_nb$nb.log" | tee -a "$log"
+  done
+fi
+
 if [[ -f "$out/bench.json" ]]; then
   python3 - "$out/bench.json" <<'PY' 2>&1 | tee -a "$log"
 import json, sys
@@ -156,9 +204,12 @@ print("== decode step, batch 64, context 1024 (median of the timed steps)")
 one = next((r for r in steps if r["model"] == "r1-7b" and r["tp"] == 1), None)
 for r in steps:
     paths = f" plan {r['plan']}, all-reduce {r['allreduce']}" if "plan" in r else ""
-    ratio = f", {r['tok_per_s'] / one['tok_per_s']:.2f}x TP=1" if one and r["model"] == "r1-7b" and r["tp"] == 2 else ""
+    ratio = f", {r['tok_per_s'] / one['tok_per_s']:.2f}x TP=1" if one and r["model"] == "r1-7b" and r["tp"] > 1 else ""
     print(f"  {r['model']:8s} TP={r['tp']}{paths}: {r['median_ms']:.3f} ms ({r['median_gpu_ms']:.3f} ms device), "
           f"{r['tok_per_s']:.0f} tok/s, graph steps {r['graph_steps']}{ratio}")
+q2, q4 = (next((r for r in steps if r["model"] == "qwq-32b" and r["tp"] == n), None) for n in (2, 4))
+if q2 and q4:
+    print(f"  QwQ-32B TP=4 / TP=2 decode throughput: {q4['tok_per_s'] / q2['tok_per_s']:.2f}x")
 for r in rows:
     if r["measure"] == "nccl_allreduce":
         print(f"  NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")

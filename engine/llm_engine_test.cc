@@ -16,6 +16,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// The fake backend's K/V distance is sqrt(differing slots / block size): a
+// tau_kv below sqrt(1/16) accepts identical blocks only, so sharing cannot
+// change the tokens (the server's default, 1.0, accepts any block).
+constexpr float kIdenticalOnly = 0.2f;
+
 // Collects the events of one request.
 class Stream {
  public:
@@ -454,6 +459,7 @@ TEST(LlmEngineTest, LoadCountsPrefixCacheAndMemShare) {
   LlmEngine::Options o;
   o.kv.segmenter.min_step_tokens = 8;
   o.kv.segmenter.max_step_tokens = 16;
+  o.kv.dedup.tau_kv = kIdenticalOnly;
   auto engine = MakeEngine(o, model);
   Stream a, b;
   EngineRequest r = Text("a", "abcdefghijklmnop", 150);
@@ -485,6 +491,7 @@ TEST(LlmEngineTest, ShiftedSharingOnlyWithABackendThatReadsViews) {
     LlmEngine::Options o;
     o.kv.segmenter.min_step_tokens = 8;
     o.kv.segmenter.max_step_tokens = 16;
+    o.kv.dedup.tau_kv = kIdenticalOnly;
     auto engine = MakeEngine(o, model);
     ASSERT_NE(engine, nullptr);
     Stream a;

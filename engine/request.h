@@ -15,10 +15,10 @@
 namespace memshare::engine {
 
 struct SamplingParams {
-  float temperature = 1.0f;  // 0 = greedy; >= 0
-  int32_t top_k = 0;         // 0 = off; >= 0
-  float top_p = 1.0f;        // (0, 1]
-  float min_p = 0.0f;        // [0, 1]
+  float temperature = 1.0f;         // 0 = greedy; >= 0
+  int32_t top_k = 0;                // 0 = off; >= 0
+  float top_p = 1.0f;               // (0, 1]
+  float min_p = 0.0f;               // [0, 1]
   float repetition_penalty = 1.0f;  // > 0; 1 = off
   float presence_penalty = 0.0f;    // [-2, 2]
   float frequency_penalty = 0.0f;   // [-2, 2]
@@ -53,8 +53,8 @@ struct EngineRequest {
   std::vector<ChatMessage> messages;
   SamplingParams sampling;
   MemShareParams memshare;
-  int32_t priority = 0;     // higher runs first; FCFS within a priority
-  std::string cache_salt;   // prefix-cache isolation between tenants
+  int32_t priority = 0;    // higher runs first; FCFS within a priority
+  std::string cache_salt;  // prefix-cache isolation between tenants
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -73,6 +73,11 @@ struct Usage {
   int32_t kv_blocks_peak_physical = 0;
   int32_t kv_blocks_peak_logical = 0;
   int32_t shared_blocks = 0;  // blocks remapped by MemShare
+  // The two peaks above count layer group 0's blocks; these sum the blocks
+  // of every layer group (equal to them with one group), for MemShare
+  // decisions that differ between groups.
+  int32_t kv_group_blocks_peak_physical = 0;
+  int32_t kv_group_blocks_peak_logical = 0;
 };
 
 // One streamed event: new tokens (and their text, UTF-8 safe), or the end.

@@ -198,16 +198,29 @@ SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status sta
 }
 
 void Scheduler::UpdatePeaks(Sequence* s) {
-  absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, 0);
-  if (!table.ok()) return;
-  absl::flat_hash_set<int32_t> distinct(table->begin(), table->end());
-  const auto logical = static_cast<int32_t>(table->size());
-  const auto physical = static_cast<int32_t>(distinct.size());
-  s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, physical);
-  s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, logical);
-  // Entries that name a block the table already holds: what MemShare's
-  // remaps save this sequence (layer group 0).
-  s->usage.shared_blocks = std::max(s->usage.shared_blocks, logical - physical);
+  int32_t group_physical = 0;
+  int32_t group_logical = 0;
+  absl::flat_hash_set<int32_t> distinct;
+  for (int32_t g = 0; g < kv_->num_layer_groups(); ++g) {
+    absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, g);
+    if (!table.ok()) return;
+    distinct.clear();
+    distinct.insert(table->begin(), table->end());
+    const auto logical = static_cast<int32_t>(table->size());
+    const auto physical = static_cast<int32_t>(distinct.size());
+    group_physical += physical;
+    group_logical += logical;
+    if (g != 0) continue;
+    s->usage.kv_blocks_peak_physical = std::max(s->usage.kv_blocks_peak_physical, physical);
+    s->usage.kv_blocks_peak_logical = std::max(s->usage.kv_blocks_peak_logical, logical);
+    // Entries that name a block the table already holds: what MemShare's
+    // remaps save this sequence (layer group 0).
+    s->usage.shared_blocks = std::max(s->usage.shared_blocks, logical - physical);
+  }
+  s->usage.kv_group_blocks_peak_physical =
+      std::max(s->usage.kv_group_blocks_peak_physical, group_physical);
+  s->usage.kv_group_blocks_peak_logical =
+      std::max(s->usage.kv_group_blocks_peak_logical, group_logical);
 }
 
 void Scheduler::RefreshWaitingStats() {

@@ -640,6 +640,30 @@ TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
   EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
 }
 
+// With two layer groups of which only group 1 may share, the group-0 peaks
+// show no saving while the peaks summed over the groups do.
+TEST(SchedulerTest, UsageSumsPeaksOverLayerGroups) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;
+  model.num_blocks = 128;
+  model.num_layer_groups = 2;
+  model.num_layers = 4;
+  kvmanager::KvManager::Options kv = KvOptions(model);
+  kv.dedup.layer_groups = {1};
+  Harness h(model, {}, kv);
+  SequenceRequest r = Greedy(1, Prompt(8, 77), 200);
+  r.memshare.mode = kvmanager::DedupMode::kMemShare;
+  ASSERT_TRUE(h.scheduler().Add(r).ok());
+  h.RunToEnd();
+  const Usage& u = h.results()[1].usage;
+  EXPECT_EQ(u.kv_blocks_peak_physical, u.kv_blocks_peak_logical);
+  EXPECT_EQ(u.shared_blocks, 0);
+  EXPECT_EQ(u.kv_group_blocks_peak_logical, 2 * u.kv_blocks_peak_logical);
+  EXPECT_GT(u.kv_group_blocks_peak_physical, u.kv_blocks_peak_physical);
+  EXPECT_LT(u.kv_group_blocks_peak_physical, u.kv_group_blocks_peak_logical);
+  EXPECT_GT(h.kv().Stats().dedup_remapped, 0);
+}
+
 // Shifted sharing through the scheduler: a model whose text cycles with a
 // period that is not a multiple of the block size repeats it off the block
 // grid; those blocks become shifted views (the plans carry block_tables_hi

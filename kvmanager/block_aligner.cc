@@ -22,7 +22,23 @@ inline int32_t Agree(const int32_t* a, const int32_t* b, int32_t n) {
   return same;
 }
 
+// The longest run of agreeing slots at either end (n when all agree).
+inline int32_t AnchoredRun(const int32_t* a, const int32_t* b, int32_t n) {
+  int32_t head = 0;
+  while (head < n && a[head] == b[head]) ++head;
+  if (head == n) return n;
+  int32_t tail = 0;
+  while (a[n - 1 - tail] == b[n - 1 - tail]) ++tail;  // stops at slot `head` at the latest
+  return std::max(head, tail);
+}
+
 }  // namespace
+
+int32_t BlockAligner::Agreement(const int32_t* a, const int32_t* b, int32_t block_size,
+                                OverlapMeasure measure) {
+  return measure == OverlapMeasure::kAnchoredRun ? AnchoredRun(a, b, block_size)
+                                                 : Agree(a, b, block_size);
+}
 
 BlockAligner::Range BlockAligner::OwnedBlocks(DedupIndex::StepSpan span, int32_t block_size) {
   // Block i is owned when its last slot (i + 1) * B - 1 lies in [begin, end).
@@ -35,19 +51,20 @@ BlockAligner::Range BlockAligner::OwnedBlocks(DedupIndex::StepSpan span, int32_t
 
 void BlockAligner::Align(absl::Span<const int32_t> tokens, int32_t block_size,
                          DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                         int32_t min_overlap, std::vector<Match>* out) {
-  AlignImpl(tokens, block_size, step, candidate, min_overlap, nullptr, out);
+                         int32_t min_overlap, OverlapMeasure measure, std::vector<Match>* out) {
+  AlignImpl(tokens, block_size, step, candidate, min_overlap, measure, nullptr, out);
 }
 
 void BlockAligner::AlignShifted(absl::Span<const int32_t> tokens, int32_t block_size,
                                 DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                                int32_t min_overlap, BlockFilter usable, std::vector<Match>* out) {
-  AlignImpl(tokens, block_size, step, candidate, min_overlap, &usable, out);
+                                int32_t min_overlap, OverlapMeasure measure, BlockFilter usable,
+                                std::vector<Match>* out) {
+  AlignImpl(tokens, block_size, step, candidate, min_overlap, measure, &usable, out);
 }
 
 void BlockAligner::AlignImpl(absl::Span<const int32_t> tokens, int32_t block_size,
                              DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                             int32_t min_overlap, const BlockFilter* usable,
+                             int32_t min_overlap, OverlapMeasure measure, const BlockFilter* usable,
                              std::vector<Match>* out) {
   const int32_t bs = block_size;
   const Range owned = OwnedBlocks(step, bs);
@@ -63,7 +80,7 @@ void BlockAligner::AlignImpl(absl::Span<const int32_t> tokens, int32_t block_siz
     const int32_t* block = base + size_t{1} * i * bs;
     Match best{i, -1, std::max(min_overlap, 1) - 1, 0};
     for (int32_t j = ref_begin; j < std::min(ref_end, i); ++j) {
-      const int32_t overlap = Agree(block, base + size_t{1} * j * bs, bs);
+      const int32_t overlap = Agreement(block, base + size_t{1} * j * bs, bs, measure);
       if (overlap > best.overlap) {
         best.reference = j;
         best.overlap = overlap;
@@ -75,7 +92,7 @@ void BlockAligner::AlignImpl(absl::Span<const int32_t> tokens, int32_t block_siz
       for (int32_t p = p_first; p < p_end; ++p) {
         const int32_t shift = p % bs;
         if (shift == 0) continue;  // the grid windows above
-        const int32_t overlap = Agree(block, base + p, bs);
+        const int32_t overlap = Agreement(block, base + p, bs, measure);
         if (overlap <= best.overlap) continue;
         const int32_t k = p / bs;
         if (!(*usable)(k) || !(*usable)(k + 1)) continue;

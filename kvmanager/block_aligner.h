@@ -22,8 +22,17 @@
 // also pass `usable` (KvManager: primary entries in every layer group that
 // may share, see block_table.h).
 //
-// Cost: per owned block, one comparison per window position, each stopping
-// at the first mismatch too many (block_size - needed + 1 slots at most).
+// Agreement (OverlapMeasure): kAnySlots counts every slot whose tokens
+// agree; kAnchoredRun counts only the longest run of agreeing slots that
+// starts at the block's first slot or ends at its last. A restatement that
+// begins or ends inside a block agrees with its source in such a run, while
+// two different steps written from one template ("So Emma has 37 + 19 =
+// 56 cups." / "So Emma has 56 - 18 = 38 cups.") agree in slots scattered
+// between the words that differ: the numbers, which are what a later token
+// reads the block for. Whole-window agreement counts block_size either way.
+//
+// Cost: per owned block, one comparison per window position (block_size
+// slots, or up to the first mismatches at both ends when anchored).
 //
 // Stateless; thread-safe.
 #ifndef MEMSHARE_KVMANAGER_BLOCK_ALIGNER_H_
@@ -38,6 +47,9 @@
 
 namespace memshare::kvmanager {
 
+// How the agreement of a block with a window is counted (see above).
+enum class OverlapMeasure { kAnySlots, kAnchoredRun };
+
 class BlockAligner {
  public:
   struct Range {
@@ -48,7 +60,7 @@ class BlockAligner {
   struct Match {
     int32_t logical = 0;    // block of the new step
     int32_t reference = 0;  // earlier logical block where the window starts (k)
-    int32_t overlap = 0;    // slots whose tokens agree
+    int32_t overlap = 0;    // slots whose tokens agree (as the measure counts them)
     int32_t shift = 0;      // window start within `reference`: 0 .. block_size - 1
   };
 
@@ -59,21 +71,41 @@ class BlockAligner {
   static Range OwnedBlocks(DedupIndex::StepSpan span, int32_t block_size);
 
   // Appends to *out one match per owned block of `step` that has a partner
-  // window in `candidate` with at least `min_overlap` agreeing slots.
-  // `tokens` are the sequence's token ids by position (every full block in
-  // them may be read) and must cover both spans. Grid windows only.
+  // window in `candidate` with at least `min_overlap` agreeing slots
+  // (counted by `measure`). `tokens` are the sequence's token ids by
+  // position (every full block in them may be read) and must cover both
+  // spans. Grid windows only.
   static void Align(absl::Span<const int32_t> tokens, int32_t block_size, DedupIndex::StepSpan step,
-                    DedupIndex::StepSpan candidate, int32_t min_overlap, std::vector<Match>* out);
+                    DedupIndex::StepSpan candidate, int32_t min_overlap, OverlapMeasure measure,
+                    std::vector<Match>* out);
+  // kAnySlots.
+  static void Align(absl::Span<const int32_t> tokens, int32_t block_size, DedupIndex::StepSpan step,
+                    DedupIndex::StepSpan candidate, int32_t min_overlap, std::vector<Match>* out) {
+    Align(tokens, block_size, step, candidate, min_overlap, OverlapMeasure::kAnySlots, out);
+  }
 
   // The same over every window, shifted ones included (see above).
   static void AlignShifted(absl::Span<const int32_t> tokens, int32_t block_size,
                            DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                           int32_t min_overlap, BlockFilter usable, std::vector<Match>* out);
+                           int32_t min_overlap, OverlapMeasure measure, BlockFilter usable,
+                           std::vector<Match>* out);
+  // kAnySlots.
+  static void AlignShifted(absl::Span<const int32_t> tokens, int32_t block_size,
+                           DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
+                           int32_t min_overlap, BlockFilter usable, std::vector<Match>* out) {
+    AlignShifted(tokens, block_size, step, candidate, min_overlap, OverlapMeasure::kAnySlots,
+                 usable, out);
+  }
+
+  // Agreement of the block_size slots at `a` and `b` by `measure`.
+  static int32_t Agreement(const int32_t* a, const int32_t* b, int32_t block_size,
+                           OverlapMeasure measure);
 
  private:
   static void AlignImpl(absl::Span<const int32_t> tokens, int32_t block_size,
                         DedupIndex::StepSpan step, DedupIndex::StepSpan candidate,
-                        int32_t min_overlap, const BlockFilter* usable, std::vector<Match>* out);
+                        int32_t min_overlap, OverlapMeasure measure, const BlockFilter* usable,
+                        std::vector<Match>* out);
 };
 
 }  // namespace memshare::kvmanager

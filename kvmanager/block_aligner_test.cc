@@ -122,5 +122,49 @@ TEST(BlockAlignerTest, GridWindowsWinTiesAndFullMatchesStopTheSearch) {
   EXPECT_EQ(out[0].overlap, 4);
 }
 
+TEST(BlockAlignerTest, AnchoredRunCountsOnlyAgreementAtAnEnd) {
+  const std::vector<int32_t> block = {1, 2, 3, 4};
+  auto both = [&](std::vector<int32_t> window) {
+    return std::make_pair(
+        BlockAligner::Agreement(block.data(), window.data(), 4, OverlapMeasure::kAnySlots),
+        BlockAligner::Agreement(block.data(), window.data(), 4, OverlapMeasure::kAnchoredRun));
+  };
+  EXPECT_EQ(both({1, 2, 3, 4}), std::make_pair(4, 4));
+  EXPECT_EQ(both({1, 2, 3, 9}), std::make_pair(3, 3));  // a run from the first slot
+  EXPECT_EQ(both({9, 2, 3, 4}), std::make_pair(3, 3));  // a run to the last slot
+  EXPECT_EQ(both({1, 9, 3, 4}), std::make_pair(3, 2));  // the longer of the two end runs
+  EXPECT_EQ(both({9, 2, 3, 9}), std::make_pair(2, 0));  // agreement in the middle only
+  EXPECT_EQ(both({9, 9, 9, 9}), std::make_pair(0, 0));
+}
+
+// Two steps of one template around different numbers agree in scattered
+// slots; a restatement that ends inside a block agrees in a run at its
+// start. The anchored measure pairs only the restatement.
+TEST(BlockAlignerTest, AnchoredMeasurePairsRestatementsNotTemplateSiblings) {
+  std::vector<int32_t> tokens = {90, 91, 92, 93,  // block 0 (prompt)
+                                 5,  1,  6,  2,   // block 1  step A: "has 5 + 6 ="
+                                 7,  8,  8,  8,   // block 2  step A
+                                 5,  1,  7,  2,   // block 3  step B: "has 5 + 7 =" (sibling)
+                                 7,  8,  8,  3};  // block 4  step B: restates block 2, then more
+  std::vector<BlockAligner::Match> out;
+  BlockAligner::Align(tokens, 4, {12, 20}, {4, 12}, 3, OverlapMeasure::kAnySlots, &out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].logical, 3);
+  EXPECT_EQ(out[0].overlap, 3);
+  out.clear();
+  BlockAligner::Align(tokens, 4, {12, 20}, {4, 12}, 3, OverlapMeasure::kAnchoredRun, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].logical, 4);
+  EXPECT_EQ(out[0].reference, 2);
+  EXPECT_EQ(out[0].overlap, 3);
+  // The same through shifted windows.
+  out.clear();
+  BlockAligner::AlignShifted(
+      tokens, 4, {12, 20}, {4, 12}, 3, OverlapMeasure::kAnchoredRun,
+      [](int32_t) { return true; }, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].logical, 4);
+}
+
 }  // namespace
 }  // namespace memshare::kvmanager

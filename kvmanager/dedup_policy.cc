@@ -37,6 +37,15 @@ absl::Status ValidateDedupPolicy(const DedupPolicy& policy, int32_t num_layer_gr
     return absl::InvalidArgumentError(absl::StrCat(
         "dedup.min_block_token_overlap must be in (0, 1], got ", policy.min_block_token_overlap));
   }
+  if (policy.overlap_measure != OverlapMeasure::kAnySlots &&
+      policy.overlap_measure != OverlapMeasure::kAnchoredRun) {
+    return absl::InvalidArgumentError("dedup.overlap_measure is not a known measure");
+  }
+  if (policy.near_match_delay_tokens < 0 || policy.near_match_delay_tokens > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup.near_match_delay_tokens must be in [0, 1048576], got ",
+                     policy.near_match_delay_tokens));
+  }
   for (int32_t g : policy.layer_groups) {
     if (g < 0 || g >= num_layer_groups) {
       return absl::InvalidArgumentError(

@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kvmanager/block_aligner.h"
 #include "kvmanager/block_distance.h"
 
 namespace memshare::kvmanager {
@@ -37,22 +38,38 @@ enum class DedupMode { kOff, kMemShare };
 struct DedupPolicy {
   // Mode of requests that do not choose one.
   DedupMode mode = DedupMode::kMemShare;
+  // The defaults below are the configuration chosen by bench/memshare_eval
+  // on the tiny reasoner's 600 held-out problems (bench/RESULTS.md, "MemShare
+  // evaluation"): the block-level token overlap (anchored, delayed for near
+  // matches) is the selective gate there, the lexical filter only orders
+  // candidates, and tau_kv = 1 refuses blocks whose K or V differ by more
+  // than their own norm.
   // Default lexical threshold (estimated Jaccard of shingle sets); [0, 1].
-  float tau_lex = 0.5f;
+  // 0: every earlier step is a candidate, most similar first.
+  float tau_lex = 0.0f;
   // Default KV threshold (relative L2 distance of K and of V); >= 0.
-  float tau_kv = 0.2f;
+  float tau_kv = 1.0f;
   // Loosest tau_lex a request may ask for; [0, 1].
-  float min_tau_lex = 0.2f;
+  float min_tau_lex = 0.0f;
   // Loosest tau_kv a request may ask for; >= 0.
-  float max_tau_kv = 0.5f;
+  float max_tau_kv = 1.2f;
   // Earlier steps verified per finished step, most similar first; >= 1.
-  int32_t max_candidates_per_step = 4;
+  int32_t max_candidates_per_step = 16;
   // Fraction of a block's slots whose tokens must agree with the paired
-  // window's before the pair is sent to verification; (0, 1]. 0.75 = 12 of
-  // 16 slots: on the tiny reasoner's greedy traces a third of all blocks
-  // have such a window somewhere earlier; the K/V distance remains the
-  // real gate, this bounds the verification work.
-  float min_block_token_overlap = 0.75f;
+  // window's before the pair is sent to verification; (0, 1]. 0.5 = 8 of
+  // 16 slots, counted as overlap_measure says.
+  float min_block_token_overlap = 0.5f;
+  // How agreeing slots are counted for min_block_token_overlap
+  // (block_aligner.h): kAnchoredRun, the longest run at one end of the
+  // block, keeps restatements and refuses blocks of different steps that
+  // share a template around different numbers.
+  OverlapMeasure overlap_measure = OverlapMeasure::kAnchoredRun;
+  // A block whose window agrees in fewer than all slots (a near match) is
+  // shared only once this many tokens have been written after the end of
+  // its step; a whole-window match is shared at once. The model is still
+  // reading the text it has just written, and a near match changes what it
+  // reads there; [0, 1 << 20], 0: near matches at once too.
+  int32_t near_match_delay_tokens = 16;
   // Also pair blocks with windows off the block grid, which share as views
   // over two earlier blocks (shifted sharing, block_table.h). false: whole
   // blocks only.

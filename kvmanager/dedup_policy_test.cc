@@ -12,8 +12,8 @@ TEST(DedupPolicyTest, DefaultsAreValid) {
   EXPECT_TRUE(ValidateDedupPolicy({}, 1).ok());
   const ResolvedDedup r = *ResolveDedup({}, {});
   EXPECT_TRUE(r.enabled);
-  EXPECT_FLOAT_EQ(r.tau_lex, 0.5f);
-  EXPECT_FLOAT_EQ(r.tau_kv, 0.2f);
+  EXPECT_FLOAT_EQ(r.tau_lex, 0.0f);
+  EXPECT_FLOAT_EQ(r.tau_kv, 1.0f);
 }
 
 TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
@@ -42,6 +42,12 @@ TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
   p.min_block_token_overlap = 0;
   EXPECT_NE(message(p).find("min_block_token_overlap"), std::string::npos);
   p = {};
+  p.near_match_delay_tokens = -1;
+  EXPECT_NE(message(p).find("dedup.near_match_delay_tokens"), std::string::npos);
+  p = {};
+  p.overlap_measure = static_cast<OverlapMeasure>(7);
+  EXPECT_NE(message(p).find("dedup.overlap_measure"), std::string::npos);
+  p = {};
   p.layer_groups = {0, 2};
   EXPECT_NE(message(p).find("dedup.layer_groups"), std::string::npos);
   p.layer_groups = {0, 1};
@@ -49,7 +55,11 @@ TEST(DedupPolicyTest, InvalidPoliciesNameTheirField) {
 }
 
 TEST(DedupPolicyTest, RequestsOverrideWithinBounds) {
-  DedupPolicy p;  // tau_lex 0.5 (min 0.2), tau_kv 0.2 (max 0.5)
+  DedupPolicy p;
+  p.tau_lex = 0.5f;
+  p.min_tau_lex = 0.2f;
+  p.tau_kv = 0.2f;
+  p.max_tau_kv = 0.5f;
   DedupParams r;
   r.mode = DedupMode::kOff;
   EXPECT_FALSE(ResolveDedup(p, r)->enabled);

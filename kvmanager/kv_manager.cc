@@ -36,6 +36,15 @@ struct KvManager::Sequence {
   // Finished steps (token positions) not yet deduplicated, from pending_head.
   std::vector<DedupIndex::StepSpan> pending_steps;
   size_t pending_head = 0;
+  // Deduplicated steps whose near matches wait for
+  // DedupPolicy::near_match_delay_tokens more written tokens, from
+  // near_head, with the index numbers of their candidate steps.
+  struct NearPass {
+    DedupIndex::StepSpan span;
+    std::vector<int32_t> candidate_steps;
+  };
+  std::vector<NearPass> near_pending;
+  size_t near_head = 0;
   std::optional<DedupIndex> index;  // set iff dedup.enabled
   int64_t remapped_blocks = 0;
   int64_t shifted_blocks = 0;
@@ -44,7 +53,9 @@ struct KvManager::Sequence {
   bool in_dedup_list = false;
 
   int32_t num_tokens() const { return tables[0].num_tokens(); }
-  bool HasPendingSteps() const { return pending_head < pending_steps.size(); }
+  bool HasPendingSteps() const {
+    return pending_head < pending_steps.size() || near_head < near_pending.size();
+  }
 };
 
 absl::StatusOr<std::unique_ptr<KvManager>> KvManager::Create(const Options& options) {
@@ -309,6 +320,8 @@ absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
   child->segmenter = parent->segmenter;
   child->pending_steps.assign(parent->pending_steps.begin() + parent->pending_head,
                               parent->pending_steps.end());
+  child->near_pending.assign(parent->near_pending.begin() + parent->near_head,
+                             parent->near_pending.end());
   child->index = parent->index;
   Sequence* raw = child.get();
   sequences_.emplace(child_id, std::move(child));
@@ -526,7 +539,45 @@ absl::Status KvManager::OnTokensGenerated(uint64_t seq_id,
 // --- MemShare --------------------------------------------------------------
 
 void KvManager::CollectPairs(Sequence* s) {
-  while (s->HasPendingSteps()) {
+  // A shifted window's blocks must be primary in every group that may
+  // share (block_table.h: views never chain).
+  auto primary = [this, s](int32_t logical) {
+    for (const int32_t g : dedup_groups_) {
+      if (!s->tables[g].IsPrimary(logical)) return false;
+    }
+    return true;
+  };
+  const OverlapMeasure measure = options_.dedup.overlap_measure;
+  // Near matches wait (DedupPolicy::near_match_delay_tokens): the first
+  // pass over a step then takes whole-window matches only.
+  const bool two_pass =
+      options_.dedup.near_match_delay_tokens > 0 && min_overlap_slots_ < block_size_;
+  auto align = [&](DedupIndex::StepSpan span, DedupIndex::StepSpan candidate, int32_t min_overlap) {
+    const absl::Span<const int32_t> written(s->tokens.data(), s->num_computed);
+    if (options_.dedup.shifted_sharing) {
+      BlockAligner::AlignShifted(written, block_size_, span, candidate, min_overlap, measure,
+                                 primary, &matches_);
+    } else {
+      BlockAligner::Align(written, block_size_, span, candidate, min_overlap, measure, &matches_);
+    }
+  };
+
+  // First the near matches of earlier steps that now lie far enough behind
+  // the written frontier (blocks a first pass shared are left alone), then
+  // the steps that finished: the pass's pairs of a sequence then come in
+  // increasing logical order, so no decision pins a block (as a view's
+  // source) that a later decision of the same pass would remap.
+  while (s->near_head < s->near_pending.size()) {
+    const Sequence::NearPass& near = s->near_pending[s->near_head];
+    if (int64_t{near.span.end} + options_.dedup.near_match_delay_tokens > s->num_computed) break;
+    matches_.clear();
+    for (const int32_t step : near.candidate_steps) {
+      align(near.span, s->index->span(step), min_overlap_slots_);
+    }
+    ++s->near_head;
+    AddPairs(s, /*skip_shared=*/true);
+  }
+  while (s->pending_head < s->pending_steps.size()) {
     const DedupIndex::StepSpan span = s->pending_steps[s->pending_head];
     if (span.end > s->num_computed) break;  // its last tokens are not written yet
     ++s->pending_head;
@@ -538,49 +589,44 @@ void KvManager::CollectPairs(Sequence* s) {
     stats_.Add(KvStats::kDedupSteps, 1);
     stats_.Add(KvStats::kDedupCandidateSteps, static_cast<int64_t>(candidates_.size()));
     matches_.clear();
-    const absl::Span<const int32_t> written(s->tokens.data(), s->num_computed);
-    // A shifted window's blocks must be primary in every group that may
-    // share (block_table.h: views never chain).
-    auto primary = [this, s](int32_t logical) {
-      for (const int32_t g : dedup_groups_) {
-        if (!s->tables[g].IsPrimary(logical)) return false;
-      }
-      return true;
-    };
     for (const DedupIndex::Candidate& c : candidates_) {
-      if (options_.dedup.shifted_sharing) {
-        BlockAligner::AlignShifted(written, block_size_, span, s->index->span(c.step),
-                                   min_overlap_slots_, primary, &matches_);
-      } else {
-        BlockAligner::Align(written, block_size_, span, s->index->span(c.step), min_overlap_slots_,
-                            &matches_);
-      }
+      align(span, s->index->span(c.step), two_pass ? block_size_ : min_overlap_slots_);
     }
     s->index->Insert(span, signature_.data());
-    // Pairs of one logical block next to each other, candidates in order of
-    // similarity, so that decisions can pick the best per block.
-    std::stable_sort(matches_.begin(), matches_.end(),
-                     [](const BlockAligner::Match& a, const BlockAligner::Match& b) {
-                       return a.logical < b.logical;
-                     });
-    stats_.Add(KvStats::kDedupCandidates,
-               static_cast<int64_t>(matches_.size() * dedup_groups_.size()));
-    for (const BlockAligner::Match& m : matches_) {
-      for (const int32_t g : dedup_groups_) {
-        const BlockTable& table = s->tables[g];
-        const int32_t candidate = table.block(m.logical);
-        const int32_t reference = table.block(m.reference);
-        if (m.shift == 0) {
-          // A view entry's block holds other positions' K/V: no reference.
-          if (table.kind(m.reference) == BlockEntryKind::kView) continue;
-          if (candidate == reference) continue;  // already shared: nothing to verify
-          pairs_[g].push_back(BlockPair{candidate, reference});
-        } else {
-          pairs_[g].push_back(
-              BlockPair{candidate, reference, table.block(m.reference + 1), m.shift});
-        }
-        pair_meta_[g].push_back(PairMeta{s, m.logical, m.reference});
+    if (two_pass && !candidates_.empty()) {
+      Sequence::NearPass near{span, {}};
+      near.candidate_steps.reserve(candidates_.size());
+      for (const DedupIndex::Candidate& c : candidates_) near.candidate_steps.push_back(c.step);
+      s->near_pending.push_back(std::move(near));
+    }
+    AddPairs(s, /*skip_shared=*/false);
+  }
+}
+
+void KvManager::AddPairs(Sequence* s, bool skip_shared) {
+  // Pairs of one logical block next to each other, candidates in order of
+  // similarity, so that decisions can pick the best per block.
+  std::stable_sort(matches_.begin(), matches_.end(),
+                   [](const BlockAligner::Match& a, const BlockAligner::Match& b) {
+                     return a.logical < b.logical;
+                   });
+  for (const BlockAligner::Match& m : matches_) {
+    for (const int32_t g : dedup_groups_) {
+      const BlockTable& table = s->tables[g];
+      // Shared in an earlier pass (or pinned under a view): leave it.
+      if (skip_shared && (!table.IsPrimary(m.logical) || table.pins(m.logical) > 0)) continue;
+      stats_.Add(KvStats::kDedupCandidates, 1);
+      const int32_t candidate = table.block(m.logical);
+      const int32_t reference = table.block(m.reference);
+      if (m.shift == 0) {
+        // A view entry's block holds other positions' K/V: no reference.
+        if (table.kind(m.reference) == BlockEntryKind::kView) continue;
+        if (candidate == reference) continue;  // already shared: nothing to verify
+        pairs_[g].push_back(BlockPair{candidate, reference});
+      } else {
+        pairs_[g].push_back(BlockPair{candidate, reference, table.block(m.reference + 1), m.shift});
       }
+      pair_meta_[g].push_back(PairMeta{s, m.logical, m.reference});
     }
   }
 }

@@ -277,6 +277,10 @@ class KvManager {
   bool AdmissionFits(const PrefixCache::Match& match, int32_t n) const;
   absl::Status InsertIntoPrefixCache(Sequence* s);
   void CollectPairs(Sequence* s);
+  // Turns matches_ into the pass's pairs (pairs_, pair_meta_) for every
+  // group that may share; with skip_shared, not for blocks that are no
+  // longer primary or back a view.
+  void AddPairs(Sequence* s, bool skip_shared);
   absl::Status RunDedupOver(absl::Span<Sequence* const> seqs, BlockDistance& distance);
   void RemoveFromList(std::vector<Sequence*>* list, Sequence* s);
   void PublishGauges();

@@ -31,6 +31,12 @@ KvManager::Options SmallOptions(int32_t groups = 1, int32_t blocks = 32) {
   o.segmenter.min_step_tokens = 4;
   o.dedup.tau_lex = 0.5f;
   o.dedup.tau_kv = 0.2f;  // < sqrt(1/4): the fake accepts identical blocks only
+  o.dedup.min_tau_lex = 0.2f;
+  o.dedup.max_tau_kv = 0.5f;
+  // One pass that counts every agreeing slot: the tests below check its
+  // decisions; the NearMatch tests cover the anchored measure and the delay.
+  o.dedup.overlap_measure = OverlapMeasure::kAnySlots;
+  o.dedup.near_match_delay_tokens = 0;
   return o;
 }
 
@@ -552,6 +558,101 @@ TEST_F(KvManagerTest, ForkCopiesDedupState) {
   ExpectContentIntact(1);
   ExpectContentIntact(2);
   ASSERT_TRUE(manager_->CheckInvariants().ok());
+}
+
+// Near matches (DedupPolicy::near_match_delay_tokens): step 1 restates
+// step 0 and then goes on, so its block 4 equals block 2 (a whole-window
+// match, shared at once) and its block 5 agrees with block 3 in its first
+// three slots (a near match, shared only once 8 more tokens are written
+// after step 1). A child forked in between inherits the waiting pass.
+TEST_F(KvManagerTest, NearMatchesWaitForTheDelay) {
+  KvManager::Options o = SmallOptions(1, 64);
+  o.dedup.overlap_measure = OverlapMeasure::kAnchoredRun;
+  o.dedup.near_match_delay_tokens = 8;
+  o.dedup.tau_kv = 0.6f;  // one differing slot of 4 (0.5) passes
+  o.dedup.max_tau_kv = 0.6f;
+  Init(o);
+  Admit(1, Range(100, 8));                         // blocks 0, 1
+  Generate(1, kStep);                              // step 0: blocks 2, 3
+  Generate(1, {11, 12, 13, 14, 15, 16, 17, 9, 0});  // step 1: positions 16..24
+  const std::vector<int32_t> before(manager_->GetBlockTable(1, 0)->begin(),
+                                    manager_->GetBlockTable(1, 0)->end());
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  auto table = [&](uint64_t id) {
+    const auto t = *manager_->GetBlockTable(id, 0);
+    return std::vector<int32_t>(t.begin(), t.end());
+  };
+  EXPECT_EQ(table(1)[4], before[2]);  // shared at once
+  EXPECT_EQ(table(1)[5], before[5]);  // waits
+  EXPECT_EQ(manager_->Stats().dedup_verified, 1);
+  EXPECT_TRUE(manager_->HasPendingDedup());
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+
+  ASSERT_TRUE(manager_->Fork(1, 2).ok());
+  tokens_[2] = tokens_[1];
+  // Step 1 ended at position 25: its near matches are due once 33 tokens
+  // are written.
+  for (uint64_t id : {1, 2}) {
+    for (int32_t t = 21; t < 28; ++t) {
+      Generate(id, {t});
+      ASSERT_TRUE(manager_->RunDedupFor(id, *kv_).ok());
+      EXPECT_EQ(table(id)[5], before[5]) << "seq " << id << " after " << t;
+    }
+    Generate(id, {28});  // the 33rd token
+    ASSERT_TRUE(manager_->RunDedupFor(id, *kv_).ok());
+    EXPECT_EQ(table(id)[5], before[3]) << "seq " << id;
+    EXPECT_EQ(manager_->GetSequenceInfo(id)->remapped_blocks, id == 1 ? 2 : 1);
+  }
+  EXPECT_FALSE(manager_->HasPendingDedup());
+  const KvStatsSnapshot s = manager_->Stats();
+  EXPECT_EQ(s.dedup_remapped, 3);
+  EXPECT_EQ(s.dedup_rejected, 0);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+}
+
+// A near match whose block has meanwhile become the source of a shifted
+// view (pinned) is left alone when its delay is over: no remap, no error.
+TEST_F(KvManagerTest, NearPassSkipsPinnedBlocks) {
+  KvManager::Options o = SmallOptions(1, 64);
+  o.enable_prefix_cache = false;
+  o.dedup.tau_lex = 0.3f;
+  o.dedup.overlap_measure = OverlapMeasure::kAnchoredRun;
+  o.dedup.near_match_delay_tokens = 16;
+  o.dedup.tau_kv = 0.6f;
+  o.dedup.max_tau_kv = 0.6f;
+  Init(o);
+  Admit(1, Range(100, 8));  // blocks 0, 1
+  Generate(1, kStep);       // step 0, positions 8..15: blocks 2 [11 12 13 14], 3 [15 16 17 0]
+  // Step 1, positions 16..27: block 4 [11 12 13 14] equals block 2; block 5
+  // [15 16 17 9] is a near match of block 3 (due once 28 + 16 tokens are
+  // written); block 6 [40 41 42 0].
+  Generate(1, {11, 12, 13, 14, 15, 16, 17, 9, 40, 41, 42, 0});
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  const std::vector<int32_t> before(manager_->GetBlockTable(1, 0)->begin(),
+                                    manager_->GetBlockTable(1, 0)->end());
+  EXPECT_EQ(before[4], before[2]);
+  // Step 2, positions 28..36: block 8 [9 40 41 42] equals the window at
+  // position 23 (blocks 5 and 6, shift 3): a view, made at once, that pins
+  // block 5.
+  Generate(1, {7, 15, 16, 17, 9, 40, 41, 42, 0});
+  ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  KvManager::BlockTableSpans t = *manager_->GetBlockTableSpans(1, 0);
+  ASSERT_FALSE(t.shifts.empty());
+  EXPECT_EQ(t.shifts[8], 3);
+  EXPECT_EQ(t.blocks[8], before[5]);
+  EXPECT_EQ(t.blocks_hi[8], before[6]);
+  // Step 1's near pass comes due (44 tokens written) and skips block 5.
+  for (int32_t tok = 60; tok < 68; ++tok) {
+    Generate(1, {tok});
+    ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+  }
+  t = *manager_->GetBlockTableSpans(1, 0);
+  EXPECT_EQ(t.blocks[5], before[5]);
+  EXPECT_EQ(t.shifts[5], 0);
+  EXPECT_EQ(t.shifts[8], 3);
+  EXPECT_EQ(manager_->Stats().dedup_remapped, 2);
+  ExpectContentIntact(1);  // only whole-window matches were shared
+  ASSERT_TRUE(manager_->CheckInvariants().ok()) << manager_->CheckInvariants();
 }
 
 // Step 1 restates step 0 after one extra token: its block 5 (positions

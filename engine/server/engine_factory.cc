@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -42,8 +43,10 @@ ABSL_FLAG(int32_t, max_live_requests, 1024,
 ABSL_FLAG(bool, prefix_cache, true, "Reuse the KV of prompt prefixes across requests.");
 ABSL_FLAG(std::string, memshare, "on",
           "MemShare for requests that leave it to the server: on or off.");
-ABSL_FLAG(double, tau_lex, 0.5, "Default MemShare lexical (MinHash Jaccard) threshold, [0, 1].");
-ABSL_FLAG(double, tau_kv, 0.2, "Default MemShare K/V relative L2 distance threshold, >= 0.");
+ABSL_FLAG(double, tau_lex, 0.0,
+          "Default MemShare lexical (MinHash Jaccard) threshold, [0, 1]; 0 lets every earlier "
+          "step be a candidate (most similar first).");
+ABSL_FLAG(double, tau_kv, 1.0, "Default MemShare K/V relative L2 distance threshold, >= 0.");
 
 ABSL_FLAG(int32_t, world_size, 1,
           "Tensor parallelism: processes (one per GPU) in this worker group; 1: no group. Every "
@@ -124,8 +127,12 @@ absl::StatusOr<CpuEngineOptions> EngineOptionsFromFlags() {
   }
   o.engine.kv.dedup.mode =
       memshare == "on" ? kvmanager::DedupMode::kMemShare : kvmanager::DedupMode::kOff;
-  o.engine.kv.dedup.tau_lex = static_cast<float>(absl::GetFlag(FLAGS_tau_lex));
-  o.engine.kv.dedup.tau_kv = static_cast<float>(absl::GetFlag(FLAGS_tau_kv));
+  kvmanager::DedupPolicy& dedup = o.engine.kv.dedup;
+  dedup.tau_lex = static_cast<float>(absl::GetFlag(FLAGS_tau_lex));
+  dedup.tau_kv = static_cast<float>(absl::GetFlag(FLAGS_tau_kv));
+  // A looser server default is also the loosest a request may ask for.
+  dedup.min_tau_lex = std::min(dedup.min_tau_lex, dedup.tau_lex);
+  dedup.max_tau_kv = std::max(dedup.max_tau_kv, dedup.tau_kv);
   return o;
 }
 

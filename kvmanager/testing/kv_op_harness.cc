@@ -93,6 +93,7 @@ KvOpHarness::Config KvOpHarness::ConfigFromByte(uint8_t b) {
   c.block_size = kBlockSizes[(b / 3) % 3];
   c.prefix_cache = (b / 9) % 4 != 0;
   c.num_blocks = 24 + 40 * ((b / 36) % 3);
+  c.near_match_delay_tokens = 6 * ((b / 108) % 2);
   return c;
 }
 
@@ -108,6 +109,7 @@ absl::StatusOr<std::unique_ptr<KvOpHarness>> KvOpHarness::Create(const Config& c
   o.dedup.tau_kv = 0.3f;  // < sqrt(1/8): the fake accepts identical content only
   o.dedup.max_tau_kv = 0.3f;
   o.dedup.max_candidates_per_step = 3;
+  o.dedup.near_match_delay_tokens = config.near_match_delay_tokens;
   o.segmenter.min_step_tokens = 4;
   o.segmenter.max_step_tokens = 24;
   absl::StatusOr<std::unique_ptr<KvManager>> manager = KvManager::Create(o);

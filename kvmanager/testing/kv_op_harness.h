@@ -64,6 +64,9 @@ class KvOpHarness {
     int32_t num_blocks = 48;
     int32_t block_size = 4;
     bool prefix_cache = true;
+    // DedupPolicy::near_match_delay_tokens (near matches are verified, and
+    // rejected: the harness accepts identical content only).
+    int32_t near_match_delay_tokens = 0;
   };
 
   // Counts of what the operations reached, to show the alphabet covers the
