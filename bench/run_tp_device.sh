@@ -13,8 +13,12 @@
 #            shapes (dummy weights)
 #   golden   the same on the five golden checkpoints
 #   bench    bench:tp_bench: R1-Distill-Qwen-7B decode step at batch 64, TP=1
-#            then TP=2 (two processes), NCCL all-reduce bandwidth and one
-#            step's collectives measured by the same TP=2 processes
+#            then TP=2 (two processes) with the default fast paths (plan
+#            through shared memory, fused one-shot all-reduce pushing into
+#            the peer), then the same pulling from the peer, then
+#            all-reduce oneshot, nccl, and nccl with the plan over NCCL
+#            (the old path); NCCL all-reduce bandwidth and one step's
+#            collectives (NCCL and fast path) measured by the first two
 #   failure  tp_group_test: kill rank 1, then rank 0, mid-run
 #   e2e      tests/e2e:tp_group_e2e_test (router + group + CPU worker; kill a
 #            rank: NOT_SERVING, routed away, exit 3)
@@ -29,7 +33,8 @@
 # Every stage has its own time limit and no stage starts after DEADLINE_S
 # (default 145) seconds, or with too little time left. NVLink multicast stays off in
 # every process (NCCL_NVLS_ENABLE=0 and the PyTorch/NVSHMEM equivalents).
-# Files under $OUT: tp.log (everything), tests.log, bench.json, e2e.log.
+# Files under $OUT: tp.log (everything), tests.log, bench.json,
+# bench_rank1.log (every TP=2 run's rank 1), e2e.log.
 set -uo pipefail
 bundle=$1
 stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}  # tp4, memshare: only when named
@@ -91,20 +96,35 @@ run_tests() {
 if has dummy7b && (($(left) > 20)); then run_tests dummy7b "TpDummy7BTest*" 40; fi
 if has golden && (($(left) > 20)); then run_tests golden "*TpGoldenTest*" 45; fi
 
+# tp2 NAME PORT COLLECTIVES [ENV...]: one TP=2 bench run (two processes)
+# with the given environment, e.g. MEMSHARE_TP_ALLREDUCE=nccl.
+tp2() {
+  local name=$1 port=$2 coll=$3 l r1
+  shift 3
+  say "bench: TP=2 $name (${*:-defaults}) (limit $(limit 40)s)"
+  l=$(limit 40)
+  echo "===== $name" >>"$out/bench_rank1.log"
+  env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=1 --port="$port" \
+    --collectives="$coll" >>"$out/bench_rank1.log" 2>&1 &
+  r1=$!
+  env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=0 --port="$port" \
+    --collectives="$coll" --json="$out/bench.json" 2>&1 | tee -a "$log"
+  wait "$r1"
+  say "bench: rank 1 exit $?"
+  tail -n 1 "$out/bench_rank1.log" | tee -a "$log"
+}
+
 if has bench && (($(left) > 25)); then
   say "bench: TP=1 (limit $(limit 30)s)"
   timeout -k 5 "$(limit 30)" "$bundle/run.sh" tp_bench --tp=1 --json="$out/bench.json" 2>&1 |
     tee -a "$log"
-  say "bench: TP=2 (limit $(limit 40)s)"
-  l=$(limit 40)
-  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=1 --port=29611 \
-    >"$out/bench_rank1.log" 2>&1 &
-  r1=$!
-  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --tp=2 --rank=0 --port=29611 \
-    --json="$out/bench.json" 2>&1 | tee -a "$log"
-  wait "$r1"
-  say "bench: rank 1 exit $?"
-  tail -n 3 "$out/bench_rank1.log" | tee -a "$log"
+  # The default (shared-memory plan, fused one-shot all-reduce) with the
+  # collectives' measurements, then each fast path taken away in turn.
+  tp2 fused 29611 1
+  (($(left) > 25)) && tp2 fused_pull 29615 1 MEMSHARE_TP_ONESHOT=pull
+  (($(left) > 25)) && tp2 oneshot 29612 0 MEMSHARE_TP_ALLREDUCE=oneshot
+  (($(left) > 25)) && tp2 shm_nccl 29613 0 MEMSHARE_TP_ALLREDUCE=nccl
+  (($(left) > 25)) && tp2 baseline 29614 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_PLAN=nccl
 fi
 
 if has failure && (($(left) > 20)); then
@@ -126,7 +146,7 @@ if has qwq && (($(left) > 25)); then
   say "qwq: QwQ-32B TP=2 (limit $(limit 35)s)"
   l=$(limit 35)
   timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=1 --port=29612 \
-    --collectives=0 --steps=30 >"$out/qwq_rank1.log" 2>&1 &
+    --collectives=0 --steps=30 >>"$out/bench_rank1.log" 2>&1 &
   r1=$!
   timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 --rank=0 --port=29612 \
     --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
@@ -181,25 +201,25 @@ if [[ -f "$out/bench.json" ]]; then
   python3 - "$out/bench.json" <<'PY' 2>&1 | tee -a "$log"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-step = {(r["model"], r["tp"]): r for r in rows if r["measure"] == "decode_step"}
+steps = [r for r in rows if r["measure"] == "decode_step"]
 print("== decode step, batch 64, context 1024 (median of the timed steps)")
-for (m, tp), r in sorted(step.items()):
-    print(f"  {m:8s} TP={tp}: {r['median_ms']:.3f} ms ({r['median_gpu_ms']:.3f} ms device), "
-          f"{r['tok_per_s']:.0f} tok/s, graph steps {r['graph_steps']}")
-one, two, four = (step.get(("r1-7b", n)) for n in (1, 2, 4))
-if one and two:
-    print(f"  R1-Distill-Qwen-7B TP=2 / TP=1 decode throughput: {two['tok_per_s'] / one['tok_per_s']:.2f}x")
-if one and four:
-    print(f"  R1-Distill-Qwen-7B TP=4 / TP=1 decode throughput: {four['tok_per_s'] / one['tok_per_s']:.2f}x")
-q2, q4 = step.get(("qwq-32b", 2)), step.get(("qwq-32b", 4))
+one = next((r for r in steps if r["model"] == "r1-7b" and r["tp"] == 1), None)
+for r in steps:
+    paths = f" plan {r['plan']}, all-reduce {r['allreduce']}" if "plan" in r else ""
+    ratio = f", {r['tok_per_s'] / one['tok_per_s']:.2f}x TP=1" if one and r["model"] == "r1-7b" and r["tp"] > 1 else ""
+    print(f"  {r['model']:8s} TP={r['tp']}{paths}: {r['median_ms']:.3f} ms ({r['median_gpu_ms']:.3f} ms device), "
+          f"{r['tok_per_s']:.0f} tok/s, graph steps {r['graph_steps']}{ratio}")
+q2, q4 = (next((r for r in steps if r["model"] == "qwq-32b" and r["tp"] == n), None) for n in (2, 4))
 if q2 and q4:
     print(f"  QwQ-32B TP=4 / TP=2 decode throughput: {q4['tok_per_s'] / q2['tok_per_s']:.2f}x")
 for r in rows:
     if r["measure"] == "nccl_allreduce":
         print(f"  NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")
+    if r["measure"] == "oneshot_allreduce":
+        print(f"  one-shot all-reduce {r['bytes']} B ({'push' if r.get('push', False) else 'pull'}), eager: {r['us']:.1f} us")
     if r["measure"] == "step_collectives":
         what = "+ logits all-gather" if r["logits_allgather"] else "all-reduces only"
-        print(f"  one decode step's collectives ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")
+        print(f"  one decode step's collectives, {r.get('allreduce', 'nccl')} ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")
 PY
 fi
 say "done, fail=$fail"

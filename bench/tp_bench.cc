@@ -14,10 +14,15 @@
 //                 sampling), the way the worker's scheduler runs it
 //   collectives   (TP=2, both ranks, before the model loads) the NCCL
 //                 all-reduce bus bandwidth at 256 MiB and at the decode
-//                 step's activation size, and the time of one decode step's
+//                 step's activation size (and the one-shot all-reduce's
+//                 time at that size), and the time of one decode step's
 //                 collectives alone (2 x layers + 1 all-reduces of
-//                 [batch][hidden] bf16 and the all-gather of the logits),
-//                 replayed from a CUDA graph as in the step
+//                 [batch][hidden] bf16, fused with the norm after them in
+//                 the fused mode, and the all-gather of the logits),
+//                 replayed from a CUDA graph as in the step, for NCCL and
+//                 for the group's fast path
+// The TP=2 paths follow MEMSHARE_TP_PLAN and MEMSHARE_TP_ALLREDUCE
+// (nccl_communicator.h); the decode step's JSON names them.
 // One JSON object per measurement on stdout (rank 0 only for TP=2), also
 // appended to --json.
 #include <cuda_runtime.h>
@@ -31,6 +36,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -206,12 +212,23 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     return ms * 1e-3 / reps;
   };
   const size_t step_bytes = size_t{2} * a.batch * c.hidden_size;
+  const engine::AllReduceMode chosen = nccl.all_reduce_mode();
+  std::vector<engine::AllReduceMode> modes = {engine::AllReduceMode::kNccl};
+  if (nccl.one_shot_ready()) modes.push_back(chosen);
+  nccl.set_all_reduce_mode(engine::AllReduceMode::kNccl);
   for (size_t bytes : {step_bytes, size_t{4} << 20, size_t{64} << 20, big}) {
     const double t = time_allreduce(bytes, bytes >= (size_t{64} << 20) ? 10 : 50);
     const double busbw = 2.0 * (n - 1) / n * bytes / t;
     report.Add(absl::StrCat("{\"measure\":\"nccl_allreduce\",\"tp\":", n, ",\"bytes\":", bytes,
                             ",\"us\":", t * 1e6, ",\"busbw_gbs\":", busbw / 1e9,
                             ",\"algbw_gbs\":", bytes / t / 1e9, "}"));
+  }
+  if (nccl.one_shot_ready()) {  // eager, the host's enqueue included
+    nccl.set_all_reduce_mode(engine::AllReduceMode::kOneShot);
+    const double t = time_allreduce(step_bytes, 50);
+    report.Add(absl::StrCat("{\"measure\":\"oneshot_allreduce\",\"tp\":", n,
+                            ",\"push\":", nccl.one_shot_push() ? "true" : "false",
+                            ",\"bytes\":", step_bytes, ",\"us\":", t * 1e6, "}"));
   }
   // One decode step's collectives: embedding + 2 per layer all-reduces of
   // [batch][hidden] bf16, then the logits all-gather, from a CUDA graph.
@@ -222,13 +239,36 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
   CHECK_CUDA(cudaMalloc(&gather_send, gather_count * 4));
   CHECK_CUDA(cudaMalloc(&gather_recv, gather_count * 4 * n));
   const int allreduces = 2 * static_cast<int>(c.num_layers) + 1;
+  // The fused all-reduce + RMSNorm's other operands ([batch][hidden] bf16
+  // residual and output, a [hidden] weight), zeros like buf.
+  void* norm_bufs = nullptr;
+  const size_t rows_bytes = size_t{2} * a.batch * c.hidden_size;
+  CHECK_CUDA(cudaMalloc(&norm_bufs, 2 * rows_bytes + 2 * c.hidden_size));
+  CHECK_CUDA(cudaMemset(norm_bufs, 0, 2 * rows_bytes + 2 * c.hidden_size));
+  char* residual = static_cast<char*>(norm_bufs);
+  char* normed = residual + rows_bytes;
+  char* weight = normed + rows_bytes;
   auto enqueue_step = [&](bool with_gather) {
+    // As the backend: the embedding's all-reduce, then each row-parallel
+    // output's with the norm after it (fused where the mode says so).
     for (int i = 0; i < allreduces; ++i) {
-      CHECK_OK(nccl.AllReduceSumBf16(buf, step_bytes / 2, stream));
+      if (i > 0 && nccl.FusesAllReduceAddRmsNorm(buf, residual, weight, normed, a.batch,
+                                                 static_cast<int>(c.hidden_size))) {
+        CHECK_OK(nccl.AllReduceAddRmsNormBf16(buf, residual, weight, normed, a.batch,
+                                              static_cast<int>(c.hidden_size), 1e-6f, stream));
+      } else {
+        CHECK_OK(nccl.AllReduceSumBf16(buf, step_bytes / 2, stream));
+      }
     }
     if (with_gather) CHECK_OK(nccl.AllGatherFp32(gather_send, gather_recv, gather_count, stream));
   };
-  for (bool with_gather : {false, true}) {
+  std::vector<std::pair<engine::AllReduceMode, bool>> runs;  // (mode, logits all-gather)
+  for (engine::AllReduceMode mode : modes) {
+    runs.emplace_back(mode, false);
+    runs.emplace_back(mode, true);
+  }
+  for (const auto& [mode, with_gather] : runs) {
+    nccl.set_all_reduce_mode(mode);
     enqueue_step(with_gather);  // warm-up, eager
     CHECK_OK(nccl.Synchronize(stream, "warm-up"));
     cudaGraph_t graph = nullptr;
@@ -250,12 +290,18 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     report.Add(absl::StrCat("{\"measure\":\"step_collectives\",\"tp\":", n, ",\"model\":\"",
-                            a.model, "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces,
+                            a.model, "\",\"allreduce\":\"", engine::AllReduceModeName(mode),
+                            mode == engine::AllReduceMode::kNccl ? ""
+                            : nccl.one_shot_push()               ? " push"
+                                                                 : " pull",
+                            "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces,
                             ",\"allreduce_bytes\":", step_bytes,
                             ",\"logits_allgather\":", with_gather ? "true" : "false",
                             ",\"allgather_bytes_per_rank\":", with_gather ? gather_count * 4 : 0,
                             ",\"median_us\":", Median(t) * 1e6, "}"));
   }
+  nccl.set_all_reduce_mode(chosen);
+  cudaFree(norm_bufs);
   cudaFree(gather_send);
   cudaFree(gather_recv);
   cudaFree(buf);
@@ -289,7 +335,7 @@ CudaBackend::Options BackendOptions(const Args& a, int device,
 // every step: each rewrites its last slot), timed on the host around
 // Forward. Rank 0 only.
 void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend::Options& o,
-                Report& report) {
+                const std::string& paths, Report& report) {
   const int B = a.batch, C = a.context, bs = 16;
   const int bps = (C + bs) / bs;
   StepPlan plan;
@@ -330,7 +376,7 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
       ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
       ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"tok_per_s\":", B / step,
       ",\"weight_gb_per_rank\":", weight_gb / a.tp, ",\"graph_steps\":", local.graph_steps(),
-      ",\"kv_blocks\":", local.kv_spec().num_blocks, "}"));
+      ",\"kv_blocks\":", local.kv_spec().num_blocks, paths, "}"));
 }
 
 int Main(int argc, char** argv) {
@@ -347,7 +393,7 @@ int Main(int argc, char** argv) {
     report.Add(absl::StrCat("{\"measure\":\"create\",\"tp\":1,\"model\":\"", a.model,
                             "\",\"seconds\":", Now() - t0, "}"));
     CHECK_OK((*b)->FillKvPoolsForBenchmark(7, 1.0f));
-    TimeDecode(**b, **b, a, o, report);
+    TimeDecode(**b, **b, a, o, "", report);
     return 0;
   }
   engine::TpGroup::Options g;
@@ -377,7 +423,12 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<engine::GroupLeaderBackend>> leader =
         engine::GroupLeaderBackend::Create(lo, *std::move(local), comm);
     CHECK_OK(leader.status());
-    TimeDecode(**leader, *shard, a, o, report);
+    const engine::NcclCommunicator& nc = (*group)->nccl();
+    const std::string paths = absl::StrCat(
+        ",\"plan\":\"", nc.host_channel_active() ? "shm" : "nccl", "\",\"allreduce\":\"",
+        nc.one_shot_ready() ? engine::AllReduceModeName(nc.all_reduce_mode()) : "nccl",
+        nc.one_shot_ready() ? (nc.one_shot_push() ? " push" : " pull") : "", "\"");
+    TimeDecode(**leader, *shard, a, o, paths, report);
     return 0;  // the leader's destructor stops rank 1
   }
   absl::StatusOr<std::unique_ptr<engine::GroupFollower>> follower =

@@ -665,6 +665,18 @@ absl::Status CudaBackend::AllReduce(void* data, int64_t count) {
   return options_.collectives->AllReduceSumBf16(data, count, stream_);
 }
 
+absl::Status CudaBackend::AllReduceAddRmsNorm(void* x, const void* weight, int rows, int hidden,
+                                              float eps) {
+  if (options_.tp_size > 1) {
+    DeviceCollectives& c = *options_.collectives;
+    if (c.FusesAllReduceAddRmsNorm(x, residual_, weight, hidden_, rows, hidden)) {
+      return c.AllReduceAddRmsNormBf16(x, residual_, weight, hidden_, rows, hidden, eps, stream_);
+    }
+    RETURN_IF_ERROR(c.AllReduceSumBf16(x, int64_t{rows} * hidden, stream_));
+  }
+  return kernels::LaunchAddRmsNorm(x, residual_, weight, hidden_, rows, hidden, eps, stream_);
+}
+
 absl::Status CudaBackend::RunModel(const StepArgs& step) {
   const model::ModelConfig& c = config_;
   const MetaLayout& L = step.layout;
@@ -705,9 +717,8 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     const LayerWeights& w = layers_[l];
     if (l == 0) {
       RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, w.input_norm, hidden_, T, H, eps, stream_));
-    } else {
-      RETURN_IF_ERROR(
-          kernels::LaunchAddRmsNorm(tmp_, residual_, w.input_norm, hidden_, T, H, eps, stream_));
+    } else {  // the previous layer's down projection, summed over the ranks
+      RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.input_norm, T, H, eps));
     }
     RETURN_IF_ERROR(Gemm(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false));
     if (w.q_norm != nullptr) {
@@ -747,16 +758,13 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
     RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
-    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
-    RETURN_IF_ERROR(
-        kernels::LaunchAddRmsNorm(tmp_, residual_, w.post_norm, hidden_, T, H, eps, stream_));
+    RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.post_norm, T, H, eps));
     RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
     RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
     RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
-    RETURN_IF_ERROR(AllReduce(tmp_, int64_t{T} * H));
+    // Its all-reduce is the next norm's (AllReduceAddRmsNorm).
   }
-  RETURN_IF_ERROR(
-      kernels::LaunchAddRmsNorm(tmp_, residual_, final_norm_, hidden_, T, H, eps, stream_));
+  RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, final_norm_, T, H, eps));
   if (step.logit_rows == 0) return absl::OkStatus();
   const void* x = hidden_;
   if (step.gather) {

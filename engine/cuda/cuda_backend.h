@@ -53,7 +53,9 @@
 // this rank's heads, with the same block count on every rank (the smallest
 // any rank can hold). The collectives are enqueued on the backend's stream
 // (inside the decode graphs) through Options::collectives, and every wait
-// for the stream is bounded by the group's timeout. Every rank must be
+// for the stream is bounded by the group's timeout. Where the collectives
+// offer it, a row-parallel output's all-reduce and the residual add +
+// RMSNorm after it run as one kernel (the same bits). Every rank must be
 // created with the same options (except tp_rank and device) and run the
 // same calls in the same order (engine/parallel/group_*).
 //
@@ -288,6 +290,12 @@ class CudaBackend : public Backend {
   absl::Status Sync(absl::string_view what);
   // Sums a bf16 [count] activation over the ranks (nothing with one rank).
   absl::Status AllReduce(void* data, int64_t count);
+  // x (bf16 [rows][hidden], a row-parallel projection's output) summed over
+  // the ranks, then residual_ += it and hidden_ = RmsNorm(residual_) *
+  // weight: one kernel where the collectives fuse the two
+  // (DeviceCollectives::FusesAllReduceAddRmsNorm), else the all-reduce and
+  // kernels::LaunchAddRmsNorm; the norm alone with one rank.
+  absl::Status AllReduceAddRmsNorm(void* x, const void* weight, int rows, int hidden, float eps);
   template <typename T>
   T* MetaDev(size_t offset) const {
     return reinterpret_cast<T*>(static_cast<char*>(meta_dev_) + offset);

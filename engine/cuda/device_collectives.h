@@ -43,6 +43,28 @@ class DeviceCollectives {
 
   // The smallest `*value` of any rank, on every rank (host values; waits).
   virtual absl::Status AllReduceMin(int64_t* value) = 0;
+
+  // Whether AllReduceAddRmsNormBf16 takes these buffers and shape. The
+  // answer is the same on every rank for the same arguments (the backend
+  // picks its code path with it, inside the decode graphs too).
+  virtual bool FusesAllReduceAddRmsNorm(const void* x, const void* residual, const void* weight,
+                                        const void* out, int rows, int hidden) const {
+    (void)x, (void)residual, (void)weight, (void)out, (void)rows, (void)hidden;
+    return false;
+  }
+
+  // In one kernel, enqueued on `stream`: the all-reduce of x (bf16
+  // [rows][hidden], this rank's part; x itself is left as it was) and the
+  // residual add + RMSNorm after it: residual = bf16(residual + sum);
+  // out = RmsNorm(residual) * weight (kernels/norm.h LaunchAddRmsNorm, the
+  // same bits). Only where FusesAllReduceAddRmsNorm says so.
+  virtual absl::Status AllReduceAddRmsNormBf16(const void* x, void* residual, const void* weight,
+                                               void* out, int rows, int hidden, float eps,
+                                               cudaStream_t stream) {
+    (void)x, (void)residual, (void)weight, (void)out, (void)rows, (void)hidden, (void)eps,
+        (void)stream;
+    return absl::UnimplementedError("fused all-reduce + RMSNorm");
+  }
 };
 
 }  // namespace memshare::engine::cuda

@@ -229,6 +229,17 @@ std::string EncodeGroupCommand(const GroupCommand& command) {
   return w.Take();
 }
 
+std::string EncodeForwardCommand(uint64_t sequence, int64_t step, const StepPlan& plan) {
+  Writer w;  // VisitCommand's order for kForward
+  w(kMagic);
+  w(kVersion);
+  w(GroupCommandKind::kForward);
+  w(sequence);
+  w(step);
+  w(plan.sequences);
+  return w.Take();
+}
+
 absl::StatusOr<GroupCommand> DecodeGroupCommand(absl::string_view bytes) {
   Reader r(bytes);
   uint32_t magic = 0;

@@ -52,6 +52,11 @@ struct GroupCommand {
 
 std::string EncodeGroupCommand(const GroupCommand& command);
 
+// The same bytes as EncodeGroupCommand of a kForward command with these
+// fields, without copying the plan into a GroupCommand first (the leader's
+// path for every step).
+std::string EncodeForwardCommand(uint64_t sequence, int64_t step, const StepPlan& plan);
+
 // DATA_LOSS for a buffer that is not a whole command of this build's
 // format (bad magic or version, unknown kind, truncation, trailing bytes,
 // an absurd length).

@@ -84,6 +84,29 @@ TEST(GroupCommandTest, ForwardRoundTripsEveryField) {
   EXPECT_EQ(EncodeGroupCommand(*d), EncodeGroupCommand(c));
 }
 
+TEST(GroupCommandTest, ForwardEncodedFromThePlanIsTheSameBytes) {
+  GroupCommand c;
+  c.kind = GroupCommandKind::kForward;
+  c.sequence = 5;
+  c.step = 3;
+  c.plan = FullPlan();
+  const std::string direct = EncodeForwardCommand(5, 3, c.plan);
+  EXPECT_EQ(direct, EncodeGroupCommand(c));
+  absl::StatusOr<GroupCommand> d = DecodeGroupCommand(direct);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->sequence, 5u);
+  EXPECT_EQ(d->step, 3);
+  ASSERT_EQ(d->plan.sequences.size(), c.plan.sequences.size());
+  EXPECT_EQ(EncodeForwardCommand(6, 3, c.plan).size(), direct.size());
+  EXPECT_NE(EncodeForwardCommand(6, 3, c.plan), direct);
+  EXPECT_EQ(EncodeForwardCommand(1, 0, StepPlan{}), EncodeGroupCommand([] {
+              GroupCommand e;
+              e.kind = GroupCommandKind::kForward;
+              e.sequence = 1;
+              return e;
+            }()));
+}
+
 TEST(GroupCommandTest, OtherKindsRoundTrip) {
   GroupCommand copy;
   copy.kind = GroupCommandKind::kCopyBlocks;

@@ -59,7 +59,10 @@ absl::Status GroupLeaderBackend::Broken() const {
 absl::Status GroupLeaderBackend::Send(GroupCommand command) {
   if (!comm_->health().ok()) return Broken();
   command.sequence = ++sequence_;
-  std::string bytes = EncodeGroupCommand(command);
+  return SendBytes(EncodeGroupCommand(command));
+}
+
+absl::Status GroupLeaderBackend::SendBytes(std::string bytes) {
   last_sent_ = absl::Now();
   if (!comm_->Broadcast(&bytes).ok()) return Broken();
   return absl::OkStatus();
@@ -76,11 +79,10 @@ absl::Status GroupLeaderBackend::LocalError(absl::Status status) {
 
 absl::Status GroupLeaderBackend::Forward(const StepPlan& plan, StepOutput* output) {
   absl::MutexLock lock(&mu_);
-  GroupCommand command;
-  command.kind = GroupCommandKind::kForward;
-  command.step = steps_;
-  command.plan = plan;
-  if (absl::Status s = Send(std::move(command)); !s.ok()) return s;
+  if (!comm_->health().ok()) return Broken();
+  if (absl::Status s = SendBytes(EncodeForwardCommand(++sequence_, steps_, plan)); !s.ok()) {
+    return s;
+  }
   consistency_.AddPlan(plan);
   absl::Status s = local_->Forward(plan, output);
   if (!comm_->health().ok()) return Broken();

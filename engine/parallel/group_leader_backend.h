@@ -97,6 +97,8 @@ class GroupLeaderBackend : public Backend {
                      std::shared_ptr<Communicator> comm);
   // Broadcasts `command` (its sequence number filled in).
   absl::Status Send(GroupCommand command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Broadcasts an encoded command (its sequence number already taken).
+  absl::Status SendBytes(std::string bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The status a call returns for a local error: the group breaks unless
   // it is INVALID_ARGUMENT.

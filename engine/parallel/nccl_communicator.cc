@@ -4,13 +4,17 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "xxhash.h"
 
 namespace memshare::engine {
 namespace {
@@ -19,6 +23,14 @@ namespace {
 // the start of the payload): a decode step's plan fits, so most commands
 // take one collective; a longer one takes a second for the rest.
 constexpr size_t kInlineBytes = size_t{64} << 10;
+
+// Ring of the shared-memory broadcast: a few decode plans.
+constexpr size_t kHostChannelBytes = size_t{4} << 20;
+
+std::string EnvOr(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string() : std::string(v);
+}
 
 ncclComm_t Comm(void* c) { return static_cast<ncclComm_t>(c); }
 
@@ -48,12 +60,15 @@ void AbortBounded(ncclComm_t comm, int rank, absl::Duration wait) {
   }
 }
 
-// Polls with little delay at first (a decode step's collectives finish in
-// microseconds), then backs off to 100 us sleeps.
+// Polls without sleeping for the first 50 ms of a wait (a decode step: its
+// end is seen within microseconds, as cudaStreamSynchronize would), then
+// backs off to 100 us sleeps (prefill steps, idle waits). A count of yields
+// instead of a time let a 5 ms decode step's end wait for a 100 us sleep
+// (run 1 of the fast paths, bench/NOTES-tensor-parallel.md).
 class Poller {
  public:
   void Pause() {
-    if (++spins_ < 2000) {
+    if (absl::Now() - start_ < absl::Milliseconds(50)) {
       std::this_thread::yield();
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
@@ -61,7 +76,7 @@ class Poller {
   }
 
  private:
-  int spins_ = 0;
+  const absl::Time start_ = absl::Now();
 };
 
 }  // namespace
@@ -127,12 +142,178 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   }
   if (absl::Status s = c->Await(r, "ncclCommInitRankConfig", deadline); !s.ok()) return s;
   if (absl::Status s = c->EnsureStaging(kInlineBytes); !s.ok()) return s;
+  if (absl::Status s = c->SetUpHostChannel(); !s.ok()) return s;
+  if (absl::Status s = c->SetUpOneShot(); !s.ok()) return s;
+  std::fprintf(stderr, "memshare: rank %d of %d: broadcast through %s, all-reduce %s%s\n", o.rank,
+               o.world_size, c->channel_ != nullptr ? "shared memory" : "NCCL",
+               c->one_shot_ready_ ? (c->one_shot_push_ ? "one-shot over CUDA IPC (push), mode "
+                                                       : "one-shot over CUDA IPC (pull), mode ")
+                                  : "NCCL",
+               c->one_shot_ready_ ? AllReduceModeName(c->all_reduce_mode_) : "");
   return c;
+}
+
+absl::Status NcclCommunicator::SetUpHostChannel() {
+  int64_t want = options_.host_channel && options_.world_size > 1 &&
+                         absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_PLAN")) != "nccl"
+                     ? 1
+                     : 0;
+  if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
+  if (want == 0) return absl::OkStatus();
+  HostChannel::Options co;
+  const uint64_t id_hash = XXH64(options_.unique_id.data(), options_.unique_id.size(), 0);
+  co.name = absl::StrCat("/memshare-tp-", absl::Hex(id_hash, absl::kZeroPad16));
+  co.capacity = kHostChannelBytes;
+  co.readers = options_.world_size - 1;
+  std::unique_ptr<HostChannel> channel;
+  int64_t ok = 1;
+  if (options_.rank == 0) {
+    absl::StatusOr<std::unique_ptr<HostChannel>> made = HostChannel::Create(co);
+    if (made.ok()) {
+      channel = *std::move(made);
+    } else {
+      ok = 0;
+      std::fprintf(stderr, "memshare: rank 0: no shared-memory broadcast (%s)\n",
+                   made.status().ToString().c_str());
+    }
+  }
+  if (absl::Status s = AllReduceMin(&ok); !s.ok()) return s;  // made before opened
+  if (ok == 0) return absl::OkStatus();
+  if (options_.rank != 0) {
+    co.reader = options_.rank - 1;
+    absl::StatusOr<std::unique_ptr<HostChannel>> opened = HostChannel::Open(co);
+    if (opened.ok()) {
+      channel = *std::move(opened);
+    } else {
+      ok = 0;  // e.g. another host
+    }
+  }
+  if (absl::Status s = AllReduceMin(&ok); !s.ok()) return s;
+  if (options_.rank == 0) channel->Unlink();  // every rank opened it, or gave up
+  if (ok == 1) channel_ = std::move(channel);
+  return absl::OkStatus();
+}
+
+absl::Status NcclCommunicator::SetUpOneShot() {
+  AllReduceMode mode = options_.all_reduce;
+  const std::string env = EnvOr("MEMSHARE_TP_ALLREDUCE");
+  if (!ParseAllReduceMode(env, mode, &mode)) {
+    std::fprintf(stderr,
+                 "memshare: rank %d: MEMSHARE_TP_ALLREDUCE=%s is not nccl, oneshot or "
+                 "fused; using NCCL\n",
+                 options_.rank, env.c_str());
+    mode = AllReduceMode::kNccl;
+  }
+  int64_t agreed = static_cast<int64_t>(mode);
+  if (absl::Status s = AllReduceMin(&agreed); !s.ok()) return s;
+  all_reduce_mode_ = static_cast<AllReduceMode>(agreed);
+  int64_t want =
+      options_.world_size == 2 && channel_ != nullptr && all_reduce_mode_ != AllReduceMode::kNccl
+          ? 1
+          : 0;
+  if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
+  if (want == 0) {
+    all_reduce_mode_ = AllReduceMode::kNccl;
+    return absl::OkStatus();
+  }
+  // This rank's exchange buffer, counts and abort word, zeroed.
+  bool ok = cudaMalloc(&one_shot_local_, one_shot::kBufferBytes) == cudaSuccess &&
+            cudaMemset(one_shot_local_, 0, one_shot::kBufferBytes) == cudaSuccess &&
+            cudaMalloc(&one_shot_counts_, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
+            cudaMemset(one_shot_counts_, 0, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
+            cudaHostAlloc(reinterpret_cast<void**>(&abort_host_), sizeof(int),
+                          cudaHostAllocMapped) == cudaSuccess;
+  if (ok) {
+    *abort_host_ = 0;
+    ok = cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_dev_), abort_host_, 0) ==
+             cudaSuccess &&
+         cudaDeviceSynchronize() == cudaSuccess;
+  }
+  cudaIpcMemHandle_t handle;
+  std::memset(&handle, 0, sizeof(handle));
+  ok = ok && cudaIpcGetMemHandle(&handle, one_shot_local_) == cudaSuccess;
+  std::string mine(1 + sizeof(handle), '\0');
+  mine[0] = ok ? 1 : 0;
+  std::memcpy(mine.data() + 1, &handle, sizeof(handle));
+  std::vector<std::string> all;
+  if (absl::Status s = AllGatherBytes(mine, &all); !s.ok()) return s;
+  const std::string& theirs = all[1 - options_.rank];
+  if (ok && theirs[0] == 1) {
+    cudaIpcMemHandle_t peer;
+    std::memcpy(&peer, theirs.data() + 1, sizeof(peer));
+    ok = cudaIpcOpenMemHandle(&one_shot_peer_, peer, cudaIpcMemLazyEnablePeerAccess) == cudaSuccess;
+    if (!ok) one_shot_peer_ = nullptr;
+  } else {
+    ok = false;
+  }
+  cudaGetLastError();
+  int64_t all_ok = ok ? 1 : 0;
+  if (absl::Status s = AllReduceMin(&all_ok); !s.ok()) return s;
+  if (all_ok == 0) {
+    std::fprintf(stderr,
+                 "memshare: rank %d: no one-shot all-reduce (CUDA IPC or peer access "
+                 "failed on a rank); NCCL\n",
+                 options_.rank);
+    FreeOneShot();
+    all_reduce_mode_ = AllReduceMode::kNccl;
+    return absl::OkStatus();
+  }
+  int64_t push =
+      options_.one_shot_push && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_ONESHOT")) != "pull" ? 1
+                                                                                              : 0;
+  if (absl::Status s = AllReduceMin(&push); !s.ok()) return s;
+  one_shot_push_ = push == 1;
+  one_shot_ready_ = true;
+  return absl::OkStatus();
+}
+
+void NcclCommunicator::FreeOneShot() {
+  one_shot_ready_ = false;
+  if (one_shot_peer_ != nullptr) cudaIpcCloseMemHandle(one_shot_peer_);
+  if (one_shot_local_ != nullptr) cudaFree(one_shot_local_);
+  if (one_shot_counts_ != nullptr) cudaFree(one_shot_counts_);
+  if (abort_host_ != nullptr) cudaFreeHost(abort_host_);
+  one_shot_peer_ = one_shot_local_ = nullptr;
+  one_shot_counts_ = nullptr;
+  abort_host_ = abort_dev_ = nullptr;
+  cudaGetLastError();
+}
+
+void NcclCommunicator::RaiseDeviceAbort() {
+  if (abort_host_ != nullptr) {
+    reinterpret_cast<volatile int*>(abort_host_)[0] = 1;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+absl::Status NcclCommunicator::AllGatherBytes(const std::string& mine,
+                                              std::vector<std::string>* all) {
+  if (absl::Status s = health(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
+  const size_t n = mine.size();
+  const size_t w = options_.world_size;
+  if (absl::Status s = EnsureStaging(n * (w + 1)); !s.ok()) return s;
+  const absl::Time deadline = absl::Now() + options_.timeout;
+  char* dev = static_cast<char*>(dev_buf_);
+  std::memcpy(host_buf_, mine.data(), n);
+  cudaMemcpyAsync(dev, host_buf_, n, cudaMemcpyHostToDevice, host_stream_);
+  if (absl::Status s = Await(ncclAllGather(dev, dev + n, n, ncclUint8, Comm(comm_), host_stream_),
+                             "all-gather (bytes)", deadline);
+      !s.ok()) {
+    return s;
+  }
+  cudaMemcpyAsync(host_buf_, dev + n, n * w, cudaMemcpyDeviceToHost, host_stream_);
+  if (absl::Status s = WaitStream(host_stream_, "all-gather (bytes)", deadline); !s.ok()) return s;
+  all->clear();
+  for (size_t r = 0; r < w; ++r) all->emplace_back(static_cast<char*>(host_buf_) + r * n, n);
+  return absl::OkStatus();
 }
 
 NcclCommunicator::~NcclCommunicator() {
   cudaSetDevice(options_.cuda_device);
+  if (!health().ok()) RaiseDeviceAbort();
   if (comm_ != nullptr) AbortBounded(Comm(comm_), options_.rank, absl::Seconds(2));
+  FreeOneShot();
   if (host_stream_ != nullptr) cudaStreamDestroy(host_stream_);
   if (host_buf_ != nullptr) cudaFreeHost(host_buf_);
   if (dev_buf_ != nullptr) cudaFree(dev_buf_);
@@ -149,6 +330,7 @@ void NcclCommunicator::Abort(const absl::Status& why) {
     if (health_.ok()) health_ = why.ok() ? absl::AbortedError("group aborted") : why;
   }
   abort_requested_.store(true);
+  RaiseDeviceAbort();
 }
 
 absl::Status NcclCommunicator::Fail(const absl::Status& why) {
@@ -157,6 +339,7 @@ absl::Status NcclCommunicator::Fail(const absl::Status& why) {
     if (health_.ok()) health_ = why;
   }
   abort_requested_.store(true);
+  RaiseDeviceAbort();  // first: the one-shot kernels may be ahead of NCCL's on the stream
   if (comm_ != nullptr && !aborted_) {
     aborted_ = true;
     std::fprintf(stderr, "memshare: rank %d: tensor-parallel group failed (%s); aborting NCCL\n",
@@ -253,6 +436,23 @@ absl::Status NcclCommunicator::EnsureStaging(size_t bytes) {
 
 absl::Status NcclCommunicator::Broadcast(std::string* bytes) {
   if (absl::Status s = health(); !s.ok()) return s;
+  if (channel_ != nullptr) {
+    if (abort_requested_.load()) return Fail(absl::AbortedError("group aborted"));
+    const absl::Time deadline = absl::Now() + options_.timeout;
+    const std::function<bool()> aborted = [this] { return abort_requested_.load(); };
+    const absl::Status s = options_.rank == 0 ? channel_->Send(*bytes, deadline, aborted)
+                                              : channel_->Receive(bytes, deadline, aborted);
+    if (s.ok()) return s;
+    if (absl::IsAborted(s)) return Fail(absl::AbortedError("group aborted"));
+    if (absl::IsDeadlineExceeded(s)) {
+      return Fail(absl::DeadlineExceededError(
+          absl::StrCat("rank ", options_.rank, ": broadcast did not finish within ",
+                       absl::FormatDuration(options_.timeout),
+                       " (a peer of the tensor-parallel group died or hangs)")));
+    }
+    return Fail(
+        absl::InternalError(absl::StrCat("rank ", options_.rank, ": broadcast: ", s.message())));
+  }
   if (absl::Status s = Usable(/*set_device=*/true); !s.ok()) return s;
   const absl::Time deadline = absl::Now() + options_.timeout;
   char* host = static_cast<char*>(host_buf_);
@@ -368,6 +568,14 @@ absl::Status NcclCommunicator::AllReduceMin(int64_t* value) {
 absl::Status NcclCommunicator::AllReduceSumBf16(void* data, int64_t count, cudaStream_t stream) {
   if (absl::Status s = health(); !s.ok()) return s;
   if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
+  if (UseOneShotAllReduce(one_shot_ready_, all_reduce_mode_, count,
+                          reinterpret_cast<uintptr_t>(data))) {
+    if (absl::Status s = LaunchOneShotAllReduceBf16(one_shot_buffers(), data, count, stream);
+        !s.ok()) {
+      return Fail(s);
+    }
+    return absl::OkStatus();
+  }
   return Await(ncclAllReduce(data, data, static_cast<size_t>(count), ncclBfloat16, ncclSum,
                              Comm(comm_), stream),
                "all-reduce of activations", absl::Now() + options_.timeout);
@@ -380,6 +588,31 @@ absl::Status NcclCommunicator::AllGatherFp32(const float* send, float* recv, int
   return Await(
       ncclAllGather(send, recv, static_cast<size_t>(count), ncclFloat32, Comm(comm_), stream),
       "all-gather of logits", absl::Now() + options_.timeout);
+}
+
+bool NcclCommunicator::FusesAllReduceAddRmsNorm(const void* x, const void* residual,
+                                                const void* weight, const void* out, int rows,
+                                                int hidden) const {
+  return UseFusedAddRmsNorm(one_shot_ready_, all_reduce_mode_, rows, hidden,
+                            reinterpret_cast<uintptr_t>(x), reinterpret_cast<uintptr_t>(residual),
+                            reinterpret_cast<uintptr_t>(weight), reinterpret_cast<uintptr_t>(out));
+}
+
+absl::Status NcclCommunicator::AllReduceAddRmsNormBf16(const void* x, void* residual,
+                                                       const void* weight, void* out, int rows,
+                                                       int hidden, float eps, cudaStream_t stream) {
+  if (absl::Status s = health(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
+  if (!FusesAllReduceAddRmsNorm(x, residual, weight, out, rows, hidden)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fused all-reduce + RMSNorm of ", rows, " x ", hidden, " is not available"));
+  }
+  if (absl::Status s = LaunchOneShotAllReduceAddRmsNorm(one_shot_buffers(), x, residual, weight,
+                                                        out, rows, hidden, eps, stream);
+      !s.ok()) {
+    return Fail(s);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NcclCommunicator::Synchronize(cudaStream_t stream, absl::string_view what) {

@@ -15,6 +15,24 @@
 // detached thread (the kernels are released by then): a process whose group
 // broke should exit soon after (memshare_worker does, with _exit).
 //
+// Fast paths (issue 7), chosen at Create, the same on every rank (each
+// rank's wish is all-reduced to the least of them):
+//  - Broadcast goes through a shared-memory HostChannel when every rank
+//    opens the segment rank 0 made (ranks on one host): a few microseconds,
+//    and rank 0 does not wait for the followers. Otherwise NCCL (staged
+//    through pinned memory). MEMSHARE_TP_PLAN=nccl forces NCCL.
+//  - With two ranks on one host whose GPUs map each other's memory (CUDA
+//    IPC, handles exchanged over NCCL at Create), bf16 all-reduces of up to
+//    2 MiB run as one kernel (one_shot_all_reduce.h, all_reduce_path.h), and
+//    an all-reduce followed by the residual add + RMSNorm as one kernel
+//    (FusesAllReduceAddRmsNorm). NCCL for everything else.
+//    MEMSHARE_TP_ALLREDUCE=nccl|oneshot|fused (default fused) narrows it;
+//    MEMSHARE_TP_ONESHOT=pull reads the peer's pieces over NVLink instead
+//    of having them pushed (written) into this rank's memory.
+//    The one-shot kernels wait for the peer on device flags; they give up
+//    when the group breaks (Fail and Abort raise a host-mapped word they
+//    poll), so a dead peer still ends in a bounded wait.
+//
 // NVLink multicast (NVLS) stays off unless Options::allow_nvls: Create sets
 // NCCL_NVLS_ENABLE=0 in the process environment before NCCL initializes.
 // On a shared host, multicast objects can take every GPU of the host out of
@@ -41,7 +59,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/cuda/device_collectives.h"
+#include "engine/parallel/all_reduce_path.h"
 #include "engine/parallel/communicator.h"
+#include "engine/parallel/host_channel.h"
+#include "engine/parallel/one_shot_all_reduce.h"
 
 namespace memshare::engine {
 
@@ -63,6 +84,16 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     absl::Duration init_timeout = absl::Minutes(2);
     // Leave NVLink multicast to NCCL's default. Off: NCCL_NVLS_ENABLE=0.
     bool allow_nvls = false;
+    // Broadcast through shared memory where every rank can (one host);
+    // false, or MEMSHARE_TP_PLAN=nccl on any rank: always NCCL.
+    bool host_channel = true;
+    // The fastest all-reduce allowed where it applies (all_reduce_path.h);
+    // MEMSHARE_TP_ALLREDUCE overrides it. The group takes the least of its
+    // ranks' choices.
+    AllReduceMode all_reduce = AllReduceMode::kFused;
+    // One-shot pieces pushed into the peer's memory (else pulled from it);
+    // MEMSHARE_TP_ONESHOT=pull on any rank: pulled.
+    bool one_shot_push = true;
   };
 
   // Sets NCCL's environment as Create does (NCCL_NVLS_ENABLE=0 unless
@@ -102,8 +133,23 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   absl::Status Synchronize(cudaStream_t stream, absl::string_view what) override;
   absl::Status AllReduceMin(int64_t* value) override;
 
+  bool FusesAllReduceAddRmsNorm(const void* x, const void* residual, const void* weight,
+                                const void* out, int rows, int hidden) const override;
+  absl::Status AllReduceAddRmsNormBf16(const void* x, void* residual, const void* weight, void* out,
+                                       int rows, int hidden, float eps,
+                                       cudaStream_t stream) override;
+
   // The linked NCCL's version (NCCL_VERSION_CODE form, e.g. 22809).
   int nccl_version() const { return nccl_version_; }
+  // What Create chose (the same on every rank).
+  bool host_channel_active() const { return channel_ != nullptr; }
+  bool one_shot_ready() const { return one_shot_ready_; }
+  bool one_shot_push() const { return one_shot_push_; }
+  AllReduceMode all_reduce_mode() const { return all_reduce_mode_; }
+  // Benchmarks: narrows the all-reduce (kFused allows everything Create
+  // set up). Every rank must call it alike, between collectives and
+  // outside graph captures.
+  void set_all_reduce_mode(AllReduceMode mode) { all_reduce_mode_ = mode; }
 
  private:
   explicit NcclCommunicator(const Options& options) : options_(options) {}
@@ -117,6 +163,18 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   absl::Status Fail(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Usable(bool set_device) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status EnsureStaging(size_t bytes);
+  // Every rank's `mine` (the same length on every rank), in rank order.
+  absl::Status AllGatherBytes(const std::string& mine, std::vector<std::string>* all);
+  // Create's fast paths; errors only for failed collectives (a path that
+  // cannot be set up is left off).
+  absl::Status SetUpHostChannel();
+  absl::Status SetUpOneShot();
+  void FreeOneShot();
+  OneShotBuffers one_shot_buffers() const {
+    return {one_shot_local_, one_shot_peer_, one_shot_counts_, abort_dev_, one_shot_push_};
+  }
+  // Releases the one-shot kernels' waits (the group broke).
+  void RaiseDeviceAbort();
 
   const Options options_;
   void* comm_ = nullptr;  // ncclComm_t
@@ -125,6 +183,16 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   void* host_buf_ = nullptr;            // pinned
   void* dev_buf_ = nullptr;
   size_t staging_bytes_ = 0;
+
+  std::unique_ptr<HostChannel> channel_;  // Broadcast's, when every rank has it
+  AllReduceMode all_reduce_mode_ = AllReduceMode::kNccl;
+  bool one_shot_ready_ = false;
+  bool one_shot_push_ = true;
+  void* one_shot_local_ = nullptr;       // exchange buffer (one_shot::kBufferBytes)
+  void* one_shot_peer_ = nullptr;        // the peer's, through CUDA IPC
+  uint32_t* one_shot_counts_ = nullptr;  // [one_shot::kSlots]
+  int* abort_host_ = nullptr;            // pinned, mapped
+  int* abort_dev_ = nullptr;             // its device address
 
   mutable absl::Mutex mu_;
   absl::Status health_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,72 @@
+// Which all-reduce a tensor-parallel group's device collectives use
+// (issue 7), and the shape of the one-shot exchange buffers that
+// one_shot_all_reduce.h's kernels use (shared by the host and the kernels:
+// plain C++, no CUDA).
+//
+// One-shot all-reduce (two ranks on one host, peer access over NVLink):
+// each rank has one exchange buffer that the other maps through CUDA IPC:
+//   [kSignalBytes]  uint32 flag per slot, written by the peer
+//   [2][kSlots][kSlotBytes]  staging, double-buffered by the slot's parity
+// Block b of a launch uses slot b: it copies its piece of this rank's data
+// into staging slot b of the peer's buffer (push; pull: of its own), raises
+// the peer's flag b to the slot's next count (a release at system scope),
+// waits for its own flag b to reach the same count (the peer's piece is
+// there), and sums its piece with the peer's (read from its own buffer;
+// pull: from the peer's, over NVLink).
+// The counts live in device memory, so CUDA graphs replay them. Two
+// parities: a slot is written again only after the peer passed the next
+// use of the same slot, hence finished reading the previous one.
+//
+// NCCL stays for what the one-shot does not take: world sizes other than
+// 2, ranks without a host channel (other hosts) or peer access, messages
+// over kOneShotMaxBytes, counts not a multiple of 8, unaligned data; and
+// wherever the mode says so (MEMSHARE_TP_ALLREDUCE=nccl).
+#ifndef MEMSHARE_ENGINE_PARALLEL_ALL_REDUCE_PATH_H_
+#define MEMSHARE_ENGINE_PARALLEL_ALL_REDUCE_PATH_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/strings/string_view.h"
+
+namespace memshare::engine {
+
+namespace one_shot {
+inline constexpr int kSlots = 256;
+inline constexpr size_t kSlotBytes = 16384;
+inline constexpr size_t kSignalBytes = 4096;  // >= kSlots * 4
+// A plain all-reduce gives each block (slot) this many bytes.
+inline constexpr size_t kChunkBytes = 8192;
+inline constexpr int kChunkThreads = static_cast<int>(kChunkBytes / 16);  // one uint4 each
+// Largest plain all-reduce taken (bytes).
+inline constexpr size_t kMaxBytes = kSlots * kChunkBytes;  // 2 MiB
+// Bytes of one rank's exchange buffer.
+inline constexpr size_t kBufferBytes = kSignalBytes + 2 * kSlots * kSlotBytes;
+}  // namespace one_shot
+
+enum class AllReduceMode {
+  kNccl,     // NCCL for every all-reduce
+  kOneShot,  // the one-shot kernel where it applies; the norm after it separate
+  kFused,    // kOneShot, and the residual add + RMSNorm in the same kernel
+};
+
+// "nccl", "oneshot", "fused" (also in capitals); empty: `fallback`. False
+// for anything else.
+bool ParseAllReduceMode(absl::string_view text, AllReduceMode fallback, AllReduceMode* mode);
+const char* AllReduceModeName(AllReduceMode mode);
+
+// True when a bf16 all-reduce of `count` elements at `data` runs one-shot:
+// the exchange buffers are up (`ready`: two ranks, one host, peer access,
+// every rank agreed) and the mode allows it, and the message fits.
+bool UseOneShotAllReduce(bool ready, AllReduceMode mode, int64_t count, uintptr_t data);
+
+// True when the all-reduce of x [rows][hidden] bf16 and the residual add +
+// RMSNorm after it run as one kernel: one block per row (rows <= kSlots),
+// a row in one slot, hidden a multiple of 8 up to 16384 (kernels/norm.h),
+// every pointer 16-byte aligned.
+bool UseFusedAddRmsNorm(bool ready, AllReduceMode mode, int rows, int hidden, uintptr_t x,
+                        uintptr_t residual, uintptr_t weight, uintptr_t out);
+
+}  // namespace memshare::engine
+
+#endif  // MEMSHARE_ENGINE_PARALLEL_ALL_REDUCE_PATH_H_

@@ -1,0 +1,234 @@
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/parallel/all_reduce_path.h"
+#include "engine/parallel/one_shot_all_reduce.h"
+
+namespace memshare::engine {
+namespace {
+
+using one_shot::kChunkThreads;
+using one_shot::kSignalBytes;
+using one_shot::kSlotBytes;
+using one_shot::kSlots;
+
+constexpr int kNormThreads = 256;  // as kernels/norm.cu, for the same sums
+
+// Two bf16 in one register, the first in the low half (as kernels/).
+__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ __forceinline__ float2 UnpackBf16x2(uint32_t v) {
+  return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+}
+
+// bf16(a + b), element-wise, for 8 bf16 in a uint4.
+__device__ __forceinline__ uint4 AddBf16x8(const uint4& a, const uint4& b) {
+  uint4 s;
+  const uint32_t* pa = &a.x;
+  const uint32_t* pb = &b.x;
+  uint32_t* ps = &s.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 fa = UnpackBf16x2(pa[j]);
+    const float2 fb = UnpackBf16x2(pb[j]);
+    ps[j] = PackBf16x2(fa.x + fb.x, fa.y + fb.y);
+  }
+  return s;
+}
+
+__device__ __forceinline__ void StoreRelease(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.sys.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.sys.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Staging slot `slot` of parity `parity` in an exchange buffer.
+__device__ __forceinline__ uint4* Staging(void* base, uint32_t parity, int slot) {
+  return reinterpret_cast<uint4*>(static_cast<char*>(base) + kSignalBytes +
+                                  (size_t{parity} * kSlots + slot) * kSlotBytes);
+}
+
+// Every thread of the block, after writing its share of this block's
+// piece (into its own staging slot, or the peer's when pushing): raises the
+// peer's flag `slot` to `count` and waits for its own to reach it (or for
+// the abort word). The release is cumulative: the block's stores, ordered
+// before it by the barrier, are visible to the peer once it sees the flag.
+// Afterwards the peer's piece of this use is in place.
+__device__ __forceinline__ void Exchange(const OneShotBuffers& b, int slot, uint32_t count) {
+  __syncthreads();  // the block's staging writes, before thread 0's release
+  if (threadIdx.x == 0) {
+    StoreRelease(static_cast<uint32_t*>(b.peer) + slot, count);
+    const uint32_t* mine = static_cast<const uint32_t*>(b.local) + slot;
+    for (uint32_t spins = 1; static_cast<int32_t>(LoadAcquire(mine) - count) < 0; ++spins) {
+      if (spins % 1024 == 0 && *reinterpret_cast<const volatile int*>(b.abort) != 0) break;
+    }
+    b.counts[slot] = count;
+  }
+  __syncthreads();  // thread 0's acquire, before the block reads the peer's slot
+}
+
+// Grid: (ceil(vecs / kChunkThreads)) <= kSlots. Block: kChunkThreads
+// threads, one 16-byte vector each: block b sums vectors
+// [b * kChunkThreads, (b + 1) * kChunkThreads) through slot b.
+// data: bf16 [vecs * 8], in place.
+__global__ void __launch_bounds__(kChunkThreads)
+    AllReduceKernel(OneShotBuffers b, uint4* data, int64_t vecs) {
+  const int slot = blockIdx.x;
+  const uint32_t count = b.counts[slot] + 1;
+  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
+  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
+  const int64_t i = int64_t{blockIdx.x} * kChunkThreads + threadIdx.x;
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (i < vecs) {
+    v = data[i];
+    mine[threadIdx.x] = v;
+  }
+  Exchange(b, slot, count);
+  if (i < vecs) data[i] = AddBf16x8(v, __ldcv(theirs + threadIdx.x));
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  v = WarpSum(v);
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kNormThreads / 32 ? scratch[lane] : 0.f;
+  return WarpSum(v);
+}
+
+// Grid: (rows) <= kSlots; block r sums row r through slot r. Block:
+// kNormThreads threads; thread t holds vectors t, t + kNormThreads, ...
+// (at most kVec) of the row, as kernels/norm.cu's RmsNormKernel, whose
+// arithmetic this repeats after the sum.
+// x: bf16 [rows][hidden] (this rank's part); residual: bf16 [rows][hidden],
+// in place; weight: bf16 [hidden]; out: bf16 [rows][hidden].
+template <int kVec>
+__global__ void __launch_bounds__(kNormThreads)
+    AllReduceAddRmsNormKernel(OneShotBuffers b, const uint4* x, uint4* residual,
+                              const uint4* __restrict__ weight, uint4* out, int vecs_per_row,
+                              float eps, float inv_hidden) {
+  __shared__ float scratch[kNormThreads / 32];
+  const int slot = blockIdx.x;
+  const uint32_t count = b.counts[slot] + 1;
+  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
+  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
+  const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
+  uint4 v[kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kNormThreads;
+    if (idx >= vecs_per_row) break;
+    v[i] = x[base + idx];
+    mine[idx] = v[i];
+  }
+  Exchange(b, slot, count);
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kNormThreads;
+    if (idx >= vecs_per_row) break;
+    const uint4 sum = AddBf16x8(v[i], __ldcv(theirs + idx));  // the all-reduce
+    v[i] = AddBf16x8(sum, residual[base + idx]);              // + residual
+    residual[base + idx] = v[i];
+    const uint32_t* w = &v[i].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = UnpackBf16x2(w[j]);
+      ss += f.x * f.x + f.y * f.y;
+    }
+  }
+  const float inv_rms = rsqrtf(BlockSum(ss, scratch) * inv_hidden + eps);
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kNormThreads;
+    if (idx >= vecs_per_row) break;
+    const uint4 wv = __ldg(weight + idx);
+    const uint32_t* a = &v[i].x;
+    const uint32_t* c = &wv.x;
+    uint4 r;
+    uint32_t* o = &r.x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 fa = UnpackBf16x2(a[j]);
+      const float2 fc = UnpackBf16x2(c[j]);
+      o[j] = PackBf16x2(fa.x * inv_rms * fc.x, fa.y * inv_rms * fc.y);
+    }
+    out[base + idx] = r;
+  }
+}
+
+bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+absl::Status LaunchError(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat(what, " launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
+bool Ready(const OneShotBuffers& b) {
+  return b.local != nullptr && b.peer != nullptr && b.counts != nullptr && b.abort != nullptr;
+}
+
+}  // namespace
+
+absl::Status LaunchOneShotAllReduceBf16(const OneShotBuffers& b, void* data, int64_t count,
+                                        cudaStream_t stream) {
+  if (!Ready(b) || count <= 0 || count % 8 != 0 ||
+      static_cast<uint64_t>(count) * 2 > one_shot::kMaxBytes || !Aligned(data)) {
+    return absl::InvalidArgumentError(absl::StrCat("one-shot all-reduce of ", count,
+                                                   " bf16: not set up, too large or unaligned"));
+  }
+  const int64_t vecs = count / 8;
+  const int blocks = static_cast<int>((vecs + kChunkThreads - 1) / kChunkThreads);
+  AllReduceKernel<<<blocks, kChunkThreads, 0, stream>>>(b, static_cast<uint4*>(data), vecs);
+  return LaunchError("one-shot all-reduce");
+}
+
+absl::Status LaunchOneShotAllReduceAddRmsNorm(const OneShotBuffers& b, const void* x,
+                                              void* residual, const void* weight, void* out,
+                                              int rows, int hidden, float eps,
+                                              cudaStream_t stream) {
+  if (!Ready(b) || rows <= 0 || rows > kSlots || hidden <= 0 || hidden % 8 != 0 ||
+      static_cast<size_t>(hidden) * 2 > kSlotBytes || !(eps > 0.f) || !Aligned(x) ||
+      !Aligned(residual) || !Aligned(weight) || !Aligned(out)) {
+    return absl::InvalidArgumentError(absl::StrCat("one-shot all-reduce + RMSNorm of ", rows, " x ",
+                                                   hidden, ": not set up or unsupported"));
+  }
+  const int vecs = hidden / 8;
+  const auto* xv = static_cast<const uint4*>(x);
+  auto* rv = static_cast<uint4*>(residual);
+  const auto* wv = static_cast<const uint4*>(weight);
+  auto* ov = static_cast<uint4*>(out);
+  const float inv_hidden = 1.f / hidden;
+  if (vecs <= kNormThreads) {
+    AllReduceAddRmsNormKernel<1>
+        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
+  } else if (vecs <= 2 * kNormThreads) {
+    AllReduceAddRmsNormKernel<2>
+        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
+  } else {
+    AllReduceAddRmsNormKernel<4>
+        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
+  }
+  return LaunchError("one-shot all-reduce + RMSNorm");
+}
+
+}  // namespace memshare::engine
