@@ -1,10 +1,13 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace memshare::engine {
 
@@ -169,6 +172,20 @@ void Scheduler::FreeBlocks(Sequence* s) {
   kv_->Free(s->id).IgnoreError();
   s->resident = false;
   running_.erase(std::find(running_.begin(), running_.end(), s));
+}
+
+void Scheduler::ResegmentOutput(Sequence* s) {
+  absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = kv_->GetSequenceInfo(s->id);
+  if (!info.ok() || !info->memshare) return;
+  // As in Step(): empty pieces without a token_piece function.
+  std::vector<std::string> pieces(s->generated());
+  if (options_.token_piece) {
+    for (int32_t i = 0; i < s->generated(); ++i) {
+      pieces[i] = options_.token_piece(s->tokens[s->prompt_len + i]);
+    }
+  }
+  std::vector<absl::string_view> views(pieces.begin(), pieces.end());
+  if (!kv_->OnTokensGenerated(s->id, views).ok()) ++stats_.dedup_errors;
 }
 
 void Scheduler::Preempt(Sequence* s) {
@@ -429,6 +446,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     spec.prompt_token_ids = s->tokens;
     spec.cache_salt = s->cache_salt;
     spec.memshare = s->memshare;
+    if (s->generated() > 0) spec.output_begin = s->prompt_len;
     absl::StatusOr<kvmanager::KvManager::Admission> admission = kv_->AddSequence(spec, budget);
     while (absl::IsResourceExhausted(admission.status())) {
       Sequence* victim = lower_priority_victim(s);
@@ -445,6 +463,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     waiting_.erase(waiting_.begin());
     s->resident = true;
     s->num_computed = admission->cached_tokens;
+    if (s->generated() > 0) ResegmentOutput(s);
     if (!s->ever_admitted) {
       s->ever_admitted = true;
       s->usage.cached_prompt_tokens = std::min(admission->cached_tokens, s->prompt_len);

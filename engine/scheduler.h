@@ -9,7 +9,9 @@
 //      sequence's next tokens, the lowest-priority, latest-arrived resident
 //      sequence is preempted (its blocks are freed, it goes back to the
 //      waiting queue keeping its generated tokens, and is recomputed later,
-//      so its output does not change);
+//      so its output does not change; a MemShare sequence's output is
+//      segmented again on re-admission, so that it shares again what it
+//      shared before once recomputed);
 //   3. if nothing was preempted, admits waiting sequences in the same order,
 //      reusing their longest cached prefix, while the token budget, the
 //      sequence limit and the pool allow; the last chunk may be partial
@@ -202,6 +204,10 @@ class Scheduler {
 
   QueueKey KeyOf(const Sequence& s) const;
   void Preempt(Sequence* s);
+  // A preempted MemShare sequence just re-admitted: feeds the pieces of its
+  // output to the KV manager's segmenter again (KvManager::SequenceSpec::
+  // output_begin), so its steps are shared again once recomputed.
+  void ResegmentOutput(Sequence* s);
   // Releases a resident sequence's blocks.
   void FreeBlocks(Sequence* s);
   // Removes a sequence (from whichever queue holds it), releases its blocks

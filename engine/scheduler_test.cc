@@ -640,6 +640,52 @@ TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
   EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
 }
 
+// A MemShare sequence preempted by a higher-priority arrival is recomputed
+// with its output as prompt; its output is segmented again, so the blocks it
+// shared before are shared again as soon as the recompute is written (not
+// only the steps it generates afterwards), and its tokens do not change.
+TEST(SchedulerTest, MemShareSharesAgainAfterPreemption) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;      // cycles: repeated steps
+  model.num_blocks = 48;  // 192 tokens: the long sequence or the urgent one
+  kvmanager::KvManager::Options kv = KvOptions(model);
+  kv.dedup.tau_kv = 0.2f;  // the fake's distance: identical blocks only
+  Harness h(model, {}, kv);
+  const std::vector<int32_t> prompt = Prompt(8, 77);
+  SequenceRequest long_one = Greedy(1, prompt, 170);
+  long_one.memshare.mode = kvmanager::DedupMode::kMemShare;
+  ASSERT_TRUE(h.scheduler().Add(long_one).ok());
+  for (int i = 0; i < 120; ++i) h.Record(h.scheduler().Step(h.now_));
+  absl::StatusOr<kvmanager::KvManager::SequenceInfo> before = h.kv().GetSequenceInfo(1);
+  ASSERT_TRUE(before.ok());
+  ASSERT_GT(before->remapped_blocks, 0);
+  const int32_t tokens_before = before->num_tokens;
+
+  SequenceRequest urgent = Greedy(2, Prompt(150, 2), 30);  // 45 of the 48 blocks
+  urgent.priority = 1;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  while (h.kv().Contains(1)) h.Record(h.scheduler().Step(h.now_));
+  ASSERT_EQ(h.scheduler().stats().preemptions, 1);
+  ASSERT_FALSE(h.results()[1].finished);
+  // Re-admitted once the urgent one is done; step until its recompute (the
+  // tokens it had) is written, then MemShare has run on it.
+  int64_t remapped_after_recompute = -1;
+  while (h.scheduler().HasWork() && remapped_after_recompute < 0) {
+    h.Record(h.scheduler().Step(h.now_));
+    if (!h.kv().Contains(1)) continue;
+    absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = h.kv().GetSequenceInfo(1);
+    ASSERT_TRUE(info.ok());
+    if (info->num_computed_tokens >= tokens_before) {
+      remapped_after_recompute = info->remapped_blocks;
+    }
+  }
+  EXPECT_GE(remapped_after_recompute, before->remapped_blocks);
+  h.RunToEnd();
+  EXPECT_EQ(h.scheduler().stats().dedup_errors, 0);
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), prompt, 170));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(150, 2), 30));
+}
+
 // With two layer groups of which only group 1 may share, the group-0 peaks
 // show no saving while the peaks summed over the groups do.
 TEST(SchedulerTest, UsageSumsPeaksOverLayerGroups) {
