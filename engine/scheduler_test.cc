@@ -314,6 +314,48 @@ TEST(SchedulerTest, PoolTooSmallPreemptsAndKeepsOutputs) {
   EXPECT_LE(crowd.backend().max_tokens_in_step(), 32);
 }
 
+// Conservative admission: once a resident sequence had to be preempted,
+// waiting ones come in only while the pool keeps a reserve for the
+// residents' growth, so a pool that bounds the batch preempts (and
+// recomputes) far less; outputs do not change. reserve_ratio_step 0 admits
+// as long as the tokens fit.
+TEST(SchedulerTest, ConservativeAdmissionPreemptsLess) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 40;  // 160 tokens for 24 requests of up to 70 each
+  std::mt19937 rng(11);
+  std::vector<SequenceRequest> requests;
+  for (int i = 0; i < 24; ++i) {
+    requests.push_back(Greedy(i, Prompt(std::uniform_int_distribution<int>(4, 20)(rng), 300 + i),
+                              std::uniform_int_distribution<int>(30, 50)(rng)));
+  }
+  auto run = [&](double step) {
+    Scheduler::Options o;
+    o.max_num_seqs = 16;
+    o.reserve_ratio_step = step;
+    Harness h(model, o);
+    for (const SequenceRequest& r : requests) EXPECT_TRUE(h.scheduler().Add(r).ok());
+    h.RunToEnd();
+    std::map<uint64_t, std::vector<int32_t>> tokens;
+    for (auto& [id, r] : h.results()) {
+      EXPECT_TRUE(r.finished && r.status.ok()) << id;
+      tokens[id] = r.tokens;
+    }
+    return std::make_tuple(h.scheduler().stats().preemptions,
+                           h.scheduler().stats().prompt_tokens_computed, tokens);
+  };
+  const auto [eager_preemptions, eager_computed, eager_tokens] = run(0);
+  const auto [preemptions, computed, tokens] = run(0.2);
+  EXPECT_GT(eager_preemptions, 0);
+  EXPECT_LT(preemptions, eager_preemptions / 2);
+  EXPECT_LT(computed, eager_computed);  // less recompute
+  EXPECT_EQ(tokens, eager_tokens);
+  for (const SequenceRequest& r : requests) {
+    Harness alone(model, {});
+    EXPECT_EQ(tokens.at(r.seq_id),
+              Reference(alone.backend(), r.prompt_token_ids, r.sampling.max_tokens));
+  }
+}
+
 TEST(SchedulerTest, SeededSamplingSurvivesPreemption) {
   FakeBackend::Options model = SmallModel();
   model.num_blocks = 12;
