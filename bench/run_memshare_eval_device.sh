@@ -13,8 +13,8 @@
 #   pressure  the same problems with pools of MEMSHARE_PRESSURE_BLOCKS
 #             (default "480 640 800") blocks, which bound the batch: off vs
 #             the default, MEMSHARE_PRESSURE_REPEATS (default 3) interleaved
-#             repeats each, with conservative admission (--admission_reserve
-#             0.2, the default) and without (0); MEMSHARE_PRESSURE_RESERVES
+#             repeats each, without conservative admission (the default)
+#             and with it (--admission_reserve 0.2); MEMSHARE_PRESSURE_RESERVES
 # $OUT gets summary.log (the tables) and memshare_eval.tgz (every CSV, SVG
 # and log), so that the outputs stay within the files a call returns.
 set -uo pipefail
@@ -51,7 +51,7 @@ if has sweep; then
 fi
 if has pressure; then
   for nb in ${MEMSHARE_PRESSURE_BLOCKS:-480 640 800}; do
-    for reserve in ${MEMSHARE_PRESSURE_RESERVES:-0.2 0}; do
+    for reserve in ${MEMSHARE_PRESSURE_RESERVES:-0 0.2}; do
       eval_run "pressure${nb}_reserve$reserve" --num_blocks="$nb" --admission_reserve="$reserve" \
         --repeats="${MEMSHARE_PRESSURE_REPEATS:-3}" --configs="memshare=off; name=default memshare=on"
     done

@@ -167,8 +167,12 @@ class Scheduler {
     // sequences that preempt each other over and over, each recomputing
     // its tokens. A MemShare sequence reserves only its physical share
     // (blocks held ÷ logical blocks), so the memory it saves admits more
-    // sequences. reserve_ratio_step = 0: no reserve.
-    double reserve_ratio_step = 0.2;
+    // sequences. reserve_ratio_step = 0 (the default): no reserve. On the
+    // tiny reasoner under a small pool (bench/NOTES-memshare-eval.md) 0.2
+    // cut preemptions fourfold but also the batch, and tokens/s fell 10 %:
+    // it pays where recomputing a preempted sequence is expensive (long
+    // contexts, large models), not where the step is host-bound.
+    double reserve_ratio_step = 0;
     double reserve_ratio_decay = 0.002;
     int32_t reserve_horizon_tokens = 4096;
   };

@@ -52,7 +52,7 @@ ABSL_FLAG(std::string, device, "cpu", "Backend: cpu, cuda or auto (CUDA when a d
 ABSL_FLAG(int32_t, threads, 0, "CPU forward threads (0: every core).");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "Most sequences in a batch.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Most tokens in one step.");
-ABSL_FLAG(double, admission_reserve, 0.2,
+ABSL_FLAG(double, admission_reserve, 0.0,
           "Conservative admission under memory pressure, [0, 1] (the worker's "
           "--admission_reserve); 0: admit whenever the prompt fits.");
 ABSL_FLAG(int32_t, max_tokens, 1200, "Generation limit per problem (greedy).");
