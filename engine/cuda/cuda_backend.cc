@@ -575,7 +575,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
-  out_host_bytes_ = S * 8 + S * V * 4 + S * 8;  // tokens, logprobs, logits, candidates
+  // Tokens, logprobs, logits, then (8-byte aligned) greedy candidates.
+  out_host_bytes_ = AlignUp(S * 8 + S * V * 4, 8) + S * 8;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&out_host_, out_host_bytes_), "pinned step results"));
   return absl::OkStatus();
 }
@@ -1199,7 +1200,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   int32_t* host_tokens = static_cast<int32_t*>(out_host_);
   float* host_logprobs = reinterpret_cast<float*>(host_tokens + max_seqs_);
   float* host_logits = host_logprobs + max_seqs_;
-  uint64_t* host_candidates = reinterpret_cast<uint64_t*>(host_logits + size_t(max_seqs_) * V);
+  uint64_t* host_candidates = reinterpret_cast<uint64_t*>(
+      static_cast<char*>(out_host_) + AlignUp(size_t(max_seqs_) * (8 + size_t(V) * 4), 8));
   if (R > 0 && need_logits) {
     RETURN_IF_ERROR(Cuda(
         cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
