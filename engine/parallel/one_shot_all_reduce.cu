@@ -246,12 +246,16 @@ __global__ void __launch_bounds__(kNormThreads)
   const uint32_t count = b.counts[slot] + 1;
   const uint32_t parity = count & 1;
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
-  uint4 v[kVec];
+  // The residual and the norm's weight do not depend on the peers: loaded
+  // before the wait, so that their latency hides behind it.
+  uint4 v[kVec], res[kVec], wgt[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     v[i] = x[base + idx];
+    res[i] = residual[base + idx];
+    wgt[i] = __ldg(weight + idx);
     Send(b, parity, slot, idx, v[i]);
   }
   Exchange(b, slot, count);
@@ -261,7 +265,7 @@ __global__ void __launch_bounds__(kNormThreads)
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     const uint4 sum = SumPieces(b, parity, slot, idx, v[i]);  // the all-reduce
-    v[i] = AddBf16x8(sum, residual[base + idx]);              // + residual
+    v[i] = AddBf16x8(sum, res[i]);                            // + residual
     residual[base + idx] = v[i];
     const uint32_t* w = &v[i].x;
 #pragma unroll
@@ -275,9 +279,8 @@ __global__ void __launch_bounds__(kNormThreads)
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
-    const uint4 wv = __ldg(weight + idx);
     const uint32_t* a = &v[i].x;
-    const uint32_t* c = &wv.x;
+    const uint32_t* c = &wgt[i].x;
     uint4 r;
     uint32_t* o = &r.x;
 #pragma unroll

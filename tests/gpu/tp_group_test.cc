@@ -657,8 +657,10 @@ void RunShardSampling(const std::string& model, int world) {
     tables[i] = ::memshare::testing::Tables(1, 1 + 8 * i, 8);
   }
   // Sequence i's sampling: greedy, with penalties over its history (prompt
-  // tokens count 0, generated ones their count) when `penalized`.
-  auto sampling = [&](int i, bool penalized, bool logits) {
+  // tokens count 0, generated ones their count) and over `pick` (this
+  // step's unpenalized pick, so that the penalties move it; its count 1 at
+  // least) when `penalized`.
+  auto sampling = [&](int i, bool penalized, bool logits, int32_t pick) {
     DeviceSampling d;
     d.return_logits = logits;
     if (!penalized) return d;
@@ -669,6 +671,7 @@ void RunShardSampling(const std::string& model, int world) {
     for (size_t k = 0; k < history[i].size(); ++k) {
       count[history[i][k]] += k >= static_cast<size_t>(kPrompt) ? 1 : 0;
     }
+    count[pick] = std::max(count[pick], 1);
     for (const auto& [t, c] : count) {
       d.penalty_token_ids.push_back(t);
       d.penalty_counts.push_back(c);
@@ -686,7 +689,8 @@ void RunShardSampling(const std::string& model, int world) {
           const int start = s == 0 ? 0 : kPrompt + s - 1;
           std::vector<int32_t> tokens(history[i].begin() + start, history[i].end());
           SequenceChunk c = ::memshare::testing::Chunk(i + 1, start, tokens, tables[i]);
-          c.sampling = sampling(i, penalized, /*logits=*/g == 1);
+          c.sampling = sampling(i, penalized, /*logits=*/g == 1,
+                                penalized ? shard_tokens[0][i] : 0);
           plan[g].sequences.push_back(std::move(c));
         }
       }
