@@ -1,10 +1,13 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace memshare::engine {
 
@@ -52,6 +55,16 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const Options& opti
   if (options.max_prompt_len < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_prompt_len: must be >= 0, got ", options.max_prompt_len));
+  }
+  if (!(options.reserve_ratio_step >= 0 && options.reserve_ratio_step <= 1) ||
+      !(options.reserve_ratio_decay >= 0 && options.reserve_ratio_decay <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reserve_ratio_step and reserve_ratio_decay: must be in [0, 1], got ",
+        options.reserve_ratio_step, " and ", options.reserve_ratio_decay));
+  }
+  if (options.reserve_horizon_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reserve_horizon_tokens: must be >= 0, got ", options.reserve_horizon_tokens));
   }
   if (kv->shifted_sharing() && !backend->SupportsShiftedViews()) {
     return absl::InvalidArgumentError(
@@ -169,6 +182,32 @@ void Scheduler::FreeBlocks(Sequence* s) {
   kv_->Free(s->id).IgnoreError();
   s->resident = false;
   running_.erase(std::find(running_.begin(), running_.end(), s));
+}
+
+double Scheduler::ReserveBlocks(const Sequence& s) const {
+  const int32_t left =
+      std::min(std::max(s.max_tokens - s.generated(), 0), options_.reserve_horizon_tokens);
+  double share = 1;  // physical blocks per logical block, over every group
+  if (absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = kv_->GetSequenceInfo(s.id);
+      info.ok() && info->logical_blocks > 0) {
+    const double logical = static_cast<double>(info->logical_blocks) * kv_->num_layer_groups();
+    share = std::clamp(1 - static_cast<double>(info->remapped_blocks) / logical, 0.0, 1.0);
+  }
+  return stats_.reserve_ratio * left * share / kv_->block_size();
+}
+
+void Scheduler::ResegmentOutput(Sequence* s) {
+  absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = kv_->GetSequenceInfo(s->id);
+  if (!info.ok() || !info->memshare) return;
+  // As in Step(): empty pieces without a token_piece function.
+  std::vector<std::string> pieces(s->generated());
+  if (options_.token_piece) {
+    for (int32_t i = 0; i < s->generated(); ++i) {
+      pieces[i] = options_.token_piece(s->tokens[s->prompt_len + i]);
+    }
+  }
+  std::vector<absl::string_view> views(pieces.begin(), pieces.end());
+  if (!kv_->OnTokensGenerated(s->id, views).ok()) ++stats_.dedup_errors;
 }
 
 void Scheduler::Preempt(Sequence* s) {
@@ -333,6 +372,8 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
                               "deadline passed after ", generated, " generated tokens"))));
   }
 
+  stats_.reserve_ratio = std::max(0.0, stats_.reserve_ratio - options_.reserve_ratio_decay);
+
   // 2. Running sequences, in priority order.
   struct Scheduled {
     Sequence* seq;
@@ -402,6 +443,14 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
     return victim;
   };
+  if (preempted) {
+    stats_.reserve_ratio = std::min(1.0, stats_.reserve_ratio + options_.reserve_ratio_step);
+  }
+  // Conservative admission: the blocks kept for the residents' growth.
+  double reserve = 0;
+  if (stats_.reserve_ratio > 0) {
+    for (const Sequence* r : running_) reserve += ReserveBlocks(*r);
+  }
   auto unschedule_and_preempt = [&](Sequence* victim) {
     for (auto it = scheduled.begin(); it != scheduled.end(); ++it) {
       if (it->seq == victim) {
@@ -416,7 +465,11 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   while (budget > 0 && !waiting_.empty()) {
     Sequence* s = sequences_.at(std::get<2>(*waiting_.begin())).get();
     const bool full = static_cast<int32_t>(running_.size()) >= options_.max_num_seqs;
-    if (preempted || full) {
+    const int32_t block_size = kv_->block_size();
+    const bool short_of_reserve =
+        reserve > 0 && kv_->NumAvailableBlocks() - (s->num_tokens() + block_size - 1) / block_size <
+                           reserve;
+    if (preempted || full || short_of_reserve) {
       Sequence* victim = lower_priority_victim(s);
       if (victim == nullptr) break;
       if (full) unschedule_and_preempt(victim);
@@ -429,6 +482,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     spec.prompt_token_ids = s->tokens;
     spec.cache_salt = s->cache_salt;
     spec.memshare = s->memshare;
+    if (s->generated() > 0) spec.output_begin = s->prompt_len;
     absl::StatusOr<kvmanager::KvManager::Admission> admission = kv_->AddSequence(spec, budget);
     while (absl::IsResourceExhausted(admission.status())) {
       Sequence* victim = lower_priority_victim(s);
@@ -445,12 +499,14 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     waiting_.erase(waiting_.begin());
     s->resident = true;
     s->num_computed = admission->cached_tokens;
+    if (s->generated() > 0) ResegmentOutput(s);
     if (!s->ever_admitted) {
       s->ever_admitted = true;
       s->usage.cached_prompt_tokens = std::min(admission->cached_tokens, s->prompt_len);
       stats_.prefix_cached_tokens += s->usage.cached_prompt_tokens;
     }
     running_.push_back(s);
+    if (stats_.reserve_ratio > 0) reserve += ReserveBlocks(*s);
     scheduled.push_back({s, admission->scheduled_tokens});
     budget -= admission->scheduled_tokens;
   }

@@ -9,7 +9,9 @@
 //      sequence's next tokens, the lowest-priority, latest-arrived resident
 //      sequence is preempted (its blocks are freed, it goes back to the
 //      waiting queue keeping its generated tokens, and is recomputed later,
-//      so its output does not change);
+//      so its output does not change; a MemShare sequence's output is
+//      segmented again on re-admission, so that it shares again what it
+//      shared before once recomputed);
 //   3. if nothing was preempted, admits waiting sequences in the same order,
 //      reusing their longest cached prefix, while the token budget, the
 //      sequence limit and the pool allow; the last chunk may be partial
@@ -109,6 +111,7 @@ struct SchedulerStats {
   int64_t waiting_tokens = 0;  // tokens of waiting sequences still to compute
   int64_t steps = 0;
   int64_t preemptions = 0;
+  double reserve_ratio = 0;  // of conservative admission (Scheduler::Options)
   int64_t prompt_tokens_computed = 0;  // prefill and recompute tokens run
   int64_t generated_tokens = 0;
   int64_t device_sampled_tokens = 0;  // of generated_tokens: sampled by the backend
@@ -152,6 +155,26 @@ class Scheduler {
     // Let a backend that samples on the device do so (see the file
     // comment). false: every token is sampled here from its logits row.
     bool sample_on_device = true;
+    // Conservative admission under memory pressure (as SGLang's "new token
+    // ratio"): a waiting sequence is admitted only if, after its tokens, the
+    // pool keeps a reserve for the growth of the resident sequences,
+    //   ratio × Σ min(tokens left before max_tokens, reserve_horizon_tokens)
+    //         × (the sequence's physical share of its blocks) / block_size.
+    // The ratio is 0 (admission as long as the tokens fit) until a resident
+    // sequence has to be preempted for lack of blocks; each step that does
+    // raises it by reserve_ratio_step (up to 1), every step lowers it by
+    // reserve_ratio_decay. Without it, a pool that bounds the batch admits
+    // sequences that preempt each other over and over, each recomputing
+    // its tokens. A MemShare sequence reserves only its physical share
+    // (blocks held ÷ logical blocks), so the memory it saves admits more
+    // sequences. reserve_ratio_step = 0 (the default): no reserve. On the
+    // tiny reasoner under a small pool (bench/NOTES-memshare-eval.md) 0.2
+    // cut preemptions fourfold but also the batch, and tokens/s fell 10 %:
+    // it pays where recomputing a preempted sequence is expensive (long
+    // contexts, large models), not where the step is host-bound.
+    double reserve_ratio_step = 0;
+    double reserve_ratio_decay = 0.002;
+    int32_t reserve_horizon_tokens = 4096;
   };
 
   // `backend` and `kv` must agree on block size, layer groups and block count.
@@ -202,6 +225,13 @@ class Scheduler {
 
   QueueKey KeyOf(const Sequence& s) const;
   void Preempt(Sequence* s);
+  // A preempted MemShare sequence just re-admitted: feeds the pieces of its
+  // output to the KV manager's segmenter again (KvManager::SequenceSpec::
+  // output_begin), so its steps are shared again once recomputed.
+  void ResegmentOutput(Sequence* s);
+  // Blocks conservative admission keeps for a resident sequence's growth
+  // (Options::reserve_ratio_step).
+  double ReserveBlocks(const Sequence& s) const;
   // Releases a resident sequence's blocks.
   void FreeBlocks(Sequence* s);
   // Removes a sequence (from whichever queue holds it), releases its blocks

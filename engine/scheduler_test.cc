@@ -314,6 +314,48 @@ TEST(SchedulerTest, PoolTooSmallPreemptsAndKeepsOutputs) {
   EXPECT_LE(crowd.backend().max_tokens_in_step(), 32);
 }
 
+// Conservative admission: once a resident sequence had to be preempted,
+// waiting ones come in only while the pool keeps a reserve for the
+// residents' growth, so a pool that bounds the batch preempts (and
+// recomputes) far less; outputs do not change. reserve_ratio_step 0 admits
+// as long as the tokens fit.
+TEST(SchedulerTest, ConservativeAdmissionPreemptsLess) {
+  FakeBackend::Options model = SmallModel();
+  model.num_blocks = 40;  // 160 tokens for 24 requests of up to 70 each
+  std::mt19937 rng(11);
+  std::vector<SequenceRequest> requests;
+  for (int i = 0; i < 24; ++i) {
+    requests.push_back(Greedy(i, Prompt(std::uniform_int_distribution<int>(4, 20)(rng), 300 + i),
+                              std::uniform_int_distribution<int>(30, 50)(rng)));
+  }
+  auto run = [&](double step) {
+    Scheduler::Options o;
+    o.max_num_seqs = 16;
+    o.reserve_ratio_step = step;
+    Harness h(model, o);
+    for (const SequenceRequest& r : requests) EXPECT_TRUE(h.scheduler().Add(r).ok());
+    h.RunToEnd();
+    std::map<uint64_t, std::vector<int32_t>> tokens;
+    for (auto& [id, r] : h.results()) {
+      EXPECT_TRUE(r.finished && r.status.ok()) << id;
+      tokens[id] = r.tokens;
+    }
+    return std::make_tuple(h.scheduler().stats().preemptions,
+                           h.scheduler().stats().prompt_tokens_computed, tokens);
+  };
+  const auto [eager_preemptions, eager_computed, eager_tokens] = run(0);
+  const auto [preemptions, computed, tokens] = run(0.2);
+  EXPECT_GT(eager_preemptions, 0);
+  EXPECT_LT(preemptions, eager_preemptions / 2);
+  EXPECT_LT(computed, eager_computed);  // less recompute
+  EXPECT_EQ(tokens, eager_tokens);
+  for (const SequenceRequest& r : requests) {
+    Harness alone(model, {});
+    EXPECT_EQ(tokens.at(r.seq_id),
+              Reference(alone.backend(), r.prompt_token_ids, r.sampling.max_tokens));
+  }
+}
+
 TEST(SchedulerTest, SeededSamplingSurvivesPreemption) {
   FakeBackend::Options model = SmallModel();
   model.num_blocks = 12;
@@ -638,6 +680,52 @@ TEST(SchedulerTest, MemShareRemapsRepeatedBlocksWithoutChangingOutput) {
   EXPECT_GT(on.usage.shared_blocks, 0);
   EXPECT_LT(on.usage.kv_blocks_peak_physical, on.usage.kv_blocks_peak_logical);
   EXPECT_EQ(off.usage.kv_blocks_peak_physical, off.usage.kv_blocks_peak_logical);
+}
+
+// A MemShare sequence preempted by a higher-priority arrival is recomputed
+// with its output as prompt; its output is segmented again, so the blocks it
+// shared before are shared again as soon as the recompute is written (not
+// only the steps it generates afterwards), and its tokens do not change.
+TEST(SchedulerTest, MemShareSharesAgainAfterPreemption) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;      // cycles: repeated steps
+  model.num_blocks = 48;  // 192 tokens: the long sequence or the urgent one
+  kvmanager::KvManager::Options kv = KvOptions(model);
+  kv.dedup.tau_kv = 0.2f;  // the fake's distance: identical blocks only
+  Harness h(model, {}, kv);
+  const std::vector<int32_t> prompt = Prompt(8, 77);
+  SequenceRequest long_one = Greedy(1, prompt, 170);
+  long_one.memshare.mode = kvmanager::DedupMode::kMemShare;
+  ASSERT_TRUE(h.scheduler().Add(long_one).ok());
+  for (int i = 0; i < 120; ++i) h.Record(h.scheduler().Step(h.now_));
+  absl::StatusOr<kvmanager::KvManager::SequenceInfo> before = h.kv().GetSequenceInfo(1);
+  ASSERT_TRUE(before.ok());
+  ASSERT_GT(before->remapped_blocks, 0);
+  const int32_t tokens_before = before->num_tokens;
+
+  SequenceRequest urgent = Greedy(2, Prompt(150, 2), 30);  // 45 of the 48 blocks
+  urgent.priority = 1;
+  ASSERT_TRUE(h.scheduler().Add(urgent).ok());
+  while (h.kv().Contains(1)) h.Record(h.scheduler().Step(h.now_));
+  ASSERT_EQ(h.scheduler().stats().preemptions, 1);
+  ASSERT_FALSE(h.results()[1].finished);
+  // Re-admitted once the urgent one is done; step until its recompute (the
+  // tokens it had) is written, then MemShare has run on it.
+  int64_t remapped_after_recompute = -1;
+  while (h.scheduler().HasWork() && remapped_after_recompute < 0) {
+    h.Record(h.scheduler().Step(h.now_));
+    if (!h.kv().Contains(1)) continue;
+    absl::StatusOr<kvmanager::KvManager::SequenceInfo> info = h.kv().GetSequenceInfo(1);
+    ASSERT_TRUE(info.ok());
+    if (info->num_computed_tokens >= tokens_before) {
+      remapped_after_recompute = info->remapped_blocks;
+    }
+  }
+  EXPECT_GE(remapped_after_recompute, before->remapped_blocks);
+  h.RunToEnd();
+  EXPECT_EQ(h.scheduler().stats().dedup_errors, 0);
+  EXPECT_EQ(h.results()[1].tokens, Reference(h.backend(), prompt, 170));
+  EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(150, 2), 30));
 }
 
 // With two layer groups of which only group 1 may share, the group-0 peaks

@@ -40,10 +40,10 @@ struct DedupPolicy {
   DedupMode mode = DedupMode::kMemShare;
   // The defaults below are the configuration chosen by bench/memshare_eval
   // on the tiny reasoner's 600 held-out problems (bench/RESULTS.md, "MemShare
-  // evaluation"): the block-level token overlap (anchored, delayed for near
-  // matches) is the selective gate there, the lexical filter only orders
-  // candidates, and tau_kv = 1 refuses blocks whose K or V differ by more
-  // than their own norm.
+  // evaluation"; with StepSegmenter's 32–48-token steps): the block-level
+  // token overlap (anchored, delayed for near matches) is the selective gate
+  // there, the lexical filter only orders candidates, and tau_kv = 1 refuses
+  // blocks whose K or V differ by more than their own norm.
   // Default lexical threshold (estimated Jaccard of shingle sets); [0, 1].
   // 0: every earlier step is a candidate, most similar first.
   float tau_lex = 0.0f;

@@ -13,6 +13,8 @@ namespace memshare::kvmanager {
 struct KvManager::Sequence {
   uint64_t id = 0;
   int32_t prompt_len = 0;
+  // Position of the first generated token (SequenceSpec::output_begin).
+  int32_t output_begin = 0;
   // Positions whose K/V are written: [0, num_computed).
   int32_t num_computed = 0;
   int32_t cached_tokens = 0;
@@ -235,6 +237,10 @@ absl::StatusOr<KvManager::Admission> KvManager::AddSequence(const SequenceSpec& 
     return absl::InvalidArgumentError(
         absl::StrCat("max_new_tokens must be >= 0, got ", max_new_tokens));
   }
+  if (spec.output_begin != -1 && (spec.output_begin < 1 || spec.output_begin > prompt_len)) {
+    return absl::InvalidArgumentError(absl::StrCat("output_begin must be -1 or in [1, ",
+                                                   prompt_len, "], got ", spec.output_begin));
+  }
   if (sequences_.contains(spec.seq_id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", spec.seq_id, " is live"));
   }
@@ -258,6 +264,7 @@ absl::StatusOr<KvManager::Admission> KvManager::AddSequence(const SequenceSpec& 
   auto s = std::make_unique<Sequence>();
   s->id = spec.seq_id;
   s->prompt_len = static_cast<int32_t>(prompt_len);
+  s->output_begin = spec.output_begin == -1 ? s->prompt_len : spec.output_begin;
   s->tokens.assign(spec.prompt_token_ids.begin(), spec.prompt_token_ids.end());
   s->root_hash = root;
   s->block_hashes = match_.hashes;
@@ -310,6 +317,7 @@ absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
   for (size_t g = 0; g < child->tables.size(); ++g) view_refs_[g] += child->tables[g].num_views();
   child->id = child_id;
   child->prompt_len = parent->prompt_len;
+  child->output_begin = parent->output_begin;
   child->num_computed = parent->num_computed;
   child->cached_tokens = parent->cached_tokens;
   child->tokens = parent->tokens;
@@ -519,7 +527,9 @@ absl::Status KvManager::OnTokensGenerated(uint64_t seq_id,
   Sequence* s = Find(seq_id);
   if (s == nullptr) return NotFound(seq_id);
   if (!s->dedup.enabled) return absl::OkStatus();
-  if (s->num_tokens() < s->prompt_len) {
+  // (A re-admitted sequence's output is part of its prompt: its pieces may
+  // come before the prompt is appended; their steps wait to be written.)
+  if (s->output_begin == s->prompt_len && s->num_tokens() < s->prompt_len) {
     return absl::FailedPreconditionError(
         absl::StrCat("sequence ", seq_id, " generated tokens before its prompt was appended (",
                      s->num_tokens(), " of ", s->prompt_len, ")"));
@@ -527,7 +537,7 @@ absl::Status KvManager::OnTokensGenerated(uint64_t seq_id,
   steps_.clear();
   for (const absl::string_view piece : pieces) segmenter_->Feed(&s->segmenter, piece, &steps_);
   for (const StepSegmenter::Step& step : steps_) {
-    s->pending_steps.push_back({s->prompt_len + step.begin, s->prompt_len + step.end});
+    s->pending_steps.push_back({s->output_begin + step.begin, s->output_begin + step.end});
   }
   if (!steps_.empty() && !s->in_dedup_list) {
     s->in_dedup_list = true;

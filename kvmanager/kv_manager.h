@@ -27,9 +27,12 @@
 //
 // Token positions: a sequence's tokens are its prompt (given at admission,
 // appended in chunks) followed by its generated tokens; the piece of the
-// k-th OnTokensGenerated() token belongs to position prompt_length + k (a
-// preempted sequence re-admitted with prompt + output as its prompt starts a
-// new count).
+// k-th OnTokensGenerated() token belongs to position output_begin + k, where
+// output_begin is the prompt's length unless SequenceSpec::output_begin says
+// otherwise: a preempted sequence is re-admitted with prompt + output as its
+// prompt and output_begin at its output, and its scheduler feeds the pieces
+// of that output again, so MemShare segments and shares it again once the
+// recomputed K/V is written (the memory it saved is not lost to preemption).
 //
 // MemShare shares a block in one of two ways (block_table.h): a remap
 // (the logical block names an earlier physical block whose content is
@@ -108,6 +111,10 @@ class KvManager {
     absl::string_view cache_salt;
     // The request's MemShare overrides.
     DedupParams memshare;
+    // Position of the first generated token, in [1, prompt length]: a
+    // preempted sequence re-admitted with its output as part of its prompt.
+    // -1: the prompt's end (a new sequence).
+    int32_t output_begin = -1;
   };
 
   struct Admission {

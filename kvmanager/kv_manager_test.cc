@@ -297,6 +297,13 @@ TEST_F(KvManagerTest, RejectsBadRequests) {
   EXPECT_TRUE(absl::IsInvalidArgument(s));
   EXPECT_NE(s.message().find("memshare.tau_kv"), std::string::npos);
   spec.memshare = {};
+  for (const int32_t bad : {0, -2, static_cast<int32_t>(prompt.size()) + 1}) {
+    spec.output_begin = bad;
+    s = manager_->AddSequence(spec, 1).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << bad;
+    EXPECT_NE(s.message().find("output_begin"), std::string::npos) << s;
+  }
+  spec.output_begin = -1;
   ASSERT_TRUE(manager_->AddSequence(spec, 2).ok());  // prefill in chunks
   EXPECT_TRUE(absl::IsAlreadyExists(manager_->AddSequence(spec, 2).status()));
   // A chunk with a token that is not the prompt's.

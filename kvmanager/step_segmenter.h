@@ -47,9 +47,10 @@ class StepSegmenter {
   struct Options {
     // Non-empty strings of at most kMaxDelimiterBytes bytes.
     std::vector<std::string> delimiters = DefaultDelimiters();
-    // Shortest step, in tokens; >= 1. One 16-token block: with shifted
-    // sharing a step's blocks need not start on the block grid.
-    int32_t min_step_tokens = 16;
+    // Shortest step, in tokens; >= 1. Two 16-token blocks: on the 600
+    // held-out problems 32 lost fewer answers than 16 for the same memory
+    // (bench/RESULTS.md, "MemShare evaluation").
+    int32_t min_step_tokens = 32;
     // Longest step, in tokens; 0 = unlimited, else >= min_step_tokens.
     // Long steps are cut so that their blocks are indexed while the request
     // still runs (bench/memshare_eval: 48 beat 32, 64 and unlimited).

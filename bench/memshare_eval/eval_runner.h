@@ -44,6 +44,8 @@ struct EngineSetup {
   // Scheduler limits.
   int32_t max_num_seqs = 64;
   int32_t max_num_batched_tokens = 2048;
+  // Conservative admission (Scheduler::Options::reserve_ratio_step); 0: off.
+  double admission_reserve = 0;
   // Generation limit per problem (greedy).
   int32_t max_tokens = 1200;
   // Exact prefix caching across requests (kvmanager's default: on).

@@ -52,6 +52,9 @@ ABSL_FLAG(std::string, device, "cpu", "Backend: cpu, cuda or auto (CUDA when a d
 ABSL_FLAG(int32_t, threads, 0, "CPU forward threads (0: every core).");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "Most sequences in a batch.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Most tokens in one step.");
+ABSL_FLAG(double, admission_reserve, 0.0,
+          "Conservative admission under memory pressure, [0, 1] (the worker's "
+          "--admission_reserve); 0: admit whenever the prompt fits.");
 ABSL_FLAG(int32_t, max_tokens, 1200, "Generation limit per problem (greedy).");
 ABSL_FLAG(int32_t, num_blocks, 0,
           "KV blocks per layer group; 0: enough for the whole batch (no memory pressure). A "
@@ -143,6 +146,7 @@ int Main() {
   setup.device = absl::GetFlag(FLAGS_device);
   setup.threads = absl::GetFlag(FLAGS_threads);
   setup.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  setup.admission_reserve = absl::GetFlag(FLAGS_admission_reserve);
   setup.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   setup.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   setup.num_blocks = absl::GetFlag(FLAGS_num_blocks);
@@ -150,9 +154,9 @@ int Main() {
 
   std::fprintf(stderr,
                "[memshare_eval] %zu problems, %zu configs x %d repeats, device %s, max_num_seqs "
-               "%d, num_blocks %d\n",
+               "%d, num_blocks %d, admission_reserve %g\n",
                problems->size(), configs->size(), repeats, setup.device.c_str(), setup.max_num_seqs,
-               setup.num_blocks);
+               setup.num_blocks, setup.admission_reserve);
   // results[repeat][config]
   std::vector<std::vector<EvalResult>> results(repeats);
   for (int32_t rep = 0; rep < repeats; ++rep) {

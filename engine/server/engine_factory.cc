@@ -37,6 +37,12 @@ ABSL_FLAG(int32_t, max_model_len, 0,
           "Longest prompt + generation; 0: the model's max_position_embeddings.");
 ABSL_FLAG(int32_t, max_prompt_len, 0, "Longest prompt accepted; 0: max_model_len - 1.");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "Most sequences in a batch.");
+ABSL_FLAG(double, admission_reserve, 0.0,
+          "Conservative admission under KV memory pressure, in [0, 1]: after a running request "
+          "had to be preempted for lack of KV blocks, new ones are admitted only while the pool "
+          "keeps this fraction (more after each further preemption, decaying per step) of the "
+          "running requests' possible growth free (0.2 is a good start where recomputing a "
+          "preempted request is expensive). 0: admit whenever the prompt fits.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Token budget of one step (chunked prefill).");
 ABSL_FLAG(int32_t, max_live_requests, 1024,
           "Requests queued or running beyond which new ones get RESOURCE_EXHAUSTED.");
@@ -117,6 +123,12 @@ absl::StatusOr<CpuEngineOptions> EngineOptionsFromFlags() {
   o.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   o.engine.scheduler.max_prompt_len = absl::GetFlag(FLAGS_max_prompt_len);
   o.engine.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  const double reserve = absl::GetFlag(FLAGS_admission_reserve);
+  if (!(reserve >= 0 && reserve <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--admission_reserve: must be in [0, 1], got ", reserve));
+  }
+  o.engine.scheduler.reserve_ratio_step = reserve;
   o.engine.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   o.engine.max_live_requests = absl::GetFlag(FLAGS_max_live_requests);
   o.engine.kv.enable_prefix_cache = absl::GetFlag(FLAGS_prefix_cache);

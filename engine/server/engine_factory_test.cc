@@ -13,6 +13,7 @@ ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(absl::Duration, collective_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, heartbeat_interval);
 ABSL_DECLARE_FLAG(int32_t, consistency_check_interval);
+ABSL_DECLARE_FLAG(double, admission_reserve);
 
 namespace memshare::engine {
 namespace {
@@ -75,6 +76,16 @@ TEST_F(GroupFlagsTest, TheEngineRefusesBadGroupFlagsBeforeLoadingAnything) {
   absl::SetFlag(&FLAGS_rank, 5);
   absl::SetFlag(&FLAGS_model, "/nonexistent");
   EXPECT_EQ(CreateEngineFromFlags().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(GroupFlagsTest, AdmissionReserveMustBeAFraction) {
+  absl::SetFlag(&FLAGS_model, "/nonexistent");
+  for (const double bad : {-0.1, 1.5}) {
+    absl::SetFlag(&FLAGS_admission_reserve, bad);
+    const absl::Status s = CreateEngineFromFlags().status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("--admission_reserve"), std::string::npos) << s;
+  }
 }
 
 }  // namespace
