@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Tensor parallelism on a GPU machine with two GPUs (issue 7), in one call:
-# runs from the repository root with the bundle made by
+# Tensor parallelism on a GPU machine with two or four GPUs (issue 7), in
+# one call: runs from the repository root with the bundle made by
 #   scripts/device-bundle.sh --out BUNDLE //tests/gpu:tp_group_test //bench:tp_bench \
-#     //tests/e2e:tp_group_e2e_test //engine/server:memshare_worker //router:memshare_router
+#     //tests/e2e:tp_group_e2e_test //engine/server:memshare_worker //router:memshare_router \
+#     //tests/gpu:shard_sampling_gpu_test
 # and this script copied into BUNDLE:
 #
 #   bash BUNDLE/run_tp_device.sh BUNDLE [STAGES] [DEADLINE_S]
 #
 # STAGES, comma-separated, run in this order (default all):
 #   env      the cards, the link between them (nvidia-smi topo), NCCL's libs
-#   dummy7b  tests/gpu:tp_group_test, TP=2 vs one GPU on R1-Distill-Qwen-7B
-#            shapes (dummy weights)
+#   dummy7b  tests/gpu:tp_group_test, TP=2 (and TP=4 with four GPUs) vs one
+#            GPU on R1-Distill-Qwen-7B shapes (dummy weights)
 #   golden   the same on the five golden checkpoints
+#   sampling greedy sampling on vocabulary shards: tests/gpu:
+#            shard_sampling_gpu_test (one GPU) and tp_group_test's
+#            TpShardSamplingTest (TP=2, TP=4 with four GPUs)
 #   bench    bench:tp_bench: R1-Distill-Qwen-7B decode step at batch 64, TP=1
 #            then TP=2 (two processes) with the default fast paths (plan
 #            through shared memory, fused one-shot all-reduce pushing into
-#            the peer), then the same pulling from the peer, then
-#            all-reduce oneshot, nccl, and nccl with the plan over NCCL
-#            (the old path); NCCL all-reduce bandwidth and one step's
-#            collectives (NCCL and fast path) measured by the first two
+#            the peer, greedy sampling on the vocabulary shards), then the
+#            same with the logits all-gathered (MEMSHARE_TP_SAMPLE=gather,
+#            the sampling of run 2), then all-reduce oneshot, nccl, and the
+#            old path (plan and all-reduce over NCCL, logits all-gathered);
+#            NCCL all-reduce bandwidth, the candidates' exchange and one
+#            step's collectives measured by the first
 #   failure  tp_group_test: kill rank 1, then rank 0, mid-run
 #   e2e      tests/e2e:tp_group_e2e_test (router + group + CPU worker; kill a
 #            rank: NOT_SERVING, routed away, exit 3)
 #   qwq      bench:tp_bench on QwQ-32B shapes at TP=2 (if time is left)
-#   tp4      (four GPUs) bench:tp_bench at TP=4, four processes: the 7B and
-#            QwQ-32B shapes
+#   tp4      (four GPUs) bench:tp_bench at TP=4, four processes: the 7B with
+#            the default paths (and the collectives' measurements), with
+#            NCCL all-reduces, and with NCCL all-reduces and the logits
+#            all-gathered (TP=4 before the 4-rank one-shot); QwQ-32B default
 #   memshare (one GPU) bench/memshare_eval on the CUDA backend: the tiny
 #            reasoner's held-out set with MemShare off and at its default,
 #            without and with a KV pool that bounds the batch (needs
@@ -34,10 +42,11 @@
 # (default 145) seconds, or with too little time left. NVLink multicast stays off in
 # every process (NCCL_NVLS_ENABLE=0 and the PyTorch/NVSHMEM equivalents).
 # Files under $OUT: tp.log (everything), tests.log, bench.json,
-# bench_rank1.log (every TP=2 run's rank 1), e2e.log.
+# bench_rank1.log (every TP=2 run's rank 1), tp_followers.log (TP=4 ranks 1-3),
+# e2e.log.
 set -uo pipefail
 bundle=$1
-stages=${2:-env,dummy7b,golden,bench,failure,e2e,qwq}  # tp4, memshare: only when named
+stages=${2:-env,dummy7b,golden,sampling,bench,failure,e2e,qwq}  # tp4, memshare: only when named
 deadline=${3:-145}
 out=${OUT:-/tmp/tp-out}
 mkdir -p "$out"
@@ -89,12 +98,21 @@ run_tests() {
     grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]" "$out/tests_nograph.log" | tee -a "$log"
   fi
   sed -n "/^===== $name\$/,\$p" "$out/tests.log" |
-    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|TP=2|distance|decisions|killed|divergence|Failure|Expected|Which is|tp_child|memshare: rank|NCCL WARN" |
+    grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]|OK \]|SKIPPED|TP=[0-9]|distance|decisions|killed|divergence|Failure|Expected|Which is|tp_child|memshare: rank|NCCL WARN" |
     head -n 80 | tee -a "$log"
 }
 
-if has dummy7b && (($(left) > 20)); then run_tests dummy7b "TpDummy7BTest*" 40; fi
-if has golden && (($(left) > 20)); then run_tests golden "*TpGoldenTest*" 45; fi
+if has dummy7b && (($(left) > 20)); then run_tests dummy7b "TpDummy7BTest*" 50; fi
+if has golden && (($(left) > 20)); then run_tests golden "*TpGoldenTest*" 60; fi
+if has sampling && (($(left) > 20)); then
+  say "sampling: shard_sampling_gpu_test (limit $(limit 30)s)"
+  echo "===== sampling_gpu" >>"$out/tests.log"
+  timeout -k 5 "$(limit 30)" "$bundle/run.sh" shard_sampling_gpu_test >>"$out/tests.log" 2>&1
+  rc=$?
+  say "sampling_gpu: exit $rc"
+  ((rc != 0)) && fail=1
+  run_tests sampling "TpShardSamplingTest*" 60
+fi
 
 # tp2 NAME PORT COLLECTIVES [ENV...]: one TP=2 bench run (two processes)
 # with the given environment, e.g. MEMSHARE_TP_ALLREDUCE=nccl.
@@ -121,10 +139,11 @@ if has bench && (($(left) > 25)); then
   # The default (shared-memory plan, fused one-shot all-reduce) with the
   # collectives' measurements, then each fast path taken away in turn.
   tp2 fused 29611 1
-  (($(left) > 25)) && tp2 fused_pull 29615 1 MEMSHARE_TP_ONESHOT=pull
+  (($(left) > 25)) && tp2 gather 29615 0 MEMSHARE_TP_SAMPLE=gather
   (($(left) > 25)) && tp2 oneshot 29612 0 MEMSHARE_TP_ALLREDUCE=oneshot
   (($(left) > 25)) && tp2 shm_nccl 29613 0 MEMSHARE_TP_ALLREDUCE=nccl
-  (($(left) > 25)) && tp2 baseline 29614 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_PLAN=nccl
+  (($(left) > 25)) && tp2 baseline 29614 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_PLAN=nccl \
+    MEMSHARE_TP_SAMPLE=gather
 fi
 
 if has failure && (($(left) > 20)); then
@@ -154,25 +173,31 @@ if has qwq && (($(left) > 25)); then
   say "qwq: rank 1 exit $?"
 fi
 
-# tp_n MODEL N PORT CAP: tp_bench at TP=N, N processes (rank 0 in front).
+# tp_n MODEL N PORT CAP COLLECTIVES [ENV...]: tp_bench at TP=N, N
+# processes (rank 0 in front), with the given environment; the followers'
+# output goes to tp_followers.log.
 tp_n() {
-  local model=$1 n=$2 port=$3 cap=$4 l pids=() r
-  say "tp$n: $model TP=$n (limit $(limit "$cap")s)"
+  local model=$1 n=$2 port=$3 cap=$4 coll=$5 l pids=() r
+  shift 5
+  say "tp$n: $model TP=$n (${*:-defaults}) (limit $(limit "$cap")s)"
   l=$(limit "$cap")
+  echo "===== $model TP=$n ${*:-defaults}" >>"$out/tp_followers.log"
   for ((r = 1; r < n; ++r)); do
-    timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=$r --port="$port" \
-      --collectives=0 --steps=30 >"$out/${model}_tp${n}_rank$r.log" 2>&1 &
+    env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=$r \
+      --port="$port" --collectives="$coll" --steps=30 >>"$out/tp_followers.log" 2>&1 &
     pids+=($!)
   done
-  timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=0 --port="$port" \
-    --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
+  env "$@" timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model="$model" --tp="$n" --rank=0 \
+    --port="$port" --collectives="$coll" --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
   for r in "${pids[@]}"; do wait "$r" || say "tp$n: a follower exited $?"; done
 }
 
 if has tp4 && (($(left) > 40)); then
   if (($(nvidia-smi -L | wc -l) >= 4)); then
-    tp_n r1-7b 4 29613 45
-    (($(left) > 40)) && tp_n qwq-32b 4 29614 50
+    tp_n r1-7b 4 29613 45 1
+    (($(left) > 40)) && tp_n r1-7b 4 29616 40 0 MEMSHARE_TP_ALLREDUCE=nccl
+    (($(left) > 40)) && tp_n r1-7b 4 29617 40 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_SAMPLE=gather
+    (($(left) > 40)) && tp_n qwq-32b 4 29614 50 0
   else
     say "tp4: fewer than four GPUs, skipped"
   fi
@@ -205,7 +230,7 @@ steps = [r for r in rows if r["measure"] == "decode_step"]
 print("== decode step, batch 64, context 1024 (median of the timed steps)")
 one = next((r for r in steps if r["model"] == "r1-7b" and r["tp"] == 1), None)
 for r in steps:
-    paths = f" plan {r['plan']}, all-reduce {r['allreduce']}" if "plan" in r else ""
+    paths = f" plan {r['plan']}, all-reduce {r['allreduce']}, sampling {r.get('sample', 'gather')}" if "plan" in r else ""
     ratio = f", {r['tok_per_s'] / one['tok_per_s']:.2f}x TP=1" if one and r["model"] == "r1-7b" and r["tp"] > 1 else ""
     print(f"  {r['model']:8s} TP={r['tp']}{paths}: {r['median_ms']:.3f} ms ({r['median_gpu_ms']:.3f} ms device), "
           f"{r['tok_per_s']:.0f} tok/s, graph steps {r['graph_steps']}{ratio}")
@@ -214,12 +239,14 @@ if q2 and q4:
     print(f"  QwQ-32B TP=4 / TP=2 decode throughput: {q4['tok_per_s'] / q2['tok_per_s']:.2f}x")
 for r in rows:
     if r["measure"] == "nccl_allreduce":
-        print(f"  NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")
+        print(f"  TP={r['tp']} NCCL all-reduce {r['bytes']} B: {r['us']:.1f} us, bus bandwidth {r['busbw_gbs']:.1f} GB/s")
+    if r["measure"] == "candidates_max":
+        print(f"  TP={r['tp']} greedy candidates' maximum ({r['rows']} rows, {r['path']}), eager: {r['us']:.1f} us")
     if r["measure"] == "oneshot_allreduce":
-        print(f"  one-shot all-reduce {r['bytes']} B ({'push' if r.get('push', False) else 'pull'}), eager: {r['us']:.1f} us")
+        print(f"  TP={r['tp']} one-shot all-reduce {r['bytes']} B ({'push' if r.get('push', False) else 'pull'}), eager: {r['us']:.1f} us")
     if r["measure"] == "step_collectives":
         what = "+ logits all-gather" if r["logits_allgather"] else "all-reduces only"
-        print(f"  one decode step's collectives, {r.get('allreduce', 'nccl')} ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")
+        print(f"  TP={r['tp']} one decode step's collectives, {r.get('allreduce', 'nccl')} ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")
 PY
 fi
 say "done, fail=$fail"

@@ -2,8 +2,8 @@
 // GPUs through bench/run_tp_device.sh:
 //
 //   tp_bench --tp=1 [--model=r1-7b|qwq-32b] [--batch=64 --context=1024]
-//   tp_bench --tp=2 --rank=0 --port=P [...]   # rank 0: listens on 127.0.0.1:P
-//   tp_bench --tp=2 --rank=1 --port=P [...]   # rank 1: joins it
+//   tp_bench --tp=N --rank=0 --port=P [...]   # rank 0: listens on 127.0.0.1:P
+//   tp_bench --tp=N --rank=r --port=P [...]   # ranks 1..N-1: join it
 //
 // Measures, with dummy weights of the model's shapes:
 //   decode_step   one decode step of `batch` sequences at context `context`
@@ -15,14 +15,17 @@
 //   collectives   (TP=2, both ranks, before the model loads) the NCCL
 //                 all-reduce bus bandwidth at 256 MiB and at the decode
 //                 step's activation size (and the one-shot all-reduce's
-//                 time at that size), and the time of one decode step's
+//                 time at that size), the exchange of the greedy
+//                 candidates (a uint64 maximum per row, eager, NCCL and
+//                 one-shot), and the time of one decode step's
 //                 collectives alone (2 x layers + 1 all-reduces of
 //                 [batch][hidden] bf16, fused with the norm after them in
 //                 the fused mode, and the all-gather of the logits),
 //                 replayed from a CUDA graph as in the step, for NCCL and
 //                 for the group's fast path
-// The TP=2 paths follow MEMSHARE_TP_PLAN and MEMSHARE_TP_ALLREDUCE
-// (nccl_communicator.h); the decode step's JSON names them.
+// The TP paths follow MEMSHARE_TP_PLAN, MEMSHARE_TP_ALLREDUCE and
+// MEMSHARE_TP_SAMPLE (nccl_communicator.h); the decode step's JSON names
+// them.
 // One JSON object per measurement on stdout (rank 0 only for TP=2), also
 // appended to --json.
 #include <cuda_runtime.h>
@@ -230,6 +233,37 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
                             ",\"push\":", nccl.one_shot_push() ? "true" : "false",
                             ",\"bytes\":", step_bytes, ",\"us\":", t * 1e6, "}"));
   }
+  // The greedy candidates' exchange (one uint64 maximum per row), eager as
+  // in Forward: NCCL, then one-shot where it is set up. Every rank offers
+  // its rank in row r's candidate: the maximum is known.
+  {
+    std::vector<uint64_t> mine(a.batch);
+    for (int r = 0; r < a.batch; ++r) mine[r] = (uint64_t{1} << 40) * (a.rank + 1) + r;
+    uint64_t* cand = static_cast<uint64_t*>(buf);
+    for (const engine::AllReduceMode mode :
+         {engine::AllReduceMode::kNccl, engine::AllReduceMode::kOneShot}) {
+      if (mode != engine::AllReduceMode::kNccl && !nccl.one_shot_ready()) continue;
+      nccl.set_all_reduce_mode(mode);
+      std::vector<double> t;
+      for (int i = 0; i < 53; ++i) {
+        CHECK_CUDA(cudaMemcpyAsync(cand, mine.data(), a.batch * 8, cudaMemcpyHostToDevice, stream));
+        CHECK_OK(nccl.Synchronize(stream, "upload"));
+        const double t0 = Now();
+        CHECK_OK(nccl.AllReduceMaxU64(cand, a.batch, stream));
+        CHECK_OK(nccl.Synchronize(stream, "candidates"));
+        if (i >= 3) t.push_back(Now() - t0);
+      }
+      std::vector<uint64_t> got(a.batch);
+      CHECK_CUDA(cudaMemcpy(got.data(), cand, a.batch * 8, cudaMemcpyDeviceToHost));
+      for (int r = 0; r < a.batch; ++r) {
+        if (got[r] != (uint64_t{1} << 40) * n + r) Die("wrong maximum of the candidates");
+      }
+      report.Add(absl::StrCat("{\"measure\":\"candidates_max\",\"tp\":", n,
+                              ",\"path\":\"", mode == engine::AllReduceMode::kNccl ? "nccl" : "oneshot",
+                              "\",\"rows\":", a.batch, ",\"us\":", Median(t) * 1e6, "}"));
+    }
+    CHECK_CUDA(cudaMemset(buf, 0, big));
+  }
   // One decode step's collectives: embedding + 2 per layer all-reduces of
   // [batch][hidden] bf16, then the logits all-gather, from a CUDA graph.
   const engine::model::VocabRange v = engine::model::LocalVocab(c, {a.rank, n});
@@ -376,6 +410,7 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
       ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
       ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"tok_per_s\":", B / step,
       ",\"weight_gb_per_rank\":", weight_gb / a.tp, ",\"graph_steps\":", local.graph_steps(),
+      ",\"shard_sampled_steps\":", local.shard_sampled_steps(),
       ",\"kv_blocks\":", local.kv_spec().num_blocks, paths, "}"));
 }
 
@@ -427,7 +462,8 @@ int Main(int argc, char** argv) {
     const std::string paths = absl::StrCat(
         ",\"plan\":\"", nc.host_channel_active() ? "shm" : "nccl", "\",\"allreduce\":\"",
         nc.one_shot_ready() ? engine::AllReduceModeName(nc.all_reduce_mode()) : "nccl",
-        nc.one_shot_ready() ? (nc.one_shot_push() ? " push" : " pull") : "", "\"");
+        nc.one_shot_ready() ? (nc.one_shot_push() ? " push" : " pull") : "",
+        "\",\"sample\":\"", nc.samples_on_shards() ? "shards" : "gather", "\"");
     TimeDecode(**leader, *shard, a, o, paths, report);
     return 0;  // the leader's destructor stops rank 1
   }

@@ -13,6 +13,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "engine/model/safetensors_reader.h"
+#include "engine/cuda/greedy_candidate.h"
+#include "engine/cuda/shard_candidates.h"
+#include "engine/cuda/shard_sampling.h"
 #include "engine/model/weight_spec.h"
 #include "engine/plan_validation.h"
 #include "kernels/activation.h"
@@ -174,12 +177,12 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const Options& 
     prev = b;
   }
   if (c.hidden_size % 8 != 0 || c.hidden_size > 16384 || c.head_dim % 8 != 0 || c.head_dim > 256 ||
-      c.intermediate_size % 8 != 0 || c.num_heads % c.num_kv_heads != 0) {
+      c.intermediate_size % (8 * o.tp_size) != 0 || c.num_heads % c.num_kv_heads != 0) {
     return absl::UnimplementedError(
         absl::StrCat("the CUDA backend needs hidden_size (", c.hidden_size,
                      ") a multiple of 8 up to 16384, head_dim (", c.head_dim,
                      ") a multiple of 8 up to 256, intermediate_size (", c.intermediate_size,
-                     ") a multiple of 8 and whole query groups"));
+                     ") a multiple of 8 per rank (", o.tp_size, ") and whole query groups"));
   }
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -204,6 +207,7 @@ CudaBackend::~CudaBackend() {
   for (Bucket& b : bucket_state_) {
     if (b.graph != nullptr) cudaGraphExecDestroy(b.graph);
     if (b.views_graph != nullptr) cudaGraphExecDestroy(b.views_graph);
+    if (b.gather_graph != nullptr) cudaGraphExecDestroy(b.gather_graph);
   }
   gemm_.reset();
   for (void* p : pools_) cudaFree(p);
@@ -542,6 +546,7 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t logits_gathered = tp > 1 ? take(tp * S * vocab_chunk_ * 4) : 0;
   const size_t lse = take(S * 4);
   const size_t sampled = take(S * 4);
+  const size_t candidates = take(S * 8);
   const size_t logprobs = take(S * 4);
   const size_t workspace = take(attn_workspace_bytes_);
   RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
@@ -563,13 +568,15 @@ absl::Status CudaBackend::AllocateBuffers() {
   }
   lse_ = reinterpret_cast<float*>(base + lse);
   sampled_ = reinterpret_cast<int32_t*>(base + sampled);
+  candidates_ = reinterpret_cast<uint64_t*>(base + candidates);
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
   attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
 
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
-  out_host_bytes_ = S * 8 + S * V * 4;
+  // Tokens, logprobs, logits, then (8-byte aligned) greedy candidates.
+  out_host_bytes_ = AlignUp(S * 8 + S * V * 4, 8) + S * 8;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&out_host_, out_host_bytes_), "pinned step results"));
   return absl::OkStatus();
 }
@@ -774,10 +781,14 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   }
   if (options_.tp_size == 1)
     return Gemm(step.logit_rows, V, H, x, lm_head_, logits_, nullptr, true);
-  // This rank's columns, then every rank's, then whole rows of V.
-  const int rows = step.logit_rows;
-  RETURN_IF_ERROR(
-      Gemm(rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_, nullptr, true));
+  // This rank's columns (GatherLogits puts every rank's in place).
+  return Gemm(step.logit_rows, static_cast<int>(vocab_rows_), H, x, lm_head_, logits_local_,
+              nullptr, true);
+}
+
+absl::Status CudaBackend::GatherLogits(int rows) {
+  const model::ModelConfig& c = config_;
+  const int V = static_cast<int>(c.vocab_size);
   const int64_t per_rank = int64_t{rows} * vocab_chunk_;
   RETURN_IF_ERROR(
       options_.collectives->AllGatherFp32(logits_local_, logits_gathered_, per_rank, stream_));
@@ -880,6 +891,7 @@ absl::Status CudaBackend::PrepareBuckets() {
                                            cudaMemcpyHostToDevice, stream_),
                            "upload step metadata"));
       RETURN_IF_ERROR(RunModel(step));
+      if (options_.tp_size > 1) RETURN_IF_ERROR(GatherLogits(size));
       RETURN_IF_ERROR(Sync("warm-up decode step"));
       if (!options_.enable_cuda_graphs) continue;
       RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
@@ -897,6 +909,23 @@ absl::Status CudaBackend::PrepareBuckets() {
       cudaGraphDestroy(graph);
       RETURN_IF_ERROR(Cuda(inst, absl::StrCat("instantiate the graph of bucket ", size,
                                               views ? " (shifted views)" : "")));
+      if (options_.tp_size == 1 || views) continue;
+      // The logits all-gather of the bucket, for steps that need whole rows.
+      RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+                           "begin graph capture"));
+      const absl::Status gather = GatherLogits(size);
+      cudaGraph_t gather_graph = nullptr;
+      const cudaError_t gather_end = cudaStreamEndCapture(stream_, &gather_graph);
+      if (!gather.ok() || gather_end != cudaSuccess) {
+        if (gather_graph != nullptr) cudaGraphDestroy(gather_graph);
+        cudaGetLastError();
+        return gather.ok() ? Cuda(gather_end, "end graph capture") : gather;
+      }
+      const cudaError_t gather_inst =
+          cudaGraphInstantiate(&bucket_state_[i].gather_graph, gather_graph, 0);
+      cudaGraphDestroy(gather_graph);
+      RETURN_IF_ERROR(Cuda(gather_inst,
+                           absl::StrCat("instantiate the logits all-gather of bucket ", size)));
     }
   }
   return absl::OkStatus();
@@ -1071,7 +1100,13 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   if (bucket >= 0) {
     for (int i = S; i < L.seqs; ++i) cu[i + 1] = i + 1;
   }
-  int64_t penalties = 0;
+  // Greedy rows only: sampled on this rank's vocabulary shard, the best
+  // candidate of each row kept over the ranks; no logits all-gather.
+  const bool on_shards = options_.tp_size > 1 && options_.collectives->samples_on_shards() &&
+                         GreedyOnShards(plan, output->rows);
+  const int64_t shard_end = vocab_begin_ + vocab_rows_;
+  int64_t penalties = 0;      // uploaded (on shards: this shard's)
+  int64_t all_penalties = 0;  // of the plan, the same on every rank
   bool any_sampling = false;
   bool any_logprob = false;
   bool need_logits = false;
@@ -1098,11 +1133,13 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     k.presence_penalty = d.presence_penalty;
     k.frequency_penalty = d.frequency_penalty;
     k.uniform = d.uniform;
-    penalties += static_cast<int64_t>(d.penalty_token_ids.size());
+    all_penalties += static_cast<int64_t>(d.penalty_token_ids.size());
+    penalties += on_shards ? CountShardPenalties(d, vocab_begin_, shard_end)
+                           : static_cast<int64_t>(d.penalty_token_ids.size());
   }
   pen_offsets[R] = static_cast<int32_t>(penalties);
-  if (penalties > std::numeric_limits<int32_t>::max() / 2) {
-    return absl::InvalidArgumentError(absl::StrCat(penalties, " penalty tokens in one step"));
+  if (all_penalties > std::numeric_limits<int32_t>::max() / 2) {
+    return absl::InvalidArgumentError(absl::StrCat(all_penalties, " penalty tokens in one step"));
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
   RETURN_IF_ERROR(
@@ -1127,6 +1164,10 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
       if (!s.sampling.has_value()) continue;
       const DeviceSampling& d = *s.sampling;
       const int32_t at = pen_offsets[r];
+      if (on_shards) {
+        CopyShardPenalties(d, vocab_begin_, shard_end, ids + at, counts + at);
+        continue;
+      }
       std::memcpy(ids + at, d.penalty_token_ids.data(), d.penalty_token_ids.size() * 4);
       std::memcpy(counts + at, d.penalty_counts.data(), d.penalty_counts.size() * 4);
     }
@@ -1146,17 +1187,49 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     ++(bucket >= 0 ? padded_decode_steps_ : eager_steps_);
   }
   view_steps_ += views ? 1 : 0;
+  if (options_.tp_size > 1 && R > 0 && !on_shards) {  // whole rows of logits
+    const cudaGraphExec_t gather = graph != nullptr ? bucket_state_[bucket].gather_graph : nullptr;
+    if (gather != nullptr) {
+      RETURN_IF_ERROR(Cuda(cudaGraphLaunch(gather, stream_), "graph launch (logits all-gather)"));
+    } else {
+      RETURN_IF_ERROR(GatherLogits(step.logit_rows));
+    }
+  }
 
   // Results: logits first (sampling may apply penalties in place).
   int32_t* host_tokens = static_cast<int32_t*>(out_host_);
   float* host_logprobs = reinterpret_cast<float*>(host_tokens + max_seqs_);
   float* host_logits = host_logprobs + max_seqs_;
+  uint64_t* host_candidates = reinterpret_cast<uint64_t*>(
+      static_cast<char*>(out_host_) + AlignUp(size_t(max_seqs_) * (8 + size_t(V) * 4), 8));
   if (R > 0 && need_logits) {
     RETURN_IF_ERROR(Cuda(
         cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
         "download logits"));
   }
-  if (any_sampling) {
+  if (on_shards) {
+    // This shard's greedy picks (penalties applied to its tokens), as
+    // candidates; the best of every rank's.
+    const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
+    if (vocab_rows_ > 0) {
+      const int vr = static_cast<int>(vocab_rows_);
+      RETURN_IF_ERROR(kernels::LaunchSample(
+          logits_local_, vr, R, vr, MetaDev<kernels::SamplingRow>(L.sampling),
+          penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
+          penalties > 0 ? pen_ids : nullptr, penalties > 0 ? pen_ids + penalties : nullptr,
+          sampled_, stream_));
+      RETURN_IF_ERROR(LaunchPackGreedyCandidates(logits_local_, vr, R, sampled_, vocab_begin_,
+                                                 candidates_, stream_));
+    } else {  // no columns here: the empty candidate
+      RETURN_IF_ERROR(Cuda(cudaMemsetAsync(candidates_, 0, size_t(R) * 8, stream_),
+                           "empty greedy candidates"));
+    }
+    RETURN_IF_ERROR(options_.collectives->AllReduceMaxU64(candidates_, R, stream_));
+    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_candidates, candidates_, size_t(R) * 8,
+                                         cudaMemcpyDeviceToHost, stream_),
+                         "download greedy candidates"));
+    ++shard_sampled_steps_;
+  } else if (any_sampling) {
     const float* raw = logits_;
     if (any_logprob) {
       RETURN_IF_ERROR(kernels::LaunchRowLogSumExp(logits_, V, R, V, lse_, stream_));
@@ -1191,7 +1264,19 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
   }
   if (R > 0 && need_logits) output->logits.assign(host_logits, host_logits + size_t(R) * V);
-  if (any_sampling) {
+  if (on_shards) {
+    output->sampled_token_ids.resize(R);
+    output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());
+    for (int r = 0; r < R; ++r) {
+      const int32_t t = GreedyCandidateToken(host_candidates[r]);
+      if (t < 0 || t >= V) {
+        return absl::InternalError(
+            absl::StrCat("row ", r, ": greedy candidate ", host_candidates[r], " (token ", t,
+                         ") outside the vocabulary"));
+      }
+      output->sampled_token_ids[r] = t;
+    }
+  } else if (any_sampling) {
     output->sampled_token_ids.assign(R, -1);
     output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());
     for (int r = 0; r < R; ++r) {

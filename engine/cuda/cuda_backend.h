@@ -47,8 +47,15 @@
 // intermediate rows), O and down row-parallel, their outputs all-reduced;
 // the embedding is vocab-parallel (a token outside this rank's rows gets a
 // zero row, then an all-reduce) and so is the LM head (each rank's logits
-// columns, all-gathered into whole rows, so every rank samples the same
-// tokens from the same logits). KV heads are split across ranks, or
+// columns). A step whose rows all sample greedily without logprobs or
+// logits (shard_sampling.h) samples on the shards where the collectives
+// offer it (DeviceCollectives::samples_on_shards): each rank applies the
+// penalties of its tokens, takes its columns' argmax with the same sampler
+// and the ranks keep the best candidate of each row (one all-reduce of a
+// uint64 per row): exactly the tokens of the whole rows. Every other step
+// all-gathers the columns into whole rows (in decode steps a second, small
+// CUDA graph after the step's graph), so every rank samples the same
+// tokens from the same logits. KV heads are split across ranks, or
 // replicated when there are fewer KV heads than ranks; the KV pool holds
 // this rank's heads, with the same block count on every rank (the smallest
 // any rank can hold). The collectives are enqueued on the backend's stream
@@ -185,6 +192,9 @@ class CudaBackend : public Backend {
   int64_t eager_steps() const { return eager_steps_; }
   // Steps whose attention read shifted views (any of the three kinds).
   int64_t view_steps() const { return view_steps_; }
+  // tp_size > 1: steps sampled on the vocabulary shards (no logits
+  // all-gather).
+  int64_t shard_sampled_steps() const { return shard_sampled_steps_; }
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -266,6 +276,9 @@ class CudaBackend : public Backend {
     int32_t blocks_per_split = 1;
     cudaGraphExec_t graph = nullptr;        // steps without shifted views
     cudaGraphExec_t views_graph = nullptr;  // steps with them
+    // tp_size > 1: the logits all-gather of the bucket's rows (GatherLogits),
+    // replayed after either graph when the step needs whole rows.
+    cudaGraphExec_t gather_graph = nullptr;
   };
 
   CudaBackend(const Options& options, model::ModelConfig config);
@@ -281,8 +294,12 @@ class CudaBackend : public Backend {
   // Fills the pinned buffer for a decode bucket of padding only.
   void FillPadding(const MetaLayout& layout);
   // Enqueues the model (embedding to logits) for a step whose metadata is
-  // on the device.
+  // on the device. tp_size > 1: to this rank's logits columns
+  // (logits_local_); GatherLogits makes whole rows of them.
   absl::Status RunModel(const StepArgs& step);
+  // tp_size > 1: every rank's logits columns of `rows` rows, all-gathered
+  // into whole rows of logits_.
+  absl::Status GatherLogits(int rows);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
   // Waits for the stream: through the group's bounded wait when there is
@@ -356,6 +373,9 @@ class CudaBackend : public Backend {
   float* logits_gathered_ = nullptr;
   float* lse_ = nullptr;        // [max_seqs]
   int32_t* sampled_ = nullptr;  // [max_seqs]
+  // tp_size > 1, sampling on shards: each row's greedy candidate
+  // (greedy_candidate.h), this rank's, then the best of every rank's.
+  uint64_t* candidates_ = nullptr;  // [max_seqs]
   float* logprobs_ = nullptr;   // [max_seqs]
   void* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
@@ -388,6 +408,7 @@ class CudaBackend : public Backend {
   int64_t padded_decode_steps_ = 0;
   int64_t eager_steps_ = 0;
   int64_t view_steps_ = 0;
+  int64_t shard_sampled_steps_ = 0;
   cudaEvent_t step_begin_ = nullptr;
   cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;

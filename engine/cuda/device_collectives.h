@@ -34,6 +34,16 @@ class DeviceCollectives {
   virtual absl::Status AllGatherFp32(const float* send, float* recv, int64_t count,
                                      cudaStream_t stream) = 0;
 
+  // In place: data (uint64 [count], device) becomes the element-wise
+  // maximum over the ranks. Enqueued on `stream`. (The greedy candidates of
+  // sampling on vocabulary shards: cuda/shard_sampling.h.)
+  virtual absl::Status AllReduceMaxU64(uint64_t* data, int64_t count, cudaStream_t stream) = 0;
+
+  // Whether the backend samples greedy rows on its vocabulary shard and
+  // exchanges only each row's best candidate (AllReduceMaxU64) instead of
+  // all-gathering the logits. The same answer on every rank.
+  virtual bool samples_on_shards() const = 0;
+
   // Waits until `stream` has run everything enqueued, at most the group's
   // timeout: a peer that died or hangs leaves a collective unfinished, and
   // the wait then breaks the group (its communicator is aborted, which

@@ -44,4 +44,9 @@ bool UseFusedAddRmsNorm(bool ready, AllReduceMode mode, int rows, int hidden, ui
          x % 16 == 0 && residual % 16 == 0 && weight % 16 == 0 && out % 16 == 0;
 }
 
+bool UseOneShotMaxU64(bool ready, AllReduceMode mode, int64_t count, uintptr_t data) {
+  return ready && mode != AllReduceMode::kNccl && count > 0 &&
+         static_cast<uint64_t>(count) <= one_shot::kMaxU64Count && data % 8 == 0;
+}
+
 }  // namespace memshare::engine

@@ -3,24 +3,28 @@
 // one_shot_all_reduce.h's kernels use (shared by the host and the kernels:
 // plain C++, no CUDA).
 //
-// One-shot all-reduce (two ranks on one host, peer access over NVLink):
-// each rank has one exchange buffer that the other maps through CUDA IPC:
-//   [kSignalBytes]  uint32 flag per slot, written by the peer
-//   [2][kSlots][kSlotBytes]  staging, double-buffered by the slot's parity
+// One-shot all-reduce (2 to kMaxRanks ranks on one host, peer access over
+// NVLink): each rank has one exchange buffer that every other rank maps
+// through CUDA IPC:
+//   [kSignalBytes]  uint32 flag [kMaxRanks][kSlots]: flag [s][b] is
+//                   written by rank s only
+//   [2][kSlots][world][kSlotBytes]  staging, double-buffered by the slot's
+//                   parity; [..][b][s] holds rank s's piece of slot b
 // Block b of a launch uses slot b: it copies its piece of this rank's data
-// into staging slot b of the peer's buffer (push; pull: of its own), raises
-// the peer's flag b to the slot's next count (a release at system scope),
-// waits for its own flag b to reach the same count (the peer's piece is
-// there), and sums its piece with the peer's (read from its own buffer;
-// pull: from the peer's, over NVLink).
+// into staging [b][rank] of every peer's buffer (push; pull: of its own),
+// raises flag [rank][b] in every peer's buffer to the slot's next count (a
+// release at system scope), waits until flag [s][b] of its own buffer
+// reaches the same count for every peer s (their pieces are there), and
+// sums the world's pieces in rank order (read from its own buffer; pull:
+// from each peer's, over NVLink), so every rank gets the same bits.
 // The counts live in device memory, so CUDA graphs replay them. Two
-// parities: a slot is written again only after the peer passed the next
+// parities: a slot is written again only after every peer passed the next
 // use of the same slot, hence finished reading the previous one.
 //
-// NCCL stays for what the one-shot does not take: world sizes other than
-// 2, ranks without a host channel (other hosts) or peer access, messages
-// over kOneShotMaxBytes, counts not a multiple of 8, unaligned data; and
-// wherever the mode says so (MEMSHARE_TP_ALLREDUCE=nccl).
+// NCCL stays for what the one-shot does not take: world sizes outside
+// 2 .. kMaxRanks, ranks without a host channel (other hosts) or peer
+// access, messages over kMaxBytes, counts not a multiple of 8, unaligned
+// data; and wherever the mode says so (MEMSHARE_TP_ALLREDUCE=nccl).
 #ifndef MEMSHARE_ENGINE_PARALLEL_ALL_REDUCE_PATH_H_
 #define MEMSHARE_ENGINE_PARALLEL_ALL_REDUCE_PATH_H_
 
@@ -32,16 +36,24 @@
 namespace memshare::engine {
 
 namespace one_shot {
+inline constexpr int kMaxRanks = 8;
 inline constexpr int kSlots = 256;
 inline constexpr size_t kSlotBytes = 16384;
-inline constexpr size_t kSignalBytes = 4096;  // >= kSlots * 4
+inline constexpr size_t kSignalBytes = size_t{kMaxRanks} * kSlots * 4;
 // A plain all-reduce gives each block (slot) this many bytes.
 inline constexpr size_t kChunkBytes = 8192;
 inline constexpr int kChunkThreads = static_cast<int>(kChunkBytes / 16);  // one uint4 each
 // Largest plain all-reduce taken (bytes).
 inline constexpr size_t kMaxBytes = kSlots * kChunkBytes;  // 2 MiB
-// Bytes of one rank's exchange buffer.
-inline constexpr size_t kBufferBytes = kSignalBytes + 2 * kSlots * kSlotBytes;
+// Bytes of one rank's exchange buffer in a group of `world` ranks.
+constexpr size_t BufferBytes(int world) {
+  return kSignalBytes + size_t{2} * kSlots * static_cast<size_t>(world) * kSlotBytes;
+}
+// Whether a group of `world` ranks can run one-shot (given the buffers).
+constexpr bool WorldSupported(int world) { return world >= 2 && world <= kMaxRanks; }
+// Largest all-reduce of uint64 maxima (greedy candidates) taken: one slot
+// of kChunkBytes per block, as the bf16 sum.
+inline constexpr size_t kMaxU64Count = kMaxBytes / 8;
 }  // namespace one_shot
 
 enum class AllReduceMode {
@@ -56,8 +68,8 @@ bool ParseAllReduceMode(absl::string_view text, AllReduceMode fallback, AllReduc
 const char* AllReduceModeName(AllReduceMode mode);
 
 // True when a bf16 all-reduce of `count` elements at `data` runs one-shot:
-// the exchange buffers are up (`ready`: two ranks, one host, peer access,
-// every rank agreed) and the mode allows it, and the message fits.
+// the exchange buffers are up (`ready`: 2 .. kMaxRanks ranks, one host,
+// peer access, every rank agreed) and the mode allows it, and the message fits.
 bool UseOneShotAllReduce(bool ready, AllReduceMode mode, int64_t count, uintptr_t data);
 
 // True when the all-reduce of x [rows][hidden] bf16 and the residual add +
@@ -66,6 +78,12 @@ bool UseOneShotAllReduce(bool ready, AllReduceMode mode, int64_t count, uintptr_
 // every pointer 16-byte aligned.
 bool UseFusedAddRmsNorm(bool ready, AllReduceMode mode, int rows, int hidden, uintptr_t x,
                         uintptr_t residual, uintptr_t weight, uintptr_t out);
+
+// True when the element-wise maximum of `count` uint64 at `data` over the
+// ranks (the greedy candidates of sampling over vocabulary shards) runs
+// one-shot: ready, any mode but kNccl, 1 .. kMaxU64Count values, 8-byte
+// aligned.
+bool UseOneShotMaxU64(bool ready, AllReduceMode mode, int64_t count, uintptr_t data);
 
 }  // namespace memshare::engine
 

@@ -44,7 +44,32 @@ TEST(AllReducePathTest, OneShotOnlyWhenReadyAllowedAndTheMessageFits) {
   // Every block's chunk fits a slot, and there is a slot per block.
   static_assert(one_shot::kChunkBytes <= one_shot::kSlotBytes);
   static_assert(one_shot::kMaxBytes / one_shot::kChunkBytes <= one_shot::kSlots);
-  static_assert(one_shot::kSlots * 4 <= one_shot::kSignalBytes);
+  static_assert(one_shot::kSlots * 4 * one_shot::kMaxRanks <= one_shot::kSignalBytes);
+}
+
+TEST(AllReducePathTest, BuffersHoldEveryRanksPieceOfEverySlotTwice) {
+  EXPECT_FALSE(one_shot::WorldSupported(1));
+  EXPECT_TRUE(one_shot::WorldSupported(2));
+  EXPECT_TRUE(one_shot::WorldSupported(4));
+  EXPECT_TRUE(one_shot::WorldSupported(8));
+  EXPECT_FALSE(one_shot::WorldSupported(16));
+  EXPECT_EQ(one_shot::BufferBytes(2), one_shot::kSignalBytes + 2 * 2 * 256 * 16384);
+  EXPECT_EQ(one_shot::BufferBytes(4) - one_shot::BufferBytes(2),
+            size_t{2} * 2 * one_shot::kSlots * one_shot::kSlotBytes);
+  // The uint64 maximum: kChunkBytes per block too, a slot per block.
+  static_assert(one_shot::kMaxU64Count * 8 / one_shot::kChunkBytes <= one_shot::kSlots);
+}
+
+TEST(AllReducePathTest, MaximaOneShotUnlessNcclOrTooMany) {
+  const uintptr_t a = 0x30000;
+  EXPECT_TRUE(UseOneShotMaxU64(true, AllReduceMode::kFused, 64, a));
+  EXPECT_TRUE(UseOneShotMaxU64(true, AllReduceMode::kOneShot, 1, a + 8));  // any count, 8-aligned
+  EXPECT_TRUE(UseOneShotMaxU64(true, AllReduceMode::kFused, one_shot::kMaxU64Count, a));
+  EXPECT_FALSE(UseOneShotMaxU64(true, AllReduceMode::kFused, one_shot::kMaxU64Count + 1, a));
+  EXPECT_FALSE(UseOneShotMaxU64(true, AllReduceMode::kNccl, 64, a));
+  EXPECT_FALSE(UseOneShotMaxU64(false, AllReduceMode::kFused, 64, a));
+  EXPECT_FALSE(UseOneShotMaxU64(true, AllReduceMode::kFused, 0, a));
+  EXPECT_FALSE(UseOneShotMaxU64(true, AllReduceMode::kFused, 64, a + 4));
 }
 
 TEST(AllReducePathTest, FusedNormOnlyInFusedModeForRowsAndWidthsThatFit) {

@@ -144,8 +144,12 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
   if (absl::Status s = c->EnsureStaging(kInlineBytes); !s.ok()) return s;
   if (absl::Status s = c->SetUpHostChannel(); !s.ok()) return s;
   if (absl::Status s = c->SetUpOneShot(); !s.ok()) return s;
-  std::fprintf(stderr, "memshare: rank %d of %d: broadcast through %s, all-reduce %s%s\n", o.rank,
-               o.world_size, c->channel_ != nullptr ? "shared memory" : "NCCL",
+  if (absl::Status s = c->SetUpShardSampling(); !s.ok()) return s;
+  std::fprintf(stderr,
+               "memshare: rank %d of %d: broadcast through %s, greedy sampling %s, all-reduce "
+               "%s%s\n",
+               o.rank, o.world_size, c->channel_ != nullptr ? "shared memory" : "NCCL",
+               c->samples_on_shards_ ? "on vocabulary shards" : "on all-gathered logits",
                c->one_shot_ready_ ? (c->one_shot_push_ ? "one-shot over CUDA IPC (push), mode "
                                                        : "one-shot over CUDA IPC (pull), mode ")
                                   : "NCCL",
@@ -207,18 +211,19 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   int64_t agreed = static_cast<int64_t>(mode);
   if (absl::Status s = AllReduceMin(&agreed); !s.ok()) return s;
   all_reduce_mode_ = static_cast<AllReduceMode>(agreed);
-  int64_t want =
-      options_.world_size == 2 && channel_ != nullptr && all_reduce_mode_ != AllReduceMode::kNccl
-          ? 1
-          : 0;
+  int64_t want = one_shot::WorldSupported(options_.world_size) && channel_ != nullptr &&
+                         all_reduce_mode_ != AllReduceMode::kNccl
+                     ? 1
+                     : 0;
   if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
   if (want == 0) {
     all_reduce_mode_ = AllReduceMode::kNccl;
     return absl::OkStatus();
   }
   // This rank's exchange buffer, counts and abort word, zeroed.
-  bool ok = cudaMalloc(&one_shot_local_, one_shot::kBufferBytes) == cudaSuccess &&
-            cudaMemset(one_shot_local_, 0, one_shot::kBufferBytes) == cudaSuccess &&
+  const size_t bytes = one_shot::BufferBytes(options_.world_size);
+  bool ok = cudaMalloc(&one_shot_local_, bytes) == cudaSuccess &&
+            cudaMemset(one_shot_local_, 0, bytes) == cudaSuccess &&
             cudaMalloc(&one_shot_counts_, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
             cudaMemset(one_shot_counts_, 0, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
             cudaHostAlloc(reinterpret_cast<void**>(&abort_host_), sizeof(int),
@@ -237,14 +242,19 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   std::memcpy(mine.data() + 1, &handle, sizeof(handle));
   std::vector<std::string> all;
   if (absl::Status s = AllGatherBytes(mine, &all); !s.ok()) return s;
-  const std::string& theirs = all[1 - options_.rank];
-  if (ok && theirs[0] == 1) {
+  one_shot_buffers_.fill(nullptr);
+  one_shot_buffers_[options_.rank] = one_shot_local_;
+  for (int r = 0; r < options_.world_size && ok; ++r) {
+    if (r == options_.rank) continue;
+    if (all[r][0] != 1) {
+      ok = false;
+      break;
+    }
     cudaIpcMemHandle_t peer;
-    std::memcpy(&peer, theirs.data() + 1, sizeof(peer));
-    ok = cudaIpcOpenMemHandle(&one_shot_peer_, peer, cudaIpcMemLazyEnablePeerAccess) == cudaSuccess;
-    if (!ok) one_shot_peer_ = nullptr;
-  } else {
-    ok = false;
+    std::memcpy(&peer, all[r].data() + 1, sizeof(peer));
+    void* mapped = nullptr;
+    ok = cudaIpcOpenMemHandle(&mapped, peer, cudaIpcMemLazyEnablePeerAccess) == cudaSuccess;
+    if (ok) one_shot_buffers_[r] = mapped;
   }
   cudaGetLastError();
   int64_t all_ok = ok ? 1 : 0;
@@ -267,13 +277,39 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   return absl::OkStatus();
 }
 
+absl::Status NcclCommunicator::SetUpShardSampling() {
+  int64_t want =
+      options_.shard_sampling && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_SAMPLE")) != "gather"
+          ? 1
+          : 0;
+  if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
+  samples_on_shards_ = want == 1;
+  return absl::OkStatus();
+}
+
+OneShotBuffers NcclCommunicator::one_shot_buffers() const {
+  OneShotBuffers b;
+  b.rank = options_.rank;
+  b.world = options_.world_size;
+  for (int r = 0; r < one_shot::kMaxRanks; ++r) b.buffers[r] = one_shot_buffers_[r];
+  b.counts = one_shot_counts_;
+  b.abort = abort_dev_;
+  b.push = one_shot_push_;
+  return b;
+}
+
 void NcclCommunicator::FreeOneShot() {
   one_shot_ready_ = false;
-  if (one_shot_peer_ != nullptr) cudaIpcCloseMemHandle(one_shot_peer_);
+  for (int r = 0; r < one_shot::kMaxRanks; ++r) {
+    if (r != options_.rank && one_shot_buffers_[r] != nullptr) {
+      cudaIpcCloseMemHandle(one_shot_buffers_[r]);
+    }
+  }
+  one_shot_buffers_.fill(nullptr);
   if (one_shot_local_ != nullptr) cudaFree(one_shot_local_);
   if (one_shot_counts_ != nullptr) cudaFree(one_shot_counts_);
   if (abort_host_ != nullptr) cudaFreeHost(abort_host_);
-  one_shot_peer_ = one_shot_local_ = nullptr;
+  one_shot_local_ = nullptr;
   one_shot_counts_ = nullptr;
   abort_host_ = abort_dev_ = nullptr;
   cudaGetLastError();
@@ -588,6 +624,24 @@ absl::Status NcclCommunicator::AllGatherFp32(const float* send, float* recv, int
   return Await(
       ncclAllGather(send, recv, static_cast<size_t>(count), ncclFloat32, Comm(comm_), stream),
       "all-gather of logits", absl::Now() + options_.timeout);
+}
+
+absl::Status NcclCommunicator::AllReduceMaxU64(uint64_t* data, int64_t count,
+                                               cudaStream_t stream) {
+  if (absl::Status s = health(); !s.ok()) return s;
+  if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
+  if (count <= 0) return absl::OkStatus();
+  if (UseOneShotMaxU64(one_shot_ready_, all_reduce_mode_, count,
+                       reinterpret_cast<uintptr_t>(data))) {
+    if (absl::Status s = LaunchOneShotAllReduceMaxU64(one_shot_buffers(), data, count, stream);
+        !s.ok()) {
+      return Fail(s);
+    }
+    return absl::OkStatus();
+  }
+  return Await(ncclAllReduce(data, data, static_cast<size_t>(count), ncclUint64, ncclMax,
+                             Comm(comm_), stream),
+               "all-reduce (max) of greedy candidates", absl::Now() + options_.timeout);
 }
 
 bool NcclCommunicator::FusesAllReduceAddRmsNorm(const void* x, const void* residual,

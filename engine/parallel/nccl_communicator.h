@@ -21,15 +21,19 @@
 //    opens the segment rank 0 made (ranks on one host): a few microseconds,
 //    and rank 0 does not wait for the followers. Otherwise NCCL (staged
 //    through pinned memory). MEMSHARE_TP_PLAN=nccl forces NCCL.
-//  - With two ranks on one host whose GPUs map each other's memory (CUDA
-//    IPC, handles exchanged over NCCL at Create), bf16 all-reduces of up to
-//    2 MiB run as one kernel (one_shot_all_reduce.h, all_reduce_path.h), and
-//    an all-reduce followed by the residual add + RMSNorm as one kernel
-//    (FusesAllReduceAddRmsNorm). NCCL for everything else.
+//  - With 2 .. 8 ranks on one host whose GPUs map each other's memory
+//    (CUDA IPC, handles exchanged over NCCL at Create), bf16 all-reduces of
+//    up to 2 MiB run as one kernel (one_shot_all_reduce.h,
+//    all_reduce_path.h), an all-reduce followed by the residual add +
+//    RMSNorm as one kernel (FusesAllReduceAddRmsNorm), and the maximum of
+//    the greedy candidates (AllReduceMaxU64) too. NCCL for everything else.
 //    MEMSHARE_TP_ALLREDUCE=nccl|oneshot|fused (default fused) narrows it;
-//    MEMSHARE_TP_ONESHOT=pull reads the peer's pieces over NVLink instead
+//    MEMSHARE_TP_ONESHOT=pull reads the peers' pieces over NVLink instead
 //    of having them pushed (written) into this rank's memory.
-//    The one-shot kernels wait for the peer on device flags; they give up
+//  - Greedy rows are sampled on the vocabulary shards
+//    (samples_on_shards(); cuda_backend.h) unless MEMSHARE_TP_SAMPLE=gather
+//    on any rank or Options::shard_sampling is off on any rank.
+//    The one-shot kernels wait for the peers on device flags; they give up
 //    when the group breaks (Fail and Abort raise a host-mapped word they
 //    poll), so a dead peer still ends in a bounded wait.
 //
@@ -47,6 +51,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -91,9 +96,13 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     // MEMSHARE_TP_ALLREDUCE overrides it. The group takes the least of its
     // ranks' choices.
     AllReduceMode all_reduce = AllReduceMode::kFused;
-    // One-shot pieces pushed into the peer's memory (else pulled from it);
+    // One-shot pieces pushed into the peers' memory (else pulled from them);
     // MEMSHARE_TP_ONESHOT=pull on any rank: pulled.
     bool one_shot_push = true;
+    // Greedy sampling on the vocabulary shards (DeviceCollectives::
+    // samples_on_shards); false, or MEMSHARE_TP_SAMPLE=gather on any rank:
+    // on all-gathered logits.
+    bool shard_sampling = true;
   };
 
   // Sets NCCL's environment as Create does (NCCL_NVLS_ENABLE=0 unless
@@ -132,6 +141,8 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
                              cudaStream_t stream) override;
   absl::Status Synchronize(cudaStream_t stream, absl::string_view what) override;
   absl::Status AllReduceMin(int64_t* value) override;
+  absl::Status AllReduceMaxU64(uint64_t* data, int64_t count, cudaStream_t stream) override;
+  bool samples_on_shards() const override { return samples_on_shards_; }
 
   bool FusesAllReduceAddRmsNorm(const void* x, const void* residual, const void* weight,
                                 const void* out, int rows, int hidden) const override;
@@ -169,10 +180,9 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   // cannot be set up is left off).
   absl::Status SetUpHostChannel();
   absl::Status SetUpOneShot();
+  absl::Status SetUpShardSampling();
   void FreeOneShot();
-  OneShotBuffers one_shot_buffers() const {
-    return {one_shot_local_, one_shot_peer_, one_shot_counts_, abort_dev_, one_shot_push_};
-  }
+  OneShotBuffers one_shot_buffers() const;
   // Releases the one-shot kernels' waits (the group broke).
   void RaiseDeviceAbort();
 
@@ -188,8 +198,11 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   AllReduceMode all_reduce_mode_ = AllReduceMode::kNccl;
   bool one_shot_ready_ = false;
   bool one_shot_push_ = true;
-  void* one_shot_local_ = nullptr;       // exchange buffer (one_shot::kBufferBytes)
-  void* one_shot_peer_ = nullptr;        // the peer's, through CUDA IPC
+  bool samples_on_shards_ = false;
+  void* one_shot_local_ = nullptr;  // exchange buffer (one_shot::BufferBytes(world_size))
+  // Every rank's exchange buffer as this process maps it ([rank]: the
+  // local one; the others through CUDA IPC).
+  std::array<void*, one_shot::kMaxRanks> one_shot_buffers_{};
   uint32_t* one_shot_counts_ = nullptr;  // [one_shot::kSlots]
   int* abort_host_ = nullptr;            // pinned, mapped
   int* abort_dev_ = nullptr;             // its device address

@@ -51,29 +51,106 @@ __device__ __forceinline__ uint32_t LoadAcquire(const uint32_t* p) {
   return v;
 }
 
-// Staging slot `slot` of parity `parity` in an exchange buffer.
-__device__ __forceinline__ uint4* Staging(void* base, uint32_t parity, int slot) {
-  return reinterpret_cast<uint4*>(static_cast<char*>(base) + kSignalBytes +
-                                  (size_t{parity} * kSlots + slot) * kSlotBytes);
+static_assert(OneShotBuffers::kMaxRanks == one_shot::kMaxRanks);
+
+// Rank `src`'s piece of slot `slot` at parity `parity` in an exchange
+// buffer of a group of `world` ranks.
+template <typename T>
+__device__ __forceinline__ T* Staging(void* base, uint32_t parity, int slot, int src, int world) {
+  return reinterpret_cast<T*>(
+      static_cast<char*>(base) + kSignalBytes +
+      ((size_t{parity} * kSlots + slot) * static_cast<size_t>(world) + src) * kSlotBytes);
+}
+
+// Flag [src][slot] of an exchange buffer (written by rank src only).
+__device__ __forceinline__ uint32_t* Flag(void* base, int src, int slot) {
+  return static_cast<uint32_t*>(base) + src * kSlots + slot;
+}
+
+// Where this rank writes its piece for peer q (push: into q's buffer; pull:
+// into its own, once, for q == rank).
+template <typename T>
+__device__ __forceinline__ T* Outbox(const OneShotBuffers& b, int q, uint32_t parity, int slot) {
+  return Staging<T>(b.buffers[q], parity, slot, b.rank, b.world);
+}
+
+// Where this rank reads rank s's piece (push: its own buffer; pull: s's).
+template <typename T>
+__device__ __forceinline__ const T* Inbox(const OneShotBuffers& b, int s, uint32_t parity,
+                                          int slot) {
+  return Staging<T>(b.push ? b.buffers[b.rank] : b.buffers[s], parity, slot, s, b.world);
 }
 
 // Every thread of the block, after writing its share of this block's
-// piece (into its own staging slot, or the peer's when pushing): raises the
-// peer's flag `slot` to `count` and waits for its own to reach it (or for
-// the abort word). The release is cumulative: the block's stores, ordered
-// before it by the barrier, are visible to the peer once it sees the flag.
-// Afterwards the peer's piece of this use is in place.
+// piece (into every peer's staging, or its own when pulling): thread q <
+// world (q != rank) raises flag [rank][slot] of peer q to `count` and
+// waits for flag [q][slot] of its own buffer to reach it (or for the abort
+// word). The release is cumulative: the block's stores, ordered before it
+// by the barrier, are visible to the peer once it sees the flag.
+// Afterwards every peer's piece of this use is in place.
 __device__ __forceinline__ void Exchange(const OneShotBuffers& b, int slot, uint32_t count) {
-  __syncthreads();  // the block's staging writes, before thread 0's release
-  if (threadIdx.x == 0) {
-    StoreRelease(static_cast<uint32_t*>(b.peer) + slot, count);
-    const uint32_t* mine = static_cast<const uint32_t*>(b.local) + slot;
+  __syncthreads();  // the block's staging writes, before the releases
+  const int q = threadIdx.x;
+  if (q < b.world && q != b.rank) {
+    StoreRelease(Flag(b.buffers[q], b.rank, slot), count);
+    const uint32_t* mine = Flag(b.buffers[b.rank], q, slot);
     for (uint32_t spins = 1; static_cast<int32_t>(LoadAcquire(mine) - count) < 0; ++spins) {
       if (spins % 1024 == 0 && *reinterpret_cast<const volatile int*>(b.abort) != 0) break;
     }
-    b.counts[slot] = count;
   }
-  __syncthreads();  // thread 0's acquire, before the block reads the peer's slot
+  __syncthreads();  // the acquires, before the block reads the peers' pieces
+  if (threadIdx.x == 0) b.counts[slot] = count;
+}
+
+// This rank's piece `v` (vector `idx` of the slot) sent to every peer.
+__device__ __forceinline__ void Send(const OneShotBuffers& b, uint32_t parity, int slot, int idx,
+                                     const uint4& v) {
+  if (!b.push) {
+    Outbox<uint4>(b, b.rank, parity, slot)[idx] = v;
+    return;
+  }
+#pragma unroll
+  for (int q = 0; q < OneShotBuffers::kMaxRanks; ++q) {
+    if (q < b.world && q != b.rank) Outbox<uint4>(b, q, parity, slot)[idx] = v;
+  }
+}
+
+// The sum of every rank's vector `idx` of the slot (`mine` is this
+// rank's), in fp32 in rank order, rounded to bf16 once: the same bits on
+// every rank (with two ranks: bf16(a + b), as before).
+__device__ __forceinline__ uint4 SumPieces(const OneShotBuffers& b, uint32_t parity, int slot,
+                                           int idx, const uint4& mine) {
+  uint4 piece[OneShotBuffers::kMaxRanks];
+#pragma unroll
+  for (int s = 0; s < OneShotBuffers::kMaxRanks; ++s) {  // every load in flight first
+    if (s < b.world) piece[s] = s == b.rank ? mine : __ldcv(Inbox<uint4>(b, s, parity, slot) + idx);
+  }
+  float f[8];
+  {
+    const uint32_t* p = &piece[0].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] = t.x;
+      f[2 * j + 1] = t.y;
+    }
+  }
+#pragma unroll
+  for (int s = 1; s < OneShotBuffers::kMaxRanks; ++s) {
+    if (s >= b.world) break;
+    const uint32_t* p = &piece[s].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] += t.x;
+      f[2 * j + 1] += t.y;
+    }
+  }
+  uint4 out;
+  uint32_t* o = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) o[j] = PackBf16x2(f[2 * j], f[2 * j + 1]);
+  return out;
 }
 
 // Grid: (ceil(vecs / kChunkThreads)) <= kSlots. Block: kChunkThreads
@@ -84,16 +161,57 @@ __global__ void __launch_bounds__(kChunkThreads)
     AllReduceKernel(OneShotBuffers b, uint4* data, int64_t vecs) {
   const int slot = blockIdx.x;
   const uint32_t count = b.counts[slot] + 1;
-  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
-  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
+  const uint32_t parity = count & 1;
   const int64_t i = int64_t{blockIdx.x} * kChunkThreads + threadIdx.x;
   uint4 v = make_uint4(0, 0, 0, 0);
   if (i < vecs) {
     v = data[i];
-    mine[threadIdx.x] = v;
+    Send(b, parity, slot, threadIdx.x, v);
   }
   Exchange(b, slot, count);
-  if (i < vecs) data[i] = AddBf16x8(v, __ldcv(theirs + threadIdx.x));
+  if (i < vecs) data[i] = SumPieces(b, parity, slot, threadIdx.x, v);
+}
+
+// Grid: (ceil(count / (2 * kChunkThreads))) <= kSlots. Block: kChunkThreads
+// threads, two uint64 each (kChunkBytes per block, through slot b).
+// data: uint64 [count], in place: the maximum over the ranks.
+__global__ void __launch_bounds__(kChunkThreads)
+    AllReduceMaxU64Kernel(OneShotBuffers b, uint64_t* data, int64_t count) {
+  const int slot = blockIdx.x;
+  const uint32_t seq = b.counts[slot] + 1;
+  const uint32_t parity = seq & 1;
+  const int64_t base = int64_t{blockIdx.x} * 2 * kChunkThreads;
+  uint64_t v[2];
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int idx = threadIdx.x + k * kChunkThreads;
+    v[k] = base + idx < count ? data[base + idx] : 0;
+    if (base + idx >= count) continue;
+    if (!b.push) {
+      Outbox<uint64_t>(b, b.rank, parity, slot)[idx] = v[k];
+      continue;
+    }
+#pragma unroll
+    for (int q = 0; q < OneShotBuffers::kMaxRanks; ++q) {
+      if (q < b.world && q != b.rank) Outbox<uint64_t>(b, q, parity, slot)[idx] = v[k];
+    }
+  }
+  Exchange(b, slot, seq);
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int idx = threadIdx.x + k * kChunkThreads;
+    if (base + idx >= count) continue;
+    uint64_t m = v[k];
+#pragma unroll
+    for (int s = 0; s < OneShotBuffers::kMaxRanks; ++s) {
+      if (s < b.world && s != b.rank) {
+        const uint64_t t = __ldcv(
+            reinterpret_cast<const unsigned long long*>(Inbox<uint64_t>(b, s, parity, slot)) + idx);
+        m = t > m ? t : m;
+      }
+    }
+    data[base + idx] = m;
+  }
 }
 
 __device__ __forceinline__ float WarpSum(float v) {
@@ -126,8 +244,7 @@ __global__ void __launch_bounds__(kNormThreads)
   __shared__ float scratch[kNormThreads / 32];
   const int slot = blockIdx.x;
   const uint32_t count = b.counts[slot] + 1;
-  uint4* mine = Staging(b.push ? b.peer : b.local, count & 1, slot);
-  const uint4* theirs = Staging(b.push ? b.local : b.peer, count & 1, slot);
+  const uint32_t parity = count & 1;
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
   uint4 v[kVec];
 #pragma unroll
@@ -135,7 +252,7 @@ __global__ void __launch_bounds__(kNormThreads)
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     v[i] = x[base + idx];
-    mine[idx] = v[i];
+    Send(b, parity, slot, idx, v[i]);
   }
   Exchange(b, slot, count);
   float ss = 0.f;
@@ -143,7 +260,7 @@ __global__ void __launch_bounds__(kNormThreads)
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
-    const uint4 sum = AddBf16x8(v[i], __ldcv(theirs + idx));  // the all-reduce
+    const uint4 sum = SumPieces(b, parity, slot, idx, v[i]);  // the all-reduce
     v[i] = AddBf16x8(sum, residual[base + idx]);              // + residual
     residual[base + idx] = v[i];
     const uint32_t* w = &v[i].x;
@@ -184,7 +301,14 @@ absl::Status LaunchError(const char* what) {
 }
 
 bool Ready(const OneShotBuffers& b) {
-  return b.local != nullptr && b.peer != nullptr && b.counts != nullptr && b.abort != nullptr;
+  if (!one_shot::WorldSupported(b.world) || b.rank < 0 || b.rank >= b.world ||
+      b.counts == nullptr || b.abort == nullptr) {
+    return false;
+  }
+  for (int r = 0; r < b.world; ++r) {
+    if (b.buffers[r] == nullptr) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -229,6 +353,18 @@ absl::Status LaunchOneShotAllReduceAddRmsNorm(const OneShotBuffers& b, const voi
         <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
   }
   return LaunchError("one-shot all-reduce + RMSNorm");
+}
+
+absl::Status LaunchOneShotAllReduceMaxU64(const OneShotBuffers& b, uint64_t* data, int64_t count,
+                                          cudaStream_t stream) {
+  if (!Ready(b) || count <= 0 || static_cast<uint64_t>(count) > one_shot::kMaxU64Count ||
+      reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("one-shot maximum of ", count,
+                                                   " uint64: not set up, too many or unaligned"));
+  }
+  const int blocks = static_cast<int>((count + 2 * kChunkThreads - 1) / (2 * kChunkThreads));
+  AllReduceMaxU64Kernel<<<blocks, kChunkThreads, 0, stream>>>(b, data, count);
+  return LaunchError("one-shot maximum");
 }
 
 }  // namespace memshare::engine

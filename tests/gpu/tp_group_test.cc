@@ -1,10 +1,11 @@
-// Tensor parallelism on two GPUs, two processes (tagged gpu, multigpu).
+// Tensor parallelism on two GPUs, two processes, and on four where the
+// machine has them (tagged gpu, multigpu; the TP=4 tests skip with fewer).
 //
 // The test process is rank 0 (device 0): it forms each group over the gRPC
-// rendezvous (TpGroup), starts rank 1 as a child process of this same binary
-// (`--tp_child=follower`, device 1), and drives rank 0's GroupLeaderBackend
-// exactly as the worker's scheduler would. A one-GPU CudaBackend on device 0
-// is the reference.
+// rendezvous (TpGroup), starts ranks 1.. as child processes of this same
+// binary (`--tp_child=follower`, device = rank), and drives rank 0's
+// GroupLeaderBackend exactly as the worker's scheduler would. A one-GPU
+// CudaBackend on device 0 is the reference.
 //
 //   GoldenCheckpoints  the five golden checkpoints (query heads divisible by
 //                      2; llama_tied_llama3 has one KV head, replicated on
@@ -16,9 +17,18 @@
 //                      the same decisions, decode steps reading shifted
 //                      views (the plan broadcast carries them) close to
 //                      TP=1's, a consistency check after every step.
+//                      At TP=2 and TP=4 (llama_gqa's intermediate rows do
+//                      not split into fours of multiples of 8: skipped).
 //   Dummy7B            DeepSeek-R1-Distill-Qwen-7B shapes, dummy weights,
 //                      batch of 4 (prefill, then decode from the CUDA
-//                      graphs): the same comparisons.
+//                      graphs): the same comparisons, at TP=2 and TP=4.
+//   ShardSampling      greedy device sampling on the vocabulary shards
+//                      (no logits all-gather): the same tokens, bit for
+//                      bit, as the sampler on the all-gathered logits of
+//                      the same step, without and with penalties, in
+//                      prefill (eager) and decode (graph) steps; and the
+//                      same as one GPU's wherever no near-tie allows a
+//                      flip. At TP=2 and TP=4.
 //   KillFollower       rank 1 killed mid-run: rank 0's next steps fail
 //                      within the collective timeout and its health() says
 //                      why (the worker then reports NOT_SERVING).
@@ -31,10 +41,13 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <cuda_runtime.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -227,43 +240,59 @@ std::string SelfBinary() {
 
 struct Group {
   std::shared_ptr<TpGroup> group;
-  std::unique_ptr<e2e::ChildProcess> child;  // rank 1
+  std::unique_ptr<e2e::ChildProcess> child;                   // rank 1
+  std::vector<std::unique_ptr<e2e::ChildProcess>> children;  // ranks 2..
   std::unique_ptr<GroupLeaderBackend> leader;
+  CudaBackend* shard = nullptr;  // rank 0's, inside the leader
 };
 
-// Forms a group of two with rank 1 in a child process, and rank 0's leader
-// backend in this process.
+int DeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
+  return n;
+}
+
+// Forms a group of `world` with ranks 1.. in child processes, and rank 0's
+// leader backend in this process.
 Group FormGroup(const std::string& model, absl::Duration timeout,
-                GroupLeaderBackend::Options leader_options) {
+                GroupLeaderBackend::Options leader_options, int world = 2) {
   Group out;
   TpGroup::Options g;
   g.rank = 0;
-  g.world_size = 2;
+  g.world_size = world;
   g.listen_address = "127.0.0.1:0";
   g.formation_timeout = absl::Seconds(60);
   g.collective_timeout = timeout;
   g.on_listening = [&](int port) {
-    e2e::ChildProcess::Options c;
-    c.binary = SelfBinary();
-    c.args = {"--tp_child=follower",
-              "--model=" + model,
-              absl::StrCat("--leader=127.0.0.1:", port),
-              "--rank=1",
-              "--world=2",
-              absl::StrCat("--timeout_ms=", absl::ToInt64Milliseconds(timeout))};
-    c.ready_prefix = "tp_child: started";
-    c.ready_timeout = absl::Seconds(30);
-    absl::StatusOr<std::unique_ptr<e2e::ChildProcess>> child = e2e::ChildProcess::Start(c);
-    EXPECT_TRUE(child.ok()) << child.status();
-    if (child.ok()) out.child = *std::move(child);
+    for (int r = 1; r < world; ++r) {
+      e2e::ChildProcess::Options c;
+      c.binary = SelfBinary();
+      c.args = {"--tp_child=follower",
+                "--model=" + model,
+                absl::StrCat("--leader=127.0.0.1:", port),
+                absl::StrCat("--rank=", r),
+                absl::StrCat("--world=", world),
+                absl::StrCat("--timeout_ms=", absl::ToInt64Milliseconds(timeout))};
+      c.ready_prefix = "tp_child: started";
+      c.ready_timeout = absl::Seconds(30);
+      absl::StatusOr<std::unique_ptr<e2e::ChildProcess>> child = e2e::ChildProcess::Start(c);
+      EXPECT_TRUE(child.ok()) << child.status();
+      if (!child.ok()) continue;
+      if (r == 1) {
+        out.child = *std::move(child);
+      } else {
+        out.children.push_back(*std::move(child));
+      }
+    }
   };
   absl::StatusOr<std::shared_ptr<TpGroup>> group = TpGroup::Form(g);
   EXPECT_TRUE(group.ok()) << group.status();
   if (!group.ok()) return out;
   out.group = *group;
   std::unique_ptr<CudaBackend> local =
-      MakeBackend(BackendOptions(model, out.group->cuda_device(), 0, 2, &out.group->nccl()));
+      MakeBackend(BackendOptions(model, out.group->cuda_device(), 0, world, &out.group->nccl()));
   if (local == nullptr) return out;
+  out.shard = local.get();
   absl::StatusOr<std::unique_ptr<GroupLeaderBackend>> leader = GroupLeaderBackend::Create(
       leader_options, std::move(local), TpGroup::SharedCommunicator(out.group));
   EXPECT_TRUE(leader.ok()) << leader.status();
@@ -353,7 +382,7 @@ void CompareDistances(Backend& one, Backend& group, int vocab) {
         ++same;
       }
     }
-    std::printf("  distance pair (%d,%d shift %d): K %.4f / %.4f  V %.4f / %.4f (TP=1 / TP=2)\n",
+    std::printf("  distance pair (%d,%d shift %d): K %.4f / %.4f  V %.4f / %.4f (TP=1 / group)\n",
                 pairs[i].candidate, pairs[i].reference, pairs[i].shift, s1[i].RelativeK(),
                 s2[i].RelativeK(), s1[i].RelativeV(), s2[i].RelativeV());
   }
@@ -384,28 +413,32 @@ void CompareViews(Backend& one, Backend& group, int vocab) {
     worst = std::max(worst, rel);
     token = Argmax(o1.logits.data(), vocab);
   }
-  std::printf("  decode through shifted views: TP=2 vs TP=1 max rel L2 %.2e\n", worst);
+  std::printf("  decode through shifted views: group vs TP=1 max rel L2 %.2e\n", worst);
 }
 
-// Stops the group: the leader's shutdown reaches rank 1, which exits 0.
+// Stops the group: the leader's shutdown reaches ranks 1.., which exit 0.
 void Shutdown(Group& g) {
   g.leader.reset();
-  if (g.child == nullptr) return;
-  absl::StatusOr<int> code = g.child->Wait(absl::Seconds(30));
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(*code, 0);
+  std::vector<e2e::ChildProcess*> all;
+  if (g.child != nullptr) all.push_back(g.child.get());
+  for (auto& c : g.children) all.push_back(c.get());
+  for (e2e::ChildProcess* c : all) {
+    absl::StatusOr<int> code = c->Wait(absl::Seconds(30));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0);
+  }
 }
 
 class TpGoldenTest : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(TpGoldenTest, Tp2MatchesOneGpu) {
-  const Golden g = ReadGolden(GetParam());
+void RunGolden(const char* name, int world) {
+  const Golden g = ReadGolden(name);
   ASSERT_FALSE(g.prompts.empty());
   ASSERT_GT(g.max_abs_diff_bf16_vs_fp32, 0) << "no golden_bf16.json";
   const double tol = 2 * g.max_abs_diff_bf16_vs_fp32;
-  std::unique_ptr<CudaBackend> one = MakeBackend(BackendOptions(GetParam(), 0, 0, 1, nullptr));
+  std::unique_ptr<CudaBackend> one = MakeBackend(BackendOptions(name, 0, 0, 1, nullptr));
   ASSERT_NE(one, nullptr);
-  Group group = FormGroup(GetParam(), absl::Seconds(20), CheckEveryStep());
+  Group group = FormGroup(name, absl::Seconds(20), CheckEveryStep(), world);
   ASSERT_NE(group.leader, nullptr);
   Backend& two = *group.leader;
   const int V = two.vocab_size();
@@ -450,10 +483,10 @@ TEST_P(TpGoldenTest, Tp2MatchesOneGpu) {
     identical_prompts += identical;
   }
   std::printf(
-      "%s: TP=2 vs transformers fp32 max %.4f (bound %.4f = 2 D16); vs TP=1 max %.4f; "
+      "%s: TP=%d vs transformers fp32 max %.4f (bound %.4f = 2 D16); vs TP=1 max %.4f; "
       "forced argmax equal to TP=1 at %d of %d steps; %d of %d decided steps checked; "
       "free-running greedy identical to TP=1 for %d of %zu prompts\n",
-      GetParam(), worst_fp32, tol, worst_tp1, same_forced, steps, decided, decided,
+      name, world, worst_fp32, tol, worst_tp1, same_forced, steps, decided, decided,
       identical_prompts, g.prompts.size());
   CompareDistances(*one, two, V);
   CompareViews(*one, two, V);
@@ -461,6 +494,16 @@ TEST_P(TpGoldenTest, Tp2MatchesOneGpu) {
   EXPECT_GT(group.leader->checks(), steps);
   EXPECT_TRUE(group.leader->health().ok()) << group.leader->health();
   Shutdown(group);
+}
+
+TEST_P(TpGoldenTest, Tp2MatchesOneGpu) { RunGolden(GetParam(), 2); }
+
+TEST_P(TpGoldenTest, Tp4MatchesOneGpu) {
+  if (DeviceCount() < 4) GTEST_SKIP() << "fewer than four GPUs";
+  if (std::string(GetParam()) == "llama_gqa") {
+    GTEST_SKIP() << "intermediate_size 176 does not split into fours of multiples of 8";
+  }
+  RunGolden(GetParam(), 4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, TpGoldenTest,
@@ -502,10 +545,10 @@ std::vector<std::vector<std::vector<float>>> RunBatch(
   return out;
 }
 
-TEST(TpDummy7BTest, Tp2MatchesOneGpu) {
+void RunDummy7B(int world) {
   std::unique_ptr<CudaBackend> one = MakeBackend(BackendOptions(kDummy7B, 0, 0, 1, nullptr));
   ASSERT_NE(one, nullptr);
-  Group group = FormGroup(kDummy7B, absl::Seconds(30), CheckEveryStep());
+  Group group = FormGroup(kDummy7B, absl::Seconds(30), CheckEveryStep(), world);
   ASSERT_NE(group.leader, nullptr);
   Backend& two = *group.leader;
   const int V = two.vocab_size();
@@ -560,15 +603,165 @@ TEST(TpDummy7BTest, Tp2MatchesOneGpu) {
     }
   }
   std::printf(
-      "R1-Distill-Qwen-7B dummy, TP=2 vs TP=1, batch 4 x %d steps: max rel L2 %.2e, "
+      "R1-Distill-Qwen-7B dummy, TP=%d vs TP=1, batch 4 x %d steps: max rel L2 %.2e, "
       "max |diff| %.4f, smallest TP=1 top-2 gap %.4f; teacher-forced argmax flips %d of "
       "%d; free-running greedy identical for %d of 4 sequences\n",
-      kSteps, worst_rel, worst_abs, min_gap, flips, kSteps * 4, identical);
+      world, kSteps, worst_rel, worst_abs, min_gap, flips, kSteps * 4, identical);
   CompareDistances(*one, two, V);
   CompareViews(*one, two, V);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   Shutdown(group);
 }
+
+TEST(TpDummy7BTest, Tp2MatchesOneGpu) { RunDummy7B(2); }
+
+TEST(TpDummy7BTest, Tp4MatchesOneGpu) {
+  if (DeviceCount() < 4) GTEST_SKIP() << "fewer than four GPUs";
+  RunDummy7B(4);
+}
+
+// Greedy device sampling on the vocabulary shards (the default of a group
+// on one host) against the sampler on the all-gathered logits of the same
+// step (the same plan again with every row asking for its logits, which
+// makes the step all-gather), without and with penalties (repetition,
+// presence, frequency over each sequence's history), in the prefill step
+// (eager) and decode steps (CUDA graphs); then against one GPU fed the same
+// tokens: equal wherever no near-tie allows a flip.
+// The sampler's penalties (kernels/sampling.h) applied to a row on the host.
+std::vector<float> Penalized(std::vector<float> row, const DeviceSampling& d) {
+  for (size_t k = 0; k < d.penalty_token_ids.size(); ++k) {
+    float& x = row[d.penalty_token_ids[k]];
+    if (d.repetition_penalty != 1.f) {
+      x = x > 0.f ? x / d.repetition_penalty : x * d.repetition_penalty;
+    }
+    x -= d.presence_penalty * (d.penalty_counts[k] > 0 ? 1.f : 0.f) +
+         d.frequency_penalty * d.penalty_counts[k];
+  }
+  return row;
+}
+
+void RunShardSampling(const std::string& model, int world) {
+  std::unique_ptr<CudaBackend> one = MakeBackend(BackendOptions(model, 0, 0, 1, nullptr));
+  ASSERT_NE(one, nullptr);
+  Group group = FormGroup(model, absl::Seconds(30), CheckEveryStep(), world);
+  ASSERT_NE(group.leader, nullptr);
+  ASSERT_TRUE(group.group->nccl().samples_on_shards());
+  Backend& two = *group.leader;
+  const int V = two.vocab_size();
+  constexpr int kSeqs = 4, kPrompt = 24, kSteps = 12;
+  std::mt19937 rng(23);
+  std::vector<std::vector<int32_t>> history(kSeqs);
+  std::vector<std::vector<std::vector<int32_t>>> tables(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    for (int t = 0; t < kPrompt; ++t) history[i].push_back(static_cast<int32_t>(rng() % V));
+    tables[i] = ::memshare::testing::Tables(1, 1 + 8 * i, 8);
+  }
+  // Sequence i's sampling: greedy, with penalties over its history (prompt
+  // tokens count 0, generated ones their count) and over `pick` (this
+  // step's unpenalized pick, so that the penalties move it; its count 1 at
+  // least) when `penalized`.
+  auto sampling = [&](int i, bool penalized, bool logits, int32_t pick) {
+    DeviceSampling d;
+    d.return_logits = logits;
+    if (!penalized) return d;
+    d.repetition_penalty = 1.7f;
+    d.presence_penalty = 0.4f;
+    d.frequency_penalty = 0.25f;
+    std::map<int32_t, int32_t> count;
+    for (size_t k = 0; k < history[i].size(); ++k) {
+      count[history[i][k]] += k >= static_cast<size_t>(kPrompt) ? 1 : 0;
+    }
+    count[pick] = std::max(count[pick], 1);
+    for (const auto& [t, c] : count) {
+      d.penalty_token_ids.push_back(t);
+      d.penalty_counts.push_back(c);
+    }
+    return d;
+  };
+  int compared = 0, with_penalty_changed = 0, flips = 0;
+  double worst_diff = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    std::vector<int32_t> shard_tokens[2];
+    for (const bool penalized : {false, true}) {
+      StepPlan plan[2];  // on shards; all-gathered
+      for (int g = 0; g < 2; ++g) {
+        for (int i = 0; i < kSeqs; ++i) {
+          const int start = s == 0 ? 0 : kPrompt + s - 1;
+          std::vector<int32_t> tokens(history[i].begin() + start, history[i].end());
+          SequenceChunk c = ::memshare::testing::Chunk(i + 1, start, tokens, tables[i]);
+          c.sampling = sampling(i, penalized, /*logits=*/g == 1,
+                                penalized ? shard_tokens[0][i] : 0);
+          plan[g].sequences.push_back(std::move(c));
+        }
+      }
+      StepOutput shard, gathered, ref;
+      const int64_t before = group.shard->shard_sampled_steps();
+      absl::Status st = two.Forward(plan[0], &shard);
+      ASSERT_TRUE(st.ok()) << st;
+      EXPECT_EQ(group.shard->shard_sampled_steps(), before + 1) << "step " << s;
+      EXPECT_TRUE(shard.logits.empty());
+      st = two.Forward(plan[1], &gathered);
+      ASSERT_TRUE(st.ok()) << st;
+      EXPECT_EQ(group.shard->shard_sampled_steps(), before + 1) << "step " << s;
+      ASSERT_EQ(shard.sampled_token_ids.size(), size_t{kSeqs});
+      ASSERT_EQ(gathered.sampled_token_ids.size(), size_t{kSeqs});
+      ASSERT_EQ(gathered.logits.size(), size_t{kSeqs} * V);
+      // Bit for bit the sampler on whole rows: the same tokens.
+      EXPECT_EQ(shard.sampled_token_ids, gathered.sampled_token_ids)
+          << "step " << s << (penalized ? " with penalties" : "");
+      shard_tokens[penalized] = shard.sampled_token_ids;
+      // One GPU, the same histories.
+      st = one->Forward(plan[1], &ref);
+      ASSERT_TRUE(st.ok()) << st;
+      for (int i = 0; i < kSeqs; ++i) {
+        const std::vector<float> r1(ref.logits.begin() + size_t(i) * V,
+                                    ref.logits.begin() + size_t(i + 1) * V);
+        const std::vector<float> r2(gathered.logits.begin() + size_t(i) * V,
+                                    gathered.logits.begin() + size_t(i + 1) * V);
+        const double diff = MaxAbsDiff(r2, r1);
+        worst_diff = std::max(worst_diff, diff);
+        ++compared;
+        const int32_t mine = shard.sampled_token_ids[i], theirs = ref.sampled_token_ids[i];
+        if (mine != theirs) {
+          ++flips;
+          // Only a near-tie may flip: TP=1's penalized logits of the two
+          // picks within what the rounding difference (times the
+          // repetition penalty, at most) can cross.
+          const std::vector<float> p1 = Penalized(r1, *plan[1].sequences[i].sampling);
+          EXPECT_LE(p1[theirs] - p1[mine], 2 * 1.7 * diff)
+              << "step " << s << " sequence " << i << ": TP=" << world << " chose " << mine
+              << ", TP=1 " << theirs;
+        }
+      }
+    }
+    for (int i = 0; i < kSeqs; ++i) {
+      with_penalty_changed += shard_tokens[0][i] != shard_tokens[1][i];
+      history[i].push_back(shard_tokens[0][i]);
+    }
+  }
+  // The penalties acted (on the shard holding each token).
+  EXPECT_GT(with_penalty_changed, 0);
+  std::printf(
+      "%s: TP=%d greedy sampling on vocabulary shards = sampling the all-gathered logits at "
+      "%d of %d rows (half with penalties, which changed %d picks); = TP=1 but %d near-tie "
+      "flips (max |logit diff| %.4f)\n",
+      model.c_str(), world, 2 * kSteps * kSeqs, 2 * kSteps * kSeqs, with_penalty_changed, flips,
+      worst_diff);
+  EXPECT_TRUE(group.leader->CheckConsistency().ok());
+  Shutdown(group);
+}
+
+TEST(TpShardSamplingTest, Tp2GreedyOnShardsEqualsWholeRows) {
+  RunShardSampling("qwen2_bias", 2);
+  RunShardSampling(kDummy7B, 2);
+}
+
+TEST(TpShardSamplingTest, Tp4GreedyOnShardsEqualsWholeRows) {
+  if (DeviceCount() < 4) GTEST_SKIP() << "fewer than four GPUs";
+  RunShardSampling("qwen2_bias", 4);
+  RunShardSampling(kDummy7B, 4);
+}
+
 
 TEST(TpFailureTest, KillingRank1MakesRank0FailWithinTheTimeout) {
   const absl::Duration timeout = absl::Seconds(3);
