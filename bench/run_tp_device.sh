@@ -33,6 +33,11 @@
 #            the default paths (and the collectives' measurements), with
 #            NCCL all-reduces, and with NCCL all-reduces and the logits
 #            all-gathered (TP=4 before the 4-rank one-shot); QwQ-32B default
+#   flags    MEMSHARE_TP_ONESHOT=push (bf16 sums with flags, not the Lamport
+#            staging that is the default): the
+#            dummy-7B and shard-sampling tests; with bench, tp4 and qwq also
+#            their decode steps
+#   repeat   TP=1 and TP=2 (default, flags) once more at the end
 #   memshare (one GPU) bench/memshare_eval on the CUDA backend: the tiny
 #            reasoner's held-out set with MemShare off and at its default,
 #            without and with a KV pool that bounds the batch (needs
@@ -113,6 +118,9 @@ if has sampling && (($(left) > 20)); then
   ((rc != 0)) && fail=1
   run_tests sampling "TpShardSamplingTest*" 60
 fi
+if has flags && (($(left) > 30)); then
+  MEMSHARE_TP_ONESHOT=push run_tests flags "TpDummy7BTest*:TpShardSamplingTest*" 60
+fi
 
 # tp2 NAME PORT COLLECTIVES [ENV...]: one TP=2 bench run (two processes)
 # with the given environment, e.g. MEMSHARE_TP_ALLREDUCE=nccl.
@@ -139,6 +147,7 @@ if has bench && (($(left) > 25)); then
   # The default (shared-memory plan, fused one-shot all-reduce) with the
   # collectives' measurements, then each fast path taken away in turn.
   tp2 fused 29611 1
+  (($(left) > 25)) && tp2 flags 29618 1 MEMSHARE_TP_ONESHOT=push
   (($(left) > 25)) && tp2 gather 29615 0 MEMSHARE_TP_SAMPLE=gather
   (($(left) > 25)) && tp2 oneshot 29612 0 MEMSHARE_TP_ALLREDUCE=oneshot
   (($(left) > 25)) && tp2 shm_nccl 29613 0 MEMSHARE_TP_ALLREDUCE=nccl
@@ -195,12 +204,35 @@ tp_n() {
 if has tp4 && (($(left) > 40)); then
   if (($(nvidia-smi -L | wc -l) >= 4)); then
     tp_n r1-7b 4 29613 45 1
+    (($(left) > 40)) && tp_n r1-7b 4 29618 40 1 MEMSHARE_TP_ONESHOT=push
     (($(left) > 40)) && tp_n r1-7b 4 29616 40 0 MEMSHARE_TP_ALLREDUCE=nccl
     (($(left) > 40)) && tp_n r1-7b 4 29617 40 0 MEMSHARE_TP_ALLREDUCE=nccl MEMSHARE_TP_SAMPLE=gather
     (($(left) > 40)) && tp_n qwq-32b 4 29614 50 0
+    (($(left) > 40)) && tp_n qwq-32b 4 29619 50 0 MEMSHARE_TP_ONESHOT=push
   else
     say "tp4: fewer than four GPUs, skipped"
   fi
+fi
+
+if has qwq && has flags && (($(left) > 30)); then
+  say "qwq: QwQ-32B TP=2 flags (limit $(limit 35)s)"
+  l=$(limit 35)
+  MEMSHARE_TP_ONESHOT=push timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 \
+    --rank=1 --port=29620 --collectives=0 --steps=30 >>"$out/bench_rank1.log" 2>&1 &
+  r1=$!
+  MEMSHARE_TP_ONESHOT=push timeout -k 5 "$l" "$bundle/run.sh" tp_bench --model=qwq-32b --tp=2 \
+    --rank=0 --port=29620 --collectives=0 --steps=30 --json="$out/bench.json" 2>&1 | tee -a "$log"
+  wait "$r1"
+  say "qwq flags: rank 1 exit $?"
+fi
+
+# repeat: TP=1 and the default TP=2 again at the end (the spread of the ratio).
+if has repeat && (($(left) > 25)); then
+  say "repeat: TP=1 (limit $(limit 30)s)"
+  timeout -k 5 "$(limit 30)" "$bundle/run.sh" tp_bench --tp=1 --json="$out/bench.json" 2>&1 |
+    tee -a "$log"
+  (($(left) > 20)) && tp2 fused_again 29621 0
+  (($(left) > 20)) && tp2 flags_again 29622 0 MEMSHARE_TP_ONESHOT=push
 fi
 
 if has memshare && (($(left) > 60)); then
@@ -229,6 +261,9 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 steps = [r for r in rows if r["measure"] == "decode_step"]
 print("== decode step, batch 64, context 1024 (median of the timed steps)")
 one = next((r for r in steps if r["model"] == "r1-7b" and r["tp"] == 1), None)
+ones = [r["median_ms"] for r in steps if r["model"] == "r1-7b" and r["tp"] == 1]
+if len(ones) > 1:
+    print("  TP=1 runs: " + ", ".join(f"{t:.3f}" for t in ones) + " ms (ratios below: the first)")
 for r in steps:
     paths = f" plan {r['plan']}, all-reduce {r['allreduce']}, sampling {r.get('sample', 'gather')}" if "plan" in r else ""
     ratio = f", {r['tok_per_s'] / one['tok_per_s']:.2f}x TP=1" if one and r["model"] == "r1-7b" and r["tp"] > 1 else ""
@@ -243,7 +278,8 @@ for r in rows:
     if r["measure"] == "candidates_max":
         print(f"  TP={r['tp']} greedy candidates' maximum ({r['rows']} rows, {r['path']}), eager: {r['us']:.1f} us")
     if r["measure"] == "oneshot_allreduce":
-        print(f"  TP={r['tp']} one-shot all-reduce {r['bytes']} B ({'push' if r.get('push', False) else 'pull'}), eager: {r['us']:.1f} us")
+        how = "lamport" if r.get("lamport", False) else ("push" if r.get("push", False) else "pull")
+        print(f"  TP={r['tp']} one-shot all-reduce {r['bytes']} B ({how}), eager: {r['us']:.1f} us")
     if r["measure"] == "step_collectives":
         what = "+ logits all-gather" if r["logits_allgather"] else "all-reduces only"
         print(f"  TP={r['tp']} one decode step's collectives, {r.get('allreduce', 'nccl')} ({r['allreduces']} all-reduces of {r['allreduce_bytes']} B {what}): {r['median_us']:.0f} us")

@@ -231,6 +231,7 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     const double t = time_allreduce(step_bytes, 50);
     report.Add(absl::StrCat("{\"measure\":\"oneshot_allreduce\",\"tp\":", n,
                             ",\"push\":", nccl.one_shot_push() ? "true" : "false",
+                            ",\"lamport\":", nccl.one_shot_lamport() ? "true" : "false",
                             ",\"bytes\":", step_bytes, ",\"us\":", t * 1e6, "}"));
   }
   // The greedy candidates' exchange (one uint64 maximum per row), eager as
@@ -326,6 +327,7 @@ void MeasureCollectives(engine::NcclCommunicator& nccl, const engine::model::Mod
     report.Add(absl::StrCat("{\"measure\":\"step_collectives\",\"tp\":", n, ",\"model\":\"",
                             a.model, "\",\"allreduce\":\"", engine::AllReduceModeName(mode),
                             mode == engine::AllReduceMode::kNccl ? ""
+                            : nccl.one_shot_lamport()            ? " lamport"
                             : nccl.one_shot_push()               ? " push"
                                                                  : " pull",
                             "\",\"batch\":", a.batch, ",\"allreduces\":", allreduces,
@@ -462,7 +464,9 @@ int Main(int argc, char** argv) {
     const std::string paths = absl::StrCat(
         ",\"plan\":\"", nc.host_channel_active() ? "shm" : "nccl", "\",\"allreduce\":\"",
         nc.one_shot_ready() ? engine::AllReduceModeName(nc.all_reduce_mode()) : "nccl",
-        nc.one_shot_ready() ? (nc.one_shot_push() ? " push" : " pull") : "",
+        nc.one_shot_ready()
+            ? (nc.one_shot_lamport() ? " lamport" : nc.one_shot_push() ? " push" : " pull")
+            : "",
         "\",\"sample\":\"", nc.samples_on_shards() ? "shards" : "gather", "\"");
     TimeDecode(**leader, *shard, a, o, paths, report);
     return 0;  // the leader's destructor stops rank 1

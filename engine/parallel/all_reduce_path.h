@@ -21,6 +21,18 @@
 // parities: a slot is written again only after every peer passed the next
 // use of the same slot, hence finished reading the previous one.
 //
+// Lamport variant (the default for bf16 sums in groups of two ranks;
+// MEMSHARE_TP_ONESHOT=push takes the flags instead): a second
+// staging area of the same shape, every bf16 of it 0xffff (a NaN) while
+// empty. Senders replace 0xffff in their data by 0x7fff (another NaN:
+// sums keep their value) and push it; receivers poll their own staging
+// until no lane of a vector is 0xffff, then write 0xffff back for the use
+// after next. No flags and no system-scope release: one NVLink trip
+// instead of the data's, the fence's and the flag's. The same two
+// parities; a peer writes a vector again only after it received this
+// rank's next use, which this rank sends after it cleared the vector.
+//  [kSignalBytes | staging (flags) | staging (lamport)]
+//
 // NCCL stays for what the one-shot does not take: world sizes outside
 // 2 .. kMaxRanks, ranks without a host channel (other hosts) or peer
 // access, messages over kMaxBytes, counts not a multiple of 8, unaligned
@@ -45,10 +57,12 @@ inline constexpr size_t kChunkBytes = 8192;
 inline constexpr int kChunkThreads = static_cast<int>(kChunkBytes / 16);  // one uint4 each
 // Largest plain all-reduce taken (bytes).
 inline constexpr size_t kMaxBytes = kSlots * kChunkBytes;  // 2 MiB
-// Bytes of one rank's exchange buffer in a group of `world` ranks.
-constexpr size_t BufferBytes(int world) {
-  return kSignalBytes + size_t{2} * kSlots * static_cast<size_t>(world) * kSlotBytes;
+// Bytes of one staging area of a group of `world` ranks.
+constexpr size_t StagingBytes(int world) {
+  return size_t{2} * kSlots * static_cast<size_t>(world) * kSlotBytes;
 }
+// Bytes of one rank's exchange buffer in a group of `world` ranks.
+constexpr size_t BufferBytes(int world) { return kSignalBytes + 2 * StagingBytes(world); }
 // Whether a group of `world` ranks can run one-shot (given the buffers).
 constexpr bool WorldSupported(int world) { return world >= 2 && world <= kMaxRanks; }
 // Largest all-reduce of uint64 maxima (greedy candidates) taken: one slot

@@ -53,9 +53,11 @@ TEST(AllReducePathTest, BuffersHoldEveryRanksPieceOfEverySlotTwice) {
   EXPECT_TRUE(one_shot::WorldSupported(4));
   EXPECT_TRUE(one_shot::WorldSupported(8));
   EXPECT_FALSE(one_shot::WorldSupported(16));
-  EXPECT_EQ(one_shot::BufferBytes(2), one_shot::kSignalBytes + 2 * 2 * 256 * 16384);
+  EXPECT_EQ(one_shot::StagingBytes(2), size_t{2} * 2 * 256 * 16384);
+  // Flags, the flag protocol's staging, the Lamport staging.
+  EXPECT_EQ(one_shot::BufferBytes(2), one_shot::kSignalBytes + 2 * one_shot::StagingBytes(2));
   EXPECT_EQ(one_shot::BufferBytes(4) - one_shot::BufferBytes(2),
-            size_t{2} * 2 * one_shot::kSlots * one_shot::kSlotBytes);
+            size_t{2} * 2 * 2 * one_shot::kSlots * one_shot::kSlotBytes);
   // The uint64 maximum: kChunkBytes per block too, a slot per block.
   static_assert(one_shot::kMaxU64Count * 8 / one_shot::kChunkBytes <= one_shot::kSlots);
 }

@@ -150,9 +150,11 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const
                "%s%s\n",
                o.rank, o.world_size, c->channel_ != nullptr ? "shared memory" : "NCCL",
                c->samples_on_shards_ ? "on vocabulary shards" : "on all-gathered logits",
-               c->one_shot_ready_ ? (c->one_shot_push_ ? "one-shot over CUDA IPC (push), mode "
-                                                       : "one-shot over CUDA IPC (pull), mode ")
-                                  : "NCCL",
+               c->one_shot_ready_
+                   ? (c->one_shot_lamport_ ? "one-shot over CUDA IPC (lamport), mode "
+                      : c->one_shot_push_  ? "one-shot over CUDA IPC (push), mode "
+                                           : "one-shot over CUDA IPC (pull), mode ")
+                   : "NCCL",
                c->one_shot_ready_ ? AllReduceModeName(c->all_reduce_mode_) : "");
   return c;
 }
@@ -222,12 +224,17 @@ absl::Status NcclCommunicator::SetUpOneShot() {
   }
   // This rank's exchange buffer, counts and abort word, zeroed.
   const size_t bytes = one_shot::BufferBytes(options_.world_size);
-  bool ok = cudaMalloc(&one_shot_local_, bytes) == cudaSuccess &&
-            cudaMemset(one_shot_local_, 0, bytes) == cudaSuccess &&
-            cudaMalloc(&one_shot_counts_, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
-            cudaMemset(one_shot_counts_, 0, one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
-            cudaHostAlloc(reinterpret_cast<void**>(&abort_host_), sizeof(int),
-                          cudaHostAllocMapped) == cudaSuccess;
+  // Flags and flag staging zeroed, the Lamport staging empty (0xff bytes).
+  const size_t lamport_at = one_shot::kSignalBytes + one_shot::StagingBytes(options_.world_size);
+  bool ok =
+      cudaMalloc(&one_shot_local_, bytes) == cudaSuccess &&
+      cudaMemset(one_shot_local_, 0, lamport_at) == cudaSuccess &&
+      cudaMemset(static_cast<char*>(one_shot_local_) + lamport_at, 0xff, bytes - lamport_at) ==
+          cudaSuccess &&
+      cudaMalloc(&one_shot_counts_, 2 * one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
+      cudaMemset(one_shot_counts_, 0, 2 * one_shot::kSlots * sizeof(uint32_t)) == cudaSuccess &&
+      cudaHostAlloc(reinterpret_cast<void**>(&abort_host_), sizeof(int), cudaHostAllocMapped) ==
+          cudaSuccess;
   if (ok) {
     *abort_host_ = 0;
     ok = cudaHostGetDevicePointer(reinterpret_cast<void**>(&abort_dev_), abort_host_, 0) ==
@@ -268,20 +275,25 @@ absl::Status NcclCommunicator::SetUpOneShot() {
     all_reduce_mode_ = AllReduceMode::kNccl;
     return absl::OkStatus();
   }
-  int64_t push =
-      options_.one_shot_push && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_ONESHOT")) != "pull" ? 1
-                                                                                              : 0;
+  // 0 pull, 1 push, 2 Lamport (push without flags); the least of the ranks'.
+  const std::string protocol = absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_ONESHOT"));
+  // Lamport by default only where it was checked on GPUs: two ranks.
+  const bool lamport_default = options_.one_shot_lamport && options_.world_size == 2;
+  int64_t push = !options_.one_shot_push || protocol == "pull" ? 0
+                 : protocol == "push"                          ? 1
+                 : protocol == "lamport" || lamport_default    ? 2
+                                                               : 1;
   if (absl::Status s = AllReduceMin(&push); !s.ok()) return s;
-  one_shot_push_ = push == 1;
+  one_shot_push_ = push >= 1;
+  one_shot_lamport_ = push == 2;
   one_shot_ready_ = true;
   return absl::OkStatus();
 }
 
 absl::Status NcclCommunicator::SetUpShardSampling() {
   int64_t want =
-      options_.shard_sampling && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_SAMPLE")) != "gather"
-          ? 1
-          : 0;
+      options_.shard_sampling && absl::AsciiStrToLower(EnvOr("MEMSHARE_TP_SAMPLE")) != "gather" ? 1
+                                                                                                : 0;
   if (absl::Status s = AllReduceMin(&want); !s.ok()) return s;
   samples_on_shards_ = want == 1;
   return absl::OkStatus();
@@ -293,8 +305,10 @@ OneShotBuffers NcclCommunicator::one_shot_buffers() const {
   b.world = options_.world_size;
   for (int r = 0; r < one_shot::kMaxRanks; ++r) b.buffers[r] = one_shot_buffers_[r];
   b.counts = one_shot_counts_;
+  b.lamport_counts = one_shot_counts_ == nullptr ? nullptr : one_shot_counts_ + one_shot::kSlots;
   b.abort = abort_dev_;
   b.push = one_shot_push_;
+  b.lamport = one_shot_lamport_;
   return b;
 }
 
@@ -626,8 +640,7 @@ absl::Status NcclCommunicator::AllGatherFp32(const float* send, float* recv, int
       "all-gather of logits", absl::Now() + options_.timeout);
 }
 
-absl::Status NcclCommunicator::AllReduceMaxU64(uint64_t* data, int64_t count,
-                                               cudaStream_t stream) {
+absl::Status NcclCommunicator::AllReduceMaxU64(uint64_t* data, int64_t count, cudaStream_t stream) {
   if (absl::Status s = health(); !s.ok()) return s;
   if (absl::Status s = Usable(/*set_device=*/false); !s.ok()) return s;
   if (count <= 0) return absl::OkStatus();

@@ -28,8 +28,10 @@
 //    RMSNorm as one kernel (FusesAllReduceAddRmsNorm), and the maximum of
 //    the greedy candidates (AllReduceMaxU64) too. NCCL for everything else.
 //    MEMSHARE_TP_ALLREDUCE=nccl|oneshot|fused (default fused) narrows it;
-//    MEMSHARE_TP_ONESHOT=pull reads the peers' pieces over NVLink instead
-//    of having them pushed (written) into this rank's memory.
+//    With two ranks the bf16 sums' pieces are pushed into a staging polled
+//    for a "not empty" value (Lamport; Options::one_shot_lamport);
+//    MEMSHARE_TP_ONESHOT=push pushes them with flags instead, and
+//    MEMSHARE_TP_ONESHOT=pull reads the peers' pieces over NVLink.
 //  - Greedy rows are sampled on the vocabulary shards
 //    (samples_on_shards(); cuda_backend.h) unless MEMSHARE_TP_SAMPLE=gather
 //    on any rank or Options::shard_sampling is off on any rank.
@@ -99,6 +101,13 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     // One-shot pieces pushed into the peers' memory (else pulled from them);
     // MEMSHARE_TP_ONESHOT=pull on any rank: pulled.
     bool one_shot_push = true;
+    // Pushed bf16 sums through the Lamport staging, without flags
+    // (all_reduce_path.h), for groups of two ranks: TP=2 decode step 4.59 ms
+    // against 4.68 with flags on one H100 pair (bench/RESULTS.md, run B).
+    // Larger groups keep the flags until it is measured there;
+    // MEMSHARE_TP_ONESHOT=lamport on every rank takes it at any size, =push
+    // (flags) or =pull on any rank never.
+    bool one_shot_lamport = true;
     // Greedy sampling on the vocabulary shards (DeviceCollectives::
     // samples_on_shards); false, or MEMSHARE_TP_SAMPLE=gather on any rank:
     // on all-gathered logits.
@@ -156,6 +165,7 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   bool host_channel_active() const { return channel_ != nullptr; }
   bool one_shot_ready() const { return one_shot_ready_; }
   bool one_shot_push() const { return one_shot_push_; }
+  bool one_shot_lamport() const { return one_shot_lamport_; }
   AllReduceMode all_reduce_mode() const { return all_reduce_mode_; }
   // Benchmarks: narrows the all-reduce (kFused allows everything Create
   // set up). Every rank must call it alike, between collectives and
@@ -198,12 +208,13 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
   AllReduceMode all_reduce_mode_ = AllReduceMode::kNccl;
   bool one_shot_ready_ = false;
   bool one_shot_push_ = true;
+  bool one_shot_lamport_ = false;
   bool samples_on_shards_ = false;
   void* one_shot_local_ = nullptr;  // exchange buffer (one_shot::BufferBytes(world_size))
   // Every rank's exchange buffer as this process maps it ([rank]: the
   // local one; the others through CUDA IPC).
   std::array<void*, one_shot::kMaxRanks> one_shot_buffers_{};
-  uint32_t* one_shot_counts_ = nullptr;  // [one_shot::kSlots]
+  uint32_t* one_shot_counts_ = nullptr;  // [2][one_shot::kSlots]: flags', Lamport's
   int* abort_host_ = nullptr;            // pinned, mapped
   int* abort_dev_ = nullptr;             // its device address
 

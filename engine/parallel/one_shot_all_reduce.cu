@@ -62,6 +62,97 @@ __device__ __forceinline__ T* Staging(void* base, uint32_t parity, int slot, int
       ((size_t{parity} * kSlots + slot) * static_cast<size_t>(world) + src) * kSlotBytes);
 }
 
+// The same in the Lamport staging (all_reduce_path.h).
+__device__ __forceinline__ uint4* LamportStaging(void* base, uint32_t parity, int slot, int src,
+                                                 int world) {
+  return reinterpret_cast<uint4*>(
+      static_cast<char*>(base) + kSignalBytes + one_shot::StagingBytes(world) +
+      ((size_t{parity} * kSlots + slot) * static_cast<size_t>(world) + src) * kSlotBytes);
+}
+
+// Lamport: 0xffff (a NaN) marks an empty bf16. Senders send 0x7fff (also a
+// NaN) instead.
+__device__ __forceinline__ uint4 Sanitize(const uint4& v) {
+  uint4 out;
+  const uint32_t* in = &v.x;
+  uint32_t* o = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t lo = in[j] & 0xffffu, hi = in[j] >> 16;
+    lo = lo == 0xffffu ? 0x7fffu : lo;
+    hi = hi == 0xffffu ? 0x7fffu : hi;
+    o[j] = lo | (hi << 16);
+  }
+  return out;
+}
+__device__ __forceinline__ bool Arrived(const uint4& v) {
+  const uint32_t* w = &v.x;
+  bool ok = true;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) ok = ok && (w[j] & 0xffffu) != 0xffffu && (w[j] >> 16) != 0xffffu;
+  return ok;
+}
+
+// Lamport: this rank's (sanitized) vector `idx` of the slot into every
+// peer's staging.
+__device__ __forceinline__ void LamportSend(const OneShotBuffers& b, uint32_t parity, int slot,
+                                            int idx, const uint4& v) {
+#pragma unroll
+  for (int q = 0; q < OneShotBuffers::kMaxRanks; ++q) {
+    if (q < b.world && q != b.rank) LamportStaging(b.buffers[q], parity, slot, b.rank, b.world)[idx] = v;
+  }
+}
+
+// Lamport: waits for every peer's vector `idx` of the slot in this rank's
+// staging (or the abort word), empties it again, and returns the sum in
+// rank order (`mine`: this rank's, sanitized), as SumPieces.
+__device__ __forceinline__ uint4 LamportSum(const OneShotBuffers& b, uint32_t parity, int slot,
+                                            int idx, const uint4& mine) {
+  uint4 piece[OneShotBuffers::kMaxRanks];
+#pragma unroll
+  for (int s = 0; s < OneShotBuffers::kMaxRanks; ++s) {
+    if (s >= b.world) break;
+    if (s == b.rank) {
+      piece[s] = mine;
+      continue;
+    }
+    uint4* in = LamportStaging(b.buffers[b.rank], parity, slot, s, b.world) + idx;
+    uint4 p = __ldcv(in);
+    for (uint32_t spins = 1; !Arrived(p); ++spins) {
+      if (spins % 1024 == 0 && *reinterpret_cast<const volatile int*>(b.abort) != 0) break;
+      p = __ldcv(in);
+    }
+    piece[s] = p;
+    *in = make_uint4(~0u, ~0u, ~0u, ~0u);  // empty for the use after next
+  }
+  float f[8];
+  {
+    const uint32_t* p = &piece[0].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] = t.x;
+      f[2 * j + 1] = t.y;
+    }
+  }
+#pragma unroll
+  for (int s = 1; s < OneShotBuffers::kMaxRanks; ++s) {
+    if (s >= b.world) break;
+    const uint32_t* p = &piece[s].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] += t.x;
+      f[2 * j + 1] += t.y;
+    }
+  }
+  uint4 out;
+  uint32_t* o = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) o[j] = PackBf16x2(f[2 * j], f[2 * j + 1]);
+  return out;
+}
+
 // Flag [src][slot] of an exchange buffer (written by rank src only).
 __device__ __forceinline__ uint32_t* Flag(void* base, int src, int slot) {
   return static_cast<uint32_t*>(base) + src * kSlots + slot;
@@ -160,6 +251,18 @@ __device__ __forceinline__ uint4 SumPieces(const OneShotBuffers& b, uint32_t par
 __global__ void __launch_bounds__(kChunkThreads)
     AllReduceKernel(OneShotBuffers b, uint4* data, int64_t vecs) {
   const int slot = blockIdx.x;
+  if (b.lamport) {
+    const uint32_t use = b.lamport_counts[slot] + 1;
+    const int64_t i = int64_t{blockIdx.x} * kChunkThreads + threadIdx.x;
+    if (i < vecs) {
+      const uint4 v = Sanitize(data[i]);
+      LamportSend(b, use & 1, slot, threadIdx.x, v);
+      data[i] = LamportSum(b, use & 1, slot, threadIdx.x, v);
+    }
+    __syncthreads();  // every thread read the count
+    if (threadIdx.x == 0) b.lamport_counts[slot] = use;
+    return;
+  }
   const uint32_t count = b.counts[slot] + 1;
   const uint32_t parity = count & 1;
   const int64_t i = int64_t{blockIdx.x} * kChunkThreads + threadIdx.x;
@@ -243,25 +346,35 @@ __global__ void __launch_bounds__(kNormThreads)
                               float eps, float inv_hidden) {
   __shared__ float scratch[kNormThreads / 32];
   const int slot = blockIdx.x;
-  const uint32_t count = b.counts[slot] + 1;
+  const uint32_t count = (b.lamport ? b.lamport_counts : b.counts)[slot] + 1;
   const uint32_t parity = count & 1;
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
-  uint4 v[kVec];
+  // The residual and the norm's weight do not depend on the peers: loaded
+  // before the wait, so that their latency hides behind it.
+  uint4 v[kVec], res[kVec], wgt[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     v[i] = x[base + idx];
-    Send(b, parity, slot, idx, v[i]);
+    res[i] = residual[base + idx];
+    wgt[i] = __ldg(weight + idx);
+    if (b.lamport) {
+      v[i] = Sanitize(v[i]);
+      LamportSend(b, parity, slot, idx, v[i]);
+    } else {
+      Send(b, parity, slot, idx, v[i]);
+    }
   }
-  Exchange(b, slot, count);
+  if (!b.lamport) Exchange(b, slot, count);
   float ss = 0.f;
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
-    const uint4 sum = SumPieces(b, parity, slot, idx, v[i]);  // the all-reduce
-    v[i] = AddBf16x8(sum, residual[base + idx]);              // + residual
+    const uint4 sum = b.lamport ? LamportSum(b, parity, slot, idx, v[i])
+                                : SumPieces(b, parity, slot, idx, v[i]);  // the all-reduce
+    v[i] = AddBf16x8(sum, res[i]);                            // + residual
     residual[base + idx] = v[i];
     const uint32_t* w = &v[i].x;
 #pragma unroll
@@ -275,9 +388,8 @@ __global__ void __launch_bounds__(kNormThreads)
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
-    const uint4 wv = __ldg(weight + idx);
     const uint32_t* a = &v[i].x;
-    const uint32_t* c = &wv.x;
+    const uint32_t* c = &wgt[i].x;
     uint4 r;
     uint32_t* o = &r.x;
 #pragma unroll
@@ -288,6 +400,8 @@ __global__ void __launch_bounds__(kNormThreads)
     }
     out[base + idx] = r;
   }
+  // BlockSum's barriers: every thread read the count.
+  if (b.lamport && threadIdx.x == 0) b.lamport_counts[slot] = count;
 }
 
 bool Aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -302,7 +416,7 @@ absl::Status LaunchError(const char* what) {
 
 bool Ready(const OneShotBuffers& b) {
   if (!one_shot::WorldSupported(b.world) || b.rank < 0 || b.rank >= b.world ||
-      b.counts == nullptr || b.abort == nullptr) {
+      b.counts == nullptr || b.abort == nullptr || (b.lamport && b.lamport_counts == nullptr)) {
     return false;
   }
   for (int r = 0; r < b.world; ++r) {

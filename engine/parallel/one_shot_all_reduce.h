@@ -23,8 +23,10 @@ struct OneShotBuffers {
   // zeroed before first use) as this rank addresses it: buffers[rank] is
   // this rank's own, the others are mapped through CUDA IPC.
   void* buffers[kMaxRanks] = {};
-  // uint32 [one_shot::kSlots], device, zeroed: this rank's count per slot.
+  // uint32 [one_shot::kSlots], device, zeroed: this rank's count per slot
+  // (flag protocol), and the same for the Lamport staging.
   uint32_t* counts = nullptr;
+  uint32_t* lamport_counts = nullptr;
   // Device pointer to a host-mapped int: nonzero makes every wait for a
   // peer give up (the group broke; results are garbage from then on).
   const int* abort = nullptr;
@@ -33,11 +35,14 @@ struct OneShotBuffers {
   // stages its piece locally and reads the peers' over NVLink. The same on
   // every rank.
   bool push = true;
+  // bf16 sums (plain and fused) through the Lamport staging
+  // (all_reduce_path.h) instead of flags; the same on every rank.
+  bool lamport = false;
 };
 
 // data: bf16 [count], in place: the sum of every rank's data (fp32, in rank
 // order, rounded once: the same bits on every rank; with two ranks the
-// bits of bf16(a + b)). count a multiple of 8, count * 2 <=
+// bits of bf16(a + b); Lamport: NaN payloads aside). count a multiple of 8, count * 2 <=
 // one_shot::kMaxBytes, data 16-byte aligned.
 absl::Status LaunchOneShotAllReduceBf16(const OneShotBuffers& b, void* data, int64_t count,
                                         cudaStream_t stream);
