@@ -7,11 +7,8 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "bench/loadgen/load_generator.h"
+#include "common/process_main.h"
 
 ABSL_FLAG(std::string, target, "localhost:50050", "host:port of the router (or of a worker).");
 ABSL_FLAG(std::string, api, "router",
@@ -35,12 +32,7 @@ ABSL_FLAG(uint64_t, seed, 1, "Seed of the Poisson arrivals.");
 ABSL_FLAG(bool, json, false, "Print one JSON line instead of the table.");
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage("gRPC load generator for memshare_router and memshare_worker.");
-  absl::ParseCommandLine(argc, argv);
+  memshare::ParseFlags(argc, argv, "gRPC load generator for memshare_router and memshare_worker.");
   memshare::bench::LoadOptions o;
   o.target = absl::GetFlag(FLAGS_target);
   o.api = absl::GetFlag(FLAGS_api);

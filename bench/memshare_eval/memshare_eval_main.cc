@@ -21,10 +21,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -33,6 +29,7 @@
 #include "bench/memshare_eval/eval_report.h"
 #include "bench/memshare_eval/eval_runner.h"
 #include "bench/memshare_eval/heldout.h"
+#include "common/process_main.h"
 
 ABSL_FLAG(std::string, model, "assets/models/tiny-reasoner", "Hugging Face model directory.");
 ABSL_FLAG(std::string, data, "tests/data/tiny_reasoner/heldout.jsonl",
@@ -276,13 +273,8 @@ int Main() {
 }  // namespace memshare::bench
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "MemShare evaluation: held-out accuracy vs KV memory saved, and throughput under memory "
-      "pressure, on an in-process engine.");
-  absl::ParseCommandLine(argc, argv);
+  memshare::ParseFlags(argc, argv,
+                       "MemShare evaluation: held-out accuracy vs KV memory saved, and throughput "
+                       "under memory pressure, on an in-process engine.");
   return memshare::bench::Main();
 }

@@ -103,6 +103,38 @@ __device__ __forceinline__ void LamportSend(const OneShotBuffers& b, uint32_t pa
   }
 }
 
+// The world's pieces (8 bf16 each) summed in fp32 in rank order and rounded
+// to bf16 once: the same bits on every rank.
+__device__ __forceinline__ uint4 SumInRankOrder(const uint4 (&piece)[OneShotBuffers::kMaxRanks],
+                                                int world) {
+  float f[8];
+  {
+    const uint32_t* p = &piece[0].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] = t.x;
+      f[2 * j + 1] = t.y;
+    }
+  }
+#pragma unroll
+  for (int s = 1; s < OneShotBuffers::kMaxRanks; ++s) {
+    if (s >= world) break;
+    const uint32_t* p = &piece[s].x;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 t = UnpackBf16x2(p[j]);
+      f[2 * j] += t.x;
+      f[2 * j + 1] += t.y;
+    }
+  }
+  uint4 out;
+  uint32_t* o = &out.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) o[j] = PackBf16x2(f[2 * j], f[2 * j + 1]);
+  return out;
+}
+
 // Lamport: waits for every peer's vector `idx` of the slot in this rank's
 // staging (or the abort word), empties it again, and returns the sum in
 // rank order (`mine`: this rank's, sanitized), as SumPieces.
@@ -125,32 +157,7 @@ __device__ __forceinline__ uint4 LamportSum(const OneShotBuffers& b, uint32_t pa
     piece[s] = p;
     *in = make_uint4(~0u, ~0u, ~0u, ~0u);  // empty for the use after next
   }
-  float f[8];
-  {
-    const uint32_t* p = &piece[0].x;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 t = UnpackBf16x2(p[j]);
-      f[2 * j] = t.x;
-      f[2 * j + 1] = t.y;
-    }
-  }
-#pragma unroll
-  for (int s = 1; s < OneShotBuffers::kMaxRanks; ++s) {
-    if (s >= b.world) break;
-    const uint32_t* p = &piece[s].x;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 t = UnpackBf16x2(p[j]);
-      f[2 * j] += t.x;
-      f[2 * j + 1] += t.y;
-    }
-  }
-  uint4 out;
-  uint32_t* o = &out.x;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) o[j] = PackBf16x2(f[2 * j], f[2 * j + 1]);
-  return out;
+  return SumInRankOrder(piece, b.world);
 }
 
 // Flag [src][slot] of an exchange buffer (written by rank src only).
@@ -216,32 +223,7 @@ __device__ __forceinline__ uint4 SumPieces(const OneShotBuffers& b, uint32_t par
   for (int s = 0; s < OneShotBuffers::kMaxRanks; ++s) {  // every load in flight first
     if (s < b.world) piece[s] = s == b.rank ? mine : __ldcv(Inbox<uint4>(b, s, parity, slot) + idx);
   }
-  float f[8];
-  {
-    const uint32_t* p = &piece[0].x;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 t = UnpackBf16x2(p[j]);
-      f[2 * j] = t.x;
-      f[2 * j + 1] = t.y;
-    }
-  }
-#pragma unroll
-  for (int s = 1; s < OneShotBuffers::kMaxRanks; ++s) {
-    if (s >= b.world) break;
-    const uint32_t* p = &piece[s].x;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 t = UnpackBf16x2(p[j]);
-      f[2 * j] += t.x;
-      f[2 * j + 1] += t.y;
-    }
-  }
-  uint4 out;
-  uint32_t* o = &out.x;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) o[j] = PackBf16x2(f[2 * j], f[2 * j + 1]);
-  return out;
+  return SumInRankOrder(piece, b.world);
 }
 
 // Grid: (ceil(vecs / kChunkThreads)) <= kSlots. Block: kChunkThreads

@@ -16,13 +16,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/process_main.h"
 #include "proto/memshare/v1/inference.grpc.pb.h"
 #include "tests/e2e/child_process.h"
 
@@ -193,14 +191,9 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  config.contains_help_flags = [](absl::string_view f) { return !absl::StrContains(f, "absl/"); };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
-      "starts a router and two workers, streams one answer through the public gRPC API, "
-      "prints the KV statistics and stops everything.");
-  absl::ParseCommandLine(argc, argv);
+  memshare::ParseFlags(argc, argv,
+                       "starts a router and two workers, streams one answer through the public "
+                       "gRPC API, prints the KV statistics and stops everything.");
   // Ctrl-C reaches the children too (same process group): they drain and
   // exit; errors end them through the destructors.
   return Run();
