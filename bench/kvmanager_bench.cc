@@ -95,8 +95,11 @@ class AcceptAllDistance : public BlockDistance {
   }
 };
 
-std::unique_ptr<KvManager> MakeManager(int32_t num_blocks) {
+// The server's MemShare defaults; `max_step_tokens` >= 0 overrides the
+// segmenter's cut of long steps (0: steps end at delimiters only).
+std::unique_ptr<KvManager> MakeManager(int32_t num_blocks, int32_t max_step_tokens = -1) {
   KvManager::Options o;
+  if (max_step_tokens >= 0) o.segmenter.max_step_tokens = max_step_tokens;
   o.num_blocks = num_blocks;
   o.block_size = 16;
   o.block_bytes = {2 * 28 * 8 * 16 * 128 * 2};  // a 28-layer, 8-KV-head model
@@ -259,7 +262,9 @@ BENCHMARK(BM_AppendOneTokenTo256Sequences)->Unit(benchmark::kMicrosecond);
 // --- one dedup pass: a 64-token step against 200 earlier steps -------------
 
 void BM_DedupPassStep64Against200Steps(benchmark::State& state) {
-  auto manager = MakeManager(8192);
+  // Steps end at their blank line only: 64-token steps (the default cut at
+  // 48 tokens would split each in two).
+  auto manager = MakeManager(8192, /*max_step_tokens=*/0);
   std::vector<int32_t> prompt(64);
   for (int32_t i = 0; i < 64; ++i) prompt[i] = 1 + i;
   KvManager::SequenceSpec spec;
