@@ -104,7 +104,8 @@ class NcclCommunicator final : public Communicator, public cuda::DeviceCollectiv
     // Pushed bf16 sums through the Lamport staging, without flags
     // (all_reduce_path.h), for groups of two ranks: TP=2 decode step 4.59 ms
     // against 4.68 with flags on one H100 pair (bench/RESULTS.md, run B).
-    // Larger groups keep the flags until it is measured there;
+    // Larger groups keep the flags (at four ranks Lamport gained nothing:
+    // 3.462 vs 3.447 ms, run D);
     // MEMSHARE_TP_ONESHOT=lamport on every rank takes it at any size, =push
     // (flags) or =pull on any rank never.
     bool one_shot_lamport = true;
