@@ -127,4 +127,31 @@ absl::Status ValidatePlan(const StepPlan& plan, const KvCacheSpec& spec, const P
   return absl::OkStatus();
 }
 
+absl::Status ValidateDistancePairs(const KvCacheSpec& spec, int layer_group,
+                                   absl::Span<const kvmanager::BlockPair> pairs, size_t results) {
+  if (layer_group < 0 || layer_group >= spec.num_layer_groups) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer group ", layer_group, " of ", spec.num_layer_groups));
+  }
+  if (results != pairs.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(pairs.size(), " pairs but room for ", results, " results"));
+  }
+  for (const kvmanager::BlockPair& p : pairs) {
+    if (p.candidate < 0 || p.candidate >= spec.num_blocks || p.reference < 0 ||
+        p.reference >= spec.num_blocks ||
+        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec.num_blocks))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
+                       "): block outside the pool [0, ", spec.num_blocks, ")"));
+    }
+    if (p.shift < 0 || p.shift >= spec.block_size) {
+      return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
+                                                     "): shift ", p.shift, " outside [0, ",
+                                                     spec.block_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace memshare::engine

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "engine/backend.h"
 #include "engine/step_plan.h"
 
@@ -44,6 +45,13 @@ struct PlanLimits {
 
 // OK, or INVALID_ARGUMENT naming the first problem found.
 absl::Status ValidatePlan(const StepPlan& plan, const KvCacheSpec& spec, const PlanLimits& limits);
+
+// The checks of Backend::ComputeDistanceSums' arguments (backend.h), the
+// same on every backend: a layer group of the spec, one result per pair,
+// blocks inside the pool (reference_next too where shift > 0), shifts in
+// [0, block_size). OK, or INVALID_ARGUMENT naming the first bad pair.
+absl::Status ValidateDistancePairs(const KvCacheSpec& spec, int layer_group,
+                                   absl::Span<const kvmanager::BlockPair> pairs, size_t results);
 
 // "sequence i (seq_id n)": how messages about a plan name a chunk.
 std::string PlanSequenceName(size_t i, const SequenceChunk& s);

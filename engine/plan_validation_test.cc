@@ -152,5 +152,27 @@ TEST(ValidatePlanTest, OverlappingWritesAtEveryBlockSize) {
   }
 }
 
+TEST(ValidateDistancePairsTest, RefusesEachBrokenRule) {
+  const KvCacheSpec spec = Spec(2, 4);  // 8 blocks of 4 slots
+  using Pair = kvmanager::BlockPair;
+  const std::vector<Pair> good = {{1, 2, 0, 0}, {3, 4, 5, 2}};
+  EXPECT_TRUE(ValidateDistancePairs(spec, 1, good, 2).ok());
+  EXPECT_TRUE(ValidateDistancePairs(spec, 0, {}, 0).ok());
+  auto message = [&](int group, std::vector<Pair> pairs, size_t results) {
+    const absl::Status s = ValidateDistancePairs(spec, group, pairs, results);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    return std::string(s.message());
+  };
+  EXPECT_THAT(message(2, good, 2), HasSubstr("layer group 2 of 2"));
+  EXPECT_THAT(message(-1, good, 2), HasSubstr("layer group -1"));
+  EXPECT_THAT(message(0, good, 1), HasSubstr("2 pairs but room for 1 results"));
+  EXPECT_THAT(message(0, {{8, 2, 0, 0}}, 1), HasSubstr("block outside the pool [0, 8)"));
+  EXPECT_THAT(message(0, {{1, -1, 0, 0}}, 1), HasSubstr("block outside the pool"));
+  EXPECT_THAT(message(0, {{1, 2, 9, 1}}, 1), HasSubstr("pair (1, 2, 9)"));
+  EXPECT_TRUE(ValidateDistancePairs(spec, 0, std::vector<Pair>{{1, 2, 9, 0}}, 1).ok());  // unused
+  EXPECT_THAT(message(0, {{1, 2, 3, 4}}, 1), HasSubstr("shift 4 outside [0, 4)"));
+  EXPECT_THAT(message(0, {{1, 2, 3, -1}}, 1), HasSubstr("shift -1"));
+}
+
 }  // namespace
 }  // namespace memshare::engine

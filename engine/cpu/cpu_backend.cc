@@ -443,27 +443,8 @@ absl::Status CpuBackend::CopyBlocks(int layer_group,
 absl::Status CpuBackend::ComputeDistanceSums(int layer_group,
                                              absl::Span<const kvmanager::BlockPair> pairs,
                                              absl::Span<kvmanager::DistanceSums> out) {
-  if (layer_group < 0 || layer_group >= spec_.num_layer_groups) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer group ", layer_group, " of ", spec_.num_layer_groups));
-  }
-  if (out.size() != pairs.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(pairs.size(), " pairs but room for ", out.size(), " results"));
-  }
-  for (const kvmanager::BlockPair& p : pairs) {
-    if (p.candidate < 0 || p.candidate >= spec_.num_blocks || p.reference < 0 ||
-        p.reference >= spec_.num_blocks ||
-        (p.shift > 0 && (p.reference_next < 0 || p.reference_next >= spec_.num_blocks))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("pair (", p.candidate, ", ", p.reference, ", ", p.reference_next,
-                       "): block outside the pool [0, ", spec_.num_blocks, ")"));
-    }
-    if (p.shift < 0 || p.shift >= spec_.block_size) {
-      return absl::InvalidArgumentError(absl::StrCat("pair (", p.candidate, ", ", p.reference,
-                                                     "): shift ", p.shift, " outside [0, ",
-                                                     spec_.block_size, ")"));
-    }
+  if (absl::Status s = ValidateDistancePairs(spec_, layer_group, pairs, out.size()); !s.ok()) {
+    return s;
   }
   const int64_t layers = spec_.LayersInGroup(layer_group);
   const int64_t bs = spec_.block_size;
