@@ -26,7 +26,7 @@
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
 //                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
 //                       --decode_batch=64 --decode_context=1024
-//                       --engine=device,host --json=FILE]
+//                       --engine=device,host --skinny=0|1 --json=FILE]
 //
 // Throughput runs for each budget (max tokens per step), with the GEMMs
 // tuned for the decode buckets only (--tune_prefill 0 or 1) and then also
@@ -81,6 +81,8 @@ struct Args {
   // by default.
   std::vector<std::string> engine_modes;
   std::string json;
+  // Let GEMM tuning pick the skinny kernel for decode shapes.
+  bool skinny = true;
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -117,6 +119,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->gpu_memory_utilization = std::atof(v.c_str());
     else if (k == "json")
       a->json = v;
+    else if (k == "skinny")
+      a->skinny = std::atoi(v.c_str()) != 0;
     else if (k == "engine") {
       a->engine_modes.clear();
       for (size_t at = 0; at < v.size();) {
@@ -505,6 +509,7 @@ int main(int argc, char** argv) {
   o.max_num_batched_tokens = *std::max_element(a.budgets.begin(), a.budgets.end());
   o.max_model_len = std::max(a.prompt_len + a.gen_len, a.decode_context + 1);
   o.gpu_memory_utilization = a.gpu_memory_utilization;
+  o.skinny_gemm = a.skinny;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());

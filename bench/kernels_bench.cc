@@ -24,6 +24,7 @@
 
 #include "common/bf16.h"
 #include "engine/cuda/gemm.h"
+#include "kernels/skinny_gemm.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/block_copy.h"
@@ -379,7 +380,10 @@ void BenchPrefill(int len) {
 
 // Decode-shaped GEMMs of R1-Distill-Qwen-7B: weights rotated over copies
 // totalling >= 256 MB, so that every launch reads its weights from DRAM.
-void BenchGemm(CublasLtGemm& gemm) {
+void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
+  int dev = 0, sms = 0;
+  CUDA_OK(cudaGetDevice(&dev));
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   struct Shape {
     const char* name;
     int n, k;
@@ -399,29 +403,68 @@ void BenchGemm(CublasLtGemm& gemm) {
     void* x = DeviceAlloc(int64_t{256} * s.k * 2);
     FillRandomBf16(x, int64_t{256} * s.k, 11);
     void* y = DeviceAlloc(int64_t{256} * s.n * 2);
-    for (int m : {1, 2, 4, 8, 16, 32, 64, 128, 256}) {
+    for (int m : {1, 2, 4, 8, 16, 32, 48, 64, 128, 256}) {
       GemmArgs a;
       a.m = m, a.n = s.n, a.k = s.k;
       a.x = x, a.ldx = s.k;
       a.w = ws[0], a.ldw = s.k;
       a.y = y, a.ldy = s.n;
-      for (int tuned = 0; tuned < 2; ++tuned) {
-        if (tuned) STATUS_OK(gemm.Tune(a, nullptr, 10));
+      std::vector<const void*> rotate(ws.begin(), ws.end());
+      // 0: cuBLASLt's heuristic; 1: tuned on one weight copy (L2-warm for
+      // the smaller shapes); 2: tuned over the rotated copies (cold, as in a
+      // forward pass), the skinny kernel among the candidates.
+      for (int tuned = 0; tuned < 3; ++tuned) {
+        CublasLtGemm& g = tuned == 2 ? gemm : lt_only;
+        if (tuned == 1) STATUS_OK(g.Tune(a, nullptr, 10));
+        if (tuned == 2) STATUS_OK(g.Tune(a, nullptr, 10, rotate));
         const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
           GemmArgs r = a;
           r.w = ws[rep % copies];
-          STATUS_OK(gemm.Matmul(r, st));
+          STATUS_OK(g.Matmul(r, st));
         });
-        char what[120];
-        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d %s (%d weight copies, graph)", s.name,
-                      m, s.n, s.k, tuned ? "tuned" : "heuristic", copies);
+        const char* how[] = {"heuristic", "tuned", "tuned-cold"};
+        char what[160];
+        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d %s %s (%d weight copies, graph)",
+                      s.name, m, s.n, s.k, how[tuned], g.Choice(a).c_str(), copies);
         char fig[80];
         std::snprintf(fig, sizeof(fig), "%.0f GB/s weights, %.1f TFLOP/s", wbytes / (us * 1e-6) / 1e9,
                       2.0 * m * s.n * s.k / (us * 1e-6) / 1e12);
-        char extra[160];
-        std::snprintf(extra, sizeof(extra), "\"m\": %d, \"n\": %d, \"k\": %d, \"tuned\": %s, \"weight_gbs\": %.1f",
-                      m, s.n, s.k, tuned ? "true" : "false", wbytes / (us * 1e-6) / 1e9);
+        char extra[200];
+        std::snprintf(extra, sizeof(extra),
+                      "\"m\": %d, \"n\": %d, \"k\": %d, \"tuned\": %d, \"choice\": \"%s\", "
+                      "\"weight_gbs\": %.1f",
+                      m, s.n, s.k, tuned, g.Choice(a).c_str(), wbytes / (us * 1e-6) / 1e9);
         Report(what, us, fig, extra);
+      }
+      // The skinny kernel directly: k splits that fill the GPU and half of
+      // that, with and without programmatic dependent launch.
+      kernels::SkinnyGemmArgs k;
+      k.m = m, k.n = s.n, k.k = s.k;
+      k.x = x, k.ldx = s.k;
+      k.w = ws[0], k.ldw = s.k;
+      k.y = y, k.ldy = s.n;
+      if (!kernels::SkinnyGemmSupports(k)) continue;
+      const int full = kernels::SkinnyGemmSplits(k, sms);
+      for (int splits : {full, std::max(1, full / 2)}) {
+        for (bool pdl : {false, true}) {
+          const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
+            kernels::SkinnyGemmArgs r = k;
+            r.w = ws[rep % copies];
+            STATUS_OK(kernels::LaunchSkinnyGemm(r, splits, pdl, st));
+          });
+          char what[160];
+          std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny splits=%d pdl=%d (graph)",
+                        s.name, m, s.n, s.k, splits, pdl);
+          char fig[80];
+          std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
+          char extra[160];
+          std::snprintf(extra, sizeof(extra),
+                        "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_splits\": %d, \"pdl\": %d, "
+                        "\"weight_gbs\": %.1f",
+                        m, s.n, s.k, splits, pdl, wbytes / (us * 1e-6) / 1e9);
+          Report(what, us, fig, extra);
+        }
+        if (full == 1) break;
       }
     }
     for (void* p : ws) cudaFree(p);
@@ -610,9 +653,13 @@ int main(int argc, char** argv) {
     for (int len : {512, 2048}) BenchPrefill(len);
   }
   if (Wants(only, "gemm")) {
+    CublasLtGemm::Options lt_options;
+    lt_options.skinny = false;
+    auto lt_only = CublasLtGemm::Create(lt_options);
+    STATUS_OK(lt_only.status());
     auto gemm = CublasLtGemm::Create({});
     STATUS_OK(gemm.status());
-    BenchGemm(**gemm);
+    BenchGemm(**lt_only, **gemm);
   }
   if (Wants(only, "dist")) BenchDistance();
   if (Wants(only, "misc")) BenchMisc();

@@ -234,7 +234,9 @@ absl::Status CudaBackend::Init() {
   RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
   RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_begin_), "event"));
   RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
-  absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create({});
+  CublasLtGemm::Options gemm_options;
+  gemm_options.skinny = options_.skinny_gemm;
+  absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create(gemm_options);
   if (!gemm.ok()) return gemm.status();
   gemm_ = *std::move(gemm);
 
@@ -825,13 +827,14 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     void* y;
     const void* bias;
     bool fp32;
+    const void* LayerWeights::*per_layer;  // null: one matrix (the LM head)
   };
   const Shape shapes[] = {
-      {tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false},
-      {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false},
-      {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false},
-      {tokens, H, inter, act_, w.down, tmp_, nullptr, false},
-      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true},
+      {tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false, &LayerWeights::qkv},
+      {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false, &LayerWeights::o_proj},
+      {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false, &LayerWeights::gate_up},
+      {tokens, H, inter, act_, w.down, tmp_, nullptr, false, &LayerWeights::down},
+      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true, nullptr},
   };
   for (const Shape& s : shapes) {
     GemmArgs a;
@@ -846,7 +849,14 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     a.ldy = s.n;
     a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
     a.bias = s.bias;
-    RETURN_IF_ERROR(gemm_->Tune(a, stream_));
+    // Decode shapes are timed over every layer's weights in turn: as in a
+    // forward pass they come from DRAM, not from L2 (one layer's QKV and O
+    // fit in it). Prefill shapes are bound by the tensor cores.
+    std::vector<const void*> rotate;
+    if (s.per_layer != nullptr && s.m <= 256) {
+      for (const LayerWeights& lw : layers_) rotate.push_back(lw.*(s.per_layer));
+    }
+    RETURN_IF_ERROR(gemm_->Tune(a, stream_, std::max<int>(10, rotate.size()), rotate));
   }
   return absl::OkStatus();
 }

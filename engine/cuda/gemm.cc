@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/skinny_gemm.h"
 
 namespace memshare::engine::cuda {
 namespace {
@@ -42,6 +43,7 @@ struct CublasLtGemm::Plan {
   cublasLtMatrixLayout_t c = nullptr;  // Y, n x m column-major (ld ldy)
   std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   int chosen = 0;
+  int skinny_splits = 0;  // > 0: Tune() chose the skinny kernel with this k split
 
   ~Plan() {
     if (op != nullptr) cublasLtMatmulDescDestroy(op);
@@ -66,11 +68,16 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(const Options
       return s;
     }
   }
-  return std::unique_ptr<CublasLtGemm>(new CublasLtGemm(handle, workspace, options));
+  int device = 0, num_sms = 0;  // 0 if unknown: the skinny kernel then splits less
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+  }
+  return std::unique_ptr<CublasLtGemm>(new CublasLtGemm(handle, workspace, num_sms, options));
 }
 
-CublasLtGemm::CublasLtGemm(void* handle, void* workspace, const Options& options)
-    : handle_(handle), workspace_(workspace), options_(options) {}
+CublasLtGemm::CublasLtGemm(void* handle, void* workspace, int num_sms, const Options& options)
+    : handle_(handle), workspace_(workspace), num_sms_(num_sms), options_(options) {}
 
 CublasLtGemm::~CublasLtGemm() {
   plans_.clear();
@@ -78,7 +85,7 @@ CublasLtGemm::~CublasLtGemm() {
   cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
 }
 
-absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
+absl::Status CublasLtGemm::CheckArgs(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0 || g.k <= 0 || g.ldx < g.k || g.ldw < g.k || g.ldy < g.n ||
       g.x == nullptr || g.w == nullptr || g.y == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("gemm: bad shape m ", g.m, " n ", g.n, " k ",
@@ -87,10 +94,27 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
   if (g.bias != nullptr && g.out != GemmOut::kBf16) {
     return absl::InvalidArgumentError("gemm: bias needs bf16 output");
   }
+  return absl::OkStatus();
+}
+
+CublasLtGemm::Key CublasLtGemm::KeyOf(const GemmArgs& g) {
   const int align = std::min({AlignmentOf(g.x), AlignmentOf(g.w), AlignmentOf(g.y),
                               g.bias != nullptr ? AlignmentOf(g.bias) : 256});
-  const Key key{g.m, g.n, g.k, g.ldx, g.ldw, g.ldy, static_cast<int>(g.out), g.bias != nullptr,
-                align};
+  return Key{g.m, g.n, g.k, g.ldx, g.ldw, g.ldy, static_cast<int>(g.out), g.bias != nullptr,
+             align};
+}
+
+std::string CublasLtGemm::Choice(const GemmArgs& args) const {
+  auto it = plans_.find(KeyOf(args));
+  if (it == plans_.end()) return "";
+  if (it->second->skinny_splits > 0) return absl::StrCat("skinny/", it->second->skinny_splits);
+  return "cublaslt";
+}
+
+absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
+  if (absl::Status s = CheckArgs(g); !s.ok()) return s;
+  const Key key = KeyOf(g);
+  const int align = std::get<8>(key);
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
 
@@ -179,17 +203,53 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
       "matmul");
 }
 
+namespace {
+
+kernels::SkinnyGemmArgs SkinnyArgs(const GemmArgs& g) {
+  kernels::SkinnyGemmArgs s;
+  s.m = g.m, s.n = g.n, s.k = g.k;
+  s.x = g.x, s.ldx = g.ldx;
+  s.w = g.w, s.ldw = g.ldw;
+  s.y = g.y, s.ldy = g.ldy;
+  s.fp32_out = g.out == GemmOut::kFp32;
+  s.bias = g.bias;
+  return s;
+}
+
+}  // namespace
+
+absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream) {
+  return kernels::LaunchSkinnyGemm(SkinnyArgs(args), splits, options_.pdl, stream);
+}
+
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   absl::StatusOr<Plan*> plan = GetPlan(args);
   if (!plan.ok()) return plan.status();
+  if ((*plan)->skinny_splits > 0) return RunSkinny(args, (*plan)->skinny_splits, stream);
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
 
-absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps) {
+absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps,
+                                const std::vector<const void*>& rotate_w) {
   absl::StatusOr<Plan*> plan_or = GetPlan(args);
   if (!plan_or.ok()) return plan_or.status();
   Plan& plan = **plan_or;
   reps = std::max(1, reps);
+  // Candidates: the heuristic's algorithms, then the skinny kernel at the
+  // k split that fills the GPU and at half of it.
+  std::vector<int> skinny;
+  if (options_.skinny && kernels::SkinnyGemmSupports(SkinnyArgs(args))) {
+    const int full = kernels::SkinnyGemmSplits(SkinnyArgs(args), num_sms_);
+    skinny.push_back(full);
+    if (full > 1) skinny.push_back(full / 2);
+  }
+  const size_t num_lt = plan.candidates.size();
+  auto run = [&](size_t i, int rep, cudaStream_t st) {
+    GemmArgs a = args;
+    if (!rotate_w.empty()) a.w = rotate_w[rep % rotate_w.size()];
+    if (i < num_lt) return Run(plan, a, &plan.candidates[i].algo, st);
+    return RunSkinny(a, skinny[i - num_lt], st);
+  };
   // Each candidate runs `reps` times inside a CUDA graph on a private
   // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the
   // host's launch cost would otherwise be most of what is measured.
@@ -205,9 +265,8 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (status.ok()) status = CudaStatus(cudaEventCreate(&stop), "event");
   float best_ms = 0.f;
   int best = -1;
-  for (size_t i = 0; status.ok() && i < plan.candidates.size(); ++i) {
-    const void* algo = &plan.candidates[i].algo;
-    if (!Run(plan, args, algo, tune_stream).ok()) continue;  // skip what fails
+  for (size_t i = 0; status.ok() && i < num_lt + skinny.size(); ++i) {
+    if (!run(i, 0, tune_stream).ok()) continue;  // skip what fails
     if (cudaStreamSynchronize(tune_stream) != cudaSuccess) {
       status = CudaStatus(cudaGetLastError(), "gemm tune");
       break;
@@ -215,7 +274,7 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     bool ok = cudaStreamBeginCapture(tune_stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-    for (int r = 0; ok && r < reps; ++r) ok = Run(plan, args, algo, tune_stream).ok();
+    for (int r = 0; ok && r < reps; ++r) ok = run(i, r, tune_stream).ok();
     ok = (cudaStreamEndCapture(tune_stream, &graph) == cudaSuccess) && ok;
     ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     float ms = 0.f;
@@ -239,7 +298,12 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   cudaStreamDestroy(tune_stream);
   if (!status.ok()) return status;
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");
-  plan.chosen = best;
+  if (static_cast<size_t>(best) < num_lt) {
+    plan.chosen = best;
+    plan.skinny_splits = 0;
+  } else {
+    plan.skinny_splits = skinny[best - num_lt];
+  }
   return absl::OkStatus();
 }
 

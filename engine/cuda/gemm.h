@@ -1,11 +1,13 @@
-// bf16 GEMMs through cuBLASLt for the CUDA backend: the linear layers
+// bf16 GEMMs for the CUDA backend: the linear layers
 //   Y[m][n] = X[m][k] * W[n][k]^T (+ bias[n])
 // with W in Hugging Face layout ([out_features][in_features], fused QKV and
 // gate/up weights concatenated along n), fp32 accumulation, bf16 or fp32 Y.
 // One plan per shape (layouts, operation, algorithm) is built on first use
 // from cuBLASLt's heuristic and cached; Tune() times the heuristic's
-// candidates on the real buffers and keeps the fastest, and is meant for
-// start-up (it synchronizes the stream), before CUDA graphs are captured.
+// candidates and, for decode shapes (m <= 64), our skinny kernel
+// (kernels/skinny_gemm.h) on the real buffers and keeps the fastest. It is
+// meant for start-up (it synchronizes the stream), before CUDA graphs are
+// captured.
 //
 // Thread-compatible: one scheduler thread drives a backend. Uses the device
 // current at Create(); the workspace is shared by every call, so calls must
@@ -19,7 +21,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -50,6 +54,11 @@ class CublasLtGemm {
     size_t workspace_bytes = size_t{32} << 20;
     // Candidates asked of the heuristic, and timed by Tune().
     int max_algorithms = 32;
+    // Let Tune() pick the skinny kernel where it is faster than cuBLASLt.
+    bool skinny = true;
+    // Launch the skinny kernel with programmatic dependent launch, so that
+    // it streams its first weights while the preceding kernel finishes.
+    bool pdl = true;
   };
 
   static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(const Options& options);
@@ -62,26 +71,39 @@ class CublasLtGemm {
   // with fp32 output; INTERNAL when cuBLASLt fails or finds no algorithm.
   absl::Status Matmul(const GemmArgs& args, cudaStream_t stream);
 
-  // Times each heuristic candidate (`reps` back-to-back runs in a CUDA
-  // graph, best of 3 replays) on args' buffers, which it overwrites, and
-  // keeps the fastest for this shape. Synchronizes `stream`; runs on a
-  // private stream; not to be called while `stream` is being captured.
-  absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10);
+  // Times each heuristic candidate and the skinny kernel (`reps`
+  // back-to-back runs in a CUDA graph, best of 3 replays) on args' buffers,
+  // which it overwrites, and keeps the fastest for this shape. Run r reads
+  // its weights from rotate_w[r % size] when given (same shape and leading
+  // dimension as args.w), so that, as in a model's forward pass, they come
+  // from DRAM and not from L2. Synchronizes `stream`; runs on a private
+  // stream; not to be called while `stream` is being captured.
+  absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10,
+                    const std::vector<const void*>& rotate_w = {});
 
   // Plans built so far (one per distinct shape, layout and alignment).
   size_t num_plans() const { return plans_.size(); }
+
+  // What the plan for `args` runs: "cublaslt" or "skinny/<splits>"; empty
+  // when there is no plan yet.
+  std::string Choice(const GemmArgs& args) const;
 
  private:
   struct Plan;
   // m, n, k, ldx, ldw, ldy, out, bias, alignment class of the pointers.
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool, int>;
 
-  CublasLtGemm(void* handle, void* workspace, const Options& options);
+  CublasLtGemm(void* handle, void* workspace, int num_sms, const Options& options);
+  static absl::Status CheckArgs(const GemmArgs& args);
+  static Key KeyOf(const GemmArgs& args);
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
+  // `splits` > 0: the skinny kernel with that k split.
+  absl::Status RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream);
 
   void* handle_;     // cublasLtHandle_t
   void* workspace_;  // device
+  int num_sms_;
   Options options_;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };

@@ -1,15 +1,20 @@
-// GPU tests of engine/cuda/gemm (cuBLASLt) against a float64 CPU reference:
-// decode and prefill shapes, bias epilogue, fp32 output, strided operands,
-// heuristic and tuned algorithms.
+// GPU tests of engine/cuda/gemm (cuBLASLt) and kernels/skinny_gemm against
+// a float64 CPU reference: decode and prefill shapes, bias epilogue, fp32
+// output, strided operands, heuristic and tuned algorithms, every k split of
+// the skinny kernel, with and without programmatic dependent launch.
 #include "engine/cuda/gemm.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <random>
 #include <vector>
 
 #include "common/bf16.h"
 #include "gtest/gtest.h"
+#include "kernels/skinny_gemm.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace memshare::engine::cuda {
@@ -25,7 +30,10 @@ struct Case {
   bool tune;
 };
 
-void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
+// Y of `c` by the float64 reference, compared with what `run` leaves in Y.
+// `run` gets the device buffers' arguments; Y is poisoned (NaN) before it.
+template <typename Run>
+void CheckCase(const Case& c, uint32_t seed, Run run) {
   std::mt19937 rng(seed);
   const auto x = testing::RandomBf16(size_t(c.m) * c.ldx, rng);
   const auto w = testing::RandomBf16(size_t(c.n) * c.ldw, rng, 0.05f);
@@ -40,12 +48,8 @@ void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
   a.y = dy.get(), a.ldy = c.ldy;
   a.out = c.out;
   a.bias = c.bias ? db.get() : nullptr;
-  if (c.tune) {
-    ASSERT_TRUE(gemm.Tune(a, nullptr, 3).ok());
-  }
   dy.Poison();
-  const absl::Status s = gemm.Matmul(a, nullptr);
-  ASSERT_TRUE(s.ok()) << s;
+  run(a);
   ASSERT_CUDA(cudaDeviceSynchronize());
   const auto raw = dy.Download();
   std::vector<double> got, ref;
@@ -75,6 +79,27 @@ void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
       << "m " << c.m << " n " << c.n << " k " << c.k;
 }
 
+void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
+  CheckCase(c, seed, [&](const GemmArgs& a) {
+    if (c.tune) {
+      ASSERT_TRUE(gemm.Tune(a, nullptr, 3).ok());
+    }
+    const absl::Status s = gemm.Matmul(a, nullptr);
+    ASSERT_TRUE(s.ok()) << s;
+  });
+}
+
+kernels::SkinnyGemmArgs ToSkinny(const GemmArgs& a) {
+  kernels::SkinnyGemmArgs s;
+  s.m = a.m, s.n = a.n, s.k = a.k;
+  s.x = a.x, s.ldx = a.ldx;
+  s.w = a.w, s.ldw = a.ldw;
+  s.y = a.y, s.ldy = a.ldy;
+  s.fp32_out = a.out == GemmOut::kFp32;
+  s.bias = a.bias;
+  return s;
+}
+
 TEST(CublasLtGemmTest, Shapes) {
   auto gemm = CublasLtGemm::Create({});
   ASSERT_TRUE(gemm.ok()) << gemm.status();
@@ -92,6 +117,113 @@ TEST(CublasLtGemmTest, Shapes) {
   // Same shape again: the cached plan is reused.
   RunCase(**gemm, cases[0], 99);
   EXPECT_EQ((*gemm)->num_plans(), cases.size());
+}
+
+TEST(SkinnyGemmTest, EverySplitAgainstReference) {
+  // Ragged token counts (every token-tile width), n not a multiple of the
+  // CTA's 128 rows, k of 1 to 112 chunks of 32, strided operands, bias, fp32
+  // output; each with several k splits, some leaving CTAs without a chunk.
+  const std::vector<Case> cases = {
+      {1, 4608, 3584, 3584, 3584, 4608, GemmOut::kBf16, true, false},  // decode QKV, bias
+      {64, 3584, 3584, 3584, 3584, 3584, GemmOut::kBf16, false, false},
+      {3, 136, 96, 104, 96, 144, GemmOut::kBf16, false, false},
+      {17, 264, 256, 256, 264, 264, GemmOut::kFp32, false, false},
+      {48, 512, 768, 768, 768, 512, GemmOut::kBf16, true, false},
+      {33, 1000, 1024, 1032, 1024, 1000, GemmOut::kFp32, false, false},
+      {64, 8, 32, 32, 32, 8, GemmOut::kBf16, false, false},
+      {9, 3584, 18944, 18944, 18944, 3584, GemmOut::kBf16, false, false},  // decode down
+  };
+  uint32_t seed = 200;
+  for (const Case& c : cases) {
+    for (int splits : {0, 1, 3, 8}) {
+      if (splits > c.k / 32) continue;
+      for (bool pdl : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "m " << c.m << " n " << c.n << " k " << c.k
+                                        << " splits " << splits << " pdl " << pdl);
+        CheckCase(c, seed++, [&](const GemmArgs& a) {
+          ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinny(a)));
+          const absl::Status s = kernels::LaunchSkinnyGemm(ToSkinny(a), splits, pdl, nullptr);
+          ASSERT_TRUE(s.ok()) << s;
+        });
+      }
+    }
+  }
+}
+
+TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
+  // The cluster sums its partial tiles in rank order: the same inputs give
+  // the same bits. Tune() may pick either path; Matmul then runs it.
+  auto gemm = CublasLtGemm::Create({});
+  ASSERT_TRUE(gemm.ok());
+  const int m = 64, n = 4608, k = 3584;
+  std::mt19937 rng(7);
+  DeviceBuffer<Bf16> x(testing::RandomBf16(size_t(m) * k, rng));
+  std::vector<std::unique_ptr<DeviceBuffer<Bf16>>> ws;
+  std::vector<const void*> rotate;
+  for (int i = 0; i < 4; ++i) {
+    ws.push_back(std::make_unique<DeviceBuffer<Bf16>>(testing::RandomBf16(size_t(n) * k, rng, 0.05f)));
+    rotate.push_back(ws.back()->get());
+  }
+  DeviceBuffer<Bf16> y1(size_t(m) * n), y2(size_t(m) * n), y3(size_t(m) * n);
+  GemmArgs a;
+  a.m = m, a.n = n, a.k = k;
+  a.x = x.get(), a.ldx = k;
+  a.w = ws[0]->get(), a.ldw = k;
+  a.y = y1.get(), a.ldy = n;
+  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinny(a), 0, true, nullptr).ok());
+  a.y = y2.get();
+  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinny(a), 0, true, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const auto b1 = y1.Download(), b2 = y2.Download();
+  EXPECT_EQ(std::memcmp(b1.data(), b2.data(), b1.size() * sizeof(Bf16)), 0);
+
+  EXPECT_EQ((*gemm)->Choice(a), "");
+  a.y = y3.get();
+  ASSERT_TRUE((*gemm)->Tune(a, nullptr, 8, rotate).ok());
+  const std::string choice = (*gemm)->Choice(a);
+  EXPECT_TRUE(choice == "cublaslt" || choice.rfind("skinny/", 0) == 0) << choice;
+  std::printf("m %d n %d k %d: Tune chose %s\n", m, n, k, choice.c_str());
+  y3.Poison();
+  ASSERT_TRUE((*gemm)->Matmul(a, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const auto b3 = y3.Download();
+  std::vector<double> got, ref;
+  for (size_t i = 0; i < b3.size(); ++i) {
+    got.push_back(Bf16ToFloat(b3[i]));
+    ref.push_back(Bf16ToFloat(b1[i]));
+  }
+  // Both paths round once to bf16 from fp32 sums in different orders.
+  EXPECT_LT(testing::Compare(got, ref).rel_l2, 5e-3);
+}
+
+TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
+  int* dev = nullptr;
+  ASSERT_CUDA(cudaMalloc(&dev, 1 << 20));
+  kernels::SkinnyGemmArgs a;
+  a.m = 4, a.n = 64, a.k = 64;
+  a.x = a.w = a.y = dev;
+  a.ldx = a.ldw = 64, a.ldy = 64;
+  EXPECT_TRUE(kernels::SkinnyGemmSupports(a));
+  auto expect_rejected = [&](kernels::SkinnyGemmArgs b, int splits) {
+    EXPECT_FALSE(kernels::SkinnyGemmSupports(b) && splits >= 0 && splits <= 8 &&
+                 splits <= b.k / 32);
+    EXPECT_EQ(kernels::LaunchSkinnyGemm(b, splits, false, nullptr).code(),
+              absl::StatusCode::kInvalidArgument);
+  };
+  kernels::SkinnyGemmArgs b = a;
+  b.m = 65;  // more tokens than the kernel holds
+  expect_rejected(b, 0);
+  b = a, b.k = 48;  // not a multiple of 32
+  expect_rejected(b, 0);
+  b = a, b.n = 60;  // not a multiple of 8
+  expect_rejected(b, 0);
+  b = a, b.x = reinterpret_cast<char*>(dev) + 8;  // misaligned
+  expect_rejected(b, 0);
+  b = a, b.fp32_out = true, b.bias = dev;  // bias needs bf16 output
+  expect_rejected(b, 0);
+  expect_rejected(a, 3);  // more splits than chunks of k (2)
+  expect_rejected(a, -1);
+  cudaFree(dev);
 }
 
 TEST(CublasLtGemmTest, RejectsBadArgs) {
