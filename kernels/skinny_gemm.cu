@@ -22,37 +22,53 @@ using device::SmemAddr;
 using device::UnpackBf16x2;
 
 // Bytes and FLOPs, R1-Distill-Qwen-7B at m = 64: the down projection reads
-// 135.8 MB of W and 2.4 MB of X (from L2, once per CTA column) and does
-// 8.7 GFLOP, i.e. 64 FLOP per weight byte, far under the tensor cores'
-// ~300 FLOP/B: the kernel is a weight stream, and its job is to keep enough
-// bytes in flight (32 KB per CTA, two CTAs per multiprocessor) with few
-// instructions per byte.
+// 135.8 MB of W and 2.4 MB of X and does 8.7 GFLOP, 64 FLOP per weight byte,
+// far under the tensor cores' ~300 FLOP/B: the kernel is a weight stream. Its
+// job is to keep enough bytes in flight (a multiprocessor needs ~50 KB to
+// cover DRAM latency at its share of 3 TB/s) with few instructions per byte.
+//
+// Each CTA streams its tile of W (128 rows) and X (the tokens) through a
+// ring of shared-memory stages of 128 k with 16-byte cp.async, kStages - 1
+// stages ahead of the MMAs (96 KB of W in flight at 64 tokens). Two earlier
+// versions were slower than cuBLASLt (bench/NOTES-cuda-backend.md, run 6):
+// W through registers (two stages in flight per warp, 1.1–2.2 TB/s) and one
+// bulk copy per row and stage (the copy engine's per-request cost: 0.7 TB/s).
 //
 // The warp's MMA (m16n8k16) takes 16 W rows as A and 8 tokens as B. A lane
 // holds k positions {2c, 2c+1, 2c+8, 2c+9} (c = lane % 4) of each k16 step in
 // both operands; since a dot product does not care about the order of k, a
-// lane instead loads 8 consecutive k (16 bytes) of its W rows and of its
-// token from a 32-k chunk at offset 8c, and uses elements 0-3 as its
+// lane instead reads 8 consecutive k (16 bytes) of its W rows and of its
+// token from a 32-k chunk at offset 16c bytes, and uses elements 0-3 as its
 // positions in one k16 step and 4-7 in the next. A and B agree on the
 // permutation, so the sums are exact products over all 32 k.
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerCta = 16 * kWarps;  // 128 W rows, 16 per warp
-constexpr int kChunkK = 32;               // k per chunk
-constexpr int kStageChunks = 4;           // chunks per X stage (128 k)
-// X stage rows are 256 bytes of data; padding them to 320 puts tokens g and
-// g + 1 64 bytes apart modulo 128, so a quarter-warp's 16-byte reads
-// (tokens g, g + 1 at offsets 16c) hit distinct banks.
-constexpr int kXRowBytes = kStageChunks * kChunkK * 2 + 64;
+//
+// Stage rows are 256 bytes (4 chunks of 64); an odd row keeps its chunks in
+// the order 1, 0, 3, 2, so that a quarter-warp's reads (rows g and g + 1,
+// 16 bytes at offset 16c of one chunk) fall in distinct banks. A lane's rows
+// all have the parity of g, so it finds chunk c of W and of X at the same
+// place.
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kRowsPerWarp = 32;                     // two m16 tiles
+constexpr int kRowsPerCta = kWarps * kRowsPerWarp;   // 128
+constexpr int kChunkK = 32;                          // k per chunk
+constexpr int kStageChunks = 4;                      // chunks per stage (128 k)
+constexpr int kRowBytes = kStageChunks * kChunkK * 2;  // 256
 // The partial tile [token][128 rows] in fp32, rows padded by 16 bytes so
 // that the fragment stores (rows g, tokens 2c) spread over all banks.
 constexpr int kRedRowFloats = kRowsPerCta + 4;
 constexpr int kMaxSplits = 8;  // portable cluster size
 
 template <int NT>
-constexpr int SmemBytes() {
-  return std::max(2 * 8 * NT * kXRowBytes, 8 * NT * kRedRowFloats * 4);
-}
+struct Layout {
+  static constexpr int kTok = 8 * NT;
+  static constexpr int kWBytes = kRowsPerCta * kRowBytes;  // 32 KB
+  static constexpr int kStageBytes = kWBytes + kTok * kRowBytes;
+  // As many stages as fit in 200 KB, at most 6 (4 at 64 tokens).
+  static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
+  static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
+  static constexpr int kSmem = std::max(kStages * kStageBytes, kRedBytes);
+};
 
 struct Params {
   const char* x;
@@ -66,13 +82,7 @@ struct Params {
   bool fp32_out;
 };
 
-__device__ __forceinline__ uint4 LdgStream(const char* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+__device__ __forceinline__ int MinInt(int a, int b) { return a < b ? a : b; }
 
 __device__ __forceinline__ uint4 Lds128(uint32_t addr) {
   uint4 v;
@@ -84,15 +94,14 @@ __device__ __forceinline__ uint4 Lds128(uint32_t addr) {
 
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
 // W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 32-k
-// chunks; warp w of it owns rows 128x + 16w .. + 15 and every token.
+// chunks; warp w owns rows 128x + 32w .. + 31 and every token.
 template <int NT>
-__global__ void __launch_bounds__(kThreads, 2) SkinnyGemmKernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 1) SkinnyGemmKernel(const Params p) {
+  using L = Layout<NT>;
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kTok = 8 * NT;
+  const uint32_t base = SmemAddr(smem);
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
-  const int g = lane >> 2;
-  const int c4 = lane & 3;
   cg::cluster_group cluster = cg::this_cluster();
   const int splits = static_cast<int>(cluster.num_blocks());
   const int split = static_cast<int>(cluster.block_rank());
@@ -101,93 +110,111 @@ __global__ void __launch_bounds__(kThreads, 2) SkinnyGemmKernel(const Params p) 
   const int nchunks = static_cast<int>(int64_t{split + 1} * total_chunks / splits) - c0;
   const int nstages = (nchunks + kStageChunks - 1) / kStageChunks;
   const int cta_row0 = blockIdx.x * kRowsPerCta;
-  const int r_lo = cta_row0 + warp * 16 + g;
-  // Rows past n read row n - 1 (valid memory); their sums are never stored.
-  const int64_t k_at = int64_t{c0} * kChunkK + 8 * c4;
-  const char* w_lo = p.w + (std::min(r_lo, p.n - 1) * p.ldw + k_at) * 2;
-  const char* w_hi = p.w + (std::min(r_lo + 8, p.n - 1) * p.ldw + k_at) * 2;
+  const int rows = MinInt(kRowsPerCta, p.n - cta_row0);
 
-  uint4 wc[kStageChunks][2] = {};
-  uint4 wn[kStageChunks][2] = {};
-#pragma unroll
-  for (int c = 0; c < kStageChunks; ++c) {
-    if (c < nchunks) {
-      wc[c][0] = LdgStream(w_lo + c * kChunkK * 2);
-      wc[c][1] = LdgStream(w_hi + c * kChunkK * 2);
+  // Stage i holds chunks [4i, 4i + 4) of this CTA's run; unit u (16 bytes)
+  // of row r goes to unit u ^ 4 (r & 1) of the row.
+  auto issue_w = [&](int i) {
+    const uint32_t dst = base + (i % L::kStages) * L::kStageBytes;
+    const int units = MinInt(kStageChunks, nchunks - i * kStageChunks) * 4;
+    const int64_t k_at = int64_t{c0 + i * kStageChunks} * kChunkK;
+    for (int e = threadIdx.x; e < rows * 16; e += kThreads) {
+      const int r = e >> 4;
+      const int u = e & 15;
+      if (u < units) {
+        CpAsync16(dst + r * kRowBytes + ((u ^ ((r & 1) << 2)) << 4),
+                  p.w + ((cta_row0 + r) * p.ldw + k_at + u * 8) * 2);
+      }
     }
-  }
-  // Programmatic dependent launch: what came before reads only W; X and Y
-  // belong to the preceding kernel until it has finished.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-
-  const uint32_t xs = SmemAddr(smem);
-  auto load_x = [&](int stage, int buf) {
-    for (int u = threadIdx.x; u < kTok * 16; u += kThreads) {
-      const int tok = u >> 4;
-      const int col = u & 15;  // 16-byte unit of the stage's 128 k
-      const int chunk = stage * kStageChunks + (col >> 2);
-      const bool ok = tok < p.m && chunk < nchunks;
-      const char* src =
-          p.x + (int64_t{ok ? tok : 0} * p.ldx + int64_t{c0 + (ok ? chunk : 0)} * kChunkK +
-                 (col & 3) * 8) *
-                    2;
-      CpAsync16(xs + (buf * kTok + tok) * kXRowBytes + col * 16, src, ok ? 16 : 0);
+  };
+  auto issue_x = [&](int i) {
+    const uint32_t dst = base + (i % L::kStages) * L::kStageBytes + L::kWBytes;
+    const int units = MinInt(kStageChunks, nchunks - i * kStageChunks) * 4;
+    const int64_t k_at = int64_t{c0 + i * kStageChunks} * kChunkK;
+    for (int e = threadIdx.x; e < p.m * 16; e += kThreads) {
+      const int t = e >> 4;
+      const int u = e & 15;
+      if (u < units) {
+        CpAsync16(dst + t * kRowBytes + ((u ^ ((t & 1) << 2)) << 4),
+                  p.x + (t * p.ldx + k_at + u * 8) * 2);
+      }
     }
-    CpAsyncCommit();
   };
 
-  float acc[NT][4];
+  // Programmatic dependent launch: W is never written, so the first stages
+  // of it are requested before the preceding kernel has finished; X is its
+  // output. Commit groups: one per stage (the first also holds the early W).
+  const int ahead = L::kStages - 1;
+  for (int i = 0; i < MinInt(ahead, nstages); ++i) issue_w(i);
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  for (int i = 0; i < ahead; ++i) {
+    if (i < nstages) issue_x(i);
+    CpAsyncCommit();
+  }
+
+  float acc[2][NT][4];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
-  load_x(0, 0);
-  for (int s = 0; s < nstages; ++s) {
-    const int next = (s + 1) * kStageChunks;
-    if (s + 1 < nstages) {
+  for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int c = 0; c < kStageChunks; ++c) {
-        if (next + c < nchunks) {
-          wn[c][0] = LdgStream(w_lo + (next + c) * kChunkK * 2);
-          wn[c][1] = LdgStream(w_hi + (next + c) * kChunkK * 2);
-        }
-      }
-      load_x(s + 1, (s + 1) & 1);
-      CpAsyncWait<1>();
-    } else {
-      CpAsyncWait<0>();
+    for (int t = 0; t < NT; ++t) acc[h][t][0] = acc[h][t][1] = acc[h][t][2] = acc[h][t][3] = 0.f;
+  const int g = lane >> 2;
+  const int c4 = lane & 3;
+  const int flip = g & 1;  // chunk c of this lane's rows is stored at c ^ flip
+  const uint32_t w_off = (warp * kRowsPerWarp + g) * kRowBytes + c4 * 16;
+  const uint32_t x_off = L::kWBytes + g * kRowBytes + c4 * 16;
+  for (int i = 0; i < nstages; ++i) {
+    if (i + ahead < nstages) {
+      issue_w(i + ahead);
+      issue_x(i + ahead);
     }
+    CpAsyncCommit();
+    CpAsyncWait<L::kStages - 1>();
     __syncthreads();
-    const uint32_t xb = xs + ((s & 1) * kTok + g) * kXRowBytes + c4 * 16;
+    const int chunks = MinInt(kStageChunks, nchunks - i * kStageChunks);
+    const uint32_t sb = base + (i % L::kStages) * L::kStageBytes;
 #pragma unroll
     for (int c = 0; c < kStageChunks; ++c) {
-      if (s * kStageChunks + c < nchunks) {
-        const uint32_t a0[4] = {wc[c][0].x, wc[c][1].x, wc[c][0].y, wc[c][1].y};
-        const uint32_t a1[4] = {wc[c][0].z, wc[c][1].z, wc[c][0].w, wc[c][1].w};
+      if (c < chunks) {
+        const uint32_t at = ((c ^ flip) << 6);
+        const uint32_t wb = sb + w_off + at;
+        const uint4 a0 = Lds128(wb);
+        const uint4 a1 = Lds128(wb + 8 * kRowBytes);
+        const uint4 a2 = Lds128(wb + 16 * kRowBytes);
+        const uint4 a3 = Lds128(wb + 24 * kRowBytes);
+        const uint32_t lo0[4] = {a0.x, a1.x, a0.y, a1.y};
+        const uint32_t lo1[4] = {a0.z, a1.z, a0.w, a1.w};
+        const uint32_t hi0[4] = {a2.x, a3.x, a2.y, a3.y};
+        const uint32_t hi1[4] = {a2.z, a3.z, a2.w, a3.w};
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-          const uint4 xv = Lds128(xb + t * 8 * kXRowBytes + c * kChunkK * 2);
-          MmaBf16(acc[t], a0, xv.x, xv.y);
-          MmaBf16(acc[t], a1, xv.z, xv.w);
+          const uint4 xv = Lds128(sb + x_off + t * 8 * kRowBytes + at);
+          MmaBf16(acc[0][t], lo0, xv.x, xv.y);
+          MmaBf16(acc[0][t], lo1, xv.z, xv.w);
+          MmaBf16(acc[1][t], hi0, xv.x, xv.y);
+          MmaBf16(acc[1][t], hi1, xv.z, xv.w);
         }
       }
     }
-    __syncthreads();  // this buffer is refilled at stage s + 2
-#pragma unroll
-    for (int c = 0; c < kStageChunks; ++c) wc[c][0] = wn[c][0], wc[c][1] = wn[c][1];
+    __syncthreads();  // this stage's buffer is refilled next
   }
+  CpAsyncWait<0>();  // only empty groups remain; nothing may land in the tile
   // The next kernel may start launching; it waits for this grid to finish
   // before it reads Y.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-  // Partial tile into this CTA's shared memory (the X buffers are free).
+  // Partial tile into this CTA's shared memory (the stages are free).
   float* red = reinterpret_cast<float*>(smem);
-  const int row_in = warp * 16 + g;
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    const int tok = t * 8 + 2 * c4;
-    red[tok * kRedRowFloats + row_in] = acc[t][0];
-    red[(tok + 1) * kRedRowFloats + row_in] = acc[t][1];
-    red[tok * kRedRowFloats + row_in + 8] = acc[t][2];
-    red[(tok + 1) * kRedRowFloats + row_in + 8] = acc[t][3];
+  for (int h = 0; h < 2; ++h) {
+    const int row_in = warp * kRowsPerWarp + h * 16 + g;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const int tok = t * 8 + 2 * c4;
+      red[tok * kRedRowFloats + row_in] = acc[h][t][0];
+      red[(tok + 1) * kRedRowFloats + row_in] = acc[h][t][1];
+      red[tok * kRedRowFloats + row_in + 8] = acc[h][t][2];
+      red[(tok + 1) * kRedRowFloats + row_in + 8] = acc[h][t][3];
+    }
   }
   cluster.sync();
   // CTA `split` sums its share of the tile over the cluster, in rank order.
@@ -197,14 +224,14 @@ __global__ void __launch_bounds__(kThreads, 2) SkinnyGemmKernel(const Params p) 
        u += kThreads) {
     const int tok = u / (kRowsPerCta / 4);
     const int q = u % (kRowsPerCta / 4);
+    const int row = cta_row0 + q * 4;
+    if (row >= p.n) continue;  // n % 8 == 0: rows row .. row + 3 are all valid
     float* mine = red + tok * kRedRowFloats + q * 4;
     float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int r = 0; r < splits; ++r) {
       const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
       sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
     }
-    const int row = cta_row0 + q * 4;
-    if (row >= p.n) continue;  // n % 8 == 0: rows row .. row + 3 are all valid
     if (p.bias != nullptr) {
       const uint2 b = *reinterpret_cast<const uint2*>(p.bias + row);
       const float2 b01 = UnpackBf16x2(b.x);
@@ -231,35 +258,14 @@ int TokenTiles(int m) {
 }
 
 template <int NT>
-int BlocksPerSm() {
-  static const int blocks = [] {
-    int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, SkinnyGemmKernel<NT>, kThreads,
-                                                      SmemBytes<NT>()) != cudaSuccess) {
-      cudaGetLastError();
-      return 1;
-    }
-    return std::max(1, b);
-  }();
-  return blocks;
-}
-
-int BlocksPerSmFor(int nt) {
-  switch (nt) {
-    case 1: return BlocksPerSm<1>();
-    case 2: return BlocksPerSm<2>();
-    case 4: return BlocksPerSm<4>();
-    case 6: return BlocksPerSm<6>();
-    default: return BlocksPerSm<8>();
-  }
-}
-
-template <int NT>
 cudaError_t Launch(const Params& p, int splits, bool pdl, cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      SkinnyGemmKernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
+  if (attr != cudaSuccess) return attr;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((p.n + kRowsPerCta - 1) / kRowsPerCta, splits);
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = SmemBytes<NT>();
+  cfg.dynamicSmemBytes = Layout<NT>::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute attrs[2];
   attrs[0].id = cudaLaunchAttributeClusterDimension;
@@ -286,9 +292,9 @@ bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
 }
 
 int SkinnyGemmSplits(const SkinnyGemmArgs& a, int num_sms) {
+  // One CTA per multiprocessor (its stages take most of shared memory).
   const int row_tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
-  const int slots = BlocksPerSmFor(TokenTiles(std::max(1, a.m))) * std::max(1, num_sms);
-  const int s = slots / std::max(1, row_tiles);
+  const int s = std::max(1, num_sms) / std::max(1, row_tiles);
   return std::clamp(s, 1, std::min(kMaxSplits, std::max(1, a.k / kChunkK)));
 }
 

@@ -7,11 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "gtest/gtest.h"
 #include "kernels/skinny_gemm.h"
@@ -30,10 +33,11 @@ struct Case {
   bool tune;
 };
 
-// Y of `c` by the float64 reference, compared with what `run` leaves in Y.
-// `run` gets the device buffers' arguments; Y is poisoned (NaN) before it.
-template <typename Run>
-void CheckCase(const Case& c, uint32_t seed, Run run) {
+// Y of `c` by the float64 reference, compared with what each of `runs`
+// leaves in Y. A run gets the device buffers' arguments; Y is poisoned (NaN)
+// before each. The reference is computed once for all runs.
+using GemmRun = std::function<void(const GemmArgs&)>;
+void CheckCase(const Case& c, uint32_t seed, const std::vector<std::pair<std::string, GemmRun>>& runs) {
   std::mt19937 rng(seed);
   const auto x = testing::RandomBf16(size_t(c.m) * c.ldx, rng);
   const auto w = testing::RandomBf16(size_t(c.n) * c.ldw, rng, 0.05f);
@@ -48,11 +52,7 @@ void CheckCase(const Case& c, uint32_t seed, Run run) {
   a.y = dy.get(), a.ldy = c.ldy;
   a.out = c.out;
   a.bias = c.bias ? db.get() : nullptr;
-  dy.Poison();
-  run(a);
-  ASSERT_CUDA(cudaDeviceSynchronize());
-  const auto raw = dy.Download();
-  std::vector<double> got, ref;
+  std::vector<double> ref;
   for (int i = 0; i < c.m; ++i) {
     for (int j = 0; j < c.n; ++j) {
       double acc = c.bias ? Bf16ToFloat(b[j]) : 0.0;
@@ -60,33 +60,45 @@ void CheckCase(const Case& c, uint32_t seed, Run run) {
         acc += double(Bf16ToFloat(x[size_t(i) * c.ldx + l])) * Bf16ToFloat(w[size_t(j) * c.ldw + l]);
       }
       ref.push_back(acc);
-      const size_t at = (size_t(i) * c.ldy + j) * elem;
-      if (c.out == GemmOut::kBf16) {
-        Bf16 v;
-        std::memcpy(&v.bits, &raw[at], 2);
-        got.push_back(Bf16ToFloat(v));
-      } else {
-        float v;
-        std::memcpy(&v, &raw[at], 4);
-        got.push_back(v);
-      }
     }
   }
-  const auto e = testing::Compare(got, ref);
-  EXPECT_EQ(e.nan_count, 0);
-  // bf16 output: one rounding (2^-9 relative); fp32 output: accumulation only.
-  EXPECT_LT(e.rel_l2, c.out == GemmOut::kBf16 ? 5e-3 : 1e-4)
-      << "m " << c.m << " n " << c.n << " k " << c.k;
+  for (const auto& [name, run] : runs) {
+    SCOPED_TRACE(name);
+    dy.Poison();
+    run(a);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto raw = dy.Download();
+    std::vector<double> got;
+    for (int i = 0; i < c.m; ++i) {
+      for (int j = 0; j < c.n; ++j) {
+        const size_t at = (size_t(i) * c.ldy + j) * elem;
+        if (c.out == GemmOut::kBf16) {
+          Bf16 v;
+          std::memcpy(&v.bits, &raw[at], 2);
+          got.push_back(Bf16ToFloat(v));
+        } else {
+          float v;
+          std::memcpy(&v, &raw[at], 4);
+          got.push_back(v);
+        }
+      }
+    }
+    const auto e = testing::Compare(got, ref);
+    EXPECT_EQ(e.nan_count, 0);
+    // bf16 output: one rounding (2^-9 relative); fp32 output: accumulation only.
+    EXPECT_LT(e.rel_l2, c.out == GemmOut::kBf16 ? 5e-3 : 1e-4)
+        << "m " << c.m << " n " << c.n << " k " << c.k;
+  }
 }
 
 void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
-  CheckCase(c, seed, [&](const GemmArgs& a) {
-    if (c.tune) {
-      ASSERT_TRUE(gemm.Tune(a, nullptr, 3).ok());
-    }
-    const absl::Status s = gemm.Matmul(a, nullptr);
-    ASSERT_TRUE(s.ok()) << s;
-  });
+  CheckCase(c, seed, {{"cublaslt", [&](const GemmArgs& a) {
+                         if (c.tune) {
+                           ASSERT_TRUE(gemm.Tune(a, nullptr, 3).ok());
+                         }
+                         const absl::Status s = gemm.Matmul(a, nullptr);
+                         ASSERT_TRUE(s.ok()) << s;
+                       }}});
 }
 
 kernels::SkinnyGemmArgs ToSkinny(const GemmArgs& a) {
@@ -135,18 +147,21 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
   };
   uint32_t seed = 200;
   for (const Case& c : cases) {
+    std::vector<std::pair<std::string, GemmRun>> runs;
     for (int splits : {0, 1, 3, 8}) {
       if (splits > c.k / 32) continue;
       for (bool pdl : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "m " << c.m << " n " << c.n << " k " << c.k
-                                        << " splits " << splits << " pdl " << pdl);
-        CheckCase(c, seed++, [&](const GemmArgs& a) {
-          ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinny(a)));
-          const absl::Status s = kernels::LaunchSkinnyGemm(ToSkinny(a), splits, pdl, nullptr);
-          ASSERT_TRUE(s.ok()) << s;
-        });
+        runs.emplace_back(absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits,
+                                       " pdl ", pdl),
+                          [splits, pdl](const GemmArgs& a) {
+                            ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinny(a)));
+                            const absl::Status s =
+                                kernels::LaunchSkinnyGemm(ToSkinny(a), splits, pdl, nullptr);
+                            ASSERT_TRUE(s.ok()) << s;
+                          });
       }
     }
+    CheckCase(c, seed++, runs);
   }
 }
 
