@@ -509,7 +509,8 @@ int main(int argc, char** argv) {
   o.max_num_batched_tokens = *std::max_element(a.budgets.begin(), a.budgets.end());
   o.max_model_len = std::max(a.prompt_len + a.gen_len, a.decode_context + 1);
   o.gpu_memory_utilization = a.gpu_memory_utilization;
-  o.skinny_gemm = a.skinny;
+  o.skinny_gemm = a.skinny ? memshare::engine::cuda::SkinnyGemmMode::kWhenFaster
+                           : memshare::engine::cuda::SkinnyGemmMode::kOff;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());

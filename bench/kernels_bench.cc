@@ -654,7 +654,7 @@ int main(int argc, char** argv) {
   }
   if (Wants(only, "gemm")) {
     CublasLtGemm::Options lt_options;
-    lt_options.skinny = false;
+    lt_options.skinny = memshare::engine::cuda::SkinnyGemmMode::kOff;
     auto lt_only = CublasLtGemm::Create(lt_options);
     STATUS_OK(lt_only.status());
     auto gemm = CublasLtGemm::Create({});

@@ -21,6 +21,7 @@ __device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); 
 // gate_up: bf16 [n][2 * inter]; out: bf16 [n][inter]
 __global__ void __launch_bounds__(kThreads)
     SiluAndMulKernel(const uint4* __restrict__ gate_up, uint4* __restrict__ out, int inter_vecs) {
+  device::AllowDependentLaunch();
   const int i = blockIdx.x * kThreads + threadIdx.x;
   if (i >= inter_vecs) return;
   const int64_t row = blockIdx.y;

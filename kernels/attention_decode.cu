@@ -90,6 +90,7 @@ constexpr int DecodeSmemBytes() {
 template <int D, int kStages, bool kWide, bool kViews>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
+  device::AllowDependentLaunch();
   constexpr int kSteps = D / 16;  // MMA k-steps over the head dimension
   constexpr int kHalf = kSteps / 2;  // k-step s holds the RoPE partners of s + kHalf
   constexpr int kRowBytes = D * 2;
@@ -398,6 +399,7 @@ __global__ void MergeSplitsKernel(const float* __restrict__ part_o,
                                   const int32_t* __restrict__ context_lens, int num_q_heads,
                                   int num_splits, int blocks_per_split,
                                   __nv_bfloat16* __restrict__ out) {
+  device::AllowDependentLaunch();
   const int head = blockIdx.x;
   const int seq = blockIdx.y;
   const int d = threadIdx.x;

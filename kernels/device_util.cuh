@@ -68,6 +68,16 @@ __device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Programmatic dependent launch: lets the next kernel in the stream, when it
+// was launched with programmatic stream serialization, start once every CTA
+// of this grid has passed here. That kernel must itself wait
+// (griddepcontrol.wait) before it reads what this grid writes; the kernels
+// that follow a norm, an activation or attention (kernels/skinny_gemm) only
+// stream their weights before then. Without such a successor it does nothing.
+__device__ __forceinline__ void AllowDependentLaunch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
 __device__ __forceinline__ float FastExp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

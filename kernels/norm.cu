@@ -34,6 +34,7 @@ template <int kVec, bool kAdd>
 __global__ void __launch_bounds__(kThreads)
     RmsNormKernel(const uint4* x, uint4* residual, const uint4* __restrict__ weight, uint4* out,
                   int vecs_per_row, float eps, float inv_hidden) {
+  device::AllowDependentLaunch();
   __shared__ float scratch[kThreads / 32];
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
   uint4 v[kVec];

@@ -1,4 +1,5 @@
 #include <cooperative_groups.h>
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,9 +14,6 @@ namespace memshare::kernels {
 namespace {
 
 namespace cg = cooperative_groups;
-using device::CpAsync16;
-using device::CpAsyncCommit;
-using device::CpAsyncWait;
 using device::MmaBf16;
 using device::PackBf16x2;
 using device::SmemAddr;
@@ -24,57 +22,52 @@ using device::UnpackBf16x2;
 // Bytes and FLOPs, R1-Distill-Qwen-7B at m = 64: the down projection reads
 // 135.8 MB of W and 2.4 MB of X and does 8.7 GFLOP, 64 FLOP per weight byte,
 // far under the tensor cores' ~300 FLOP/B: the kernel is a weight stream. Its
-// job is to keep enough bytes in flight (a multiprocessor needs ~50 KB to
-// cover DRAM latency at its share of 3 TB/s) with few instructions per byte.
+// job is to keep enough bytes in flight (at ~3 us of loaded DRAM latency a
+// multiprocessor needs ~70 KB for its share of 3 TB/s) with few instructions
+// per byte.
 //
-// Each CTA streams its tile of W (128 rows) and X (the tokens) through a
-// ring of shared-memory stages of 128 k with 16-byte cp.async, kStages - 1
-// stages ahead of the MMAs (96 KB of W in flight at 64 tokens). Two earlier
-// versions were slower than cuBLASLt (bench/NOTES-cuda-backend.md, run 6):
-// W through registers (two stages in flight per warp, 1.1–2.2 TB/s) and one
-// bulk copy per row and stage (the copy engine's per-request cost: 0.7 TB/s).
-//
-// The warp's MMA (m16n8k16) takes 16 W rows as A and 8 tokens as B. A lane
-// holds k positions {2c, 2c+1, 2c+8, 2c+9} (c = lane % 4) of each k16 step in
-// both operands; since a dot product does not care about the order of k, a
-// lane instead reads 8 consecutive k (16 bytes) of its W rows and of its
-// token from a 32-k chunk at offset 16c bytes, and uses elements 0-3 as its
-// positions in one k16 step and 4-7 in the next. A and B agree on the
-// permutation, so the sums are exact products over all 32 k.
-//
-// Stage rows are 256 bytes (4 chunks of 64); an odd row keeps its chunks in
-// the order 1, 0, 3, 2, so that a quarter-warp's reads (rows g and g + 1,
-// 16 bytes at offset 16c of one chunk) fall in distinct banks. A lane's rows
-// all have the parity of g, so it finds chunk c of W and of X at the same
-// place.
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerWarp = 32;                     // two m16 tiles
-constexpr int kRowsPerCta = kWarps * kRowsPerWarp;   // 128
-constexpr int kChunkK = 32;                          // k per chunk
-constexpr int kStageChunks = 4;                      // chunks per stage (128 k)
-constexpr int kRowBytes = kStageChunks * kChunkK * 2;  // 256
-// The partial tile [token][128 rows] in fp32, rows padded by 16 bytes so
-// that the fragment stores (rows g, tokens 2c) spread over all banks.
+// One producer thread streams the CTA's tile of W (128 rows) and X (the
+// tokens) through a ring of shared-memory stages of 128 k with the tensor
+// copy engine (two 64-k boxes of each per stage, 128-byte swizzle, zero fill
+// past the matrix), completing on the stage's mbarrier; four consumer warps,
+// 32 W rows each, read the swizzled tiles with ldmatrix, run the MMAs and
+// release the stage. The CTAs of a cluster then sum their partial tiles: each
+// pushes the rows of every token to the CTA that owns the token (stores into
+// its shared memory, which do not wait for a reply), and each owner adds what
+// it received in rank order. Pulling the partials instead (loads from the
+// peers' shared memory, one round trip each) cost ~3 us at 64 tokens. Earlier versions were slower than cuBLASLt
+// (bench/NOTES-cuda-backend.md, run 6): W through registers (1.1–2.2 TB/s),
+// one bulk copy per row and stage (the copy engine's per-request cost,
+// 0.7 TB/s), and 16-byte cp.async (a multiprocessor's outstanding loads cap
+// it at ~22 GB/s, 2.3 TB/s over 108 SMs).
+constexpr int kBoxK = 64;       // k per box: 128 bytes, the swizzle span
+constexpr int kStageBoxes = 2;  // 128 k per stage
+constexpr int kConsumerWarps = 4;
+constexpr int kRowsPerWarp = 32;  // two m16 tiles
+constexpr int kRowsPerCta = kConsumerWarps * kRowsPerWarp;  // 128
+constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + the producer warp
+constexpr int kWBoxBytes = kRowsPerCta * kBoxK * 2;  // 16 KB
+// Partial tiles as received: [source rank][owned token][128 rows] in fp32,
+// rows padded by 16 bytes so that the fragment stores (rows g, tokens 2c)
+// spread over all banks.
 constexpr int kRedRowFloats = kRowsPerCta + 4;
 constexpr int kMaxSplits = 8;  // portable cluster size
 
 template <int NT>
 struct Layout {
   static constexpr int kTok = 8 * NT;
-  static constexpr int kWBytes = kRowsPerCta * kRowBytes;  // 32 KB
-  static constexpr int kStageBytes = kWBytes + kTok * kRowBytes;
+  static constexpr int kXBoxBytes = kTok * kBoxK * 2;  // a multiple of 1 KB
+  static constexpr int kStageBytes = kStageBoxes * (kWBoxBytes + kXBoxBytes);
   // As many stages as fit in 200 KB, at most 6 (4 at 64 tokens).
   static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
-  static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
-  static constexpr int kSmem = std::max(kStages * kStageBytes, kRedBytes);
+  // splits * ceil(m / splits) <= m + splits - 1 token rows.
+  static constexpr int kRedBytes = (kTok + 7) * kRedRowFloats * 4;
+  static constexpr int kBarOffset = std::max(kStages * kStageBytes, kRedBytes);
+  // + 1 KB to align the stages to the swizzle's 1,024-byte pattern.
+  static constexpr int kSmem = 1024 + kBarOffset + 2 * kStages * 8;
 };
 
 struct Params {
-  const char* x;
-  int64_t ldx;
-  const char* w;
-  int64_t ldw;
   void* y;
   int64_t ldy;
   const uint16_t* bias;
@@ -84,152 +77,218 @@ struct Params {
 
 __device__ __forceinline__ int MinInt(int a, int b) { return a < b ? a : b; }
 
-__device__ __forceinline__ uint4 Lds128(uint32_t addr) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+__device__ __forceinline__ void BarInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void BarArriveExpect(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void BarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void BarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// A 2-D box of `map` at (k, row) into shared memory, completing on `bar`.
+__device__ __forceinline__ void TmaLoad(uint32_t dst, const CUtensorMap* map, int k, int row,
+                                        uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(k), "r"(row), "r"(bar)
+      : "memory");
+}
+
+// Two 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
+__device__ __forceinline__ void Ldmatrix2(uint32_t addr, uint32_t (&r)[2]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
                : "r"(addr));
-  return v;
+}
+
+// Unit u (16 bytes) of row r of a box sits at unit u ^ (r % 8): the 128-byte
+// swizzle, which makes ldmatrix's eight row reads hit distinct banks.
+__device__ __forceinline__ uint32_t Swizzled(uint32_t box, int row, int unit) {
+  return box + row * 128 + ((unit ^ (row & 7)) << 4);
 }
 
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
-// W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 32-k
-// chunks; warp w owns rows 128x + 32w .. + 31 and every token.
+// W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 64-k
+// boxes; consumer warp w owns rows 128x + 32w .. + 31 and every token.
 template <int NT>
-__global__ void __launch_bounds__(kThreads, 1) SkinnyGemmKernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    SkinnyGemmKernel(const __grid_constant__ CUtensorMap w_map,
+                     const __grid_constant__ CUtensorMap x_map, const Params p) {
   using L = Layout<NT>;
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t base = SmemAddr(smem);
+  const uint32_t bars = base + L::kBarOffset;
+  auto full = [&](int s) { return bars + 8 * s; };
+  auto empty = [&](int s) { return bars + 8 * (L::kStages + s); };
+  auto w_box = [&](int s, int b) { return base + s * L::kStageBytes + b * kWBoxBytes; };
+  auto x_box = [&](int s, int b) {
+    return base + s * L::kStageBytes + kStageBoxes * kWBoxBytes + b * L::kXBoxBytes;
+  };
+
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   cg::cluster_group cluster = cg::this_cluster();
   const int splits = static_cast<int>(cluster.num_blocks());
   const int split = static_cast<int>(cluster.block_rank());
-  const int total_chunks = p.k / kChunkK;
-  const int c0 = static_cast<int>(int64_t{split} * total_chunks / splits);
-  const int nchunks = static_cast<int>(int64_t{split + 1} * total_chunks / splits) - c0;
-  const int nstages = (nchunks + kStageChunks - 1) / kStageChunks;
+  const int total_boxes = (p.k + kBoxK - 1) / kBoxK;
+  const int b0 = static_cast<int>(int64_t{split} * total_boxes / splits);
+  const int nboxes = static_cast<int>(int64_t{split + 1} * total_boxes / splits) - b0;
+  const int nstages = (nboxes + kStageBoxes - 1) / kStageBoxes;
   const int cta_row0 = blockIdx.x * kRowsPerCta;
-  const int rows = MinInt(kRowsPerCta, p.n - cta_row0);
 
-  // Stage i holds chunks [4i, 4i + 4) of this CTA's run; unit u (16 bytes)
-  // of row r goes to unit u ^ 4 (r & 1) of the row.
-  auto issue_w = [&](int i) {
-    const uint32_t dst = base + (i % L::kStages) * L::kStageBytes;
-    const int units = MinInt(kStageChunks, nchunks - i * kStageChunks) * 4;
-    const int64_t k_at = int64_t{c0 + i * kStageChunks} * kChunkK;
-    for (int e = threadIdx.x; e < rows * 16; e += kThreads) {
-      const int r = e >> 4;
-      const int u = e & 15;
-      if (u < units) {
-        CpAsync16(dst + r * kRowBytes + ((u ^ ((r & 1) << 2)) << 4),
-                  p.w + ((cta_row0 + r) * p.ldw + k_at + u * 8) * 2);
-      }
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < L::kStages; ++s) {
+      BarInit(full(s), 1);
+      BarInit(empty(s), kConsumerWarps);
     }
-  };
-  auto issue_x = [&](int i) {
-    const uint32_t dst = base + (i % L::kStages) * L::kStageBytes + L::kWBytes;
-    const int units = MinInt(kStageChunks, nchunks - i * kStageChunks) * 4;
-    const int64_t k_at = int64_t{c0 + i * kStageChunks} * kChunkK;
-    for (int e = threadIdx.x; e < p.m * 16; e += kThreads) {
-      const int t = e >> 4;
-      const int u = e & 15;
-      if (u < units) {
-        CpAsync16(dst + t * kRowBytes + ((u ^ ((t & 1) << 2)) << 4),
-                  p.x + (t * p.ldx + k_at + u * 8) * 2);
-      }
-    }
-  };
-
-  // Programmatic dependent launch: W is never written, so the first stages
-  // of it are requested before the preceding kernel has finished; X is its
-  // output. Commit groups: one per stage (the first also holds the early W).
-  const int ahead = L::kStages - 1;
-  for (int i = 0; i < MinInt(ahead, nstages); ++i) issue_w(i);
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  for (int i = 0; i < ahead; ++i) {
-    if (i < nstages) issue_x(i);
-    CpAsyncCommit();
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
+  __syncthreads();
 
   float acc[2][NT][4];
 #pragma unroll
   for (int h = 0; h < 2; ++h)
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[h][t][0] = acc[h][t][1] = acc[h][t][2] = acc[h][t][3] = 0.f;
-  const int g = lane >> 2;
-  const int c4 = lane & 3;
-  const int flip = g & 1;  // chunk c of this lane's rows is stored at c ^ flip
-  const uint32_t w_off = (warp * kRowsPerWarp + g) * kRowBytes + c4 * 16;
-  const uint32_t x_off = L::kWBytes + g * kRowBytes + c4 * 16;
-  for (int i = 0; i < nstages; ++i) {
-    if (i + ahead < nstages) {
-      issue_w(i + ahead);
-      issue_x(i + ahead);
-    }
-    CpAsyncCommit();
-    CpAsyncWait<L::kStages - 1>();
-    __syncthreads();
-    const int chunks = MinInt(kStageChunks, nchunks - i * kStageChunks);
-    const uint32_t sb = base + (i % L::kStages) * L::kStageBytes;
-#pragma unroll
-    for (int c = 0; c < kStageChunks; ++c) {
-      if (c < chunks) {
-        const uint32_t at = ((c ^ flip) << 6);
-        const uint32_t wb = sb + w_off + at;
-        const uint4 a0 = Lds128(wb);
-        const uint4 a1 = Lds128(wb + 8 * kRowBytes);
-        const uint4 a2 = Lds128(wb + 16 * kRowBytes);
-        const uint4 a3 = Lds128(wb + 24 * kRowBytes);
-        const uint32_t lo0[4] = {a0.x, a1.x, a0.y, a1.y};
-        const uint32_t lo1[4] = {a0.z, a1.z, a0.w, a1.w};
-        const uint32_t hi0[4] = {a2.x, a3.x, a2.y, a3.y};
-        const uint32_t hi1[4] = {a2.z, a3.z, a2.w, a3.w};
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const uint4 xv = Lds128(sb + x_off + t * 8 * kRowBytes + at);
-          MmaBf16(acc[0][t], lo0, xv.x, xv.y);
-          MmaBf16(acc[0][t], lo1, xv.z, xv.w);
-          MmaBf16(acc[1][t], hi0, xv.x, xv.y);
-          MmaBf16(acc[1][t], hi1, xv.z, xv.w);
+
+  if (warp == kConsumerWarps) {
+    if (lane == 0) {
+      // Producer. Stage i holds boxes [2i, 2i + 2) of this CTA's run.
+      auto boxes = [&](int i) { return MinInt(kStageBoxes, nboxes - i * kStageBoxes); };
+      auto issue_w = [&](int i) {
+        const int s = i % L::kStages;
+        BarArriveExpect(full(s), boxes(i) * (kWBoxBytes + L::kXBoxBytes));
+        for (int b = 0; b < boxes(i); ++b) {
+          TmaLoad(w_box(s, b), &w_map, (b0 + i * kStageBoxes + b) * kBoxK, cta_row0, full(s));
         }
+      };
+      auto issue_x = [&](int i) {
+        const int s = i % L::kStages;
+        for (int b = 0; b < boxes(i); ++b) {
+          TmaLoad(x_box(s, b), &x_map, (b0 + i * kStageBoxes + b) * kBoxK, 0, full(s));
+        }
+      };
+      // Programmatic dependent launch: W is never written, so its first
+      // stages are requested before the preceding kernel has finished; X is
+      // that kernel's output.
+      const int first = MinInt(L::kStages, nstages);
+      for (int i = 0; i < first; ++i) issue_w(i);
+      asm volatile("griddepcontrol.wait;\n" ::: "memory");
+      for (int i = 0; i < first; ++i) issue_x(i);
+      for (int i = first; i < nstages; ++i) {
+        BarWait(empty(i % L::kStages), ((i / L::kStages) - 1) & 1);
+        issue_w(i);
+        issue_x(i);
       }
     }
-    __syncthreads();  // this stage's buffer is refilled next
+  } else {
+    // Consumers. ldmatrix rows: W (A operand) lane l reads row l % 16 of a
+    // 16-row tile at k unit 2j + l / 16; X (B operand, two 8-token tiles per
+    // x4) lane l reads token l % 8 + 8 (l / 16) at k unit 2j + (l / 8) % 2.
+    const int a_row = warp * kRowsPerWarp + (lane & 15);
+    const int a_hi = lane >> 4;
+    const int b_tok = (lane & 7) + ((lane >> 4) << 3);
+    const int b_hi = (lane >> 3) & 1;
+    for (int i = 0; i < nstages; ++i) {
+      const int s = i % L::kStages;
+      BarWait(full(s), (i / L::kStages) & 1);
+      const int nb = MinInt(kStageBoxes, nboxes - i * kStageBoxes);
+#pragma unroll
+      for (int b = 0; b < kStageBoxes; ++b) {
+        if (b < nb) {
+          const uint32_t wb = w_box(s, b);
+          const uint32_t xb = x_box(s, b);
+#pragma unroll
+          for (int j = 0; j < kBoxK / 16; ++j) {
+            uint32_t a[2][4];
+            device::Ldmatrix4(Swizzled(wb, a_row, 2 * j + a_hi), a[0]);
+            device::Ldmatrix4(Swizzled(wb, a_row + 16, 2 * j + a_hi), a[1]);
+#pragma unroll
+            for (int t = 0; t + 1 < NT; t += 2) {
+              uint32_t bf[4];
+              device::Ldmatrix4(Swizzled(xb, t * 8 + b_tok, 2 * j + b_hi), bf);
+              MmaBf16(acc[0][t], a[0], bf[0], bf[1]);
+              MmaBf16(acc[1][t], a[1], bf[0], bf[1]);
+              MmaBf16(acc[0][t + 1], a[0], bf[2], bf[3]);
+              MmaBf16(acc[1][t + 1], a[1], bf[2], bf[3]);
+            }
+            if constexpr (NT % 2 == 1) {
+              uint32_t bf[2];
+              Ldmatrix2(Swizzled(xb, (NT - 1) * 8 + (lane & 7), 2 * j + b_hi), bf);
+              MmaBf16(acc[0][NT - 1], a[0], bf[0], bf[1]);
+              MmaBf16(acc[1][NT - 1], a[1], bf[0], bf[1]);
+            }
+          }
+        }
+      }
+      __syncwarp();
+      if (lane == 0) BarArrive(empty(s));
+    }
   }
-  CpAsyncWait<0>();  // only empty groups remain; nothing may land in the tile
   // The next kernel may start launching; it waits for this grid to finish
   // before it reads Y.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  // Every CTA of the cluster is past its stages: their memory takes the
+  // partial tiles now.
+  cluster.sync();
 
-  // Partial tile into this CTA's shared memory (the stages are free).
-  float* red = reinterpret_cast<float*>(smem);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row_in = warp * kRowsPerWarp + h * 16 + g;
+  // Token t belongs to the rank r with t in [r m / splits, (r + 1) m / splits).
+  auto tok_begin = [&](int r) { return static_cast<int>(int64_t{r} * p.m / splits); };
+  const int share = (p.m + splits - 1) / splits;  // most tokens a rank owns
+  float* recv = reinterpret_cast<float*>(smem);
+  if (warp < kConsumerWarps) {
+    const int g = lane >> 2;
+    const int c4 = lane & 3;
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-      const int tok = t * 8 + 2 * c4;
-      red[tok * kRedRowFloats + row_in] = acc[h][t][0];
-      red[(tok + 1) * kRedRowFloats + row_in] = acc[h][t][1];
-      red[tok * kRedRowFloats + row_in + 8] = acc[h][t][2];
-      red[(tok + 1) * kRedRowFloats + row_in + 8] = acc[h][t][3];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tok = t * 8 + 2 * c4 + e;
+        if (tok >= p.m) continue;
+        int owner = MinInt(splits - 1, tok * splits / p.m);
+        while (tok_begin(owner) > tok) --owner;
+        while (owner + 1 < splits && tok_begin(owner + 1) <= tok) ++owner;
+        float* slot =
+            recv + (split * share + tok - tok_begin(owner)) * kRedRowFloats + warp * kRowsPerWarp + g;
+        float* dst = cluster.map_shared_rank(slot, owner);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          dst[h * 16] = acc[h][t][e];
+          dst[h * 16 + 8] = acc[h][t][2 + e];
+        }
+      }
     }
   }
-  cluster.sync();
-  // CTA `split` sums its share of the tile over the cluster, in rank order.
-  const int units = p.m * (kRowsPerCta / 4);  // float4s of the valid tokens
-  const int u_end = static_cast<int>(int64_t{split + 1} * units / splits);
-  for (int u = static_cast<int>(int64_t{split} * units / splits) + threadIdx.x; u < u_end;
-       u += kThreads) {
-    const int tok = u / (kRowsPerCta / 4);
+  cluster.sync();  // every partial has arrived; nothing remote follows
+  // Y belongs to the preceding kernel until it has finished.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const int my_begin = tok_begin(split);
+  const int units = (tok_begin(split + 1) - my_begin) * (kRowsPerCta / 4);
+  for (int u = threadIdx.x; u < units; u += kThreads) {
+    const int local = u / (kRowsPerCta / 4);
     const int q = u % (kRowsPerCta / 4);
     const int row = cta_row0 + q * 4;
     if (row >= p.n) continue;  // n % 8 == 0: rows row .. row + 3 are all valid
-    float* mine = red + tok * kRedRowFloats + q * 4;
     float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int r = 0; r < splits; ++r) {
-      const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+    for (int r = 0; r < splits; ++r) {  // rank order: the same bits every run
+      const float4 v =
+          *reinterpret_cast<const float4*>(recv + (r * share + local) * kRedRowFloats + q * 4);
       sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
     }
     if (p.bias != nullptr) {
@@ -238,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1) SkinnyGemmKernel(const Params p) 
       const float2 b23 = UnpackBf16x2(b.y);
       sum.x += b01.x, sum.y += b01.y, sum.z += b23.x, sum.w += b23.y;
     }
-    const int64_t at = tok * p.ldy + row;
+    const int64_t at = (my_begin + local) * p.ldy + row;
     if (p.fp32_out) {
       reinterpret_cast<float4*>(p.y)[at / 4] = sum;
     } else {
@@ -246,7 +305,6 @@ __global__ void __launch_bounds__(kThreads, 1) SkinnyGemmKernel(const Params p) 
           make_uint2(PackBf16x2(sum.x, sum.y), PackBf16x2(sum.z, sum.w));
     }
   }
-  cluster.sync();  // peers read this CTA's tile until here
 }
 
 int TokenTiles(int m) {
@@ -257,13 +315,57 @@ int TokenTiles(int m) {
   return 8;
 }
 
+// cuTensorMapEncodeTiled from the driver, found through the runtime (no
+// link against libcuda).
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                 const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                 const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled GetEncodeTiled() {
+  static const EncodeTiled fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<EncodeTiled>(nullptr);
+    }
+    return reinterpret_cast<EncodeTiled>(f);
+  }();
+  return fn;
+}
+
+// A bf16 [rows][ld] matrix of which the first `cols` columns are used, read
+// in boxes of 64 columns x box_rows rows, 128-byte swizzle, zeros past the
+// edges.
+bool EncodeMap(CUtensorMap* map, const void* ptr, int rows, int cols, int64_t ld,
+               int box_rows) {
+  const EncodeTiled encode = GetEncodeTiled();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kBoxK), static_cast<cuuint32_t>(box_rows)};
+  const cuuint32_t elem[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(ptr), dims, strides,
+                box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <int NT>
-cudaError_t Launch(const Params& p, int splits, bool pdl, cudaStream_t stream) {
+cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t stream) {
   static const cudaError_t attr = cudaFuncSetAttribute(
       SkinnyGemmKernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
   if (attr != cudaSuccess) return attr;
+  CUtensorMap w_map, x_map;
+  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, kRowsPerCta) ||
+      !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
+    return cudaErrorInvalidValue;
+  }
+  const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k, a.fp32_out};
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((p.n + kRowsPerCta - 1) / kRowsPerCta, splits);
+  cfg.gridDim = dim3((a.n + kRowsPerCta - 1) / kRowsPerCta, splits);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = Layout<NT>::kSmem;
   cfg.stream = stream;
@@ -276,7 +378,7 @@ cudaError_t Launch(const Params& p, int splits, bool pdl, cudaStream_t stream) {
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attrs;
   cfg.numAttrs = pdl ? 2 : 1;
-  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT>, p);
+  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT>, w_map, x_map, p);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -284,10 +386,10 @@ bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
-  return a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= kChunkK &&
-         a.k % kChunkK == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k &&
-         a.ldw % 8 == 0 && a.ldy >= a.n && a.ldy % 8 == 0 && Aligned16(a.x) && Aligned16(a.w) &&
-         Aligned16(a.y) && a.x != nullptr && a.w != nullptr && a.y != nullptr &&
+  return a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
+         a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
+         a.ldy >= a.n && a.ldy % 8 == 0 && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
+         a.x != nullptr && a.w != nullptr && a.y != nullptr &&
          (a.bias == nullptr || (!a.fp32_out && reinterpret_cast<uintptr_t>(a.bias) % 8 == 0));
 }
 
@@ -295,7 +397,7 @@ int SkinnyGemmSplits(const SkinnyGemmArgs& a, int num_sms) {
   // One CTA per multiprocessor (its stages take most of shared memory).
   const int row_tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   const int s = std::max(1, num_sms) / std::max(1, row_tiles);
-  return std::clamp(s, 1, std::min(kMaxSplits, std::max(1, a.k / kChunkK)));
+  return std::clamp(s, 1, std::min(kMaxSplits, (a.k + kBoxK - 1) / kBoxK));
 }
 
 absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
@@ -303,13 +405,14 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
   if (!SkinnyGemmSupports(a)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n,
-        " (multiple of 8), k ", a.k, " (multiple of 32), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
+        " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
         " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output"));
   }
-  if (splits < 0 || splits > kMaxSplits || splits > a.k / kChunkK) {
+  const int boxes = (a.k + kBoxK - 1) / kBoxK;
+  if (splits < 0 || splits > kMaxSplits || splits > boxes) {
     return absl::InvalidArgumentError(
         absl::StrCat("skinny gemm: splits ", splits, " must be 0..", kMaxSplits,
-                     " and at most k / 32 = ", a.k / kChunkK));
+                     " and at most ceil(k / 64) = ", boxes));
   }
   if (splits == 0) {
     int dev = 0, sms = 0;
@@ -317,15 +420,13 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     splits = SkinnyGemmSplits(a, sms);
   }
-  const Params p{static_cast<const char*>(a.x), a.ldx, static_cast<const char*>(a.w), a.ldw,
-                 a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k, a.fp32_out};
   cudaError_t err;
   switch (TokenTiles(a.m)) {
-    case 1: err = Launch<1>(p, splits, pdl, stream); break;
-    case 2: err = Launch<2>(p, splits, pdl, stream); break;
-    case 4: err = Launch<4>(p, splits, pdl, stream); break;
-    case 6: err = Launch<6>(p, splits, pdl, stream); break;
-    default: err = Launch<8>(p, splits, pdl, stream); break;
+    case 1: err = Launch<1>(a, splits, pdl, stream); break;
+    case 2: err = Launch<2>(a, splits, pdl, stream); break;
+    case 4: err = Launch<4>(a, splits, pdl, stream); break;
+    case 6: err = Launch<6>(a, splits, pdl, stream); break;
+    default: err = Launch<8>(a, splits, pdl, stream); break;
   }
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("skinny gemm launch: ", cudaGetErrorString(err)));

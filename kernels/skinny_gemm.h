@@ -2,12 +2,12 @@
 //   Y[m][n] = X[m][k] * W[n][k]^T (+ bias[n]),  m <= kSkinnyGemmMaxM,
 // W in Hugging Face layout ([out_features][in_features]), fp32 accumulation,
 // bf16 or fp32 Y. At these shapes the product is bound by reading W once;
-// the kernel streams W from DRAM straight into the tensor cores' operand
-// registers, 16 bytes per load, shares each stage of X among its warps in
-// shared memory, and splits k over the CTAs of a thread-block cluster, which
-// sum their partial tiles through distributed shared memory in a fixed order
+// the kernel streams tiles of W and X into shared memory with the tensor copy
+// engine (a ring of stages on mbarriers, one producer thread, four MMA
+// warps) and splits k over the CTAs of a thread-block cluster, which sum
+// their partial tiles through distributed shared memory in a fixed order
 // (deterministic, no workspace). Launched with programmatic dependent launch
-// it loads its first weights before the preceding kernel has finished.
+// it requests its first weights before the preceding kernel has finished.
 //
 // Plain C++ header; the kernels are in skinny_gemm.cu.
 #ifndef MEMSHARE_KERNELS_SKINNY_GEMM_H_
@@ -26,7 +26,7 @@ inline constexpr int kSkinnyGemmMaxM = 64;
 struct SkinnyGemmArgs {
   int m = 0;  // token rows, 1 .. kSkinnyGemmMaxM
   int n = 0;  // output features, a multiple of 8
-  int k = 0;  // input features, a multiple of 32
+  int k = 0;  // input features, a multiple of 8
   const void* x = nullptr;  // bf16 [m][ldx]
   int64_t ldx = 0;
   const void* w = nullptr;  // bf16 [n][ldw]
@@ -46,7 +46,8 @@ bool SkinnyGemmSupports(const SkinnyGemmArgs& args);
 // given 0.
 int SkinnyGemmSplits(const SkinnyGemmArgs& args, int num_sms);
 
-// Enqueues the product on `stream`. `splits` 0 picks SkinnyGemmSplits();
+// Enqueues the product on `stream`. `splits` 0 picks SkinnyGemmSplits(); at
+// most ceil(k / 64);
 // `pdl` launches with programmatic stream serialization (the kernel waits
 // for its predecessor before it reads X or writes Y; it reads W before).
 // INVALID_ARGUMENT when !SkinnyGemmSupports(args) or splits is outside 0..8.

@@ -134,9 +134,10 @@ class CudaBackend : public Backend {
     // every bucket at creation (a few seconds for a 7B model) instead of
     // taking the heuristic's first choice.
     bool tune_gemms = true;
-    // Let that tuning also time our skinny GEMM (kernels/skinny_gemm.h) for
-    // decode shapes (up to 64 tokens) and keep it where it is faster.
-    bool skinny_gemm = true;
+    // Decode shapes (up to 64 tokens) on our skinny GEMM
+    // (kernels/skinny_gemm.h): where the tuning above times it faster than
+    // cuBLASLt (default), always, or never.
+    SkinnyGemmMode skinny_gemm = SkinnyGemmMode::kWhenFaster;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;

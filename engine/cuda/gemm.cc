@@ -34,6 +34,17 @@ int AlignmentOf(const void* p) {
   return align;
 }
 
+kernels::SkinnyGemmArgs SkinnyArgs(const GemmArgs& g) {
+  kernels::SkinnyGemmArgs s;
+  s.m = g.m, s.n = g.n, s.k = g.k;
+  s.x = g.x, s.ldx = g.ldx;
+  s.w = g.w, s.ldw = g.ldw;
+  s.y = g.y, s.ldy = g.ldy;
+  s.fp32_out = g.out == GemmOut::kFp32;
+  s.bias = g.bias;
+  return s;
+}
+
 }  // namespace
 
 struct CublasLtGemm::Plan {
@@ -182,6 +193,9 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
                                             " k ", g.k));
   }
   plan->candidates.resize(returned);
+  if (options_.skinny == SkinnyGemmMode::kAlways && kernels::SkinnyGemmSupports(SkinnyArgs(g))) {
+    plan->skinny_splits = kernels::SkinnyGemmSplits(SkinnyArgs(g), num_sms_);
+  }
   Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
   return raw;
@@ -203,20 +217,6 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
       "matmul");
 }
 
-namespace {
-
-kernels::SkinnyGemmArgs SkinnyArgs(const GemmArgs& g) {
-  kernels::SkinnyGemmArgs s;
-  s.m = g.m, s.n = g.n, s.k = g.k;
-  s.x = g.x, s.ldx = g.ldx;
-  s.w = g.w, s.ldw = g.ldw;
-  s.y = g.y, s.ldy = g.ldy;
-  s.fp32_out = g.out == GemmOut::kFp32;
-  s.bias = g.bias;
-  return s;
-}
-
-}  // namespace
 
 absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream) {
   return kernels::LaunchSkinnyGemm(SkinnyArgs(args), splits, options_.pdl, stream);
@@ -238,7 +238,7 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
   // k split that fills the GPU and at half of it.
   std::vector<int> skinny;
-  if (options_.skinny && kernels::SkinnyGemmSupports(SkinnyArgs(args))) {
+  if (options_.skinny != SkinnyGemmMode::kOff && kernels::SkinnyGemmSupports(SkinnyArgs(args))) {
     const int full = kernels::SkinnyGemmSplits(SkinnyArgs(args), num_sms_);
     skinny.push_back(full);
     if (full > 1) skinny.push_back(full / 2);
@@ -300,7 +300,7 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");
   if (static_cast<size_t>(best) < num_lt) {
     plan.chosen = best;
-    plan.skinny_splits = 0;
+    if (options_.skinny != SkinnyGemmMode::kAlways) plan.skinny_splits = 0;
   } else {
     plan.skinny_splits = skinny[best - num_lt];
   }

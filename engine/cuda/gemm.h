@@ -32,6 +32,13 @@ namespace memshare::engine::cuda {
 
 enum class GemmOut { kBf16, kFp32 };
 
+// When decode shapes (m <= 64) run on kernels/skinny_gemm instead of cuBLASLt.
+enum class SkinnyGemmMode {
+  kOff,
+  kWhenFaster,  // where Tune() times it faster
+  kAlways,      // every shape it takes, tuned or not (tests)
+};
+
 struct GemmArgs {
   int m = 0;  // rows of X and Y (tokens)
   int n = 0;  // rows of W, columns of Y (output features)
@@ -54,8 +61,7 @@ class CublasLtGemm {
     size_t workspace_bytes = size_t{32} << 20;
     // Candidates asked of the heuristic, and timed by Tune().
     int max_algorithms = 32;
-    // Let Tune() pick the skinny kernel where it is faster than cuBLASLt.
-    bool skinny = true;
+    SkinnyGemmMode skinny = SkinnyGemmMode::kWhenFaster;
     // Launch the skinny kernel with programmatic dependent launch, so that
     // it streams its first weights while the preceding kernel finishes.
     bool pdl = true;

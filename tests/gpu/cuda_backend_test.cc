@@ -178,11 +178,15 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Shape> {};
 // sequence C whose first two blocks are A's (prefix sharing, read through
 // its own table); decode steps of all three (graph bucket 4), one with a
 // row that asks for no logits (eager decode); every row against the CPU.
-TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
-  const Shape sh = GetParam();
+// `skinny`: every decode-shaped GEMM on kernels/skinny_gemm (launched with
+// programmatic dependent launch after the norm, attention and activation
+// kernels, in the graphs too).
+void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny) {
   const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
   const std::string dir = WriteCheckpoint(sh.name, c, 7);
-  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+  CudaBackend::Options options = CudaOptions(dir);
+  options.skinny_gemm = skinny;
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
   ASSERT_TRUE(cuda && cpu);
   std::mt19937 rng(11);
@@ -223,8 +227,16 @@ TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
   }
   EXPECT_EQ(cuda->graph_steps(), 5);
   EXPECT_EQ(cuda->eager_steps(), 3);
-  std::printf("%s: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name, worst,
-              kRelBound);
+  std::printf("%s%s: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name,
+              skinny == SkinnyGemmMode::kAlways ? " (skinny GEMMs)" : "", worst, kRelBound);
+}
+
+TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
+  SamePlansSameLogits(GetParam(), SkinnyGemmMode::kOff);
+}
+
+TEST_P(CudaVsCpuTest, SamePlansSameLogitsSkinnyGemm) {
+  SamePlansSameLogits(GetParam(), SkinnyGemmMode::kAlways);
 }
 
 // One long sequence (630 keys: the decode launch splits it into chunks and

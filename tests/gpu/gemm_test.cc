@@ -133,8 +133,8 @@ TEST(CublasLtGemmTest, Shapes) {
 
 TEST(SkinnyGemmTest, EverySplitAgainstReference) {
   // Ragged token counts (every token-tile width), n not a multiple of the
-  // CTA's 128 rows, k of 1 to 112 chunks of 32, strided operands, bias, fp32
-  // output; each with several k splits, some leaving CTAs without a chunk.
+  // CTA's 128 rows, k from 24 to 18,944 (boxes of 64, the last one ragged),
+  // strided operands, bias, fp32 output; each with several k splits.
   const std::vector<Case> cases = {
       {1, 4608, 3584, 3584, 3584, 4608, GemmOut::kBf16, true, false},  // decode QKV, bias
       {64, 3584, 3584, 3584, 3584, 3584, GemmOut::kBf16, false, false},
@@ -142,14 +142,15 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
       {17, 264, 256, 256, 264, 264, GemmOut::kFp32, false, false},
       {48, 512, 768, 768, 768, 512, GemmOut::kBf16, true, false},
       {33, 1000, 1024, 1032, 1024, 1000, GemmOut::kFp32, false, false},
-      {64, 8, 32, 32, 32, 8, GemmOut::kBf16, false, false},
+      {64, 8, 24, 24, 24, 8, GemmOut::kBf16, false, false},
+      {5, 72, 200, 200, 208, 72, GemmOut::kFp32, false, false},
       {9, 3584, 18944, 18944, 18944, 3584, GemmOut::kBf16, false, false},  // decode down
   };
   uint32_t seed = 200;
   for (const Case& c : cases) {
     std::vector<std::pair<std::string, GemmRun>> runs;
     for (int splits : {0, 1, 3, 8}) {
-      if (splits > c.k / 32) continue;
+      if (splits > (c.k + 63) / 64) continue;
       for (bool pdl : {false, true}) {
         runs.emplace_back(absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits,
                                        " pdl ", pdl),
@@ -221,14 +222,14 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   EXPECT_TRUE(kernels::SkinnyGemmSupports(a));
   auto expect_rejected = [&](kernels::SkinnyGemmArgs b, int splits) {
     EXPECT_FALSE(kernels::SkinnyGemmSupports(b) && splits >= 0 && splits <= 8 &&
-                 splits <= b.k / 32);
+                 splits <= (b.k + 63) / 64);
     EXPECT_EQ(kernels::LaunchSkinnyGemm(b, splits, false, nullptr).code(),
               absl::StatusCode::kInvalidArgument);
   };
   kernels::SkinnyGemmArgs b = a;
   b.m = 65;  // more tokens than the kernel holds
   expect_rejected(b, 0);
-  b = a, b.k = 48;  // not a multiple of 32
+  b = a, b.k = 44, b.ldx = b.ldw = 44;  // not a multiple of 8
   expect_rejected(b, 0);
   b = a, b.n = 60;  // not a multiple of 8
   expect_rejected(b, 0);
@@ -236,7 +237,7 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   expect_rejected(b, 0);
   b = a, b.fp32_out = true, b.bias = dev;  // bias needs bf16 output
   expect_rejected(b, 0);
-  expect_rejected(a, 3);  // more splits than chunks of k (2)
+  expect_rejected(a, 2);  // more splits than 64-k boxes (1)
   expect_rejected(a, -1);
   cudaFree(dev);
 }
