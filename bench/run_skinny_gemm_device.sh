@@ -49,7 +49,7 @@ if has backend; then
       "$bundle/run.sh" cuda_backend_bench --prompts=$batch --prompt_len=64 --gen_len=8 --budgets=2048 \
         --repeats=1 --decode_batch=$batch --skinny=$sk --json="$dir/backend_skinny${sk}_b$batch.json" \
         >"$dir/backend_skinny${sk}_b$batch.log" 2>&1
-      echo "b$batch skinny=$sk: $(grep -E 'decode step ms' "$dir/backend_skinny${sk}_b$batch.log" | tr -s ' ')" | tee -a "$dir/summary.txt"
+      echo "b$batch skinny=$sk: $(grep -E 'decode step ms \(batch' "$dir/backend_skinny${sk}_b$batch.log" | tr -s ' ')" | tee -a "$dir/summary.txt"
     done
   done
 fi

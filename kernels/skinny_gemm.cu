@@ -31,11 +31,11 @@ using device::UnpackBf16x2;
 // copy engine (two 64-k boxes of each per stage, 128-byte swizzle, zero fill
 // past the matrix), completing on the stage's mbarrier; four consumer warps,
 // 32 W rows each, read the swizzled tiles with ldmatrix, run the MMAs and
-// release the stage. The CTAs of a cluster then sum their partial tiles: each
-// pushes the rows of every token to the CTA that owns the token (stores into
-// its shared memory, which do not wait for a reply), and each owner adds what
-// it received in rank order. Pulling the partials instead (loads from the
-// peers' shared memory, one round trip each) cost ~3 us at 64 tokens. Earlier versions were slower than cuBLASLt
+// release the stage. The CTAs of a cluster then sum their partial tiles
+// through distributed shared memory: each reads its share of every peer's
+// tile (all ranks' loads in flight at once) and adds them in rank order.
+// Pushing instead (scalar stores of the MMA fragments into the owner's
+// shared memory) was slower: 23.7 against 17.5 us for QKV at 64 tokens. Earlier versions were slower than cuBLASLt
 // (bench/NOTES-cuda-backend.md, run 6): W through registers (1.1–2.2 TB/s),
 // one bulk copy per row and stage (the copy engine's per-request cost,
 // 0.7 TB/s), and 16-byte cp.async (a multiprocessor's outstanding loads cap
@@ -47,9 +47,8 @@ constexpr int kRowsPerWarp = 32;  // two m16 tiles
 constexpr int kRowsPerCta = kConsumerWarps * kRowsPerWarp;  // 128
 constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + the producer warp
 constexpr int kWBoxBytes = kRowsPerCta * kBoxK * 2;  // 16 KB
-// Partial tiles as received: [source rank][owned token][128 rows] in fp32,
-// rows padded by 16 bytes so that the fragment stores (rows g, tokens 2c)
-// spread over all banks.
+// The partial tile [token][128 rows] in fp32, rows padded by 16 bytes so
+// that the fragment stores (rows g, tokens 2c) spread over all banks.
 constexpr int kRedRowFloats = kRowsPerCta + 4;
 constexpr int kMaxSplits = 8;  // portable cluster size
 
@@ -60,8 +59,7 @@ struct Layout {
   static constexpr int kStageBytes = kStageBoxes * (kWBoxBytes + kXBoxBytes);
   // As many stages as fit in 200 KB, at most 6 (4 at 64 tokens).
   static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
-  // splits * ceil(m / splits) <= m + splits - 1 token rows.
-  static constexpr int kRedBytes = (kTok + 7) * kRedRowFloats * 4;
+  static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
   static constexpr int kBarOffset = std::max(kStages * kStageBytes, kRedBytes);
   // + 1 KB to align the stages to the swizzle's 1,024-byte pattern.
   static constexpr int kSmem = 1024 + kBarOffset + 2 * kStages * 8;
@@ -244,52 +242,48 @@ __global__ void __launch_bounds__(kThreads, 1)
   // The next kernel may start launching; it waits for this grid to finish
   // before it reads Y.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  // Every CTA of the cluster is past its stages: their memory takes the
-  // partial tiles now.
-  cluster.sync();
+  __syncthreads();  // every stage consumed: the stages' memory is free
 
-  // Token t belongs to the rank r with t in [r m / splits, (r + 1) m / splits).
-  auto tok_begin = [&](int r) { return static_cast<int>(int64_t{r} * p.m / splits); };
-  const int share = (p.m + splits - 1) / splits;  // most tokens a rank owns
-  float* recv = reinterpret_cast<float*>(smem);
+  // Partial tile into this CTA's shared memory.
+  float* red = reinterpret_cast<float*>(smem);
   if (warp < kConsumerWarps) {
     const int g = lane >> 2;
     const int c4 = lane & 3;
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
+    for (int h = 0; h < 2; ++h) {
+      const int row_in = warp * kRowsPerWarp + h * 16 + g;
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int tok = t * 8 + 2 * c4 + e;
-        if (tok >= p.m) continue;
-        int owner = MinInt(splits - 1, tok * splits / p.m);
-        while (tok_begin(owner) > tok) --owner;
-        while (owner + 1 < splits && tok_begin(owner + 1) <= tok) ++owner;
-        float* slot =
-            recv + (split * share + tok - tok_begin(owner)) * kRedRowFloats + warp * kRowsPerWarp + g;
-        float* dst = cluster.map_shared_rank(slot, owner);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          dst[h * 16] = acc[h][t][e];
-          dst[h * 16 + 8] = acc[h][t][2 + e];
-        }
+      for (int t = 0; t < NT; ++t) {
+        const int tok = t * 8 + 2 * c4;
+        red[tok * kRedRowFloats + row_in] = acc[h][t][0];
+        red[(tok + 1) * kRedRowFloats + row_in] = acc[h][t][1];
+        red[tok * kRedRowFloats + row_in + 8] = acc[h][t][2];
+        red[(tok + 1) * kRedRowFloats + row_in + 8] = acc[h][t][3];
       }
     }
   }
-  cluster.sync();  // every partial has arrived; nothing remote follows
+  cluster.sync();
   // Y belongs to the preceding kernel until it has finished.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  const int my_begin = tok_begin(split);
-  const int units = (tok_begin(split + 1) - my_begin) * (kRowsPerCta / 4);
-  for (int u = threadIdx.x; u < units; u += kThreads) {
-    const int local = u / (kRowsPerCta / 4);
+  // CTA `split` sums its share of the tile over the cluster, in rank order.
+  const int units = p.m * (kRowsPerCta / 4);  // float4s of the valid tokens
+  const int u_end = static_cast<int>(int64_t{split + 1} * units / splits);
+  for (int u = static_cast<int>(int64_t{split} * units / splits) + threadIdx.x; u < u_end;
+       u += kThreads) {
+    const int tok = u / (kRowsPerCta / 4);
     const int q = u % (kRowsPerCta / 4);
     const int row = cta_row0 + q * 4;
     if (row >= p.n) continue;  // n % 8 == 0: rows row .. row + 3 are all valid
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int r = 0; r < splits; ++r) {  // rank order: the same bits every run
-      const float4 v =
-          *reinterpret_cast<const float4*>(recv + (r * share + local) * kRedRowFloats + q * 4);
-      sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+    float* mine = red + tok * kRedRowFloats + q * 4;
+    float4 v[kMaxSplits];
+#pragma unroll
+    for (int r = 0; r < kMaxSplits; ++r) {  // every round trip at once
+      if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+    }
+    float4 sum = v[0];
+#pragma unroll
+    for (int r = 1; r < kMaxSplits; ++r) {  // rank order: the same bits every run
+      if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
     }
     if (p.bias != nullptr) {
       const uint2 b = *reinterpret_cast<const uint2*>(p.bias + row);
@@ -297,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float2 b23 = UnpackBf16x2(b.y);
       sum.x += b01.x, sum.y += b01.y, sum.z += b23.x, sum.w += b23.y;
     }
-    const int64_t at = (my_begin + local) * p.ldy + row;
+    const int64_t at = tok * p.ldy + row;
     if (p.fp32_out) {
       reinterpret_cast<float4*>(p.y)[at / 4] = sum;
     } else {
@@ -305,6 +299,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           make_uint2(PackBf16x2(sum.x, sum.y), PackBf16x2(sum.z, sum.w));
     }
   }
+  cluster.sync();  // peers read this CTA's tile until here
 }
 
 int TokenTiles(int m) {
