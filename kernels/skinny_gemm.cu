@@ -34,12 +34,16 @@ using device::UnpackBf16x2;
 // release the stage. The CTAs of a cluster then sum their partial tiles
 // through distributed shared memory: each reads its share of every peer's
 // tile (all ranks' loads in flight at once) and adds them in rank order.
-// Pushing instead (scalar stores of the MMA fragments into the owner's
-// shared memory) was slower: 23.7 against 17.5 us for QKV at 64 tokens. Earlier versions were slower than cuBLASLt
-// (bench/NOTES-cuda-backend.md, run 6): W through registers (1.1–2.2 TB/s),
-// one bulk copy per row and stage (the copy engine's per-request cost,
-// 0.7 TB/s), and 16-byte cp.async (a multiprocessor's outstanding loads cap
-// it at ~22 GB/s, 2.3 TB/s over 108 SMs).
+//
+// Where it stands (H100, bench/NOTES-cuda-backend.md, run 6): 2.9 TB/s of
+// weights for the down projection at up to 16 tokens and 2.4 TB/s for QKV
+// and O, ahead of cuBLASLt there; at 64 tokens it wins only on the down
+// projection (51.5 against 54.8 us) and loses on QKV and O by 2-3 us, which
+// Tune() sees. What did not work: W through registers (1.1-2.2 TB/s), one
+// bulk copy per row and stage (the copy engine's per-request cost, 0.7 TB/s),
+// 16-byte cp.async (a multiprocessor's outstanding loads cap it at ~22 GB/s),
+// eight consumer warps (no gain), pushing the partials as scalar stores into
+// the owner's shared memory (QKV at 64 tokens 23.7 against 17.5 us).
 constexpr int kBoxK = 64;       // k per box: 128 bytes, the swizzle span
 constexpr int kStageBoxes = 2;  // 128 k per stage
 constexpr int kConsumerWarps = 4;
