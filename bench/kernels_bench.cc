@@ -24,7 +24,6 @@
 
 #include "common/bf16.h"
 #include "engine/cuda/gemm.h"
-#include "kernels/skinny_gemm.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/block_copy.h"
@@ -34,6 +33,7 @@
 #include "kernels/qkv.h"
 #include "kernels/rope.h"
 #include "kernels/sampling.h"
+#include "kernels/skinny_gemm.h"
 
 namespace memshare::bench {
 namespace {

@@ -3,7 +3,7 @@
 #   scripts/device-bundle.sh --out .device-cudabackend //tests/gpu:cuda_backend_test \
 #     //engine:backend_factory_test \
 #     //tests/gpu:cuda_backend_golden_test //bench:cuda_backend_bench
-# plus tools/golden/make_bf16_reference.py, bench/floor.py, this script and
+# plus tools/golden/make_bf16_reference.py, bench/floor.py, bench/floor_report.sh, this script and
 # ../shared/bench/hf_baseline.py copied into the bundle:
 #
 #   bash BUNDLE/run_cuda_backend_device.sh BUNDLE STAGES [bench args...]
@@ -47,24 +47,7 @@ if has tests; then
 fi
 if has bench; then
   "$bundle/run.sh" cuda_backend_bench --json="$out/bench.json" "$@" 2>&1 | tee -a "$out/bench.log"
-  read -r bw tf < <(python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    j = json.loads(l)
-    if j["measure"] == "ceilings":
-        print(j["copy_gbs"], j["gemm_tflops"])
-' "$out/bench.json")
-  {
-    echo "== floor.py, offline workload, ceilings of this call: $bw GB/s, $tf TFLOP/s"
-    python3 "$bundle/floor.py" --model r1-distill-qwen-7b --prompts 64 --prompt-len 512 \
-      --gen-len 128 --bandwidth-gbs "$bw" --tflops "$tf"
-    echo "== the same with the issue's ceilings (3000 GB/s, 790 TFLOP/s)"
-    python3 "$bundle/floor.py" --model r1-distill-qwen-7b --prompts 64 --prompt-len 512 \
-      --gen-len 128 --bandwidth-gbs 3000 --tflops 790
-    echo "== decode step at batch 64, context 1024 (last line)"
-    python3 "$bundle/floor.py" --model r1-distill-qwen-7b --prompts 64 --prompt-len 896 \
-      --gen-len 128 --bandwidth-gbs "$bw" --tflops "$tf" | tail -n 1
-  } 2>&1 | tee "$out/floor.log"
+  bash "$bundle/floor_report.sh" "$out/bench.json" "$bundle/floor.py" 2>&1 | tee "$out/floor.log"
 fi
 if has peer; then
   PYTHONUNBUFFERED=1 python3 -W ignore "$bundle/hf_baseline.py" --model r1-distill-qwen-7b \

@@ -3,7 +3,8 @@
 #   scripts/device-bundle.sh --out .device-sk //tests/gpu:gemm_test \
 #     //tests/gpu:cuda_backend_test //tests/gpu:attention_test //tests/gpu:norm_test \
 #     //tests/gpu:small_kernels_test //bench:kernels_bench //bench:cuda_backend_bench
-# plus ../shared/bench/hf_baseline.py and bench/floor.py copied into it:
+# plus ../shared/bench/hf_baseline.py, bench/floor.py and bench/floor_report.sh
+# copied into it:
 #
 #   bash bench/run_skinny_gemm_device.sh BUNDLE STAGES
 #
@@ -57,22 +58,8 @@ if has peer; then
   PYTHONUNBUFFERED=1 python3 -W ignore "$bundle/hf_baseline.py" --model r1-distill-qwen-7b --prompts 64 \
     --prompt-len 512 --gen-len 128 --modes static >"$dir/peer.log" 2>&1
   tail -n 5 "$dir/peer.log" | tee -a "$dir/summary.txt"
-  read -r bw tf < <(python3 -c '
-import json, sys
-for l in open(sys.argv[1]):
-    j = json.loads(l)
-    if j["measure"] == "ceilings":
-        print(j["copy_gbs"], j["gemm_tflops"])
-' "$dir/backend_skinny1_b64_r0.json")
-  {
-    echo "== floor.py, offline workload, ceilings of this call: $bw GB/s, $tf TFLOP/s"
-    python3 "$bundle/floor.py" --model r1-distill-qwen-7b --prompts 64 --prompt-len 512 \
-      --gen-len 128 --bandwidth-gbs "$bw" --tflops "$tf"
-    echo "== decode step at batch 64, context 1024 (last line)"
-    python3 "$bundle/floor.py" --model r1-distill-qwen-7b --prompts 64 --prompt-len 896 \
-      --gen-len 128 --bandwidth-gbs "$bw" --tflops "$tf" | tail -n 1
-  } >"$dir/floor.log" 2>&1
-  cat "$dir/floor.log" | tee -a "$dir/summary.txt"
+  bash "$bundle/floor_report.sh" "$dir/backend_skinny1_b64_r0.json" "$bundle/floor.py" >"$dir/floor.log" 2>&1
+  tee -a "$dir/summary.txt" <"$dir/floor.log"
 fi
 tar czf "$out/skinny.tgz" -C "$out" skinny && rm -rf "$dir"
 echo "tests: $([[ $fail == 0 ]] && echo all passed || echo SOME FAILED)"

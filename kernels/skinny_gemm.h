@@ -24,9 +24,9 @@ namespace memshare::kernels {
 inline constexpr int kSkinnyGemmMaxM = 64;
 
 struct SkinnyGemmArgs {
-  int m = 0;  // token rows, 1 .. kSkinnyGemmMaxM
-  int n = 0;  // output features, a multiple of 8
-  int k = 0;  // input features, a multiple of 8
+  int m = 0;                // token rows, 1 .. kSkinnyGemmMaxM
+  int n = 0;                // output features, a multiple of 8
+  int k = 0;                // input features, a multiple of 8
   const void* x = nullptr;  // bf16 [m][ldx]
   int64_t ldx = 0;
   const void* w = nullptr;  // bf16 [n][ldw]

@@ -380,7 +380,7 @@ class CudaBackend : public Backend {
   // tp_size > 1, sampling on shards: each row's greedy candidate
   // (greedy_candidate.h), this rank's, then the best of every rank's.
   uint64_t* candidates_ = nullptr;  // [max_seqs]
-  float* logprobs_ = nullptr;   // [max_seqs]
+  float* logprobs_ = nullptr;       // [max_seqs]
   void* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
 

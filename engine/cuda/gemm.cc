@@ -34,7 +34,9 @@ int AlignmentOf(const void* p) {
   return align;
 }
 
-kernels::SkinnyGemmArgs SkinnyArgs(const GemmArgs& g) {
+}  // namespace
+
+kernels::SkinnyGemmArgs ToSkinnyGemmArgs(const GemmArgs& g) {
   kernels::SkinnyGemmArgs s;
   s.m = g.m, s.n = g.n, s.k = g.k;
   s.x = g.x, s.ldx = g.ldx;
@@ -44,8 +46,6 @@ kernels::SkinnyGemmArgs SkinnyArgs(const GemmArgs& g) {
   s.bias = g.bias;
   return s;
 }
-
-}  // namespace
 
 struct CublasLtGemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -72,8 +72,8 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(const Options
   if (absl::Status s = LtStatus(cublasLtCreate(&handle), "create"); !s.ok()) return s;
   void* workspace = nullptr;
   if (options.workspace_bytes > 0) {
-    if (absl::Status s = CudaStatus(cudaMalloc(&workspace, options.workspace_bytes),
-                                    "gemm workspace");
+    if (absl::Status s =
+            CudaStatus(cudaMalloc(&workspace, options.workspace_bytes), "gemm workspace");
         !s.ok()) {
       cublasLtDestroy(handle);
       return s;
@@ -111,8 +111,7 @@ absl::Status CublasLtGemm::CheckArgs(const GemmArgs& g) {
 CublasLtGemm::Key CublasLtGemm::KeyOf(const GemmArgs& g) {
   const int align = std::min({AlignmentOf(g.x), AlignmentOf(g.w), AlignmentOf(g.y),
                               g.bias != nullptr ? AlignmentOf(g.bias) : 256});
-  return Key{g.m, g.n, g.k, g.ldx, g.ldw, g.ldy, static_cast<int>(g.out), g.bias != nullptr,
-             align};
+  return Key{g.m, g.n, g.k, g.ldx, g.ldw, g.ldy, static_cast<int>(g.out), g.bias != nullptr, align};
 }
 
 std::string CublasLtGemm::Choice(const GemmArgs& args) const {
@@ -151,18 +150,18 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
     cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
                                    sizeof(g.bias));
   }
-  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, g.k, g.n, g.ldw),
-                                "layout W");
+  if (absl::Status s =
+          LtStatus(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_16BF, g.k, g.n, g.ldw), "layout W");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, g.k, g.m, g.ldx),
-                                "layout X");
+  if (absl::Status s =
+          LtStatus(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_16BF, g.k, g.m, g.ldx), "layout X");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = LtStatus(cublasLtMatrixLayoutCreate(&plan->c, out_type, g.n, g.m, g.ldy),
-                                "layout Y");
+  if (absl::Status s =
+          LtStatus(cublasLtMatrixLayoutCreate(&plan->c, out_type, g.n, g.m, g.ldy), "layout Y");
       !s.ok()) {
     return s;
   }
@@ -175,10 +174,9 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
   const uint32_t align_bytes = static_cast<uint32_t>(align);
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
-  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+  for (auto attr :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
     cublasLtMatmulPreferenceSetAttribute(pref, attr, &align_bytes, sizeof(align_bytes));
   }
   plan->candidates.resize(options_.max_algorithms);
@@ -189,12 +187,13 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
   cublasLtMatmulPreferenceDestroy(pref);
   if (absl::Status s = LtStatus(hs, "heuristic"); !s.ok()) return s;
   if (returned == 0) {
-    return absl::InternalError(absl::StrCat("cuBLASLt: no algorithm for m ", g.m, " n ", g.n,
-                                            " k ", g.k));
+    return absl::InternalError(
+        absl::StrCat("cuBLASLt: no algorithm for m ", g.m, " n ", g.n, " k ", g.k));
   }
   plan->candidates.resize(returned);
-  if (options_.skinny == SkinnyGemmMode::kAlways && kernels::SkinnyGemmSupports(SkinnyArgs(g))) {
-    plan->skinny_splits = kernels::SkinnyGemmSplits(SkinnyArgs(g), num_sms_);
+  if (options_.skinny == SkinnyGemmMode::kAlways &&
+      kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(g))) {
+    plan->skinny_splits = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(g), num_sms_);
   }
   Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
@@ -209,17 +208,15 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
   }
   const float alpha = 1.f;
   const float beta = 0.f;
-  return LtStatus(
-      cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan.op, &alpha, g.w, plan.a, g.x,
-                     plan.b, &beta, g.y, plan.c, g.y, plan.c,
-                     static_cast<const cublasLtMatmulAlgo_t*>(algo), workspace_,
-                     options_.workspace_bytes, stream),
-      "matmul");
+  return LtStatus(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), plan.op, &alpha, g.w,
+                                 plan.a, g.x, plan.b, &beta, g.y, plan.c, g.y, plan.c,
+                                 static_cast<const cublasLtMatmulAlgo_t*>(algo), workspace_,
+                                 options_.workspace_bytes, stream),
+                  "matmul");
 }
 
-
 absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream) {
-  return kernels::LaunchSkinnyGemm(SkinnyArgs(args), splits, options_.pdl, stream);
+  return kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(args), splits, options_.pdl, stream);
 }
 
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
@@ -238,8 +235,9 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
   // k split that fills the GPU and at half of it.
   std::vector<int> skinny;
-  if (options_.skinny != SkinnyGemmMode::kOff && kernels::SkinnyGemmSupports(SkinnyArgs(args))) {
-    const int full = kernels::SkinnyGemmSplits(SkinnyArgs(args), num_sms_);
+  if (options_.skinny != SkinnyGemmMode::kOff &&
+      kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(args))) {
+    const int full = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(args), num_sms_);
     skinny.push_back(full);
     if (full > 1) skinny.push_back(full / 2);
   }

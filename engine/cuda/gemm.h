@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/skinny_gemm.h"
 
 namespace memshare::engine::cuda {
 
@@ -40,9 +41,9 @@ enum class SkinnyGemmMode {
 };
 
 struct GemmArgs {
-  int m = 0;  // rows of X and Y (tokens)
-  int n = 0;  // rows of W, columns of Y (output features)
-  int k = 0;  // columns of X and W (input features)
+  int m = 0;                // rows of X and Y (tokens)
+  int n = 0;                // rows of W, columns of Y (output features)
+  int k = 0;                // columns of X and W (input features)
   const void* x = nullptr;  // bf16 [m][ldx]
   int64_t ldx = 0;
   const void* w = nullptr;  // bf16 [n][ldw]
@@ -52,6 +53,9 @@ struct GemmArgs {
   GemmOut out = GemmOut::kBf16;
   const void* bias = nullptr;  // bf16 [n] or null; bf16 output only
 };
+
+// The same product as kernels/skinny_gemm takes it.
+kernels::SkinnyGemmArgs ToSkinnyGemmArgs(const GemmArgs& args);
 
 class CublasLtGemm {
  public:

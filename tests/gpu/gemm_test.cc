@@ -9,9 +9,9 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
-#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +37,8 @@ struct Case {
 // leaves in Y. A run gets the device buffers' arguments; Y is poisoned (NaN)
 // before each. The reference is computed once for all runs.
 using GemmRun = std::function<void(const GemmArgs&)>;
-void CheckCase(const Case& c, uint32_t seed, const std::vector<std::pair<std::string, GemmRun>>& runs) {
+void CheckCase(const Case& c, uint32_t seed,
+               const std::vector<std::pair<std::string, GemmRun>>& runs) {
   std::mt19937 rng(seed);
   const auto x = testing::RandomBf16(size_t(c.m) * c.ldx, rng);
   const auto w = testing::RandomBf16(size_t(c.n) * c.ldw, rng, 0.05f);
@@ -57,7 +58,8 @@ void CheckCase(const Case& c, uint32_t seed, const std::vector<std::pair<std::st
     for (int j = 0; j < c.n; ++j) {
       double acc = c.bias ? Bf16ToFloat(b[j]) : 0.0;
       for (int l = 0; l < c.k; ++l) {
-        acc += double(Bf16ToFloat(x[size_t(i) * c.ldx + l])) * Bf16ToFloat(w[size_t(j) * c.ldw + l]);
+        acc +=
+            double(Bf16ToFloat(x[size_t(i) * c.ldx + l])) * Bf16ToFloat(w[size_t(j) * c.ldw + l]);
       }
       ref.push_back(acc);
     }
@@ -101,25 +103,14 @@ void RunCase(CublasLtGemm& gemm, const Case& c, uint32_t seed) {
                        }}});
 }
 
-kernels::SkinnyGemmArgs ToSkinny(const GemmArgs& a) {
-  kernels::SkinnyGemmArgs s;
-  s.m = a.m, s.n = a.n, s.k = a.k;
-  s.x = a.x, s.ldx = a.ldx;
-  s.w = a.w, s.ldw = a.ldw;
-  s.y = a.y, s.ldy = a.ldy;
-  s.fp32_out = a.out == GemmOut::kFp32;
-  s.bias = a.bias;
-  return s;
-}
-
 TEST(CublasLtGemmTest, Shapes) {
   auto gemm = CublasLtGemm::Create({});
   ASSERT_TRUE(gemm.ok()) << gemm.status();
   const std::vector<Case> cases = {
-      {1, 4608, 3584, 3584, 3584, 4608, GemmOut::kBf16, false, false},   // decode QKV
-      {7, 512, 1024, 1024, 1024, 512, GemmOut::kBf16, true, false},      // bias epilogue
-      {64, 1000, 256, 256, 256, 1000, GemmOut::kFp32, false, false},     // logits in fp32
-      {256, 384, 512, 520, 512, 400, GemmOut::kBf16, false, true},       // strided, tuned
+      {1, 4608, 3584, 3584, 3584, 4608, GemmOut::kBf16, false, false},  // decode QKV
+      {7, 512, 1024, 1024, 1024, 512, GemmOut::kBf16, true, false},     // bias epilogue
+      {64, 1000, 256, 256, 256, 1000, GemmOut::kFp32, false, false},    // logits in fp32
+      {256, 384, 512, 520, 512, 400, GemmOut::kBf16, false, true},      // strided, tuned
       {33, 256, 2048, 2048, 2056, 256, GemmOut::kBf16, true, true},
       {128, 3584, 512, 512, 512, 3584, GemmOut::kBf16, false, false},
   };
@@ -152,14 +143,14 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
     for (int splits : {0, 1, 3, 8}) {
       if (splits > (c.k + 63) / 64) continue;
       for (bool pdl : {false, true}) {
-        runs.emplace_back(absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits,
-                                       " pdl ", pdl),
-                          [splits, pdl](const GemmArgs& a) {
-                            ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinny(a)));
-                            const absl::Status s =
-                                kernels::LaunchSkinnyGemm(ToSkinny(a), splits, pdl, nullptr);
-                            ASSERT_TRUE(s.ok()) << s;
-                          });
+        runs.emplace_back(
+            absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits, " pdl ", pdl),
+            [splits, pdl](const GemmArgs& a) {
+              ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(a)));
+              const absl::Status s =
+                  kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(a), splits, pdl, nullptr);
+              ASSERT_TRUE(s.ok()) << s;
+            });
       }
     }
     CheckCase(c, seed++, runs);
@@ -177,7 +168,8 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   std::vector<std::unique_ptr<DeviceBuffer<Bf16>>> ws;
   std::vector<const void*> rotate;
   for (int i = 0; i < 4; ++i) {
-    ws.push_back(std::make_unique<DeviceBuffer<Bf16>>(testing::RandomBf16(size_t(n) * k, rng, 0.05f)));
+    ws.push_back(
+        std::make_unique<DeviceBuffer<Bf16>>(testing::RandomBf16(size_t(n) * k, rng, 0.05f)));
     rotate.push_back(ws.back()->get());
   }
   DeviceBuffer<Bf16> y1(size_t(m) * n), y2(size_t(m) * n), y3(size_t(m) * n);
@@ -186,9 +178,9 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   a.x = x.get(), a.ldx = k;
   a.w = ws[0]->get(), a.ldw = k;
   a.y = y1.get(), a.ldy = n;
-  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinny(a), 0, true, nullptr).ok());
+  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(a), 0, true, nullptr).ok());
   a.y = y2.get();
-  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinny(a), 0, true, nullptr).ok());
+  ASSERT_TRUE(kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(a), 0, true, nullptr).ok());
   ASSERT_CUDA(cudaDeviceSynchronize());
   const auto b1 = y1.Download(), b2 = y2.Download();
   EXPECT_EQ(std::memcmp(b1.data(), b2.data(), b1.size() * sizeof(Bf16)), 0);
