@@ -47,14 +47,36 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/process_main.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/gemm.h"
 #include "engine/id_text_codec.h"
 #include "engine/llm_engine.h"
 #include "engine/model/model_config.h"
 #include "kernels/dummy_weights.h"
+
+ABSL_FLAG(int, prompts, 64, "Offline workload: number of prompts.");
+ABSL_FLAG(int, prompt_len, 512, "Offline workload: tokens per prompt (random ids).");
+ABSL_FLAG(int, gen_len, 128, "Offline workload: tokens generated per prompt (greedy, EOS ignored).");
+ABSL_FLAG(std::vector<std::string>, budgets, {"8192"},
+          "Token budgets (max tokens per step), comma-separated: one throughput run each.");
+ABSL_FLAG(int, tune_prefill, 1,
+          "0: GEMMs tuned for the decode buckets only; 1: also runs with them tuned for each "
+          "budget's token count; 2: only the latter.");
+ABSL_FLAG(int, repeats, 3, "Timed throughput runs per configuration (after one warm-up run).");
+ABSL_FLAG(int, decode_batch, 64, "Decode step measurement: sequences per step.");
+ABSL_FLAG(int, decode_context, 1024, "Decode step measurement: context of every sequence.");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9, "Share of the GPU's memory the backend may use.");
+ABSL_FLAG(std::vector<std::string>, engine, {},
+          "Also run the offline workload through LlmEngine with tokens sampled on the GPU "
+          "(device) and/or on the host from downloaded logits (host), comma-separated.");
+ABSL_FLAG(bool, skinny, true,
+          "Let GEMM tuning pick kernels/skinny_gemm for decode shapes (false: cuBLASLt only).");
+ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 
 namespace memshare::bench {
 namespace {
@@ -85,58 +107,60 @@ struct Args {
   bool skinny = true;
 };
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    const size_t eq = s.find('=');
-    if (s.rfind("--", 0) != 0 || eq == std::string::npos) {
-      std::fprintf(stderr, "bad argument %s\n", s.c_str());
+// Reads the flags into `a`; false (after saying why on stderr) for a value
+// out of range.
+bool ArgsFromFlags(Args* a) {
+  a->prompts = absl::GetFlag(FLAGS_prompts);
+  a->prompt_len = absl::GetFlag(FLAGS_prompt_len);
+  a->gen_len = absl::GetFlag(FLAGS_gen_len);
+  a->budgets.clear();
+  for (const std::string& b : absl::GetFlag(FLAGS_budgets)) {
+    int v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v < 1) {
+      std::fprintf(stderr, "--budgets: positive token counts, got \"%s\"\n", b.c_str());
       return false;
     }
-    const std::string k = s.substr(2, eq - 2), v = s.substr(eq + 1);
-    if (k == "prompts")
-      a->prompts = std::atoi(v.c_str());
-    else if (k == "prompt_len")
-      a->prompt_len = std::atoi(v.c_str());
-    else if (k == "gen_len")
-      a->gen_len = std::atoi(v.c_str());
-    else if (k == "budgets") {
-      a->budgets.clear();
-      for (size_t at = 0; at < v.size();) {
-        const size_t comma = std::min(v.find(',', at), v.size());
-        a->budgets.push_back(std::atoi(v.substr(at, comma - at).c_str()));
-        at = comma + 1;
-      }
-    } else if (k == "tune_prefill")
-      a->tune_prefill = std::atoi(v.c_str());
-    else if (k == "repeats")
-      a->repeats = std::atoi(v.c_str());
-    else if (k == "decode_batch")
-      a->decode_batch = std::atoi(v.c_str());
-    else if (k == "decode_context")
-      a->decode_context = std::atoi(v.c_str());
-    else if (k == "gpu_memory_utilization")
-      a->gpu_memory_utilization = std::atof(v.c_str());
-    else if (k == "json")
-      a->json = v;
-    else if (k == "skinny")
-      a->skinny = std::atoi(v.c_str()) != 0;
-    else if (k == "engine") {
-      a->engine_modes.clear();
-      for (size_t at = 0; at < v.size();) {
-        const size_t comma = std::min(v.find(',', at), v.size());
-        const std::string mode = v.substr(at, comma - at);
-        if (mode != "device" && mode != "host") {
-          std::fprintf(stderr, "--engine: device or host, got %s\n", mode.c_str());
-          return false;
-        }
-        a->engine_modes.push_back(mode);
-        at = comma + 1;
-      }
-    } else {
-      std::fprintf(stderr, "unknown flag --%s\n", k.c_str());
+    a->budgets.push_back(v);
+  }
+  a->tune_prefill = absl::GetFlag(FLAGS_tune_prefill);
+  a->repeats = absl::GetFlag(FLAGS_repeats);
+  a->decode_batch = absl::GetFlag(FLAGS_decode_batch);
+  a->decode_context = absl::GetFlag(FLAGS_decode_context);
+  a->gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  a->json = absl::GetFlag(FLAGS_json);
+  a->skinny = absl::GetFlag(FLAGS_skinny);
+  a->engine_modes.clear();
+  for (const std::string& mode : absl::GetFlag(FLAGS_engine)) {
+    if (mode != "device" && mode != "host") {
+      std::fprintf(stderr, "--engine: device or host, got \"%s\"\n", mode.c_str());
       return false;
     }
+    a->engine_modes.push_back(mode);
+  }
+  const struct {
+    const char* name;
+    int value, min;
+  } ints[] = {{"prompts", a->prompts, 1},          {"prompt_len", a->prompt_len, 1},
+              {"gen_len", a->gen_len, 2},          {"repeats", a->repeats, 0},
+              {"decode_batch", a->decode_batch, 1}, {"decode_context", a->decode_context, 1}};
+  for (const auto& i : ints) {
+    if (i.value < i.min) {
+      std::fprintf(stderr, "--%s: at least %d, got %d\n", i.name, i.min, i.value);
+      return false;
+    }
+  }
+  if (a->budgets.empty()) {
+    std::fprintf(stderr, "--budgets: at least one token budget\n");
+    return false;
+  }
+  if (a->tune_prefill < 0 || a->tune_prefill > 2) {
+    std::fprintf(stderr, "--tune_prefill: 0, 1 or 2, got %d\n", a->tune_prefill);
+    return false;
+  }
+  if (!(a->gpu_memory_utilization > 0 && a->gpu_memory_utilization <= 1)) {
+    std::fprintf(stderr, "--gpu_memory_utilization: in (0, 1], got %g\n",
+                 a->gpu_memory_utilization);
+    return false;
   }
   return true;
 }
@@ -488,8 +512,12 @@ EngineResult RunEngineThroughput(engine::Backend& b, const Args& a, int budget,
 
 int main(int argc, char** argv) {
   using namespace memshare::bench;  // NOLINT
+  memshare::ParseFlags(argc, argv,
+                       "CUDA backend benchmarks on R1-Distill-Qwen-7B shapes with dummy weights: "
+                       "copy and GEMM ceilings, offline throughput, decode step, block distance. "
+                       "Needs a GPU.");
   Args a;
-  if (!ParseArgs(argc, argv, &a)) return 2;
+  if (!ArgsFromFlags(&a)) return 2;
   Report report(a.json);
   cudaDeviceProp props;
   CHECK_CUDA(cudaGetDeviceProperties(&props, 0));

@@ -42,12 +42,26 @@
 #include <utility>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "common/process_main.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model/weight_spec.h"
 #include "engine/parallel/group_follower.h"
 #include "engine/parallel/group_leader_backend.h"
 #include "engine/parallel/tp_group.h"
+
+ABSL_FLAG(int, tp, 1, "Tensor-parallel ranks (1: the whole model on this GPU).");
+ABSL_FLAG(int, rank, 0, "This process's rank (0 .. tp - 1); rank 0 listens, the others join it.");
+ABSL_FLAG(int, port, 29611, "Rank 0's rendezvous port on 127.0.0.1.");
+ABSL_FLAG(std::string, model, "r1-7b", "Model shapes (dummy weights): r1-7b or qwq-32b.");
+ABSL_FLAG(int, batch, 64, "Sequences per decode step.");
+ABSL_FLAG(int, context, 1024, "Context of every sequence.");
+ABSL_FLAG(int, steps, 40, "Timed decode steps (after a warm-up).");
+ABSL_FLAG(int, timeout_s, 30, "Collective timeout: a rank that waits longer fails.");
+ABSL_FLAG(bool, collectives, true,
+          "Also measure the collectives alone before the model loads (TP > 1).");
+ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 
 namespace memshare::bench {
 namespace {
@@ -72,41 +86,33 @@ struct Args {
   std::string json;
 };
 
-bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    const size_t eq = s.find('=');
-    if (s.rfind("--", 0) != 0 || eq == std::string::npos) {
-      std::fprintf(stderr, "bad argument %s\n", s.c_str());
-      return false;
-    }
-    const std::string k = s.substr(2, eq - 2), v = s.substr(eq + 1);
-    if (k == "tp") {
-      a->tp = std::atoi(v.c_str());
-    } else if (k == "rank") {
-      a->rank = std::atoi(v.c_str());
-    } else if (k == "port") {
-      a->port = std::atoi(v.c_str());
-    } else if (k == "model") {
-      a->model = v;
-    } else if (k == "batch") {
-      a->batch = std::atoi(v.c_str());
-    } else if (k == "context") {
-      a->context = std::atoi(v.c_str());
-    } else if (k == "steps") {
-      a->steps = std::atoi(v.c_str());
-    } else if (k == "timeout_s") {
-      a->timeout_s = std::atoi(v.c_str());
-    } else if (k == "collectives") {
-      a->collectives = v != "0";
-    } else if (k == "json") {
-      a->json = v;
-    } else {
-      std::fprintf(stderr, "unknown flag --%s\n", k.c_str());
-      return false;
-    }
-  }
-  return a->tp >= 1 && a->rank >= 0 && a->rank < a->tp && a->batch >= 1 && a->context >= 2;
+// Reads the flags into `a`; false (after saying why on stderr) for a value
+// out of range.
+bool ArgsFromFlags(Args* a) {
+  a->tp = absl::GetFlag(FLAGS_tp);
+  a->rank = absl::GetFlag(FLAGS_rank);
+  a->port = absl::GetFlag(FLAGS_port);
+  a->model = absl::GetFlag(FLAGS_model);
+  a->batch = absl::GetFlag(FLAGS_batch);
+  a->context = absl::GetFlag(FLAGS_context);
+  a->steps = absl::GetFlag(FLAGS_steps);
+  a->timeout_s = absl::GetFlag(FLAGS_timeout_s);
+  a->collectives = absl::GetFlag(FLAGS_collectives);
+  a->json = absl::GetFlag(FLAGS_json);
+  std::string why;
+  if (a->tp < 1) why = absl::StrCat("--tp: at least 1, got ", a->tp);
+  else if (a->rank < 0 || a->rank >= a->tp)
+    why = absl::StrCat("--rank: 0 .. tp - 1 = ", a->tp - 1, ", got ", a->rank);
+  else if (a->port < 1 || a->port > 65535) why = absl::StrCat("--port: 1 .. 65535, got ", a->port);
+  else if (a->model != "r1-7b" && a->model != "qwq-32b")
+    why = absl::StrCat("--model: r1-7b or qwq-32b, got \"", a->model, "\"");
+  else if (a->batch < 1) why = absl::StrCat("--batch: at least 1, got ", a->batch);
+  else if (a->context < 2) why = absl::StrCat("--context: at least 2, got ", a->context);
+  else if (a->steps < 1) why = absl::StrCat("--steps: at least 1, got ", a->steps);
+  else if (a->timeout_s < 1) why = absl::StrCat("--timeout_s: at least 1, got ", a->timeout_s);
+  if (why.empty()) return true;
+  std::fprintf(stderr, "%s\n", why.c_str());
+  return false;
 }
 
 double Now() {
@@ -418,8 +424,11 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
 
 int Main(int argc, char** argv) {
   setenv("NCCL_NVLS_ENABLE", "0", 1);
+  memshare::ParseFlags(argc, argv,
+                       "Tensor-parallel decode benchmark with dummy weights (one process per "
+                       "rank). Needs a GPU per rank.");
   Args a;
-  if (!ParseArgs(argc, argv, &a)) return 2;
+  if (!ArgsFromFlags(&a)) return 2;
   Report report(a.json, a.rank == 0);
   const engine::model::ModelConfig c = Model(a.model);
   if (a.tp == 1) {
