@@ -56,15 +56,12 @@ constexpr int kWBoxBytes = kRowsPerCta * kBoxK * 2;  // 16 KB
 constexpr int kRedRowFloats = kRowsPerCta + 4;
 constexpr int kMaxSplits = 8;  // portable cluster size
 
-// kGlu: X is silu(gate) * up, read as two boxes (gate, up) per 64 k and
-// combined in place in the gate box before the MMAs.
-template <int NT, bool kGlu>
+template <int NT>
 struct Layout {
   static constexpr int kTok = 8 * NT;
   static constexpr int kXBoxBytes = kTok * kBoxK * 2;  // a multiple of 1 KB
-  static constexpr int kXBoxes = kGlu ? 2 : 1;         // per 64 k
-  static constexpr int kStageBytes = kStageBoxes * (kWBoxBytes + kXBoxes * kXBoxBytes);
-  // As many stages as fit in 200 KB, at most 6 (4 at 64 tokens, 3 with kGlu).
+  static constexpr int kStageBytes = kStageBoxes * (kWBoxBytes + kXBoxBytes);
+  // As many stages as fit in 200 KB, at most 6 (4 at 64 tokens).
   static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
   static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
   static constexpr int kBarOffset = std::max(kStages * kStageBytes, kRedBytes);
@@ -126,46 +123,14 @@ __device__ __forceinline__ uint32_t Swizzled(uint32_t box, int row, int unit) {
   return box + row * 128 + ((unit ^ (row & 7)) << 4);
 }
 
-__device__ __forceinline__ uint4 Lds128(uint32_t addr) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(addr));
-  return v;
-}
-
-__device__ __forceinline__ void Sts128(uint32_t addr, const uint4& v) {
-  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y),
-               "r"(v.z), "r"(v.w)
-               : "memory");
-}
-
-// silu(g) * u of four bf16 pairs, rounded once to bf16: the arithmetic of
-// kernels/activation.cu's SiLU-and-multiply, so the fused product reads the
-// same activations.
-__device__ __forceinline__ uint4 SiluMul(const uint4& g, const uint4& u) {
-  const uint32_t* gp = &g.x;
-  const uint32_t* up = &u.x;
-  uint4 r;
-  uint32_t* rp = &r.x;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 fg = UnpackBf16x2(gp[j]);
-    const float2 fu = UnpackBf16x2(up[j]);
-    rp[j] = PackBf16x2(fg.x / (1.f + __expf(-fg.x)) * fu.x, fg.y / (1.f + __expf(-fg.y)) * fu.y);
-  }
-  return r;
-}
-
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
 // W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 64-k
 // boxes; consumer warp w owns rows 128x + 32w .. + 31 and every token.
-template <int NT, bool kGlu>
+template <int NT>
 __global__ void __launch_bounds__(kThreads, 1)
     SkinnyGemmKernel(const __grid_constant__ CUtensorMap w_map,
-                     const __grid_constant__ CUtensorMap x_map,
-                     const __grid_constant__ CUtensorMap up_map, const Params p) {
-  using L = Layout<NT, kGlu>;
+                     const __grid_constant__ CUtensorMap x_map, const Params p) {
+  using L = Layout<NT>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -174,10 +139,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto full = [&](int s) { return bars + 8 * s; };
   auto empty = [&](int s) { return bars + 8 * (L::kStages + s); };
   auto w_box = [&](int s, int b) { return base + s * L::kStageBytes + b * kWBoxBytes; };
-  // Box `which` (0: X or gate, 1: up) of the b-th 64 k of stage s.
-  auto x_box = [&](int s, int b, int which = 0) {
-    return base + s * L::kStageBytes + kStageBoxes * kWBoxBytes +
-           (b * L::kXBoxes + which) * L::kXBoxBytes;
+  auto x_box = [&](int s, int b) {
+    return base + s * L::kStageBytes + kStageBoxes * kWBoxBytes + b * L::kXBoxBytes;
   };
 
   const int warp = threadIdx.x >> 5;
@@ -212,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       auto boxes = [&](int i) { return MinInt(kStageBoxes, nboxes - i * kStageBoxes); };
       auto issue_w = [&](int i) {
         const int s = i % L::kStages;
-        BarArriveExpect(full(s), boxes(i) * (kWBoxBytes + L::kXBoxes * L::kXBoxBytes));
+        BarArriveExpect(full(s), boxes(i) * (kWBoxBytes + L::kXBoxBytes));
         for (int b = 0; b < boxes(i); ++b) {
           TmaLoad(w_box(s, b), &w_map, (b0 + i * kStageBoxes + b) * kBoxK, cta_row0, full(s));
         }
@@ -221,9 +184,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = i % L::kStages;
         for (int b = 0; b < boxes(i); ++b) {
           TmaLoad(x_box(s, b), &x_map, (b0 + i * kStageBoxes + b) * kBoxK, 0, full(s));
-          if constexpr (kGlu) {
-            TmaLoad(x_box(s, b, 1), &up_map, (b0 + i * kStageBoxes + b) * kBoxK, 0, full(s));
-          }
         }
       };
       // Programmatic dependent launch: W is never written, so its first
@@ -251,20 +211,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = i % L::kStages;
       BarWait(full(s), (i / L::kStages) & 1);
       const int nb = MinInt(kStageBoxes, nboxes - i * kStageBoxes);
-      if constexpr (kGlu) {
-        // silu(gate) * up in place of gate: an elementwise map, so the
-        // swizzled layout is kept. Then every consumer warp waits for all of
-        // it (named barrier 1, the 128 consumer threads).
-        for (int b = 0; b < nb; ++b) {
-          for (int o = threadIdx.x * 16; o < L::kXBoxBytes; o += kConsumerWarps * 32 * 16) {
-            Sts128(x_box(s, b) + o, SiluMul(Lds128(x_box(s, b) + o), Lds128(x_box(s, b, 1) + o)));
-          }
-        }
-        // The copy engine overwrites this box in a later round: order these
-        // stores before it.
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerWarps * 32) : "memory");
-      }
 #pragma unroll
       for (int b = 0; b < kStageBoxes; ++b) {
         if (b < nb) {
@@ -406,28 +352,21 @@ bool EncodeMap(CUtensorMap* map, const void* ptr, int rows, int cols, int64_t ld
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int NT, bool kGlu>
+template <int NT>
 cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t stream) {
-  using L = Layout<NT, kGlu>;
   static const cudaError_t attr = cudaFuncSetAttribute(
-      SkinnyGemmKernel<NT, kGlu>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kSmem);
+      SkinnyGemmKernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
   if (attr != cudaSuccess) return attr;
-  CUtensorMap w_map, x_map, up_map;
+  CUtensorMap w_map, x_map;
   if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, kRowsPerCta) ||
       !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
-    return cudaErrorInvalidValue;
-  }
-  if (!kGlu) {
-    up_map = x_map;  // unused
-  } else if (!EncodeMap(&up_map, static_cast<const uint16_t*>(a.x) + a.k, a.m, a.k, a.ldx,
-                        8 * NT)) {
     return cudaErrorInvalidValue;
   }
   const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k, a.fp32_out};
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((a.n + kRowsPerCta - 1) / kRowsPerCta, splits);
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = L::kSmem;
+  cfg.dynamicSmemBytes = Layout<NT>::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute attrs[2];
   attrs[0].id = cudaLaunchAttributeClusterDimension;
@@ -438,7 +377,7 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attrs;
   cfg.numAttrs = pdl ? 2 : 1;
-  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT, kGlu>, w_map, x_map, up_map, p);
+  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT>, w_map, x_map, p);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -447,8 +386,7 @@ bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
   return a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
-         a.k % 8 == 0 && a.ldx >= (a.silu_mul_x ? 2 * a.k : a.k) && a.ldx % 8 == 0 &&
-         a.ldw >= a.k && a.ldw % 8 == 0 &&
+         a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
          a.ldy >= a.n && a.ldy % 8 == 0 && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
          a.x != nullptr && a.w != nullptr && a.y != nullptr &&
          (a.bias == nullptr || (!a.fp32_out && reinterpret_cast<uintptr_t>(a.bias) % 8 == 0));
@@ -467,8 +405,7 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
     return absl::InvalidArgumentError(absl::StrCat(
         "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n,
         " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
-        " (multiples of 8, ldx >= 2k with silu_mul_x), 16-byte aligned buffers, bias only with "
-        "bf16 output"));
+        " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output"));
   }
   const int boxes = (a.k + kBoxK - 1) / kBoxK;
   if (splits < 0 || splits > kMaxSplits || splits > boxes) {
@@ -483,22 +420,12 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
     splits = SkinnyGemmSplits(a, sms);
   }
   cudaError_t err;
-  if (a.silu_mul_x) {
-    switch (TokenTiles(a.m)) {
-      case 1: err = Launch<1, true>(a, splits, pdl, stream); break;
-      case 2: err = Launch<2, true>(a, splits, pdl, stream); break;
-      case 4: err = Launch<4, true>(a, splits, pdl, stream); break;
-      case 6: err = Launch<6, true>(a, splits, pdl, stream); break;
-      default: err = Launch<8, true>(a, splits, pdl, stream); break;
-    }
-  } else {
-    switch (TokenTiles(a.m)) {
-      case 1: err = Launch<1, false>(a, splits, pdl, stream); break;
-      case 2: err = Launch<2, false>(a, splits, pdl, stream); break;
-      case 4: err = Launch<4, false>(a, splits, pdl, stream); break;
-      case 6: err = Launch<6, false>(a, splits, pdl, stream); break;
-      default: err = Launch<8, false>(a, splits, pdl, stream); break;
-    }
+  switch (TokenTiles(a.m)) {
+    case 1: err = Launch<1>(a, splits, pdl, stream); break;
+    case 2: err = Launch<2>(a, splits, pdl, stream); break;
+    case 4: err = Launch<4>(a, splits, pdl, stream); break;
+    case 6: err = Launch<6>(a, splits, pdl, stream); break;
+    default: err = Launch<8>(a, splits, pdl, stream); break;
   }
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("skinny gemm launch: ", cudaGetErrorString(err)));

@@ -35,10 +35,6 @@ struct SkinnyGemmArgs {
   int64_t ldy = 0;
   bool fp32_out = false;
   const void* bias = nullptr;  // bf16 [n] or null
-  // X is [m][ldx >= 2k]: gate in columns [0, k), up in [k, 2k), and the
-  // product takes silu(gate) * up rounded to bf16 (kernels/activation.h's
-  // SiLU-and-multiply, fused: the down projection reads the gate/up output).
-  bool silu_mul_x = false;
 };
 
 // Whether the kernel takes these arguments: shape limits above, 16-byte

@@ -647,8 +647,8 @@ void CudaBackend::FillPadding(const MetaLayout& L) {
   }
 }
 
-GemmArgs CudaBackend::MakeGemmArgs(int m, int n, int k, const void* x, const void* w, void* y,
-                                   const void* bias, bool fp32_out) {
+absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
+                               const void* bias, bool fp32_out) {
   GemmArgs a;
   a.m = m;
   a.n = n;
@@ -661,12 +661,7 @@ GemmArgs CudaBackend::MakeGemmArgs(int m, int n, int k, const void* x, const voi
   a.ldy = n;
   a.out = fp32_out ? GemmOut::kFp32 : GemmOut::kBf16;
   a.bias = bias;
-  return a;
-}
-
-absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
-                               const void* bias, bool fp32_out) {
-  return gemm_->Matmul(MakeGemmArgs(m, n, k, x, w, y, bias, fp32_out), stream_);
+  return gemm_->Matmul(a, stream_);
 }
 
 absl::Status CudaBackend::Sync(absl::string_view what) {
@@ -774,15 +769,8 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
     RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.post_norm, T, H, eps));
     RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
-    // SiLU-and-multiply is fused into the down projection where that runs on
-    // the skinny GEMM (decode steps), else its own kernel.
-    const GemmArgs down = MakeGemmArgs(T, H, inter, act_, w.down, tmp_, nullptr, false);
-    absl::StatusOr<bool> fused = gemm_->MatmulSiluMul(down, gate_up_, 2 * inter, stream_);
-    if (!fused.ok()) return fused.status();
-    if (!*fused) {
-      RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
-      RETURN_IF_ERROR(gemm_->Matmul(down, stream_));
-    }
+    RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
+    RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
     // Its all-reduce is the next norm's (AllReduceAddRmsNorm).
   }
   RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, final_norm_, T, H, eps));

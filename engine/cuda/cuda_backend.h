@@ -304,9 +304,6 @@ class CudaBackend : public Backend {
   // tp_size > 1: every rank's logits columns of `rows` rows, all-gathered
   // into whole rows of logits_.
   absl::Status GatherLogits(int rows);
-  // Y[m][n] = X[m][k] W[n][k]^T (+ bias), contiguous rows.
-  static GemmArgs MakeGemmArgs(int m, int n, int k, const void* x, const void* w, void* y,
-                               const void* bias, bool fp32_out);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
   // Waits for the stream: through the group's bounded wait when there is

@@ -226,23 +226,6 @@ absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
 
-absl::StatusOr<bool> CublasLtGemm::MatmulSiluMul(const GemmArgs& on_act, const void* gate_up,
-                                                  int64_t ld_gate_up, cudaStream_t stream) {
-  absl::StatusOr<Plan*> plan = GetPlan(on_act);
-  if (!plan.ok()) return plan.status();
-  if ((*plan)->skinny_splits == 0) return false;
-  kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(on_act);
-  s.x = gate_up;
-  s.ldx = ld_gate_up;
-  s.silu_mul_x = true;
-  if (!kernels::SkinnyGemmSupports(s)) return false;
-  if (absl::Status st = kernels::LaunchSkinnyGemm(s, (*plan)->skinny_splits, options_.pdl, stream);
-      !st.ok()) {
-    return st;
-  }
-  return true;
-}
-
 absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps,
                                 const std::vector<const void*>& rotate_w) {
   absl::StatusOr<Plan*> plan_or = GetPlan(args);

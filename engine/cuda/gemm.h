@@ -91,16 +91,6 @@ class CublasLtGemm {
   absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10,
                     const std::vector<const void*>& rotate_w = {});
 
-  // The down projection with SiLU-and-multiply fused into it:
-  //   Y = (silu(gate) * up) W^T,  gate_up bf16 [m][ld_gate_up]: gate in
-  //   columns [0, k), up in [k, 2k).
-  // `on_act` is the same product on a separate activation buffer ([m][k]).
-  // When the plan for `on_act` runs the skinny kernel, enqueues it reading
-  // gate_up directly and returns true; otherwise enqueues nothing and returns
-  // false, and the caller runs SiLU-and-multiply, then Matmul(on_act).
-  absl::StatusOr<bool> MatmulSiluMul(const GemmArgs& on_act, const void* gate_up,
-                                     int64_t ld_gate_up, cudaStream_t stream);
-
   // Plans built so far (one per distinct shape, layout and alignment).
   size_t num_plans() const { return plans_.size(); }
 

@@ -4,7 +4,6 @@
 // the skinny kernel, with and without programmatic dependent launch.
 #include "engine/cuda/gemm.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,7 +17,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "gtest/gtest.h"
-#include "kernels/activation.h"
 #include "kernels/skinny_gemm.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -156,65 +154,6 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
       }
     }
     CheckCase(c, seed++, runs);
-  }
-}
-
-// SiLU-and-multiply fused into the product's X: against a float64
-// reference on bf16-rounded activations, and bit for bit against the two
-// kernels it replaces (kernels/activation's SiLU-and-multiply, then the
-// skinny GEMM on its output) at the same k split.
-TEST(SkinnyGemmTest, SiluMulXEqualsTheTwoKernels) {
-  struct Shape {
-    int m, n, k;
-  };
-  uint32_t seed = 500;
-  for (const Shape& sh : {Shape{1, 3584, 18944}, Shape{64, 512, 768}, Shape{33, 264, 1000},
-                          Shape{7, 136, 72}}) {
-    SCOPED_TRACE(absl::StrCat("m ", sh.m, " n ", sh.n, " k ", sh.k));
-    std::mt19937 rng(seed++);
-    const int64_t ldx = 2 * int64_t{sh.k};
-    const auto gu = testing::RandomBf16(size_t(sh.m) * ldx, rng, 2.f);
-    const auto w = testing::RandomBf16(size_t(sh.n) * sh.k, rng, 0.05f);
-    DeviceBuffer<Bf16> dgu(gu), dw(w), dact(size_t(sh.m) * sh.k), dy1(size_t(sh.m) * sh.n),
-        dy2(size_t(sh.m) * sh.n);
-    kernels::SkinnyGemmArgs a;
-    a.m = sh.m, a.n = sh.n, a.k = sh.k;
-    a.x = dgu.get(), a.ldx = ldx;
-    a.w = dw.get(), a.ldw = sh.k;
-    a.y = dy1.get(), a.ldy = sh.n;
-    a.silu_mul_x = true;
-    ASSERT_TRUE(kernels::SkinnyGemmSupports(a));
-    const int splits = std::min(3, (sh.k + 63) / 64);
-    dy1.Poison();
-    ASSERT_TRUE(kernels::LaunchSkinnyGemm(a, splits, true, nullptr).ok());
-    ASSERT_TRUE(kernels::LaunchSiluAndMul(dgu.get(), dact.get(), sh.m, sh.k, nullptr).ok());
-    kernels::SkinnyGemmArgs b = a;
-    b.silu_mul_x = false;
-    b.x = dact.get(), b.ldx = sh.k;
-    b.y = dy2.get();
-    dy2.Poison();
-    ASSERT_TRUE(kernels::LaunchSkinnyGemm(b, splits, true, nullptr).ok());
-    ASSERT_CUDA(cudaDeviceSynchronize());
-    const auto y1 = dy1.Download(), y2 = dy2.Download();
-    EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(Bf16)), 0);
-    std::vector<double> got, ref;
-    for (int i = 0; i < sh.m; ++i) {
-      std::vector<float> act(sh.k);
-      for (int l = 0; l < sh.k; ++l) {
-        const float g = Bf16ToFloat(gu[size_t(i) * ldx + l]);
-        const float u = Bf16ToFloat(gu[size_t(i) * ldx + sh.k + l]);
-        act[l] = Bf16ToFloat(FloatToBf16(g / (1.f + std::exp(-g)) * u));
-      }
-      for (int j = 0; j < sh.n; ++j) {
-        double acc = 0;
-        for (int l = 0; l < sh.k; ++l) acc += double(act[l]) * Bf16ToFloat(w[size_t(j) * sh.k + l]);
-        ref.push_back(acc);
-        got.push_back(Bf16ToFloat(y1[size_t(i) * sh.n + j]));
-      }
-    }
-    const auto e = testing::Compare(got, ref);
-    EXPECT_EQ(e.nan_count, 0);
-    EXPECT_LT(e.rel_l2, 5e-3);
   }
 }
 
