@@ -12,7 +12,8 @@
 # (kernels_bench --only gemm: cuBLASLt vs kernels/skinny_gemm at the decode
 # shapes), backend (cuda_backend_bench with the skinny GEMM allowed and not,
 # alternating: offline throughput and decode step at batch 64 twice each,
-# decode step at batches 16 and 1 once each), peer (hf_baseline.py on the same workload and
+# decode step at batches 16 and 1 once each; SKINNY_ORDER and SMALL_BATCHES
+# in the environment override "1 0 1 0" and "16 1"), peer (hf_baseline.py on the same workload and
 # floor.py with the ceilings cuda_backend_bench measured). Everything lands in
 # $OUT/skinny.tgz (one file: the device tool returns at most 8).
 set -uo pipefail
@@ -39,13 +40,13 @@ if has backend; then
   # The offline workload and the decode step at batch 64 (issue 6's shapes),
   # alternating the skinny GEMM on and off; then decode steps at batches 16
   # and 1 (a token-light throughput run only to satisfy the driver).
-  for sk in 1 0 1 0; do
+  for sk in ${SKINNY_ORDER:-1 0 1 0}; do
     n=$(ls "$dir" | grep -c "backend_skinny${sk}_b64" || true)
     "$bundle/run.sh" cuda_backend_bench --budgets=16384 --tune_prefill=2 --repeats=3 --skinny=$sk \
       --json="$dir/backend_skinny${sk}_b64_r$n.json" >"$dir/backend_skinny${sk}_b64_r$n.log" 2>&1
     echo "b64 skinny=$sk: $(grep -E 'throughput seconds|decode step ms|mean pure decode' "$dir/backend_skinny${sk}_b64_r$n.log" | tr -s ' ' | tr '\n' ';')" | tee -a "$dir/summary.txt"
   done
-  for batch in 16 1; do
+  for batch in ${SMALL_BATCHES-16 1}; do
     for sk in 1 0; do
       "$bundle/run.sh" cuda_backend_bench --prompts=$batch --prompt_len=64 --gen_len=8 --budgets=2048 \
         --repeats=1 --decode_batch=$batch --skinny=$sk --json="$dir/backend_skinny${sk}_b$batch.json" \
