@@ -13,6 +13,11 @@ namespace memshare {
 // Longest message carried to a client; longer ones are cut with "...".
 inline constexpr size_t kMaxStatusMessageBytes = 1024;
 
+// Trailing metadata key (value "1") a worker adds when it refuses a call
+// because it is draining: the router retries elsewhere without counting the
+// worker as failed. A marker, not the message text, decides.
+inline constexpr char kDrainingMetadataKey[] = "memshare-draining";
+
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

@@ -4,7 +4,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 
@@ -36,7 +35,8 @@ class Router::Attempt final : public grpc::ClientReadReactor<v1::GenerateRespons
   }
   void OnReadDone(bool ok) override { call_->OnUpstreamRead(this, ok); }
   void OnDone(const grpc::Status& status) override {
-    call_->OnUpstreamDone(this, worker_, status);
+    const bool draining = context_.GetServerTrailingMetadata().count(kDrainingMetadataKey) > 0;
+    call_->OnUpstreamDone(this, worker_, status, draining);
     Router* router = call_->router_;
     WorkerPtr worker = std::move(worker_);
     delete this;
@@ -176,7 +176,7 @@ void Router::Call::OnUpstreamRead(Attempt* attempt, bool ok) {
 }
 
 void Router::Call::OnUpstreamDone(Attempt* /*attempt*/, const WorkerPtr& worker,
-                                  const grpc::Status& status) {
+                                  const grpc::Status& status, bool draining) {
   Actions a;
   bool streamed;
   {
@@ -192,7 +192,7 @@ void Router::Call::OnUpstreamDone(Attempt* /*attempt*/, const WorkerPtr& worker,
     streamed = streamed_;
   }
   if (status.ok()) return Run(a);
-  if (!streamed && router_->MaybeRetry(shared_from_this(), worker, status)) return;
+  if (!streamed && router_->MaybeRetry(shared_from_this(), worker, status, draining)) return;
 
   grpc::Status end = status;
   const bool transport = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -446,15 +446,17 @@ void Router::AttemptEnded(const WorkerPtr& worker) {
   PublishGaugesLocked();
 }
 
-bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status) {
+bool Router::MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status,
+                        bool draining) {
   const grpc::StatusCode code = status.error_code();
   const bool capacity = code == grpc::StatusCode::RESOURCE_EXHAUSTED;
   const bool transport =
       code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::CANCELLED;
   if (!capacity && !transport) return false;
-  // A draining worker answers UNAVAILABLE but is alive: the poller sees it
-  // is not serving. Anything else at the transport marks the worker down.
-  const bool draining = absl::StrContains(status.error_message(), "draining");
+  // A draining worker answers UNAVAILABLE with kDrainingMetadataKey but is
+  // alive: the poller sees it is not serving. Anything else at the transport
+  // marks the worker down.
+  draining = draining && code == grpc::StatusCode::UNAVAILABLE;
   if (transport && !draining) registry_->ReportFailure(worker);
   if (absl::Now() >= call->deadline_) return false;
   {

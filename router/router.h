@@ -129,9 +129,10 @@ class Router {
 
   Router(const Options& options, WorkerRegistry* registry, std::unique_ptr<RoutingPolicy> policy,
          ServingMetrics* serving_metrics, RouterMetrics* router_metrics);
-  // A failed attempt: requeues the call (true) when it may retry.
-  bool MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // A failed attempt: requeues the call (true) when it may retry. A
+  // transport failure marks the worker down unless it was draining.
+  bool MaybeRetry(const CallPtr& call, const WorkerPtr& worker, const grpc::Status& status,
+                  bool draining) ABSL_LOCKS_EXCLUDED(mu_);
   // The call has ended towards its client.
   void Forget(const CallPtr& call) ABSL_LOCKS_EXCLUDED(mu_);
   // An attempt ended (its worker call is done).
@@ -192,8 +193,9 @@ class Router::Call : public std::enable_shared_from_this<Router::Call> {
        RouteKey key);
   void Dispatch(const WorkerPtr& worker) ABSL_LOCKS_EXCLUDED(mu_);
   void OnUpstreamRead(Attempt* attempt, bool ok) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnUpstreamDone(Attempt* attempt, const WorkerPtr& worker, const grpc::Status& status)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // `draining`: the worker refused the call with kDrainingMetadataKey.
+  void OnUpstreamDone(Attempt* attempt, const WorkerPtr& worker, const grpc::Status& status,
+                      bool draining) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the call towards the client with `status` (queue expiry, refusal).
   void End(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends a call that never reached a worker with finish_reason ABORT.

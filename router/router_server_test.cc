@@ -482,6 +482,30 @@ TEST(RouterServerTest, DrainFinishesAcceptedRequestsAndRefusesNewOnes) {
   }
 }
 
+// A worker that refuses with UNAVAILABLE counts as failed unless it sends
+// the draining marker (kDrainingMetadataKey); the words of the message do
+// not matter (the router used to look for "draining" in them).
+TEST(RouterServerTest, OnlyTheDrainingMarkerSparesARefusingWorker) {
+  LocalCluster::Options o;
+  o.router_metrics_endpoint = true;
+  LocalCluster cluster(o);
+  cluster.engine(0).SetSubmitError(absl::UnavailableError("engine is draining its queue"));
+  for (int i = 0; i < 20 && cluster.engine(0).submitted() == 0; ++i) {
+    const StreamResult r = cluster.Generate(TextRequest("retried", 4));
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  }
+  ASSERT_GE(cluster.engine(0).submitted(), 1) << "no request reached worker 0";
+  auto page = memshare::testing::HttpRequest("127.0.0.1", cluster.router().metrics_port(), "GET",
+                                             "/metrics");
+  ASSERT_TRUE(page.ok()) << page.status();
+  auto parsed = memshare::testing::ParsePrometheusText(page->body);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_GE(parsed->Value("memshare_router_retries_total", {{"reason", "unavailable"}}).value_or(0),
+            1);
+  EXPECT_EQ(parsed->Value("memshare_router_retries_total", {{"reason", "draining"}}).value_or(0),
+            0);
+}
+
 TEST(RouterServerTest, MetricsPageHasEveryServingAndRouterMetric) {
   LocalCluster::Options o;
   o.router_metrics_endpoint = true;

@@ -36,6 +36,7 @@ class WorkerService::GenerateReactor final : public grpc::ServerWriteReactor<v1:
     if (converted->request_id.empty()) converted->request_id = service_->NextRequestId();
     request_id_ = converted->request_id;
     if (service_->draining()) {
+      context_->AddTrailingMetadata(kDrainingMetadataKey, "1");
       return Reject(absl::UnavailableError("worker is draining; retry on another worker"));
     }
     if (absl::Status s = service_->AddStream(request_id_); !s.ok()) return Reject(s);

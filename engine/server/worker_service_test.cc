@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/grpc_status.h"
 #include "common/testing/grpc_reflection.h"
 #include "common/testing/http_client.h"
 #include "common/testing/prometheus_text.h"
@@ -276,8 +277,14 @@ TEST_F(WorkerServiceTest, DrainRefusesNewRequestsAndFinishesOpenOnes) {
   std::thread waiter([&] { drain_status = stub_->Drain(&drain_context, drain, &drained); });
   while (!server_->service().draining()) absl::SleepFor(absl::Milliseconds(2));
   EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
-  const Stream refused = Generate(Text("new", 5));
+  grpc::ClientContext refused_context;
+  const Stream refused = Generate(Text("new", 5), &refused_context);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The router tells a draining worker from a failed one by this marker.
+  const auto& trailers = refused_context.GetServerTrailingMetadata();
+  const auto marker = trailers.find(kDrainingMetadataKey);
+  ASSERT_NE(marker, trailers.end());
+  EXPECT_EQ(std::string(marker->second.data(), marker->second.size()), "1");
   EXPECT_TRUE(Load().draining());
 
   engine_->Resume();
