@@ -74,11 +74,6 @@ struct DedupPolicy {
   // over two earlier blocks (shifted sharing, block_table.h). false: whole
   // blocks only.
   bool shifted_sharing = true;
-  // Also take the prompt's blocks as references: once its K/V are written,
-  // the prompt (positions before the first generated token) joins the
-  // sequence's steps as pieces of up to 48 tokens. Reasoning traces restate
-  // the question.
-  bool share_with_prompt = false;
   // Layer groups where blocks may be remapped (e.g. only the shallow ones);
   // empty = every group.
   std::vector<int32_t> layer_groups;

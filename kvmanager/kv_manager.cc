@@ -48,8 +48,6 @@ struct KvManager::Sequence {
   std::vector<NearPass> near_pending;
   size_t near_head = 0;
   std::optional<DedupIndex> index;  // set iff dedup.enabled
-  // DedupPolicy::share_with_prompt: the prompt's pieces are in `index`.
-  bool prompt_indexed = false;
   int64_t remapped_blocks = 0;
   int64_t shifted_blocks = 0;
 
@@ -333,7 +331,6 @@ absl::Status KvManager::Fork(uint64_t parent_id, uint64_t child_id) {
   child->near_pending.assign(parent->near_pending.begin() + parent->near_head,
                              parent->near_pending.end());
   child->index = parent->index;
-  child->prompt_indexed = parent->prompt_indexed;
   Sequence* raw = child.get();
   sequences_.emplace(child_id, std::move(child));
   if (raw->HasPendingSteps()) {
@@ -580,19 +577,6 @@ void KvManager::CollectPairs(Sequence* s) {
   // the steps that finished: the pass's pairs of a sequence then come in
   // increasing logical order, so no decision pins a block (as a view's
   // source) that a later decision of the same pass would remap.
-  // The prompt joins the index before the first generated step is queried
-  // (its K/V are written by then: steps start at output_begin).
-  if (options_.dedup.share_with_prompt && !s->prompt_indexed &&
-      s->num_computed >= s->output_begin) {
-    constexpr int32_t kPromptPiece = 48;
-    for (int32_t begin = 0; begin < s->output_begin; begin += kPromptPiece) {
-      const DedupIndex::StepSpan span{begin, std::min(begin + kPromptPiece, s->output_begin)};
-      hasher_->Sign(absl::Span<const int32_t>(s->tokens.data() + span.begin, span.end - span.begin),
-                    signature_.data());
-      s->index->Insert(span, signature_.data());
-    }
-    s->prompt_indexed = true;
-  }
   while (s->near_head < s->near_pending.size()) {
     const Sequence::NearPass& near = s->near_pending[s->near_head];
     if (int64_t{near.span.end} + options_.dedup.near_match_delay_tokens > s->num_computed) break;

@@ -357,43 +357,6 @@ TEST_F(KvManagerTest, MemShareRemapsARepeatedStep) {
   ExpectContentIntact(1);
 }
 
-// DedupPolicy::share_with_prompt: a generated step that repeats the prompt
-// shares the prompt's blocks; without it the first step has no reference.
-TEST_F(KvManagerTest, AStepMayShareThePromptsBlocks) {
-  for (const bool with_prompt : {false, true}) {
-    SCOPED_TRACE(with_prompt ? "share_with_prompt" : "steps only");
-    tokens_.clear();
-    KvManager::Options o = SmallOptions(1, 32);
-    o.dedup.share_with_prompt = with_prompt;
-    o.enable_prefix_cache = false;
-    Init(o);
-    Admit(1, kStep);    // the prompt is the step's tokens: blocks 0, 1
-    Generate(1, kStep);  // step 0: positions 8..15, blocks 2, 3
-    Generate(1, {30});   // step 0's last token is written
-    ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
-    const auto table = *manager_->GetBlockTable(1, 0);
-    if (with_prompt) {
-      EXPECT_EQ(table[2], table[0]);
-      EXPECT_EQ(table[3], table[1]);
-      EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 2);
-    } else {
-      EXPECT_NE(table[2], table[0]);
-      EXPECT_NE(table[3], table[1]);
-      EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 0);
-    }
-    ExpectContentIntact(1);
-    ASSERT_TRUE(manager_->CheckInvariants().ok());
-    // A fork keeps the prompt in its index (it is not indexed twice).
-    ASSERT_TRUE(manager_->Fork(1, 2).ok());
-    tokens_[2] = tokens_[1];
-    Generate(2, kStep);
-    Generate(2, {31});
-    ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
-    ExpectContentIntact(2);
-    ASSERT_TRUE(manager_->CheckInvariants().ok());
-  }
-}
-
 TEST_F(KvManagerTest, AStepWaitsUntilItsLastTokenIsWritten) {
   Init(SmallOptions(1, 32));
   Admit(1, Range(100, 8));

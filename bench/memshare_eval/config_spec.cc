@@ -106,9 +106,6 @@ absl::Status Apply(int index, absl::string_view key, absl::string_view v, EvalCo
   } else if (key == "shifted") {
     if (v != "on" && v != "off") return Bad(index, key, "expected on or off");
     c->shifted_sharing = v == "on";
-  } else if (key == "prompt") {
-    if (v != "on" && v != "off") return Bad(index, key, "expected on or off");
-    c->share_with_prompt = v == "on";
   } else if (key == "min_step") {
     absl::StatusOr<int32_t> n = ParseInt(index, key, v, 1);
     if (!n.ok()) return n.status();
@@ -219,8 +216,6 @@ std::string DescribeConfig(const EvalConfig& c) {
   }
   if (c.shifted_sharing)
     parts.push_back(absl::StrCat("shifted=", *c.shifted_sharing ? "on" : "off"));
-  if (c.share_with_prompt)
-    parts.push_back(absl::StrCat("prompt=", *c.share_with_prompt ? "on" : "off"));
   if (c.min_step_tokens) parts.push_back(absl::StrCat("min_step=", *c.min_step_tokens));
   if (c.max_step_tokens) parts.push_back(absl::StrCat("max_step=", *c.max_step_tokens));
   if (c.delimiters) {

@@ -97,7 +97,6 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
     policy.near_match_delay_tokens = *config.near_match_delay_tokens;
   }
   if (config.shifted_sharing) policy.shifted_sharing = *config.shifted_sharing;
-  if (config.share_with_prompt) policy.share_with_prompt = *config.share_with_prompt;
   policy.layer_groups = config.share_groups;
   if (config.min_step_tokens) kv.segmenter.min_step_tokens = *config.min_step_tokens;
   if (config.max_step_tokens) kv.segmenter.max_step_tokens = *config.max_step_tokens;

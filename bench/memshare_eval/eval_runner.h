@@ -73,8 +73,6 @@ struct EvalConfig {
   std::optional<kvmanager::OverlapMeasure> overlap_measure;
   std::optional<int32_t> near_match_delay_tokens;
   std::optional<bool> shifted_sharing;
-  // DedupPolicy::share_with_prompt.
-  std::optional<bool> share_with_prompt;
   // KV layer groups, and those allowed to share (empty: all).
   int32_t layer_groups = 1;
   std::vector<int32_t> share_groups;

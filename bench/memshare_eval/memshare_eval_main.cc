@@ -41,8 +41,8 @@ ABSL_FLAG(std::vector<std::string>, ids, {},
 ABSL_FLAG(std::string, configs, "memshare=off; memshare=on",
           "MemShare configurations, ';'-separated key=value lists (comma lists expand to every "
           "combination). Keys: name, memshare (on|off), tau_lex, tau_kv, overlap, candidates, "
-          "measure (any|anchored), near_delay, shifted (on|off), prompt (on|off), min_step, "
-          "max_step, delims ('|'-separated, \\n newline, \\s space), groups, share "
+          "measure (any|anchored), near_delay, shifted (on|off), min_step, max_step, delims "
+          "('|'-separated, \\n newline, \\s space), groups, share "
           "('+'-separated groups). Unset keys keep the server defaults. The first "
           "memshare=off run is the reference of the accuracy comparison.");
 ABSL_FLAG(std::string, device, "cpu", "Backend: cpu, cuda or auto (CUDA when a device is usable).");
