@@ -849,14 +849,15 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     a.ldy = s.n;
     a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
     a.bias = s.bias;
-    // Decode shapes are timed over every layer's weights in turn: as in a
-    // forward pass they come from DRAM, not from L2 (one layer's QKV and O
-    // fit in it). Prefill shapes are bound by the tensor cores.
+    // Decode shapes are timed over successive layers' weights (ten runs, ten
+    // layers): as in a forward pass they come from DRAM, not from L2 (one
+    // layer's QKV and O fit in it). Prefill shapes are bound by the tensor
+    // cores.
     std::vector<const void*> rotate;
     if (s.per_layer != nullptr && s.m <= 256) {
       for (const LayerWeights& lw : layers_) rotate.push_back(lw.*(s.per_layer));
     }
-    RETURN_IF_ERROR(gemm_->Tune(a, stream_, std::max<int>(10, rotate.size()), rotate));
+    RETURN_IF_ERROR(gemm_->Tune(a, stream_, 10, rotate));
   }
   return absl::OkStatus();
 }
