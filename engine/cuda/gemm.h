@@ -65,6 +65,7 @@ class CublasLtGemm {
     size_t workspace_bytes = size_t{32} << 20;
     // Candidates asked of the heuristic, and timed by Tune().
     int max_algorithms = 32;
+    // Which decode shapes run on kernels/skinny_gemm (SkinnyGemmMode).
     SkinnyGemmMode skinny = SkinnyGemmMode::kWhenFaster;
     // Launch the skinny kernel with programmatic dependent launch, so that
     // it streams its first weights while the preceding kernel finishes.
