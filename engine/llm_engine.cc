@@ -38,6 +38,15 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
   kv_options.block_bytes.clear();
   for (int g = 0; g < spec.num_layer_groups; ++g)
     kv_options.block_bytes.push_back(spec.BlockBytes(g));
+  if (kv_options.dedup.keep_numbers && kv_options.digit_tokens.empty()) {
+    const int32_t vocab = parts.backend->vocab_size();
+    kv_options.digit_tokens.assign(std::max(vocab, 0), false);
+    for (int32_t id = 0; id < vocab; ++id) {
+      const std::string piece = parts.codec->TokenPiece(id);
+      kv_options.digit_tokens[id] =
+          std::any_of(piece.begin(), piece.end(), [](char c) { return c >= '0' && c <= '9'; });
+    }
+  }
   absl::StatusOr<std::unique_ptr<kvmanager::KvManager>> kv =
       kvmanager::KvManager::Create(kv_options);
   if (!kv.ok()) return kv.status();

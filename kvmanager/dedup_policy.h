@@ -74,6 +74,14 @@ struct DedupPolicy {
   // over two earlier blocks (shifted sharing, block_table.h). false: whole
   // blocks only.
   bool shifted_sharing = true;
+  // Refuse a near match (a block that agrees with its window in fewer than
+  // all slots) when a slot where the two disagree holds a token with a
+  // decimal digit, in the block or in the window: numbers are what later
+  // tokens read such a block for, and a block shared with another number
+  // makes the model copy that one (the tiny reasoner wrote "2 ÷ 3" for
+  // "9 ÷ 3"). Needs KvManager::Options::digit_tokens (the engine fills it
+  // from its codec).
+  bool keep_numbers = false;
   // Layer groups where blocks may be remapped (e.g. only the shallow ones);
   // empty = every group.
   std::vector<int32_t> layer_groups;

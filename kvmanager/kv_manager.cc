@@ -613,6 +613,22 @@ void KvManager::CollectPairs(Sequence* s) {
   }
 }
 
+bool KvManager::RefusedForNumbers(const Sequence& s, const BlockAligner::Match& m) const {
+  if (!options_.dedup.keep_numbers || m.overlap >= block_size_) return false;
+  const std::vector<bool>& digit = options_.digit_tokens;
+  auto has_digit = [&digit](int32_t t) {
+    return t >= 0 && static_cast<size_t>(t) < digit.size() && digit[t];
+  };
+  const int64_t block = int64_t{m.logical} * block_size_;
+  const int64_t window = int64_t{m.reference} * block_size_ + m.shift;
+  for (int32_t j = 0; j < block_size_; ++j) {
+    const int32_t a = s.tokens[block + j];
+    const int32_t b = s.tokens[window + j];
+    if (a != b && (has_digit(a) || has_digit(b))) return true;
+  }
+  return false;
+}
+
 void KvManager::AddPairs(Sequence* s, bool skip_shared) {
   // Pairs of one logical block next to each other, candidates in order of
   // similarity, so that decisions can pick the best per block.
@@ -621,6 +637,7 @@ void KvManager::AddPairs(Sequence* s, bool skip_shared) {
                      return a.logical < b.logical;
                    });
   for (const BlockAligner::Match& m : matches_) {
+    if (RefusedForNumbers(*s, m)) continue;
     for (const int32_t g : dedup_groups_) {
       const BlockTable& table = s->tables[g];
       // Shared in an earlier pass (or pinned under a view): leave it.

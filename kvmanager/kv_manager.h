@@ -101,6 +101,9 @@ class KvManager {
     // lsh.rows_per_band).
     MinHasher::Options min_hash;
     DedupIndex::Options lsh;
+    // Token ids whose text holds a decimal digit (index = id; ids past the
+    // end hold none), for DedupPolicy::keep_numbers. Empty: none do.
+    std::vector<bool> digit_tokens;
   };
 
   struct SequenceSpec {
@@ -288,6 +291,8 @@ class KvManager {
   // group that may share; with skip_shared, not for blocks that are no
   // longer primary or back a view.
   void AddPairs(Sequence* s, bool skip_shared);
+  // DedupPolicy::keep_numbers: a near match that disagrees on a digit token.
+  bool RefusedForNumbers(const Sequence& s, const BlockAligner::Match& m) const;
   absl::Status RunDedupOver(absl::Span<Sequence* const> seqs, BlockDistance& distance);
   void RemoveFromList(std::vector<Sequence*>* list, Sequence* s);
   void PublishGauges();

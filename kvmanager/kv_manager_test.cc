@@ -617,6 +617,40 @@ TEST_F(KvManagerTest, NearMatchesWaitForTheDelay) {
   ASSERT_TRUE(manager_->CheckInvariants().ok());
 }
 
+// DedupPolicy::keep_numbers: step 1's second block agrees with step 0's in
+// three of four slots; where they disagree step 1 holds token 9, a "digit"
+// token here. Shared without the option, refused with it; the whole-window
+// match of the first blocks is shared either way.
+TEST_F(KvManagerTest, KeepNumbersRefusesNearMatchesThatDisagreeOnADigit) {
+  for (const bool keep : {false, true}) {
+    SCOPED_TRACE(keep ? "keep_numbers" : "any");
+    tokens_.clear();
+    KvManager::Options o = SmallOptions(1, 64);
+    o.dedup.overlap_measure = OverlapMeasure::kAnchoredRun;
+    o.dedup.tau_kv = 0.6f;  // one differing slot of 4 (0.5) passes
+    o.dedup.max_tau_kv = 0.6f;
+    o.dedup.keep_numbers = keep;
+    o.digit_tokens.assign(64, false);
+    o.digit_tokens[9] = true;
+    Init(o);
+    Admit(1, Range(100, 8));                         // blocks 0, 1
+    Generate(1, kStep);                              // step 0: blocks 2, 3 = 11..14, 15 16 17 0
+    Generate(1, {11, 12, 13, 14, 15, 16, 17, 9, 0});  // step 1: blocks 4, 5 = 11..14, 15 16 17 9
+    ASSERT_TRUE(manager_->RunDedup(*kv_).ok());
+    const auto table = *manager_->GetBlockTable(1, 0);
+    EXPECT_EQ(table[4], table[2]);
+    if (keep) {
+      EXPECT_NE(table[5], table[3]);
+      EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 1);
+      ExpectContentIntact(1);  // only exact matches were shared
+    } else {
+      EXPECT_EQ(table[5], table[3]);  // position 23 now reads step 0's token
+      EXPECT_EQ(manager_->GetSequenceInfo(1)->remapped_blocks, 2);
+    }
+    ASSERT_TRUE(manager_->CheckInvariants().ok());
+  }
+}
+
 // A near match whose block has meanwhile become the source of a shifted
 // view (pinned) is left alone when its delay is over: no remap, no error.
 TEST_F(KvManagerTest, NearPassSkipsPinnedBlocks) {

@@ -106,6 +106,9 @@ absl::Status Apply(int index, absl::string_view key, absl::string_view v, EvalCo
   } else if (key == "shifted") {
     if (v != "on" && v != "off") return Bad(index, key, "expected on or off");
     c->shifted_sharing = v == "on";
+  } else if (key == "numbers") {
+    if (v != "keep" && v != "any") return Bad(index, key, "expected keep or any");
+    c->keep_numbers = v == "keep";
   } else if (key == "min_step") {
     absl::StatusOr<int32_t> n = ParseInt(index, key, v, 1);
     if (!n.ok()) return n.status();
@@ -216,6 +219,7 @@ std::string DescribeConfig(const EvalConfig& c) {
   }
   if (c.shifted_sharing)
     parts.push_back(absl::StrCat("shifted=", *c.shifted_sharing ? "on" : "off"));
+  if (c.keep_numbers) parts.push_back(absl::StrCat("numbers=", *c.keep_numbers ? "keep" : "any"));
   if (c.min_step_tokens) parts.push_back(absl::StrCat("min_step=", *c.min_step_tokens));
   if (c.max_step_tokens) parts.push_back(absl::StrCat("max_step=", *c.max_step_tokens));
   if (c.delimiters) {

@@ -17,6 +17,8 @@
 //               at one end of the block)
 //   near_delay  near_match_delay_tokens, >= 0
 //   shifted     shifted_sharing: on | off
+//   numbers     keep_numbers: keep (refuse near matches that differ in a
+//               digit) | any
 //   min_step    segmenter min_step_tokens, >= 1
 //   max_step    segmenter max_step_tokens, >= 0 (0: unlimited)
 //   delims      segmenter delimiters separated by '|', "\n" for a newline

@@ -97,6 +97,7 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
     policy.near_match_delay_tokens = *config.near_match_delay_tokens;
   }
   if (config.shifted_sharing) policy.shifted_sharing = *config.shifted_sharing;
+  if (config.keep_numbers) policy.keep_numbers = *config.keep_numbers;
   policy.layer_groups = config.share_groups;
   if (config.min_step_tokens) kv.segmenter.min_step_tokens = *config.min_step_tokens;
   if (config.max_step_tokens) kv.segmenter.max_step_tokens = *config.max_step_tokens;

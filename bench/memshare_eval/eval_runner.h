@@ -73,6 +73,8 @@ struct EvalConfig {
   std::optional<kvmanager::OverlapMeasure> overlap_measure;
   std::optional<int32_t> near_match_delay_tokens;
   std::optional<bool> shifted_sharing;
+  // DedupPolicy::keep_numbers.
+  std::optional<bool> keep_numbers;
   // KV layer groups, and those allowed to share (empty: all).
   int32_t layer_groups = 1;
   std::vector<int32_t> share_groups;

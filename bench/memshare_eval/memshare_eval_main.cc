@@ -41,7 +41,8 @@ ABSL_FLAG(std::vector<std::string>, ids, {},
 ABSL_FLAG(std::string, configs, "memshare=off; memshare=on",
           "MemShare configurations, ';'-separated key=value lists (comma lists expand to every "
           "combination). Keys: name, memshare (on|off), tau_lex, tau_kv, overlap, candidates, "
-          "measure (any|anchored), near_delay, shifted (on|off), min_step, max_step, delims "
+          "measure (any|anchored), near_delay, shifted (on|off), numbers (keep|any), min_step, "
+          "max_step, delims "
           "('|'-separated, \\n newline, \\s space), groups, share "
           "('+'-separated groups). Unset keys keep the server defaults. The first "
           "memshare=off run is the reference of the accuracy comparison.");
