@@ -18,6 +18,15 @@ struct LlmEngine::Live {
   explicit Live(std::vector<std::string> stop_strings) : stop(std::move(stop_strings)) {}
 };
 
+std::vector<bool> LlmEngine::DigitTokens(const TextCodec& codec, int32_t vocab_size) {
+  std::vector<bool> digit(std::max(vocab_size, 0), false);
+  for (int32_t id = 0; id < vocab_size; ++id) {
+    const std::string piece = codec.TokenPiece(id);
+    digit[id] = std::any_of(piece.begin(), piece.end(), [](char c) { return c >= '0' && c <= '9'; });
+  }
+  return digit;
+}
+
 absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& options, Parts parts) {
   if (parts.backend == nullptr || parts.codec == nullptr) {
     return absl::InvalidArgumentError("LlmEngine: backend and codec are required");
@@ -39,13 +48,7 @@ absl::StatusOr<std::unique_ptr<LlmEngine>> LlmEngine::Create(const Options& opti
   for (int g = 0; g < spec.num_layer_groups; ++g)
     kv_options.block_bytes.push_back(spec.BlockBytes(g));
   if (kv_options.dedup.keep_numbers && kv_options.digit_tokens.empty()) {
-    const int32_t vocab = parts.backend->vocab_size();
-    kv_options.digit_tokens.assign(std::max(vocab, 0), false);
-    for (int32_t id = 0; id < vocab; ++id) {
-      const std::string piece = parts.codec->TokenPiece(id);
-      kv_options.digit_tokens[id] =
-          std::any_of(piece.begin(), piece.end(), [](char c) { return c >= '0' && c <= '9'; });
-    }
+    kv_options.digit_tokens = DigitTokens(*parts.codec, parts.backend->vocab_size());
   }
   absl::StatusOr<std::unique_ptr<kvmanager::KvManager>> kv =
       kvmanager::KvManager::Create(kv_options);

@@ -67,6 +67,11 @@ class LlmEngine : public InferenceEngine {
 
   static absl::StatusOr<std::unique_ptr<LlmEngine>> Create(const Options& options, Parts parts);
 
+  // Which of ids [0, vocab_size) have a piece with a decimal digit: the
+  // table DedupPolicy::keep_numbers needs (KvManager::Options::digit_tokens),
+  // which Create fills when the policy asks for it.
+  static std::vector<bool> DigitTokens(const TextCodec& codec, int32_t vocab_size);
+
   LlmEngine(const LlmEngine&) = delete;
   LlmEngine& operator=(const LlmEngine&) = delete;
   ~LlmEngine() override;

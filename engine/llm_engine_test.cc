@@ -114,6 +114,17 @@ EngineRequest Text(const std::string& id, const std::string& prompt, int max_tok
   return r;
 }
 
+TEST(LlmEngineDigitTokensTest, MarksThePiecesWithADigit) {
+  const FakeTextCodec codec;
+  const std::vector<bool> digit = LlmEngine::DigitTokens(codec, 64);
+  ASSERT_EQ(digit.size(), 64u);
+  for (int32_t id = 0; id < 64; ++id) {
+    const char c = FakeTextCodec::kAlphabet[id];
+    EXPECT_EQ(digit[id], c >= '0' && c <= '9') << id << " '" << c << "'";
+  }
+  EXPECT_TRUE(LlmEngine::DigitTokens(codec, 0).empty());
+}
+
 TEST(LlmEngineTest, StreamsGreedyTokensAndText) {
   auto engine = MakeEngine();
   Stream s;
