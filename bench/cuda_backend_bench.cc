@@ -26,13 +26,15 @@
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
 //                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
 //                       --decode_batch=64 --decode_context=1024
-//                       --engine=device,host --skinny=0|1 --json=FILE]
+//                       --engine=device,host --skinny=0|1 --json=FILE
+//                       --profile_decode_steps=N]
 //
 // Throughput runs for each budget (max tokens per step), with the GEMMs
 // tuned for the decode buckets only (--tune_prefill 0 or 1) and then also
 // for the budget's token count (1 or 2).
 //
 // Prints one JSON object per measurement (also to --json) and a table.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -77,6 +79,10 @@ ABSL_FLAG(std::vector<std::string>, engine, {},
 ABSL_FLAG(bool, skinny, true,
           "Let GEMM tuning pick kernels/skinny_gemm for decode shapes (false: cuBLASLt only).");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
+ABSL_FLAG(int, profile_decode_steps, 0,
+          "After the timed decode steps, run this many more between cudaProfilerStart and "
+          "cudaProfilerStop, for a profiler started with profiling off (ncu "
+          "--profile-from-start off): the per-kernel split of the decode step.");
 
 namespace memshare::bench {
 namespace {
@@ -105,6 +111,7 @@ struct Args {
   std::string json;
   // Let GEMM tuning pick the skinny kernel for decode shapes.
   bool skinny = true;
+  int profile_decode_steps = 0;
 };
 
 // Reads the flags into `a`; false (after saying why on stderr) for a value
@@ -129,6 +136,7 @@ bool ArgsFromFlags(Args* a) {
   a->gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   a->json = absl::GetFlag(FLAGS_json);
   a->skinny = absl::GetFlag(FLAGS_skinny);
+  a->profile_decode_steps = absl::GetFlag(FLAGS_profile_decode_steps);
   a->engine_modes.clear();
   for (const std::string& mode : absl::GetFlag(FLAGS_engine)) {
     if (mode != "device" && mode != "host") {
@@ -142,7 +150,8 @@ bool ArgsFromFlags(Args* a) {
     int value, min;
   } ints[] = {{"prompts", a->prompts, 1},          {"prompt_len", a->prompt_len, 1},
               {"gen_len", a->gen_len, 2},          {"repeats", a->repeats, 0},
-              {"decode_batch", a->decode_batch, 1}, {"decode_context", a->decode_context, 1}};
+              {"decode_batch", a->decode_batch, 1}, {"decode_context", a->decode_context, 1},
+              {"profile_decode_steps", a->profile_decode_steps, 0}};
   for (const auto& i : ints) {
     if (i.value < i.min) {
       std::fprintf(stderr, "--%s: at least %d, got %d\n", i.name, i.min, i.value);
@@ -655,6 +664,11 @@ int main(int argc, char** argv) {
       }
     }
     step_ms = Median(t) * 1e3;
+    if (a.profile_decode_steps > 0) {
+      CHECK_CUDA(cudaProfilerStart());
+      for (int i = 0; i < a.profile_decode_steps; ++i) CHECK_OK(b.Forward(plan, &out));
+      CHECK_CUDA(cudaProfilerStop());
+    }
     const auto& c = *o.config;
     const double weight_bytes =
         2.0 *

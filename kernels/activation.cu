@@ -22,6 +22,7 @@ __device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); 
 __global__ void __launch_bounds__(kThreads)
     SiluAndMulKernel(const uint4* __restrict__ gate_up, uint4* __restrict__ out, int inter_vecs) {
   device::AllowDependentLaunch();
+  device::WaitForPrerequisites();
   const int i = blockIdx.x * kThreads + threadIdx.x;
   if (i >= inter_vecs) return;
   const int64_t row = blockIdx.y;
@@ -53,9 +54,9 @@ absl::Status LaunchSiluAndMul(const void* gate_up, void* out, int n, int inter,
   if (n == 0) return absl::OkStatus();
   const int vecs = inter / 8;
   const dim3 grid((vecs + kThreads - 1) / kThreads, n);
-  SiluAndMulKernel<<<grid, kThreads, 0, stream>>>(static_cast<const uint4*>(gate_up),
-                                                 static_cast<uint4*>(out), vecs);
-  const cudaError_t err = cudaGetLastError();
+  const cudaError_t err =
+      device::LaunchDependent(SiluAndMulKernel, grid, dim3(kThreads), 0, stream,
+                              static_cast<const uint4*>(gate_up), static_cast<uint4*>(out), vecs);
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("silu_and_mul launch: ", cudaGetErrorString(err)));
   }

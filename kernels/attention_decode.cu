@@ -91,6 +91,7 @@ template <int D, int kStages, bool kWide, bool kViews>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
   device::AllowDependentLaunch();
+  device::WaitForPrerequisites();
   constexpr int kSteps = D / 16;  // MMA k-steps over the head dimension
   constexpr int kHalf = kSteps / 2;  // k-step s holds the RoPE partners of s + kHalf
   constexpr int kRowBytes = D * 2;
@@ -400,6 +401,7 @@ __global__ void MergeSplitsKernel(const float* __restrict__ part_o,
                                   int num_splits, int blocks_per_split,
                                   __nv_bfloat16* __restrict__ out) {
   device::AllowDependentLaunch();
+  device::WaitForPrerequisites();
   const int head = blockIdx.x;
   const int seq = blockIdx.y;
   const int d = threadIdx.x;
@@ -435,11 +437,16 @@ absl::Status LaunchDecode(const DecodeParamsFor<kViews>& p, int kv_heads, int nu
         absl::StrCat("decode attention: shared memory limit: ", cudaGetErrorString(attr_err)));
   }
   const dim3 grid(kv_heads, num_seqs, p.num_splits);
-  PagedDecodeKernel<D, kStages, kWide, kViews><<<grid, kWarps * 32, kSmem, stream>>>(p);
-  if (p.num_splits > 1) {
-    MergeSplitsKernel<D><<<dim3(p.num_q_heads, num_seqs), D, 0, stream>>>(
-        p.part_o, p.part_lse, p.context_lens, p.num_q_heads, p.num_splits, p.blocks_per_split,
-        p.out);
+  cudaError_t err = device::LaunchDependent(PagedDecodeKernel<D, kStages, kWide, kViews>, grid,
+                                            dim3(kWarps * 32), kSmem, stream, p);
+  if (err == cudaSuccess && p.num_splits > 1) {
+    err = device::LaunchDependent(MergeSplitsKernel<D>, dim3(p.num_q_heads, num_seqs), dim3(D), 0,
+                                  stream, p.part_o, p.part_lse, p.context_lens, p.num_q_heads,
+                                  p.num_splits, p.blocks_per_split, p.out);
+  }
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("decode attention launch: ", cudaGetErrorString(err)));
   }
   return internal::LaunchStatus("decode attention");
 }

@@ -78,6 +78,38 @@ __device__ __forceinline__ void AllowDependentLaunch() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 
+// The other half of programmatic dependent launch: in a kernel launched
+// with LaunchDependent, waits until the grid before it in the stream has
+// finished and its writes are visible. Everything before this line may run
+// while that grid still runs, so it must neither read what that grid (or
+// the one before it) writes nor write what they read. In a kernel launched
+// the ordinary way it returns at once.
+__device__ __forceinline__ void WaitForPrerequisites() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
+// Launches `kernel` with programmatic stream serialization: its CTAs may be
+// scheduled as soon as every CTA of the previous kernel in the stream has
+// called AllowDependentLaunch (or exited), which hides the launch latency
+// between back-to-back kernels of a decode step. The kernel must call
+// WaitForPrerequisites before it touches memory its predecessors use.
+// Inside stream capture this becomes a programmatic graph edge.
+template <typename... Params, typename... Args>
+cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+}
+
 __device__ __forceinline__ float FastExp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

@@ -37,6 +37,14 @@ __global__ void __launch_bounds__(kThreads)
   device::AllowDependentLaunch();
   __shared__ float scratch[kThreads / 32];
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
+  // The weights are constant: fetched while the kernel before still runs.
+  uint4 wv[kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kThreads;
+    if (idx < vecs_per_row) wv[i] = __ldg(weight + idx);
+  }
+  device::WaitForPrerequisites();
   uint4 v[kVec];
   float ss = 0.f;
 #pragma unroll
@@ -69,9 +77,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kThreads;
     if (idx >= vecs_per_row) break;
-    const uint4 wv = __ldg(weight + idx);
     const uint32_t* a = &v[i].x;
-    const uint32_t* b = &wv.x;
+    const uint32_t* b = &wv[i].x;
     uint4 r;
     uint32_t* o = &r.x;
 #pragma unroll
@@ -101,16 +108,20 @@ absl::Status Launch(const void* x, void* residual, const void* weight, void* out
   const auto* wv = static_cast<const uint4*>(weight);
   auto* ov = static_cast<uint4*>(out);
   const float inv_hidden = 1.f / hidden;
+  cudaError_t err;
   if (vecs <= kThreads) {
-    RmsNormKernel<1, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+    err = device::LaunchDependent(RmsNormKernel<1, kAdd>, dim3(n), dim3(kThreads), 0, stream, xv, rv, wv,
+                                    ov, vecs, eps, inv_hidden);
   } else if (vecs <= 2 * kThreads) {
-    RmsNormKernel<2, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+    err = device::LaunchDependent(RmsNormKernel<2, kAdd>, dim3(n), dim3(kThreads), 0, stream, xv, rv, wv,
+                                    ov, vecs, eps, inv_hidden);
   } else if (vecs <= 4 * kThreads) {
-    RmsNormKernel<4, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+    err = device::LaunchDependent(RmsNormKernel<4, kAdd>, dim3(n), dim3(kThreads), 0, stream, xv, rv, wv,
+                                    ov, vecs, eps, inv_hidden);
   } else {
-    RmsNormKernel<8, kAdd><<<n, kThreads, 0, stream>>>(xv, rv, wv, ov, vecs, eps, inv_hidden);
+    err = device::LaunchDependent(RmsNormKernel<8, kAdd>, dim3(n), dim3(kThreads), 0, stream, xv, rv, wv,
+                                    ov, vecs, eps, inv_hidden);
   }
-  const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("rms norm launch: ", cudaGetErrorString(err)));
   }

@@ -26,6 +26,8 @@ __global__ void __launch_bounds__(kWarpsPerCta * 32)
                       int num_kv_heads, int head_dim, const uint32_t* __restrict__ bias,
                       const uint32_t* __restrict__ q_norm, const uint32_t* __restrict__ k_norm,
                       float eps) {
+  device::AllowDependentLaunch();
+  device::WaitForPrerequisites();
   const int64_t item = int64_t{blockIdx.x} * kWarpsPerCta + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (item >= int64_t{n} * heads) return;
@@ -63,6 +65,8 @@ __global__ void WriteKvKernel(const uint4* __restrict__ k, const uint4* __restri
                               int64_t row_stride_vecs, const int32_t* __restrict__ slot_mapping,
                               uint4* __restrict__ pool, int64_t block_vecs, int64_t slab_vecs,
                               int64_t layer_vecs, int kv_heads, int block_size, int head_vecs) {
+  device::AllowDependentLaunch();
+  device::WaitForPrerequisites();
   const int64_t token = blockIdx.x;
   const int32_t slot = slot_mapping[token];
   if (slot < 0) return;
@@ -80,8 +84,7 @@ __global__ void WriteKvKernel(const uint4* __restrict__ k, const uint4* __restri
   }
 }
 
-absl::Status LaunchStatus(const char* what) {
-  const cudaError_t err = cudaGetLastError();
+absl::Status LaunchStatus(const char* what, cudaError_t err) {
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat(what, " launch: ", cudaGetErrorString(err)));
   }
@@ -109,12 +112,13 @@ absl::Status LaunchQkvBiasNorm(void* qkv, int64_t row_stride, int n, int num_q_h
                                     : (q_norm != nullptr ? num_q_heads + num_kv_heads : 0);
   if (n == 0 || heads == 0) return absl::OkStatus();
   const int64_t items = int64_t{n} * heads;
-  QkvBiasNormKernel<<<static_cast<unsigned>((items + kWarpsPerCta - 1) / kWarpsPerCta),
-                      kWarpsPerCta * 32, 0, stream>>>(
-      static_cast<uint32_t*>(qkv), row_stride / 2, n, heads, num_q_heads, num_kv_heads, head_dim,
-      static_cast<const uint32_t*>(bias), static_cast<const uint32_t*>(q_norm),
-      static_cast<const uint32_t*>(k_norm), eps);
-  return LaunchStatus("qkv bias/norm");
+  return LaunchStatus(
+      "qkv bias/norm",
+      device::LaunchDependent(
+          QkvBiasNormKernel, dim3(static_cast<unsigned>((items + kWarpsPerCta - 1) / kWarpsPerCta)),
+          dim3(kWarpsPerCta * 32), 0, stream, static_cast<uint32_t*>(qkv), row_stride / 2, n,
+          heads, num_q_heads, num_kv_heads, head_dim, static_cast<const uint32_t*>(bias),
+          static_cast<const uint32_t*>(q_norm), static_cast<const uint32_t*>(k_norm), eps));
 }
 
 absl::Status LaunchWriteKvCache(const void* k, const void* v, int64_t row_stride, int n,
@@ -133,11 +137,13 @@ absl::Status LaunchWriteKvCache(const void* k, const void* v, int64_t row_stride
   const int head_vecs = shape.head_dim / 8;
   const int threads = std::min(1024, 2 * shape.kv_heads * head_vecs);
   const int64_t slab_vecs = shape.SlabElements() / 8;
-  WriteKvKernel<<<n, threads, 0, stream>>>(
-      static_cast<const uint4*>(k), static_cast<const uint4*>(v), row_stride / 8, slot_mapping,
-      static_cast<uint4*>(pool), shape.BlockElements() / 8, slab_vecs,
-      int64_t{layer} * 2 * slab_vecs, shape.kv_heads, shape.block_size, head_vecs);
-  return LaunchStatus("write kv");
+  return LaunchStatus(
+      "write kv",
+      device::LaunchDependent(WriteKvKernel, dim3(n), dim3(threads), 0, stream,
+                              static_cast<const uint4*>(k), static_cast<const uint4*>(v),
+                              row_stride / 8, slot_mapping, static_cast<uint4*>(pool),
+                              shape.BlockElements() / 8, slab_vecs, int64_t{layer} * 2 * slab_vecs,
+                              shape.kv_heads, shape.block_size, head_vecs));
 }
 
 }  // namespace memshare::kernels
