@@ -24,7 +24,9 @@
 // run the code they ran before views existed.
 //
 // Both expect the K and V of the query tokens to be in the pool already
-// (kernels/qkv.h LaunchWriteKvCache). Supported: head_dim 64 and 128,
+// (kernels/qkv.h LaunchWriteKvCache), except that decode can take the
+// step's K and V from the QKV output and write them itself (new_slots
+// below). Supported: head_dim 64 and 128,
 // block_size 16, query heads per KV head 1..16. bf16 throughout, fp32
 // softmax and accumulation.
 #ifndef MEMSHARE_KERNELS_ATTENTION_H_
@@ -73,6 +75,22 @@ struct PagedAttentionArgs {
   float softmax_scale = 0.f;             // usually 1 / sqrt(head_dim)
   // bf16 [num_tokens][num_q_heads][head_dim].
   void* out = nullptr;
+  // Decode only: the write of the step's K and V fused into the attention.
+  // When new_slots (int32 [num_seqs], device) is set, row s of new_k and
+  // new_v (bf16, row stride q_row_stride, KV head h at h * head_dim; usually
+  // the K and V columns of the QKV output) holds sequence s's key (before
+  // RoPE) and value at position context_len - 1. The kernel reads them from
+  // there, not from the pool, and writes them into slot new_slots[s] of this
+  // layer (what LaunchWriteKvCache does; a slot < 0 is skipped), so kv_pool
+  // must be writable. The contract that makes it fast: that slot is in the
+  // last block of the sequence's table, which is no view, and nothing the
+  // kernels before this one in the stream do writes any other block of the
+  // pool: those are read while the previous kernel still runs
+  // (programmatic dependent launch). new_k, new_v: 16-byte aligned, with
+  // q_row_stride a multiple of 8.
+  const int32_t* new_slots = nullptr;
+  const void* new_k = nullptr;
+  const void* new_v = nullptr;
 };
 
 // How a decode launch splits each sequence: blocks_per_split consecutive KV

@@ -51,6 +51,11 @@ struct DecodeParams {
   __nv_bfloat16* out;  // [num_seqs][num_q_heads][D]
   float* part_o;       // [num_seqs][num_q_heads][num_splits][D]
   float* part_lse;     // [num_seqs][num_q_heads][num_splits], log2 units
+  // The fused K/V write (PagedAttentionArgs::new_slots), or all null.
+  const int32_t* new_slots;   // [num_seqs]
+  const __nv_bfloat16* new_k;  // row s at s * q_row_stride
+  const __nv_bfloat16* new_v;
+  __nv_bfloat16* write_base;  // layer_base, writable
 };
 
 // With shifted views. A separate type, so that the kernels without views
@@ -91,7 +96,11 @@ template <int D, int kStages, bool kWide, bool kViews>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
   device::AllowDependentLaunch();
-  device::WaitForPrerequisites();
+  // Without the fused write nothing is read before the kernel before has
+  // finished; with it, the metadata and every block but the last are (see
+  // the prologue).
+  const bool fused = p.new_slots != nullptr;
+  if (!fused) device::WaitForPrerequisites();
   constexpr int kSteps = D / 16;  // MMA k-steps over the head dimension
   constexpr int kHalf = kSteps / 2;  // k-step s holds the RoPE partners of s + kHalf
   constexpr int kRowBytes = D * 2;
@@ -112,6 +121,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int group = p.group;
 
   if (ctx <= 0) {  // padding sequence
+    device::WaitForPrerequisites();
     if (split == 0 && p.num_splits == 1) {
       __nv_bfloat16* o = p.out + (int64_t{seq} * p.num_q_heads + kvh * group) * D;
       for (int i = threadIdx.x; i < group * D; i += kWarps * 32) o[i] = __float2bfloat16(0.f);
@@ -125,6 +135,14 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   // the longest sequence is slower, never wrong.
   const int blk_end = split == p.num_splits - 1 ? num_blocks
                                                 : min(num_blocks, blk_begin + p.blocks_per_split);
+  // With the fused K/V write, row (ctx - 1) % 16 of the last block comes
+  // from new_k / new_v instead of the pool.
+  const int last_blk = num_blocks - 1;
+  const int new_row = (ctx - 1) % kAttnBlockSize;
+  const __nv_bfloat16* new_k =
+      fused ? p.new_k + int64_t{seq} * p.q_row_stride + int64_t{kvh} * D : nullptr;
+  const __nv_bfloat16* new_v =
+      fused ? p.new_v + int64_t{seq} * p.q_row_stride + int64_t{kvh} * D : nullptr;
 
   // Q fragments (A operand), rotated at the query position, and this
   // lane's inverse frequencies for K: lane (g, c) holds dimensions
@@ -139,6 +157,102 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       const int d0 = 16 * s + 8 * e + 2 * c;
       freq[s][e][0] = __ldg(p.inv_freq + d0);
       freq[s][e][1] = __ldg(p.inv_freq + d0 + 1);
+    }
+  }
+  // This warp's blocks: first, first + kWarps, ... below blk_end.
+  const int first = blk_begin + warp;
+  const int my_count = first < blk_end ? (blk_end - first + kWarps - 1) / kWarps : 0;
+  const uint32_t wsm = device::SmemAddr(smem) + warp * kStages * kStageBytes;
+  const int32_t* bt = p.block_tables + int64_t{seq} * p.bt_stride;
+  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kAttnBlockSize * D;
+  int32_t table_window = 0;  // lane i: physical id of this warp's block (it & ~31) + i
+  // kViews: lane i's hi block and shift of the same block.
+  int32_t hi_window = 0;
+  int32_t shift_window = 0;
+
+  auto load = [&](int it) {
+    if ((it & 31) == 0) {
+      const int b = first + (it + lane) * kWarps;
+      table_window = b < blk_end ? __ldg(bt + b) : 0;
+      if constexpr (kViews) {
+        const int64_t row = int64_t{seq} * p.bt_stride;
+        hi_window = b < blk_end ? __ldg(p.block_tables_hi + row + b) : 0;
+        shift_window = b < blk_end ? __ldg(p.block_shifts + row + b) : 0;
+      }
+    }
+    const int32_t phys = __shfl_sync(0xffffffffu, table_window, it & 31);
+    const int valid_rows = ctx - (first + it * kWarps) * kAttnBlockSize;
+    const __nv_bfloat16* kg = head_base + int64_t{phys} * p.block_elems;
+    const __nv_bfloat16* vg = kg + p.slab;
+    const uint32_t st = wsm + (it % kStages) * kStageBytes;
+    // The row to take from new_k / new_v, or none (-1).
+    const int fresh_row = fused && first + it * kWarps == last_blk ? new_row : -1;
+    if constexpr (!kViews) {
+#pragma unroll
+      for (int i = 0; i < kChunksPerLane; ++i) {
+        const int idx = lane + 32 * i;
+        const int r = idx / kChunksPerRow;
+        const int q = idx % kChunksPerRow;
+        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        // Slots past the sequence's end are zero-filled: whatever the pool
+        // holds there (NaN included) never reaches the MMAs.
+        const int bytes = r < valid_rows ? 16 : 0;
+        const bool fresh = r == fresh_row;
+        CpAsync16(st + off, fresh ? new_k + q * 8 : kg + idx * 8, bytes);
+        CpAsync16(st + kTileBytes + off, fresh ? new_v + q * 8 : vg + idx * 8, bytes);
+      }
+    } else {
+      const int32_t phys_hi = __shfl_sync(0xffffffffu, hi_window, it & 31);
+      const int shift = __shfl_sync(0xffffffffu, shift_window, it & 31);
+      const __nv_bfloat16* kg_hi = head_base + int64_t{phys_hi} * p.block_elems;
+#pragma unroll
+      for (int i = 0; i < kChunksPerLane; ++i) {
+        const int idx = lane + 32 * i;
+        const int r = idx / kChunksPerRow;
+        const int q = idx % kChunksPerRow;
+        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const int bytes = r < valid_rows ? 16 : 0;
+        // Row r of the logical block: row r + shift of lo, or of hi past
+        // lo's end (shift 0: lo's row r, as above).
+        const int src_row = r + shift;
+        const __nv_bfloat16* src = (src_row < kAttnBlockSize ? kg : kg_hi) +
+                                   (src_row & (kAttnBlockSize - 1)) * D + q * 8;
+        const bool fresh = r == fresh_row;
+        CpAsync16(st + off, fresh ? new_k + q * 8 : src, bytes);
+        CpAsync16(st + kTileBytes + off, fresh ? new_v + q * 8 : src + p.slab, bytes);
+      }
+    }
+  };
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.f, 0.f};
+
+  // Prologue. With the fused write, every block but the last is final
+  // before this grid starts (the launch's contract), so the first stages
+  // are requested while the kernel before it still runs; the last block
+  // (its new row is that kernel's output), Q and every write wait.
+  int issued = 0;
+  if (fused) {
+    for (; issued < kStages - 1 && issued < my_count; ++issued) {
+      if (first + issued * kWarps == last_blk) break;
+      load(issued);
+      CpAsyncCommit();
+    }
+  }
+  device::WaitForPrerequisites();
+  if (fused && blk_begin <= last_blk && last_blk < blk_end && threadIdx.x < 2 * kChunksPerRow) {
+    const int32_t slot = p.new_slots[seq];
+    if (slot >= 0) {
+      const int kind = threadIdx.x / kChunksPerRow;  // 0 = K, 1 = V
+      const int j = threadIdx.x % kChunksPerRow;
+      const uint4 v = *reinterpret_cast<const uint4*>((kind == 0 ? new_k : new_v) + j * 8);
+      __nv_bfloat16* dst = p.write_base + int64_t{slot / kAttnBlockSize} * p.block_elems +
+                           kind * p.slab + (int64_t{kvh} * kAttnBlockSize +
+                                            slot % kAttnBlockSize) * D + j * 8;
+      *reinterpret_cast<uint4*>(dst) = v;
     }
   }
 #pragma unroll
@@ -167,75 +281,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     }
   }
 
-  // This warp's blocks: first, first + kWarps, ... below blk_end.
-  const int first = blk_begin + warp;
-  const int my_count = first < blk_end ? (blk_end - first + kWarps - 1) / kWarps : 0;
-  const uint32_t wsm = device::SmemAddr(smem) + warp * kStages * kStageBytes;
-  const int32_t* bt = p.block_tables + int64_t{seq} * p.bt_stride;
-  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kAttnBlockSize * D;
-  int32_t table_window = 0;  // lane i: physical id of this warp's block (it & ~31) + i
-  // kViews: lane i's hi block and shift of the same block.
-  int32_t hi_window = 0;
-  int32_t shift_window = 0;
-
-  auto load = [&](int it) {
-    if ((it & 31) == 0) {
-      const int b = first + (it + lane) * kWarps;
-      table_window = b < blk_end ? __ldg(bt + b) : 0;
-      if constexpr (kViews) {
-        const int64_t row = int64_t{seq} * p.bt_stride;
-        hi_window = b < blk_end ? __ldg(p.block_tables_hi + row + b) : 0;
-        shift_window = b < blk_end ? __ldg(p.block_shifts + row + b) : 0;
-      }
-    }
-    const int32_t phys = __shfl_sync(0xffffffffu, table_window, it & 31);
-    const int valid_rows = ctx - (first + it * kWarps) * kAttnBlockSize;
-    const __nv_bfloat16* kg = head_base + int64_t{phys} * p.block_elems;
-    const __nv_bfloat16* vg = kg + p.slab;
-    const uint32_t st = wsm + (it % kStages) * kStageBytes;
-    if constexpr (!kViews) {
-#pragma unroll
-      for (int i = 0; i < kChunksPerLane; ++i) {
-        const int idx = lane + 32 * i;
-        const int r = idx / kChunksPerRow;
-        const int q = idx % kChunksPerRow;
-        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
-        // Slots past the sequence's end are zero-filled: whatever the pool
-        // holds there (NaN included) never reaches the MMAs.
-        const int bytes = r < valid_rows ? 16 : 0;
-        CpAsync16(st + off, kg + idx * 8, bytes);
-        CpAsync16(st + kTileBytes + off, vg + idx * 8, bytes);
-      }
-    } else {
-      const int32_t phys_hi = __shfl_sync(0xffffffffu, hi_window, it & 31);
-      const int shift = __shfl_sync(0xffffffffu, shift_window, it & 31);
-      const __nv_bfloat16* kg_hi = head_base + int64_t{phys_hi} * p.block_elems;
-#pragma unroll
-      for (int i = 0; i < kChunksPerLane; ++i) {
-        const int idx = lane + 32 * i;
-        const int r = idx / kChunksPerRow;
-        const int q = idx % kChunksPerRow;
-        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
-        const int bytes = r < valid_rows ? 16 : 0;
-        // Row r of the logical block: row r + shift of lo, or of hi past
-        // lo's end (shift 0: lo's row r, as above).
-        const int src_row = r + shift;
-        const __nv_bfloat16* src = (src_row < kAttnBlockSize ? kg : kg_hi) +
-                                   (src_row & (kAttnBlockSize - 1)) * D + q * 8;
-        CpAsync16(st + off, src, bytes);
-        CpAsync16(st + kTileBytes + off, src + p.slab, bytes);
-      }
-    }
-  };
-
-  float o[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY};
-  float l[2] = {0.f, 0.f};
-
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
+  for (int st = issued; st < kStages - 1; ++st) {
     if (st < my_count) load(st);
     CpAsyncCommit();
   }
@@ -488,6 +534,13 @@ absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_
   if (split.num_splits > 1 && (workspace == nullptr || !internal::Aligned(workspace, 16))) {
     return absl::InvalidArgumentError("decode attention: split launch needs a 16-byte aligned workspace");
   }
+  if (args.new_slots != nullptr &&
+      (!internal::Aligned(args.new_k, 16) || !internal::Aligned(args.new_v, 16) ||
+       args.new_k == nullptr || args.new_v == nullptr || args.q_row_stride % 8 != 0)) {
+    return absl::InvalidArgumentError(
+        "decode attention: the fused K/V write needs new_k and new_v 16-byte aligned and a "
+        "q_row_stride that is a multiple of 8");
+  }
   if (num_seqs == 0) return absl::OkStatus();
   const internal::PoolView pool = internal::MakePoolView(args);
   const int kv_heads = args.shape.kv_heads;
@@ -510,6 +563,11 @@ absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_
   p.blocks_per_split = split.blocks_per_split;
   p.num_splits = split.num_splits;
   p.out = static_cast<__nv_bfloat16*>(args.out);
+  p.new_slots = args.new_slots;
+  p.new_k = static_cast<const __nv_bfloat16*>(args.new_k);
+  p.new_v = static_cast<const __nv_bfloat16*>(args.new_v);
+  // The fused write goes into the pool the launch reads (see new_slots).
+  p.write_base = args.new_slots ? const_cast<__nv_bfloat16*>(pool.layer_base) : nullptr;
   const size_t slots = size_t(num_seqs) * args.num_q_heads * split.num_splits;
   p.part_o = static_cast<float*>(workspace);
   p.part_lse = p.part_o == nullptr ? nullptr : p.part_o + slots * head_dim;

@@ -183,6 +183,10 @@ absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_se
                                          const int32_t* cu_q_lens, int max_q_len,
                                          cudaStream_t stream) {
   const KvBlockShape& s = a.shape;
+  if (a.new_slots != nullptr) {
+    return absl::InvalidArgumentError(
+        "generic attention: the fused K/V write (new_slots) is decode only");
+  }
   if (s.head_dim <= 0 || s.head_dim % 2 != 0 || s.head_dim > kMaxHeadDim) {
     return absl::InvalidArgumentError(
         absl::StrCat("generic attention: head_dim ", s.head_dim, " (even, <= 256)"));

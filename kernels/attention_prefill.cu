@@ -349,6 +349,10 @@ absl::Status LaunchPagedPrefillAttention(const PagedAttentionArgs& args, int num
   if (max_q_len < 0) {
     return absl::InvalidArgumentError(absl::StrCat("prefill attention: max_q_len ", max_q_len));
   }
+  if (args.new_slots != nullptr) {
+    return absl::InvalidArgumentError(
+        "prefill attention: the fused K/V write (new_slots) is decode only");
+  }
   if (num_seqs == 0 || max_q_len == 0) return absl::OkStatus();
   const internal::PoolView pool = internal::MakePoolView(args);
   PrefillViewParams p;

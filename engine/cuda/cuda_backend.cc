@@ -718,6 +718,11 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     }
   }
 
+  // Decode steps write each layer's new K and V from the decode attention
+  // kernel (PagedAttentionArgs::new_slots): one kernel less per layer, and
+  // the attention streams the older blocks while the QKV projection ends.
+  // Nothing else in a step writes the pools, which that needs.
+  const bool fuse_kv_write = fast_attention_ && step.decode && q % 8 == 0 && kv % 8 == 0;
   RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, vocab_begin_, vocab_rows_, H,
                                                  MetaDev<int32_t>(L.token_ids), T, residual_,
                                                  stream_));
@@ -739,9 +744,11 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     const int li = static_cast<int>(l - spec_.group_layer_begin[g]);
     const kernels::KvBlockShape shape{spec_.LayersInGroup(g), spec_.kv_heads_local,
                                       spec_.block_size, spec_.head_dim};
-    RETURN_IF_ERROR(kernels::LaunchWriteKvCache(Bf16At(qkv_, q), Bf16At(qkv_, q + kv), qkv_cols, T,
-                                                slots + int64_t{g} * L.tokens, pools_[g], shape, li,
-                                                stream_));
+    if (!fuse_kv_write) {
+      RETURN_IF_ERROR(kernels::LaunchWriteKvCache(Bf16At(qkv_, q), Bf16At(qkv_, q + kv), qkv_cols,
+                                                  T, slots + int64_t{g} * L.tokens, pools_[g],
+                                                  shape, li, stream_));
+    }
     kernels::PagedAttentionArgs a;
     a.q = qkv_;
     a.q_row_stride = qkv_cols;
@@ -756,6 +763,11 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       a.block_shifts = shifts + int64_t{g} * L.stride;
     }
     a.context_lens = ctx;
+    if (fuse_kv_write) {
+      a.new_slots = slots + int64_t{g} * L.tokens;
+      a.new_k = Bf16At(qkv_, q);
+      a.new_v = Bf16At(qkv_, q + kv);
+    }
     a.rope_inv_freq = inv_freq_;
     a.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
     a.out = attn_;

@@ -325,7 +325,10 @@ int NumSms() {
   return sms;
 }
 
-void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
+// fused: the step's K and V are not in the pool (their slots hold NaN where
+// no other table entry reads the block) but in the K and V columns of the
+// query rows, and the launch writes them (PagedAttentionArgs::new_slots).
+void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr, bool fused = false) {
   const Fixture f = Build(pr);
   ASSERT_GT(f.shared_entries, 0);
   if (pr.views) {
@@ -333,6 +336,45 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
   }
   DeviceInputs d;
   Upload(f, d);
+  DeviceBuffer<int32_t> new_slots;
+  int poisoned_rows = 0;
+  if (fused) {
+    const int D = pr.head_dim;
+    std::vector<Bf16> q = f.q, pool = f.pool;
+    std::vector<int32_t> slots(pr.ctx.size(), -1);
+    std::vector<int> uses(f.num_blocks, 0);
+    for (int32_t id : f.tables) {
+      if (id >= 0) ++uses[id];
+    }
+    for (size_t s = 0; s < pr.ctx.size(); ++s) {
+      const int ctx = pr.ctx[s];
+      if (ctx <= 0) continue;
+      const int32_t phys = f.tables[s * f.bt_stride + (ctx - 1) / kBlock];
+      const int row = (ctx - 1) % kBlock;
+      slots[s] = phys * kBlock + row;
+      for (int kv = 0; kv < 2; ++kv) {
+        for (int h = 0; h < pr.kv_heads; ++h) {
+          const int64_t off = phys * f.shape.BlockElements() +
+                              (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
+                              (int64_t{h} * kBlock + row) * D;
+          const int64_t col = int64_t{pr.q_heads + kv * pr.kv_heads + h} * D;
+          for (int i = 0; i < D; ++i) q[s * f.q_stride + col + i] = f.pool[off + i];
+          if (uses[phys] == 1) {
+            for (int i = 0; i < D; ++i) pool[off + i] = Bf16{0xffff};
+            ++poisoned_rows;
+          }
+        }
+      }
+    }
+    ASSERT_GT(poisoned_rows, 0);
+    d.q.Upload(q);
+    d.pool.Upload(pool);
+    new_slots.Resize(slots.size());
+    new_slots.Upload(slots);
+    d.args.new_slots = new_slots.get();
+    d.args.new_k = d.q.get() + int64_t{pr.q_heads} * D;
+    d.args.new_v = d.q.get() + int64_t{pr.q_heads + pr.kv_heads} * D;
+  }
   int max_ctx = 0;
   for (int c : pr.ctx) max_ctx = std::max(max_ctx, c);
   const DecodeSplit split =
@@ -348,6 +390,13 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr) {
   ASSERT_CUDA(cudaGetLastError());
   ASSERT_CUDA(cudaDeviceSynchronize());
   ExpectMatches(f, d.out.Download());
+  if (fused) {
+    // Every poisoned row now holds its K or V again; nothing else changed.
+    const std::vector<Bf16> pool = d.pool.Download();
+    int64_t differ = 0;
+    for (size_t i = 0; i < pool.size(); ++i) differ += pool[i].bits != f.pool[i].bits;
+    EXPECT_EQ(differ, 0) << "of " << poisoned_rows << " rows written";
+  }
 }
 
 void RunPrefill(const Problem& pr) {
@@ -387,6 +436,46 @@ TEST(PagedDecodeAttentionTest, SevenBShapeNoSplit) {
 TEST(PagedDecodeAttentionTest, ManySmallSplits) {
   const DecodeSplit many{300, 1};
   RunDecode(Ragged(128, 28, 4, 3), &many);
+}
+
+// The step's K/V written by the attention kernel itself (the CUDA backend's
+// decode steps): one CTA per (sequence, KV head), many small splits (the
+// last block in a late split), and head_dim 64 with its own chunk count.
+TEST(PagedDecodeAttentionTest, FusedKvWriteNoSplit) {
+  const DecodeSplit one{1, 1 << 20};
+  RunDecode(Ragged(128, 28, 4, 21), &one, /*fused=*/true);
+}
+
+TEST(PagedDecodeAttentionTest, FusedKvWriteAutoSplit) {
+  RunDecode(Ragged(128, 28, 4, 22), nullptr, /*fused=*/true);
+}
+
+TEST(PagedDecodeAttentionTest, FusedKvWriteManySmallSplits) {
+  const DecodeSplit many{300, 1};
+  RunDecode(Ragged(128, 28, 4, 23), &many, /*fused=*/true);
+}
+
+TEST(PagedDecodeAttentionTest, FusedKvWriteHeadDim64) {
+  const DecodeSplit s{3, 20};
+  RunDecode(Ragged(64, 8, 2, 24), &s, /*fused=*/true);
+}
+
+TEST(PagedDecodeAttentionTest, FusedKvWriteIsDecodeOnly) {
+  const Fixture f = Build(Ragged(128, 28, 4, 25));
+  DeviceInputs d;
+  Upload(f, d);
+  DeviceBuffer<int32_t> slots(std::vector<int32_t>(f.pr.ctx.size(), 0));
+  d.args.new_slots = slots.get();
+  d.args.new_k = d.q.get();
+  d.args.new_v = d.q.get();
+  EXPECT_EQ(LaunchPagedPrefillAttention(d.args, int(f.pr.ctx.size()), d.cu_q.get(), 1, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  d.args.new_v = d.q.get() + 1;  // misaligned
+  EXPECT_EQ(LaunchPagedDecodeAttention(d.args, int(f.pr.ctx.size()), {1, 1 << 20}, nullptr,
+                                       nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PagedDecodeAttentionTest, HeadDim64Mha) {
