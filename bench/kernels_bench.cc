@@ -446,23 +446,27 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
       if (!kernels::SkinnyGemmSupports(k)) continue;
       const int full = kernels::SkinnyGemmSplits(k, sms);
       for (int splits : {full, std::max(1, full / 2)}) {
-        for (bool pdl : {false, true}) {
-          const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
-            kernels::SkinnyGemmArgs r = k;
-            r.w = ws[rep % copies];
-            STATUS_OK(kernels::LaunchSkinnyGemm(r, splits, pdl, st));
-          });
-          char what[160];
-          std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny splits=%d pdl=%d (graph)",
-                        s.name, m, s.n, s.k, splits, pdl);
-          char fig[80];
-          std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
-          char extra[160];
-          std::snprintf(extra, sizeof(extra),
-                        "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_splits\": %d, \"pdl\": %d, "
-                        "\"weight_gbs\": %.1f",
-                        m, s.n, s.k, splits, pdl, wbytes / (us * 1e-6) / 1e9);
-          Report(what, us, fig, extra);
+        for (bool wgmma : {false, true}) {
+          for (bool pdl : {false, true}) {
+            const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
+              kernels::SkinnyGemmArgs r = k;
+              r.w = ws[rep % copies];
+              r.wgmma = wgmma;
+              STATUS_OK(kernels::LaunchSkinnyGemm(r, splits, pdl, st));
+            });
+            char what[160];
+            std::snprintf(what, sizeof(what),
+                          "gemm %s M=%d N=%d K=%d skinny%s splits=%d pdl=%d (graph)", s.name, m,
+                          s.n, s.k, wgmma ? "-wgmma" : "", splits, pdl);
+            char fig[80];
+            std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
+            char extra[200];
+            std::snprintf(extra, sizeof(extra),
+                          "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_splits\": %d, \"pdl\": %d, "
+                          "\"wgmma\": %d, \"weight_gbs\": %.1f",
+                          m, s.n, s.k, splits, pdl, wgmma, wbytes / (us * 1e-6) / 1e9);
+            Report(what, us, fig, extra);
+          }
         }
         if (full == 1) break;
       }

@@ -123,10 +123,96 @@ __device__ __forceinline__ uint32_t Swizzled(uint32_t box, int row, int unit) {
   return box + row * 128 + ((unit ^ (row & 7)) << 4);
 }
 
+// wgmma (sm_90a): one warpgroup multiplies a 64 x 16 tile of A by a 16 x N
+// tile of B, both read from shared memory through matrix descriptors, into
+// N / 2 fp32 accumulators a thread (the mma.sync m16n8 accumulator layout,
+// warp w holding rows 16w .. 16w + 15, registers 4j .. 4j + 3 for columns
+// 8j .. 8j + 7). Descriptor of a K-major tile in the 128-byte swizzle the
+// tensor maps write (rows of 128 bytes, 8-row atoms of 1,024 bytes): start
+// address >> 4 in bits 0-13, leading byte offset (unused by this layout)
+// 16 >> 4 in bits 16-29, stride byte offset 1024 >> 4 in bits 32-45,
+// swizzle mode 1 (128 B) in bits 62-63. A k step of 16 inside the atom
+// moves the start address by 32 bytes.
+__device__ __forceinline__ uint64_t SmemDesc(uint32_t addr) {
+  return uint64_t{(addr & 0x3ffff) >> 4} | (uint64_t{16 >> 4} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaWaitAll() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+// Keeps the compiler from moving accumulator reads or writes across the
+// asynchronous MMAs.
+template <int R>
+__device__ __forceinline__ void FenceAccumulators(float (&d)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int N>
+struct Wgmma;
+template <>
+struct Wgmma<8> {
+  static __device__ __forceinline__ void Run(float (&d)[4], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3}, %4, %5, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(a), "l"(b));
+  }
+};
+template <>
+struct Wgmma<16> {
+  static __device__ __forceinline__ void Run(float (&d)[8], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b));
+  }
+};
+template <>
+struct Wgmma<32> {
+  static __device__ __forceinline__ void Run(float (&d)[16], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b));
+  }
+};
+template <>
+struct Wgmma<48> {
+  static __device__ __forceinline__ void Run(float (&d)[24], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+        : "l"(a), "l"(b));
+  }
+};
+template <>
+struct Wgmma<64> {
+  static __device__ __forceinline__ void Run(float (&d)[32], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b));
+  }
+};
+
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
 // W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 64-k
-// boxes; consumer warp w owns rows 128x + 32w .. + 31 and every token.
-template <int NT>
+// boxes; consumer warp w owns rows 128x + 32w .. + 31 and every token
+// (kWgmma: the four consumer warps are one warpgroup, whose two m64 wgmma
+// per k step cover rows 128x .. + 63 and + 64 .. + 127; warp w holds rows
+// 16w .. + 15 of each).
+template <int NT, bool kWgmma>
 __global__ void __launch_bounds__(kThreads, 1)
     SkinnyGemmKernel(const __grid_constant__ CUtensorMap w_map,
                      const __grid_constant__ CUtensorMap x_map, const Params p) {
@@ -171,20 +257,28 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warp == kConsumerWarps) {
     if (lane == 0) {
-      // Producer. Stage i holds boxes [2i, 2i + 2) of this CTA's run.
-      auto boxes = [&](int i) { return MinInt(kStageBoxes, nboxes - i * kStageBoxes); };
+      // Producer. Stage i holds boxes [2i, 2i + 2) of this CTA's run. With
+      // wgmma every stage is full: a box past the run is read at k past the
+      // matrix, which the copy engine fills with zeros, so that the
+      // consumers' MMAs need no branch (a wgmma under a branch the compiler
+      // cannot prove uniform is serialized).
+      auto boxes = [&](int i) {
+        return kWgmma ? kStageBoxes : MinInt(kStageBoxes, nboxes - i * kStageBoxes);
+      };
+      auto box_k = [&](int i, int b) {
+        const int idx = i * kStageBoxes + b;
+        return (idx < nboxes ? b0 + idx : total_boxes) * kBoxK;
+      };
       auto issue_w = [&](int i) {
         const int s = i % L::kStages;
         BarArriveExpect(full(s), boxes(i) * (kWBoxBytes + L::kXBoxBytes));
         for (int b = 0; b < boxes(i); ++b) {
-          TmaLoad(w_box(s, b), &w_map, (b0 + i * kStageBoxes + b) * kBoxK, cta_row0, full(s));
+          TmaLoad(w_box(s, b), &w_map, box_k(i, b), cta_row0, full(s));
         }
       };
       auto issue_x = [&](int i) {
         const int s = i % L::kStages;
-        for (int b = 0; b < boxes(i); ++b) {
-          TmaLoad(x_box(s, b), &x_map, (b0 + i * kStageBoxes + b) * kBoxK, 0, full(s));
-        }
+        for (int b = 0; b < boxes(i); ++b) TmaLoad(x_box(s, b), &x_map, box_k(i, b), 0, full(s));
       };
       // Programmatic dependent launch: W is never written, so its first
       // stages are requested before the preceding kernel has finished; X is
@@ -198,6 +292,34 @@ __global__ void __launch_bounds__(kThreads, 1)
         issue_w(i);
         issue_x(i);
       }
+    }
+  } else if constexpr (kWgmma) {
+    // Consumers: per stage, box and k step of 16, two wgmma (W rows 0-63
+    // and 64-127 of the box against every token), then the stage is freed.
+    for (int i = 0; i < nstages; ++i) {
+      const int s = i % L::kStages;
+      BarWait(full(s), (i / L::kStages) & 1);
+      WgmmaFence();
+#pragma unroll
+      for (int b = 0; b < kStageBoxes; ++b) {  // every box is loaded (zeros past the run)
+        const uint32_t wb = w_box(s, b);
+        const uint32_t xb = x_box(s, b);
+#pragma unroll
+        for (int j = 0; j < kBoxK / 16; ++j) {
+          const uint64_t xd = SmemDesc(xb + 32 * j);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            Wgmma<8 * NT>::Run(reinterpret_cast<float(&)[4 * NT]>(acc[h]),
+                               SmemDesc(wb + h * 64 * 128 + 32 * j), xd);
+          }
+        }
+      }
+      WgmmaCommit();
+      WgmmaWaitAll();
+#pragma unroll
+      for (int h = 0; h < 2; ++h) FenceAccumulators(reinterpret_cast<float(&)[4 * NT]>(acc[h]));
+      __syncwarp();
+      if (lane == 0) BarArrive(empty(s));
     }
   } else {
     // Consumers. ldmatrix rows: W (A operand) lane l reads row l % 16 of a
@@ -255,7 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int c4 = lane & 3;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int row_in = warp * kRowsPerWarp + h * 16 + g;
+      const int row_in = kWgmma ? h * 64 + warp * 16 + g : warp * kRowsPerWarp + h * 16 + g;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         const int tok = t * 8 + 2 * c4;
@@ -352,10 +474,11 @@ bool EncodeMap(CUtensorMap* map, const void* ptr, int rows, int cols, int64_t ld
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int NT>
+template <int NT, bool kWgmma>
 cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t stream) {
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      SkinnyGemmKernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(SkinnyGemmKernel<NT, kWgmma>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
   if (attr != cudaSuccess) return attr;
   CUtensorMap w_map, x_map;
   if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, kRowsPerCta) ||
@@ -377,7 +500,7 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   attrs[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attrs;
   cfg.numAttrs = pdl ? 2 : 1;
-  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT>, w_map, x_map, p);
+  return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT, kWgmma>, w_map, x_map, p);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -420,12 +543,23 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
     splits = SkinnyGemmSplits(a, sms);
   }
   cudaError_t err;
-  switch (TokenTiles(a.m)) {
-    case 1: err = Launch<1>(a, splits, pdl, stream); break;
-    case 2: err = Launch<2>(a, splits, pdl, stream); break;
-    case 4: err = Launch<4>(a, splits, pdl, stream); break;
-    case 6: err = Launch<6>(a, splits, pdl, stream); break;
-    default: err = Launch<8>(a, splits, pdl, stream); break;
+  const int tiles = TokenTiles(a.m);
+  if (a.wgmma) {
+    switch (tiles) {
+      case 1: err = Launch<1, true>(a, splits, pdl, stream); break;
+      case 2: err = Launch<2, true>(a, splits, pdl, stream); break;
+      case 4: err = Launch<4, true>(a, splits, pdl, stream); break;
+      case 6: err = Launch<6, true>(a, splits, pdl, stream); break;
+      default: err = Launch<8, true>(a, splits, pdl, stream); break;
+    }
+  } else {
+    switch (tiles) {
+      case 1: err = Launch<1, false>(a, splits, pdl, stream); break;
+      case 2: err = Launch<2, false>(a, splits, pdl, stream); break;
+      case 4: err = Launch<4, false>(a, splits, pdl, stream); break;
+      case 6: err = Launch<6, false>(a, splits, pdl, stream); break;
+      default: err = Launch<8, false>(a, splits, pdl, stream); break;
+    }
   }
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("skinny gemm launch: ", cudaGetErrorString(err)));

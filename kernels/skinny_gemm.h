@@ -35,6 +35,10 @@ struct SkinnyGemmArgs {
   int64_t ldy = 0;
   bool fp32_out = false;
   const void* bias = nullptr;  // bf16 [n] or null
+  // How, not what: the consumer warps issue wgmma (one warpgroup reading
+  // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
+  // The same products up to the order of fp32 additions inside a k step.
+  bool wgmma = false;
 };
 
 // Whether the kernel takes these arguments: shape limits above, 16-byte

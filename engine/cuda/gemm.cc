@@ -55,6 +55,7 @@ struct CublasLtGemm::Plan {
   std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   int chosen = 0;
   int skinny_splits = 0;  // > 0: Tune() chose the skinny kernel with this k split
+  bool skinny_wgmma = false;  // ... and its wgmma consumers
 
   ~Plan() {
     if (op != nullptr) cublasLtMatmulDescDestroy(op);
@@ -117,7 +118,10 @@ CublasLtGemm::Key CublasLtGemm::KeyOf(const GemmArgs& g) {
 std::string CublasLtGemm::Choice(const GemmArgs& args) const {
   auto it = plans_.find(KeyOf(args));
   if (it == plans_.end()) return "";
-  if (it->second->skinny_splits > 0) return absl::StrCat("skinny/", it->second->skinny_splits);
+  if (it->second->skinny_splits > 0) {
+    return absl::StrCat(it->second->skinny_wgmma ? "skinny-wgmma/" : "skinny/",
+                        it->second->skinny_splits);
+  }
   return "cublaslt";
 }
 
@@ -215,14 +219,19 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
                   "matmul");
 }
 
-absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream) {
-  return kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(args), splits, options_.pdl, stream);
+absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool wgmma,
+                                     cudaStream_t stream) {
+  kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
+  s.wgmma = wgmma;
+  return kernels::LaunchSkinnyGemm(s, splits, options_.pdl, stream);
 }
 
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   absl::StatusOr<Plan*> plan = GetPlan(args);
   if (!plan.ok()) return plan.status();
-  if ((*plan)->skinny_splits > 0) return RunSkinny(args, (*plan)->skinny_splits, stream);
+  if ((*plan)->skinny_splits > 0) {
+    return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_wgmma, stream);
+  }
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
 
@@ -233,20 +242,27 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   Plan& plan = **plan_or;
   reps = std::max(1, reps);
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
-  // k split that fills the GPU and at half of it.
-  std::vector<int> skinny;
+  // k split that fills the GPU and at half of it, with mma.sync and with
+  // wgmma consumers.
+  struct SkinnyCandidate {
+    int splits;
+    bool wgmma;
+  };
+  std::vector<SkinnyCandidate> skinny;
   if (options_.skinny != SkinnyGemmMode::kOff &&
       kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(args))) {
     const int full = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(args), num_sms_);
-    skinny.push_back(full);
-    if (full > 1) skinny.push_back(full / 2);
+    for (bool wgmma : {false, true}) {
+      skinny.push_back({full, wgmma});
+      if (full > 1) skinny.push_back({full / 2, wgmma});
+    }
   }
   const size_t num_lt = plan.candidates.size();
   auto run = [&](size_t i, int rep, cudaStream_t st) {
     GemmArgs a = args;
     if (!rotate_w.empty()) a.w = rotate_w[rep % rotate_w.size()];
     if (i < num_lt) return Run(plan, a, &plan.candidates[i].algo, st);
-    return RunSkinny(a, skinny[i - num_lt], st);
+    return RunSkinny(a, skinny[i - num_lt].splits, skinny[i - num_lt].wgmma, st);
   };
   // Each candidate runs `reps` times inside a CUDA graph on a private
   // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the
@@ -300,7 +316,8 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     plan.chosen = best;
     if (options_.skinny != SkinnyGemmMode::kAlways) plan.skinny_splits = 0;
   } else {
-    plan.skinny_splits = skinny[best - num_lt];
+    plan.skinny_splits = skinny[best - num_lt].splits;
+    plan.skinny_wgmma = skinny[best - num_lt].wgmma;
   }
   return absl::OkStatus();
 }

@@ -95,8 +95,8 @@ class CublasLtGemm {
   // Plans built so far (one per distinct shape, layout and alignment).
   size_t num_plans() const { return plans_.size(); }
 
-  // What the plan for `args` runs: "cublaslt" or "skinny/<splits>"; empty
-  // when there is no plan yet.
+  // What the plan for `args` runs: "cublaslt", "skinny/<splits>" or
+  // "skinny-wgmma/<splits>"; empty when there is no plan yet.
   std::string Choice(const GemmArgs& args) const;
 
  private:
@@ -110,7 +110,7 @@ class CublasLtGemm {
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
   // `splits` > 0: the skinny kernel with that k split.
-  absl::Status RunSkinny(const GemmArgs& args, int splits, cudaStream_t stream);
+  absl::Status RunSkinny(const GemmArgs& args, int splits, bool wgmma, cudaStream_t stream);
 
   void* handle_;     // cublasLtHandle_t
   void* workspace_;  // device

@@ -143,14 +143,18 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
     for (int splits : {0, 1, 3, 8}) {
       if (splits > (c.k + 63) / 64) continue;
       for (bool pdl : {false, true}) {
-        runs.emplace_back(
-            absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits, " pdl ", pdl),
-            [splits, pdl](const GemmArgs& a) {
-              ASSERT_TRUE(kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(a)));
-              const absl::Status s =
-                  kernels::LaunchSkinnyGemm(ToSkinnyGemmArgs(a), splits, pdl, nullptr);
-              ASSERT_TRUE(s.ok()) << s;
-            });
+        for (bool wgmma : {false, true}) {
+          runs.emplace_back(absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " splits ", splits,
+                                         " pdl ", pdl, " wgmma ", wgmma),
+                            [splits, pdl, wgmma](const GemmArgs& a) {
+                              kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(a);
+                              s.wgmma = wgmma;
+                              ASSERT_TRUE(kernels::SkinnyGemmSupports(s));
+                              const absl::Status st =
+                                  kernels::LaunchSkinnyGemm(s, splits, pdl, nullptr);
+                              ASSERT_TRUE(st.ok()) << st;
+                            });
+        }
       }
     }
     CheckCase(c, seed++, runs);
@@ -184,12 +188,26 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   ASSERT_CUDA(cudaDeviceSynchronize());
   const auto b1 = y1.Download(), b2 = y2.Download();
   EXPECT_EQ(std::memcmp(b1.data(), b2.data(), b1.size() * sizeof(Bf16)), 0);
+  // The wgmma consumers too.
+  {
+    kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(a);
+    s.wgmma = true;
+    s.y = y2.get();
+    ASSERT_TRUE(kernels::LaunchSkinnyGemm(s, 0, true, nullptr).ok());
+    s.y = y3.get();
+    ASSERT_TRUE(kernels::LaunchSkinnyGemm(s, 0, true, nullptr).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto w2 = y2.Download(), w3 = y3.Download();
+    EXPECT_EQ(std::memcmp(w2.data(), w3.data(), w2.size() * sizeof(Bf16)), 0);
+  }
 
   EXPECT_EQ((*gemm)->Choice(a), "");
   a.y = y3.get();
   ASSERT_TRUE((*gemm)->Tune(a, nullptr, 8, rotate).ok());
   const std::string choice = (*gemm)->Choice(a);
-  EXPECT_TRUE(choice == "cublaslt" || choice.rfind("skinny/", 0) == 0) << choice;
+  EXPECT_TRUE(choice == "cublaslt" || choice.rfind("skinny/", 0) == 0 ||
+              choice.rfind("skinny-wgmma/", 0) == 0)
+      << choice;
   std::printf("m %d n %d k %d: Tune chose %s\n", m, n, k, choice.c_str());
   y3.Poison();
   ASSERT_TRUE((*gemm)->Matmul(a, nullptr).ok());
