@@ -1,7 +1,8 @@
 // Device helpers shared by the kernels of this package: bf16 packing,
-// asynchronous copies, ldmatrix, the bf16 tensor-core MMA, warp reductions
-// and the rotary embedding angle. Private to kernels/ (a textual header of
-// the cuda_library targets); host code never includes it.
+// asynchronous copies, ldmatrix, the bf16 tensor-core MMA, warp reductions,
+// the rotary embedding angle, programmatic dependent launch. A textual
+// header of the cuda_library targets of kernels/ and of engine/parallel's
+// all-reduce kernels; host code never includes it.
 #ifndef MEMSHARE_KERNELS_DEVICE_UTIL_CUH_
 #define MEMSHARE_KERNELS_DEVICE_UTIL_CUH_
 

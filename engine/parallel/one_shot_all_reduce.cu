@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/parallel/all_reduce_path.h"
 #include "engine/parallel/one_shot_all_reduce.h"
+#include "kernels/device_util.cuh"
 
 namespace memshare::engine {
 namespace {
@@ -326,21 +327,32 @@ __global__ void __launch_bounds__(kNormThreads)
     AllReduceAddRmsNormKernel(OneShotBuffers b, const uint4* x, uint4* residual,
                               const uint4* __restrict__ weight, uint4* out, int vecs_per_row,
                               float eps, float inv_hidden) {
+  // Programmatic dependent launch, as kernels/norm.cu: the next kernel (the
+  // QKV or gate/up projection) may start streaming its weights now, and
+  // this one starts while the projection before it ends, waiting for it
+  // before it reads anything but the norm's weights.
+  kernels::device::AllowDependentLaunch();
   __shared__ float scratch[kNormThreads / 32];
+  uint4 wgt[kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    const int idx = threadIdx.x + i * kNormThreads;
+    if (idx < vecs_per_row) wgt[i] = __ldg(weight + idx);
+  }
+  kernels::device::WaitForPrerequisites();
   const int slot = blockIdx.x;
   const uint32_t count = (b.lamport ? b.lamport_counts : b.counts)[slot] + 1;
   const uint32_t parity = count & 1;
   const int64_t base = int64_t{blockIdx.x} * vecs_per_row;
-  // The residual and the norm's weight do not depend on the peers: loaded
-  // before the wait, so that their latency hides behind it.
-  uint4 v[kVec], res[kVec], wgt[kVec];
+  // The residual does not depend on the peers: loaded before the wait for
+  // them, so that its latency hides behind it.
+  uint4 v[kVec], res[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     const int idx = threadIdx.x + i * kNormThreads;
     if (idx >= vecs_per_row) break;
     v[i] = x[base + idx];
     res[i] = residual[base + idx];
-    wgt[i] = __ldg(weight + idx);
     if (b.lamport) {
       v[i] = Sanitize(v[i]);
       LamportSend(b, parity, slot, idx, v[i]);
@@ -438,17 +450,18 @@ absl::Status LaunchOneShotAllReduceAddRmsNorm(const OneShotBuffers& b, const voi
   const auto* wv = static_cast<const uint4*>(weight);
   auto* ov = static_cast<uint4*>(out);
   const float inv_hidden = 1.f / hidden;
-  if (vecs <= kNormThreads) {
-    AllReduceAddRmsNormKernel<1>
-        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
-  } else if (vecs <= 2 * kNormThreads) {
-    AllReduceAddRmsNormKernel<2>
-        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
-  } else {
-    AllReduceAddRmsNormKernel<4>
-        <<<rows, kNormThreads, 0, stream>>>(b, xv, rv, wv, ov, vecs, eps, inv_hidden);
+  auto launch = [&](auto kernel) {
+    return kernels::device::LaunchDependent(kernel, dim3(rows), dim3(kNormThreads), 0, stream, b,
+                                            xv, rv, wv, ov, vecs, eps, inv_hidden);
+  };
+  const cudaError_t err = vecs <= kNormThreads       ? launch(AllReduceAddRmsNormKernel<1>)
+                          : vecs <= 2 * kNormThreads ? launch(AllReduceAddRmsNormKernel<2>)
+                                                     : launch(AllReduceAddRmsNormKernel<4>);
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("one-shot all-reduce + RMSNorm launch: ", cudaGetErrorString(err)));
   }
-  return LaunchError("one-shot all-reduce + RMSNorm");
+  return absl::OkStatus();
 }
 
 absl::Status LaunchOneShotAllReduceMaxU64(const OneShotBuffers& b, uint64_t* data, int64_t count,
