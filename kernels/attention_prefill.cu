@@ -29,7 +29,7 @@ using device::RopeSinCos;
 using device::RotatePairs;
 using internal::kAttnBlockSize;
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerCta = 16 * kWarps;  // (query token, head) rows
 constexpr int kKvTile = 64;               // keys per iteration: 4 blocks
