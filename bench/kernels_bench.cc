@@ -385,6 +385,8 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
   int dev = 0, sms = 0;
   CUDA_OK(cudaGetDevice(&dev));
   CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  void* stream_k_ws = DeviceAlloc(kernels::SkinnyGemmWorkspaceBytes(sms));
+  CUDA_OK(cudaMemset(stream_k_ws, 0, kernels::SkinnyGemmWorkspaceBytes(sms)));
   struct Shape {
     const char* name;
     int n, k;
@@ -471,11 +473,35 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
         }
         if (full == 1) break;
       }
+      // Stream-K over every multiprocessor (wgmma consumers).
+      for (bool pdl : {false, true}) {
+        const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
+          kernels::SkinnyGemmArgs r = k;
+          r.w = ws[rep % copies];
+          r.wgmma = true;
+          r.stream_k_ctas = sms;
+          r.workspace = stream_k_ws;
+          STATUS_OK(kernels::LaunchSkinnyGemm(r, 0, pdl, st));
+        });
+        char what[160];
+        std::snprintf(what, sizeof(what),
+                      "gemm %s M=%d N=%d K=%d skinny-wgmma stream-k=%d pdl=%d (graph)", s.name, m,
+                      s.n, s.k, sms, pdl);
+        char fig[80];
+        std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
+        char extra[200];
+        std::snprintf(extra, sizeof(extra),
+                      "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_stream_k\": %d, "
+                      "\"pdl\": %d, \"wgmma\": 1, \"weight_gbs\": %.1f",
+                      m, s.n, s.k, sms, pdl, wbytes / (us * 1e-6) / 1e9);
+        Report(what, us, fig, extra);
+      }
     }
     for (void* p : ws) cudaFree(p);
     cudaFree(x);
     cudaFree(y);
   }
+  cudaFree(stream_k_ws);
 }
 
 // Block distance, R1-Distill-Qwen-7B with one layer group (917,504-byte

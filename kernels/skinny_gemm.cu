@@ -206,12 +206,88 @@ struct Wgmma<64> {
   }
 };
 
+// The consumer warps' MMAs on one stage (its address `stage`, `nb` boxes
+// loaded; with wgmma every box is, zeros past the run). Consumer warp w owns
+// rows 32w .. + 31 of the CTA's tile and every token (wgmma: the four
+// consumer warps are one warpgroup, whose two m64 wgmma per k step cover
+// rows 0 .. 63 and 64 .. 127; warp w holds rows 16w .. + 15 of each).
+template <int NT, bool kWgmma>
+__device__ __forceinline__ void ConsumeStage(float (&acc)[2][NT][4], uint32_t stage, int nb,
+                                             int warp, int lane) {
+  using L = Layout<NT>;
+  auto w_box = [&](int b) { return stage + b * kWBoxBytes; };
+  auto x_box = [&](int b) { return stage + kStageBoxes * kWBoxBytes + b * L::kXBoxBytes; };
+  if constexpr (kWgmma) {
+    // Per box and k step of 16, two wgmma (W rows 0-63 and 64-127 of the
+    // box against every token).
+    WgmmaFence();
+#pragma unroll
+    for (int b = 0; b < kStageBoxes; ++b) {
+      const uint32_t wb = w_box(b);
+      const uint32_t xb = x_box(b);
+#pragma unroll
+      for (int j = 0; j < kBoxK / 16; ++j) {
+        const uint64_t xd = SmemDesc(xb + 32 * j);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          Wgmma<8 * NT>::Run(reinterpret_cast<float(&)[4 * NT]>(acc[h]),
+                             SmemDesc(wb + h * 64 * 128 + 32 * j), xd);
+        }
+      }
+    }
+    WgmmaCommit();
+    WgmmaWaitAll();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) FenceAccumulators(reinterpret_cast<float(&)[4 * NT]>(acc[h]));
+  } else {
+    // ldmatrix rows: W (A operand) lane l reads row l % 16 of a 16-row tile
+    // at k unit 2j + l / 16; X (B operand, two 8-token tiles per x4) lane l
+    // reads token l % 8 + 8 (l / 16) at k unit 2j + (l / 8) % 2.
+    const int a_row = warp * kRowsPerWarp + (lane & 15);
+    const int a_hi = lane >> 4;
+    const int b_tok = (lane & 7) + ((lane >> 4) << 3);
+    const int b_hi = (lane >> 3) & 1;
+#pragma unroll
+    for (int b = 0; b < kStageBoxes; ++b) {
+      if (b < nb) {
+        const uint32_t wb = w_box(b);
+        const uint32_t xb = x_box(b);
+#pragma unroll
+        for (int j = 0; j < kBoxK / 16; ++j) {
+          uint32_t a[2][4];
+          device::Ldmatrix4(Swizzled(wb, a_row, 2 * j + a_hi), a[0]);
+          device::Ldmatrix4(Swizzled(wb, a_row + 16, 2 * j + a_hi), a[1]);
+#pragma unroll
+          for (int t = 0; t + 1 < NT; t += 2) {
+            uint32_t bf[4];
+            device::Ldmatrix4(Swizzled(xb, t * 8 + b_tok, 2 * j + b_hi), bf);
+            MmaBf16(acc[0][t], a[0], bf[0], bf[1]);
+            MmaBf16(acc[1][t], a[1], bf[0], bf[1]);
+            MmaBf16(acc[0][t + 1], a[0], bf[2], bf[3]);
+            MmaBf16(acc[1][t + 1], a[1], bf[2], bf[3]);
+          }
+          if constexpr (NT % 2 == 1) {
+            uint32_t bf[2];
+            Ldmatrix2(Swizzled(xb, (NT - 1) * 8 + (lane & 7), 2 * j + b_hi), bf);
+            MmaBf16(acc[0][NT - 1], a[0], bf[0], bf[1]);
+            MmaBf16(acc[1][NT - 1], a[1], bf[0], bf[1]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Row of the CTA's tile that accumulator acc[h][t][r] holds (r < 2: g,
+// else g + 8, g = lane / 4); its token is 8t + 2 (lane % 4) + r % 2.
+template <bool kWgmma>
+__device__ __forceinline__ int AccRow(int warp, int lane, int h) {
+  return (kWgmma ? h * 64 + warp * 16 : warp * kRowsPerWarp + h * 16) + (lane >> 2);
+}
+
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
 // W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 64-k
-// boxes; consumer warp w owns rows 128x + 32w .. + 31 and every token
-// (kWgmma: the four consumer warps are one warpgroup, whose two m64 wgmma
-// per k step cover rows 128x .. + 63 and + 64 .. + 127; warp w holds rows
-// 16w .. + 15 of each).
+// boxes.
 template <int NT, bool kWgmma>
 __global__ void __launch_bounds__(kThreads, 1)
     SkinnyGemmKernel(const __grid_constant__ CUtensorMap w_map,
@@ -293,74 +369,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         issue_x(i);
       }
     }
-  } else if constexpr (kWgmma) {
-    // Consumers: per stage, box and k step of 16, two wgmma (W rows 0-63
-    // and 64-127 of the box against every token), then the stage is freed.
-    for (int i = 0; i < nstages; ++i) {
-      const int s = i % L::kStages;
-      BarWait(full(s), (i / L::kStages) & 1);
-      WgmmaFence();
-#pragma unroll
-      for (int b = 0; b < kStageBoxes; ++b) {  // every box is loaded (zeros past the run)
-        const uint32_t wb = w_box(s, b);
-        const uint32_t xb = x_box(s, b);
-#pragma unroll
-        for (int j = 0; j < kBoxK / 16; ++j) {
-          const uint64_t xd = SmemDesc(xb + 32 * j);
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            Wgmma<8 * NT>::Run(reinterpret_cast<float(&)[4 * NT]>(acc[h]),
-                               SmemDesc(wb + h * 64 * 128 + 32 * j), xd);
-          }
-        }
-      }
-      WgmmaCommit();
-      WgmmaWaitAll();
-#pragma unroll
-      for (int h = 0; h < 2; ++h) FenceAccumulators(reinterpret_cast<float(&)[4 * NT]>(acc[h]));
-      __syncwarp();
-      if (lane == 0) BarArrive(empty(s));
-    }
   } else {
-    // Consumers. ldmatrix rows: W (A operand) lane l reads row l % 16 of a
-    // 16-row tile at k unit 2j + l / 16; X (B operand, two 8-token tiles per
-    // x4) lane l reads token l % 8 + 8 (l / 16) at k unit 2j + (l / 8) % 2.
-    const int a_row = warp * kRowsPerWarp + (lane & 15);
-    const int a_hi = lane >> 4;
-    const int b_tok = (lane & 7) + ((lane >> 4) << 3);
-    const int b_hi = (lane >> 3) & 1;
     for (int i = 0; i < nstages; ++i) {
       const int s = i % L::kStages;
       BarWait(full(s), (i / L::kStages) & 1);
-      const int nb = MinInt(kStageBoxes, nboxes - i * kStageBoxes);
-#pragma unroll
-      for (int b = 0; b < kStageBoxes; ++b) {
-        if (b < nb) {
-          const uint32_t wb = w_box(s, b);
-          const uint32_t xb = x_box(s, b);
-#pragma unroll
-          for (int j = 0; j < kBoxK / 16; ++j) {
-            uint32_t a[2][4];
-            device::Ldmatrix4(Swizzled(wb, a_row, 2 * j + a_hi), a[0]);
-            device::Ldmatrix4(Swizzled(wb, a_row + 16, 2 * j + a_hi), a[1]);
-#pragma unroll
-            for (int t = 0; t + 1 < NT; t += 2) {
-              uint32_t bf[4];
-              device::Ldmatrix4(Swizzled(xb, t * 8 + b_tok, 2 * j + b_hi), bf);
-              MmaBf16(acc[0][t], a[0], bf[0], bf[1]);
-              MmaBf16(acc[1][t], a[1], bf[0], bf[1]);
-              MmaBf16(acc[0][t + 1], a[0], bf[2], bf[3]);
-              MmaBf16(acc[1][t + 1], a[1], bf[2], bf[3]);
-            }
-            if constexpr (NT % 2 == 1) {
-              uint32_t bf[2];
-              Ldmatrix2(Swizzled(xb, (NT - 1) * 8 + (lane & 7), 2 * j + b_hi), bf);
-              MmaBf16(acc[0][NT - 1], a[0], bf[0], bf[1]);
-              MmaBf16(acc[1][NT - 1], a[1], bf[0], bf[1]);
-            }
-          }
-        }
-      }
+      ConsumeStage<NT, kWgmma>(acc, base + s * L::kStageBytes,
+                               MinInt(kStageBoxes, nboxes - i * kStageBoxes), warp, lane);
       __syncwarp();
       if (lane == 0) BarArrive(empty(s));
     }
@@ -373,11 +387,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Partial tile into this CTA's shared memory.
   float* red = reinterpret_cast<float*>(smem);
   if (warp < kConsumerWarps) {
-    const int g = lane >> 2;
     const int c4 = lane & 3;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int row_in = kWgmma ? h * 64 + warp * 16 + g : warp * kRowsPerWarp + h * 16 + g;
+      const int row_in = AccRow<kWgmma>(warp, lane, h);
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         const int tok = t * 8 + 2 * c4;
@@ -426,6 +439,230 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   cluster.sync();  // peers read this CTA's tile until here
+}
+
+// Stream-K workspace: the flags (one int per CTA) and, after them, one
+// partial tile per CTA in the consumers' fragment order (float4 (h, t) of
+// consumer thread c at (h * NT + t) * 128 + c), sized for 64 tokens.
+constexpr int kPartialFloat4s = 2 * 8 * kConsumerWarps * 32;  // 32 KB
+size_t FlagsBytes(int ctas) { return (size_t(ctas) * 4 + 255) / 256 * 256; }
+
+__device__ __forceinline__ void ConsumerBarrier() {  // the four consumer warps only
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerWarps * 32) : "memory");
+}
+__device__ __forceinline__ void StoreRelease(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ int LoadAcquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Y (+ bias) of a finished tile from the consumers' accumulators. Lanes
+// 4g + c and 4(g ^ 1) + c swap one value, so that each holds two adjacent
+// rows of one token (the even lane token 2c, the odd one 2c + 1) and stores
+// them as one 4-byte (bf16) or 8-byte (fp32) word.
+template <int NT, bool kWgmma>
+__device__ __forceinline__ void StoreTile(const float (&acc)[2][NT][4], const Params& p,
+                                         int row0, int warp, int lane) {
+  const bool odd = (lane >> 2) & 1;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // rows g and g + 8
+        const float a0 = acc[h][t][2 * half], a1 = acc[h][t][2 * half + 1];
+        const float other = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 4);
+        float lo = odd ? other : a0;  // row (g & ~1)
+        float hi = odd ? a1 : other;  // row (g & ~1) + 1
+        const int row = row0 + AccRow<kWgmma>(warp, lane, h) + 8 * half - (odd ? 1 : 0);
+        const int tok = t * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+        if (tok >= p.m || row >= p.n) continue;  // n % 8 == 0: row + 1 < n too
+        const int64_t at = tok * p.ldy + row;
+        if (p.fp32_out) {
+          *reinterpret_cast<float2*>(static_cast<float*>(p.y) + at) = make_float2(lo, hi);
+        } else {
+          if (p.bias != nullptr) {
+            const float2 b = UnpackBf16x2(*reinterpret_cast<const uint32_t*>(p.bias + row));
+            lo += b.x, hi += b.y;
+          }
+          *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.y) + at) = PackBf16x2(lo, hi);
+        }
+      }
+    }
+  }
+}
+
+// Stream-K: a 1-D grid of `ctas` CTAs, one per multiprocessor, all resident
+// at once. The work is the (128-row tile, 64-k box) units in tile-major
+// order; CTA c takes units [c U / ctas, (c + 1) U / ctas), which it runs as
+// segments, one per tile it touches, through one ring of stages (the
+// producer streams the next segment while the consumers finish one). A tile
+// whole in one CTA is stored at once. A tile cut between CTAs belongs to the
+// CTA holding its first box, for which it is the last segment; each other
+// CTA holds a later run of its boxes as its first segment, stores that
+// partial in its workspace slot and raises its flag. The owner, at the end
+// of its run, waits for those flags in CTA order, adds the partials in that
+// order (the same bits every run), clears the flags and stores the tile.
+// No CTA waits before it has raised its own flag, so there is no cycle.
+// wgmma consumers only (mma.sync measured the same on the shapes where
+// stream-K wins, and would double the kernels compiled).
+//
+// Where it stands (H100, bench/NOTES-cuda-backend.md, session 5): it wins
+// where the tiles do not divide the multiprocessors and the tokens are few
+// (the gate/up projection at M = 1: 91.2 us, 2.98 TB/s, against 95.3 with
+// the cluster split and 95.7 for cuBLASLt); at 64 tokens it loses to
+// cuBLASLt (101 against 99 us), and where a tile is cut into many runs
+// (down, QKV, O) the owner's round trips for the partials lose to the
+// cluster's distributed shared memory.
+template <int NT>
+__global__ void __launch_bounds__(kThreads, 1)
+    SkinnyGemmStreamKKernel(const __grid_constant__ CUtensorMap w_map,
+                            const __grid_constant__ CUtensorMap x_map, const Params p,
+                            int* flags, float4* partials) {
+  using L = Layout<NT>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t base = SmemAddr(smem);
+  const uint32_t bars = base + L::kBarOffset;
+  auto full = [&](int s) { return bars + 8 * s; };
+  auto empty = [&](int s) { return bars + 8 * (L::kStages + s); };
+  auto stage = [&](int s) { return base + s * L::kStageBytes; };
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int total_boxes = (p.k + kBoxK - 1) / kBoxK;
+  const int64_t units = int64_t{(p.n + kRowsPerCta - 1) / kRowsPerCta} * total_boxes;
+  auto run_start = [&](int c) { return int64_t{c} * units / gridDim.x; };
+  const int64_t u0 = run_start(blockIdx.x);
+  const int64_t u1 = run_start(blockIdx.x + 1);
+  // Calls fn(tile, first box, end box) for each segment of the run, in order.
+  auto for_each_segment = [&](auto&& fn) {
+    for (int64_t u = u0; u < u1;) {
+      const int tile = static_cast<int>(u / total_boxes);
+      const int bb = static_cast<int>(u % total_boxes);
+      const int be = static_cast<int>(std::min<int64_t>(total_boxes, bb + (u1 - u)));
+      u += be - bb;
+      fn(tile, bb, be, u >= u1);
+    }
+  };
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < L::kStages; ++s) {
+      BarInit(full(s), 1);
+      BarInit(empty(s), kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == kConsumerWarps) {
+    if (lane == 0) {
+      // Producer. Stage i holds two boxes of one segment; a box past the
+      // segment is read at k past the matrix (zeros), so every stage is full.
+      auto w_k = [&](int b, int be) { return (b < be ? b : total_boxes) * kBoxK; };
+      constexpr uint32_t kBytes = kStageBoxes * (kWBoxBytes + L::kXBoxBytes);
+      // W is never written: the first stages' W is requested before the
+      // preceding kernel has finished (programmatic dependent launch); X is
+      // that kernel's output.
+      int i = 0;
+      for_each_segment([&](int tile, int bb, int be, bool) {
+        for (int b = bb; b < be && i < L::kStages; b += kStageBoxes, ++i) {
+          BarArriveExpect(full(i), kBytes);
+          for (int j = 0; j < kStageBoxes; ++j) {
+            TmaLoad(stage(i) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile * kRowsPerCta,
+                    full(i));
+          }
+        }
+      });
+      const int first = i;
+      asm volatile("griddepcontrol.wait;\n" ::: "memory");
+      i = 0;
+      for_each_segment([&](int tile, int bb, int be, bool) {
+        for (int b = bb; b < be; b += kStageBoxes, ++i) {
+          const int s = i % L::kStages;
+          if (i >= first) {
+            BarWait(empty(s), ((i / L::kStages) - 1) & 1);
+            BarArriveExpect(full(s), kBytes);
+            for (int j = 0; j < kStageBoxes; ++j) {
+              TmaLoad(stage(s) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile * kRowsPerCta,
+                      full(s));
+            }
+          }
+          for (int j = 0; j < kStageBoxes; ++j) {
+            TmaLoad(stage(s) + kStageBoxes * kWBoxBytes + j * L::kXBoxBytes, &x_map,
+                    w_k(b + j, be), 0, full(s));
+          }
+        }
+      });
+    }
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    return;
+  }
+
+  // Consumers.
+  const int ct = threadIdx.x;  // 0 .. 127
+  float4* const mine = partials + size_t{blockIdx.x} * kPartialFloat4s;
+  int i = 0;
+  for_each_segment([&](int tile, int bb, int be, bool last) {
+    float acc[2][NT][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int t = 0; t < NT; ++t) acc[h][t][0] = acc[h][t][1] = acc[h][t][2] = acc[h][t][3] = 0.f;
+    for (int b = bb; b < be; b += kStageBoxes, ++i) {
+      const int s = i % L::kStages;
+      BarWait(full(s), (i / L::kStages) & 1);
+      ConsumeStage<NT, true>(acc, stage(s), kStageBoxes, warp, lane);
+      __syncwarp();
+      if (lane == 0) BarArrive(empty(s));
+    }
+    if (last) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    // Y, the flags and the partials belong to the preceding kernel until it
+    // has finished.
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    if (bb != 0) {  // a later part of a tile another CTA owns
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          __stcg(mine + (h * NT + t) * 128 + ct,
+                 make_float4(acc[h][t][0], acc[h][t][1], acc[h][t][2], acc[h][t][3]));
+        }
+      __threadfence();
+      ConsumerBarrier();
+      if (ct == 0) StoreRelease(flags + blockIdx.x, 1);
+      return;
+    }
+    // The CTAs after this one whose runs start inside the tile hold the
+    // rest of it (none when this run reaches the tile's last box); their
+    // partials are added in CTA order. One flag and one partial at a time:
+    // a round trip each, which costs where a tile is cut many times (the
+    // down projection at 64 tokens, kernels_bench); reading them all at
+    // once measured slower still (bench/NOTES-cuda-backend.md, session 5).
+    const int64_t tile_end = int64_t{tile + 1} * total_boxes;
+    for (int c = blockIdx.x + 1;
+         be < total_boxes && c < static_cast<int>(gridDim.x) && run_start(c) < tile_end; ++c) {
+      if (ct == 0) {
+        while (LoadAcquire(flags + c) == 0) {
+        }
+        flags[c] = 0;  // for the next launch, which waits for this grid
+      }
+      ConsumerBarrier();
+      const float4* theirs = partials + static_cast<size_t>(c) * kPartialFloat4s;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const float4 v = __ldcg(theirs + (h * NT + t) * 128 + ct);
+          acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
+        }
+    }
+    StoreTile<NT, true>(acc, p, tile * kRowsPerCta, warp, lane);
+  });
 }
 
 int TokenTiles(int m) {
@@ -486,24 +723,52 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
     return cudaErrorInvalidValue;
   }
   const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k, a.fp32_out};
+  const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((a.n + kRowsPerCta - 1) / kRowsPerCta, splits);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = Layout<NT>::kSmem;
   cfg.stream = stream;
   cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeClusterDimension;
-  attrs[0].val.clusterDim.x = 1;
-  attrs[0].val.clusterDim.y = splits;
-  attrs[0].val.clusterDim.z = 1;
-  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  int num_attrs = 0;
+  if (pdl) {
+    attrs[num_attrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[num_attrs++].val.programmaticStreamSerializationAllowed = 1;
+  }
   cfg.attrs = attrs;
-  cfg.numAttrs = pdl ? 2 : 1;
+  if (a.stream_k_ctas > 0) {  // wgmma consumers only (LaunchSkinnyGemm checks)
+    if constexpr (kWgmma) {
+      static const cudaError_t sk_attr =
+          cudaFuncSetAttribute(SkinnyGemmStreamKKernel<NT>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
+      if (sk_attr != cudaSuccess) return sk_attr;
+      const int64_t units = int64_t{tiles} * ((a.k + kBoxK - 1) / kBoxK);
+      cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(a.stream_k_ctas, units)));
+      cfg.numAttrs = num_attrs;
+      int* flags = static_cast<int*>(a.workspace);
+      float4* partials = reinterpret_cast<float4*>(static_cast<unsigned char*>(a.workspace) +
+                                                   FlagsBytes(a.stream_k_ctas));
+      return cudaLaunchKernelEx(&cfg, SkinnyGemmStreamKKernel<NT>, w_map, x_map, p, flags,
+                                partials);
+    }
+    return cudaErrorInvalidValue;
+  }
+  cfg.gridDim = dim3(tiles, splits);
+  attrs[num_attrs].id = cudaLaunchAttributeClusterDimension;
+  attrs[num_attrs].val.clusterDim.x = 1;
+  attrs[num_attrs].val.clusterDim.y = splits;
+  attrs[num_attrs++].val.clusterDim.z = 1;
+  cfg.numAttrs = num_attrs;
   return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT, kWgmma>, w_map, x_map, p);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+int NumSms() {
+  int dev = 0, sms = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  return sms;
+}
 
 }  // namespace
 
@@ -522,6 +787,11 @@ int SkinnyGemmSplits(const SkinnyGemmArgs& a, int num_sms) {
   return std::clamp(s, 1, std::min(kMaxSplits, (a.k + kBoxK - 1) / kBoxK));
 }
 
+size_t SkinnyGemmWorkspaceBytes(int stream_k_ctas) {
+  const int ctas = std::max(0, stream_k_ctas);
+  return FlagsBytes(ctas) + size_t(ctas) * kPartialFloat4s * sizeof(float4);
+}
+
 absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
                               cudaStream_t stream) {
   if (!SkinnyGemmSupports(a)) {
@@ -530,18 +800,22 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
         " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
         " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output"));
   }
+  if (a.stream_k_ctas != 0) {
+    const int sms = NumSms();
+    if (a.stream_k_ctas < 0 || a.stream_k_ctas > sms || splits != 0 || !a.wgmma ||
+        a.workspace == nullptr || !Aligned16(a.workspace)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "skinny gemm: stream-K needs 1..", sms, " CTAs (got ", a.stream_k_ctas,
+          "), splits 0 (got ", splits, "), wgmma consumers and a 16-byte aligned workspace"));
+    }
+  }
   const int boxes = (a.k + kBoxK - 1) / kBoxK;
   if (splits < 0 || splits > kMaxSplits || splits > boxes) {
     return absl::InvalidArgumentError(
         absl::StrCat("skinny gemm: splits ", splits, " must be 0..", kMaxSplits,
                      " and at most ceil(k / 64) = ", boxes));
   }
-  if (splits == 0) {
-    int dev = 0, sms = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    splits = SkinnyGemmSplits(a, sms);
-  }
+  if (splits == 0 && a.stream_k_ctas == 0) splits = SkinnyGemmSplits(a, NumSms());
   cudaError_t err;
   const int tiles = TokenTiles(a.m);
   if (a.wgmma) {

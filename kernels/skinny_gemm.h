@@ -6,8 +6,11 @@
 // engine (a ring of stages on mbarriers, one producer thread, four MMA
 // warps) and splits k over the CTAs of a thread-block cluster, which sum
 // their partial tiles through distributed shared memory in a fixed order
-// (deterministic, no workspace). Launched with programmatic dependent launch
-// it requests its first weights before the preceding kernel has finished.
+// (deterministic, no workspace), or, with the stream-K schedule, balances
+// equal runs of k over one CTA per multiprocessor and sums cut tiles through
+// a workspace (deterministic too). Launched with programmatic dependent
+// launch it requests its first weights before the preceding kernel has
+// finished.
 //
 // Plain C++ header; the kernels are in skinny_gemm.cu.
 #ifndef MEMSHARE_KERNELS_SKINNY_GEMM_H_
@@ -15,6 +18,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -39,7 +43,26 @@ struct SkinnyGemmArgs {
   // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
   // The same products up to the order of fp32 additions inside a k step.
   bool wgmma = false;
+  // The schedule. 0: the k split over thread-block clusters that
+  // LaunchSkinnyGemm's `splits` gives; a tile of 128 W rows per cluster, so
+  // where the tiles do not divide the multiprocessors the last wave runs on
+  // few of them (the gate/up projection's 296 tiles on 132). > 0: stream-K
+  // over this many CTAs (at most the multiprocessor count: they must all be
+  // resident at once, one per multiprocessor; wgmma consumers only): each
+  // takes an equal run of
+  // the (tile, 64-k box) units in tile-major order; a tile cut between CTAs
+  // is finished by the one holding its first box, which adds the others'
+  // partial tiles from `workspace` in CTA order (the same bits every run).
+  int stream_k_ctas = 0;
+  // Stream-K only: device memory of SkinnyGemmWorkspaceBytes(stream_k_ctas)
+  // bytes, 16-byte aligned, zeroed before its first use; each launch leaves
+  // it ready for the next. Launches that share it must be ordered on one
+  // stream.
+  void* workspace = nullptr;
 };
+
+// Bytes of the stream-K workspace for `stream_k_ctas` CTAs (32 KB each).
+size_t SkinnyGemmWorkspaceBytes(int stream_k_ctas);
 
 // Whether the kernel takes these arguments: shape limits above, 16-byte
 // aligned pointers and leading dimensions (multiples of 8 elements).
@@ -54,7 +77,9 @@ int SkinnyGemmSplits(const SkinnyGemmArgs& args, int num_sms);
 // most ceil(k / 64);
 // `pdl` launches with programmatic stream serialization (the kernel waits
 // for its predecessor before it reads X or writes Y; it reads W before).
-// INVALID_ARGUMENT when !SkinnyGemmSupports(args) or splits is outside 0..8.
+// INVALID_ARGUMENT when !SkinnyGemmSupports(args), splits is outside 0..8,
+// or, with stream-K, splits is not 0, wgmma is off, stream_k_ctas exceeds
+// the multiprocessors or the workspace is missing or misaligned.
 absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& args, int splits, bool pdl,
                               cudaStream_t stream);
 

@@ -11,23 +11,30 @@
 #
 #   .device/run.sh block_distance_test --gtest_brief=1
 #
+# --xz packs bin/ and lib/ into bundle.tar.xz (statically linked test
+# binaries shrink about 7x), which run.sh unpacks on its first use (scripts
+# that list bin/ first: tar xJf DIR/bundle.tar.xz -C DIR): the device tool
+# carries at most 64 MiB with the working tree.
+#
 # Left out of lib/: the C/C++ runtime (present on every Linux machine, newer
 # there) and the CUDA toolkit's libraries (cudart, cuBLAS, NCCL: hundreds of
 # MB; the GPU machine has CUDA 13 and run.sh finds them there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ $# -ge 1 ]] || { usage; exit 2; }
 case "$1" in -h|--help) usage; exit 0;; esac
 
 out=.device
+xz=0
 data_dirs=()
 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --data) data_dirs+=("$2"); shift 2;;
     --out) out="$2"; shift 2;;
+    --xz) xz=1; shift;;
     *) targets+=("$1"); shift;;
   esac
 done
@@ -72,8 +79,15 @@ if [[ -n "$py_nvidia" ]]; then
 fi
 export LD_LIBRARY_PATH="$here/lib${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0
+if [[ ! -d "$here/bin" && -f "$here/bundle.tar.xz" ]]; then
+  tar xJf "$here/bundle.tar.xz" -C "$here"
+fi
 name="$1"; shift
 exec "$here/bin/$name" "$@"
 RUN
 chmod +x "$out/run.sh"
+if [[ $xz == 1 ]]; then
+  tar cJf "$out/bundle.tar.xz" -C "$out" bin lib
+  rm -rf "$out/bin" "$out/lib"
+fi
 du -sh "$out" | awk '{print "[device-bundle] " $1 " in '"$out"'"}'

@@ -55,6 +55,7 @@ struct CublasLtGemm::Plan {
   std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   int chosen = 0;
   int skinny_splits = 0;  // > 0: Tune() chose the skinny kernel with this k split
+  bool skinny_stream_k = false;  // ... or (skinny_splits 0) with stream-K
   bool skinny_wgmma = false;  // ... and its wgmma consumers
 
   ~Plan() {
@@ -85,15 +86,35 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(const Options
       cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
     cudaGetLastError();
   }
-  return std::unique_ptr<CublasLtGemm>(new CublasLtGemm(handle, workspace, num_sms, options));
+  // The skinny kernel's stream-K workspace: one CTA per multiprocessor.
+  void* skinny_workspace = nullptr;
+  if (options.skinny != SkinnyGemmMode::kOff && num_sms > 0) {
+    const size_t bytes = kernels::SkinnyGemmWorkspaceBytes(num_sms);
+    absl::Status s = CudaStatus(cudaMalloc(&skinny_workspace, bytes), "skinny gemm workspace");
+    if (s.ok()) s = CudaStatus(cudaMemset(skinny_workspace, 0, bytes), "skinny gemm workspace");
+    if (!s.ok()) {
+      if (skinny_workspace != nullptr) cudaFree(skinny_workspace);
+      if (workspace != nullptr) cudaFree(workspace);
+      cublasLtDestroy(handle);
+      return s;
+    }
+  }
+  return std::unique_ptr<CublasLtGemm>(
+      new CublasLtGemm(handle, workspace, skinny_workspace, num_sms, options));
 }
 
-CublasLtGemm::CublasLtGemm(void* handle, void* workspace, int num_sms, const Options& options)
-    : handle_(handle), workspace_(workspace), num_sms_(num_sms), options_(options) {}
+CublasLtGemm::CublasLtGemm(void* handle, void* workspace, void* skinny_workspace, int num_sms,
+                           const Options& options)
+    : handle_(handle),
+      workspace_(workspace),
+      skinny_workspace_(skinny_workspace),
+      num_sms_(num_sms),
+      options_(options) {}
 
 CublasLtGemm::~CublasLtGemm() {
   plans_.clear();
   if (workspace_ != nullptr) cudaFree(workspace_);
+  if (skinny_workspace_ != nullptr) cudaFree(skinny_workspace_);
   cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
 }
 
@@ -118,9 +139,11 @@ CublasLtGemm::Key CublasLtGemm::KeyOf(const GemmArgs& g) {
 std::string CublasLtGemm::Choice(const GemmArgs& args) const {
   auto it = plans_.find(KeyOf(args));
   if (it == plans_.end()) return "";
-  if (it->second->skinny_splits > 0) {
-    return absl::StrCat(it->second->skinny_wgmma ? "skinny-wgmma/" : "skinny/",
-                        it->second->skinny_splits);
+  const Plan& plan = *it->second;
+  if (plan.skinny_splits > 0 || plan.skinny_stream_k) {
+    return absl::StrCat(plan.skinny_wgmma ? "skinny-wgmma/" : "skinny/",
+                        plan.skinny_stream_k ? absl::StrCat("stream-k", num_sms_)
+                                             : absl::StrCat(plan.skinny_splits));
   }
   return "cublaslt";
 }
@@ -219,18 +242,24 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
                   "matmul");
 }
 
-absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool wgmma,
-                                     cudaStream_t stream) {
+absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stream_k,
+                                     bool wgmma, cudaStream_t stream) {
   kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
   s.wgmma = wgmma;
+  if (stream_k) {
+    s.stream_k_ctas = num_sms_;
+    s.workspace = skinny_workspace_;
+    splits = 0;
+  }
   return kernels::LaunchSkinnyGemm(s, splits, options_.pdl, stream);
 }
 
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   absl::StatusOr<Plan*> plan = GetPlan(args);
   if (!plan.ok()) return plan.status();
-  if ((*plan)->skinny_splits > 0) {
-    return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_wgmma, stream);
+  if ((*plan)->skinny_splits > 0 || (*plan)->skinny_stream_k) {
+    return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_stream_k,
+                     (*plan)->skinny_wgmma, stream);
   }
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
@@ -242,10 +271,10 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   Plan& plan = **plan_or;
   reps = std::max(1, reps);
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
-  // k split that fills the GPU and at half of it, with mma.sync and with
-  // wgmma consumers.
+  // k split that fills the GPU and at half of it, each with mma.sync and
+  // with wgmma consumers, and with stream-K (wgmma).
   struct SkinnyCandidate {
-    int splits;
+    int splits;  // 0: stream-K
     bool wgmma;
   };
   std::vector<SkinnyCandidate> skinny;
@@ -255,6 +284,7 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     for (bool wgmma : {false, true}) {
       skinny.push_back({full, wgmma});
       if (full > 1) skinny.push_back({full / 2, wgmma});
+      if (wgmma && skinny_workspace_ != nullptr) skinny.push_back({0, wgmma});
     }
   }
   const size_t num_lt = plan.candidates.size();
@@ -262,7 +292,8 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     GemmArgs a = args;
     if (!rotate_w.empty()) a.w = rotate_w[rep % rotate_w.size()];
     if (i < num_lt) return Run(plan, a, &plan.candidates[i].algo, st);
-    return RunSkinny(a, skinny[i - num_lt].splits, skinny[i - num_lt].wgmma, st);
+    const SkinnyCandidate& c = skinny[i - num_lt];
+    return RunSkinny(a, c.splits, c.splits == 0, c.wgmma, st);
   };
   // Each candidate runs `reps` times inside a CUDA graph on a private
   // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the
@@ -315,8 +346,10 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (static_cast<size_t>(best) < num_lt) {
     plan.chosen = best;
     if (options_.skinny != SkinnyGemmMode::kAlways) plan.skinny_splits = 0;
+    plan.skinny_stream_k = false;
   } else {
     plan.skinny_splits = skinny[best - num_lt].splits;
+    plan.skinny_stream_k = skinny[best - num_lt].splits == 0;
     plan.skinny_wgmma = skinny[best - num_lt].wgmma;
   }
   return absl::OkStatus();

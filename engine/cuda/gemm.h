@@ -95,8 +95,9 @@ class CublasLtGemm {
   // Plans built so far (one per distinct shape, layout and alignment).
   size_t num_plans() const { return plans_.size(); }
 
-  // What the plan for `args` runs: "cublaslt", "skinny/<splits>" or
-  // "skinny-wgmma/<splits>"; empty when there is no plan yet.
+  // What the plan for `args` runs: "cublaslt", "skinny/<splits>",
+  // "skinny/stream-k<CTAs>" or the same with "skinny-wgmma/"; empty when
+  // there is no plan yet.
   std::string Choice(const GemmArgs& args) const;
 
  private:
@@ -104,16 +105,19 @@ class CublasLtGemm {
   // m, n, k, ldx, ldw, ldy, out, bias, alignment class of the pointers.
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool, int>;
 
-  CublasLtGemm(void* handle, void* workspace, int num_sms, const Options& options);
+  CublasLtGemm(void* handle, void* workspace, void* skinny_workspace, int num_sms,
+               const Options& options);
   static absl::Status CheckArgs(const GemmArgs& args);
   static Key KeyOf(const GemmArgs& args);
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
-  // `splits` > 0: the skinny kernel with that k split.
-  absl::Status RunSkinny(const GemmArgs& args, int splits, bool wgmma, cudaStream_t stream);
+  // The skinny kernel with that k split, or with stream-K over num_sms_.
+  absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma,
+                         cudaStream_t stream);
 
   void* handle_;     // cublasLtHandle_t
   void* workspace_;  // device
+  void* skinny_workspace_;  // device, kernels::SkinnyGemmWorkspaceBytes(num_sms_); or null
   int num_sms_;
   Options options_;
   std::map<Key, std::unique_ptr<Plan>> plans_;

@@ -1,7 +1,8 @@
 // GPU tests of engine/cuda/gemm (cuBLASLt) and kernels/skinny_gemm against
 // a float64 CPU reference: decode and prefill shapes, bias epilogue, fp32
-// output, strided operands, heuristic and tuned algorithms, every k split of
-// the skinny kernel, with and without programmatic dependent launch.
+// output, strided operands, heuristic and tuned algorithms, every k split and
+// stream-K grids of the skinny kernel, with and without programmatic
+// dependent launch.
 #include "engine/cuda/gemm.h"
 
 #include <cmath>
@@ -122,6 +123,20 @@ TEST(CublasLtGemmTest, Shapes) {
   EXPECT_EQ((*gemm)->num_plans(), cases.size());
 }
 
+int NumSms() {
+  int dev = 0, sms = 0;
+  EXPECT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+  return sms;
+}
+
+// A zeroed stream-K workspace for `ctas` CTAs.
+std::unique_ptr<DeviceBuffer<uint8_t>> StreamKWorkspace(int ctas) {
+  auto ws = std::make_unique<DeviceBuffer<uint8_t>>(kernels::SkinnyGemmWorkspaceBytes(ctas));
+  ws->Poison(0);
+  return ws;
+}
+
 TEST(SkinnyGemmTest, EverySplitAgainstReference) {
   // Ragged token counts (every token-tile width), n not a multiple of the
   // CTA's 128 rows, k from 24 to 18,944 (boxes of 64, the last one ragged),
@@ -137,9 +152,29 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
       {5, 72, 200, 200, 208, 72, GemmOut::kFp32, false, false},
       {9, 3584, 18944, 18944, 18944, 3584, GemmOut::kBf16, false, false},  // decode down
   };
+  // Stream-K grids: one CTA (every tile whole), a few (tiles cut between
+  // up to all of them), every multiprocessor.
+  const int sms = NumSms();
+  std::vector<std::pair<int, std::unique_ptr<DeviceBuffer<uint8_t>>>> workspaces;
   uint32_t seed = 200;
   for (const Case& c : cases) {
     std::vector<std::pair<std::string, GemmRun>> runs;
+    for (int ctas : {1, 3, 7, sms}) {
+      workspaces.emplace_back(ctas, StreamKWorkspace(ctas));
+      void* ws = workspaces.back().second->get();
+      for (bool pdl : {false, true}) {
+        runs.emplace_back(
+            absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " stream-k ", ctas, " pdl ", pdl),
+            [ctas, ws, pdl](const GemmArgs& a) {
+              kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(a);
+              s.wgmma = true;
+              s.stream_k_ctas = ctas;
+              s.workspace = ws;
+              const absl::Status st = kernels::LaunchSkinnyGemm(s, 0, pdl, nullptr);
+              ASSERT_TRUE(st.ok()) << st;
+            });
+      }
+    }
     for (int splits : {0, 1, 3, 8}) {
       if (splits > (c.k + 63) / 64) continue;
       for (bool pdl : {false, true}) {
@@ -158,6 +193,13 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
       }
     }
     CheckCase(c, seed++, runs);
+  }
+  // Every launch leaves the flags down for the next.
+  for (const auto& [ctas, ws] : workspaces) {
+    const auto bytes = ws->Download();  // the flags: one int per CTA, first
+    size_t raised = 0;
+    for (size_t i = 0; i < 4 * size_t(ctas); ++i) raised += bytes[i] != 0;
+    EXPECT_EQ(raised, 0u) << ctas << " CTAs";
   }
 }
 
@@ -200,6 +242,22 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
     const auto w2 = y2.Download(), w3 = y3.Download();
     EXPECT_EQ(std::memcmp(w2.data(), w3.data(), w2.size() * sizeof(Bf16)), 0);
   }
+  // Stream-K: the owner adds the partials in CTA order.
+  {
+    const int sms = NumSms();
+    auto ws = StreamKWorkspace(sms);
+    kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(a);
+    s.wgmma = true;
+    s.stream_k_ctas = sms;
+    s.workspace = ws->get();
+    s.y = y2.get();
+    ASSERT_TRUE(kernels::LaunchSkinnyGemm(s, 0, true, nullptr).ok());
+    s.y = y3.get();
+    ASSERT_TRUE(kernels::LaunchSkinnyGemm(s, 0, true, nullptr).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto k2 = y2.Download(), k3 = y3.Download();
+    EXPECT_EQ(std::memcmp(k2.data(), k3.data(), k2.size() * sizeof(Bf16)), 0);
+  }
 
   EXPECT_EQ((*gemm)->Choice(a), "");
   a.y = y3.get();
@@ -225,6 +283,7 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
 TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   int* dev = nullptr;
   ASSERT_CUDA(cudaMalloc(&dev, 1 << 20));
+  ASSERT_CUDA(cudaMemset(dev, 0, 1 << 20));
   kernels::SkinnyGemmArgs a;
   a.m = 4, a.n = 64, a.k = 64;
   a.x = a.w = a.y = dev;
@@ -249,6 +308,29 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   expect_rejected(b, 0);
   expect_rejected(a, 2);  // more splits than 64-k boxes (1)
   expect_rejected(a, -1);
+  // Stream-K: wgmma, a workspace, splits 0 and no more CTAs than
+  // multiprocessors.
+  b = a, b.stream_k_ctas = 2, b.workspace = dev, b.wgmma = true;
+  EXPECT_TRUE(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 1, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  b.wgmma = false;
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  b.wgmma = true;
+  b.workspace = nullptr;
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  b.workspace = reinterpret_cast<char*>(dev) + 4;
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  b.workspace = dev, b.stream_k_ctas = NumSms() + 1;
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  b.stream_k_ctas = -1;
+  EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
   cudaFree(dev);
 }
 
