@@ -78,6 +78,9 @@ ABSL_FLAG(std::vector<std::string>, engine, {},
           "(device) and/or on the host from downloaded logits (host), comma-separated.");
 ABSL_FLAG(bool, skinny, true,
           "Let GEMM tuning pick kernels/skinny_gemm for decode shapes (false: cuBLASLt only).");
+ABSL_FLAG(double, skinny_preference, -1,
+          "Keep the skinny GEMM where it times at most this share slower than cuBLASLt alone "
+          "(CudaBackend::Options::skinny_gemm_preference); -1: the backend's default.");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 ABSL_FLAG(int, profile_decode_steps, 0,
           "After the timed decode steps, run this many more between cudaProfilerStart and "
@@ -111,6 +114,7 @@ struct Args {
   std::string json;
   // Let GEMM tuning pick the skinny kernel for decode shapes.
   bool skinny = true;
+  double skinny_preference = -1;  // -1: the backend's default
   int profile_decode_steps = 0;
 };
 
@@ -136,6 +140,12 @@ bool ArgsFromFlags(Args* a) {
   a->gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   a->json = absl::GetFlag(FLAGS_json);
   a->skinny = absl::GetFlag(FLAGS_skinny);
+  a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
+  if (a->skinny_preference != -1 && !(a->skinny_preference >= 0)) {
+    std::fprintf(stderr, "--skinny_preference: -1 or at least 0, got %g\n",
+                 a->skinny_preference);
+    return false;
+  }
   a->profile_decode_steps = absl::GetFlag(FLAGS_profile_decode_steps);
   a->engine_modes.clear();
   for (const std::string& mode : absl::GetFlag(FLAGS_engine)) {
@@ -548,6 +558,7 @@ int main(int argc, char** argv) {
   o.gpu_memory_utilization = a.gpu_memory_utilization;
   o.skinny_gemm = a.skinny ? memshare::engine::cuda::SkinnyGemmMode::kWhenFaster
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
+  if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());
@@ -682,7 +693,9 @@ int main(int argc, char** argv) {
         ",\"median_ms\":", step_ms, ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
         ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"floor_ms\":", floor_ms,
         ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
-        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(), "}"));
+        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
+        ",\"gemms\":\"", b.GemmChoices(B), "\"}"));
+    std::printf("decode step GEMMs at %d tokens: %s\n", B, b.GemmChoices(B).c_str());
   }
 
   // Block distance: calls of N random distinct pairs.

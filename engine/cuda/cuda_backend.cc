@@ -236,6 +236,7 @@ absl::Status CudaBackend::Init() {
   RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
   CublasLtGemm::Options gemm_options;
   gemm_options.skinny = options_.skinny_gemm;
+  gemm_options.skinny_preference = options_.skinny_gemm_preference;
   absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create(gemm_options);
   if (!gemm.ok()) return gemm.status();
   gemm_ = *std::move(gemm);
@@ -818,12 +819,7 @@ absl::Status CudaBackend::GatherLogits(int rows) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
-  if (tokens < 1 || tokens > max_tokens_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tune for ", tokens, " tokens: must be 1 .. ", max_tokens_));
-  }
-  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+std::vector<CudaBackend::ModelGemm> CudaBackend::ModelGemms(int32_t tokens) const {
   const model::ModelConfig& c = config_;
   const int H = static_cast<int>(c.hidden_size);
   const int q = static_cast<int>(q_local_);
@@ -833,6 +829,7 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
   float* lm_out = options_.tp_size > 1 ? logits_local_ : logits_;
   const LayerWeights& w = layers_[0];
   struct Shape {
+    const char* name;
     int m, n, k;
     const void* x;
     const void* w;
@@ -842,14 +839,20 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     const void* LayerWeights::*per_layer;  // null: one matrix (the LM head)
   };
   const Shape shapes[] = {
-      {tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false, &LayerWeights::qkv},
-      {tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false, &LayerWeights::o_proj},
-      {tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false, &LayerWeights::gate_up},
-      {tokens, H, inter, act_, w.down, tmp_, nullptr, false, &LayerWeights::down},
-      {std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true, nullptr},
+      {"qkv", tokens, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false, &LayerWeights::qkv},
+      {"o", tokens, H, q, attn_, w.o_proj, tmp_, nullptr, false, &LayerWeights::o_proj},
+      {"gate_up", tokens, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false,
+       &LayerWeights::gate_up},
+      {"down", tokens, H, inter, act_, w.down, tmp_, nullptr, false, &LayerWeights::down},
+      {"lm_head", std::min(tokens, max_seqs_), V, H, hidden_, lm_head_, lm_out, nullptr, true,
+       nullptr},
   };
+  std::vector<ModelGemm> gemms;
   for (const Shape& s : shapes) {
-    GemmArgs a;
+    ModelGemm g;
+    g.name = s.name;
+    g.per_layer = s.per_layer;
+    GemmArgs& a = g.args;
     a.m = s.m;
     a.n = s.n;
     a.k = s.k;
@@ -861,17 +864,39 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     a.ldy = s.n;
     a.out = s.fp32 ? GemmOut::kFp32 : GemmOut::kBf16;
     a.bias = s.bias;
+    gemms.push_back(g);
+  }
+  return gemms;
+}
+
+absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
+  if (tokens < 1 || tokens > max_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tune for ", tokens, " tokens: must be 1 .. ", max_tokens_));
+  }
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  for (const ModelGemm& g : ModelGemms(tokens)) {
     // Decode shapes are timed over successive layers' weights (ten runs, ten
     // layers): as in a forward pass they come from DRAM, not from L2 (one
     // layer's QKV and O fit in it). Prefill shapes are bound by the tensor
     // cores.
     std::vector<const void*> rotate;
-    if (s.per_layer != nullptr && s.m <= 256) {
-      for (const LayerWeights& lw : layers_) rotate.push_back(lw.*(s.per_layer));
+    if (g.per_layer != nullptr && g.args.m <= 256) {
+      for (const LayerWeights& lw : layers_) rotate.push_back(lw.*(g.per_layer));
     }
-    RETURN_IF_ERROR(gemm_->Tune(a, stream_, 10, rotate));
+    RETURN_IF_ERROR(gemm_->Tune(g.args, stream_, 10, rotate));
   }
   return absl::OkStatus();
+}
+
+std::string CudaBackend::GemmChoices(int32_t tokens) const {
+  std::string out;
+  for (const ModelGemm& g : ModelGemms(std::clamp(tokens, 1, max_tokens_))) {
+    const std::string choice = gemm_->Choice(g.args);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", g.name, " ",
+                    choice.empty() ? "untuned" : choice);
+  }
+  return out;
 }
 
 absl::Status CudaBackend::PrepareBuckets() {

@@ -138,6 +138,13 @@ class CudaBackend : public Backend {
     // (kernels/skinny_gemm.h): where the tuning above times it faster than
     // cuBLASLt (default), always, or never.
     SkinnyGemmMode skinny_gemm = SkinnyGemmMode::kWhenFaster;
+    // kWhenFaster: how much slower than cuBLASLt, alone, the skinny kernel
+    // may time and still be kept (CublasLtGemm::Options::skinny_preference;
+    // 0.15: 15 %), for the overlap it gains in a step through programmatic
+    // dependent launch. On an H100 at batch 64 the decode step went 7.28 ->
+    // 7.15 ms from 0 to 0.12 (QKV, O and gate/up move to it), 7.19 at 0.25
+    // (bench/NOTES-cuda-backend.md, session 5).
+    double skinny_gemm_preference = 0.15;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
@@ -218,6 +225,11 @@ class CudaBackend : public Backend {
   // INVALID_ARGUMENT for tokens outside 1 .. max_num_batched_tokens.
   absl::Status TuneForTokens(int32_t tokens);
 
+  // What each of the model's GEMMs runs at `tokens` rows (clamped to 1 ..
+  // max_num_batched_tokens): "qkv cublaslt, o skinny-wgmma/4, ..." in the
+  // terms of CublasLtGemm::Choice ("untuned" where no plan exists yet).
+  std::string GemmChoices(int32_t tokens) const;
+
   // Fills every KV pool with bf16 N(0, std^2) values drawn on the device
   // (benchmarks of attention over a context nobody prefilled). Waits for it.
   absl::Status FillKvPoolsForBenchmark(uint64_t seed, float std);
@@ -235,6 +247,15 @@ class CudaBackend : public Backend {
     const void* gate_up = nullptr;     // [2 inter][hidden]: gate rows, then up rows
     const void* down = nullptr;        // [hidden][inter]
   };
+  // One of the model's GEMMs at some token count, on layer 0's weights and
+  // the step's buffers; per_layer names the weight in LayerWeights (null:
+  // the LM head).
+  struct ModelGemm {
+    const char* name;
+    GemmArgs args;
+    const void* LayerWeights::*per_layer;
+  };
+  std::vector<ModelGemm> ModelGemms(int32_t tokens) const;
 
   // Byte offsets of one step's metadata, the same in the pinned host buffer
   // and its device copy. T tokens, S sequences, G layer groups, `stride`

@@ -308,8 +308,9 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   cudaEvent_t start = nullptr, stop = nullptr;
   absl::Status status = CudaStatus(cudaEventCreate(&start), "event");
   if (status.ok()) status = CudaStatus(cudaEventCreate(&stop), "event");
-  float best_ms = 0.f;
-  int best = -1;
+  // The fastest cuBLASLt candidate and the fastest skinny one, each.
+  float best_ms[2] = {0.f, 0.f};
+  int best_of[2] = {-1, -1};
   for (size_t i = 0; status.ok() && i < num_lt + skinny.size(); ++i) {
     if (!run(i, 0, tune_stream).ok()) continue;  // skip what fails
     if (cudaStreamSynchronize(tune_stream) != cudaSuccess) {
@@ -336,12 +337,21 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     if (exec != nullptr) cudaGraphExecDestroy(exec);
     if (graph != nullptr) cudaGraphDestroy(graph);
     cudaGetLastError();  // a candidate that failed to capture is skipped, not fatal
-    if (ok && (best < 0 || ms < best_ms)) best = static_cast<int>(i), best_ms = ms;
+    const int kind = i < num_lt ? 0 : 1;
+    if (ok && (best_of[kind] < 0 || ms < best_ms[kind])) {
+      best_of[kind] = static_cast<int>(i), best_ms[kind] = ms;
+    }
   }
   if (start != nullptr) cudaEventDestroy(start);
   if (stop != nullptr) cudaEventDestroy(stop);
   cudaStreamDestroy(tune_stream);
   if (!status.ok()) return status;
+  // The skinny kernel wins ties up to options_.skinny_preference.
+  int best = best_of[0];
+  if (best_of[1] >= 0 &&
+      (best < 0 || best_ms[1] <= best_ms[0] * (1.0 + options_.skinny_preference))) {
+    best = best_of[1];
+  }
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");
   if (static_cast<size_t>(best) < num_lt) {
     plan.chosen = best;

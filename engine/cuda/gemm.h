@@ -70,6 +70,11 @@ class CublasLtGemm {
     // Launch the skinny kernel with programmatic dependent launch, so that
     // it streams its first weights while the preceding kernel finishes.
     bool pdl = true;
+    // Tune() keeps the skinny kernel when it times at most (1 + this) x the
+    // fastest cuBLASLt candidate: in a decode step it overlaps its
+    // neighbours through programmatic dependent launch, which cuBLASLt's
+    // kernels do not and the isolated timing does not see.
+    double skinny_preference = 0.0;
   };
 
   static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(const Options& options);

@@ -278,6 +278,14 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   }
   // Both paths round once to bf16 from fp32 sums in different orders.
   EXPECT_LT(testing::Compare(got, ref).rel_l2, 5e-3);
+
+  // With a preference larger than any gap, Tune() keeps a skinny kernel.
+  CublasLtGemm::Options prefer;
+  prefer.skinny_preference = 1e6;
+  auto preferring = CublasLtGemm::Create(prefer);
+  ASSERT_TRUE(preferring.ok());
+  ASSERT_TRUE((*preferring)->Tune(a, nullptr, 4, rotate).ok());
+  EXPECT_EQ((*preferring)->Choice(a).rfind("skinny", 0), 0u) << (*preferring)->Choice(a);
 }
 
 TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
