@@ -2,7 +2,8 @@
 """Summarizes an Nsight Compute CSV of decode steps (bench/run_decode_profile_device.sh).
 
 Reads `ncu --csv --metrics gpu__time_duration.sum --print-units base` output for
-the kernels of --steps decode steps and prints, per kernel name, how many
+the kernels of --steps decode steps and prints, per kernel (name with template
+arguments, and grid: the same instantiation serves several GEMMs), how many
 launches a step has and how long they take, with the sum over a step. The sum is
 of kernels timed one at a time (ncu serializes them), so the graph's step time
 minus this sum is what the launches, gaps and overlaps between kernels cost.
@@ -17,18 +18,30 @@ import sys
 
 
 def short_name(name: str) -> str:
-    """Kernel name without template arguments and parameters."""
-    name = re.sub(r"\(.*$", "", name)
-    depth, out = 0, []
-    for ch in name:
+    """Kernel name with its template arguments, without namespaces, return
+    type and parameters: "SkinnyGemmKernel<8, 1>". ncu writes an anonymous
+    namespace as "unnamed>::" (sic) or "(anonymous namespace)::"."""
+    name = re.sub(r"\(anonymous namespace\)::|<?unnamed>::", "", name)
+    name = re.sub(r"^void ", "", name)
+    depth, end = 0, len(name)
+    for i, ch in enumerate(name):  # the parameter list: the first "(" outside <>
         if ch == "<":
             depth += 1
         elif ch == ">":
             depth -= 1
-        elif depth == 0:
-            out.append(ch)
-    name = "".join(out).strip()
-    return name.split("::")[-1] or name
+        elif ch == "(" and depth == 0:
+            end = i
+            break
+    name = name[:end].strip()
+    depth, last = 0, 0
+    for i, ch in enumerate(name):  # drop namespaces outside the template arguments
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif depth == 0 and name.startswith("::", i):
+            last = i + 2
+    return name[last:] or name
 
 
 def main() -> int:
@@ -55,17 +68,17 @@ def main() -> int:
         sys.exit(f"{a.csv}: no gpu__time_duration.sum rows")
     by = collections.OrderedDict()
     for name, grid, ns in rows:
-        e = by.setdefault(name, [0, 0.0, set()])
+        e = by.setdefault((name, grid), [0, 0.0])
         e[0] += 1
         e[1] += ns
-        e[2].add(grid)
     total_us = sum(ns for _, _, ns in rows) / 1e3 / a.steps
     print(f"{len(rows) / a.steps:.0f} kernels a step, {total_us:.1f} us of kernel time a step")
-    print(f"{'kernel':<44} {'per step':>8} {'us/step':>9} {'us each':>8} {'share':>6}  grids")
-    for name, (n, ns, grids) in sorted(by.items(), key=lambda kv: -kv[1][1]):
+    print(f"{'kernel':<44} {'grid':<14} {'per step':>8} {'us/step':>9} {'us each':>8} "
+          f"{'share':>6}")
+    for (name, grid), (n, ns) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         us = ns / 1e3 / a.steps
-        print(f"{name[:44]:<44} {n / a.steps:8.1f} {us:9.1f} {ns / 1e3 / n:8.2f} "
-              f"{us / total_us:6.1%}  {' '.join(sorted(grids))[:60]}")
+        print(f"{name[:44]:<44} {grid[:14]:<14} {n / a.steps:8.1f} {us:9.1f} "
+              f"{ns / 1e3 / n:8.2f} {us / total_us:6.1%}")
     if a.step_ms > 0:
         print(f"graph-timed step {a.step_ms * 1e3:.1f} us; not in kernels (launches, gaps, "
               f"minus overlap): {a.step_ms * 1e3 - total_us:.1f} us")

@@ -647,7 +647,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int c = blockIdx.x + 1;
          be < total_boxes && c < static_cast<int>(gridDim.x) && run_start(c) < tile_end; ++c) {
       if (ct == 0) {
-        while (LoadAcquire(flags + c) == 0) {
+        // The flag comes because every CTA of the grid is resident; the
+        // bound (seconds) turns a broken promise (fewer multiprocessors for
+        // this process than CTAs, e.g. an MPS share) into an error, not a hang.
+        for (uint32_t spins = 0; LoadAcquire(flags + c) == 0; ++spins) {
+          if (spins == (1u << 24)) __trap();
         }
         flags[c] = 0;  // for the next launch, which waits for this grid
       }

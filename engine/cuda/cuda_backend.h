@@ -138,13 +138,13 @@ class CudaBackend : public Backend {
     // (kernels/skinny_gemm.h): where the tuning above times it faster than
     // cuBLASLt (default), always, or never.
     SkinnyGemmMode skinny_gemm = SkinnyGemmMode::kWhenFaster;
-    // kWhenFaster: how much slower than cuBLASLt, alone, the skinny kernel
-    // may time and still be kept (CublasLtGemm::Options::skinny_preference;
-    // 0.15: 15 %), for the overlap it gains in a step through programmatic
-    // dependent launch. On an H100 at batch 64 the decode step went 7.28 ->
-    // 7.15 ms from 0 to 0.12 (QKV, O and gate/up move to it), 7.19 at 0.25
-    // (bench/NOTES-cuda-backend.md, session 5).
-    double skinny_gemm_preference = 0.15;
+    // kWhenFaster: how much slower than cuBLASLt, alone (timed without
+    // programmatic dependent launch), the skinny kernel may time and still
+    // be kept (CublasLtGemm::Options::skinny_preference; 0.3: 30 %), for the
+    // overlap it gains in a step through that launch. On an H100 at batch
+    // 64: decode step 7.29 ms at 0 (QKV and O on cuBLASLt), 7.12-7.13 ms at
+    // 0.3 and 0.5 (bench/NOTES-cuda-backend.md, session 5, calls 5 and 8).
+    double skinny_gemm_preference = 0.3;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;

@@ -243,7 +243,7 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
 }
 
 absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stream_k,
-                                     bool wgmma, cudaStream_t stream) {
+                                     bool wgmma, bool pdl, cudaStream_t stream) {
   kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
   s.wgmma = wgmma;
   if (stream_k) {
@@ -251,7 +251,7 @@ absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stre
     s.workspace = skinny_workspace_;
     splits = 0;
   }
-  return kernels::LaunchSkinnyGemm(s, splits, options_.pdl, stream);
+  return kernels::LaunchSkinnyGemm(s, splits, pdl, stream);
 }
 
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
@@ -259,7 +259,7 @@ absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   if (!plan.ok()) return plan.status();
   if ((*plan)->skinny_splits > 0 || (*plan)->skinny_stream_k) {
     return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_stream_k,
-                     (*plan)->skinny_wgmma, stream);
+                     (*plan)->skinny_wgmma, options_.pdl, stream);
   }
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
@@ -293,7 +293,10 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     if (!rotate_w.empty()) a.w = rotate_w[rep % rotate_w.size()];
     if (i < num_lt) return Run(plan, a, &plan.candidates[i].algo, st);
     const SkinnyCandidate& c = skinny[i - num_lt];
-    return RunSkinny(a, c.splits, c.splits == 0, c.wgmma, st);
+    // Without PDL: back to back, a kernel of fewer CTAs would overlap the
+    // next run of itself and time faster than it runs in a step, where the
+    // kernel after it is another.
+    return RunSkinny(a, c.splits, c.splits == 0, c.wgmma, /*pdl=*/false, st);
   };
   // Each candidate runs `reps` times inside a CUDA graph on a private
   // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the

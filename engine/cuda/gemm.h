@@ -88,7 +88,8 @@ class CublasLtGemm {
   absl::Status Matmul(const GemmArgs& args, cudaStream_t stream);
 
   // Times each heuristic candidate and the skinny kernel (`reps`
-  // back-to-back runs in a CUDA graph, best of 3 replays) on args' buffers,
+  // back-to-back runs in a CUDA graph, best of 3 replays; the skinny kernel
+  // without programmatic dependent launch, so each run's own time) on args' buffers,
   // which it overwrites, and keeps the fastest for this shape. Run r reads
   // its weights from rotate_w[r % size] when given (same shape and leading
   // dimension as args.w), so that, as in a model's forward pass, they come
@@ -117,7 +118,7 @@ class CublasLtGemm {
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
   // The skinny kernel with that k split, or with stream-K over num_sms_.
-  absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma,
+  absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma, bool pdl,
                          cudaStream_t stream);
 
   void* handle_;     // cublasLtHandle_t
