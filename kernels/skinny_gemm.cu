@@ -206,6 +206,35 @@ struct Wgmma<64> {
   }
 };
 
+// The ring of stages in a CTA's dynamic shared memory (aligned to the
+// swizzle's 1,024 bytes): stage s at stage(s), its "full" barrier (the
+// producer's copies landed) and its "empty" one (the consumer warps are done
+// with it). Init() is for thread 0, before a __syncthreads().
+template <int NT>
+struct Ring {
+  unsigned char* smem;  // the aligned base
+  uint32_t base;
+  __device__ explicit Ring(unsigned char* smem_raw)
+      : smem(reinterpret_cast<unsigned char*>(
+            (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023})),
+        base(SmemAddr(smem)) {}
+  __device__ uint32_t stage(int s) const { return base + s * Layout<NT>::kStageBytes; }
+  __device__ uint32_t full(int s) const { return base + Layout<NT>::kBarOffset + 8 * s; }
+  __device__ uint32_t empty(int s) const {
+    return base + Layout<NT>::kBarOffset + 8 * (Layout<NT>::kStages + s);
+  }
+  __device__ void Init() const;
+};
+
+template <int NT>
+__device__ void Ring<NT>::Init() const {
+  for (int s = 0; s < Layout<NT>::kStages; ++s) {
+    BarInit(full(s), 1);
+    BarInit(empty(s), kConsumerWarps);
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
 // The consumer warps' MMAs on one stage (its address `stage`, `nb` boxes
 // loaded; with wgmma every box is, zeros past the run). Consumer warp w owns
 // rows 32w .. + 31 of the CTA's tile and every token (wgmma: the four
@@ -294,15 +323,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                      const __grid_constant__ CUtensorMap x_map, const Params p) {
   using L = Layout<NT>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  const uint32_t base = SmemAddr(smem);
-  const uint32_t bars = base + L::kBarOffset;
-  auto full = [&](int s) { return bars + 8 * s; };
-  auto empty = [&](int s) { return bars + 8 * (L::kStages + s); };
-  auto w_box = [&](int s, int b) { return base + s * L::kStageBytes + b * kWBoxBytes; };
+  const Ring<NT> ring(smem_raw);
+  unsigned char* const smem = ring.smem;
+  auto full = [&](int s) { return ring.full(s); };
+  auto empty = [&](int s) { return ring.empty(s); };
+  auto w_box = [&](int s, int b) { return ring.stage(s) + b * kWBoxBytes; };
   auto x_box = [&](int s, int b) {
-    return base + s * L::kStageBytes + kStageBoxes * kWBoxBytes + b * L::kXBoxBytes;
+    return ring.stage(s) + kStageBoxes * kWBoxBytes + b * L::kXBoxBytes;
   };
 
   const int warp = threadIdx.x >> 5;
@@ -316,13 +343,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int nstages = (nboxes + kStageBoxes - 1) / kStageBoxes;
   const int cta_row0 = blockIdx.x * kRowsPerCta;
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < L::kStages; ++s) {
-      BarInit(full(s), 1);
-      BarInit(empty(s), kConsumerWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (threadIdx.x == 0) ring.Init();
   __syncthreads();
 
   float acc[2][NT][4];
@@ -373,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < nstages; ++i) {
       const int s = i % L::kStages;
       BarWait(full(s), (i / L::kStages) & 1);
-      ConsumeStage<NT, kWgmma>(acc, base + s * L::kStageBytes,
+      ConsumeStage<NT, kWgmma>(acc, ring.stage(s),
                                MinInt(kStageBoxes, nboxes - i * kStageBoxes), warp, lane);
       __syncwarp();
       if (lane == 0) BarArrive(empty(s));
@@ -524,13 +545,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                             int* flags, float4* partials) {
   using L = Layout<NT>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  const uint32_t base = SmemAddr(smem);
-  const uint32_t bars = base + L::kBarOffset;
-  auto full = [&](int s) { return bars + 8 * s; };
-  auto empty = [&](int s) { return bars + 8 * (L::kStages + s); };
-  auto stage = [&](int s) { return base + s * L::kStageBytes; };
+  const Ring<NT> ring(smem_raw);
+  auto full = [&](int s) { return ring.full(s); };
+  auto empty = [&](int s) { return ring.empty(s); };
+  auto stage = [&](int s) { return ring.stage(s); };
 
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
@@ -550,13 +568,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < L::kStages; ++s) {
-      BarInit(full(s), 1);
-      BarInit(empty(s), kConsumerWarps);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (threadIdx.x == 0) ring.Init();
   __syncthreads();
 
   if (warp == kConsumerWarps) {
