@@ -43,7 +43,10 @@ using device::UnpackBf16x2;
 // bulk copy per row and stage (the copy engine's per-request cost, 0.7 TB/s),
 // 16-byte cp.async (a multiprocessor's outstanding loads cap it at ~22 GB/s),
 // eight consumer warps (no gain), pushing the partials as scalar stores into
-// the owner's shared memory (QKV at 64 tokens 23.7 against 17.5 us).
+// the owner's shared memory (QKV at 64 tokens 23.7 against 17.5 us), 256-row
+// tiles of one 64-k box per stage past 32 tokens (more W in flight, less X
+// per W byte, yet slower at every decode shape: QKV at 64 tokens 23.1
+// against 15.9 us; session 5).
 constexpr int kBoxK = 64;       // k per box: 128 bytes, the swizzle span
 constexpr int kStageBoxes = 2;  // 128 k per stage
 constexpr int kConsumerWarps = 4;
