@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -32,6 +33,16 @@ int AlignmentOf(const void* p) {
   int align = 256;
   while (align > 1 && a % align != 0) align /= 2;
   return align;
+}
+
+// Whether an MPS share smaller than the GPU applies to this process
+// (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE below 100).
+bool MpsShareOfGpu() {
+  const char* v = std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE");
+  if (v == nullptr || *v == '\0') return false;
+  char* end = nullptr;
+  const double percent = std::strtod(v, &end);
+  return end != v && percent < 100.0;
 }
 
 }  // namespace
@@ -88,7 +99,8 @@ absl::StatusOr<std::unique_ptr<CublasLtGemm>> CublasLtGemm::Create(const Options
   }
   // The skinny kernel's stream-K workspace: one CTA per multiprocessor.
   void* skinny_workspace = nullptr;
-  if (options.skinny != SkinnyGemmMode::kOff && num_sms > 0) {
+  if (options.skinny != SkinnyGemmMode::kOff && options.stream_k && !MpsShareOfGpu() &&
+      num_sms > 0) {
     const size_t bytes = kernels::SkinnyGemmWorkspaceBytes(num_sms);
     absl::Status s = CudaStatus(cudaMalloc(&skinny_workspace, bytes), "skinny gemm workspace");
     if (s.ok()) s = CudaStatus(cudaMemset(skinny_workspace, 0, bytes), "skinny gemm workspace");

@@ -70,6 +70,12 @@ class CublasLtGemm {
     // Launch the skinny kernel with programmatic dependent launch, so that
     // it streams its first weights while the preceding kernel finishes.
     bool pdl = true;
+    // Let Tune() try the skinny kernel's stream-K schedule, whose grid must
+    // be resident all at once, one CTA per multiprocessor. Off as well when
+    // CUDA_MPS_ACTIVE_THREAD_PERCENTAGE gives this process less than the
+    // whole GPU (an MPS share): the grid could not be resident and its wait
+    // would trap.
+    bool stream_k = true;
     // Tune() keeps the skinny kernel when it times at most (1 + this) x the
     // fastest cuBLASLt candidate: in a decode step it overlaps its
     // neighbours through programmatic dependent launch, which cuBLASLt's
@@ -97,6 +103,10 @@ class CublasLtGemm {
   // stream; not to be called while `stream` is being captured.
   absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10,
                     const std::vector<const void*>& rotate_w = {});
+
+  // Whether Tune() tries the skinny kernel's stream-K schedule
+  // (Options::stream_k, no MPS share, a known multiprocessor count).
+  bool stream_k_enabled() const { return skinny_workspace_ != nullptr; }
 
   // Plans built so far (one per distinct shape, layout and alignment).
   size_t num_plans() const { return plans_.size(); }

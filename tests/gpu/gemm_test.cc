@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -279,6 +280,16 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   // Both paths round once to bf16 from fp32 sums in different orders.
   EXPECT_LT(testing::Compare(got, ref).rel_l2, 5e-3);
 
+  // Without stream-K, Tune() never picks it.
+  CublasLtGemm::Options no_stream_k;
+  no_stream_k.stream_k = false;
+  no_stream_k.skinny_preference = 1e6;
+  auto without = CublasLtGemm::Create(no_stream_k);
+  ASSERT_TRUE(without.ok());
+  EXPECT_FALSE((*without)->stream_k_enabled());
+  ASSERT_TRUE((*without)->Tune(a, nullptr, 4, rotate).ok());
+  EXPECT_EQ((*without)->Choice(a).find("stream-k"), std::string::npos) << (*without)->Choice(a);
+
   // With a preference larger than any gap, Tune() keeps a skinny kernel.
   CublasLtGemm::Options prefer;
   prefer.skinny_preference = 1e6;
@@ -286,6 +297,23 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   ASSERT_TRUE(preferring.ok());
   ASSERT_TRUE((*preferring)->Tune(a, nullptr, 4, rotate).ok());
   EXPECT_EQ((*preferring)->Choice(a).rfind("skinny", 0), 0u) << (*preferring)->Choice(a);
+}
+
+TEST(SkinnyGemmTest, StreamKOffUnderAnMpsShare) {
+  // On by default; off when asked, and when an MPS share gives this process
+  // less than the whole GPU (its grid could not be resident at once).
+  auto on = CublasLtGemm::Create({});
+  ASSERT_TRUE(on.ok());
+  EXPECT_TRUE((*on)->stream_k_enabled());
+  ASSERT_EQ(setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "50", 1), 0);
+  auto shared = CublasLtGemm::Create({});
+  ASSERT_EQ(setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100", 1), 0);
+  auto whole = CublasLtGemm::Create({});
+  ASSERT_EQ(unsetenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), 0);
+  ASSERT_TRUE(shared.ok());
+  ASSERT_TRUE(whole.ok());
+  EXPECT_FALSE((*shared)->stream_k_enabled());
+  EXPECT_TRUE((*whole)->stream_k_enabled());
 }
 
 TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
