@@ -49,10 +49,10 @@ struct SkinnyGemmArgs {
   // few of them (the gate/up projection's 296 tiles on 132). > 0: stream-K
   // over this many CTAs (at most the multiprocessor count: they must all be
   // resident at once, one per multiprocessor; wgmma consumers only): each
-  // takes an equal run of
-  // the (tile, 64-k box) units in tile-major order; a tile cut between CTAs
-  // is finished by the one holding its first box, which adds the others'
-  // partial tiles from `workspace` in CTA order (the same bits every run).
+  // takes an equal run of the (tile, 64-k box) units in tile-major order; a
+  // tile cut between CTAs is finished by the one holding its first box,
+  // which adds the others' partial tiles from `workspace` in CTA order (the
+  // same bits every run).
   int stream_k_ctas = 0;
   // Stream-K only: device memory of SkinnyGemmWorkspaceBytes(stream_k_ctas)
   // bytes, 16-byte aligned, zeroed before its first use; each launch leaves
