@@ -440,61 +440,54 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
         Report(what, us, fig, extra);
       }
       // The skinny kernel directly: k splits that fill the GPU and half of
-      // that, with and without programmatic dependent launch.
+      // that, with and without programmatic dependent launch, then stream-K
+      // over every multiprocessor (wgmma consumers).
       kernels::SkinnyGemmArgs k;
       k.m = m, k.n = s.n, k.k = s.k;
       k.x = x, k.ldx = s.k;
       k.w = ws[0], k.ldw = s.k;
       k.y = y, k.ldy = s.n;
       if (!kernels::SkinnyGemmSupports(k)) continue;
-      const int full = kernels::SkinnyGemmSplits(k, sms);
-      for (int splits : {full, std::max(1, full / 2)}) {
-        for (bool wgmma : {false, true}) {
-          for (bool pdl : {false, true}) {
-            const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
-              kernels::SkinnyGemmArgs r = k;
-              r.w = ws[rep % copies];
-              r.wgmma = wgmma;
-              STATUS_OK(kernels::LaunchSkinnyGemm(r, splits, pdl, st));
-            });
-            char what[160];
-            std::snprintf(what, sizeof(what),
-                          "gemm %s M=%d N=%d K=%d skinny%s splits=%d pdl=%d (graph)", s.name, m,
-                          s.n, s.k, wgmma ? "-wgmma" : "", splits, pdl);
-            char fig[80];
-            std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
-            char extra[200];
-            std::snprintf(extra, sizeof(extra),
-                          "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_splits\": %d, \"pdl\": %d, "
-                          "\"wgmma\": %d, \"weight_gbs\": %.1f",
-                          m, s.n, s.k, splits, pdl, wgmma, wbytes / (us * 1e-6) / 1e9);
-            Report(what, us, fig, extra);
-          }
-        }
-        if (full == 1) break;
-      }
-      // Stream-K over every multiprocessor (wgmma consumers).
-      for (bool pdl : {false, true}) {
+      // Times and reports `r` (its schedule: `splits`, or r.stream_k_ctas).
+      auto time_skinny = [&](const kernels::SkinnyGemmArgs& r, int splits, bool pdl) {
         const double us = GraphMedianUs([&](int rep, cudaStream_t st) {
-          kernels::SkinnyGemmArgs r = k;
-          r.w = ws[rep % copies];
-          r.wgmma = true;
-          r.stream_k_ctas = sms;
-          r.workspace = stream_k_ws;
-          STATUS_OK(kernels::LaunchSkinnyGemm(r, 0, pdl, st));
+          kernels::SkinnyGemmArgs rr = r;
+          rr.w = ws[rep % copies];
+          STATUS_OK(kernels::LaunchSkinnyGemm(rr, splits, pdl, st));
         });
+        const bool sk = r.stream_k_ctas > 0;
         char what[160];
-        std::snprintf(what, sizeof(what),
-                      "gemm %s M=%d N=%d K=%d skinny-wgmma stream-k=%d pdl=%d (graph)", s.name, m,
-                      s.n, s.k, sms, pdl);
+        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny%s %s=%d pdl=%d (graph)",
+                      s.name, m, s.n, s.k, r.wgmma ? "-wgmma" : "", sk ? "stream-k" : "splits",
+                      sk ? r.stream_k_ctas : splits, pdl);
         char fig[80];
         std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
         char extra[200];
         std::snprintf(extra, sizeof(extra),
-                      "\"m\": %d, \"n\": %d, \"k\": %d, \"skinny_stream_k\": %d, "
-                      "\"pdl\": %d, \"wgmma\": 1, \"weight_gbs\": %.1f",
-                      m, s.n, s.k, sms, pdl, wbytes / (us * 1e-6) / 1e9);
+                      "\"m\": %d, \"n\": %d, \"k\": %d, \"%s\": %d, \"pdl\": %d, "
+                      "\"wgmma\": %d, \"weight_gbs\": %.1f",
+                      m, s.n, s.k, sk ? "skinny_stream_k" : "skinny_splits",
+                      sk ? r.stream_k_ctas : splits, pdl, r.wgmma ? 1 : 0,
+                      wbytes / (us * 1e-6) / 1e9);
         Report(what, us, fig, extra);
+      };
+      const int full = kernels::SkinnyGemmSplits(k, sms);
+      for (int splits : {full, std::max(1, full / 2)}) {
+        for (bool wgmma : {false, true}) {
+          for (bool pdl : {false, true}) {
+            kernels::SkinnyGemmArgs r = k;
+            r.wgmma = wgmma;
+            time_skinny(r, splits, pdl);
+          }
+        }
+        if (full == 1) break;
+      }
+      for (bool pdl : {false, true}) {
+        kernels::SkinnyGemmArgs r = k;
+        r.wgmma = true;
+        r.stream_k_ctas = sms;
+        r.workspace = stream_k_ws;
+        time_skinny(r, 0, pdl);
       }
     }
     for (void* p : ws) cudaFree(p);
