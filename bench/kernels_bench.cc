@@ -457,9 +457,9 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
         });
         const bool sk = r.stream_k_ctas > 0;
         char what[160];
-        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny%s %s=%d pdl=%d (graph)",
+        std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny%s %s=%d pdl=%d%s (graph)",
                       s.name, m, s.n, s.k, r.wgmma ? "-wgmma" : "", sk ? "stream-k" : "splits",
-                      sk ? r.stream_k_ctas : splits, pdl);
+                      sk ? r.stream_k_ctas : splits, pdl, r.silu_mul ? " +silu" : "");
         char fig[80];
         std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
         char extra[200];
@@ -488,6 +488,18 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
         r.stream_k_ctas = sms;
         r.workspace = stream_k_ws;
         time_skinny(r, 0, pdl);
+      }
+      // The gate/up projection with SwiGLU in its epilogue (n / 2 columns
+      // out): against the plain product plus the SiLU pass (misc).
+      if (std::strcmp(s.name, "gate_up") == 0) {
+        kernels::SkinnyGemmArgs r = k;
+        r.wgmma = true;
+        r.silu_mul = true;
+        r.ldy = s.n / 2;
+        time_skinny(r, full, true);
+        r.stream_k_ctas = sms;
+        r.workspace = stream_k_ws;
+        time_skinny(r, 0, true);
       }
     }
     for (void* p : ws) cudaFree(p);

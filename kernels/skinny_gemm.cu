@@ -78,6 +78,9 @@ struct Params {
   const uint16_t* bias;
   int m, n, k;
   bool fp32_out;
+  // SkinnyGemmArgs::silu_mul: n / 2, the first up row (tile t is gate rows
+  // 64t .. 64t + 63 and the up rows n / 2 later); 0 for a plain product.
+  int silu_half;
 };
 
 __device__ __forceinline__ int MinInt(int a, int b) { return a < b ? a : b; }
@@ -112,6 +115,22 @@ __device__ __forceinline__ void TmaLoad(uint32_t dst, const CUtensorMap* map, in
       "l"(reinterpret_cast<uint64_t>(map)), "r"(k), "r"(row), "r"(bar)
       : "memory");
 }
+
+// The W rows of tile `tile` for the box at k into `dst` (kWBoxBytes): rows
+// 128 tile .. + 127, or with SwiGLU (p.silu_half) gate rows 64 tile .. + 63
+// and the up rows n / 2 later, one 64-row box each, which the swizzle lays
+// out as the 128-row box would be (8 KB, a multiple of its 1,024 bytes).
+__device__ __forceinline__ void TmaLoadW(uint32_t dst, const CUtensorMap* map, int k, int tile,
+                                         const Params& p, uint32_t bar) {
+  if (p.silu_half == 0) {
+    TmaLoad(dst, map, k, tile * 128, bar);
+  } else {
+    TmaLoad(dst, map, k, tile * 64, bar);
+    TmaLoad(dst + 64 * 128, map, k, p.silu_half + tile * 64, bar);
+  }
+}
+
+__device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); }
 
 // Two 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
 __device__ __forceinline__ void Ldmatrix2(uint32_t addr, uint32_t (&r)[2]) {
@@ -373,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = i % L::kStages;
         BarArriveExpect(full(s), boxes(i) * (kWBoxBytes + L::kXBoxBytes));
         for (int b = 0; b < boxes(i); ++b) {
-          TmaLoad(w_box(s, b), &w_map, box_k(i, b), cta_row0, full(s));
+          TmaLoadW(w_box(s, b), &w_map, box_k(i, b), blockIdx.x, p, full(s));
         }
       };
       auto issue_x = [&](int i) {
@@ -429,6 +448,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Y belongs to the preceding kernel until it has finished.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   // CTA `split` sums its share of the tile over the cluster, in rank order.
+  if (p.silu_half != 0) {
+    // SwiGLU: the tile's 64 gate rows (0 .. 63) and their up rows (64 ..
+    // 127) make 64 columns of Y.
+    const int units = p.m * 16;  // 4 outputs each
+    const int u_end = static_cast<int>(int64_t{split + 1} * units / splits);
+    for (int u = static_cast<int>(int64_t{split} * units / splits) + threadIdx.x; u < u_end;
+         u += kThreads) {
+      const int tok = u / 16;
+      const int q = u % 16;
+      float* gate = red + tok * kRedRowFloats + q * 4;
+      float4 g[kMaxSplits], v[kMaxSplits];
+#pragma unroll
+      for (int r = 0; r < kMaxSplits; ++r) {  // every round trip at once
+        if (r < splits) {
+          g[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(gate, r));
+          v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(gate + 64, r));
+        }
+      }
+      float4 gs = g[0], us = v[0];
+#pragma unroll
+      for (int r = 1; r < kMaxSplits; ++r) {  // rank order: the same bits every run
+        if (r < splits) {
+          gs.x += g[r].x, gs.y += g[r].y, gs.z += g[r].z, gs.w += g[r].w;
+          us.x += v[r].x, us.y += v[r].y, us.z += v[r].z, us.w += v[r].w;
+        }
+      }
+      const int64_t at = tok * p.ldy + blockIdx.x * 64 + q * 4;
+      reinterpret_cast<uint2*>(p.y)[at / 4] =
+          make_uint2(PackBf16x2(Silu(gs.x) * us.x, Silu(gs.y) * us.y),
+                     PackBf16x2(Silu(gs.z) * us.z, Silu(gs.w) * us.w));
+    }
+    cluster.sync();  // peers read this CTA's tile until here
+    return;
+  }
   const int units = p.m * (kRowsPerCta / 4);  // float4s of the valid tokens
   const int u_end = static_cast<int>(int64_t{split + 1} * units / splits);
   for (int u = static_cast<int>(int64_t{split} * units / splits) + threadIdx.x; u < u_end;
@@ -489,8 +542,31 @@ __device__ __forceinline__ int LoadAcquire(const int* p) {
 // them as one 4-byte (bf16) or 8-byte (fp32) word.
 template <int NT, bool kWgmma>
 __device__ __forceinline__ void StoreTile(const float (&acc)[2][NT][4], const Params& p,
-                                         int row0, int warp, int lane) {
+                                         int tile, int warp, int lane) {
   const bool odd = (lane >> 2) & 1;
+  if (p.silu_half != 0) {
+    // SwiGLU (wgmma: acc[0] holds gate rows, acc[1] the same rows' up
+    // projection): 64 columns of Y from tile * 64, stored as above.
+    static_assert(kWgmma, "SwiGLU tiles are stored from wgmma accumulators");
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const float a0 = Silu(acc[0][t][2 * half]) * acc[1][t][2 * half];
+        const float a1 = Silu(acc[0][t][2 * half + 1]) * acc[1][t][2 * half + 1];
+        const float other = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 4);
+        const float lo = odd ? other : a0;
+        const float hi = odd ? a1 : other;
+        const int col = tile * 64 + AccRow<kWgmma>(warp, lane, 0) + 8 * half - (odd ? 1 : 0);
+        const int tok = t * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+        if (tok >= p.m) continue;
+        *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.y) + tok * p.ldy + col) =
+            PackBf16x2(lo, hi);
+      }
+    }
+    return;
+  }
+  const int row0 = tile * kRowsPerCta;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -588,8 +664,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int b = bb; b < be && i < L::kStages; b += kStageBoxes, ++i) {
           BarArriveExpect(full(i), kBytes);
           for (int j = 0; j < kStageBoxes; ++j) {
-            TmaLoad(stage(i) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile * kRowsPerCta,
-                    full(i));
+            TmaLoadW(stage(i) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile, p, full(i));
           }
         }
       });
@@ -603,8 +678,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             BarWait(empty(s), ((i / L::kStages) - 1) & 1);
             BarArriveExpect(full(s), kBytes);
             for (int j = 0; j < kStageBoxes; ++j) {
-              TmaLoad(stage(s) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile * kRowsPerCta,
-                      full(s));
+              TmaLoadW(stage(s) + j * kWBoxBytes, &w_map, w_k(b + j, be), tile, p, full(s));
             }
           }
           for (int j = 0; j < kStageBoxes; ++j) {
@@ -680,7 +754,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
         }
     }
-    StoreTile<NT, true>(acc, p, tile * kRowsPerCta, warp, lane);
+    StoreTile<NT, true>(acc, p, tile, warp, lane);
   });
 }
 
@@ -737,11 +811,12 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
                            cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
   if (attr != cudaSuccess) return attr;
   CUtensorMap w_map, x_map;
-  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, kRowsPerCta) ||
+  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, a.silu_mul ? kRowsPerCta / 2 : kRowsPerCta) ||
       !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
     return cudaErrorInvalidValue;
   }
-  const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k, a.fp32_out};
+  const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k,
+                 a.fp32_out, a.silu_mul ? a.n / 2 : 0};
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
@@ -794,7 +869,8 @@ int NumSms() {
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
   return a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
          a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
-         a.ldy >= a.n && a.ldy % 8 == 0 && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
+         a.ldy >= (a.silu_mul ? a.n / 2 : a.n) && a.ldy % 8 == 0 &&
+         (!a.silu_mul || (a.n % 128 == 0 && !a.fp32_out && a.bias == nullptr)) && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
          a.x != nullptr && a.w != nullptr && a.y != nullptr &&
          (a.bias == nullptr || (!a.fp32_out && reinterpret_cast<uintptr_t>(a.bias) % 8 == 0));
 }
@@ -817,7 +893,8 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
     return absl::InvalidArgumentError(absl::StrCat(
         "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n,
         " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
-        " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output"));
+        " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output",
+        a.silu_mul ? "; SwiGLU: n a multiple of 128, bf16 output, no bias" : ""));
   }
   if (a.stream_k_ctas != 0) {
     const int sms = NumSms();

@@ -39,6 +39,11 @@ struct SkinnyGemmArgs {
   int64_t ldy = 0;
   bool fp32_out = false;
   const void* bias = nullptr;  // bf16 [n] or null
+  // SwiGLU in the epilogue: W's rows [0, n/2) are the gate projection and
+  // [n/2, n) the up projection, and Y (n/2 columns, ldy >= n/2) is
+  // silu(X Wg^T) * (X Wu^T), from the fp32 sums (n a multiple of 128: each
+  // CTA's tile is 64 gate rows and their 64 up rows; bf16 output, no bias).
+  bool silu_mul = false;
   // How, not what: the consumer warps issue wgmma (one warpgroup reading
   // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
   // The same products up to the order of fp32 additions inside a k step.

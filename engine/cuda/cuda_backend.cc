@@ -18,7 +18,6 @@
 #include "engine/cuda/shard_sampling.h"
 #include "engine/model/weight_spec.h"
 #include "engine/plan_validation.h"
-#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/attention_generic.h"
 #include "kernels/block_copy.h"
@@ -648,6 +647,22 @@ void CudaBackend::FillPadding(const MetaLayout& L) {
   }
 }
 
+absl::Status CudaBackend::GateUpSilu(int tokens, const void* gate_up_weight) {
+  const int H = static_cast<int>(config_.hidden_size);
+  const int inter = static_cast<int>(inter_local_);
+  GemmArgs a;
+  a.m = tokens;
+  a.n = 2 * inter;
+  a.k = H;
+  a.x = hidden_;
+  a.ldx = H;
+  a.w = gate_up_weight;
+  a.ldw = H;
+  a.y = gate_up_;
+  a.ldy = 2 * inter;
+  return gemm_->MatmulSiluMul(a, act_, stream_);
+}
+
 absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
                                const void* bias, bool fp32_out) {
   GemmArgs a;
@@ -781,8 +796,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     }
     RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
     RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.post_norm, T, H, eps));
-    RETURN_IF_ERROR(Gemm(T, 2 * inter, H, hidden_, w.gate_up, gate_up_, nullptr, false));
-    RETURN_IF_ERROR(kernels::LaunchSiluAndMul(gate_up_, act_, T, inter, stream_));
+    RETURN_IF_ERROR(GateUpSilu(T, w.gate_up));
     RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
     // Its all-reduce is the next norm's (AllReduceAddRmsNorm).
   }
@@ -893,8 +907,9 @@ std::string CudaBackend::GemmChoices(int32_t tokens) const {
   std::string out;
   for (const ModelGemm& g : ModelGemms(std::clamp(tokens, 1, max_tokens_))) {
     const std::string choice = gemm_->Choice(g.args);
+    const bool swiglu = g.per_layer == &LayerWeights::gate_up && gemm_->FusesSiluMul(g.args, act_);
     absl::StrAppend(&out, out.empty() ? "" : ", ", g.name, " ",
-                    choice.empty() ? "untuned" : choice);
+                    choice.empty() ? "untuned" : choice, swiglu ? " +silu" : "");
   }
   return out;
 }

@@ -327,6 +327,10 @@ class CudaBackend : public Backend {
   absl::Status GatherLogits(int rows);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
+  // act_ = silu(hidden_ Wg^T) * (hidden_ Wu^T) for `tokens` rows, through
+  // CublasLtGemm::MatmulSiluMul (one kernel where the skinny GEMM runs the
+  // fused gate/up weight; else the product into gate_up_ and a SiLU pass).
+  absl::Status GateUpSilu(int tokens, const void* gate_up_weight);
   // Waits for the stream: through the group's bounded wait when there is
   // one.
   absl::Status Sync(absl::string_view what);

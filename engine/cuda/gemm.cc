@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/activation.h"
 #include "kernels/skinny_gemm.h"
 
 namespace memshare::engine::cuda {
@@ -255,8 +256,9 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
 }
 
 absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stream_k,
-                                     bool wgmma, bool pdl, cudaStream_t stream) {
+                                     bool wgmma, bool pdl, cudaStream_t stream, bool silu_mul) {
   kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
+  s.silu_mul = silu_mul;
   s.wgmma = wgmma;
   if (stream_k) {
     s.stream_k_ctas = num_sms_;
@@ -274,6 +276,44 @@ absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
                      (*plan)->skinny_wgmma, options_.pdl, stream);
   }
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
+}
+
+kernels::SkinnyGemmArgs CublasLtGemm::SiluMulArgs(const GemmArgs& args, void* act) {
+  kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
+  s.y = act;
+  s.ldy = args.n / 2;
+  s.silu_mul = true;
+  return s;
+}
+
+bool CublasLtGemm::FusesSiluMul(const GemmArgs& args, const void* act) const {
+  auto it = plans_.find(KeyOf(args));
+  const bool skinny_plan =
+      it != plans_.end() ? it->second->skinny_splits > 0 || it->second->skinny_stream_k
+                         : options_.skinny == SkinnyGemmMode::kAlways;
+  return skinny_plan && kernels::SkinnyGemmSupports(SiluMulArgs(args, const_cast<void*>(act)));
+}
+
+absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream) {
+  if (args.out != GemmOut::kBf16 || args.bias != nullptr || args.n % 2 != 0 ||
+      args.ldy != args.n || act == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gemm with SwiGLU: needs bf16 output, no bias, an even n (", args.n, ") with ldy == n (",
+        args.ldy, ") and an output buffer"));
+  }
+  absl::StatusOr<Plan*> plan = GetPlan(args);
+  if (!plan.ok()) return plan.status();
+  const Plan& p = **plan;
+  if ((p.skinny_splits > 0 || p.skinny_stream_k) &&
+      kernels::SkinnyGemmSupports(SiluMulArgs(args, act))) {
+    GemmArgs fused = args;
+    fused.y = act;
+    fused.ldy = args.n / 2;
+    return RunSkinny(fused, p.skinny_splits, p.skinny_stream_k, p.skinny_wgmma, options_.pdl,
+                     stream, /*silu_mul=*/true);
+  }
+  if (absl::Status s = Matmul(args, stream); !s.ok()) return s;
+  return kernels::LaunchSiluAndMul(args.y, act, args.m, args.n / 2, stream);
 }
 
 absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps,

@@ -93,6 +93,19 @@ class CublasLtGemm {
   // with fp32 output; INTERNAL when cuBLASLt fails or finds no algorithm.
   absl::Status Matmul(const GemmArgs& args, cudaStream_t stream);
 
+  // The SwiGLU of a fused gate/up weight (W's rows [0, n/2) the gate and
+  // [n/2, n) the up projection): act (bf16 [m][n/2]) = silu(X Wg^T) *
+  // (X Wu^T). One kernel when the plan for `args` runs the skinny kernel
+  // and that takes the SwiGLU epilogue (FusesSiluMul); else the product into
+  // args.y, then kernels::LaunchSiluAndMul. args as for Matmul, with bf16
+  // output, no bias and ldy == n (args.y is the product's scratch).
+  absl::Status MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream);
+
+  // Whether MatmulSiluMul(args, act) runs as one kernel: the plan for args
+  // (tuned or not) runs the skinny kernel, which takes the shape with the
+  // SwiGLU epilogue (n a multiple of 128) and act.
+  bool FusesSiluMul(const GemmArgs& args, const void* act) const;
+
   // Times each heuristic candidate and the skinny kernel (`reps`
   // back-to-back runs in a CUDA graph, best of 3 replays; the skinny kernel
   // without programmatic dependent launch, so each run's own time) on args' buffers,
@@ -129,7 +142,9 @@ class CublasLtGemm {
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
   // The skinny kernel with that k split, or with stream-K over num_sms_.
   absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma, bool pdl,
-                         cudaStream_t stream);
+                         cudaStream_t stream, bool silu_mul = false);
+  // args with Y = act (n/2 columns) and the SwiGLU epilogue.
+  static kernels::SkinnyGemmArgs SiluMulArgs(const GemmArgs& args, void* act);
 
   void* handle_;     // cublasLtHandle_t
   void* workspace_;  // device

@@ -2,7 +2,7 @@
 // a float64 CPU reference: decode and prefill shapes, bias epilogue, fp32
 // output, strided operands, heuristic and tuned algorithms, every k split and
 // stream-K grids of the skinny kernel, with and without programmatic
-// dependent launch.
+// dependent launch; the SwiGLU epilogue.
 #include "engine/cuda/gemm.h"
 
 #include <cmath>
@@ -299,6 +299,168 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   EXPECT_EQ((*preferring)->Choice(a).rfind("skinny", 0), 0u) << (*preferring)->Choice(a);
 }
 
+// The SwiGLU epilogue (SkinnyGemmArgs::silu_mul, CublasLtGemm::
+// MatmulSiluMul): act = silu(X Wg^T) * (X Wu^T), W = [Wg; Wu], against the
+// float64 reference, through every schedule of the skinny kernel and both
+// of MatmulSiluMul's paths (fused; cuBLASLt then the SiLU pass).
+struct SwiGluCase {
+  int m, inter, k;
+  int64_t ldx, ld_act;
+};
+using SwiGluRun = std::function<void(const kernels::SkinnyGemmArgs&)>;
+void CheckSwiGlu(const SwiGluCase& c, uint32_t seed,
+                 const std::vector<std::pair<std::string, SwiGluRun>>& runs, double tol) {
+  std::mt19937 rng(seed);
+  const int n = 2 * c.inter;
+  const auto x = testing::RandomBf16(size_t(c.m) * c.ldx, rng);
+  const auto w = testing::RandomBf16(size_t(n) * c.k, rng, 0.05f);
+  DeviceBuffer<Bf16> dx(x), dw(w);
+  DeviceBuffer<Bf16> dact(size_t(c.m) * c.ld_act);
+  kernels::SkinnyGemmArgs a;
+  a.m = c.m, a.n = n, a.k = c.k;
+  a.x = dx.get(), a.ldx = c.ldx;
+  a.w = dw.get(), a.ldw = c.k;
+  a.y = dact.get(), a.ldy = c.ld_act;
+  a.silu_mul = true;
+  std::vector<double> ref;
+  auto dot = [&](int i, int row) {
+    double acc = 0;
+    for (int l = 0; l < c.k; ++l) {
+      acc += double(Bf16ToFloat(x[size_t(i) * c.ldx + l])) * Bf16ToFloat(w[size_t(row) * c.k + l]);
+    }
+    return acc;
+  };
+  for (int i = 0; i < c.m; ++i) {
+    for (int j = 0; j < c.inter; ++j) {
+      const double g = dot(i, j);
+      ref.push_back(g / (1.0 + std::exp(-g)) * dot(i, c.inter + j));
+    }
+  }
+  for (const auto& [name, run] : runs) {
+    SCOPED_TRACE(name);
+    dact.Poison();
+    run(a);
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto raw = dact.Download();
+    std::vector<double> got;
+    for (int i = 0; i < c.m; ++i) {
+      for (int j = 0; j < c.inter; ++j) got.push_back(Bf16ToFloat(raw[size_t(i) * c.ld_act + j]));
+    }
+    const auto e = testing::Compare(got, ref);
+    EXPECT_EQ(e.nan_count, 0);
+    EXPECT_LT(e.rel_l2, tol) << "m " << c.m << " inter " << c.inter << " k " << c.k;
+    // Columns past inter (ld_act > inter) are not written.
+    for (int i = 0; i < c.m && c.ld_act > c.inter; ++i) {
+      EXPECT_TRUE(std::isnan(Bf16ToFloat(raw[size_t(i) * c.ld_act + c.inter]))) << "row " << i;
+    }
+  }
+}
+
+TEST(SkinnyGemmTest, SwiGluEpilogueAgainstReference) {
+  // Decode gate/up of R1-Distill-Qwen-7B at one token, 64 tokens of a
+  // smaller one, ragged tokens and k, strided X and output.
+  const std::vector<SwiGluCase> cases = {
+      {1, 18944, 3584, 3584, 18944},
+      {64, 512, 768, 768, 512},
+      {7, 64, 200, 208, 72},
+      {33, 384, 1032, 1040, 392},
+  };
+  const int sms = NumSms();
+  auto ws = StreamKWorkspace(sms);
+  uint32_t seed = 900;
+  for (const SwiGluCase& c : cases) {
+    std::vector<std::pair<std::string, SwiGluRun>> runs;
+    for (int ctas : {1, 3, sms}) {
+      for (bool pdl : {false, true}) {
+        runs.emplace_back(absl::StrCat("stream-k ", ctas, " pdl ", pdl),
+                          [&, ctas, pdl](const kernels::SkinnyGemmArgs& a) {
+                            kernels::SkinnyGemmArgs s = a;
+                            s.wgmma = true;
+                            s.stream_k_ctas = ctas;
+                            s.workspace = ws->get();
+                            const absl::Status st = kernels::LaunchSkinnyGemm(s, 0, pdl, nullptr);
+                            ASSERT_TRUE(st.ok()) << st;
+                          });
+      }
+    }
+    for (int splits : {0, 1, 3, 8}) {
+      if (splits > (c.k + 63) / 64) continue;
+      for (bool wgmma : {false, true}) {
+        runs.emplace_back(absl::StrCat("splits ", splits, " wgmma ", wgmma),
+                          [splits, wgmma](const kernels::SkinnyGemmArgs& a) {
+                            kernels::SkinnyGemmArgs s = a;
+                            s.wgmma = wgmma;
+                            ASSERT_TRUE(kernels::SkinnyGemmSupports(s));
+                            const absl::Status st = kernels::LaunchSkinnyGemm(s, splits, true, nullptr);
+                            ASSERT_TRUE(st.ok()) << st;
+                          });
+      }
+    }
+    SCOPED_TRACE(absl::StrCat("m ", c.m, " inter ", c.inter, " k ", c.k));
+    CheckSwiGlu(c, seed++, runs, 5e-3);
+  }
+  // Every launch leaves the flags down for the next.
+  const auto bytes = ws->Download();
+  size_t raised = 0;
+  for (size_t i = 0; i < 4 * size_t(sms); ++i) raised += bytes[i] != 0;
+  EXPECT_EQ(raised, 0u);
+}
+
+TEST(SkinnyGemmTest, SwiGluThroughTheWrapperFusedOrNot) {
+  // MatmulSiluMul runs one kernel when the plan is the skinny kernel and
+  // the shape takes the epilogue, else cuBLASLt into the scratch Y and then
+  // the SiLU pass (whose gate and up are rounded to bf16 first: a looser
+  // bound). Both give the same function; the fused one is deterministic.
+  CublasLtGemm::Options always;
+  always.skinny = SkinnyGemmMode::kAlways;
+  auto skinny = CublasLtGemm::Create(always);
+  CublasLtGemm::Options off;
+  off.skinny = SkinnyGemmMode::kOff;
+  auto lt = CublasLtGemm::Create(off);
+  ASSERT_TRUE(skinny.ok() && lt.ok());
+  // inter 104: n = 208 is not a multiple of 128, so even the skinny plan
+  // takes the two-kernel path.
+  for (const SwiGluCase& c : {SwiGluCase{5, 256, 512, 512, 256}, SwiGluCase{64, 104, 64, 64, 104}}) {
+    SCOPED_TRACE(absl::StrCat("m ", c.m, " inter ", c.inter));
+    DeviceBuffer<Bf16> scratch(size_t(c.m) * 2 * c.inter);
+    auto through = [&](CublasLtGemm& g, bool fused) {
+      return [&g, &scratch, fused](const kernels::SkinnyGemmArgs& s) {
+        GemmArgs a;
+        a.m = s.m, a.n = s.n, a.k = s.k;
+        a.x = s.x, a.ldx = s.ldx;
+        a.w = s.w, a.ldw = s.ldw;
+        a.y = scratch.get(), a.ldy = s.n;
+        EXPECT_EQ(g.FusesSiluMul(a, s.y), fused);
+        const absl::Status st = g.MatmulSiluMul(a, s.y, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        EXPECT_EQ(g.FusesSiluMul(a, s.y), fused);
+      };
+    };
+    const bool fusable = (2 * c.inter) % 128 == 0;
+    CheckSwiGlu(c, 950, {{"skinny", through(**skinny, fusable)}}, fusable ? 5e-3 : 1e-2);
+    CheckSwiGlu(c, 950, {{"cublaslt", through(**lt, false)}}, 1e-2);
+  }
+  // The same bits every run (stream-K over 3 CTAs: cut tiles).
+  const SwiGluCase c{64, 512, 768, 768, 512};
+  std::mt19937 rng(7);
+  DeviceBuffer<Bf16> dx(testing::RandomBf16(size_t(c.m) * c.k, rng));
+  DeviceBuffer<Bf16> dw(testing::RandomBf16(size_t(2) * c.inter * c.k, rng, 0.05f));
+  DeviceBuffer<Bf16> dact(size_t(c.m) * c.inter);
+  auto ws = StreamKWorkspace(3);
+  kernels::SkinnyGemmArgs s;
+  s.m = c.m, s.n = 2 * c.inter, s.k = c.k;
+  s.x = dx.get(), s.ldx = c.k, s.w = dw.get(), s.ldw = c.k, s.y = dact.get(), s.ldy = c.inter;
+  s.silu_mul = true, s.wgmma = true, s.stream_k_ctas = 3, s.workspace = ws->get();
+  std::vector<Bf16> first;
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_TRUE(kernels::LaunchSkinnyGemm(s, 0, true, nullptr).ok());
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const auto got = dact.Download();
+    if (r == 0) first = got;
+    ASSERT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(Bf16)), 0) << "run " << r;
+  }
+}
+
 TEST(SkinnyGemmTest, StreamKOffUnderAnMpsShare) {
   // On by default; off when asked, and when an MPS share gives this process
   // less than the whole GPU (its grid could not be resident at once).
@@ -342,6 +504,16 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   expect_rejected(b, 0);
   b = a, b.fp32_out = true, b.bias = dev;  // bias needs bf16 output
   expect_rejected(b, 0);
+  // SwiGLU: n a multiple of 128 (64 gate and 64 up rows a tile), bf16
+  // output, no bias.
+  b = a, b.n = 128, b.silu_mul = true;
+  EXPECT_TRUE(kernels::SkinnyGemmSupports(b));
+  b.n = 64;
+  expect_rejected(b, 0);
+  b = a, b.n = 128, b.silu_mul = true, b.fp32_out = true;
+  expect_rejected(b, 0);
+  b = a, b.n = 128, b.silu_mul = true, b.bias = dev;
+  expect_rejected(b, 0);
   expect_rejected(a, 2);  // more splits than 64-k boxes (1)
   expect_rejected(a, -1);
   // Stream-K: wgmma, a workspace, splits 0 and no more CTAs than
@@ -384,6 +556,15 @@ TEST(CublasLtGemmTest, RejectsBadArgs) {
   a.out = GemmOut::kFp32;
   a.bias = &dummy;
   EXPECT_EQ((*gemm)->Matmul(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  // SwiGLU: bf16 output, no bias, ldy == n, an output buffer.
+  a.out = GemmOut::kBf16;
+  EXPECT_EQ((*gemm)->MatmulSiluMul(a, &dummy, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  a.bias = nullptr;
+  a.ldy = 16;
+  EXPECT_EQ((*gemm)->MatmulSiluMul(a, &dummy, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  a.ldy = 8;
+  EXPECT_EQ((*gemm)->MatmulSiluMul(a, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
