@@ -46,7 +46,17 @@ using device::UnpackBf16x2;
 // the owner's shared memory (QKV at 64 tokens 23.7 against 17.5 us), 256-row
 // tiles of one 64-k box per stage past 32 tokens (more W in flight, less X
 // per W byte, yet slower at every decode shape: QKV at 64 tokens 23.1
-// against 15.9 us; session 5).
+// against 15.9 us; session 5), 128-row tiles of one box per stage (9
+// stages at 64 tokens: no faster), the closing cluster sum with a batch of
+// units' loads issued at once (no faster; session 6). At 64 tokens gate/up
+// streams at ~2.7 TB/s against 2.97 at one token, and neither X's L2
+// traffic (X's boxes zero-filled instead of read: no faster) nor the W in
+// flight explains it; cuBLASLt is at the same rate.
+//
+// SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
+// gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
+// one 128-row box, so the consumers are the same; the epilogue writes
+// silu(gate) * up from the fp32 sums (64 columns a tile).
 constexpr int kBoxK = 64;       // k per box: 128 bytes, the swizzle span
 constexpr int kStageBoxes = 2;  // 128 k per stage
 constexpr int kConsumerWarps = 4;

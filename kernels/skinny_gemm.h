@@ -1,7 +1,8 @@
 // A bf16 GEMM for decode-shaped products (few token rows, large weights):
 //   Y[m][n] = X[m][k] * W[n][k]^T (+ bias[n]),  m <= kSkinnyGemmMaxM,
 // W in Hugging Face layout ([out_features][in_features]), fp32 accumulation,
-// bf16 or fp32 Y. At these shapes the product is bound by reading W once;
+// bf16 or fp32 Y; or, for a fused gate/up weight, Y = silu(X Wg^T) * (X Wu^T)
+// in the epilogue (silu_mul). At these shapes the product is bound by reading W once;
 // the kernel streams tiles of W and X into shared memory with the tensor copy
 // engine (a ring of stages on mbarriers, one producer thread, four MMA
 // warps) and splits k over the CTAs of a thread-block cluster, which sum
