@@ -11,11 +11,10 @@ namespace memshare::kernels {
 namespace {
 
 using device::PackBf16x2;
+using device::Silu;
 using device::UnpackBf16x2;
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); }
 
 // Grid: (ceil(inter / 8 / kThreads), n). One thread per 8 outputs.
 // gate_up: bf16 [n][2 * inter]; out: bf16 [n][inter]

@@ -111,6 +111,10 @@ cudaError_t LaunchDependent(void (*kernel)(Params...), dim3 grid, dim3 block, si
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
 }
 
+// x * sigmoid(x) in fp32, as the SiLU pass and the gate/up GEMM's SwiGLU
+// epilogue both compute it (the same function on either path).
+__device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); }
+
 __device__ __forceinline__ float FastExp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

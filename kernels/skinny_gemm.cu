@@ -16,6 +16,7 @@ namespace {
 namespace cg = cooperative_groups;
 using device::MmaBf16;
 using device::PackBf16x2;
+using device::Silu;
 using device::SmemAddr;
 using device::UnpackBf16x2;
 
@@ -139,8 +140,6 @@ __device__ __forceinline__ void TmaLoadW(uint32_t dst, const CUtensorMap* map, i
     TmaLoad(dst + 64 * 128, map, k, p.silu_half + tile * 64, bar);
   }
 }
-
-__device__ __forceinline__ float Silu(float x) { return x / (1.f + __expf(-x)); }
 
 // Two 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
 __device__ __forceinline__ void Ldmatrix2(uint32_t addr, uint32_t (&r)[2]) {
