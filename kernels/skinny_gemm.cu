@@ -133,11 +133,12 @@ __device__ __forceinline__ void TmaLoad(uint32_t dst, const CUtensorMap* map, in
 // out as the 128-row box would be (8 KB, a multiple of its 1,024 bytes).
 __device__ __forceinline__ void TmaLoadW(uint32_t dst, const CUtensorMap* map, int k, int tile,
                                          const Params& p, uint32_t bar) {
+  constexpr int kHalf = kRowsPerCta / 2;
   if (p.silu_half == 0) {
-    TmaLoad(dst, map, k, tile * 128, bar);
+    TmaLoad(dst, map, k, tile * kRowsPerCta, bar);
   } else {
-    TmaLoad(dst, map, k, tile * 64, bar);
-    TmaLoad(dst + 64 * 128, map, k, p.silu_half + tile * 64, bar);
+    TmaLoad(dst, map, k, tile * kHalf, bar);
+    TmaLoad(dst + kWBoxBytes / 2, map, k, p.silu_half + tile * kHalf, bar);
   }
 }
 
