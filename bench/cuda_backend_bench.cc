@@ -81,6 +81,9 @@ ABSL_FLAG(bool, skinny, true,
 ABSL_FLAG(double, skinny_preference, -1,
           "Keep the skinny GEMM where it times at most this share slower than cuBLASLt alone "
           "(CudaBackend::Options::skinny_gemm_preference); -1: the backend's default.");
+ABSL_FLAG(bool, fuse_norms, true,
+          "One GPU: run the decode steps' RMSNorms in the GEMM epilogues, the norms' weights "
+          "folded into the next products' (CudaBackend::Options::fuse_norms).");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 ABSL_FLAG(int, profile_decode_steps, 0,
           "After the timed decode steps, run this many more between cudaProfilerStart and "
@@ -115,6 +118,7 @@ struct Args {
   // Let GEMM tuning pick the skinny kernel for decode shapes.
   bool skinny = true;
   double skinny_preference = -1;  // -1: the backend's default
+  bool fuse_norms = true;
   int profile_decode_steps = 0;
 };
 
@@ -141,6 +145,7 @@ bool ArgsFromFlags(Args* a) {
   a->json = absl::GetFlag(FLAGS_json);
   a->skinny = absl::GetFlag(FLAGS_skinny);
   a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
+  a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
   if (a->skinny_preference != -1 && !(a->skinny_preference >= 0)) {
     std::fprintf(stderr, "--skinny_preference: -1 or at least 0, got %g\n",
                  a->skinny_preference);
@@ -559,6 +564,7 @@ int main(int argc, char** argv) {
   o.skinny_gemm = a.skinny ? memshare::engine::cuda::SkinnyGemmMode::kWhenFaster
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
   if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
+  o.fuse_norms = a.fuse_norms;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());

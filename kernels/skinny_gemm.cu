@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -79,8 +80,12 @@ struct Layout {
   static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
   static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
   static constexpr int kBarOffset = std::max(kStages * kStageBytes, kRedBytes);
+  // The norm epilogues' own memory (the stages may still be in use): each
+  // token's RMS scale, and the stream-K store's per-warp sums of squares.
+  static constexpr int kScaleOffset = kBarOffset + 2 * kStages * 8;
+  static constexpr int kSsOffset = kScaleOffset + 64 * 4;
   // + 1 KB to align the stages to the swizzle's 1,024-byte pattern.
-  static constexpr int kSmem = 1024 + kBarOffset + 2 * kStages * 8;
+  static constexpr int kSmem = 1024 + kSsOffset + kConsumerWarps * 64 * 4;
 };
 
 struct Params {
@@ -92,7 +97,32 @@ struct Params {
   // SkinnyGemmArgs::silu_mul: n / 2, the first up row (tile t is gate rows
   // 64t .. 64t + 63 and the up rows n / 2 later); 0 for a plain product.
   int silu_half;
+  // SkinnyGemmArgs' residual mode (residual set) and scale mode (sumsq_in
+  // set); inv_k = 1 / k.
+  const uint16_t* residual;
+  float* sumsq_out;
+  const float* sumsq_in;
+  int sumsq_parts;
+  float inv_k;
+  float rms_eps;
 };
+
+// Scale mode: each token's rsqrt(mean square + eps) into scale[0 .. m),
+// from the residual-mode product's partial sums (by threads 0 .. 127, which
+// must have waited for the preceding kernel). Four chains of partials,
+// added in a fixed order.
+__device__ __forceinline__ void LoadRowScale(const Params& p, float* scale, int thread) {
+  if (thread >= p.m) return;
+  const float* in = p.sumsq_in + thread;
+  float s[4] = {0.f, 0.f, 0.f, 0.f};
+  int q = 0;
+  for (; q + 4 <= p.sumsq_parts; q += 4) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[j] += __ldcg(in + (q + j) * p.m);
+  }
+  for (; q < p.sumsq_parts; ++q) s[0] += __ldcg(in + q * p.m);
+  scale[thread] = rsqrtf(((s[0] + s[1]) + (s[2] + s[3])) * p.inv_k + p.rms_eps);
+}
 
 __device__ __forceinline__ int MinInt(int a, int b) { return a < b ? a : b; }
 
@@ -255,6 +285,10 @@ struct Ring {
   __device__ uint32_t empty(int s) const {
     return base + Layout<NT>::kBarOffset + 8 * (Layout<NT>::kStages + s);
   }
+  __device__ float* scale() const {
+    return reinterpret_cast<float*>(smem + Layout<NT>::kScaleOffset);
+  }
+  __device__ float* ss() const { return reinterpret_cast<float*>(smem + Layout<NT>::kSsOffset); }
   __device__ void Init() const;
 };
 
@@ -423,6 +457,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   } else {
+    if (p.sumsq_in != nullptr) {
+      // Scale mode: the sums of squares are the preceding kernel's output;
+      // nothing to do here before its X arrives anyway.
+      asm volatile("griddepcontrol.wait;\n" ::: "memory");
+      LoadRowScale(p, ring.scale(), threadIdx.x);
+    }
     for (int i = 0; i < nstages; ++i) {
       const int s = i % L::kStages;
       BarWait(full(s), (i / L::kStages) & 1);
@@ -458,6 +498,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Y belongs to the preceding kernel until it has finished.
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
   // CTA `split` sums its share of the tile over the cluster, in rank order.
+  const float* const scale = p.sumsq_in != nullptr ? ring.scale() : nullptr;
   if (p.silu_half != 0) {
     // SwiGLU: the tile's 64 gate rows (0 .. 63) and their up rows (64 ..
     // 127) make 64 columns of Y.
@@ -484,10 +525,69 @@ __global__ void __launch_bounds__(kThreads, 1)
           us.x += v[r].x, us.y += v[r].y, us.z += v[r].z, us.w += v[r].w;
         }
       }
+      if (scale != nullptr) {
+        const float sc = scale[tok];
+        gs.x *= sc, gs.y *= sc, gs.z *= sc, gs.w *= sc;
+        us.x *= sc, us.y *= sc, us.z *= sc, us.w *= sc;
+      }
       const int64_t at = tok * p.ldy + blockIdx.x * 64 + q * 4;
       reinterpret_cast<uint2*>(p.y)[at / 4] =
           make_uint2(PackBf16x2(Silu(gs.x) * us.x, Silu(gs.y) * us.y),
                      PackBf16x2(Silu(gs.z) * us.z, Silu(gs.w) * us.w));
+    }
+    cluster.sync();  // peers read this CTA's tile until here
+    return;
+  }
+  if (p.residual != nullptr) {
+    // Residual mode: a warp per token (the tokens split over the cluster),
+    // lane l the tile's rows 4l .. 4l + 3; the token's residual rows are
+    // loaded for a few tokens at once (one round trip), then each sum is
+    // stored and its squares reduced over the warp.
+    constexpr int kWarps = kThreads / 32;
+    constexpr int kBatch = 4;
+    const int tok_end = static_cast<int>(int64_t{split + 1} * p.m / splits);
+    const int row = cta_row0 + lane * 4;
+    const bool valid = row < p.n;  // n % 8 == 0: rows row .. row + 3 are all valid
+    for (int tok0 = static_cast<int>(int64_t{split} * p.m / splits) + warp; tok0 < tok_end;
+         tok0 += kBatch * kWarps) {
+      uint2 res[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const int tok = tok0 + j * kWarps;
+        if (valid && tok < tok_end) {
+          res[j] = __ldcg(reinterpret_cast<const uint2*>(p.residual + tok * p.ldy + row));
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const int tok = tok0 + j * kWarps;
+        if (tok >= tok_end) break;  // warp-uniform
+        float ss = 0.f;
+        if (valid) {
+          float* mine = red + tok * kRedRowFloats + lane * 4;
+          float4 v[kMaxSplits];
+#pragma unroll
+          for (int r = 0; r < kMaxSplits; ++r) {
+            if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+          }
+          float4 sum = v[0];
+#pragma unroll
+          for (int r = 1; r < kMaxSplits; ++r) {
+            if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
+          }
+          const float2 r01 = UnpackBf16x2(res[j].x);
+          const float2 r23 = UnpackBf16x2(res[j].y);
+          const uint2 out =
+              make_uint2(PackBf16x2(sum.x + r01.x, sum.y + r01.y),
+                         PackBf16x2(sum.z + r23.x, sum.w + r23.y));
+          reinterpret_cast<uint2*>(p.y)[(tok * p.ldy + row) / 4] = out;
+          const float2 o01 = UnpackBf16x2(out.x);
+          const float2 o23 = UnpackBf16x2(out.y);
+          ss = o01.x * o01.x + o01.y * o01.y + o23.x * o23.x + o23.y * o23.y;
+        }
+        ss = device::WarpSum(ss);
+        if (lane == 0) p.sumsq_out[blockIdx.x * p.m + tok] = ss;
+      }
     }
     cluster.sync();  // peers read this CTA's tile until here
     return;
@@ -510,6 +610,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int r = 1; r < kMaxSplits; ++r) {  // rank order: the same bits every run
       if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
+    }
+    if (scale != nullptr) {
+      const float sc = scale[tok];
+      sum.x *= sc, sum.y *= sc, sum.z *= sc, sum.w *= sc;
     }
     if (p.bias != nullptr) {
       const uint2 b = *reinterpret_cast<const uint2*>(p.bias + row);
@@ -549,11 +653,80 @@ __device__ __forceinline__ int LoadAcquire(const int* p) {
 // Y (+ bias) of a finished tile from the consumers' accumulators. Lanes
 // 4g + c and 4(g ^ 1) + c swap one value, so that each holds two adjacent
 // rows of one token (the even lane token 2c, the odd one 2c + 1) and stores
-// them as one 4-byte (bf16) or 8-byte (fp32) word.
+// them as one 4-byte (bf16) or 8-byte (fp32) word. scale: each token's RMS
+// scale (scale mode) or null; ss: kConsumerWarps x 64 floats of shared
+// memory for residual mode's sums of squares.
 template <int NT, bool kWgmma>
-__device__ __forceinline__ void StoreTile(const float (&acc)[2][NT][4], const Params& p,
-                                         int tile, int warp, int lane) {
+__device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& p, int tile,
+                                         int warp, int lane, const float* scale, float* ss) {
   const bool odd = (lane >> 2) & 1;
+  if (scale != nullptr) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const int tok = t * 8 + 2 * (lane & 3);  // and tok + 1: within the 64 scales
+      const float s0 = scale[tok], s1 = scale[tok + 1];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        acc[h][t][0] *= s0, acc[h][t][2] *= s0;
+        acc[h][t][1] *= s1, acc[h][t][3] *= s1;
+      }
+    }
+  }
+  if (p.residual != nullptr) {
+    // Residual mode: every residual pair loaded first (one round trip; the
+    // stores may alias them), then the sums stored and their squares summed
+    // per token: over the lanes that hold the token, then over the warps.
+    const int row0 = tile * kRowsPerCta;
+    uint32_t res[2][NT][2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int t = 0; t < NT; ++t)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = row0 + AccRow<kWgmma>(warp, lane, h) + 8 * half - (odd ? 1 : 0);
+          const int tok = t * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+          if (tok < p.m && row < p.n) {
+            res[h][t][half] = __ldcg(reinterpret_cast<const unsigned int*>(p.residual + tok * p.ldy + row));
+          }
+        }
+    float sq[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      sq[t] = 0.f;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const float a0 = acc[h][t][2 * half], a1 = acc[h][t][2 * half + 1];
+          const float other = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 4);
+          const float lo = odd ? other : a0;
+          const float hi = odd ? a1 : other;
+          const int row = row0 + AccRow<kWgmma>(warp, lane, h) + 8 * half - (odd ? 1 : 0);
+          const int tok = t * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
+          if (tok >= p.m || row >= p.n) continue;
+          const float2 r = UnpackBf16x2(res[h][t][half]);
+          const uint32_t out = PackBf16x2(lo + r.x, hi + r.y);
+          *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.y) + tok * p.ldy + row) = out;
+          const float2 o = UnpackBf16x2(out);
+          sq[t] += o.x * o.x + o.y * o.y;
+        }
+      // Lanes with the same bits 0-2 hold the same token.
+      sq[t] += __shfl_xor_sync(0xffffffffu, sq[t], 8);
+      sq[t] += __shfl_xor_sync(0xffffffffu, sq[t], 16);
+    }
+    ConsumerBarrier();  // the previous tile's sums have been read
+    if (lane < 8) {
+#pragma unroll
+      for (int t = 0; t < NT; ++t) ss[warp * 64 + t * 8 + 2 * (lane & 3) + (odd ? 1 : 0)] = sq[t];
+    }
+    ConsumerBarrier();
+    const int ct = warp * 32 + lane;
+    if (ct < p.m) {
+      p.sumsq_out[tile * p.m + ct] = ((ss[ct] + ss[64 + ct]) + ss[128 + ct]) + ss[192 + ct];
+    }
+    return;
+  }
   if (p.silu_half != 0) {
     // SwiGLU (wgmma: acc[0] holds gate rows, acc[1] the same rows' up
     // projection): 64 columns of Y from tile * 64, stored as above.
@@ -705,6 +878,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Consumers.
   const int ct = threadIdx.x;  // 0 .. 127
   float4* const mine = partials + size_t{blockIdx.x} * kPartialFloat4s;
+  if (p.sumsq_in != nullptr) {
+    // Scale mode: the sums of squares are the preceding kernel's output;
+    // nothing to do here before its X arrives anyway.
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    LoadRowScale(p, ring.scale(), ct);
+    ConsumerBarrier();
+  }
   int i = 0;
   for_each_segment([&](int tile, int bb, int be, bool last) {
     float acc[2][NT][4];
@@ -764,7 +944,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
         }
     }
-    StoreTile<NT, true>(acc, p, tile, warp, lane);
+    StoreTile<NT, true>(acc, p, tile, warp, lane,
+                        p.sumsq_in != nullptr ? ring.scale() : nullptr, ring.ss());
   });
 }
 
@@ -825,8 +1006,19 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
       !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
     return cudaErrorInvalidValue;
   }
-  const Params p{a.y, a.ldy, static_cast<const uint16_t*>(a.bias), a.m, a.n, a.k,
-                 a.fp32_out, a.silu_mul ? a.n / 2 : 0};
+  Params p;
+  p.y = a.y;
+  p.ldy = a.ldy;
+  p.bias = static_cast<const uint16_t*>(a.bias);
+  p.m = a.m, p.n = a.n, p.k = a.k;
+  p.fp32_out = a.fp32_out;
+  p.silu_half = a.silu_mul ? a.n / 2 : 0;
+  p.residual = static_cast<const uint16_t*>(a.residual);
+  p.sumsq_out = a.sumsq_out;
+  p.sumsq_in = a.sumsq_in;
+  p.sumsq_parts = a.sumsq_parts;
+  p.inv_k = 1.f / static_cast<float>(a.k);
+  p.rms_eps = a.rms_eps;
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
@@ -877,7 +1069,15 @@ int NumSms() {
 }  // namespace
 
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
-  return a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
+  const bool residual_ok =
+      a.residual == nullptr ||
+      (a.sumsq_out != nullptr && !a.fp32_out && a.bias == nullptr && !a.silu_mul &&
+       a.sumsq_in == nullptr && Aligned16(a.residual) &&
+       reinterpret_cast<uintptr_t>(a.sumsq_out) % 4 == 0);
+  const bool scale_ok = a.sumsq_in == nullptr ||
+                        (a.sumsq_parts >= 1 && a.rms_eps > 0.f && std::isfinite(a.rms_eps) &&
+                         reinterpret_cast<uintptr_t>(a.sumsq_in) % 4 == 0);
+  return residual_ok && scale_ok && a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
          a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
          a.ldy >= (a.silu_mul ? a.n / 2 : a.n) && a.ldy % 8 == 0 &&
          (!a.silu_mul || (a.n % 128 == 0 && !a.fp32_out && a.bias == nullptr)) && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
@@ -904,7 +1104,11 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
         "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n,
         " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
         " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output",
-        a.silu_mul ? "; SwiGLU: n a multiple of 128, bf16 output, no bias" : ""));
+        a.silu_mul ? "; SwiGLU: n a multiple of 128, bf16 output, no bias" : "",
+        a.residual != nullptr
+            ? "; residual: sums of squares out, bf16 output, no bias or SwiGLU or scale"
+            : "",
+        a.sumsq_in != nullptr ? "; RMS scale: sumsq_parts >= 1, rms_eps > 0" : ""));
   }
   if (a.stream_k_ctas != 0) {
     const int sms = NumSms();

@@ -45,6 +45,22 @@ struct SkinnyGemmArgs {
   // silu(X Wg^T) * (X Wu^T), from the fp32 sums (n a multiple of 128: each
   // CTA's tile is 64 gate rows and their 64 up rows; bf16 output, no bias).
   bool silu_mul = false;
+  // The RMSNorm between two products, split over their epilogues (decode
+  // steps; kernels/norm.h is the unfused form). Residual mode (residual
+  // set): Y = bf16(X W^T + residual) (residual bf16 [m][ldy], may be Y: the
+  // residual stream updated in place), and for each 128-row tile t and
+  // token i, sumsq_out[t * m + i] = the sum of squares of that tile's row of
+  // Y as stored (bf16); bf16 output, no bias, no SwiGLU. Scale mode
+  // (sumsq_in set): X is that un-normalized residual stream and W has the
+  // norm's weight folded into its columns; each token's products are
+  // multiplied by rsqrt(sum over p < sumsq_parts of sumsq_in[p * m + i] / k
+  // + rms_eps) before the bias or the SwiGLU. The sums of parts are added
+  // in a fixed order (the same bits every run).
+  const void* residual = nullptr;
+  float* sumsq_out = nullptr;
+  const float* sumsq_in = nullptr;
+  int sumsq_parts = 0;
+  float rms_eps = 0.f;
   // How, not what: the consumer warps issue wgmma (one warpgroup reading
   // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
   // The same products up to the order of fp32 additions inside a k step.
@@ -66,6 +82,10 @@ struct SkinnyGemmArgs {
   // stream.
   void* workspace = nullptr;
 };
+
+// Entries of a residual-mode product's sumsq_out: one per 128-row tile and
+// token, which is what a scale-mode product of k = n takes as sumsq_parts.
+inline int SkinnyGemmSumsqParts(int n) { return (n + 127) / 128; }
 
 // Bytes of the stream-K workspace for `stream_k_ctas` CTAs (32 KB each).
 size_t SkinnyGemmWorkspaceBytes(int stream_k_ctas);

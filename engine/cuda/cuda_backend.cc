@@ -273,6 +273,9 @@ absl::Status CudaBackend::Init() {
   kernels::KvBlockShape shape{spec_.LayersInGroup(0), spec_.kv_heads_local, spec_.block_size,
                               spec_.head_dim};
   fast_attention_ = kernels::FastAttentionSupports(shape, heads_local_);
+  fold_norms_ = options_.fuse_norms && options_.tp_size == 1 &&
+                options_.skinny_gemm != SkinnyGemmMode::kOff;
+  fold_final_norm_ = fold_norms_ && !c.tie_word_embeddings;
 
   RETURN_IF_ERROR(AllocateWeights());
   RETURN_IF_ERROR(LoadWeights());
@@ -470,6 +473,16 @@ absl::Status CudaBackend::LoadWeights() {
                            "upload weights"));
     }
   }
+  if (fold_norms_) {  // Options::fuse_norms
+    const int H = static_cast<int>(config_.hidden_size);
+    for (const LayerWeights& w : layers_) {
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(w.qkv), q_local_ + 2 * kv_local_dim_, H, H, w.input_norm, stream_));
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(w.gate_up), 2 * inter_local_, H, H, w.post_norm, stream_));
+    }
+    if (fold_final_norm_) {
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(lm_head_), vocab_rows_, H, H, final_norm_, stream_));
+    }
+  }
   const std::vector<float> inv_freq = config_.RopeInvFreq();
   RETURN_IF_ERROR(Cuda(cudaMalloc(&inv_freq_, inv_freq.size() * sizeof(float)), "inv_freq"));
   RETURN_IF_ERROR(Cuda(cudaMemcpy(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float),
@@ -551,6 +564,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t candidates = take(S * 8);
   const size_t logprobs = take(S * 4);
   const size_t workspace = take(attn_workspace_bytes_);
+  const size_t sumsq =
+      take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(h))) * kernels::kSkinnyGemmMaxM * 4);
   RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
                        absl::StrCat("activation buffers (", size >> 20, " MiB)")));
   char* base = static_cast<char*>(act_arena_);
@@ -573,6 +588,7 @@ absl::Status CudaBackend::AllocateBuffers() {
   candidates_ = reinterpret_cast<uint64_t*>(base + candidates);
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
   attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
+  sumsq_ = reinterpret_cast<float*>(base + sumsq);
 
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
@@ -647,24 +663,37 @@ void CudaBackend::FillPadding(const MetaLayout& L) {
   }
 }
 
-absl::Status CudaBackend::GateUpSilu(int tokens, const void* gate_up_weight) {
+GemmArgs CudaBackend::GateUpArgs(int tokens, const void* gate_up_weight) const {
   const int H = static_cast<int>(config_.hidden_size);
   const int inter = static_cast<int>(inter_local_);
-  GemmArgs a;
-  a.m = tokens;
-  a.n = 2 * inter;
-  a.k = H;
-  a.x = hidden_;
-  a.ldx = H;
-  a.w = gate_up_weight;
-  a.ldw = H;
-  a.y = gate_up_;
-  a.ldy = 2 * inter;
+  return Args(tokens, 2 * inter, H, hidden_, gate_up_weight, gate_up_, nullptr, false);
+}
+
+absl::Status CudaBackend::GateUpSilu(const GemmArgs& a) {
   return gemm_->MatmulSiluMul(a, act_, stream_);
 }
 
-absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
-                               const void* bias, bool fp32_out) {
+GemmArgs CudaBackend::WithResidual(GemmArgs a) const {
+  if (!fold_norms_) return a;
+  GemmArgs r = a;
+  r.y = residual_;
+  r.residual = residual_;
+  r.sumsq_out = sumsq_;
+  return gemm_->RunsSkinny(r) ? r : a;
+}
+
+GemmArgs CudaBackend::WithRmsScale(GemmArgs a, const void* act) const {
+  GemmArgs r = a;
+  r.x = residual_;
+  r.sumsq_in = sumsq_;
+  r.sumsq_parts = kernels::SkinnyGemmSumsqParts(a.k);
+  r.rms_eps = static_cast<float>(config_.rms_norm_eps);
+  const bool runs = act != nullptr ? gemm_->FusesSiluMul(r, act) : gemm_->RunsSkinny(r);
+  return runs ? r : a;
+}
+
+GemmArgs CudaBackend::Args(int m, int n, int k, const void* x, const void* w, void* y,
+                           const void* bias, bool fp32_out) {
   GemmArgs a;
   a.m = m;
   a.n = n;
@@ -677,7 +706,12 @@ absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w
   a.ldy = n;
   a.out = fp32_out ? GemmOut::kFp32 : GemmOut::kBf16;
   a.bias = bias;
-  return gemm_->Matmul(a, stream_);
+  return a;
+}
+
+absl::Status CudaBackend::Gemm(int m, int n, int k, const void* x, const void* w, void* y,
+                               const void* bias, bool fp32_out) {
+  return gemm_->Matmul(Args(m, n, k, x, w, y, bias, fp32_out), stream_);
 }
 
 absl::Status CudaBackend::Sync(absl::string_view what) {
@@ -743,14 +777,37 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
                                                  MetaDev<int32_t>(L.token_ids), T, residual_,
                                                  stream_));
   RETURN_IF_ERROR(AllReduce(residual_, int64_t{T} * H));
+  // After a residual-mode product (fold_norms_) the residual stream is up
+  // to date in residual_ and its sums of squares are in sumsq_; else the
+  // sublayer's output waits in tmp_ for the add (summed over the ranks).
+  bool in_residual = false;
+  // The norm before product `a` of hidden_ (its weight folded into a's W
+  // or not): nothing where `a` takes the scale mode (returned so), else the
+  // norm kernel.
+  auto normed = [&](const GemmArgs& a, const void* weight, bool folded, const void* act,
+                    bool first) -> absl::StatusOr<GemmArgs> {
+    const void* gamma = NormWeight(weight, folded);
+    if (first) {
+      RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, gamma, hidden_, T, H, eps, stream_));
+      return a;
+    }
+    if (!in_residual) {
+      RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, gamma, T, H, eps));
+      return a;
+    }
+    const GemmArgs scaled = folded ? WithRmsScale(a, act) : a;
+    if (scaled.sumsq_in == nullptr) {
+      RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, gamma, hidden_, T, H, eps, stream_));
+    }
+    return scaled;
+  };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
-    if (l == 0) {
-      RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, w.input_norm, hidden_, T, H, eps, stream_));
-    } else {  // the previous layer's down projection, summed over the ranks
-      RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.input_norm, T, H, eps));
-    }
-    RETURN_IF_ERROR(Gemm(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false));
+    absl::StatusOr<GemmArgs> qkv_args =
+        normed(Args(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false), w.input_norm,
+               fold_norms_, nullptr, l == 0);
+    if (!qkv_args.ok()) return qkv_args.status();
+    RETURN_IF_ERROR(gemm_->Matmul(*qkv_args, stream_));
     if (w.q_norm != nullptr) {
       RETURN_IF_ERROR(kernels::LaunchQkvBiasNorm(qkv_, qkv_cols, T, heads, spec_.kv_heads_local,
                                                  spec_.head_dim, nullptr, w.q_norm, w.k_norm, eps,
@@ -794,14 +851,33 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     } else {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
-    RETURN_IF_ERROR(Gemm(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
-    RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, w.post_norm, T, H, eps));
-    RETURN_IF_ERROR(GateUpSilu(T, w.gate_up));
-    RETURN_IF_ERROR(Gemm(T, H, inter, act_, w.down, tmp_, nullptr, false));
-    // Its all-reduce is the next norm's (AllReduceAddRmsNorm).
+    const GemmArgs o = WithResidual(Args(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    RETURN_IF_ERROR(gemm_->Matmul(o, stream_));
+    in_residual = o.residual != nullptr;
+    absl::StatusOr<GemmArgs> gate_up =
+        normed(GateUpArgs(T, w.gate_up), w.post_norm, fold_norms_, act_, false);
+    if (!gate_up.ok()) return gate_up.status();
+    RETURN_IF_ERROR(GateUpSilu(*gate_up));
+    const GemmArgs down = WithResidual(Args(T, H, inter, act_, w.down, tmp_, nullptr, false));
+    RETURN_IF_ERROR(gemm_->Matmul(down, stream_));
+    in_residual = down.residual != nullptr;
+    // Else its all-reduce is the next norm's (AllReduceAddRmsNorm).
   }
-  RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, final_norm_, T, H, eps));
+  // The final norm: in the LM head's epilogue where it takes the scale mode
+  // (every row's logits, one GPU).
+  GemmArgs lm = Args(step.logit_rows, V, H, hidden_, lm_head_, logits_, nullptr, true);
+  if (step.logit_rows > 0 && !step.gather && options_.tp_size == 1) {
+    absl::StatusOr<GemmArgs> scaled = normed(lm, final_norm_, fold_final_norm_, nullptr, false);
+    if (!scaled.ok()) return scaled.status();
+    lm = *scaled;
+  } else if (in_residual) {
+    RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, NormWeight(final_norm_, fold_final_norm_),
+                                           hidden_, T, H, eps, stream_));
+  } else {
+    RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, NormWeight(final_norm_, fold_final_norm_), T, H, eps));
+  }
   if (step.logit_rows == 0) return absl::OkStatus();
+  if (lm.sumsq_in != nullptr) return gemm_->Matmul(lm, stream_);
   const void* x = hidden_;
   if (step.gather) {
     RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H, MetaDev<int32_t>(L.logit_rows),
@@ -907,9 +983,18 @@ std::string CudaBackend::GemmChoices(int32_t tokens) const {
   std::string out;
   for (const ModelGemm& g : ModelGemms(std::clamp(tokens, 1, max_tokens_))) {
     const std::string choice = gemm_->Choice(g.args);
-    const bool swiglu = g.per_layer == &LayerWeights::gate_up && gemm_->FusesSiluMul(g.args, act_);
+    const bool gate_up = g.per_layer == &LayerWeights::gate_up;
+    const bool swiglu = gate_up && gemm_->FusesSiluMul(g.args, act_);
+    // The norm epilogues a decode step of this many tokens uses (RunModel).
+    const char* norm = "";
+    if (g.per_layer == &LayerWeights::o_proj || g.per_layer == &LayerWeights::down) {
+      if (WithResidual(g.args).residual != nullptr) norm = " +residual";
+    } else if (fold_norms_ && (g.per_layer != nullptr || fold_final_norm_) &&
+               WithRmsScale(g.args, gate_up ? act_ : nullptr).sumsq_in != nullptr) {
+      norm = " +rms";
+    }
     absl::StrAppend(&out, out.empty() ? "" : ", ", g.name, " ",
-                    choice.empty() ? "untuned" : choice, swiglu ? " +silu" : "");
+                    choice.empty() ? "untuned" : choice, swiglu ? " +silu" : "", norm);
   }
   return out;
 }

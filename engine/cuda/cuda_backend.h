@@ -145,6 +145,14 @@ class CudaBackend : public Backend {
     // 64: decode step 7.29 ms at 0 (QKV and O on cuBLASLt), 7.12-7.13 ms at
     // 0.3 and 0.5 (bench/NOTES-cuda-backend.md, session 5, calls 5 and 8).
     double skinny_gemm_preference = 0.3;
+    // One GPU (tp_size 1) with the skinny GEMM on: the RMSNorms of steps of
+    // up to 64 tokens run in the GEMMs' epilogues (kernels/skinny_gemm.h:
+    // residual mode in the O and down projections, scale mode in the QKV,
+    // gate/up and, untied, LM-head products), which saves two kernels a
+    // layer. The norms' weights are then folded into those products'
+    // weights at load (one bf16 rounding each) and every norm kernel left
+    // (prefill, a shape tuned to cuBLASLt) runs with unit weight.
+    bool fuse_norms = true;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
@@ -325,12 +333,25 @@ class CudaBackend : public Backend {
   // tp_size > 1: every rank's logits columns of `rows` rows, all-gathered
   // into whole rows of logits_.
   absl::Status GatherLogits(int rows);
+  static GemmArgs Args(int m, int n, int k, const void* x, const void* w, void* y,
+                       const void* bias, bool fp32_out);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
+  // With fold_norms_: `a` (a product whose output is the residual stream's
+  // update) in residual mode into residual_ and sumsq_, where it runs on the
+  // skinny kernel; else `a` unchanged.
+  GemmArgs WithResidual(GemmArgs a) const;
+  // `a` (a product of hidden_) in scale mode on residual_ after a
+  // residual-mode product, where it runs on the skinny kernel (fused with
+  // SwiGLU too when `act` is given); else `a` unchanged.
+  GemmArgs WithRmsScale(GemmArgs a, const void* act = nullptr) const;
+  // The weight a norm kernel gets: none (ones) where it is folded.
+  const void* NormWeight(const void* w, bool folded) const { return folded ? nullptr : w; }
   // act_ = silu(hidden_ Wg^T) * (hidden_ Wu^T) for `tokens` rows, through
   // CublasLtGemm::MatmulSiluMul (one kernel where the skinny GEMM runs the
   // fused gate/up weight; else the product into gate_up_ and a SiLU pass).
-  absl::Status GateUpSilu(int tokens, const void* gate_up_weight);
+  absl::Status GateUpSilu(const GemmArgs& a);
+  GemmArgs GateUpArgs(int tokens, const void* gate_up_weight) const;
   // Waits for the stream: through the group's bounded wait when there is
   // one.
   absl::Status Sync(absl::string_view what);
@@ -361,6 +382,11 @@ class CudaBackend : public Backend {
   int32_t max_seqs_ = 0;
   int num_sms_ = 0;
   bool fast_attention_ = false;
+  // Options::fuse_norms in effect: the input and post-attention norms'
+  // weights are folded into the QKV and gate/up weights; fold_final_norm_:
+  // the final norm's into the LM head (not where it is the embedding).
+  bool fold_norms_ = false;
+  bool fold_final_norm_ = false;
   // This rank's shard (the whole model with one rank).
   int32_t heads_local_ = 0;   // query heads
   int64_t q_local_ = 0;       // heads_local_ * head_dim
@@ -390,6 +416,9 @@ class CudaBackend : public Backend {
   void* qkv_ = nullptr;          // bf16 [T][q_dim + 2 kv_dim]
   void* attn_ = nullptr;         // bf16 [T][q_dim]
   void* tmp_ = nullptr;          // bf16 [T][hidden]: O and down outputs
+  // fold_norms_: per-tile sums of squares of residual_'s rows from the last
+  // residual-mode product (fp32 [SkinnyGemmSumsqParts(hidden)][m]).
+  float* sumsq_ = nullptr;
   void* gate_up_ = nullptr;      // bf16 [T][2 inter]
   void* act_ = nullptr;          // bf16 [T][inter]
   void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head

@@ -56,8 +56,25 @@ kernels::SkinnyGemmArgs ToSkinnyGemmArgs(const GemmArgs& g) {
   s.y = g.y, s.ldy = g.ldy;
   s.fp32_out = g.out == GemmOut::kFp32;
   s.bias = g.bias;
+  s.residual = g.residual;
+  s.sumsq_out = g.sumsq_out;
+  s.sumsq_in = g.sumsq_in;
+  s.sumsq_parts = g.sumsq_parts;
+  s.rms_eps = g.rms_eps;
   return s;
 }
+
+namespace {
+
+bool HasNormEpilogue(const GemmArgs& g) { return g.residual != nullptr || g.sumsq_in != nullptr; }
+
+absl::Status NormEpilogueNeedsSkinny(const GemmArgs& g) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "gemm: the fused RMSNorm epilogue (m ", g.m, " n ", g.n, " k ", g.k,
+      ") needs the skinny kernel, which this shape's plan does not run (check RunsSkinny)"));
+}
+
+}  // namespace
 
 struct CublasLtGemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -275,6 +292,7 @@ absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
     return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_stream_k,
                      (*plan)->skinny_wgmma, options_.pdl, stream);
   }
+  if (HasNormEpilogue(args)) return NormEpilogueNeedsSkinny(args);
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
 
@@ -286,12 +304,19 @@ kernels::SkinnyGemmArgs CublasLtGemm::SiluMulArgs(const GemmArgs& args, void* ac
   return s;
 }
 
-bool CublasLtGemm::FusesSiluMul(const GemmArgs& args, const void* act) const {
+bool CublasLtGemm::SkinnyPlan(const GemmArgs& args) const {
   auto it = plans_.find(KeyOf(args));
-  const bool skinny_plan =
-      it != plans_.end() ? it->second->skinny_splits > 0 || it->second->skinny_stream_k
-                         : options_.skinny == SkinnyGemmMode::kAlways;
-  return skinny_plan && kernels::SkinnyGemmSupports(SiluMulArgs(args, const_cast<void*>(act)));
+  return it != plans_.end() ? it->second->skinny_splits > 0 || it->second->skinny_stream_k
+                            : options_.skinny == SkinnyGemmMode::kAlways;
+}
+
+bool CublasLtGemm::RunsSkinny(const GemmArgs& args) const {
+  return SkinnyPlan(args) && kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(args));
+}
+
+bool CublasLtGemm::FusesSiluMul(const GemmArgs& args, const void* act) const {
+  return SkinnyPlan(args) &&
+         kernels::SkinnyGemmSupports(SiluMulArgs(args, const_cast<void*>(act)));
 }
 
 absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream) {
@@ -312,6 +337,7 @@ absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaSt
     return RunSkinny(fused, p.skinny_splits, p.skinny_stream_k, p.skinny_wgmma, options_.pdl,
                      stream, /*silu_mul=*/true);
   }
+  if (HasNormEpilogue(args)) return NormEpilogueNeedsSkinny(args);
   if (absl::Status s = Matmul(args, stream); !s.ok()) return s;
   return kernels::LaunchSiluAndMul(args.y, act, args.m, args.n / 2, stream);
 }
@@ -322,6 +348,9 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (!plan_or.ok()) return plan_or.status();
   Plan& plan = **plan_or;
   reps = std::max(1, reps);
+  if (HasNormEpilogue(args)) {
+    return absl::InvalidArgumentError("gemm tune: times the plain product (no norm epilogue)");
+  }
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
   // k split that fills the GPU and at half of it, each with mma.sync and
   // with wgmma consumers, and with stream-K (wgmma).

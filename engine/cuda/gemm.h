@@ -52,6 +52,15 @@ struct GemmArgs {
   int64_t ldy = 0;
   GemmOut out = GemmOut::kBf16;
   const void* bias = nullptr;  // bf16 [n] or null; bf16 output only
+  // The RMSNorm fused into the epilogue (kernels::SkinnyGemmArgs has the
+  // meaning): residual mode (residual, sumsq_out) or scale mode (sumsq_in,
+  // sumsq_parts, rms_eps). The skinny kernel only: Matmul and MatmulSiluMul
+  // refuse them unless RunsSkinny(args).
+  const void* residual = nullptr;
+  float* sumsq_out = nullptr;
+  const float* sumsq_in = nullptr;
+  int sumsq_parts = 0;
+  float rms_eps = 0.f;
 };
 
 // The same product as kernels/skinny_gemm takes it.
@@ -101,6 +110,11 @@ class CublasLtGemm {
   // output, no bias and ldy == n (args.y is the product's scratch).
   absl::Status MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream);
 
+  // Whether Matmul(args) runs the skinny kernel (the plan for args' shape,
+  // tuned or not, is the skinny kernel and it takes args, norm epilogue
+  // included).
+  bool RunsSkinny(const GemmArgs& args) const;
+
   // Whether MatmulSiluMul(args, act) runs as one kernel: the plan for args
   // (tuned or not) runs the skinny kernel, which takes the shape with the
   // SwiGLU epilogue (n a multiple of 128) and act.
@@ -139,6 +153,8 @@ class CublasLtGemm {
   static absl::Status CheckArgs(const GemmArgs& args);
   static Key KeyOf(const GemmArgs& args);
   absl::StatusOr<Plan*> GetPlan(const GemmArgs& args);
+  // Whether the plan for args' shape (or, untuned, the mode) is the skinny kernel.
+  bool SkinnyPlan(const GemmArgs& args) const;
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
   // The skinny kernel with that k split, or with stream-K over num_sms_.
   absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma, bool pdl,

@@ -180,12 +180,15 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Shape> {};
 // row that asks for no logits (eager decode); every row against the CPU.
 // `skinny`: every decode-shaped GEMM on kernels/skinny_gemm (launched with
 // programmatic dependent launch after the norm, attention and activation
-// kernels, in the graphs too).
-void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny) {
+// kernels, in the graphs too); with `fuse_norms`, the norms of steps of up
+// to 64 tokens in those GEMMs' epilogues (the norm weights folded into the
+// QKV, gate/up and LM-head weights).
+void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny, bool fuse_norms = true) {
   const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
   const std::string dir = WriteCheckpoint(sh.name, c, 7);
   CudaBackend::Options options = CudaOptions(dir);
   options.skinny_gemm = skinny;
+  options.fuse_norms = fuse_norms;
   std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
   ASSERT_TRUE(cuda && cpu);
@@ -227,8 +230,22 @@ void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny) {
   }
   EXPECT_EQ(cuda->graph_steps(), 5);
   EXPECT_EQ(cuda->eager_steps(), 3);
+  if (skinny == SkinnyGemmMode::kAlways) {
+    // At the graph bucket (4 rows) every norm but the first is in an
+    // epilogue, or none is.
+    const std::string choices = cuda->GemmChoices(4);
+    EXPECT_NE(choices.find("o skinny"), std::string::npos) << choices;
+    EXPECT_EQ(choices.find("+residual") != std::string::npos, fuse_norms) << choices;
+    EXPECT_EQ(choices.find("lm_head skinny") != std::string::npos &&
+                  choices.find("+rms", choices.find("lm_head")) != std::string::npos,
+              fuse_norms)
+        << choices;
+  }
   std::printf("%s%s: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name,
-              skinny == SkinnyGemmMode::kAlways ? " (skinny GEMMs)" : "", worst, kRelBound);
+              skinny != SkinnyGemmMode::kAlways ? ""
+              : fuse_norms                      ? " (skinny GEMMs, norms in their epilogues)"
+                                                : " (skinny GEMMs, norm kernels)",
+              worst, kRelBound);
 }
 
 TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
@@ -237,6 +254,10 @@ TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
 
 TEST_P(CudaVsCpuTest, SamePlansSameLogitsSkinnyGemm) {
   SamePlansSameLogits(GetParam(), SkinnyGemmMode::kAlways);
+}
+
+TEST_P(CudaVsCpuTest, SamePlansSameLogitsSkinnyGemmNormKernels) {
+  SamePlansSameLogits(GetParam(), SkinnyGemmMode::kAlways, /*fuse_norms=*/false);
 }
 
 // One long sequence (630 keys: the decode launch splits it into chunks and

@@ -2,9 +2,11 @@
 // a float64 CPU reference: decode and prefill shapes, bias epilogue, fp32
 // output, strided operands, heuristic and tuned algorithms, every k split and
 // stream-K grids of the skinny kernel, with and without programmatic
-// dependent launch; the SwiGLU epilogue.
+// dependent launch; the SwiGLU epilogue; the norm epilogues (residual and
+// scale modes).
 #include "engine/cuda/gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -461,6 +463,208 @@ TEST(SkinnyGemmTest, SwiGluThroughTheWrapperFusedOrNot) {
   }
 }
 
+// The RMSNorm split over two products' epilogues, as a decode layer runs
+// it: residual mode R = bf16(X W1^T + R) in place with the per-tile sums of
+// squares, then scale mode Y = (R W2^T) * rsqrt(mean(R^2) + eps) (+ bias,
+// or SwiGLU), W2 standing for a weight with the norm's weight folded in.
+// Each stage against the float64 reference of the stage (the second on the
+// first's bf16 output as downloaded), the sums of squares against the
+// downloaded rows, through every schedule of the skinny kernel.
+struct NormCase {
+  int m, n, k1, n2;
+  bool bias2;
+  bool fp32_out2;
+  bool silu2;  // Y = silu(s R Wg^T) * (s R Wu^T), n2 / 2 columns
+};
+
+TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
+  const std::vector<NormCase> cases = {
+      {64, 512, 768, 1024, true, false, false},
+      {7, 264, 200, 136, false, true, false},  // a last tile of 8 rows
+      {1, 3584, 512, 256, false, false, true},
+      {33, 384, 1032, 768, false, false, true},
+      {64, 3584, 3584, 512, false, false, false},
+  };
+  const float eps = 1e-6f;
+  const int sms = NumSms();
+  auto ws = StreamKWorkspace(sms);
+  struct Schedule {
+    int splits, ctas;  // ctas > 0: stream-K
+    bool wgmma;
+  };
+  std::vector<Schedule> schedules;
+  for (int ctas : {1, 3, sms}) schedules.push_back({0, ctas, true});
+  for (int splits : {0, 1, 3, 8}) {
+    for (bool wgmma : {false, true}) schedules.push_back({splits, 0, wgmma});
+  }
+  uint32_t seed = 1300;
+  for (const NormCase& c : cases) {
+    SCOPED_TRACE(absl::StrCat("m ", c.m, " n ", c.n, " k1 ", c.k1, " n2 ", c.n2));
+    std::mt19937 rng(seed++);
+    const auto x1 = testing::RandomBf16(size_t(c.m) * c.k1, rng);
+    const auto w1 = testing::RandomBf16(size_t(c.n) * c.k1, rng, 0.05f);
+    const auto r0 = testing::RandomBf16(size_t(c.m) * c.n, rng);
+    const auto w2 = testing::RandomBf16(size_t(c.n2) * c.n, rng, 0.05f);
+    const auto b2 = testing::RandomBf16(c.n2, rng);
+    const int parts = kernels::SkinnyGemmSumsqParts(c.n);
+    const int cols2 = c.silu2 ? c.n2 / 2 : c.n2;
+    DeviceBuffer<Bf16> dx1(x1), dw1(w1), dr(r0.size()), dw2(w2), db2(b2);
+    DeviceBuffer<float> dss(size_t(parts) * c.m);
+    DeviceBuffer<uint8_t> dy2(size_t(c.m) * cols2 * (c.fp32_out2 ? 4 : 2));
+    // Stage 1's reference.
+    std::vector<double> ref1;
+    for (int i = 0; i < c.m; ++i) {
+      for (int j = 0; j < c.n; ++j) {
+        double acc = Bf16ToFloat(r0[size_t(i) * c.n + j]);
+        for (int l = 0; l < c.k1; ++l) {
+          acc += double(Bf16ToFloat(x1[size_t(i) * c.k1 + l])) *
+                 Bf16ToFloat(w1[size_t(j) * c.k1 + l]);
+        }
+        ref1.push_back(acc);
+      }
+    }
+    for (const Schedule& sc : schedules) {
+      if (sc.splits > (c.k1 + 63) / 64 || sc.splits > (c.n + 63) / 64) continue;
+      SCOPED_TRACE(absl::StrCat("splits ", sc.splits, " stream-k ", sc.ctas, " wgmma ", sc.wgmma));
+      auto launch = [&](kernels::SkinnyGemmArgs s) {
+        s.wgmma = sc.wgmma;
+        if (sc.ctas > 0) s.stream_k_ctas = sc.ctas, s.workspace = ws->get();
+        ASSERT_TRUE(kernels::SkinnyGemmSupports(s));
+        const absl::Status st = kernels::LaunchSkinnyGemm(s, sc.splits, true, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+      };
+      dr.Upload(r0);
+      dss.Poison();
+      dy2.Poison();
+      kernels::SkinnyGemmArgs s1;
+      s1.m = c.m, s1.n = c.n, s1.k = c.k1;
+      s1.x = dx1.get(), s1.ldx = c.k1;
+      s1.w = dw1.get(), s1.ldw = c.k1;
+      s1.y = dr.get(), s1.ldy = c.n;
+      s1.residual = dr.get();
+      s1.sumsq_out = dss.get();
+      launch(s1);
+      kernels::SkinnyGemmArgs s2;
+      s2.m = c.m, s2.n = c.n2, s2.k = c.n;
+      s2.x = dr.get(), s2.ldx = c.n;
+      s2.w = dw2.get(), s2.ldw = c.n;
+      s2.y = dy2.get(), s2.ldy = cols2;
+      s2.bias = c.bias2 ? db2.get() : nullptr;
+      s2.fp32_out = c.fp32_out2;
+      s2.silu_mul = c.silu2;
+      s2.sumsq_in = dss.get();
+      s2.sumsq_parts = parts;
+      s2.rms_eps = eps;
+      launch(s2);
+      ASSERT_CUDA(cudaDeviceSynchronize());
+      const auto r1 = dr.Download();
+      const auto ss = dss.Download();
+      const auto raw = dy2.Download();
+      // Stage 1: the residual stream and its sums of squares.
+      std::vector<double> got1(r1.size());
+      for (size_t i = 0; i < r1.size(); ++i) got1[i] = Bf16ToFloat(r1[i]);
+      const auto e1 = testing::Compare(got1, ref1);
+      EXPECT_EQ(e1.nan_count, 0);
+      EXPECT_LT(e1.rel_l2, 5e-3);
+      std::vector<double> rstd(c.m);
+      for (int i = 0; i < c.m; ++i) {
+        double total = 0;
+        for (int t = 0; t < parts; ++t) {
+          double want = 0;
+          for (int j = 128 * t; j < std::min(c.n, 128 * (t + 1)); ++j) {
+            want += got1[size_t(i) * c.n + j] * got1[size_t(i) * c.n + j];
+          }
+          EXPECT_NEAR(ss[size_t(t) * c.m + i], want, 1e-5 * want + 1e-30)
+              << "tile " << t << " token " << i;
+          total += want;
+        }
+        rstd[i] = 1.0 / std::sqrt(total / c.n + eps);
+      }
+      // Stage 2 on the rows as stored.
+      std::vector<double> ref2, got2;
+      auto dot = [&](int i, int row) {
+        double acc = 0;
+        for (int l = 0; l < c.n; ++l) {
+          acc += got1[size_t(i) * c.n + l] * Bf16ToFloat(w2[size_t(row) * c.n + l]);
+        }
+        return acc * rstd[i];
+      };
+      for (int i = 0; i < c.m; ++i) {
+        for (int j = 0; j < cols2; ++j) {
+          if (c.silu2) {
+            const double g = dot(i, j);
+            ref2.push_back(g / (1.0 + std::exp(-g)) * dot(i, cols2 + j));
+          } else {
+            ref2.push_back(dot(i, j) + (c.bias2 ? Bf16ToFloat(b2[j]) : 0.0));
+          }
+          const size_t at = size_t(i) * cols2 + j;
+          if (c.fp32_out2) {
+            float v;
+            std::memcpy(&v, &raw[at * 4], 4);
+            got2.push_back(v);
+          } else {
+            Bf16 v;
+            std::memcpy(&v.bits, &raw[at * 2], 2);
+            got2.push_back(Bf16ToFloat(v));
+          }
+        }
+      }
+      const auto e2 = testing::Compare(got2, ref2);
+      EXPECT_EQ(e2.nan_count, 0);
+      EXPECT_LT(e2.rel_l2, c.fp32_out2 ? 1e-4 : 5e-3);
+    }
+  }
+  // Every launch leaves the flags down for the next.
+  const auto bytes = ws->Download();
+  size_t raised = 0;
+  for (size_t i = 0; i < 4 * size_t(sms); ++i) raised += bytes[i] != 0;
+  EXPECT_EQ(raised, 0u);
+}
+
+TEST(SkinnyGemmTest, NormEpiloguesThroughTheWrapper) {
+  // Only where the plan runs the skinny kernel: RunsSkinny says so, and
+  // Matmul and MatmulSiluMul refuse the epilogues on cuBLASLt; Tune times
+  // the plain product only.
+  DeviceBuffer<Bf16> buf(1 << 16);
+  DeviceBuffer<float> ss(1 << 10);
+  buf.Poison(0);
+  ss.Poison(0);
+  GemmArgs a;
+  a.m = 4, a.n = 128, a.k = 128;
+  a.x = buf.get(), a.ldx = 128;
+  a.w = buf.get() + 8192, a.ldw = 128;
+  a.y = buf.get() + 32768, a.ldy = 128;
+  GemmArgs res = a;
+  res.residual = res.y;
+  res.sumsq_out = ss.get();
+  GemmArgs scaled = a;
+  scaled.sumsq_in = ss.get(), scaled.sumsq_parts = 1, scaled.rms_eps = 1e-6f;
+  CublasLtGemm::Options off;
+  off.skinny = SkinnyGemmMode::kOff;
+  auto lt = CublasLtGemm::Create(off);
+  CublasLtGemm::Options always;
+  always.skinny = SkinnyGemmMode::kAlways;
+  auto skinny = CublasLtGemm::Create(always);
+  ASSERT_TRUE(lt.ok() && skinny.ok());
+  EXPECT_FALSE((*lt)->RunsSkinny(res));
+  EXPECT_FALSE((*lt)->RunsSkinny(scaled));
+  EXPECT_EQ((*lt)->Matmul(res, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*lt)->Matmul(scaled, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*lt)->MatmulSiluMul(scaled, buf.get() + 49152, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*skinny)->RunsSkinny(res));
+  EXPECT_TRUE((*skinny)->RunsSkinny(scaled));
+  EXPECT_TRUE((*skinny)->Matmul(res, nullptr).ok());
+  EXPECT_TRUE((*skinny)->Matmul(scaled, nullptr).ok());
+  EXPECT_TRUE((*skinny)->FusesSiluMul(scaled, buf.get() + 49152));
+  EXPECT_TRUE((*skinny)->MatmulSiluMul(scaled, buf.get() + 49152, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  EXPECT_EQ((*skinny)->Tune(res, nullptr, 2).code(), absl::StatusCode::kInvalidArgument);
+  GemmArgs biased = res;  // residual mode takes no bias
+  biased.bias = buf.get();
+  EXPECT_FALSE((*skinny)->RunsSkinny(biased));
+}
+
 TEST(SkinnyGemmTest, StreamKOffUnderAnMpsShare) {
   // On by default; off when asked, and when an MPS share gives this process
   // less than the whole GPU (its grid could not be resident at once).
@@ -513,6 +717,28 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   b = a, b.n = 128, b.silu_mul = true, b.fp32_out = true;
   expect_rejected(b, 0);
   b = a, b.n = 128, b.silu_mul = true, b.bias = dev;
+  expect_rejected(b, 0);
+  // The norm epilogues: residual mode with its sums of squares, bf16
+  // output, no bias, SwiGLU or scale; scale mode with parts and eps > 0.
+  float* sums = reinterpret_cast<float*>(dev) + 1024;
+  b = a, b.residual = dev, b.sumsq_out = sums;
+  EXPECT_TRUE(kernels::SkinnyGemmSupports(b));
+  b.sumsq_out = nullptr;
+  expect_rejected(b, 0);
+  b.sumsq_out = sums, b.bias = dev;
+  expect_rejected(b, 0);
+  b.bias = nullptr, b.fp32_out = true;
+  expect_rejected(b, 0);
+  b.fp32_out = false, b.n = 128, b.silu_mul = true;
+  expect_rejected(b, 0);
+  b = a, b.residual = dev, b.sumsq_out = sums, b.sumsq_in = sums, b.sumsq_parts = 1,
+  b.rms_eps = 1e-6f;
+  expect_rejected(b, 0);
+  b = a, b.sumsq_in = sums, b.sumsq_parts = 1, b.rms_eps = 1e-6f;
+  EXPECT_TRUE(kernels::SkinnyGemmSupports(b));
+  b.sumsq_parts = 0;
+  expect_rejected(b, 0);
+  b.sumsq_parts = 1, b.rms_eps = 0.f;
   expect_rejected(b, 0);
   expect_rejected(a, 2);  // more splits than 64-k boxes (1)
   expect_rejected(a, -1);
