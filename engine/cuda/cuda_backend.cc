@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "engine/model/safetensors_reader.h"
-#include "engine/cuda/greedy_candidate.h"
+#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
 #include "engine/cuda/shard_sampling.h"
 #include "engine/model/weight_spec.h"
@@ -31,6 +31,8 @@
 
 namespace memshare::engine::cuda {
 namespace {
+
+using kernels::GreedyCandidateToken;
 
 using model::WeightRole;
 using model::WeightSpec;
@@ -773,26 +775,27 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   // the attention streams the older blocks while the QKV projection ends.
   // Nothing else in a step writes the pools, which that needs.
   const bool fuse_kv_write = fast_attention_ && step.decode && q % 8 == 0 && kv % 8 == 0;
+  // With fold_norms_ the embedding's rows come with their sums of squares
+  // (the first layer's norm, in the QKV product).
+  float* embed_sumsq = fold_norms_ && T <= kernels::kSkinnyGemmMaxM ? sumsq_ : nullptr;
   RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, vocab_begin_, vocab_rows_, H,
                                                  MetaDev<int32_t>(L.token_ids), T, residual_,
-                                                 stream_));
+                                                 stream_, embed_sumsq));
   RETURN_IF_ERROR(AllReduce(residual_, int64_t{T} * H));
-  // After a residual-mode product (fold_norms_) the residual stream is up
-  // to date in residual_ and its sums of squares are in sumsq_; else the
-  // sublayer's output waits in tmp_ for the add (summed over the ranks).
-  bool in_residual = false;
+  // After the embedding with its sums of squares or a residual-mode product
+  // (fold_norms_) the residual stream is up to date in residual_ and its
+  // sums of squares are in sumsq_; else the sublayer's output waits in tmp_
+  // for the add (summed over the ranks).
+  bool in_residual = embed_sumsq != nullptr;
   // The norm before product `a` of hidden_ (its weight folded into a's W
   // or not): nothing where `a` takes the scale mode (returned so), else the
   // norm kernel.
   auto normed = [&](const GemmArgs& a, const void* weight, bool folded, const void* act,
                     bool first) -> absl::StatusOr<GemmArgs> {
     const void* gamma = NormWeight(weight, folded);
-    if (first) {
-      RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, gamma, hidden_, T, H, eps, stream_));
-      return a;
-    }
-    if (!in_residual) {
-      RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, gamma, T, H, eps));
+    if (!in_residual) {  // the embedding alone, or the sublayer's output in tmp_
+      RETURN_IF_ERROR(first ? kernels::LaunchRmsNorm(residual_, gamma, hidden_, T, H, eps, stream_)
+                            : AllReduceAddRmsNorm(tmp_, gamma, T, H, eps));
       return a;
     }
     const GemmArgs scaled = folded ? WithRmsScale(a, act) : a;
@@ -959,6 +962,10 @@ std::vector<CudaBackend::ModelGemm> CudaBackend::ModelGemms(int32_t tokens) cons
   return gemms;
 }
 
+// What a norm kernel costs inside a decode step of R1-Distill-Qwen-7B on an
+// H100 (bench/NOTES-cuda-backend.md, session 6, call 4: 55 norms, 0.137 ms).
+constexpr double kNormKernelInStepMs = 0.0025;
+
 absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
   if (tokens < 1 || tokens > max_tokens_) {
     return absl::InvalidArgumentError(
@@ -974,7 +981,12 @@ absl::Status CudaBackend::TuneForTokens(int32_t tokens) {
     if (g.per_layer != nullptr && g.args.m <= 256) {
       for (const LayerWeights& lw : layers_) rotate.push_back(lw.*(g.per_layer));
     }
-    RETURN_IF_ERROR(gemm_->Tune(g.args, stream_, 10, rotate));
+    // With fold_norms_ every one of these products, on the skinny kernel,
+    // takes half of a norm kernel into its epilogue (RunModel): credited.
+    const bool norm_fused = fold_norms_ && g.args.m <= kernels::kSkinnyGemmMaxM &&
+                            (g.per_layer != nullptr || fold_final_norm_);
+    RETURN_IF_ERROR(
+        gemm_->Tune(g.args, stream_, 10, rotate, norm_fused ? kNormKernelInStepMs / 2 : 0.0));
   }
   return absl::OkStatus();
 }
@@ -1389,15 +1401,18 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
       }
     }
     const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
+    // Without logprobs the tokens go straight into the pinned host buffer
+    // (which the device reaches through unified addressing): no copy after.
     RETURN_IF_ERROR(
         kernels::LaunchSample(logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
                               penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
                               penalties > 0 ? pen_ids : nullptr,
-                              penalties > 0 ? pen_ids + penalties : nullptr, sampled_, stream_));
-    RETURN_IF_ERROR(
-        Cuda(cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
-             "download sampled tokens"));
+                              penalties > 0 ? pen_ids + penalties : nullptr,
+                              any_logprob ? sampled_ : host_tokens, stream_));
     if (any_logprob) {
+      RETURN_IF_ERROR(Cuda(
+          cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+          "download sampled tokens"));
       RETURN_IF_ERROR(
           kernels::LaunchTokenLogprob(raw, V, R, V, sampled_, lse_, logprobs_, stream_));
       RETURN_IF_ERROR(Cuda(
@@ -1555,6 +1570,24 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
     out[i].v_norm_sq = host_sums[i].v_norm_sq;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<double> CudaBackend::TimeGraphReplayForBenchmark(int32_t batch, int reps) {
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  const auto it = std::find(buckets_.begin(), buckets_.end(), batch);
+  if (it == buckets_.end() || reps < 1 || bucket_state_[it - buckets_.begin()].graph == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("graph replay: no decode graph of ", batch, " sequences (or reps < 1)"));
+  }
+  const cudaGraphExec_t graph = bucket_state_[it - buckets_.begin()].graph;
+  RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));  // warm
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "event"));
+  for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "event"));
+  RETURN_IF_ERROR(Sync("graph replay"));
+  float ms = 0;
+  RETURN_IF_ERROR(Cuda(cudaEventElapsedTime(&ms, step_begin_, step_end_), "event time"));
+  return ms * 1e-3 / reps;
 }
 
 absl::Status CudaBackend::FillKvPoolsForBenchmark(uint64_t seed, float std) {

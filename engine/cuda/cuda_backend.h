@@ -242,6 +242,12 @@ class CudaBackend : public Backend {
   // (benchmarks of attention over a context nobody prefilled). Waits for it.
   absl::Status FillKvPoolsForBenchmark(uint64_t seed, float std);
 
+  // Replays the graph of the decode bucket of exactly `batch` sequences
+  // (no shifted views) `reps` times back to back, with the device metadata
+  // of the last step, and returns the GPU time of one replay in seconds: a
+  // decode step less its upload, sampling and host work (benchmarks).
+  absl::StatusOr<double> TimeGraphReplayForBenchmark(int32_t batch, int reps);
+
  private:
   // One layer's weights on the device (bf16; null where the model has none).
   struct LayerWeights {

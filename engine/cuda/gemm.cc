@@ -343,7 +343,8 @@ absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaSt
 }
 
 absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps,
-                                const std::vector<const void*>& rotate_w) {
+                                const std::vector<const void*>& rotate_w,
+                                double skinny_credit_ms) {
   absl::StatusOr<Plan*> plan_or = GetPlan(args);
   if (!plan_or.ok()) return plan_or.status();
   Plan& plan = **plan_or;
@@ -430,10 +431,12 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (stop != nullptr) cudaEventDestroy(stop);
   cudaStreamDestroy(tune_stream);
   if (!status.ok()) return status;
-  // The skinny kernel wins ties up to options_.skinny_preference.
+  // The skinny kernel, less its credit, wins ties up to
+  // options_.skinny_preference.
   int best = best_of[0];
   if (best_of[1] >= 0 &&
-      (best < 0 || best_ms[1] <= best_ms[0] * (1.0 + options_.skinny_preference))) {
+      (best < 0 ||
+       best_ms[1] - skinny_credit_ms <= best_ms[0] * (1.0 + options_.skinny_preference))) {
     best = best_of[1];
   }
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");

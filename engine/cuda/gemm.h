@@ -128,8 +128,12 @@ class CublasLtGemm {
   // dimension as args.w), so that, as in a model's forward pass, they come
   // from DRAM and not from L2. Synchronizes `stream`; runs on a private
   // stream; not to be called while `stream` is being captured.
+  // `skinny_credit_ms` is taken off the skinny kernel's time before the
+  // comparison: what the caller saves by running it (a kernel that its
+  // epilogue replaces).
   absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10,
-                    const std::vector<const void*>& rotate_w = {});
+                    const std::vector<const void*>& rotate_w = {},
+                    double skinny_credit_ms = 0.0);
 
   // Whether Tune() tries the skinny kernel's stream-K schedule
   // (Options::stream_k, no MPS share, a known multiprocessor count).

@@ -4,11 +4,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/cuda/greedy_candidate.h"
+#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
 
 namespace memshare::engine::cuda {
 namespace {
+
+using kernels::PackGreedyCandidate;
 
 constexpr int kThreads = 128;
 

@@ -8,11 +8,15 @@
 #include <random>
 #include <vector>
 
-#include "engine/cuda/greedy_candidate.h"
+#include "kernels/greedy_candidate.h"
 #include "gtest/gtest.h"
 
 namespace memshare::engine::cuda {
 namespace {
+
+using kernels::GreedyCandidateToken;
+using kernels::OrderedLogitKey;
+using kernels::PackGreedyCandidate;
 
 StepPlan PlanOf(std::vector<std::optional<DeviceSampling>> rows) {
   StepPlan p;

@@ -14,7 +14,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/cuda/greedy_candidate.h"
+#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
 #include "engine/cuda/shard_sampling.h"
 #include "gtest/gtest.h"
@@ -23,6 +23,8 @@
 
 namespace memshare::engine::cuda {
 namespace {
+
+using kernels::GreedyCandidateToken;
 
 using ::memshare::testing::DeviceBuffer;
 

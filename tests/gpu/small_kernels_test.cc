@@ -41,6 +41,40 @@ TEST(EmbeddingGpuTest, GathersOwnRowsAndZerosOthers) {
   }
 }
 
+TEST(EmbeddingGpuTest, SumsOfSquaresPerPart) {
+  // With sumsq: each 128-column part's sum of squares of each gathered row
+  // ([part][token], zeros for rows not held), as a residual-mode skinny GEMM
+  // writes them. hidden 3584 (28 parts) and 200 (a last part of 72).
+  std::mt19937 rng(4);
+  for (int hidden : {3584, 200}) {
+    const int rows = 100;
+    const auto table = testing::RandomBf16(size_t(rows) * hidden, rng);
+    const std::vector<int32_t> ids = {0, 99, -1, 50, 100, 7, 7};
+    const int n = static_cast<int>(ids.size());
+    const int parts = (hidden + 127) / 128;
+    DeviceBuffer<Bf16> dt(table), out(size_t(n) * hidden);
+    DeviceBuffer<int32_t> did(ids);
+    DeviceBuffer<float> ss(size_t(parts) * n);
+    ss.Poison();
+    ASSERT_TRUE(
+        LaunchEmbeddingGather(dt.get(), 0, rows, hidden, did.get(), n, out.get(), nullptr, ss.get())
+            .ok());
+    const auto got = ss.Download();
+    for (int t = 0; t < n; ++t) {
+      const bool mine = ids[t] >= 0 && ids[t] < rows;
+      for (int p = 0; p < parts; ++p) {
+        double want = 0;
+        for (int i = 128 * p; mine && i < std::min(hidden, 128 * (p + 1)); ++i) {
+          const double v = Bf16ToFloat(table[size_t(ids[t]) * hidden + i]);
+          want += v * v;
+        }
+        EXPECT_NEAR(got[size_t(p) * n + t], want, 1e-5 * want) << "hidden " << hidden
+                                                                << " token " << t << " part " << p;
+      }
+    }
+  }
+}
+
 TEST(SiluAndMulGpuTest, MatchesReference) {
   std::mt19937 rng(2);
   for (int inter : {8, 18944, 2048 + 8}) {

@@ -1,16 +1,17 @@
-// A row's greedy candidate on one vocabulary shard, packed into a uint64 so
-// that the maximum over the shards is the row's greedy token (tensor
-// parallelism, issue 7): the logit's key in kernels/sampling.cu's order
+// A row's greedy candidate over part of the vocabulary (a tensor-parallel
+// rank's shard, or an LM-head GEMM tile: kernels/skinny_gemm.h), packed into
+// a uint64 so that the maximum over the parts is the row's greedy token: the
+// logit's key in kernels/sampling.cu's order
 // (OrderedLogitKey) in the high half, the bitwise complement of the token
 // id in the low half. The larger key wins; of equal keys the lower token id
 // wins, kernels/sampling.h's tie rule (argmax, lowest id on ties). 0 is
 // below every real candidate (key 0 is NaN's, and ~token > 0 for any
-// token < 2^32 - 1): an empty shard's candidate.
+// token < 2^32 - 1): an empty part's candidate.
 //
 // Plain C++ for the host, and __host__ __device__ under nvcc (included by
-// shard_candidates.cu); no dependencies.
-#ifndef MEMSHARE_ENGINE_CUDA_GREEDY_CANDIDATE_H_
-#define MEMSHARE_ENGINE_CUDA_GREEDY_CANDIDATE_H_
+// kernels and by engine/cuda/shard_candidates.cu); no dependencies.
+#ifndef MEMSHARE_KERNELS_GREEDY_CANDIDATE_H_
+#define MEMSHARE_KERNELS_GREEDY_CANDIDATE_H_
 
 #include <cstdint>
 #include <cstring>
@@ -21,7 +22,7 @@
 #define MEMSHARE_HOST_DEVICE
 #endif
 
-namespace memshare::engine::cuda {
+namespace memshare::kernels {
 
 // Monotone map of floats to unsigned keys, NaN lowest (below -inf), -0
 // below +0: kernels/sampling.cu's OrderedKey, bit for bit.
@@ -43,8 +44,8 @@ MEMSHARE_HOST_DEVICE inline int32_t GreedyCandidateToken(uint64_t candidate) {
   return static_cast<int32_t>(~static_cast<uint32_t>(candidate & 0xffffffffu));
 }
 
-}  // namespace memshare::engine::cuda
+}  // namespace memshare::kernels
 
 #undef MEMSHARE_HOST_DEVICE
 
-#endif  // MEMSHARE_ENGINE_CUDA_GREEDY_CANDIDATE_H_
+#endif  // MEMSHARE_KERNELS_GREEDY_CANDIDATE_H_
