@@ -84,6 +84,9 @@ ABSL_FLAG(double, skinny_preference, -1,
 ABSL_FLAG(bool, fuse_norms, true,
           "One GPU: run the decode steps' RMSNorms in the GEMM epilogues, the norms' weights "
           "folded into the next products' (CudaBackend::Options::fuse_norms).");
+ABSL_FLAG(bool, greedy_candidates, true,
+          "Greedy decode steps take their tokens from the LM head's candidates "
+          "(CudaBackend::Options::greedy_candidates).");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 ABSL_FLAG(int, profile_decode_steps, 0,
           "After the timed decode steps, run this many more between cudaProfilerStart and "
@@ -119,6 +122,7 @@ struct Args {
   bool skinny = true;
   double skinny_preference = -1;  // -1: the backend's default
   bool fuse_norms = true;
+  bool greedy_candidates = true;
   int profile_decode_steps = 0;
 };
 
@@ -146,6 +150,7 @@ bool ArgsFromFlags(Args* a) {
   a->skinny = absl::GetFlag(FLAGS_skinny);
   a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
   a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
+  a->greedy_candidates = absl::GetFlag(FLAGS_greedy_candidates);
   if (a->skinny_preference != -1 && !(a->skinny_preference >= 0)) {
     std::fprintf(stderr, "--skinny_preference: -1 or at least 0, got %g\n",
                  a->skinny_preference);
@@ -565,6 +570,7 @@ int main(int argc, char** argv) {
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
   if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
   o.fuse_norms = a.fuse_norms;
+  o.greedy_candidates = a.greedy_candidates;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());
@@ -706,7 +712,7 @@ int main(int argc, char** argv) {
         ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"graph_replay_ms\":", replay_ms,
         ",\"floor_ms\":", floor_ms,
         ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
-        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
+        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(), ",\"greedy_candidate_steps\":", b.greedy_candidate_steps(),
         ",\"gemms\":\"", b.GemmChoices(B), "\"}"));
     std::printf("decode step GEMMs at %d tokens: %s\n", B, b.GemmChoices(B).c_str());
     std::printf("decode step ms: wall %.3f, GPU %.3f, graph replayed alone %.3f\n", step_ms,

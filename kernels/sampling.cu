@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/greedy_candidate.h"
 #include "kernels/sampling.h"
 
 namespace memshare::kernels {
@@ -374,7 +375,43 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
+// Grid: (rows). Block: kGreedyThreads threads, the row's candidates strided
+// over them, then the block's maximum.
+constexpr int kGreedyThreads = 256;
+__global__ void __launch_bounds__(kGreedyThreads)
+    GreedyFromCandidatesKernel(const uint64_t* __restrict__ candidates, int parts,
+                               int32_t* __restrict__ out) {
+  __shared__ uint64_t warp_best[kGreedyThreads / 32];
+  const uint64_t* row = candidates + int64_t{blockIdx.x} * parts;
+  uint64_t best = 0;
+  for (int i = threadIdx.x; i < parts; i += kGreedyThreads) best = max(best, row[i]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+  if ((threadIdx.x & 31) == 0) warp_best[threadIdx.x >> 5] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kGreedyThreads / 32; ++w) best = max(best, warp_best[w]);
+    out[blockIdx.x] = GreedyCandidateToken(best);
+  }
+}
+
 }  // namespace
+
+absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
+                                        int32_t* out, cudaStream_t stream) {
+  if (rows < 0 || parts <= 0 || (rows > 0 && (candidates == nullptr || out == nullptr))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("greedy from candidates: rows ", rows, ", parts ", parts, " (>= 1)"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  GreedyFromCandidatesKernel<<<rows, kGreedyThreads, 0, stream>>>(candidates, parts, out);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("greedy from candidates launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vocab,
                           const SamplingRow* params, const int32_t* penalty_offsets,

@@ -46,6 +46,15 @@ absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vo
                           const int32_t* penalty_tokens, const int32_t* penalty_counts,
                           int32_t* out_tokens, cudaStream_t stream);
 
+// Greedy tokens from per-part candidates (kernels/greedy_candidate.h), as
+// an LM-head GEMM leaves them (kernels/skinny_gemm.h, argmax_out): out[r] =
+// the token of the largest of candidates[r * parts .. r * parts + parts), the
+// argmax of row r's logits with the lowest id on ties, as LaunchSample's
+// greedy rows without penalties. out: int32 [rows], device (or pinned host
+// memory, which the device reaches through unified addressing).
+absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
+                                        int32_t* out, cudaStream_t stream);
+
 }  // namespace memshare::kernels
 
 #endif  // MEMSHARE_KERNELS_SAMPLING_H_

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/device_util.cuh"
+#include "kernels/greedy_candidate.h"
 #include "kernels/skinny_gemm.h"
 
 namespace memshare::kernels {
@@ -80,12 +81,22 @@ struct Layout {
   static constexpr int kStages = std::min(6, (200 * 1024) / kStageBytes);
   static constexpr int kRedBytes = kTok * kRedRowFloats * 4;
   static constexpr int kBarOffset = std::max(kStages * kStageBytes, kRedBytes);
-  // The norm epilogues' own memory (the stages may still be in use): each
-  // token's RMS scale, and the stream-K store's per-warp sums of squares.
+  // The epilogues' own memory (the stages may still be in use): each
+  // token's RMS scale, and the stream-K store's per-warp sums of squares or
+  // (32 tokens at a time) greedy candidates.
   static constexpr int kScaleOffset = kBarOffset + 2 * kStages * 8;
   static constexpr int kSsOffset = kScaleOffset + 64 * 4;
+  static constexpr int kSsBytes = kConsumerWarps * 64 * 4;
   // + 1 KB to align the stages to the swizzle's 1,024-byte pattern.
-  static constexpr int kSmem = 1024 + kSsOffset + kConsumerWarps * 64 * 4;
+  static constexpr int kSmem = 1024 + kSsOffset + kSsBytes;
+  // The epilogues' memory must not move a layout into the next
+  // shared-memory carve-out (196 KB, with the 1 KB the system keeps per
+  // CTA): at 64 tokens 2 KB there instead of 1 took the 228 KB one and the
+  // decode step ran 0.1 ms slower (bench/NOTES-cuda-backend.md, session 7,
+  // calls 5-7).
+  static_assert((kSmem + 1024 <= 196 * 1024) ==
+                    (1024 + kScaleOffset + 1024 <= 196 * 1024),
+                "the epilogues' memory changes the carve-out");
 };
 
 struct Params {
@@ -105,7 +116,18 @@ struct Params {
   int sumsq_parts;
   float inv_k;
   float rms_eps;
+  // SkinnyGemmArgs::argmax_out (tiles: its candidates a token) and store_y.
+  uint64_t* argmax_out;
+  const int32_t* store_y;
+  int tiles;
 };
+
+// Whether this launch stores Y (SkinnyGemmArgs::store_y).
+__device__ __forceinline__ bool StoresY(const Params& p) {
+  return p.store_y == nullptr || *p.store_y != 0;
+}
+
+__device__ __forceinline__ uint64_t MaxU64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 // Scale mode: each token's rsqrt(mean square + eps) into scale[0 .. m),
 // from the residual-mode product's partial sums (by threads 0 .. 127, which
@@ -288,7 +310,7 @@ struct Ring {
   __device__ float* scale() const {
     return reinterpret_cast<float*>(smem + Layout<NT>::kScaleOffset);
   }
-  __device__ float* ss() const { return reinterpret_cast<float*>(smem + Layout<NT>::kSsOffset); }
+  __device__ unsigned char* ss() const { return smem + Layout<NT>::kSsOffset; }
   __device__ void Init() const;
 };
 
@@ -592,6 +614,44 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster.sync();  // peers read this CTA's tile until here
     return;
   }
+  if (p.argmax_out != nullptr) {
+    // Greedy candidates (fp32 Y): a warp per token as in residual mode, the
+    // token's largest value of the tile reduced over the warp.
+    const bool store = StoresY(p);
+    constexpr int kWarps = kThreads / 32;
+    const int tok_end = static_cast<int>(int64_t{split + 1} * p.m / splits);
+    const int row = cta_row0 + lane * 4;
+    const bool valid = row < p.n;
+    for (int tok = static_cast<int>(int64_t{split} * p.m / splits) + warp; tok < tok_end;
+         tok += kWarps) {
+      uint64_t best = 0;
+      if (valid) {
+        float* mine = red + tok * kRedRowFloats + lane * 4;
+        float4 v[kMaxSplits];
+#pragma unroll
+        for (int r = 0; r < kMaxSplits; ++r) {
+          if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+        }
+        float4 sum = v[0];
+#pragma unroll
+        for (int r = 1; r < kMaxSplits; ++r) {
+          if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
+        }
+        if (scale != nullptr) {
+          const float sc = scale[tok];
+          sum.x *= sc, sum.y *= sc, sum.z *= sc, sum.w *= sc;
+        }
+        if (store) reinterpret_cast<float4*>(p.y)[(tok * p.ldy + row) / 4] = sum;
+        best = MaxU64(MaxU64(PackGreedyCandidate(sum.x, row), PackGreedyCandidate(sum.y, row + 1)),
+                      MaxU64(PackGreedyCandidate(sum.z, row + 2), PackGreedyCandidate(sum.w, row + 3)));
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) best = MaxU64(best, __shfl_xor_sync(0xffffffffu, best, o));
+      if (lane == 0) p.argmax_out[int64_t{tok} * p.tiles + blockIdx.x] = best;
+    }
+    cluster.sync();  // peers read this CTA's tile until here
+    return;
+  }
   const int units = p.m * (kRowsPerCta / 4);  // float4s of the valid tokens
   const int u_end = static_cast<int>(int64_t{split + 1} * units / splits);
   for (int u = static_cast<int>(int64_t{split} * units / splits) + threadIdx.x; u < u_end;
@@ -654,11 +714,12 @@ __device__ __forceinline__ int LoadAcquire(const int* p) {
 // 4g + c and 4(g ^ 1) + c swap one value, so that each holds two adjacent
 // rows of one token (the even lane token 2c, the odd one 2c + 1) and stores
 // them as one 4-byte (bf16) or 8-byte (fp32) word. scale: each token's RMS
-// scale (scale mode) or null; ss: kConsumerWarps x 64 floats of shared
-// memory for residual mode's sums of squares.
+// scale (scale mode) or null; smem: Layout::kSsBytes of shared memory for
+// residual mode's sums of squares or the greedy candidates.
 template <int NT, bool kWgmma>
 __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& p, int tile,
-                                         int warp, int lane, const float* scale, float* ss) {
+                                         int warp, int lane, const float* scale,
+                                         unsigned char* smem) {
   const bool odd = (lane >> 2) & 1;
   if (scale != nullptr) {
 #pragma unroll
@@ -715,6 +776,7 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
       sq[t] += __shfl_xor_sync(0xffffffffu, sq[t], 8);
       sq[t] += __shfl_xor_sync(0xffffffffu, sq[t], 16);
     }
+    float* ss = reinterpret_cast<float*>(smem);
     ConsumerBarrier();  // the previous tile's sums have been read
     if (lane < 8) {
 #pragma unroll
@@ -750,6 +812,10 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
     return;
   }
   const int row0 = tile * kRowsPerCta;
+  const bool store = StoresY(p);
+  uint64_t best[NT];  // greedy candidates: this thread's token of tile t
+#pragma unroll
+  for (int t = 0; t < NT; ++t) best[t] = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -765,7 +831,11 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
         if (tok >= p.m || row >= p.n) continue;  // n % 8 == 0: row + 1 < n too
         const int64_t at = tok * p.ldy + row;
         if (p.fp32_out) {
-          *reinterpret_cast<float2*>(static_cast<float*>(p.y) + at) = make_float2(lo, hi);
+          if (store) *reinterpret_cast<float2*>(static_cast<float*>(p.y) + at) = make_float2(lo, hi);
+          if (p.argmax_out != nullptr) {
+            best[t] = MaxU64(best[t], MaxU64(PackGreedyCandidate(lo, row),
+                                             PackGreedyCandidate(hi, row + 1)));
+          }
         } else {
           if (p.bias != nullptr) {
             const float2 b = UnpackBf16x2(*reinterpret_cast<const uint32_t*>(p.bias + row));
@@ -773,6 +843,33 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
           }
           *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(p.y) + at) = PackBf16x2(lo, hi);
         }
+      }
+    }
+  }
+  if (p.argmax_out != nullptr) {
+    // The tile's best of each token: over the lanes that hold the token,
+    // then over the warps.
+    // kSsBytes hold 32 tokens' (t < 4, then t >= 4).
+    uint64_t* bs = reinterpret_cast<uint64_t*>(smem);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      best[t] = MaxU64(best[t], __shfl_xor_sync(0xffffffffu, best[t], 8));
+      best[t] = MaxU64(best[t], __shfl_xor_sync(0xffffffffu, best[t], 16));
+    }
+#pragma unroll
+    for (int group = 0; group * 4 < NT; ++group) {
+      ConsumerBarrier();  // the previous candidates have been read
+      if (lane < 8) {
+#pragma unroll
+        for (int t = group * 4; t < NT && t < group * 4 + 4; ++t) {
+          bs[warp * 32 + (t - group * 4) * 8 + 2 * (lane & 3) + (odd ? 1 : 0)] = best[t];
+        }
+      }
+      ConsumerBarrier();
+      const int tok = group * 32 + warp * 32 + lane;  // warp 0's lanes only
+      if (warp == 0 && tok < p.m) {
+        p.argmax_out[int64_t{tok} * p.tiles + tile] =
+            MaxU64(MaxU64(bs[lane], bs[32 + lane]), MaxU64(bs[64 + lane], bs[96 + lane]));
       }
     }
   }
@@ -1019,6 +1116,9 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   p.sumsq_parts = a.sumsq_parts;
   p.inv_k = 1.f / static_cast<float>(a.k);
   p.rms_eps = a.rms_eps;
+  p.argmax_out = a.argmax_out;
+  p.store_y = a.store_y;
+  p.tiles = SkinnyGemmSumsqParts(a.n);
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
@@ -1069,6 +1169,9 @@ int NumSms() {
 }  // namespace
 
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
+  const bool argmax_ok = a.argmax_out == nullptr ||
+                         (a.fp32_out && !a.silu_mul && a.residual == nullptr &&
+                          reinterpret_cast<uintptr_t>(a.argmax_out) % 8 == 0);
   const bool residual_ok =
       a.residual == nullptr ||
       (a.sumsq_out != nullptr && !a.fp32_out && a.bias == nullptr && !a.silu_mul &&
@@ -1077,7 +1180,7 @@ bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
   const bool scale_ok = a.sumsq_in == nullptr ||
                         (a.sumsq_parts >= 1 && a.rms_eps > 0.f && std::isfinite(a.rms_eps) &&
                          reinterpret_cast<uintptr_t>(a.sumsq_in) % 4 == 0);
-  return residual_ok && scale_ok && a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
+  return residual_ok && scale_ok && argmax_ok && a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
          a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
          a.ldy >= (a.silu_mul ? a.n / 2 : a.n) && a.ldy % 8 == 0 &&
          (!a.silu_mul || (a.n % 128 == 0 && !a.fp32_out && a.bias == nullptr)) && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
@@ -1108,7 +1211,8 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
         a.residual != nullptr
             ? "; residual: sums of squares out, bf16 output, no bias or SwiGLU or scale"
             : "",
-        a.sumsq_in != nullptr ? "; RMS scale: sumsq_parts >= 1, rms_eps > 0" : ""));
+        a.sumsq_in != nullptr ? "; RMS scale: sumsq_parts >= 1, rms_eps > 0" : "",
+        a.argmax_out != nullptr ? "; greedy candidates: fp32 output, no SwiGLU or residual" : ""));
   }
   if (a.stream_k_ctas != 0) {
     const int sms = NumSms();

@@ -61,6 +61,16 @@ struct SkinnyGemmArgs {
   const float* sumsq_in = nullptr;
   int sumsq_parts = 0;
   float rms_eps = 0.f;
+  // Greedy candidates (fp32 output, no SwiGLU, not residual mode): for each
+  // token i and 128-row tile t, the largest Y[i][row] of the tile's rows
+  // with its row, packed as kernels/greedy_candidate.h packs a token, into
+  // argmax_out[i * SkinnyGemmSumsqParts(n) + t]; the largest of a token's
+  // candidates gives its greedy token (lowest row on ties). With store_y (a
+  // device flag read when the kernel runs) Y is stored only where
+  // *store_y != 0: one captured graph serves the steps that need Y and the
+  // steps that need only the candidates.
+  uint64_t* argmax_out = nullptr;
+  const int32_t* store_y = nullptr;
   // How, not what: the consumer warps issue wgmma (one warpgroup reading
   // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
   // The same products up to the order of fp32 additions inside a k step.

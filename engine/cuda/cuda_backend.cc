@@ -512,6 +512,7 @@ CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride, bo
   m.logit_rows = take(size_t(seqs) * 4);
   m.sampling = take(size_t(seqs) * sizeof(kernels::SamplingRow));
   m.penalty_offsets = take(size_t(seqs + 1) * 4);
+  m.store_logits = take(4);
   m.block_tables = take(size_t(seqs) * G * stride * 4);
   m.views = views;
   if (views) {
@@ -568,6 +569,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t workspace = take(attn_workspace_bytes_);
   const size_t sumsq =
       take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(h))) * kernels::kSkinnyGemmMaxM * 4);
+  const size_t greedy_candidates =
+      take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(V))) * kernels::kSkinnyGemmMaxM * 8);
   RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
                        absl::StrCat("activation buffers (", size >> 20, " MiB)")));
   char* base = static_cast<char*>(act_arena_);
@@ -591,6 +594,7 @@ absl::Status CudaBackend::AllocateBuffers() {
   logprobs_ = reinterpret_cast<float*>(base + logprobs);
   attn_workspace_ = attn_workspace_bytes_ > 0 ? base + workspace : nullptr;
   sumsq_ = reinterpret_cast<float*>(base + sumsq);
+  greedy_candidates_ = reinterpret_cast<uint64_t*>(base + greedy_candidates);
 
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
@@ -654,6 +658,7 @@ void CudaBackend::FillPadding(const MetaLayout& L) {
   kernels::SamplingRow* sampling = MetaHost<kernels::SamplingRow>(L.sampling);
   for (int t = 0; t < L.tokens; ++t) tokens[t] = -1;
   for (int i = 0; i < spec_.num_layer_groups * L.tokens; ++i) slots[i] = -1;
+  *MetaHost<int32_t>(L.store_logits) = 1;
   for (int s = 0; s <= L.seqs; ++s) {
     cu[s] = std::min(s, L.tokens);
     pen[s] = 0;
@@ -879,8 +884,20 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   } else {
     RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, NormWeight(final_norm_, fold_final_norm_), T, H, eps));
   }
+  lm_head_candidates_ = false;
   if (step.logit_rows == 0) return absl::OkStatus();
-  if (lm.sumsq_in != nullptr) return gemm_->Matmul(lm, stream_);
+  if (step.bucket_index >= 0 && options_.tp_size == 1 && options_.greedy_candidates) {
+    // Decode buckets: the greedy candidates too, and logits_ only where the
+    // step's flag asks for them (Bucket::greedy_candidates).
+    GemmArgs g = lm;
+    g.argmax_out = greedy_candidates_;
+    g.store_y = MetaDev<int32_t>(L.store_logits);
+    if (gemm_->RunsSkinny(g)) {
+      lm = g;
+      lm_head_candidates_ = true;
+    }
+  }
+  if (lm.sumsq_in != nullptr || lm.argmax_out != nullptr) return gemm_->Matmul(lm, stream_);
   const void* x = hidden_;
   if (step.gather) {
     RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H, MetaDev<int32_t>(L.logit_rows),
@@ -1051,6 +1068,7 @@ absl::Status CudaBackend::PrepareBuckets() {
                                            cudaMemcpyHostToDevice, stream_),
                            "upload step metadata"));
       RETURN_IF_ERROR(RunModel(step));
+      bucket_state_[i].greedy_candidates = lm_head_candidates_;
       if (options_.tp_size > 1) RETURN_IF_ERROR(GatherLogits(size));
       RETURN_IF_ERROR(Sync("warm-up decode step"));
       if (!options_.enable_cuda_graphs) continue;
@@ -1270,6 +1288,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   bool any_sampling = false;
   bool any_logprob = false;
   bool need_logits = false;
+  bool all_greedy = true;
   for (int r = 0; r < R; ++r) {
     const SequenceChunk& s = plan.sequences[output->rows[r]];
     logit_rows[r] = cu[output->rows[r]] + static_cast<int32_t>(s.token_ids.size()) - 1;
@@ -1285,6 +1304,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     any_sampling = true;
     any_logprob = any_logprob || d.return_logprob;
     need_logits = need_logits || d.return_logits;
+    all_greedy = all_greedy && d.temperature <= 0.f;
     k.temperature = d.temperature;
     k.top_k = d.top_k;
     k.top_p = d.top_p;
@@ -1301,6 +1321,13 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   if (all_penalties > std::numeric_limits<int32_t>::max() / 2) {
     return absl::InvalidArgumentError(absl::StrCat(all_penalties, " penalty tokens in one step"));
   }
+  // A decode bucket whose LM head leaves greedy candidates, every row greedy
+  // with no penalty, logprob or logits asked: the tokens come from the
+  // candidates, and the LM head stores no logits.
+  const bool from_candidates = bucket >= 0 && bucket_state_[bucket].greedy_candidates &&
+                               !on_shards && any_sampling && all_greedy && all_penalties == 0 &&
+                               !any_logprob && !need_logits;
+  *MetaHost<int32_t>(L.store_logits) = from_candidates ? 0 : 1;
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
   RETURN_IF_ERROR(
       Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
@@ -1389,6 +1416,10 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                                          cudaMemcpyDeviceToHost, stream_),
                          "download greedy candidates"));
     ++shard_sampled_steps_;
+  } else if (from_candidates) {
+    RETURN_IF_ERROR(kernels::LaunchGreedyFromCandidates(
+        greedy_candidates_, kernels::SkinnyGemmSumsqParts(V), R, host_tokens, stream_));
+    ++greedy_candidate_steps_;
   } else if (any_sampling) {
     const float* raw = logits_;
     if (any_logprob) {

@@ -153,6 +153,11 @@ class CudaBackend : public Backend {
     // weights at load (one bf16 rounding each) and every norm kernel left
     // (prefill, a shape tuned to cuBLASLt) runs with unit weight.
     bool fuse_norms = true;
+    // One GPU, decode buckets whose LM head runs on the skinny GEMM: greedy
+    // rows (no penalties, logprobs or logits asked) take their tokens from
+    // the LM head's per-tile greedy candidates; no logits are stored and no
+    // sampling pass runs.
+    bool greedy_candidates = true;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
@@ -214,6 +219,9 @@ class CudaBackend : public Backend {
   // tp_size > 1: steps sampled on the vocabulary shards (no logits
   // all-gather).
   int64_t shard_sampled_steps() const { return shard_sampled_steps_; }
+  // Steps whose tokens came from the LM head's greedy candidates (no logits
+  // stored, no sampling pass).
+  int64_t greedy_candidate_steps() const { return greedy_candidate_steps_; }
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -285,6 +293,7 @@ class CudaBackend : public Backend {
     size_t logit_rows = 0;       // [S]: token row of each logits row
     size_t sampling = 0;         // kernels::SamplingRow [S]
     size_t penalty_offsets = 0;  // [S + 1]
+    size_t store_logits = 0;     // one int32: whether the LM head stores logits_
     size_t block_tables = 0;     // [S][G][stride]
     // With views only (else 0): shifted views, [S][G][stride] like
     // block_tables (hi = own block and shift 0 where there is no view).
@@ -315,6 +324,10 @@ class CudaBackend : public Backend {
     int32_t blocks_per_split = 1;
     cudaGraphExec_t graph = nullptr;        // steps without shifted views
     cudaGraphExec_t views_graph = nullptr;  // steps with them
+    // The bucket's LM head leaves greedy candidates in greedy_candidates_
+    // (one GPU, the skinny kernel): steps whose rows are all greedy without
+    // penalties, logprobs or logits take their tokens from them.
+    bool greedy_candidates = false;
     // tp_size > 1: the logits all-gather of the bucket's rows (GatherLogits),
     // replayed after either graph when the step needs whole rows.
     cudaGraphExec_t gather_graph = nullptr;
@@ -425,6 +438,9 @@ class CudaBackend : public Backend {
   // fold_norms_: per-tile sums of squares of residual_'s rows from the last
   // residual-mode product (fp32 [SkinnyGemmSumsqParts(hidden)][m]).
   float* sumsq_ = nullptr;
+  // Decode buckets, one GPU: the LM head's greedy candidates, uint64
+  // [kSkinnyGemmMaxM][SkinnyGemmSumsqParts(vocab)] (kernels/skinny_gemm.h).
+  uint64_t* greedy_candidates_ = nullptr;
   void* gate_up_ = nullptr;      // bf16 [T][2 inter]
   void* act_ = nullptr;          // bf16 [T][inter]
   void* selected_ = nullptr;     // bf16 [max_seqs][hidden]: rows for the LM head
@@ -473,6 +489,9 @@ class CudaBackend : public Backend {
   int64_t eager_steps_ = 0;
   int64_t view_steps_ = 0;
   int64_t shard_sampled_steps_ = 0;
+  int64_t greedy_candidate_steps_ = 0;
+  // Whether the last RunModel's LM head left greedy candidates.
+  bool lm_head_candidates_ = false;
   cudaEvent_t step_begin_ = nullptr;
   cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;

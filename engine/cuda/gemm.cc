@@ -61,16 +61,20 @@ kernels::SkinnyGemmArgs ToSkinnyGemmArgs(const GemmArgs& g) {
   s.sumsq_in = g.sumsq_in;
   s.sumsq_parts = g.sumsq_parts;
   s.rms_eps = g.rms_eps;
+  s.argmax_out = g.argmax_out;
+  s.store_y = g.store_y;
   return s;
 }
 
 namespace {
 
-bool HasNormEpilogue(const GemmArgs& g) { return g.residual != nullptr || g.sumsq_in != nullptr; }
+bool HasSkinnyEpilogue(const GemmArgs& g) {
+  return g.residual != nullptr || g.sumsq_in != nullptr || g.argmax_out != nullptr;
+}
 
-absl::Status NormEpilogueNeedsSkinny(const GemmArgs& g) {
+absl::Status SkinnyEpilogueNeedsSkinny(const GemmArgs& g) {
   return absl::InvalidArgumentError(absl::StrCat(
-      "gemm: the fused RMSNorm epilogue (m ", g.m, " n ", g.n, " k ", g.k,
+      "gemm: the fused RMSNorm or greedy-candidate epilogue (m ", g.m, " n ", g.n, " k ", g.k,
       ") needs the skinny kernel, which this shape's plan does not run (check RunsSkinny)"));
 }
 
@@ -292,7 +296,7 @@ absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
     return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_stream_k,
                      (*plan)->skinny_wgmma, options_.pdl, stream);
   }
-  if (HasNormEpilogue(args)) return NormEpilogueNeedsSkinny(args);
+  if (HasSkinnyEpilogue(args)) return SkinnyEpilogueNeedsSkinny(args);
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
 }
 
@@ -337,7 +341,7 @@ absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaSt
     return RunSkinny(fused, p.skinny_splits, p.skinny_stream_k, p.skinny_wgmma, options_.pdl,
                      stream, /*silu_mul=*/true);
   }
-  if (HasNormEpilogue(args)) return NormEpilogueNeedsSkinny(args);
+  if (HasSkinnyEpilogue(args)) return SkinnyEpilogueNeedsSkinny(args);
   if (absl::Status s = Matmul(args, stream); !s.ok()) return s;
   return kernels::LaunchSiluAndMul(args.y, act, args.m, args.n / 2, stream);
 }
@@ -349,8 +353,8 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (!plan_or.ok()) return plan_or.status();
   Plan& plan = **plan_or;
   reps = std::max(1, reps);
-  if (HasNormEpilogue(args)) {
-    return absl::InvalidArgumentError("gemm tune: times the plain product (no norm epilogue)");
+  if (HasSkinnyEpilogue(args)) {
+    return absl::InvalidArgumentError("gemm tune: times the plain product (no skinny epilogue)");
   }
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
   // k split that fills the GPU and at half of it, each with mma.sync and

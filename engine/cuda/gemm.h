@@ -52,15 +52,18 @@ struct GemmArgs {
   int64_t ldy = 0;
   GemmOut out = GemmOut::kBf16;
   const void* bias = nullptr;  // bf16 [n] or null; bf16 output only
-  // The RMSNorm fused into the epilogue (kernels::SkinnyGemmArgs has the
-  // meaning): residual mode (residual, sumsq_out) or scale mode (sumsq_in,
-  // sumsq_parts, rms_eps). The skinny kernel only: Matmul and MatmulSiluMul
-  // refuse them unless RunsSkinny(args).
+  // Epilogues of the skinny kernel (kernels::SkinnyGemmArgs has the
+  // meaning): the RMSNorm's residual mode (residual, sumsq_out) or scale
+  // mode (sumsq_in, sumsq_parts, rms_eps), and the greedy candidates
+  // (argmax_out, store_y). Matmul and MatmulSiluMul refuse them unless
+  // RunsSkinny(args).
   const void* residual = nullptr;
   float* sumsq_out = nullptr;
   const float* sumsq_in = nullptr;
   int sumsq_parts = 0;
   float rms_eps = 0.f;
+  uint64_t* argmax_out = nullptr;
+  const int32_t* store_y = nullptr;
 };
 
 // The same product as kernels/skinny_gemm takes it.
@@ -111,7 +114,7 @@ class CublasLtGemm {
   absl::Status MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream);
 
   // Whether Matmul(args) runs the skinny kernel (the plan for args' shape,
-  // tuned or not, is the skinny kernel and it takes args, norm epilogue
+  // tuned or not, is the skinny kernel and it takes args, epilogues
   // included).
   bool RunsSkinny(const GemmArgs& args) const;
 

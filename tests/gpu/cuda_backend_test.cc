@@ -558,6 +558,63 @@ TEST_F(CudaBackendTest, DeviceSampling) {
   EXPECT_GE(cuda_->graph_steps(), 3);
 }
 
+// Greedy rows without penalties, logprobs or logits in a decode bucket take
+// their tokens from the LM head's greedy candidates (skinny GEMM epilogue),
+// which stores no logits then: the same tokens as the argmax of the logits
+// of the same step asked with logits; the next step that asks for logits
+// gets this step's, not stale ones.
+TEST(CudaGreedyCandidatesTest, SameTokensAsTheLogitsArgmax) {
+  const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+  const std::string dir = WriteCheckpoint("greedy_candidates", c, 6);
+  CudaBackend::Options options = CudaOptions(dir);
+  options.skinny_gemm = SkinnyGemmMode::kAlways;
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
+  ASSERT_NE(cuda, nullptr);
+  EXPECT_NE(cuda->GemmChoices(4).find("lm_head skinny"), std::string::npos)
+      << cuda->GemmChoices(4);
+  const int V = cuda->vocab_size();
+  std::mt19937 rng(8);
+  StepOutput o;
+  StepPlan prefill;
+  for (int s = 0; s < 4; ++s) {
+    prefill.sequences.push_back(Chunk(s, 0, RandomTokens(20, V, rng), Tables(1, 8 * s, 4)));
+  }
+  ASSERT_TRUE(cuda->Forward(prefill, &o).ok());
+  std::vector<int32_t> next(4);
+  for (int s = 0; s < 4; ++s) next[s] = Argmax(o.logits.data() + s * V, V);
+  auto decode = [&](int pos, const std::vector<int32_t>& tokens, bool logits) {
+    StepPlan p;
+    for (int s = 0; s < 4; ++s) {
+      p.sequences.push_back(Chunk(s, pos, {tokens[s]}, Tables(1, 8 * s, 4)));
+      DeviceSampling greedy;
+      greedy.return_logits = logits;
+      p.sequences.back().sampling = greedy;
+    }
+    const absl::Status st = cuda->Forward(p, &o);
+    EXPECT_TRUE(st.ok()) << st;
+  };
+  decode(20, next, /*logits=*/true);
+  ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  const std::vector<float> with_logits = o.logits;
+  const std::vector<int32_t> sampled = o.sampled_token_ids;
+  EXPECT_EQ(cuda->greedy_candidate_steps(), 0);
+  decode(20, next, /*logits=*/false);  // the same step again, from the candidates
+  EXPECT_TRUE(o.logits.empty());
+  EXPECT_EQ(cuda->greedy_candidate_steps(), 1);
+  ASSERT_EQ(o.sampled_token_ids.size(), 4u);
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ(o.sampled_token_ids[s], sampled[s]) << "row " << s;
+    EXPECT_EQ(o.sampled_token_ids[s], Argmax(with_logits.data() + s * V, V)) << "row " << s;
+  }
+  decode(21, sampled, /*logits=*/true);  // the next position, with logits again
+  ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  EXPECT_EQ(cuda->greedy_candidate_steps(), 1);
+  EXPECT_NE(o.logits, with_logits);
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ(o.sampled_token_ids[s], Argmax(o.logits.data() + s * V, V)) << "row " << s;
+  }
+}
+
 // Plans the backend must refuse, each with nothing run.
 TEST_F(CudaBackendTest, RejectsBadPlans) {
   StepOutput o;

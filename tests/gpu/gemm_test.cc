@@ -15,12 +15,14 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
 #include "gtest/gtest.h"
+#include "kernels/greedy_candidate.h"
 #include "kernels/skinny_gemm.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -619,6 +621,83 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
   size_t raised = 0;
   for (size_t i = 0; i < 4 * size_t(sms); ++i) raised += bytes[i] != 0;
   EXPECT_EQ(raised, 0u);
+}
+
+// The greedy candidates of an fp32 product (SkinnyGemmArgs::argmax_out):
+// for each token and 128-row tile, the tile's largest value of Y with its
+// row (lowest on ties), against the Y the same launch stores; with the
+// store flag down Y is left alone and the candidates are the same bits.
+// Scale mode on as in the LM head; every schedule; n with a ragged tile,
+// and duplicate W rows, so that ties occur.
+TEST(SkinnyGemmTest, GreedyCandidatesAgainstTheStoredY) {
+  const int sms = NumSms();
+  auto ws = StreamKWorkspace(sms);
+  struct Schedule {
+    int splits, ctas;
+    bool wgmma;
+  };
+  std::vector<Schedule> schedules;
+  for (int ctas : {1, 3, sms}) schedules.push_back({0, ctas, true});
+  for (int splits : {0, 1, 3, 8}) {
+    for (bool wgmma : {false, true}) schedules.push_back({splits, 0, wgmma});
+  }
+  for (const auto& [m, n, k] : {std::tuple{64, 1000, 512}, {5, 2056, 256}, {1, 384, 1024}}) {
+    SCOPED_TRACE(absl::StrCat("m ", m, " n ", n, " k ", k));
+    std::mt19937 rng(1500 + m);
+    const auto x = testing::RandomBf16(size_t(m) * k, rng);
+    auto w = testing::RandomBf16(size_t(n) * k, rng, 0.05f);
+    for (int r = 0; r + 1 < n; r += 37) {  // row r + 1 = row r: equal logits
+      std::copy(w.begin() + size_t(r) * k, w.begin() + size_t(r + 1) * k, w.begin() + size_t(r + 1) * k);
+    }
+    const int tiles = kernels::SkinnyGemmSumsqParts(n);
+    std::vector<float> ss(size_t(3) * m);
+    for (float& v : ss) v = 10.f + float(rng() % 1000) / 10.f;
+    DeviceBuffer<Bf16> dx(x), dw(w);
+    DeviceBuffer<float> dy(size_t(m) * n), dss(ss);
+    DeviceBuffer<uint64_t> dc(size_t(m) * tiles);
+    DeviceBuffer<int32_t> flag(std::vector<int32_t>{1});
+    for (const Schedule& sc : schedules) {
+      if (sc.splits > (k + 63) / 64) continue;
+      SCOPED_TRACE(absl::StrCat("splits ", sc.splits, " stream-k ", sc.ctas, " wgmma ", sc.wgmma));
+      kernels::SkinnyGemmArgs a;
+      a.m = m, a.n = n, a.k = k;
+      a.x = dx.get(), a.ldx = k, a.w = dw.get(), a.ldw = k, a.y = dy.get(), a.ldy = n;
+      a.fp32_out = true;
+      a.sumsq_in = dss.get(), a.sumsq_parts = 3, a.rms_eps = 1e-6f;
+      a.argmax_out = dc.get();
+      a.store_y = flag.get();
+      a.wgmma = sc.wgmma;
+      if (sc.ctas > 0) a.stream_k_ctas = sc.ctas, a.workspace = ws->get();
+      ASSERT_TRUE(kernels::SkinnyGemmSupports(a));
+      auto run = [&](int32_t store) {
+        flag.Upload({store});
+        dy.Poison();
+        dc.Poison();
+        const absl::Status st = kernels::LaunchSkinnyGemm(a, sc.splits, true, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        ASSERT_CUDA(cudaDeviceSynchronize());
+      };
+      run(1);
+      const auto y = dy.Download();
+      const auto cand = dc.Download();
+      for (int i = 0; i < m; ++i) {
+        for (int t = 0; t < tiles; ++t) {
+          int best = 128 * t;
+          for (int j = 128 * t; j < std::min(n, 128 * (t + 1)); ++j) {
+            if (y[size_t(i) * n + j] > y[size_t(i) * n + best]) best = j;
+          }
+          ASSERT_EQ(cand[size_t(i) * tiles + t],
+                    kernels::PackGreedyCandidate(y[size_t(i) * n + best], best))
+              << "token " << i << " tile " << t;
+        }
+      }
+      run(0);
+      const auto y0 = dy.Download();
+      EXPECT_TRUE(std::all_of(y0.begin(), y0.end(), [](float v) { return std::isnan(v); }))
+          << "Y stored with the flag down";
+      EXPECT_EQ(dc.Download(), cand);
+    }
+  }
 }
 
 TEST(SkinnyGemmTest, NormEpiloguesThroughTheWrapper) {

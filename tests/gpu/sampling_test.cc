@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/greedy_candidate.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace memshare::kernels {
@@ -188,6 +189,43 @@ TEST(SamplingGpuTest, RejectsPartialPenalties) {
   int32_t x = 0;
   EXPECT_FALSE(LaunchSample(nullptr, 10, 1, 10, nullptr, &x, nullptr, nullptr, nullptr, nullptr).ok());
   EXPECT_FALSE(LaunchSample(nullptr, 5, 1, 10, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr).ok());
+}
+
+// Greedy tokens from per-part candidates (an LM-head GEMM's tiles): the
+// token of each row's largest candidate, equal logits resolved to the lower
+// id, a NaN logit below every number; against the argmax of the logits the
+// candidates were made from.
+TEST(GreedyFromCandidatesGpuTest, ArgmaxOfTheParts) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  for (const auto& [rows, vocab] : {std::pair{64, 152064}, {3, 1000}, {1, 128}}) {
+    const int parts = (vocab + 127) / 128;
+    std::vector<float> logits(size_t(rows) * vocab);
+    for (float& x : logits) x = normal(rng);
+    // Row 0: a tie across two parts; the last row: a NaN in the first part.
+    logits[5] = logits[vocab - 1] = 50.f;
+    logits[size_t(rows - 1) * vocab + 1] = NAN;
+    std::vector<uint64_t> cand(size_t(rows) * parts, 0);
+    std::vector<int32_t> want(rows);
+    for (int r = 0; r < rows; ++r) {
+      int best = -1;
+      for (int i = 0; i < vocab; ++i) {
+        const float x = logits[size_t(r) * vocab + i];
+        uint64_t& c = cand[size_t(r) * parts + i / 128];
+        c = std::max(c, PackGreedyCandidate(x, i));
+        if (!std::isnan(x) && (best < 0 || x > logits[size_t(r) * vocab + best])) best = i;
+      }
+      want[r] = best;
+    }
+    EXPECT_EQ(want[0], 5);
+    DeviceBuffer<uint64_t> dc(cand);
+    DeviceBuffer<int32_t> out(rows);
+    out.Poison();
+    ASSERT_TRUE(LaunchGreedyFromCandidates(dc.get(), parts, rows, out.get(), nullptr).ok());
+    EXPECT_EQ(out.Download(), want) << "rows " << rows << " vocab " << vocab;
+  }
+  EXPECT_EQ(LaunchGreedyFromCandidates(nullptr, 0, 1, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
