@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCuda(const BackendOptions& o) {
   c.max_num_batched_tokens = o.max_num_batched_tokens;
   c.max_model_len = o.max_model_len;
   c.enable_cuda_graphs = o.enable_cuda_graphs;
+  c.fuse_norms = o.fuse_norms;
   c.tp_rank = o.tp_rank;
   c.tp_size = o.tp_size;
   c.collectives = o.collectives;

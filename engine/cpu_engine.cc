@@ -80,6 +80,7 @@ absl::StatusOr<Plan> PlanEngine(const CpuEngineOptions& options) {
           ? options.num_threads
           : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   backend_options.gpu_memory_utilization = options.gpu_memory_utilization;
+  backend_options.fuse_norms = options.fuse_norms;
   backend_options.max_num_seqs = options.engine.scheduler.max_num_seqs;
   backend_options.max_num_batched_tokens = options.engine.scheduler.max_num_batched_tokens;
   backend_options.max_model_len = max_model_len;

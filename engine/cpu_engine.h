@@ -40,6 +40,9 @@ struct CpuEngineOptions {
   // CUDA: share of the card's memory in use once the KV pool is allocated;
   // the pool takes what the weights and buffers leave (num_blocks = 0).
   double gpu_memory_utilization = 0.9;
+  // CUDA, one GPU: the decode steps' RMSNorms in the GEMM epilogues
+  // (BackendOptions::fuse_norms).
+  bool fuse_norms = true;
   // Longest prompt + generation; 0 (or more than the model allows): the
   // model's max_position_embeddings (and Mistral's sliding window).
   int32_t max_model_len = 0;

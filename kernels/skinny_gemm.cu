@@ -54,12 +54,22 @@ using device::UnpackBf16x2;
 // units' loads issued at once (no faster; session 6). At 64 tokens gate/up
 // streams at ~2.7 TB/s against 2.97 at one token, and neither X's L2
 // traffic (X's boxes zero-filled instead of read: no faster) nor the W in
-// flight explains it; cuBLASLt is at the same rate.
+// flight explains it; cuBLASLt is at the same rate. Letting the next kernel
+// launch at this one's start (its CTAs on the multiprocessors a cluster
+// split leaves idle) made the decode step slower (session 7).
 //
 // SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
 // gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
 // one 128-row box, so the consumers are the same; the epilogue writes
 // silu(gate) * up from the fp32 sums (64 columns a tile).
+//
+// The other epilogues (session 7): the RMSNorm's residual and scale modes
+// and the LM head's greedy candidates (SkinnyGemmArgs). The cluster split
+// runs residual mode and the candidates a warp per token (lane l: rows
+// 4l .. 4l + 3 of the tile), so that a token's sum over the tile is a warp
+// reduction; the stream-K store reduces over the lanes holding a token and
+// then over the four warps through Layout::kSsBytes of shared memory. Both
+// keep their own loops: one loop for both cost O and down ~1.5 us each.
 constexpr int kBoxK = 64;       // k per box: 128 bytes, the swizzle span
 constexpr int kStageBoxes = 2;  // 128 k per stage
 constexpr int kConsumerWarps = 4;

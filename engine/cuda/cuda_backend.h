@@ -151,7 +151,11 @@ class CudaBackend : public Backend {
     // gate/up and, untied, LM-head products), which saves two kernels a
     // layer. The norms' weights are then folded into those products'
     // weights at load (one bf16 rounding each) and every norm kernel left
-    // (prefill, a shape tuned to cuBLASLt) runs with unit weight.
+    // (prefill, a shape tuned to cuBLASLt) runs with unit weight. Measured
+    // (H100, bench/NOTES-cuda-backend.md, session 7): the decode step at
+    // batch 64 0.07-0.08 ms faster; on the golden checkpoints the error
+    // against transformers fp32 went from 0.64-0.93 to 0.73-1.06 of
+    // transformers' own bf16 error.
     bool fuse_norms = true;
     // One GPU, decode buckets whose LM head runs on the skinny GEMM: greedy
     // rows (no penalties, logprobs or logits asked) take their tokens from
