@@ -710,10 +710,10 @@ int main(int argc, char** argv) {
         "{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B, ",\"context\":", C,
         ",\"median_ms\":", step_ms, ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
         ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"graph_replay_ms\":", replay_ms,
-        ",\"floor_ms\":", floor_ms,
-        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
-        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(), ",\"greedy_candidate_steps\":", b.greedy_candidate_steps(),
-        ",\"gemms\":\"", b.GemmChoices(B), "\"}"));
+        ",\"floor_ms\":", floor_ms, ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":",
+        weight_bytes / 1e9, ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
+        ",\"greedy_candidate_steps\":", b.greedy_candidate_steps(), ",\"gemms\":\"",
+        b.GemmChoices(B), "\"}"));
     std::printf("decode step GEMMs at %d tokens: %s\n", B, b.GemmChoices(B).c_str());
     std::printf("decode step ms: wall %.3f, GPU %.3f, graph replayed alone %.3f\n", step_ms,
                 Median(gpu) * 1e3, replay_ms);

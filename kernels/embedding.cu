@@ -42,15 +42,16 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int o = 8; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if ((threadIdx.x & 15) == 0 && i < vecs_per_row) sumsq[int64_t{i / 16} * gridDim.x + token] = ss;
+    if ((threadIdx.x & 15) == 0 && i < vecs_per_row)
+      sumsq[int64_t{i / 16} * gridDim.x + token] = ss;
   }
 }
 
 }  // namespace
 
-absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows,
-                                   int hidden, const int32_t* ids, int n, void* out,
-                                   cudaStream_t stream, float* sumsq) {
+absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows, int hidden,
+                                   const int32_t* ids, int n, void* out, cudaStream_t stream,
+                                   float* sumsq) {
   if (hidden <= 0 || hidden % 8 != 0 || rows < 0 || n < 0 ||
       reinterpret_cast<uintptr_t>(table) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(

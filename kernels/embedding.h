@@ -19,9 +19,9 @@ namespace memshare::kernels {
 // [ceil(hidden / 128)][n]): the sum of squares of each 128-column part of
 // each row gathered, as a residual-mode skinny GEMM writes them
 // (kernels/skinny_gemm.h), for the first layer's norm in the QKV product.
-absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows,
-                                   int hidden, const int32_t* ids, int n, void* out,
-                                   cudaStream_t stream, float* sumsq = nullptr);
+absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows, int hidden,
+                                   const int32_t* ids, int n, void* out, cudaStream_t stream,
+                                   float* sumsq = nullptr);
 
 }  // namespace memshare::kernels
 

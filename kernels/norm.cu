@@ -162,9 +162,9 @@ absl::Status LaunchFoldNormWeight(void* w, int64_t rows, int cols, int64_t ld, c
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (rows < 0 || cols <= 0 || cols % 8 != 0 || ld < cols || ld % 8 != 0 || !aligned(w) ||
       !aligned(gamma) || w == nullptr || gamma == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fold norm weight: ", rows, " x ", cols, " (ld ", ld,
-        "): columns and ld multiples of 8, 16-byte aligned buffers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fold norm weight: ", rows, " x ", cols, " (ld ", ld,
+                     "): columns and ld multiples of 8, 16-byte aligned buffers"));
   }
   if (rows == 0) return absl::OkStatus();
   const int64_t total = rows * (cols / 8);

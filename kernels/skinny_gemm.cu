@@ -104,8 +104,7 @@ struct Layout {
   // CTA): at 64 tokens 2 KB there instead of 1 took the 228 KB one and the
   // decode step ran 0.1 ms slower (bench/NOTES-cuda-backend.md, session 7,
   // calls 5-7).
-  static_assert((kSmem + 1024 <= 196 * 1024) ==
-                    (1024 + kScaleOffset + 1024 <= 196 * 1024),
+  static_assert((kSmem + 1024 <= 196 * 1024) == (1024 + kScaleOffset + 1024 <= 196 * 1024),
                 "the epilogues' memory changes the carve-out");
 };
 
@@ -600,7 +599,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           float4 v[kMaxSplits];
 #pragma unroll
           for (int r = 0; r < kMaxSplits; ++r) {
-            if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+            if (r < splits)
+              v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
           }
           float4 sum = v[0];
 #pragma unroll
@@ -609,9 +609,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           const float2 r01 = UnpackBf16x2(res[j].x);
           const float2 r23 = UnpackBf16x2(res[j].y);
-          const uint2 out =
-              make_uint2(PackBf16x2(sum.x + r01.x, sum.y + r01.y),
-                         PackBf16x2(sum.z + r23.x, sum.w + r23.y));
+          const uint2 out = make_uint2(PackBf16x2(sum.x + r01.x, sum.y + r01.y),
+                                       PackBf16x2(sum.z + r23.x, sum.w + r23.y));
           reinterpret_cast<uint2*>(p.y)[(tok * p.ldy + row) / 4] = out;
           const float2 o01 = UnpackBf16x2(out.x);
           const float2 o23 = UnpackBf16x2(out.y);
@@ -652,8 +651,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           sum.x *= sc, sum.y *= sc, sum.z *= sc, sum.w *= sc;
         }
         if (store) reinterpret_cast<float4*>(p.y)[(tok * p.ldy + row) / 4] = sum;
-        best = MaxU64(MaxU64(PackGreedyCandidate(sum.x, row), PackGreedyCandidate(sum.y, row + 1)),
-                      MaxU64(PackGreedyCandidate(sum.z, row + 2), PackGreedyCandidate(sum.w, row + 3)));
+        best = MaxU64(
+            MaxU64(PackGreedyCandidate(sum.x, row), PackGreedyCandidate(sum.y, row + 1)),
+            MaxU64(PackGreedyCandidate(sum.z, row + 2), PackGreedyCandidate(sum.w, row + 3)));
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) best = MaxU64(best, __shfl_xor_sync(0xffffffffu, best, o));
@@ -728,8 +728,8 @@ __device__ __forceinline__ int LoadAcquire(const int* p) {
 // residual mode's sums of squares or the greedy candidates.
 template <int NT, bool kWgmma>
 __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& p, int tile,
-                                         int warp, int lane, const float* scale,
-                                         unsigned char* smem) {
+                                          int warp, int lane, const float* scale,
+                                          unsigned char* smem) {
   const bool odd = (lane >> 2) & 1;
   if (scale != nullptr) {
 #pragma unroll
@@ -758,7 +758,8 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
           const int row = row0 + AccRow<kWgmma>(warp, lane, h) + 8 * half - (odd ? 1 : 0);
           const int tok = t * 8 + 2 * (lane & 3) + (odd ? 1 : 0);
           if (tok < p.m && row < p.n) {
-            res[h][t][half] = __ldcg(reinterpret_cast<const unsigned int*>(p.residual + tok * p.ldy + row));
+            res[h][t][half] =
+                __ldcg(reinterpret_cast<const unsigned int*>(p.residual + tok * p.ldy + row));
           }
         }
     float sq[NT];
@@ -841,10 +842,11 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
         if (tok >= p.m || row >= p.n) continue;  // n % 8 == 0: row + 1 < n too
         const int64_t at = tok * p.ldy + row;
         if (p.fp32_out) {
-          if (store) *reinterpret_cast<float2*>(static_cast<float*>(p.y) + at) = make_float2(lo, hi);
+          if (store)
+            *reinterpret_cast<float2*>(static_cast<float*>(p.y) + at) = make_float2(lo, hi);
           if (p.argmax_out != nullptr) {
-            best[t] = MaxU64(best[t], MaxU64(PackGreedyCandidate(lo, row),
-                                             PackGreedyCandidate(hi, row + 1)));
+            best[t] = MaxU64(
+                best[t], MaxU64(PackGreedyCandidate(lo, row), PackGreedyCandidate(hi, row + 1)));
           }
         } else {
           if (p.bias != nullptr) {
@@ -1051,8 +1053,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
         }
     }
-    StoreTile<NT, true>(acc, p, tile, warp, lane,
-                        p.sumsq_in != nullptr ? ring.scale() : nullptr, ring.ss());
+    StoreTile<NT, true>(acc, p, tile, warp, lane, p.sumsq_in != nullptr ? ring.scale() : nullptr,
+                        ring.ss());
   });
 }
 
@@ -1179,22 +1181,22 @@ int NumSms() {
 }  // namespace
 
 bool SkinnyGemmSupports(const SkinnyGemmArgs& a) {
-  const bool argmax_ok = a.argmax_out == nullptr ||
-                         (a.fp32_out && !a.silu_mul && a.residual == nullptr &&
-                          reinterpret_cast<uintptr_t>(a.argmax_out) % 8 == 0);
+  const bool argmax_ok =
+      a.argmax_out == nullptr || (a.fp32_out && !a.silu_mul && a.residual == nullptr &&
+                                  reinterpret_cast<uintptr_t>(a.argmax_out) % 8 == 0);
   const bool residual_ok =
-      a.residual == nullptr ||
-      (a.sumsq_out != nullptr && !a.fp32_out && a.bias == nullptr && !a.silu_mul &&
-       a.sumsq_in == nullptr && Aligned16(a.residual) &&
-       reinterpret_cast<uintptr_t>(a.sumsq_out) % 4 == 0);
-  const bool scale_ok = a.sumsq_in == nullptr ||
-                        (a.sumsq_parts >= 1 && a.rms_eps > 0.f && std::isfinite(a.rms_eps) &&
-                         reinterpret_cast<uintptr_t>(a.sumsq_in) % 4 == 0);
-  return residual_ok && scale_ok && argmax_ok && a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 && a.n % 8 == 0 && a.k >= 8 &&
-         a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 && a.ldw >= a.k && a.ldw % 8 == 0 &&
-         a.ldy >= (a.silu_mul ? a.n / 2 : a.n) && a.ldy % 8 == 0 &&
-         (!a.silu_mul || (a.n % 128 == 0 && !a.fp32_out && a.bias == nullptr)) && Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) &&
-         a.x != nullptr && a.w != nullptr && a.y != nullptr &&
+      a.residual == nullptr || (a.sumsq_out != nullptr && !a.fp32_out && a.bias == nullptr &&
+                                !a.silu_mul && a.sumsq_in == nullptr && Aligned16(a.residual) &&
+                                reinterpret_cast<uintptr_t>(a.sumsq_out) % 4 == 0);
+  const bool scale_ok =
+      a.sumsq_in == nullptr || (a.sumsq_parts >= 1 && a.rms_eps > 0.f && std::isfinite(a.rms_eps) &&
+                                reinterpret_cast<uintptr_t>(a.sumsq_in) % 4 == 0);
+  return residual_ok && scale_ok && argmax_ok && a.m >= 1 && a.m <= kSkinnyGemmMaxM && a.n >= 8 &&
+         a.n % 8 == 0 && a.k >= 8 && a.k % 8 == 0 && a.ldx >= a.k && a.ldx % 8 == 0 &&
+         a.ldw >= a.k && a.ldw % 8 == 0 && a.ldy >= (a.silu_mul ? a.n / 2 : a.n) &&
+         a.ldy % 8 == 0 && (!a.silu_mul || (a.n % 128 == 0 && !a.fp32_out && a.bias == nullptr)) &&
+         Aligned16(a.x) && Aligned16(a.w) && Aligned16(a.y) && a.x != nullptr && a.w != nullptr &&
+         a.y != nullptr &&
          (a.bias == nullptr || (!a.fp32_out && reinterpret_cast<uintptr_t>(a.bias) % 8 == 0));
 }
 
@@ -1214,8 +1216,8 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
                               cudaStream_t stream) {
   if (!SkinnyGemmSupports(a)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n,
-        " (multiple of 8), k ", a.k, " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
+        "skinny gemm: m ", a.m, " (1..", kSkinnyGemmMaxM, "), n ", a.n, " (multiple of 8), k ", a.k,
+        " (multiple of 8), ld ", a.ldx, "/", a.ldw, "/", a.ldy,
         " (multiples of 8), 16-byte aligned buffers, bias only with bf16 output",
         a.silu_mul ? "; SwiGLU: n a multiple of 128, bf16 output, no bias" : "",
         a.residual != nullptr

@@ -12,10 +12,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/bf16.h"
-#include "engine/model/safetensors_reader.h"
-#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
 #include "engine/cuda/shard_sampling.h"
+#include "engine/model/safetensors_reader.h"
 #include "engine/model/weight_spec.h"
 #include "engine/plan_validation.h"
 #include "kernels/attention.h"
@@ -24,6 +23,7 @@
 #include "kernels/block_distance.h"
 #include "kernels/dummy_weights.h"
 #include "kernels/embedding.h"
+#include "kernels/greedy_candidate.h"
 #include "kernels/logprob.h"
 #include "kernels/norm.h"
 #include "kernels/qkv.h"
@@ -275,8 +275,8 @@ absl::Status CudaBackend::Init() {
   kernels::KvBlockShape shape{spec_.LayersInGroup(0), spec_.kv_heads_local, spec_.block_size,
                               spec_.head_dim};
   fast_attention_ = kernels::FastAttentionSupports(shape, heads_local_);
-  fold_norms_ = options_.fuse_norms && options_.tp_size == 1 &&
-                options_.skinny_gemm != SkinnyGemmMode::kOff;
+  fold_norms_ =
+      options_.fuse_norms && options_.tp_size == 1 && options_.skinny_gemm != SkinnyGemmMode::kOff;
   fold_final_norm_ = fold_norms_ && !c.tie_word_embeddings;
 
   RETURN_IF_ERROR(AllocateWeights());
@@ -478,11 +478,14 @@ absl::Status CudaBackend::LoadWeights() {
   if (fold_norms_) {  // Options::fuse_norms
     const int H = static_cast<int>(config_.hidden_size);
     for (const LayerWeights& w : layers_) {
-      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(w.qkv), q_local_ + 2 * kv_local_dim_, H, H, w.input_norm, stream_));
-      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(w.gate_up), 2 * inter_local_, H, H, w.post_norm, stream_));
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(
+          const_cast<void*>(w.qkv), q_local_ + 2 * kv_local_dim_, H, H, w.input_norm, stream_));
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(w.gate_up), 2 * inter_local_,
+                                                    H, H, w.post_norm, stream_));
     }
     if (fold_final_norm_) {
-      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(lm_head_), vocab_rows_, H, H, final_norm_, stream_));
+      RETURN_IF_ERROR(kernels::LaunchFoldNormWeight(const_cast<void*>(lm_head_), vocab_rows_, H, H,
+                                                    final_norm_, stream_));
     }
   }
   const std::vector<float> inv_freq = config_.RopeInvFreq();
@@ -567,10 +570,10 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t candidates = take(S * 8);
   const size_t logprobs = take(S * 4);
   const size_t workspace = take(attn_workspace_bytes_);
-  const size_t sumsq =
-      take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(h))) * kernels::kSkinnyGemmMaxM * 4);
-  const size_t greedy_candidates =
-      take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(V))) * kernels::kSkinnyGemmMaxM * 8);
+  const size_t sumsq = take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(h))) *
+                            kernels::kSkinnyGemmMaxM * 4);
+  const size_t greedy_candidates = take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(V))) *
+                                        kernels::kSkinnyGemmMaxM * 8);
   RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
                        absl::StrCat("activation buffers (", size >> 20, " MiB)")));
   char* base = static_cast<char*>(act_arena_);
@@ -882,7 +885,8 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     RETURN_IF_ERROR(kernels::LaunchRmsNorm(residual_, NormWeight(final_norm_, fold_final_norm_),
                                            hidden_, T, H, eps, stream_));
   } else {
-    RETURN_IF_ERROR(AllReduceAddRmsNorm(tmp_, NormWeight(final_norm_, fold_final_norm_), T, H, eps));
+    RETURN_IF_ERROR(
+        AllReduceAddRmsNorm(tmp_, NormWeight(final_norm_, fold_final_norm_), T, H, eps));
   }
   lm_head_candidates_ = false;
   if (step.logit_rows == 0) return absl::OkStatus();
@@ -1022,8 +1026,8 @@ std::string CudaBackend::GemmChoices(int32_t tokens) const {
                WithRmsScale(g.args, gate_up ? act_ : nullptr).sumsq_in != nullptr) {
       norm = " +rms";
     }
-    absl::StrAppend(&out, out.empty() ? "" : ", ", g.name, " ",
-                    choice.empty() ? "untuned" : choice, swiglu ? " +silu" : "", norm);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", g.name, " ", choice.empty() ? "untuned" : choice,
+                    swiglu ? " +silu" : "", norm);
   }
   return out;
 }
@@ -1434,12 +1438,11 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
     // Without logprobs the tokens go straight into the pinned host buffer
     // (which the device reaches through unified addressing): no copy after.
-    RETURN_IF_ERROR(
-        kernels::LaunchSample(logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
-                              penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
-                              penalties > 0 ? pen_ids : nullptr,
-                              penalties > 0 ? pen_ids + penalties : nullptr,
-                              any_logprob ? sampled_ : host_tokens, stream_));
+    RETURN_IF_ERROR(kernels::LaunchSample(
+        logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
+        penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
+        penalties > 0 ? pen_ids : nullptr, penalties > 0 ? pen_ids + penalties : nullptr,
+        any_logprob ? sampled_ : host_tokens, stream_));
     if (any_logprob) {
       RETURN_IF_ERROR(Cuda(
           cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
@@ -1613,7 +1616,9 @@ absl::StatusOr<double> CudaBackend::TimeGraphReplayForBenchmark(int32_t batch, i
   const cudaGraphExec_t graph = bucket_state_[it - buckets_.begin()].graph;
   RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));  // warm
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "event"));
-  for (int i = 0; i < reps; ++i) RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
+  for (int i = 0; i < reps; ++i) {
+    RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
+  }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "event"));
   RETURN_IF_ERROR(Sync("graph replay"));
   float ms = 0;

@@ -356,8 +356,8 @@ class CudaBackend : public Backend {
   // tp_size > 1: every rank's logits columns of `rows` rows, all-gathered
   // into whole rows of logits_.
   absl::Status GatherLogits(int rows);
-  static GemmArgs Args(int m, int n, int k, const void* x, const void* w, void* y,
-                       const void* bias, bool fp32_out);
+  static GemmArgs Args(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
+                       bool fp32_out);
   absl::Status Gemm(int m, int n, int k, const void* x, const void* w, void* y, const void* bias,
                     bool fp32_out);
   // With fold_norms_: `a` (a product whose output is the residual stream's

@@ -319,8 +319,7 @@ bool CublasLtGemm::RunsSkinny(const GemmArgs& args) const {
 }
 
 bool CublasLtGemm::FusesSiluMul(const GemmArgs& args, const void* act) const {
-  return SkinnyPlan(args) &&
-         kernels::SkinnyGemmSupports(SiluMulArgs(args, const_cast<void*>(act)));
+  return SkinnyPlan(args) && kernels::SkinnyGemmSupports(SiluMulArgs(args, const_cast<void*>(act)));
 }
 
 absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaStream_t stream) {
@@ -347,8 +346,7 @@ absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaSt
 }
 
 absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int reps,
-                                const std::vector<const void*>& rotate_w,
-                                double skinny_credit_ms) {
+                                const std::vector<const void*>& rotate_w, double skinny_credit_ms) {
   absl::StatusOr<Plan*> plan_or = GetPlan(args);
   if (!plan_or.ok()) return plan_or.status();
   Plan& plan = **plan_or;
@@ -438,9 +436,8 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   // The skinny kernel, less its credit, wins ties up to
   // options_.skinny_preference.
   int best = best_of[0];
-  if (best_of[1] >= 0 &&
-      (best < 0 ||
-       best_ms[1] - skinny_credit_ms <= best_ms[0] * (1.0 + options_.skinny_preference))) {
+  if (best_of[1] >= 0 && (best < 0 || best_ms[1] - skinny_credit_ms <=
+                                          best_ms[0] * (1.0 + options_.skinny_preference))) {
     best = best_of[1];
   }
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");

@@ -135,8 +135,7 @@ class CublasLtGemm {
   // comparison: what the caller saves by running it (a kernel that its
   // epilogue replaces).
   absl::Status Tune(const GemmArgs& args, cudaStream_t stream, int reps = 10,
-                    const std::vector<const void*>& rotate_w = {},
-                    double skinny_credit_ms = 0.0);
+                    const std::vector<const void*>& rotate_w = {}, double skinny_credit_ms = 0.0);
 
   // Whether Tune() tries the skinny kernel's stream-K schedule
   // (Options::stream_k, no MPS share, a known multiprocessor count).

@@ -4,8 +4,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
+#include "kernels/greedy_candidate.h"
 
 namespace memshare::engine::cuda {
 namespace {

@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "kernels/greedy_candidate.h"
 #include "gtest/gtest.h"
+#include "kernels/greedy_candidate.h"
 
 namespace memshare::engine::cuda {
 namespace {

@@ -570,8 +570,7 @@ TEST(CudaGreedyCandidatesTest, SameTokensAsTheLogitsArgmax) {
   options.skinny_gemm = SkinnyGemmMode::kAlways;
   std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   ASSERT_NE(cuda, nullptr);
-  EXPECT_NE(cuda->GemmChoices(4).find("lm_head skinny"), std::string::npos)
-      << cuda->GemmChoices(4);
+  EXPECT_NE(cuda->GemmChoices(4).find("lm_head skinny"), std::string::npos) << cuda->GemmChoices(4);
   const int V = cuda->vocab_size();
   std::mt19937 rng(8);
   StepOutput o;

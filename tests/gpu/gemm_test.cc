@@ -519,8 +519,8 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
       for (int j = 0; j < c.n; ++j) {
         double acc = Bf16ToFloat(r0[size_t(i) * c.n + j]);
         for (int l = 0; l < c.k1; ++l) {
-          acc += double(Bf16ToFloat(x1[size_t(i) * c.k1 + l])) *
-                 Bf16ToFloat(w1[size_t(j) * c.k1 + l]);
+          acc +=
+              double(Bf16ToFloat(x1[size_t(i) * c.k1 + l])) * Bf16ToFloat(w1[size_t(j) * c.k1 + l]);
         }
         ref1.push_back(acc);
       }
@@ -647,7 +647,8 @@ TEST(SkinnyGemmTest, GreedyCandidatesAgainstTheStoredY) {
     const auto x = testing::RandomBf16(size_t(m) * k, rng);
     auto w = testing::RandomBf16(size_t(n) * k, rng, 0.05f);
     for (int r = 0; r + 1 < n; r += 37) {  // row r + 1 = row r: equal logits
-      std::copy(w.begin() + size_t(r) * k, w.begin() + size_t(r + 1) * k, w.begin() + size_t(r + 1) * k);
+      std::copy(w.begin() + size_t(r) * k, w.begin() + size_t(r + 1) * k,
+                w.begin() + size_t(r + 1) * k);
     }
     const int tiles = kernels::SkinnyGemmSumsqParts(n);
     std::vector<float> ss(size_t(3) * m);

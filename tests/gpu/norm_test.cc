@@ -2,8 +2,8 @@
 #include "kernels/norm.h"
 
 #include <cmath>
-#include <tuple>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "common/bf16.h"
@@ -97,8 +97,7 @@ TEST(FoldNormWeightGpuTest, ScalesEveryColumnOnce) {
     for (int r = 0; r < rows; ++r) {
       for (int c = 0; c < ld; ++c) {
         const size_t at = size_t(r) * ld + c;
-        const Bf16 want =
-            c < cols ? FloatToBf16(Bf16ToFloat(w[at]) * Bf16ToFloat(g[c])) : w[at];
+        const Bf16 want = c < cols ? FloatToBf16(Bf16ToFloat(w[at]) * Bf16ToFloat(g[c])) : w[at];
         ASSERT_EQ(got[at].bits, want.bits) << rows << "x" << cols << " at " << r << "," << c;
       }
     }

@@ -14,10 +14,10 @@
 #include <random>
 #include <vector>
 
-#include "kernels/greedy_candidate.h"
 #include "engine/cuda/shard_candidates.h"
 #include "engine/cuda/shard_sampling.h"
 #include "gtest/gtest.h"
+#include "kernels/greedy_candidate.h"
 #include "kernels/sampling.h"
 #include "tests/gpu/gpu_test_util.h"
 

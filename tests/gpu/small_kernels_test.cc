@@ -68,8 +68,8 @@ TEST(EmbeddingGpuTest, SumsOfSquaresPerPart) {
           const double v = Bf16ToFloat(table[size_t(ids[t]) * hidden + i]);
           want += v * v;
         }
-        EXPECT_NEAR(got[size_t(p) * n + t], want, 1e-5 * want) << "hidden " << hidden
-                                                                << " token " << t << " part " << p;
+        EXPECT_NEAR(got[size_t(p) * n + t], want, 1e-5 * want)
+            << "hidden " << hidden << " token " << t << " part " << p;
       }
     }
   }
