@@ -1130,7 +1130,7 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   p.rms_eps = a.rms_eps;
   p.argmax_out = a.argmax_out;
   p.store_y = a.store_y;
-  p.tiles = SkinnyGemmSumsqParts(a.n);
+  p.tiles = SkinnyGemmTiles(a.n);
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);

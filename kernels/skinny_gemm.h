@@ -64,7 +64,7 @@ struct SkinnyGemmArgs {
   // Greedy candidates (fp32 output, no SwiGLU, not residual mode): for each
   // token i and 128-row tile t, the largest Y[i][row] of the tile's rows
   // with its row, packed as kernels/greedy_candidate.h packs a token, into
-  // argmax_out[i * SkinnyGemmSumsqParts(n) + t]; the largest of a token's
+  // argmax_out[i * SkinnyGemmTiles(n) + t]; the largest of a token's
   // candidates gives its greedy token (lowest row on ties). With store_y (a
   // device flag read when the kernel runs) Y is stored only where
   // *store_y != 0: one captured graph serves the steps that need Y and the
@@ -93,9 +93,10 @@ struct SkinnyGemmArgs {
   void* workspace = nullptr;
 };
 
-// Entries of a residual-mode product's sumsq_out: one per 128-row tile and
-// token, which is what a scale-mode product of k = n takes as sumsq_parts.
-inline int SkinnyGemmSumsqParts(int n) { return (n + 127) / 128; }
+// The 128-row tiles of n output features: a residual-mode product writes
+// this many sums of squares a token (what a scale-mode product of k = n
+// takes as sumsq_parts), a product with argmax_out this many candidates.
+inline int SkinnyGemmTiles(int n) { return (n + 127) / 128; }
 
 // Bytes of the stream-K workspace for `stream_k_ctas` CTAs (32 KB each).
 size_t SkinnyGemmWorkspaceBytes(int stream_k_ctas);

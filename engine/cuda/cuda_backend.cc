@@ -570,9 +570,9 @@ absl::Status CudaBackend::AllocateBuffers() {
   const size_t candidates = take(S * 8);
   const size_t logprobs = take(S * 4);
   const size_t workspace = take(attn_workspace_bytes_);
-  const size_t sumsq = take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(h))) *
+  const size_t sumsq = take(size_t(kernels::SkinnyGemmTiles(static_cast<int>(h))) *
                             kernels::kSkinnyGemmMaxM * 4);
-  const size_t greedy_candidates = take(size_t(kernels::SkinnyGemmSumsqParts(static_cast<int>(V))) *
+  const size_t greedy_candidates = take(size_t(kernels::SkinnyGemmTiles(static_cast<int>(V))) *
                                         kernels::kSkinnyGemmMaxM * 8);
   RETURN_IF_ERROR(Cuda(cudaMalloc(&act_arena_, size),
                        absl::StrCat("activation buffers (", size >> 20, " MiB)")));
@@ -696,7 +696,7 @@ GemmArgs CudaBackend::WithRmsScale(GemmArgs a, const void* act) const {
   GemmArgs r = a;
   r.x = residual_;
   r.sumsq_in = sumsq_;
-  r.sumsq_parts = kernels::SkinnyGemmSumsqParts(a.k);
+  r.sumsq_parts = kernels::SkinnyGemmTiles(a.k);
   r.rms_eps = static_cast<float>(config_.rms_norm_eps);
   const bool runs = act != nullptr ? gemm_->FusesSiluMul(r, act) : gemm_->RunsSkinny(r);
   return runs ? r : a;
@@ -1422,7 +1422,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     ++shard_sampled_steps_;
   } else if (from_candidates) {
     RETURN_IF_ERROR(kernels::LaunchGreedyFromCandidates(
-        greedy_candidates_, kernels::SkinnyGemmSumsqParts(V), R, host_tokens, stream_));
+        greedy_candidates_, kernels::SkinnyGemmTiles(V), R, host_tokens, stream_));
     ++greedy_candidate_steps_;
   } else if (any_sampling) {
     const float* raw = logits_;

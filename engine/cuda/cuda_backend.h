@@ -440,10 +440,10 @@ class CudaBackend : public Backend {
   void* attn_ = nullptr;         // bf16 [T][q_dim]
   void* tmp_ = nullptr;          // bf16 [T][hidden]: O and down outputs
   // fold_norms_: per-tile sums of squares of residual_'s rows from the last
-  // residual-mode product (fp32 [SkinnyGemmSumsqParts(hidden)][m]).
+  // residual-mode product (fp32 [SkinnyGemmTiles(hidden)][m]).
   float* sumsq_ = nullptr;
   // Decode buckets, one GPU: the LM head's greedy candidates, uint64
-  // [kSkinnyGemmMaxM][SkinnyGemmSumsqParts(vocab)] (kernels/skinny_gemm.h).
+  // [kSkinnyGemmMaxM][SkinnyGemmTiles(vocab)] (kernels/skinny_gemm.h).
   uint64_t* greedy_candidates_ = nullptr;
   void* gate_up_ = nullptr;      // bf16 [T][2 inter]
   void* act_ = nullptr;          // bf16 [T][inter]

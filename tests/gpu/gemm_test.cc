@@ -508,7 +508,7 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
     const auto r0 = testing::RandomBf16(size_t(c.m) * c.n, rng);
     const auto w2 = testing::RandomBf16(size_t(c.n2) * c.n, rng, 0.05f);
     const auto b2 = testing::RandomBf16(c.n2, rng);
-    const int parts = kernels::SkinnyGemmSumsqParts(c.n);
+    const int parts = kernels::SkinnyGemmTiles(c.n);
     const int cols2 = c.silu2 ? c.n2 / 2 : c.n2;
     DeviceBuffer<Bf16> dx1(x1), dw1(w1), dr(r0.size()), dw2(w2), db2(b2);
     DeviceBuffer<float> dss(size_t(parts) * c.m);
@@ -650,7 +650,7 @@ TEST(SkinnyGemmTest, GreedyCandidatesAgainstTheStoredY) {
       std::copy(w.begin() + size_t(r) * k, w.begin() + size_t(r + 1) * k,
                 w.begin() + size_t(r + 1) * k);
     }
-    const int tiles = kernels::SkinnyGemmSumsqParts(n);
+    const int tiles = kernels::SkinnyGemmTiles(n);
     std::vector<float> ss(size_t(3) * m);
     for (float& v : ss) v = 10.f + float(rng() % 1000) / 10.f;
     DeviceBuffer<Bf16> dx(x), dw(w);
