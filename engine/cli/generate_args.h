@@ -40,6 +40,7 @@ struct GenerateArgs {
   std::string device = "auto";          // auto (CUDA when a GPU is usable), cpu or cuda
   float gpu_memory_utilization = 0.9f;  // CUDA: share of the card in use with the KV pool
   bool prefix_cache = true;
+  bool fuse_norms = true;  // CUDA, one GPU: the norms in the GEMM epilogues
   // Output.
   bool quiet = false;  // no progress lines on stderr
   bool help = false;

@@ -33,6 +33,7 @@ TEST(GenerateArgsTest, Defaults) {
   EXPECT_EQ(a->load_format, "auto");
   EXPECT_EQ(a->block_size, 16);
   EXPECT_TRUE(a->prefix_cache);
+  EXPECT_TRUE(a->fuse_norms);
 }
 
 TEST(GenerateArgsTest, EveryFlagParses) {
@@ -90,6 +91,7 @@ TEST(GenerateArgsTest, EveryFlagParses) {
                   "--threads",
                   "2",
                   "--no-prefix-cache",
+                  "--no-fuse-norms",
                   "--quiet"});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->prompt_file, "p.txt");
@@ -119,6 +121,7 @@ TEST(GenerateArgsTest, EveryFlagParses) {
   EXPECT_EQ(a->max_batched_tokens, 256);
   EXPECT_EQ(a->threads, 2);
   EXPECT_FALSE(a->prefix_cache);
+  EXPECT_FALSE(a->fuse_norms);
   EXPECT_TRUE(a->quiet);
 }
 
