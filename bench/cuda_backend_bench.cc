@@ -72,6 +72,10 @@ ABSL_FLAG(int, tune_prefill, 1,
 ABSL_FLAG(int, repeats, 3, "Timed throughput runs per configuration (after one warm-up run).");
 ABSL_FLAG(int, decode_batch, 64, "Decode step measurement: sequences per step.");
 ABSL_FLAG(int, decode_context, 1024, "Decode step measurement: context of every sequence.");
+ABSL_FLAG(int, max_model_len, 0,
+          "The backend's max_model_len, which sizes the decode graphs' block tables; 0: just "
+          "what the workload needs (prompt + generated tokens, decode context + 1). A server's "
+          "default is the model's context (32768 for R1-Distill-Qwen-7B).");
 ABSL_FLAG(double, gpu_memory_utilization, 0.9, "Share of the GPU's memory the backend may use.");
 ABSL_FLAG(std::vector<std::string>, engine, {},
           "Also run the offline workload through LlmEngine with tokens sampled on the GPU "
@@ -113,6 +117,7 @@ struct Args {
   int repeats = 3;
   int decode_batch = 64;
   int decode_context = 1024;
+  int max_model_len = 0;
   double gpu_memory_utilization = 0.9;
   // Sampling modes of the engine_throughput runs ("device", "host"); none
   // by default.
@@ -145,6 +150,7 @@ bool ArgsFromFlags(Args* a) {
   a->repeats = absl::GetFlag(FLAGS_repeats);
   a->decode_batch = absl::GetFlag(FLAGS_decode_batch);
   a->decode_context = absl::GetFlag(FLAGS_decode_context);
+  a->max_model_len = absl::GetFlag(FLAGS_max_model_len);
   a->gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   a->json = absl::GetFlag(FLAGS_json);
   a->skinny = absl::GetFlag(FLAGS_skinny);
@@ -168,10 +174,14 @@ bool ArgsFromFlags(Args* a) {
   const struct {
     const char* name;
     int value, min;
-  } ints[] = {{"prompts", a->prompts, 1},          {"prompt_len", a->prompt_len, 1},
-              {"gen_len", a->gen_len, 2},          {"repeats", a->repeats, 0},
-              {"decode_batch", a->decode_batch, 1}, {"decode_context", a->decode_context, 1},
-              {"profile_decode_steps", a->profile_decode_steps, 0}};
+  } ints[] = {{"prompts", a->prompts, 1},
+              {"prompt_len", a->prompt_len, 1},
+              {"gen_len", a->gen_len, 2},
+              {"repeats", a->repeats, 0},
+              {"decode_batch", a->decode_batch, 1},
+              {"decode_context", a->decode_context, 1},
+              {"profile_decode_steps", a->profile_decode_steps, 0},
+              {"max_model_len", a->max_model_len, 0}};
   for (const auto& i : ints) {
     if (i.value < i.min) {
       std::fprintf(stderr, "--%s: at least %d, got %d\n", i.name, i.min, i.value);
@@ -564,7 +574,7 @@ int main(int argc, char** argv) {
   o.dummy.std = 0.02f;
   o.max_num_seqs = std::max(a.prompts, a.decode_batch);
   o.max_num_batched_tokens = *std::max_element(a.budgets.begin(), a.budgets.end());
-  o.max_model_len = std::max(a.prompt_len + a.gen_len, a.decode_context + 1);
+  o.max_model_len = std::max({a.prompt_len + a.gen_len, a.decode_context + 1, a.max_model_len});
   o.gpu_memory_utilization = a.gpu_memory_utilization;
   o.skinny_gemm = a.skinny ? memshare::engine::cuda::SkinnyGemmMode::kWhenFaster
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
@@ -678,12 +688,18 @@ int main(int argc, char** argv) {
     }
     StepOutput out;
     std::vector<double> t, gpu;
+    std::vector<double> prepare, submit, wait, finish;  // host phases
     for (int i = 0; i < 60; ++i) {
       const double s0 = Now();
       CHECK_OK(b.Forward(plan, &out));
       if (i >= 10) {
         t.push_back(Now() - s0);
         gpu.push_back(b.last_step_gpu_seconds());
+        const CudaBackend::HostPhases& h = b.last_step_host_phases();
+        prepare.push_back(h.prepare);
+        submit.push_back(h.submit);
+        wait.push_back(h.wait);
+        finish.push_back(h.finish);
       }
     }
     step_ms = Median(t) * 1e3;
@@ -708,15 +724,21 @@ int main(int argc, char** argv) {
     const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
     report.Add(absl::StrCat(
         "{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B, ",\"context\":", C,
-        ",\"median_ms\":", step_ms, ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
-        ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"graph_replay_ms\":", replay_ms,
-        ",\"floor_ms\":", floor_ms, ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":",
-        weight_bytes / 1e9, ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
+        ",\"max_model_len\":", b.max_model_len(), ",\"median_ms\":", step_ms, ",\"min_ms\":",
+        *std::min_element(t.begin(), t.end()) * 1e3, ",\"median_gpu_ms\":", Median(gpu) * 1e3,
+        ",\"graph_replay_ms\":", replay_ms, ",\"host_prepare_us\":", Median(prepare) * 1e6,
+        ",\"host_submit_us\":", Median(submit) * 1e6, ",\"host_wait_us\":", Median(wait) * 1e6,
+        ",\"host_finish_us\":", Median(finish) * 1e6, ",\"floor_ms\":", floor_ms,
+        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
+        ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
         ",\"greedy_candidate_steps\":", b.greedy_candidate_steps(), ",\"gemms\":\"",
         b.GemmChoices(B), "\"}"));
     std::printf("decode step GEMMs at %d tokens: %s\n", B, b.GemmChoices(B).c_str());
     std::printf("decode step ms: wall %.3f, GPU %.3f, graph replayed alone %.3f\n", step_ms,
                 Median(gpu) * 1e3, replay_ms);
+    std::printf(
+        "decode step host us (medians): prepare %.1f, submit %.1f, wait %.1f, finish %.1f\n",
+        Median(prepare) * 1e6, Median(submit) * 1e6, Median(wait) * 1e6, Median(finish) * 1e6);
   }
 
   // Block distance: calls of N random distinct pairs.

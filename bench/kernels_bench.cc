@@ -5,6 +5,7 @@
 // memory-bound.
 //
 //   kernels_bench [--json FILE] [--only attn,gemm,dist,misc,prefill] [--sweep]
+//                 [--gemm_m 1,16,64]  (the GEMM section's token counts)
 //
 // attn includes decode over MemShare shifted views (block_tables_hi /
 // block_shifts) next to the same sharing without views.
@@ -381,7 +382,7 @@ void BenchPrefill(int kSeqs, int len) {
 
 // Decode-shaped GEMMs of R1-Distill-Qwen-7B: weights rotated over copies
 // totalling >= 256 MB, so that every launch reads its weights from DRAM.
-void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
+void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm, const std::vector<int>& token_counts) {
   int dev = 0, sms = 0;
   CUDA_OK(cudaGetDevice(&dev));
   CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -406,7 +407,7 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm) {
     void* x = DeviceAlloc(int64_t{256} * s.k * 2);
     FillRandomBf16(x, int64_t{256} * s.k, 11);
     void* y = DeviceAlloc(int64_t{256} * s.n * 2);
-    for (int m : {1, 2, 4, 8, 16, 32, 48, 64, 128, 256}) {
+    for (int m : token_counts) {
       GemmArgs a;
       a.m = m, a.n = s.n, a.k = s.k;
       a.x = x, a.ldx = s.k;
@@ -658,6 +659,7 @@ int main(int argc, char** argv) {
   using namespace memshare::bench;
   std::string only;
   bool sweep = false;
+  std::vector<int> gemm_m = {1, 2, 4, 8, 16, 32, 48, 64, 128, 256};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
       g_json = std::fopen(argv[++i], "w");
@@ -665,8 +667,24 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (!std::strcmp(argv[i], "--sweep")) {
       sweep = true;
+    } else if (!std::strcmp(argv[i], "--gemm_m") && i + 1 < argc) {
+      // Token counts of the GEMM section (1 .. 256), comma-separated.
+      gemm_m.clear();
+      for (const char* c = argv[++i]; *c != '\0';) {
+        char* end = nullptr;
+        const long m = std::strtol(c, &end, 10);
+        if (end == c || m < 1 || m > 256 || (*end != ',' && *end != '\0')) {
+          std::fprintf(stderr, "--gemm_m: token counts 1 .. 256, comma-separated\n");
+          return 2;
+        }
+        gemm_m.push_back(static_cast<int>(m));
+        c = *end == ',' ? end + 1 : end;
+      }
     } else {
-      std::fprintf(stderr, "usage: %s [--json FILE] [--only attn,prefill,gemm,dist,misc] [--sweep]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--json FILE] [--only attn,prefill,gemm,dist,misc] [--sweep] "
+                   "[--gemm_m 1,16,64]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -696,7 +714,7 @@ int main(int argc, char** argv) {
     STATUS_OK(lt_only.status());
     auto gemm = CublasLtGemm::Create({});
     STATUS_OK(gemm.status());
-    BenchGemm(**lt_only, **gemm);
+    BenchGemm(**lt_only, **gemm, gemm_m);
   }
   if (Wants(only, "dist")) BenchDistance();
   if (Wants(only, "misc")) BenchMisc();

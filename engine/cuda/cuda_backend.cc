@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -1163,6 +1164,8 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
 }
 
 absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point t_begin = Clock::now();
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   RETURN_IF_ERROR(Validate(plan));
   const int V = static_cast<int>(config_.vocab_size);
@@ -1332,6 +1335,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                                !on_shards && any_sampling && all_greedy && all_penalties == 0 &&
                                !any_logprob && !need_logits;
   *MetaHost<int32_t>(L.store_logits) = from_candidates ? 0 : 1;
+  const Clock::time_point t_prepared = Clock::now();
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
   RETURN_IF_ERROR(
       Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
@@ -1455,7 +1459,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
+  const Clock::time_point t_submitted = Clock::now();
   RETURN_IF_ERROR(Sync("step"));
+  const Clock::time_point t_done = Clock::now();
   float gpu_ms = 0;
   if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
@@ -1483,6 +1489,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
       if (s.sampling->return_logprob) output->sampled_logprobs[r] = host_logprobs[r];
     }
   }
+  const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  last_step_host_phases_ = {seconds(t_prepared - t_begin), seconds(t_submitted - t_prepared),
+                            seconds(t_done - t_submitted), seconds(Clock::now() - t_done)};
   return absl::OkStatus();
 }
 

@@ -237,6 +237,16 @@ class CudaBackend : public Backend {
   // result download (CUDA events), in seconds: the wall time minus the
   // host's share.
   double last_step_gpu_seconds() const { return last_step_gpu_seconds_; }
+  // Host time of the last Forward by phase, in seconds: validation and
+  // metadata (prepare), the uploads and launches (submit), the wait for the
+  // device (wait), and the results copied out (finish).
+  struct HostPhases {
+    double prepare = 0;
+    double submit = 0;
+    double wait = 0;
+    double finish = 0;
+  };
+  const HostPhases& last_step_host_phases() const { return last_step_host_phases_; }
 
   // Times cuBLASLt's candidates for the model's GEMM shapes at `tokens`
   // rows (the LM head at min(tokens, max_num_seqs)) and keeps the fastest,
@@ -499,6 +509,7 @@ class CudaBackend : public Backend {
   cudaEvent_t step_begin_ = nullptr;
   cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;
+  HostPhases last_step_host_phases_;
 };
 
 }  // namespace memshare::engine::cuda
