@@ -226,6 +226,9 @@ class CudaBackend : public Backend {
   // Steps whose tokens came from the LM head's greedy candidates (no logits
   // stored, no sampling pass).
   int64_t greedy_candidate_steps() const { return greedy_candidate_steps_; }
+  // Steps whose block tables went up as the used part of each row only
+  // (UploadMetadata).
+  int64_t compact_table_uploads() const { return compact_table_uploads_; }
   int32_t max_model_len() const { return max_model_len_; }
   // Device bytes of the weights and of every KV pool together.
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -388,6 +391,9 @@ class CudaBackend : public Backend {
   // Waits for the stream: through the group's bounded wait when there is
   // one.
   absl::Status Sync(absl::string_view what);
+  // Enqueues the upload of the step's metadata from the pinned buffer;
+  // `used_blocks`: the most block-table entries a row of the step reads.
+  absl::Status UploadMetadata(const MetaLayout& L, int32_t used_blocks);
   // Sums a bf16 [count] activation over the ranks (nothing with one rank).
   absl::Status AllReduce(void* data, int64_t count);
   // x (bf16 [rows][hidden], a row-parallel projection's output) summed over
@@ -504,6 +510,7 @@ class CudaBackend : public Backend {
   int64_t view_steps_ = 0;
   int64_t shard_sampled_steps_ = 0;
   int64_t greedy_candidate_steps_ = 0;
+  int64_t compact_table_uploads_ = 0;
   // Whether the last RunModel's LM head left greedy candidates.
   bool lm_head_candidates_ = false;
   cudaEvent_t step_begin_ = nullptr;

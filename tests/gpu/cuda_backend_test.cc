@@ -182,13 +182,24 @@ class CudaVsCpuTest : public ::testing::TestWithParam<Shape> {};
 // programmatic dependent launch after the norm, attention and activation
 // kernels, in the graphs too); with `fuse_norms`, the norms of steps of up
 // to 64 tokens in those GEMMs' epilogues (the norm weights folded into the
-// QKV, gate/up and LM-head weights).
-void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny, bool fuse_norms = true) {
-  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
-  const std::string dir = WriteCheckpoint(sh.name, c, 7);
+// QKV, gate/up and LM-head weights). `long_max_model_len`: a 32,768-token
+// max_model_len and one graph bucket of 8, so that the decode steps upload
+// only the used prefix of their block tables' 2,048-entry rows (the eager
+// steps between them rewrite the same device buffer with their own
+// stride, so a stale or misplaced entry would be read).
+void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny, bool fuse_norms = true,
+                         bool long_max_model_len = false) {
+  ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  if (long_max_model_len) c.max_position_embeddings = 32768;
+  const std::string dir =
+      WriteCheckpoint(std::string(sh.name) + (long_max_model_len ? "_long" : ""), c, 7);
   CudaBackend::Options options = CudaOptions(dir);
   options.skinny_gemm = skinny;
   options.fuse_norms = fuse_norms;
+  if (long_max_model_len) {
+    options.max_model_len = 32768;
+    options.cuda_graph_batch_sizes = {8};
+  }
   std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
   ASSERT_TRUE(cuda && cpu);
@@ -230,6 +241,7 @@ void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny, bool fuse_norms
   }
   EXPECT_EQ(cuda->graph_steps(), 5);
   EXPECT_EQ(cuda->eager_steps(), 3);
+  EXPECT_EQ(cuda->compact_table_uploads(), long_max_model_len ? 5 : 0);
   if (skinny == SkinnyGemmMode::kAlways) {
     // At the graph bucket (4 rows) every norm but the first is in an
     // epilogue, or none is.
@@ -246,10 +258,15 @@ void SamePlansSameLogits(const Shape& sh, SkinnyGemmMode skinny, bool fuse_norms
               : fuse_norms                      ? " (skinny GEMMs, norms in their epilogues)"
                                                 : " (skinny GEMMs, norm kernels)",
               worst, kRelBound);
+  if (long_max_model_len) std::printf("  (max_model_len 32768: block tables uploaded compact)\n");
 }
 
 TEST_P(CudaVsCpuTest, SamePlansSameLogits) {
   SamePlansSameLogits(GetParam(), SkinnyGemmMode::kOff);
+}
+
+TEST_P(CudaVsCpuTest, SamePlansSameLogitsLongMaxModelLen) {
+  SamePlansSameLogits(GetParam(), SkinnyGemmMode::kOff, true, true);
 }
 
 TEST_P(CudaVsCpuTest, SamePlansSameLogitsSkinnyGemm) {
@@ -338,11 +355,19 @@ TEST_P(CudaVsCpuTest, GraphReplayEqualsEagerLaunches) {
 // both decode (graph bucket 2, its views graph; one eager decode step).
 // Every row against the CPU; last, the same decode on the CPU with the
 // views read as plain blocks is far off (the check can fail).
-TEST_P(CudaVsCpuTest, ShiftedViewsSameLogits) {
-  const Shape sh = GetParam();
-  const ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
-  const std::string dir = WriteCheckpoint(std::string(sh.name) + "_views", c, 17);
-  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+// `long_max_model_len` as in SamePlansSameLogits: the three tables of the
+// views graph's steps go up compact.
+void ShiftedViewsSameLogits(const Shape& sh, bool long_max_model_len) {
+  ModelConfig c = SmallConfig(sh.arch, sh.head_dim, sh.heads, sh.kv_heads);
+  if (long_max_model_len) c.max_position_embeddings = 32768;
+  const std::string dir = WriteCheckpoint(
+      std::string(sh.name) + (long_max_model_len ? "_views_long" : "_views"), c, 17);
+  CudaBackend::Options options = CudaOptions(dir);
+  if (long_max_model_len) {
+    options.max_model_len = 32768;
+    options.cuda_graph_batch_sizes = {8};
+  }
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   std::unique_ptr<cpu::CpuBackend> cpu = MakeCpu(dir);
   ASSERT_TRUE(cuda && cpu);
   std::mt19937 rng(31);
@@ -382,6 +407,7 @@ TEST_P(CudaVsCpuTest, ShiftedViewsSameLogits) {
   }
   EXPECT_EQ(cuda->graph_steps(), 3);
   EXPECT_EQ(cuda->view_steps(), 6);
+  EXPECT_EQ(cuda->compact_table_uploads(), long_max_model_len ? 3 : 0);
   // The views matter: read as plain blocks, the CPU is far from the CUDA
   // backend's rows (a backend ignoring views would be that far).
   StepPlan last;
@@ -397,8 +423,14 @@ TEST_P(CudaVsCpuTest, ShiftedViewsSameLogits) {
     EXPECT_GT(e, 2 * kRelBound) << "row " << r;
     std::printf("%s views: row %d against views read as plain blocks %.3g\n", sh.name, r, e);
   }
-  std::printf("%s views: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name,
-              worst, kRelBound);
+  std::printf("%s views%s: worst relative L2 of a logits row vs CPU %.3g (bound %.3g)\n", sh.name,
+              long_max_model_len ? " (max_model_len 32768)" : "", worst, kRelBound);
+}
+
+TEST_P(CudaVsCpuTest, ShiftedViewsSameLogits) { ShiftedViewsSameLogits(GetParam(), false); }
+
+TEST_P(CudaVsCpuTest, ShiftedViewsSameLogitsLongMaxModelLen) {
+  ShiftedViewsSameLogits(GetParam(), true);
 }
 
 // With shifted views in the decode steps, graph replay (the views graph of
