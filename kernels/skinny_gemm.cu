@@ -56,7 +56,16 @@ using device::UnpackBf16x2;
 // traffic (X's boxes zero-filled instead of read: no faster) nor the W in
 // flight explains it; cuBLASLt is at the same rate. Letting the next kernel
 // launch at this one's start (its CTAs on the multiprocessors a cluster
-// split leaves idle) made the decode step slower (session 7).
+// split leaves idle) made the decode step slower (session 7). What does
+// explain it (session 8): without their epilogues the four products at 64
+// tokens stream at the one-token rate (gate/up 89 us, 3.06 TB/s), and
+// without the MMAs they are no faster; the end of each CTA's work (partial
+// sums, the closing sum, the stores) and the kernel boundaries cost ~21 us
+// a layer. What did not win it back: the stream-K partial's flag raised by
+// another warp (its GPU-scope fence takes 2-11 us under the ring's queued
+// loads), each CTA prefetching its next W into L2, two CTAs a
+// multiprocessor (2-stage rings), the closing sum's bias and residual
+// loads issued before the cluster barrier.
 //
 // SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
 // gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
