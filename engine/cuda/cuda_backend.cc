@@ -742,17 +742,17 @@ absl::Status CudaBackend::UploadMetadata(const MetaLayout& L, int32_t used_block
   const size_t row = size_t(L.stride) * 4;
   const size_t used = size_t(std::clamp<int32_t>(used_blocks, 1, L.stride)) * 4;
   const size_t rows = size_t(L.seqs) * spec_.num_layer_groups;
-  const std::vector<size_t> tables =
-      L.views ? std::vector<size_t>{L.block_tables, L.block_tables_hi, L.block_shifts}
-              : std::vector<size_t>{L.block_tables};
-  if (2 * used > row || tables.size() * rows * (row - used) < kMinSavedBytes) {
+  const size_t tables[3] = {L.block_tables, L.block_tables_hi, L.block_shifts};
+  const int num_tables = L.views ? 3 : 1;  // the view tables only with views
+  if (2 * used > row || num_tables * rows * (row - used) < kMinSavedBytes) {
     return Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
                 "upload step metadata");
   }
   RETURN_IF_ERROR(
       Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.block_tables, cudaMemcpyHostToDevice, stream_),
            "upload step metadata"));
-  for (const size_t at : tables) {
+  for (int i = 0; i < num_tables; ++i) {
+    const size_t at = tables[i];
     RETURN_IF_ERROR(Cuda(cudaMemcpy2DAsync(static_cast<char*>(meta_dev_) + at, row,
                                            static_cast<const char*>(meta_host_) + at, row, used,
                                            rows, cudaMemcpyHostToDevice, stream_),
