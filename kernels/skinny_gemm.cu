@@ -420,6 +420,25 @@ __device__ __forceinline__ int AccRow(int warp, int lane, int h) {
   return (kWgmma ? h * 64 + warp * 16 : warp * kRowsPerWarp + h * 16) + (lane >> 2);
 }
 
+// The cluster's sum of the float4 at `mine` (this CTA's partial tile) over
+// the `splits` CTAs' tiles: every rank's load issued first (one round trip
+// through distributed shared memory), then added in rank order (the same
+// bits every run).
+__device__ __forceinline__ float4 ClusterSum(const cg::cluster_group& cluster, float* mine,
+                                             int splits) {
+  float4 v[kMaxSplits];
+#pragma unroll
+  for (int r = 0; r < kMaxSplits; ++r) {
+    if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
+  }
+  float4 sum = v[0];
+#pragma unroll
+  for (int r = 1; r < kMaxSplits; ++r) {
+    if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
+  }
+  return sum;
+}
+
 // Grid (ceil(n / 128), splits), clusters of (1, splits, 1): CTA (x, s) owns
 // W rows [128x, 128x + 128) and the s-th of `splits` equal runs of 64-k
 // boxes.
@@ -604,18 +623,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (tok >= tok_end) break;  // warp-uniform
         float ss = 0.f;
         if (valid) {
-          float* mine = red + tok * kRedRowFloats + lane * 4;
-          float4 v[kMaxSplits];
-#pragma unroll
-          for (int r = 0; r < kMaxSplits; ++r) {
-            if (r < splits)
-              v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
-          }
-          float4 sum = v[0];
-#pragma unroll
-          for (int r = 1; r < kMaxSplits; ++r) {
-            if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
-          }
+          const float4 sum =
+              ClusterSum(cluster, red + tok * kRedRowFloats + lane * 4, splits);
           const float2 r01 = UnpackBf16x2(res[j].x);
           const float2 r23 = UnpackBf16x2(res[j].y);
           const uint2 out = make_uint2(PackBf16x2(sum.x + r01.x, sum.y + r01.y),
@@ -644,17 +653,7 @@ __global__ void __launch_bounds__(kThreads, 1)
          tok += kWarps) {
       uint64_t best = 0;
       if (valid) {
-        float* mine = red + tok * kRedRowFloats + lane * 4;
-        float4 v[kMaxSplits];
-#pragma unroll
-        for (int r = 0; r < kMaxSplits; ++r) {
-          if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
-        }
-        float4 sum = v[0];
-#pragma unroll
-        for (int r = 1; r < kMaxSplits; ++r) {
-          if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
-        }
+        float4 sum = ClusterSum(cluster, red + tok * kRedRowFloats + lane * 4, splits);
         if (scale != nullptr) {
           const float sc = scale[tok];
           sum.x *= sc, sum.y *= sc, sum.z *= sc, sum.w *= sc;
@@ -679,17 +678,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int q = u % (kRowsPerCta / 4);
     const int row = cta_row0 + q * 4;
     if (row >= p.n) continue;  // n % 8 == 0: rows row .. row + 3 are all valid
-    float* mine = red + tok * kRedRowFloats + q * 4;
-    float4 v[kMaxSplits];
-#pragma unroll
-    for (int r = 0; r < kMaxSplits; ++r) {  // every round trip at once
-      if (r < splits) v[r] = *reinterpret_cast<const float4*>(cluster.map_shared_rank(mine, r));
-    }
-    float4 sum = v[0];
-#pragma unroll
-    for (int r = 1; r < kMaxSplits; ++r) {  // rank order: the same bits every run
-      if (r < splits) sum.x += v[r].x, sum.y += v[r].y, sum.z += v[r].z, sum.w += v[r].w;
-    }
+    float4 sum = ClusterSum(cluster, red + tok * kRedRowFloats + q * 4, splits);
     if (scale != nullptr) {
       const float sc = scale[tok];
       sum.x *= sc, sum.y *= sc, sum.z *= sc, sum.w *= sc;
