@@ -623,8 +623,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (tok >= tok_end) break;  // warp-uniform
         float ss = 0.f;
         if (valid) {
-          const float4 sum =
-              ClusterSum(cluster, red + tok * kRedRowFloats + lane * 4, splits);
+          const float4 sum = ClusterSum(cluster, red + tok * kRedRowFloats + lane * 4, splits);
           const float2 r01 = UnpackBf16x2(res[j].x);
           const float2 r23 = UnpackBf16x2(res[j].y);
           const uint2 out = make_uint2(PackBf16x2(sum.x + r01.x, sum.y + r01.y),
