@@ -734,10 +734,12 @@ absl::Status CudaBackend::UploadMetadata(const MetaLayout& L, int32_t used_block
   // A decode bucket's block tables have max_model_len's stride (its graph
   // reads them so), which at a server's default (the model's context, e.g.
   // 32,768 tokens: 2,048 entries a row) makes 512 KB of tables for 64
-  // sequences, ~20 us a step over PCIe, whatever the contexts. Where a step
-  // reads at most half of each row and that saves at least 48 KB, the
-  // tables go up as one 2-D copy each of the rows' used prefixes (the rest
-  // of a row is never read), after everything before them.
+  // sequences whatever the contexts (0.010-0.015 ms of a b64 step's GPU time
+  // on an H100 against max_model_len 1,025; bench/NOTES-cuda-backend.md,
+  // session 8, call 9). Where a step reads at most half of each row and
+  // that saves at least 48 KB, the tables go up as one 2-D copy each of the
+  // rows' used prefixes (the rest of a row is never read), after everything
+  // before them.
   constexpr size_t kMinSavedBytes = 48 << 10;
   const size_t row = size_t(L.stride) * 4;
   const size_t used = size_t(std::clamp<int32_t>(used_blocks, 1, L.stride)) * 4;
