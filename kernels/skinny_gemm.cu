@@ -212,6 +212,20 @@ __device__ __forceinline__ void TmaLoadW(uint32_t dst, const CUtensorMap* map, i
   }
 }
 
+// `bytes` (a multiple of 16) from global `src` into shared memory, completing
+// on `bar`. The data was written by other CTAs' generic stores and
+// published by a release they made and an acquire this thread made: the
+// proxy fence orders that acquire before the copy engine's read.
+__device__ __forceinline__ void BulkLoad(uint32_t dst, const void* src, uint32_t bytes,
+                                         uint32_t bar) {
+  asm volatile(
+      "fence.proxy.async.global;\n"
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
 // Two 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
 __device__ __forceinline__ void Ldmatrix2(uint32_t addr, uint32_t (&r)[2]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
@@ -717,6 +731,32 @@ __device__ __forceinline__ int LoadAcquire(const int* p) {
   return v;
 }
 
+// Waits for stream-K CTA c's flag (its partial is stored), then clears it
+// for the next launch, which waits for this grid. The flag comes because
+// every CTA of the grid is resident; the bound (seconds) turns a broken
+// promise (fewer multiprocessors for this process than CTAs, e.g. an MPS
+// share) into an error, not a hang.
+__device__ __forceinline__ void TakeFlag(int* flags, int c) {
+  for (uint32_t spins = 0; LoadAcquire(flags + c) == 0; ++spins) {
+    if (spins == (1u << 24)) __trap();
+  }
+  flags[c] = 0;
+}
+
+// Adds a stream-K partial tile (consumer thread ct's float4s of it) to the
+// accumulators: from global memory (kGlobal, through L2) or shared memory.
+template <int NT, bool kGlobal>
+__device__ __forceinline__ void AddPartial(float (&acc)[2][NT][4], const float4* theirs, int ct) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const float4* at = theirs + (h * NT + t) * 128 + ct;
+      const float4 v = kGlobal ? __ldcg(at) : *at;
+      acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
+    }
+}
+
 // Y (+ bias) of a finished tile from the consumers' accumulators. Lanes
 // 4g + c and 4(g ^ 1) + c swap one value, so that each holds two adjacent
 // rows of one token (the even lane token 2c, the odd one 2c + 1) and stores
@@ -895,7 +935,11 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
 // partial in its workspace slot and raises its flag. The owner, at the end
 // of its run, waits for those flags in CTA order, adds the partials in that
 // order (the same bits every run), clears the flags and stores the tile.
-// No CTA waits before it has raised its own flag, so there is no cycle.
+// The first of them (the only one where a run is longer than a tile) is
+// waited for by the owner's producer once it has issued the run's last
+// stage, and copied into the next stage while the consumers finish the
+// run. No CTA waits before it has raised its own flag or issued every load
+// of its run, so there is no cycle.
 // wgmma consumers only (mma.sync measured the same on the shapes where
 // stream-K wins, and would double the kernels compiled).
 //
@@ -925,6 +969,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto run_start = [&](int c) { return int64_t{c} * units / gridDim.x; };
   const int64_t u0 = run_start(blockIdx.x);
   const int64_t u1 = run_start(blockIdx.x + 1);
+  // Whether the run ends inside a tile it owns (its last segment starts at
+  // the tile's first box): the next CTA holds a partial of that tile.
+  const bool owns_cut_tail =
+      u1 > u0 && u1 % total_boxes != 0 && (u1 - 1) / total_boxes * total_boxes >= u0;
+  // The partial tile of NT token tiles (fragment order, below).
+  constexpr uint32_t kPartialBytes = 2 * NT * 128 * sizeof(float4);
+  static_assert(kPartialBytes <= L::kStageBytes, "a partial tile fits in a stage");
   // Calls fn(tile, first box, end box) for each segment of the run, in order.
   auto for_each_segment = [&](auto&& fn) {
     for (int64_t u = u0; u < u1;) {
@@ -976,6 +1027,19 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
       });
+      if (owns_cut_tail) {
+        // The next CTA's partial of the tile this run ends in, into the
+        // stage after the last one: waited for and copied here, while the
+        // consumers finish the run, so that their last epilogue finds it
+        // in shared memory.
+        const int s = i % L::kStages;
+        if (i >= L::kStages) BarWait(empty(s), ((i / L::kStages) - 1) & 1);
+        const int c = blockIdx.x + 1;
+        TakeFlag(flags, c);
+        BarArriveExpect(full(s), kPartialBytes);
+        BulkLoad(stage(s), partials + static_cast<size_t>(c) * kPartialFloat4s, kPartialBytes,
+                 full(s));
+      }
     }
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     return;
@@ -1029,26 +1093,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     // down projection at 64 tokens, kernels_bench); reading them all at
     // once measured slower still (bench/NOTES-cuda-backend.md, session 5).
     const int64_t tile_end = int64_t{tile + 1} * total_boxes;
-    for (int c = blockIdx.x + 1;
-         be < total_boxes && c < static_cast<int>(gridDim.x) && run_start(c) < tile_end; ++c) {
-      if (ct == 0) {
-        // The flag comes because every CTA of the grid is resident; the
-        // bound (seconds) turns a broken promise (fewer multiprocessors for
-        // this process than CTAs, e.g. an MPS share) into an error, not a hang.
-        for (uint32_t spins = 0; LoadAcquire(flags + c) == 0; ++spins) {
-          if (spins == (1u << 24)) __trap();
-        }
-        flags[c] = 0;  // for the next launch, which waits for this grid
-      }
+    int c = blockIdx.x + 1;
+    if (last && owns_cut_tail) {  // the producer copied the first partial
+      const int s = i % L::kStages;
+      BarWait(full(s), (i / L::kStages) & 1);
+      AddPartial<NT, false>(acc, reinterpret_cast<const float4*>(ring.smem + s * L::kStageBytes),
+                            ct);
+      ++c;
+    }
+    for (; be < total_boxes && c < static_cast<int>(gridDim.x) && run_start(c) < tile_end; ++c) {
+      if (ct == 0) TakeFlag(flags, c);
       ConsumerBarrier();
-      const float4* theirs = partials + static_cast<size_t>(c) * kPartialFloat4s;
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const float4 v = __ldcg(theirs + (h * NT + t) * 128 + ct);
-          acc[h][t][0] += v.x, acc[h][t][1] += v.y, acc[h][t][2] += v.z, acc[h][t][3] += v.w;
-        }
+      AddPartial<NT, true>(acc, partials + static_cast<size_t>(c) * kPartialFloat4s, ct);
     }
     StoreTile<NT, true>(acc, p, tile, warp, lane, p.sumsq_in != nullptr ? ring.scale() : nullptr,
                         ring.ss());
