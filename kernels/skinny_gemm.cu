@@ -65,7 +65,11 @@ using device::UnpackBf16x2;
 // another warp (its GPU-scope fence takes 2-11 us under the ring's queued
 // loads), each CTA prefetching its next W into L2, two CTAs a
 // multiprocessor (2-stage rings), the closing sum's bias and residual
-// loads issued before the cluster barrier.
+// loads issued before the cluster barrier, the first layer's weights
+// prefetched into L2 between decode steps (session 9). What did win some
+// (session 9): the stream-K owner's partial waited for and copied into a
+// free stage by its producer while the consumers finish the run (gate/up at
+// 64 tokens with SwiGLU 101.6 -> 100.0 us, at one token 92.4 -> 91.7).
 //
 // SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
 // gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
@@ -943,11 +947,11 @@ __device__ __forceinline__ void StoreTile(float (&acc)[2][NT][4], const Params& 
 // wgmma consumers only (mma.sync measured the same on the shapes where
 // stream-K wins, and would double the kernels compiled).
 //
-// Where it stands (H100, bench/NOTES-cuda-backend.md, session 5): it wins
-// where the tiles do not divide the multiprocessors and the tokens are few
-// (the gate/up projection at M = 1: 91.2 us, 2.98 TB/s, against 95.3 with
-// the cluster split and 95.7 for cuBLASLt); at 64 tokens it loses to
-// cuBLASLt (101 against 99 us), and where a tile is cut into many runs
+// Where it stands (H100, bench/NOTES-cuda-backend.md, sessions 5 and 9):
+// it wins where the tiles do not divide the multiprocessors (the gate/up
+// projection at M = 1: 90.8 us, 2.99 TB/s, against 95.2 with the cluster
+// split and 95.4 for cuBLASLt; at 64 tokens with SwiGLU 100.0 us against
+// cuBLASLt's 98.5-102.2 without it), and where a tile is cut into many runs
 // (down, QKV, O) the owner's round trips for the partials lose to the
 // cluster's distributed shared memory.
 template <int NT>
