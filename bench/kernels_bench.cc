@@ -623,6 +623,26 @@ void BenchMisc() {
                                     d_tok, nullptr));
   }, 10, 2);
   Report("sample 64 x 151936 T=0.6 top-p 0.9", us, "");
+  for (auto& p : params) p.temperature = 1.f, p.top_p = 0.95f;
+  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow),
+                     cudaMemcpyHostToDevice));
+  us = MedianUs(
+      [&](int) {
+        STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr,
+                                        nullptr, d_tok, nullptr));
+      },
+      10, 2);
+  Report("sample 64 x 151936 T=1 top-p 0.95", us, "");
+  for (auto& p : params) p.temperature = 1.f, p.top_p = 1.f;
+  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow),
+                     cudaMemcpyHostToDevice));
+  us = MedianUs(
+      [&](int) {
+        STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr,
+                                        nullptr, d_tok, nullptr));
+      },
+      10, 2);
+  Report("sample 64 x 151936 T=1", us, "");
   for (auto& p : params) p.temperature = 0.f;
   CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow), cudaMemcpyHostToDevice));
   us = MedianUs([&](int) {

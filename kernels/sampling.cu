@@ -81,9 +81,22 @@ __device__ __forceinline__ void ForSegment(const float* row, int vocab, int q0, 
 }
 
 constexpr int kBins = 256;
+// Candidate tokens gathered for the cuts in shared memory
+// (GatherCandidates), in the memory of the per-warp histograms.
+constexpr int kCandidates = 4096;
 
 struct Shared {
-  float warp_hist[kWarps][kBins];  // per-warp histograms: no atomics across warps
+  union {
+    float warp_hist[kWarps][kBins];  // per-warp histograms: no atomics across warps
+    int warp_count[kWarps][kBins];   // the same with integer counts
+    struct {
+      float val[kCandidates];
+      int idx[kCandidates];
+    } cand;
+  };
+  static_assert(sizeof(cand) <= sizeof(warp_hist), "candidates fit the histograms' memory");
+  int count[kBins];
+  int num_cand;
   float hist[kBins];
   float warp_f[kWarps];
   uint32_t warp_key[kWarps];
@@ -204,24 +217,37 @@ __device__ void FindCrossing(float above, float target, Shared& sh) {
   __syncthreads();
 }
 
+// Bins of distance from the best logit: kBins over kMassFloor nats.
+struct Coarse {
+  float mx, scale;
+  __device__ int operator()(float x) const {
+    return min(kBins - 1, static_cast<int>((mx - x) * scale));
+  }
+};
+__device__ Coarse CoarseBins(float mx, float inv_t) { return {mx, inv_t * (kBins / kMassFloor)}; }
+
 // The smallest key t such that the candidates (key >= floor_key) with
-// key >= t hold at least `target` (a count, or mass relative to the best).
-// A coarse pass bins the candidates by distance from the best logit (256
-// bins over kMassFloor nats: spread out, so few atomics collide); then
-// radix passes over 8 bits of the key at a time refine inside the chosen
-// coarse bin, which holds few elements.
+// key >= t hold at least `target` (a count, or mass relative to the best),
+// in two halves. CoarseSelect: one pass bins the candidates by distance
+// from the best logit (256 bins over kMassFloor nats: spread out, so few
+// atomics collide) and finds the bin where the target is reached
+// (sh.sel_bin; the weight of the bins before it in sh.sel_above, and each
+// bin's weight in sh.hist). RefineSelect: radix passes over 8 bits of the
+// key at a time inside that bin, which holds few elements.
 template <bool kVec>
-__device__ uint32_t SelectThreshold(const float* row, int vocab, uint32_t floor_key, float target,
-                                    bool by_mass, float mx, float inv_t, Shared& sh) {
-  const float coarse_scale = inv_t * (kBins / kMassFloor);
-  auto coarse = [=](float x) {
-    return min(kBins - 1, static_cast<int>((mx - x) * coarse_scale));
-  };
+__device__ void CoarseSelect(const float* row, int vocab, uint32_t floor_key, float target,
+                             bool by_mass, float mx, float inv_t, Shared& sh) {
+  const Coarse coarse = CoarseBins(mx, inv_t);
   Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
                   [=](float x) { return OrderedKey(x) >= floor_key ? coarse(x) : -1; }, sh);
   FindCrossing(0.f, target, sh);
-  const int cbin = sh.sel_bin;
-  float above = sh.sel_above;
+}
+
+template <bool kVec>
+__device__ uint32_t RefineSelect(const float* row, int vocab, uint32_t floor_key, float target,
+                                 bool by_mass, float mx, float inv_t, int cbin, float above,
+                                 Shared& sh) {
+  const Coarse coarse = CoarseBins(mx, inv_t);
   uint32_t prefix = 0, mask = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
     Histogram<kVec>(row, vocab, by_mass, mx, inv_t,
@@ -237,6 +263,218 @@ __device__ uint32_t SelectThreshold(const float* row, int vocab, uint32_t floor_
     above = sh.sel_above;
   }
   return prefix;
+}
+
+// Sorts the candidates [0, n) (n <= kCandidates) so that before(a, b) holds
+// for a listed before b (bitonic, padded to a power of two with entries
+// that sort last in both orders used: value -inf, index INT_MAX).
+template <typename Before>
+__device__ void SortCandidates(int n, Before before, Shared& sh) {
+  int size = 2;
+  while (size < n) size <<= 1;
+  for (int i = n + threadIdx.x; i < size; i += kThreads) {
+    sh.cand.val[i] = -INFINITY;
+    sh.cand.idx[i] = 0x7fffffff;
+  }
+  __syncthreads();
+  for (int k = 2; k <= size; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < size; i += kThreads) {
+        const int l = i ^ j;
+        if (l <= i) continue;
+        const bool forward = (i & k) == 0;
+        if (forward ? before(l, i) : before(i, l)) {
+          const float v = sh.cand.val[i];
+          sh.cand.val[i] = sh.cand.val[l];
+          sh.cand.val[l] = v;
+          const int x = sh.cand.idx[i];
+          sh.cand.idx[i] = sh.cand.idx[l];
+          sh.cand.idx[l] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// The first j < m at which the running sum of w(0) .. w(j) reaches
+// target_of(total) (>= target, or > target when `strict`), m when none:
+// thread t sums a contiguous run of j, then an exclusive scan of the runs.
+template <typename W, typename TargetOf>
+__device__ int FirstCrossingOf(int m, W w, TargetOf target_of, bool strict, Shared& sh) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int per = (m + kThreads - 1) / kThreads;
+  const int j0 = min(m, int(threadIdx.x) * per);
+  const int j1 = min(m, j0 + per);
+  float own = 0.f;
+  for (int j = j0; j < j1; ++j) own += w(j);
+  float incl = own;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  __syncthreads();  // the previous call's result has been read
+  if (lane == 31) sh.warp_f[warp] = incl;
+  if (threadIdx.x == 0) sh.result = m;
+  __syncthreads();
+  if (warp == 0) {
+    const float wt = sh.warp_f[lane];
+    float wi = wt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float t = __shfl_up_sync(0xffffffffu, wi, o);
+      if (lane >= o) wi += t;
+    }
+    sh.warp_f[lane] = wi - wt;  // exclusive prefix of the warps
+  }
+  __syncthreads();
+  sh.incl[threadIdx.x] = incl + sh.warp_f[warp];
+  __syncthreads();
+  const float target = target_of(sh.incl[kThreads - 1]);
+  float acc = sh.incl[threadIdx.x] - own;
+  for (int j = j0; j < j1; ++j) {
+    acc += w(j);
+    if (strict ? acc > target : acc >= target) {
+      atomicMin(&sh.result, j);
+      break;
+    }
+  }
+  __syncthreads();
+  return sh.result;
+}
+
+// How many of the candidates [0, n), sorted by value descending, are at
+// least `cut`.
+__device__ int CountAtLeast(int n, float cut, Shared& sh) {
+  __syncthreads();  // the previous result has been read
+  if (threadIdx.x == 0) {
+    int lo = 0, hi = n;  // the first index below cut
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (sh.cand.val[mid] >= cut) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    sh.result = lo;
+  }
+  __syncthreads();
+  return sh.result;
+}
+
+// The tokens within kMassFloor of the best whose coarse bin is at most
+// last_bin, into sh.cand (any order): their count, or -1 when more than
+// kCandidates.
+template <bool kVec>
+__device__ int GatherCandidates(const float* row, int vocab, uint32_t floor_key, Coarse coarse,
+                                int last_bin, Shared& sh) {
+  __syncthreads();  // sh.result's last reader is done
+  if (threadIdx.x == 0) sh.result = 0;
+  __syncthreads();
+  ForEach<kVec>(row, vocab, [&](int i, float x) {
+    if (OrderedKey(x) < floor_key || coarse(x) > last_bin) return;
+    const int at = atomicAdd(&sh.result, 1);
+    if (at < kCandidates) {
+      sh.cand.val[at] = x;
+      sh.cand.idx[at] = i;
+    }
+  });
+  __syncthreads();
+  const int n = sh.result;
+  return n <= kCandidates ? n : -1;
+}
+
+// The rest of the row's sampling from its gathered candidates, which hold
+// every token the cuts below can keep: sorted by value, cut as top-k (when
+// `top_k`), top-p (of the top-k survivors' mass, or of `z`, the mass of
+// every token within the floor, when top-k is off) and min-p say, sorted by
+// index and drawn from by inverse CDF in vocabulary order. The same kept
+// set and draw as the general path up to the order of fp32 additions.
+__device__ void FinishFromCandidates(int n, const SamplingRow& prm, bool top_k, float z, float mx,
+                                     int best_idx, int32_t* out, Shared& sh) {
+  const float temp = prm.temperature;
+  const float inv_t = 1.f / temp;
+  // By value, descending (lowest index first among equals).
+  SortCandidates(
+      n,
+      [&](int a, int b) {
+        const float va = sh.cand.val[a], vb = sh.cand.val[b];
+        return va > vb || (va == vb && sh.cand.idx[a] < sh.cand.idx[b]);
+      },
+      sh);
+  auto mass_of = [&](int j) { return expf((sh.cand.val[j] - mx) * inv_t); };
+  int m = n;  // kept: the first m candidates
+  if (top_k && prm.top_k <= n) m = CountAtLeast(n, sh.cand.val[prm.top_k - 1], sh);
+  if (prm.top_p < 1.f) {
+    // At least the best token: a target of 0 would select nothing. When
+    // rounding leaves the target out of reach, every candidate stays.
+    const int j = FirstCrossingOf(
+        m, mass_of,
+        [&](float total) { return fmaxf(fmaxf(prm.top_p, 0.f) * (top_k ? total : z), 1e-30f); },
+        false, sh);
+    if (j < m) m = CountAtLeast(m, sh.cand.val[j], sh);
+  }
+  if (prm.min_p > 0.f) {
+    m = min(m, CountAtLeast(m, mx + temp * logf(fminf(prm.min_p, 1.f)), sh));
+  }
+  m = max(m, 1);  // the best token is always first
+  // The draw, in vocabulary order.
+  SortCandidates(
+      m, [&](int a, int b) { return sh.cand.idx[a] < sh.cand.idx[b]; }, sh);
+  const float u = fminf(fmaxf(prm.uniform, 0.f), 1.f);
+  const int pick = FirstCrossingOf(
+      m, mass_of, [&](float total) { return u * total; }, true, sh);
+  if (threadIdx.x == 0) {
+    // Past the end (rounding at the very top): the last kept token.
+    out[0] = pick < m ? sh.cand.idx[pick] : (m > 0 ? sh.cand.idx[m - 1] : best_idx);
+  }
+}
+
+// Top-k (then top-p and min-p) where k is small: one pass counts the row's
+// tokens within the floor by coarse bin (integer atomics), the bins up to
+// the one where the count reaches k are gathered and the rest is done in
+// shared memory. False, having written nothing, when the gathered tokens
+// would not fit (k near kCandidates with many ties of the k-th bin).
+template <bool kVec>
+__device__ bool TopKFromCandidates(const float* row, int vocab, const SamplingRow& prm, float mx,
+                                   int best_idx, int32_t* out, Shared& sh) {
+  const float inv_t = 1.f / prm.temperature;
+  const uint32_t floor_key = OrderedKey(mx - kMassFloor * prm.temperature);
+  const Coarse coarse = CoarseBins(mx, inv_t);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  for (int i = lane; i < kBins; i += 32) sh.warp_count[warp][i] = 0;
+  __syncwarp();
+  ForEach<kVec>(row, vocab, [&](int, float x) {
+    if (OrderedKey(x) >= floor_key) atomicAdd(&sh.warp_count[warp][coarse(x)], 1);
+  });
+  __syncthreads();
+  if (threadIdx.x < kBins) {
+    int sum = 0;
+#pragma unroll 8
+    for (int w = 0; w < kWarps; ++w) sum += sh.warp_count[w][threadIdx.x];
+    sh.count[threadIdx.x] = sum;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int last = kBins - 1;  // every token within the floor when fewer than k
+    for (int b = 0, n = 0; b < kBins; ++b) {
+      n += sh.count[b];
+      if (n >= prm.top_k) {
+        last = b;
+        break;
+      }
+    }
+    sh.sel_bin = last;
+  }
+  __syncthreads();
+  const int n = GatherCandidates<kVec>(row, vocab, floor_key, coarse, sh.sel_bin, sh);
+  if (n < 0) return false;
+  FinishFromCandidates(n, prm, /*top_k=*/true, 0.f, mx, best_idx, out, sh);
+  return true;
 }
 
 // Grid: (rows). Block: kThreads threads, one row each; the row is read a
@@ -284,9 +522,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float inv_t = 1.f / temp;
   // Hugging Face's order: top-k, then top-p over the top-k survivors, then
   // min-p (relative to the best, so it only cuts further).
+  // Where the cuts can keep few tokens, the rest runs in shared memory over
+  // those candidates (TopKFromCandidates, FinishFromCandidates): three or
+  // four passes over the row instead of up to fourteen.
+  const bool top_k = prm.top_k > 0 && prm.top_k < vocab;
+  if (top_k && prm.top_k <= kCandidates &&
+      TopKFromCandidates<kVec>(row, vocab, prm, mx, best_idx, out + r, sh)) {
+    return;
+  }
   uint32_t thr = OrderedKey(mx - kMassFloor * temp);
-  if (prm.top_k > 0 && prm.top_k < vocab) {
-    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, static_cast<float>(prm.top_k), false, mx, inv_t, sh));
+  if (top_k) {
+    const float k = static_cast<float>(prm.top_k);
+    CoarseSelect<kVec>(row, vocab, thr, k, false, mx, inv_t, sh);
+    thr = max(thr, RefineSelect<kVec>(row, vocab, thr, k, false, mx, inv_t, sh.sel_bin,
+                                      sh.sel_above, sh));
   }
   if (prm.top_p < 1.f) {
     float z = 0.f;
@@ -296,7 +545,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     z = BlockSum(z, sh);
     // At least the best token: a target of 0 would select nothing.
     const float target = fmaxf(fmaxf(prm.top_p, 0.f) * z, 1e-30f);
-    thr = max(thr, SelectThreshold<kVec>(row, vocab, thr, target, true, mx, inv_t, sh));
+    CoarseSelect<kVec>(row, vocab, thr, target, true, mx, inv_t, sh);
+    const int cbin = sh.sel_bin;
+    const float above = sh.sel_above;
+    if (!top_k) {
+      // The tokens up to the crossing bin, if few: each bin's mass (relative
+      // to the best) bounds its count, as its tokens lie between the bin's
+      // edges; the gather finds out when the bound is loose.
+      float lower = 0.f;
+      for (int b = threadIdx.x & 31; b <= cbin; b += 32) {
+        lower += sh.hist[b] * expf(b * (kMassFloor / kBins));
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) lower += __shfl_xor_sync(0xffffffffu, lower, o);
+      if (lower <= kCandidates) {  // the same sum in every warp
+        const int n = GatherCandidates<kVec>(row, vocab, thr, CoarseBins(mx, inv_t), cbin, sh);
+        if (n >= 0) {
+          FinishFromCandidates(n, prm, /*top_k=*/false, z, mx, best_idx, out + r, sh);
+          return;
+        }
+      }
+    }
+    thr = max(thr, RefineSelect<kVec>(row, vocab, thr, target, true, mx, inv_t, cbin, above, sh));
   }
   if (prm.min_p > 0.f) {
     thr = max(thr, OrderedKey(mx + temp * logf(fminf(prm.min_p, 1.f))));

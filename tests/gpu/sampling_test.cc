@@ -155,6 +155,11 @@ std::vector<RowCase> MixedCases(int vocab, uint32_t seed) {
   add(1.f, 0, 1.f, 0.1f);
   add(0.8f, 40, 0.95f, 0.05f);  // all three
   add(2.f, 1000, 0.8f, 0.f);
+  // Kept sets too large for the fast path's candidates (kernels/sampling.cu:
+  // 4,096): a large top-k, top-p over a flat distribution.
+  add(1.f, 6000, 1.f, 0.f);
+  add(1.f, 6000, 0.999f, 0.f);
+  add(6.f, 0, 0.99f, 0.f);
   for (int i = 0; i < 6; ++i) add(0.6f, 20, 0.95f, 0.f);  // R1's recommended settings, other draws
   // Penalties, greedy (exact check) and sampled.
   for (float t : {0.f, 1.f}) {
