@@ -98,7 +98,8 @@ Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvMana
       backend_(backend),
       kv_(kv),
       vocab_size_(backend->vocab_size()),
-      device_sampling_(options.sample_on_device && backend->SamplesOnDevice()) {
+      device_sampling_(options.sample_on_device && backend->SamplesOnDevice()),
+      block_stamps_(static_cast<size_t>(std::max(0, kv->num_blocks())), 0u) {
   // A sequence alone must always fit in the pool, or it could never finish.
   const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
   max_model_len_ = static_cast<int32_t>(std::min<int64_t>(options.max_model_len, capacity));
@@ -239,14 +240,24 @@ SequenceOutput Scheduler::End(Sequence* s, FinishReason reason, absl::Status sta
 void Scheduler::UpdatePeaks(Sequence* s) {
   int32_t group_physical = 0;
   int32_t group_logical = 0;
-  absl::flat_hash_set<int32_t> distinct;
   for (int32_t g = 0; g < kv_->num_layer_groups(); ++g) {
     absl::StatusOr<absl::Span<const int32_t>> table = kv_->GetBlockTable(s->id, g);
     if (!table.ok()) return;
-    distinct.clear();
-    distinct.insert(table->begin(), table->end());
+    // Distinct blocks: a block counts the first time this pass stamps it.
+    if (++stamp_ == 0) {
+      std::fill(block_stamps_.begin(), block_stamps_.end(), 0u);
+      stamp_ = 1;
+    }
+    int32_t physical = 0;
+    for (const int32_t b : *table) {
+      if (b < 0 || static_cast<size_t>(b) >= block_stamps_.size())
+        continue;  // never: ids of the pool
+      if (block_stamps_[b] != stamp_) {
+        block_stamps_[b] = stamp_;
+        ++physical;
+      }
+    }
     const auto logical = static_cast<int32_t>(table->size());
-    const auto physical = static_cast<int32_t>(distinct.size());
     group_physical += physical;
     group_logical += logical;
     if (g != 0) continue;

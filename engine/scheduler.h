@@ -266,6 +266,11 @@ class Scheduler {
   uint64_t next_arrival_ = 0;
   SamplerWorkspace workspace_;
   StepOutput step_output_;  // Forward's output, reused across steps
+  // UpdatePeaks' count of a table's distinct blocks: block_stamps_[b] ==
+  // stamp_ marks block b as seen in the table being counted (one entry per
+  // block of a pool), with no allocation per sequence and step.
+  std::vector<uint32_t> block_stamps_;
+  uint32_t stamp_ = 0;
   SchedulerStats stats_;
 };
 

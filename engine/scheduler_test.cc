@@ -752,6 +752,58 @@ TEST(SchedulerTest, UsageSumsPeaksOverLayerGroups) {
   EXPECT_GT(h.kv().Stats().dedup_remapped, 0);
 }
 
+// The usage peaks are the largest distinct-block counts the tables had,
+// counted here independently in every plan the backend runs, over two
+// sequences sharing within themselves in two layer groups.
+TEST(SchedulerTest, UsagePeaksCountDistinctBlocks) {
+  FakeBackend::Options model = SmallModel();
+  model.window = 1;
+  model.num_blocks = 256;
+  model.num_layer_groups = 2;
+  model.num_layers = 4;
+  kvmanager::KvManager::Options kv = KvOptions(model);
+  kv.dedup.tau_kv = 0.2f;  // the fake's distance: identical blocks only
+  Harness h(model, {}, kv);
+  struct Peaks {
+    int32_t physical = 0, logical = 0, group_physical = 0, group_logical = 0;
+  };
+  std::map<uint64_t, Peaks> want;
+  h.backend().SetPlanObserver([&want](const StepPlan& plan) {
+    for (const SequenceChunk& c : plan.sequences) {
+      Peaks& p = want[c.seq_id];
+      int32_t gp = 0, gl = 0;
+      for (size_t g = 0; g < c.block_tables.size(); ++g) {
+        const std::vector<int32_t>& table = c.block_tables[g];
+        const auto distinct =
+            static_cast<int32_t>(std::set<int32_t>(table.begin(), table.end()).size());
+        const auto logical = static_cast<int32_t>(table.size());
+        gp += distinct;
+        gl += logical;
+        if (g == 0) {
+          p.physical = std::max(p.physical, distinct);
+          p.logical = std::max(p.logical, logical);
+        }
+      }
+      p.group_physical = std::max(p.group_physical, gp);
+      p.group_logical = std::max(p.group_logical, gl);
+    }
+  });
+  for (uint64_t id : {1, 2}) {
+    SequenceRequest r = Greedy(id, Prompt(8, 70 + static_cast<int>(id)), 150);
+    r.memshare.mode = kvmanager::DedupMode::kMemShare;
+    ASSERT_TRUE(h.scheduler().Add(r).ok());
+  }
+  h.RunToEnd();
+  for (uint64_t id : {1, 2}) {
+    const Usage& u = h.results()[id].usage;
+    EXPECT_EQ(u.kv_blocks_peak_physical, want[id].physical) << id;
+    EXPECT_EQ(u.kv_blocks_peak_logical, want[id].logical) << id;
+    EXPECT_EQ(u.kv_group_blocks_peak_physical, want[id].group_physical) << id;
+    EXPECT_EQ(u.kv_group_blocks_peak_logical, want[id].group_logical) << id;
+    EXPECT_LT(u.kv_blocks_peak_physical, u.kv_blocks_peak_logical) << id;  // shared something
+  }
+}
+
 // Shifted sharing through the scheduler: a model whose text cycles with a
 // period that is not a multiple of the block size repeats it off the block
 // grid; those blocks become shifted views (the plans carry block_tables_hi
