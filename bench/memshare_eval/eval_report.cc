@@ -100,7 +100,9 @@ std::string FormatCsv(absl::Span<const ReportRow> rows) {
       "mean_request_saved,pool_blocks,pool_peak_physical,pool_peak_logical,"
       "pool_physical_at_peak_logical,pool_saved_at_peak,shared_block_ratio,dedup_steps,"
       "dedup_candidate_steps,dedup_candidates,dedup_verified,dedup_rejected,dedup_remapped,steps,"
-      "dedup_phase_steps,dedup_ms_per_step,dedup_share_of_step_time,preemptions,"
+      "dedup_phase_steps,dedup_ms_per_step,dedup_share_of_step_time,schedule_ms_per_step,"
+      "prefill_steps,prefill_ms_per_step,decode_steps,decode_ms_per_step,sample_ms_per_step,"
+      "outside_phases_ms_per_step,preemptions,"
       "generated_tokens,wall_s,requests_per_s,tokens_per_s\n";
   auto opt = [](const auto& o) { return o.has_value() ? Num(*o) : std::string(); };
   for (const ReportRow& row : rows) {
@@ -149,6 +151,13 @@ std::string FormatCsv(absl::Span<const ReportRow> rows) {
         Num(r.dedup_phase_steps),
         Num(r.dedup_ms_per_step()),
         Num(r.dedup_share()),
+        Num(r.schedule_ms_per_step()),
+        Num(r.prefill_steps),
+        Num(r.prefill_ms_per_step()),
+        Num(r.decode_steps),
+        Num(r.decode_ms_per_step()),
+        Num(r.sample_ms_per_step()),
+        Num(r.outside_phases_ms_per_step()),
         Num(r.preemptions),
         Num(r.generated_tokens),
         Num(r.wall_seconds),
@@ -182,6 +191,24 @@ std::string FormatTable(absl::Span<const ReportRow> rows) {
         100 * r.pool_saved_at_peak(), 100 * r.shared_block_ratio(), r.dedup_remapped,
         r.dedup_verified, r.preemptions, r.dedup_ms_per_step(), 100 * r.dedup_share(),
         r.tokens_per_second(), r.requests_per_second());
+  }
+  return out;
+}
+
+std::string FormatPhaseTable(absl::Span<const ReportRow> rows) {
+  size_t name_width = 6;
+  for (const ReportRow& row : rows)
+    name_width = std::max(name_width, row.result->config.name.size());
+  std::string out = absl::StrFormat("%-*s %3s %7s %9s %8s %9s %8s %8s %8s %8s %8s\n", name_width,
+                                    "config", "rep", "steps", "prefills", "prefill", "decodes",
+                                    "decode", "schedule", "sample", "dedup", "outside");
+  for (const ReportRow& row : rows) {
+    const EvalResult& r = *row.result;
+    absl::StrAppendFormat(&out, "%-*s %3d %7d %9d %8.3f %9d %8.3f %8.3f %8.3f %8.3f %8.3f\n",
+                          name_width, r.config.name, row.repeat, r.steps, r.prefill_steps,
+                          r.prefill_ms_per_step(), r.decode_steps, r.decode_ms_per_step(),
+                          r.schedule_ms_per_step(), r.sample_ms_per_step(), r.dedup_ms_per_step(),
+                          r.outside_phases_ms_per_step());
   }
   return out;
 }

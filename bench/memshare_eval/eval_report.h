@@ -41,6 +41,10 @@ std::string FormatCsv(absl::Span<const ReportRow> rows);
 // A fixed-width table of the main columns, for the terminal.
 std::string FormatTable(absl::Span<const ReportRow> rows);
 
+// Where the engine's steps go, ms a step (the forward pass per step of its
+// kind), for the terminal.
+std::string FormatPhaseTable(absl::Span<const ReportRow> rows);
+
 // Per-problem lines: config, id, answer, predicted, correct, tokens,
 // peaks; for checking single answers.
 std::string FormatProblemsCsv(absl::Span<const ReportRow> rows);

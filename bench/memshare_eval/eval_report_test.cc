@@ -60,6 +60,10 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   on.dedup_remapped = 20;
   on.wall_seconds = 2;
   on.generated_tokens = 1000;
+  on.steps = 100;
+  on.step_seconds = 1.5;
+  on.decode_steps = 80;
+  on.decode_seconds = 0.8;
   const std::vector<ReportRow> rows = {{&off, &off, 0}, {&on, &off, 1}};
   const std::string csv = FormatCsv(rows);
   const std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
@@ -72,6 +76,12 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   EXPECT_THAT(lines[2], HasSubstr(",0.25,"));  // memory saved 1 - 60/80
   EXPECT_THAT(lines[2], HasSubstr(",0+1,"));
   EXPECT_TRUE(absl::EndsWith(lines[2], ",1,500"));  // req/s, tok/s
+  // decode ms a step (0.8 s over 80 steps), then sample and outside (0.5 s over 100 steps)
+  EXPECT_THAT(lines[2], HasSubstr(",80,10,0,5,"));
+
+  const std::string phases = FormatPhaseTable(rows);
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), '\n'), 3);
+  EXPECT_THAT(phases, HasSubstr("outside"));
 
   const std::string table = FormatTable(rows);
   EXPECT_THAT(table, HasSubstr("memshare=off"));

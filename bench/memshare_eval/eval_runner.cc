@@ -31,6 +31,12 @@ struct StepCollector {
   int64_t dedup_steps ABSL_GUARDED_BY(mu) = 0;
   double step_seconds ABSL_GUARDED_BY(mu) = 0;
   double dedup_seconds ABSL_GUARDED_BY(mu) = 0;
+  double schedule_seconds ABSL_GUARDED_BY(mu) = 0;
+  double sample_seconds ABSL_GUARDED_BY(mu) = 0;
+  int64_t prefill_steps ABSL_GUARDED_BY(mu) = 0;
+  double prefill_seconds ABSL_GUARDED_BY(mu) = 0;
+  int64_t decode_steps ABSL_GUARDED_BY(mu) = 0;
+  double decode_seconds ABSL_GUARDED_BY(mu) = 0;
   int64_t peak_physical ABSL_GUARDED_BY(mu) = 0;
   int64_t peak_logical ABSL_GUARDED_BY(mu) = 0;
   int64_t physical_at_peak_logical ABSL_GUARDED_BY(mu) = 0;
@@ -111,9 +117,25 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
   llm->SetStepObserver([collector, llm](StepPhase phase, double seconds) {
     absl::MutexLock lock(&collector->mu);
     collector->step_seconds += seconds;
-    if (phase == StepPhase::kDedup) {
-      collector->dedup_seconds += seconds;
-      ++collector->dedup_steps;
+    switch (phase) {
+      case StepPhase::kSchedule:
+        collector->schedule_seconds += seconds;
+        break;
+      case StepPhase::kPrefill:
+        collector->prefill_seconds += seconds;
+        ++collector->prefill_steps;
+        break;
+      case StepPhase::kDecode:
+        collector->decode_seconds += seconds;
+        ++collector->decode_steps;
+        break;
+      case StepPhase::kSample:
+        collector->sample_seconds += seconds;
+        break;
+      case StepPhase::kDedup:
+        collector->dedup_seconds += seconds;
+        ++collector->dedup_steps;
+        break;
     }
     // The observer hears of a step once it has ended (dedup included);
     // every step has a sample phase: sample the pool there.
@@ -220,6 +242,12 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
     result.dedup_phase_steps = collector->dedup_steps;
     result.step_seconds = collector->step_seconds;
     result.dedup_seconds = collector->dedup_seconds;
+    result.schedule_seconds = collector->schedule_seconds;
+    result.sample_seconds = collector->sample_seconds;
+    result.prefill_steps = collector->prefill_steps;
+    result.prefill_seconds = collector->prefill_seconds;
+    result.decode_steps = collector->decode_steps;
+    result.decode_seconds = collector->decode_seconds;
     result.pool_peak_physical = collector->peak_physical;
     result.pool_peak_logical = collector->peak_logical;
     result.pool_physical_at_peak_logical = collector->physical_at_peak_logical;

@@ -148,6 +148,28 @@ struct EvalResult {
   double dedup_seconds = 0;
   double dedup_ms_per_step() const { return steps ? 1e3 * dedup_seconds / steps : 0; }
   double dedup_share() const { return step_seconds > 0 ? dedup_seconds / step_seconds : 0; }
+  // The other phases (engine StepPhase): schedule and sample over every
+  // step, the forward pass over the steps of its kind (a step with prompt
+  // tokens, a decode-only step); and what the engine spends per step
+  // outside the phases (its loop, detokenizing, callbacks; wall time less
+  // the phases, as the steps run back to back).
+  double schedule_seconds = 0;
+  double sample_seconds = 0;
+  int64_t prefill_steps = 0;
+  double prefill_seconds = 0;
+  int64_t decode_steps = 0;
+  double decode_seconds = 0;
+  double schedule_ms_per_step() const { return steps ? 1e3 * schedule_seconds / steps : 0; }
+  double sample_ms_per_step() const { return steps ? 1e3 * sample_seconds / steps : 0; }
+  double prefill_ms_per_step() const {
+    return prefill_steps ? 1e3 * prefill_seconds / prefill_steps : 0;
+  }
+  double decode_ms_per_step() const {
+    return decode_steps ? 1e3 * decode_seconds / decode_steps : 0;
+  }
+  double outside_phases_ms_per_step() const {
+    return steps ? 1e3 * (wall_seconds - step_seconds) / steps : 0;
+  }
 
   int64_t preemptions = 0;
   int64_t generated_tokens = 0;

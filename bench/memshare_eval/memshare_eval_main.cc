@@ -188,6 +188,10 @@ int Main() {
     for (const EvalResult& r : results[rep]) rows.push_back({&r, reference, rep});
   }
   std::printf("%s", FormatTable(rows).c_str());
+  std::printf(
+      "\nms a step: the forward pass per step of its kind; outside = the engine's own "
+      "work between phases\n%s",
+      FormatPhaseTable(rows).c_str());
 
   // Per configuration over the repeats: accuracy and saving (deterministic
   // up to scheduling), throughput spread.
