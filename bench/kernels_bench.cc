@@ -607,49 +607,32 @@ void BenchMisc() {
     params[i].top_p = 0.95f;
     params[i].uniform = (i + 0.5f) / n;
   }
-  auto* d_params = static_cast<kernels::SamplingRow*>(DeviceAlloc(n * sizeof(kernels::SamplingRow)));
-  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow), cudaMemcpyHostToDevice));
+  auto* d_params =
+      static_cast<kernels::SamplingRow*>(DeviceAlloc(n * sizeof(kernels::SamplingRow)));
   int32_t* d_tok = static_cast<int32_t*>(DeviceAlloc(n * 4));
   CUDA_OK(cudaMemcpy(d_logits, logits.data(), logits.size() * 4, cudaMemcpyHostToDevice));
-  us = MedianUs([&](int) {
-    STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr, nullptr,
-                                    d_tok, nullptr));
-  }, 10, 2);
-  Report("sample 64 x 151936 T=0.6 top-k 20 top-p 0.95", us, "");
-  for (auto& p : params) p.top_k = 0, p.top_p = 0.9f;
-  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow), cudaMemcpyHostToDevice));
-  us = MedianUs([&](int) {
-    STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr, nullptr,
-                                    d_tok, nullptr));
-  }, 10, 2);
-  Report("sample 64 x 151936 T=0.6 top-p 0.9", us, "");
-  for (auto& p : params) p.temperature = 1.f, p.top_p = 0.95f;
-  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow),
-                     cudaMemcpyHostToDevice));
-  us = MedianUs(
-      [&](int) {
-        STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr,
-                                        nullptr, d_tok, nullptr));
-      },
-      10, 2);
-  Report("sample 64 x 151936 T=1 top-p 0.95", us, "");
-  for (auto& p : params) p.temperature = 1.f, p.top_p = 1.f;
-  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow),
-                     cudaMemcpyHostToDevice));
-  us = MedianUs(
-      [&](int) {
-        STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr,
-                                        nullptr, d_tok, nullptr));
-      },
-      10, 2);
-  Report("sample 64 x 151936 T=1", us, "");
-  for (auto& p : params) p.temperature = 0.f;
-  CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow), cudaMemcpyHostToDevice));
-  us = MedianUs([&](int) {
-    STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr, nullptr,
-                                    d_tok, nullptr));
-  }, 10, 2);
-  Report("sample 64 x 151936 greedy", us, Fmt("%.0f GB/s", double(n) * vocab * 4 / (us * 1e-6) / 1e9));
+  // Times the sampler with every row's parameters changed by `set` (from
+  // the previous case's).
+  auto sample_case = [&](const char* name, auto set) {
+    for (auto& p : params) set(p);
+    CUDA_OK(cudaMemcpy(d_params, params.data(), n * sizeof(kernels::SamplingRow),
+                       cudaMemcpyHostToDevice));
+    const double t = MedianUs(
+        [&](int) {
+          STATUS_OK(kernels::LaunchSample(d_logits, vocab, n, vocab, d_params, nullptr, nullptr,
+                                          nullptr, d_tok, nullptr));
+        },
+        10, 2);
+    Report(std::string("sample 64 x 151936 ") + name, t,
+           params[0].temperature <= 0.f ? Fmt("%.0f GB/s", double(n) * vocab * 4 / (t * 1e-6) / 1e9)
+                                        : std::string());
+  };
+  sample_case("T=0.6 top-k 20 top-p 0.95", [](kernels::SamplingRow&) {});
+  sample_case("T=0.6 top-p 0.9", [](kernels::SamplingRow& p) { p.top_k = 0, p.top_p = 0.9f; });
+  sample_case("T=1 top-p 0.95",
+              [](kernels::SamplingRow& p) { p.temperature = 1.f, p.top_p = 0.95f; });
+  sample_case("T=1", [](kernels::SamplingRow& p) { p.top_p = 1.f; });
+  sample_case("greedy", [](kernels::SamplingRow& p) { p.temperature = 0.f; });
 
   // Copy-on-write of 64 blocks of the 7B group (917,504 bytes each).
   const int64_t block_bytes = 917504;

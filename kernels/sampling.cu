@@ -297,27 +297,19 @@ __device__ void SortCandidates(int n, Before before, Shared& sh) {
   }
 }
 
-// The first j < m at which the running sum of w(0) .. w(j) reaches
-// target_of(total) (>= target, or > target when `strict`), m when none:
-// thread t sums a contiguous run of j, then an exclusive scan of the runs.
-template <typename W, typename TargetOf>
-__device__ int FirstCrossingOf(int m, W w, TargetOf target_of, bool strict, Shared& sh) {
+// sh.incl[t] = the sum of `own` over threads 0 .. t (in thread order; the
+// block's total in sh.incl[kThreads - 1]). Starts and ends with a barrier.
+__device__ void BlockInclusiveScan(float own, Shared& sh) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const int per = (m + kThreads - 1) / kThreads;
-  const int j0 = min(m, int(threadIdx.x) * per);
-  const int j1 = min(m, j0 + per);
-  float own = 0.f;
-  for (int j = j0; j < j1; ++j) own += w(j);
   float incl = own;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const float t = __shfl_up_sync(0xffffffffu, incl, o);
     if (lane >= o) incl += t;
   }
-  __syncthreads();  // the previous call's result has been read
+  __syncthreads();  // the previous readers of sh.warp_f and sh.incl are done
   if (lane == 31) sh.warp_f[warp] = incl;
-  if (threadIdx.x == 0) sh.result = m;
   __syncthreads();
   if (warp == 0) {
     const float wt = sh.warp_f[lane];
@@ -332,6 +324,21 @@ __device__ int FirstCrossingOf(int m, W w, TargetOf target_of, bool strict, Shar
   __syncthreads();
   sh.incl[threadIdx.x] = incl + sh.warp_f[warp];
   __syncthreads();
+}
+
+// The first j < m at which the running sum of w(0) .. w(j) reaches
+// target_of(total) (>= target, or > target when `strict`), m when none:
+// thread t sums a contiguous run of j, then an exclusive scan of the runs.
+template <typename W, typename TargetOf>
+__device__ int FirstCrossingOf(int m, W w, TargetOf target_of, bool strict, Shared& sh) {
+  const int per = (m + kThreads - 1) / kThreads;
+  const int j0 = min(m, int(threadIdx.x) * per);
+  const int j1 = min(m, j0 + per);
+  float own = 0.f;
+  for (int j = j0; j < j1; ++j) own += w(j);
+  __syncthreads();  // the previous call's result has been read
+  if (threadIdx.x == 0) sh.result = m;
+  BlockInclusiveScan(own, sh);
   const float target = target_of(sh.incl[kThreads - 1]);
   float acc = sh.incl[threadIdx.x] - own;
   for (int j = j0; j < j1; ++j) {
@@ -588,32 +595,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     return true;
   });
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  float incl = own;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float t = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += t;
-  }
-  if (lane == 31) sh.warp_f[warp] = incl;
   if (threadIdx.x == 0) sh.result = -1;
-  __syncthreads();
-  if (warp == 0) {
-    const float w = sh.warp_f[lane];
-    float wi = w;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const float t = __shfl_up_sync(0xffffffffu, wi, o);
-      if (lane >= o) wi += t;
-    }
-    sh.warp_f[lane] = wi - w;  // exclusive prefix of the warps
-  }
-  __syncthreads();
   // Each thread's interval starts exactly where the previous one's ends, so
   // the intervals partition [0, total) whatever the rounding.
-  sh.incl[threadIdx.x] = incl + sh.warp_f[warp];
-  __syncthreads();
+  BlockInclusiveScan(own, sh);
   const float hi = sh.incl[threadIdx.x];
   const float lo = threadIdx.x == 0 ? 0.f : sh.incl[threadIdx.x - 1];
   const float target = fminf(fmaxf(prm.uniform, 0.f), 1.f) * sh.incl[kThreads - 1];
@@ -636,7 +621,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int last = last_kept;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
-  if (lane == 0) sh.warp_idx[warp] = last;
+  if ((threadIdx.x & 31) == 0) sh.warp_idx[threadIdx.x >> 5] = last;
   __syncthreads();
   if (threadIdx.x == 0) {
     int fallback = best_idx;
