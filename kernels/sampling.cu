@@ -95,8 +95,7 @@ struct Shared {
     } cand;
   };
   static_assert(sizeof(cand) <= sizeof(warp_hist), "candidates fit the histograms' memory");
-  int count[kBins];
-  int num_cand;
+  int count[kBins];  // TopKFromCandidates: tokens a coarse bin
   float hist[kBins];
   float warp_f[kWarps];
   uint32_t warp_key[kWarps];
