@@ -19,7 +19,9 @@
 //                engine's overhead
 //   decode_step  one decode step of B sequences at context C (KV pools
 //                filled with random bf16), median of many, through Forward
-//                (metadata upload, graph replay, sampling, download, sync)
+//                (metadata upload, graph replay, sampling, download, sync);
+//                and pipelined (Submit / Collect, each step's tokens fed
+//                to the next on the device, the host one step ahead)
 //   distance     ComputeDistanceSums calls of N random distinct block pairs
 //                (one 28-layer group: 917,504-byte blocks), median per call
 //
@@ -703,6 +705,30 @@ int main(int argc, char** argv) {
       }
     }
     step_ms = Median(t) * 1e3;
+    // Pipelined (Backend::Submit / Collect): step i + 1, its tokens fed
+    // from step i's on the device, is submitted before step i is collected,
+    // so the device runs the steps back to back; a step's time is the
+    // interval between two collects.
+    StepPlan fed = plan;
+    for (int i = 0; i < B; ++i) {
+      fed.sequences[i].fed_row = i;
+      fed.sequences[i].token_ids = {0};
+    }
+    std::vector<double> pt, pgpu;
+    CHECK_OK(b.Submit(plan));
+    double last = Now();
+    for (int i = 0; i < 60; ++i) {
+      CHECK_OK(b.Submit(fed));
+      CHECK_OK(b.Collect(&out));
+      const double now = Now();
+      if (i >= 10) {
+        pt.push_back(now - last);
+        pgpu.push_back(b.last_step_gpu_seconds());
+      }
+      last = now;
+    }
+    CHECK_OK(b.Collect(&out));
+    const double pipelined_ms = Median(pt) * 1e3;
     // The graph alone, replayed back to back: what the step costs without
     // its upload, sampling and host work.
     double replay_ms = 0;
@@ -729,13 +755,17 @@ int main(int argc, char** argv) {
         ",\"graph_replay_ms\":", replay_ms, ",\"host_prepare_us\":", Median(prepare) * 1e6,
         ",\"host_submit_us\":", Median(submit) * 1e6, ",\"host_wait_us\":", Median(wait) * 1e6,
         ",\"host_finish_us\":", Median(finish) * 1e6, ",\"floor_ms\":", floor_ms,
-        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
+        ",\"ratio_to_floor\":", step_ms / floor_ms, ",\"pipelined_ms\":", pipelined_ms,
+        ",\"pipelined_gpu_ms\":", Median(pgpu) * 1e3, ",\"pipelined_ratio_to_floor\":",
+        pipelined_ms / floor_ms, ",\"weight_gb\":", weight_bytes / 1e9,
         ",\"kv_gb\":", kv_bytes / 1e9, ",\"graph_steps\":", b.graph_steps(),
         ",\"greedy_candidate_steps\":", b.greedy_candidate_steps(), ",\"gemms\":\"",
         b.GemmChoices(B), "\"}"));
     std::printf("decode step GEMMs at %d tokens: %s\n", B, b.GemmChoices(B).c_str());
     std::printf("decode step ms: wall %.3f, GPU %.3f, graph replayed alone %.3f\n", step_ms,
                 Median(gpu) * 1e3, replay_ms);
+    std::printf("decode step ms, pipelined (fed tokens): wall %.3f, GPU %.3f; floor %.3f\n",
+                pipelined_ms, Median(pgpu) * 1e3, floor_ms);
     std::printf(
         "decode step host us (medians): prepare %.1f, submit %.1f, wait %.1f, finish %.1f\n",
         Median(prepare) * 1e6, Median(submit) * 1e6, Median(wait) * 1e6, Median(finish) * 1e6);

@@ -74,6 +74,25 @@ class Backend : public kvmanager::BlockDistance {
   // vocabulary); nothing is written then.
   virtual absl::Status Forward(const StepPlan& plan, StepOutput* output) = 0;
 
+  // Pipelined steps: Submit queues a step on the device and returns without
+  // waiting for it; Collect waits for the oldest step submitted and not yet
+  // collected and hands back its output. Forward is Submit then Collect.
+  // The point: the caller prepares and submits step N + 1 while step N
+  // runs, its decode chunks taking the tokens step N samples on the device
+  // (SequenceChunk::fed_row), so the device does not wait for the host
+  // between steps. At most two steps are in flight: Submit with two is
+  // FAILED_PRECONDITION, as are Collect with none and Forward with any.
+  // Submit checks the plan as Forward does (nothing is queued when it
+  // fails). CopyBlocks and ComputeDistanceSums may be called between
+  // Submit and Collect; they run after the steps in flight.
+  virtual bool SupportsPipelining() const { return false; }
+  virtual absl::Status Submit(const StepPlan& /*plan*/) {
+    return absl::UnimplementedError("this backend does not pipeline steps");
+  }
+  virtual absl::Status Collect(StepOutput* /*output*/) {
+    return absl::UnimplementedError("this backend does not pipeline steps");
+  }
+
   // Copies whole blocks (src -> dst) in pool `layer_group`: copy-on-write of
   // a shared block that must be written.
   virtual absl::Status CopyBlocks(int layer_group,

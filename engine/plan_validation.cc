@@ -38,7 +38,24 @@ absl::Status ValidatePlan(const StepPlan& plan, const KvCacheSpec& spec, const P
           name(), ": ", end, " tokens exceed the model's sliding_window (", limits.sliding_window,
           "), which ", limits.backend_name, " does not implement"));
     }
-    for (size_t t = 0; t < s.token_ids.size(); ++t) {
+    if (s.fed_row >= 0) {
+      const std::vector<bool>* rows = limits.feedable_rows;
+      if (rows == nullptr || rows->empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name(), ": fed_row ", s.fed_row, " but ", limits.backend_name,
+                         " has no previous step whose tokens it can feed"));
+      }
+      if (n != 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name(), ": fed_row ", s.fed_row, " with ", n, " tokens (one only)"));
+      }
+      if (s.fed_row >= static_cast<int64_t>(rows->size()) || !(*rows)[s.fed_row]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name(), ": fed_row ", s.fed_row, " is not a row the previous step sampled on the ",
+            "device (it had ", rows->size(), " rows)"));
+      }
+    }
+    for (size_t t = 0; t < s.token_ids.size() && s.fed_row < 0; ++t) {
       if (s.token_ids[t] < 0 || s.token_ids[t] >= limits.vocab_size) {
         return absl::InvalidArgumentError(
             absl::StrCat(name(), ": token_ids[", t, "] = ", s.token_ids[t],

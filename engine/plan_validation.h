@@ -3,7 +3,8 @@
 // and CUDA backends refuse the same plans with the same messages:
 //  - every chunk has tokens, start_pos >= 0, positions below the backend's
 //    limit (and the model's sliding window, which no backend implements),
-//    token ids inside the vocabulary;
+//    token ids inside the vocabulary; a fed chunk (fed_row >= 0) has one
+//    token and names a row of the previous step that can be fed;
 //  - one block table per layer group, covering every position of the chunk,
 //    with ids inside the pool;
 //  - MemShare shifted views (step_plan.h): block_tables_hi / block_shifts
@@ -21,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -41,6 +43,10 @@ struct PlanLimits {
   int64_t sliding_window = 0;
   // For the sliding-window message ("the CPU backend").
   std::string backend_name = "the backend";
+  // Pipelined decode (SequenceChunk::fed_row): per output row of the
+  // previous step, whether its token was sampled on the device and can be
+  // fed; null or empty: no chunk may set fed_row.
+  const std::vector<bool>* feedable_rows = nullptr;
 };
 
 // OK, or INVALID_ARGUMENT naming the first problem found.

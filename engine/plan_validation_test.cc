@@ -112,6 +112,33 @@ TEST(ValidatePlanTest, AcceptsValidViews) {
   EXPECT_THAT(std::string(st.message()), HasSubstr("logical block 2 of layer group 1"));
 }
 
+// A fed chunk (fed_row) has one token, whose id is not read (a placeholder
+// outside the vocabulary passes), and names a row of the previous step that
+// can be fed; without feedable rows (a backend that does not pipeline, or
+// no previous step) none is accepted.
+TEST(ValidatePlanTest, FedRows) {
+  const KvCacheSpec spec = Spec(1, 4);
+  PlanLimits l = Limits();
+  StepPlan plan;
+  plan.sequences.push_back(Chunk(3, {-1}, {{0}}));
+  plan.sequences[0].fed_row = 1;
+  const auto message = [&] { return std::string(ValidatePlan(plan, spec, l).message()); };
+  EXPECT_THAT(message(), HasSubstr("fed_row 1 but the test backend has no previous step"));
+  const std::vector<bool> rows = {true, true, false};
+  l.feedable_rows = &rows;
+  EXPECT_TRUE(ValidatePlan(plan, spec, l).ok()) << message();
+  plan.sequences[0].fed_row = 2;
+  EXPECT_THAT(message(),
+              HasSubstr("fed_row 2 is not a row the previous step sampled on the device"));
+  plan.sequences[0].fed_row = 3;
+  EXPECT_THAT(message(), HasSubstr("(it had 3 rows)"));
+  plan.sequences[0] = Chunk(2, {-1, -1}, {{0}});
+  plan.sequences[0].fed_row = 0;
+  EXPECT_THAT(message(), HasSubstr("fed_row 0 with 2 tokens (one only)"));
+  plan.sequences[0].fed_row = -1;
+  EXPECT_THAT(message(), HasSubstr("token_ids[0] = -1 outside the vocabulary"));
+}
+
 TEST(ValidatePlanTest, SlidingWindowAndEmptyPlan) {
   const KvCacheSpec spec = Spec(1, 4);
   PlanLimits l = Limits();

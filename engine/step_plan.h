@@ -67,6 +67,12 @@ struct SequenceChunk {
   // never written: no token of the chunk has its slot in a view.
   std::vector<std::vector<int32_t>> block_tables_hi;
   std::vector<std::vector<int32_t>> block_shifts;
+  // Pipelined decode (Backend::SupportsPipelining()): >= 0 makes this
+  // chunk's one token the one the previous step (the step submitted just
+  // before this one) sampled on the device for its output row `fed_row`,
+  // without its trip through the host; token_ids then holds one
+  // placeholder, which is not read. -1: token_ids are the tokens.
+  int32_t fed_row = -1;
   // Whether the step returns logits for the last token of token_ids (false
   // for prefill chunks that do not end the prompt).
   bool compute_logits = true;

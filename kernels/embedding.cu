@@ -15,14 +15,17 @@ constexpr int kThreads = 256;
 // Grid: (n). Block: kThreads threads copy one row in 16-byte vectors; with
 // sumsq, the 16 lanes that hold a 128-column part's vectors sum its squares.
 // table: bf16 [rows][hidden]; ids: [n]; out: bf16 [n][hidden];
-// sumsq: fp32 [ceil(hidden / 128)][n] or null
+// sumsq: fp32 [ceil(hidden / 128)][n] or null; feed: the tokens ids -2 - r
+// stand for, or null
 __global__ void __launch_bounds__(kThreads)
     EmbeddingKernel(const uint4* __restrict__ table, int64_t vocab_begin, int64_t rows,
                     int vecs_per_row, const int32_t* __restrict__ ids, uint4* __restrict__ out,
-                    float* __restrict__ sumsq) {
+                    float* __restrict__ sumsq, const int32_t* __restrict__ feed) {
   const int64_t token = blockIdx.x;
-  const int64_t row = int64_t{ids[token]} - vocab_begin;
-  const bool mine = ids[token] >= 0 && row >= 0 && row < rows;
+  int32_t id = ids[token];
+  if (id <= -2 && feed != nullptr) id = feed[-2 - id];
+  const int64_t row = int64_t{id} - vocab_begin;
+  const bool mine = id >= 0 && row >= 0 && row < rows;
   uint4* dst = out + token * vecs_per_row;
   const uint4* src = table + (mine ? row : 0) * vecs_per_row;
   for (int base = 0; base < vecs_per_row; base += kThreads) {  // uniform: the shuffles
@@ -51,7 +54,7 @@ __global__ void __launch_bounds__(kThreads)
 
 absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows, int hidden,
                                    const int32_t* ids, int n, void* out, cudaStream_t stream,
-                                   float* sumsq) {
+                                   float* sumsq, const int32_t* feed) {
   if (hidden <= 0 || hidden % 8 != 0 || rows < 0 || n < 0 ||
       reinterpret_cast<uintptr_t>(table) % 16 != 0 || reinterpret_cast<uintptr_t>(out) % 16 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -59,7 +62,8 @@ absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64
   }
   if (n == 0) return absl::OkStatus();
   EmbeddingKernel<<<n, kThreads, 0, stream>>>(static_cast<const uint4*>(table), vocab_begin, rows,
-                                              hidden / 8, ids, static_cast<uint4*>(out), sumsq);
+                                              hidden / 8, ids, static_cast<uint4*>(out), sumsq,
+                                              feed);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("embedding launch: ", cudaGetErrorString(err)));

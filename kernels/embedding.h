@@ -13,15 +13,18 @@
 
 namespace memshare::kernels {
 
-// table: bf16 [rows][hidden]; ids: int32 [n], device (negative = padding,
-// a zero row); out: bf16 [n][hidden]. hidden must be a multiple of 8 and
+// table: bf16 [rows][hidden]; ids: int32 [n], device (-1 = padding, a zero
+// row; with feed, -2 - r = the token feed[r], so a step can embed the
+// tokens the previous step sampled on the device without a trip through
+// the host; without feed every negative id is padding); out: bf16
+// [n][hidden]. hidden must be a multiple of 8 and
 // table and out 16-byte aligned. Enqueues on `stream`. With sumsq (fp32
 // [ceil(hidden / 128)][n]): the sum of squares of each 128-column part of
 // each row gathered, as a residual-mode skinny GEMM writes them
 // (kernels/skinny_gemm.h), for the first layer's norm in the QKV product.
 absl::Status LaunchEmbeddingGather(const void* table, int64_t vocab_begin, int64_t rows, int hidden,
                                    const int32_t* ids, int n, void* out, cudaStream_t stream,
-                                   float* sumsq = nullptr);
+                                   float* sumsq = nullptr, const int32_t* feed = nullptr);
 
 }  // namespace memshare::kernels
 

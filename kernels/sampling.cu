@@ -634,7 +634,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 constexpr int kGreedyThreads = 256;
 __global__ void __launch_bounds__(kGreedyThreads)
     GreedyFromCandidatesKernel(const uint64_t* __restrict__ candidates, int parts,
-                               int32_t* __restrict__ out) {
+                               int32_t* __restrict__ out, int32_t* __restrict__ out_copy) {
   __shared__ uint64_t warp_best[kGreedyThreads / 32];
   const uint64_t* row = candidates + int64_t{blockIdx.x} * parts;
   uint64_t best = 0;
@@ -645,20 +645,22 @@ __global__ void __launch_bounds__(kGreedyThreads)
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < kGreedyThreads / 32; ++w) best = max(best, warp_best[w]);
-    out[blockIdx.x] = GreedyCandidateToken(best);
+    const int32_t token = GreedyCandidateToken(best);
+    out[blockIdx.x] = token;
+    if (out_copy != nullptr) out_copy[blockIdx.x] = token;
   }
 }
 
 }  // namespace
 
 absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
-                                        int32_t* out, cudaStream_t stream) {
+                                        int32_t* out, cudaStream_t stream, int32_t* out_copy) {
   if (rows < 0 || parts <= 0 || (rows > 0 && (candidates == nullptr || out == nullptr))) {
     return absl::InvalidArgumentError(
         absl::StrCat("greedy from candidates: rows ", rows, ", parts ", parts, " (>= 1)"));
   }
   if (rows == 0) return absl::OkStatus();
-  GreedyFromCandidatesKernel<<<rows, kGreedyThreads, 0, stream>>>(candidates, parts, out);
+  GreedyFromCandidatesKernel<<<rows, kGreedyThreads, 0, stream>>>(candidates, parts, out, out_copy);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(

@@ -51,9 +51,11 @@ absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vo
 // the token of the largest of candidates[r * parts .. r * parts + parts), the
 // argmax of row r's logits with the lowest id on ties, as LaunchSample's
 // greedy rows without penalties. out: int32 [rows], device (or pinned host
-// memory, which the device reaches through unified addressing).
+// memory, which the device reaches through unified addressing); out_copy:
+// null, or a second such buffer that gets the same tokens.
 absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
-                                        int32_t* out, cudaStream_t stream);
+                                        int32_t* out, cudaStream_t stream,
+                                        int32_t* out_copy = nullptr);
 
 }  // namespace memshare::kernels
 

@@ -220,7 +220,8 @@ CudaBackend::~CudaBackend() {
   for (void* p : {meta_host_, penalty_host_, out_host_, pairs_host_}) {
     if (p != nullptr) cudaFreeHost(p);
   }
-  for (cudaEvent_t e : {pairs_copied_, step_begin_, step_end_}) {
+  for (cudaEvent_t e : {pairs_copied_, inputs_uploaded_, out_slots_[0].begin, out_slots_[0].end,
+                        out_slots_[1].begin, out_slots_[1].end}) {
     if (e != nullptr) cudaEventDestroy(e);
   }
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -234,8 +235,12 @@ absl::Status CudaBackend::Init() {
   num_sms_ = props.multiProcessorCount;
   RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
   RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
-  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_begin_), "event"));
-  RETURN_IF_ERROR(Cuda(cudaEventCreate(&step_end_), "event"));
+  RETURN_IF_ERROR(
+      Cuda(cudaEventCreateWithFlags(&inputs_uploaded_, cudaEventDisableTiming), "event"));
+  for (OutSlot& o : out_slots_) {
+    RETURN_IF_ERROR(Cuda(cudaEventCreate(&o.begin), "event"));
+    RETURN_IF_ERROR(Cuda(cudaEventCreate(&o.end), "event"));
+  }
   CublasLtGemm::Options gemm_options;
   gemm_options.skinny = options_.skinny_gemm;
   gemm_options.skinny_preference = options_.skinny_gemm_preference;
@@ -603,9 +608,18 @@ absl::Status CudaBackend::AllocateBuffers() {
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
-  // Tokens, logprobs, logits, then (8-byte aligned) greedy candidates.
-  out_host_bytes_ = AlignUp(S * 8 + S * V * 4, 8) + S * 8;
+  // Per OutSlot: greedy candidates, tokens, logprobs (16 bytes a row);
+  // then the logits rows.
+  out_host_bytes_ = 2 * S * 16 + S * V * 4;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&out_host_, out_host_bytes_), "pinned step results"));
+  char* out = static_cast<char*>(out_host_);
+  for (OutSlot& o : out_slots_) {
+    o.candidates = reinterpret_cast<uint64_t*>(out);
+    o.tokens = reinterpret_cast<int32_t*>(out + S * 8);
+    o.logprobs = reinterpret_cast<float*>(out + S * 12);
+    out += S * 16;
+  }
+  host_logits_ = reinterpret_cast<float*>(out);
   return absl::OkStatus();
 }
 
@@ -823,7 +837,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
   float* embed_sumsq = fold_norms_ && T <= kernels::kSkinnyGemmMaxM ? sumsq_ : nullptr;
   RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(embedding_, vocab_begin_, vocab_rows_, H,
                                                  MetaDev<int32_t>(L.token_ids), T, residual_,
-                                                 stream_, embed_sumsq));
+                                                 stream_, embed_sumsq, sampled_));
   RETURN_IF_ERROR(AllReduce(residual_, int64_t{T} * H));
   // After the embedding with its sums of squares or a residual-mode product
   // (fold_norms_) the residual stream is up to date in residual_ and its
@@ -1164,6 +1178,7 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
   limits.max_positions_name = "max_model_len";
   limits.sliding_window = c.sliding_window;
   limits.backend_name = "the CUDA backend";
+  limits.feedable_rows = &feedable_;
   RETURN_IF_ERROR(ValidatePlan(plan, spec_, limits));
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const SequenceChunk& s = plan.sequences[i];
@@ -1198,21 +1213,42 @@ absl::Status CudaBackend::Validate(const StepPlan& plan) const {
 }
 
 absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point t_begin = Clock::now();
+  if (!in_flight_.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Forward with ", in_flight_.size(), " steps in flight (Collect them first)"));
+  }
+  RETURN_IF_ERROR(Submit(plan));
+  return Collect(output);
+}
+
+absl::Status CudaBackend::Submit(const StepPlan& plan) {
+  InFlight f;
+  f.t_begin = Clock::now();
+  if (in_flight_.size() >= 2 || (!in_flight_.empty() && !SupportsPipelining())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Submit with ", in_flight_.size(), " steps in flight (at most ",
+                     SupportsPipelining() ? "two" : "one, with tensor parallelism", ")"));
+  }
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   RETURN_IF_ERROR(Validate(plan));
   const int V = static_cast<int>(config_.vocab_size);
   const int G = spec_.num_layer_groups;
   const int64_t bs = spec_.block_size;
-  output->vocab_size = V;
-  output->rows.clear();
-  output->logits.clear();
-  output->sampled_token_ids.clear();
-  output->sampled_logprobs.clear();
   const int S = static_cast<int>(plan.sequences.size());
   const int T = static_cast<int>(plan.NumTokens());
-  if (T == 0) return absl::OkStatus();
+  f.slot = static_cast<int>(steps_submitted_ % 2);
+  if (T == 0) {
+    feedable_.clear();
+    ++steps_submitted_;
+    f.t_prepared = f.t_submitted = Clock::now();
+    in_flight_.push_back(std::move(f));
+    return absl::OkStatus();
+  }
+  // The pinned metadata and penalty buffers are free once the step in
+  // flight has uploaded them (at once, in practice: it is the only one).
+  if (!in_flight_.empty()) {
+    RETURN_IF_ERROR(Cuda(cudaEventSynchronize(inputs_uploaded_), "wait for the last upload"));
+  }
 
   bool decode = true;
   int max_q_len = 0;
@@ -1227,14 +1263,14 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     max_q_len = std::max(max_q_len, n);
     max_context = std::max(max_context, s.start_pos + n);
     max_blocks = std::max<int32_t>(max_blocks, static_cast<int32_t>(need));
-    if (s.compute_logits) output->rows.push_back(i);
+    if (s.compute_logits) f.rows.push_back(i);
     for (size_t g = 0; g < s.block_shifts.size() && !views; ++g) {
       const std::vector<int32_t>& shifts = s.block_shifts[g];
       views = !shifts.empty() &&
               std::any_of(shifts.begin(), shifts.begin() + need, [](int32_t x) { return x != 0; });
     }
   }
-  const int R = static_cast<int>(output->rows.size());
+  const int R = static_cast<int>(f.rows.size());
   int bucket = -1;
   if (decode && R == S) {
     for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -1288,7 +1324,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     ctx[i] = end;
     for (int t = 0; t < n; ++t) {
       const int64_t p = s.start_pos + t;
-      tokens[row + t] = s.token_ids[t];
+      // A fed token (fed_row): the embedding reads it from sampled_.
+      tokens[row + t] = s.fed_row >= 0 ? -2 - s.fed_row : s.token_ids[t];
       for (int g = 0; g < G; ++g) {
         slots[int64_t{g} * L.tokens + row + t] =
             static_cast<int32_t>(s.block_tables[g][p / bs] * bs + p % bs);
@@ -1322,7 +1359,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   // Greedy rows only: sampled on this rank's vocabulary shard, the best
   // candidate of each row kept over the ranks; no logits all-gather.
   const bool on_shards = options_.tp_size > 1 && options_.collectives->samples_on_shards() &&
-                         GreedyOnShards(plan, output->rows);
+                         GreedyOnShards(plan, f.rows);
   const int64_t shard_end = vocab_begin_ + vocab_rows_;
   int64_t penalties = 0;      // uploaded (on shards: this shard's)
   int64_t all_penalties = 0;  // of the plan, the same on every rank
@@ -1330,9 +1367,11 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   bool any_logprob = false;
   bool need_logits = false;
   bool all_greedy = true;
+  f.device_sampled.assign(R, 0);
+  f.logprob.assign(R, 0);
   for (int r = 0; r < R; ++r) {
-    const SequenceChunk& s = plan.sequences[output->rows[r]];
-    logit_rows[r] = cu[output->rows[r]] + static_cast<int32_t>(s.token_ids.size()) - 1;
+    const SequenceChunk& s = plan.sequences[f.rows[r]];
+    logit_rows[r] = cu[f.rows[r]] + static_cast<int32_t>(s.token_ids.size()) - 1;
     pen_offsets[r] = static_cast<int32_t>(penalties);
     kernels::SamplingRow& k = sampling[r];
     k = kernels::SamplingRow{};
@@ -1343,6 +1382,8 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     }
     const DeviceSampling& d = *s.sampling;
     any_sampling = true;
+    f.device_sampled[r] = 1;
+    f.logprob[r] = d.return_logprob ? 1 : 0;
     any_logprob = any_logprob || d.return_logprob;
     need_logits = need_logits || d.return_logits;
     all_greedy = all_greedy && d.temperature <= 0.f;
@@ -1369,8 +1410,23 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                                !on_shards && any_sampling && all_greedy && all_penalties == 0 &&
                                !any_logprob && !need_logits;
   *MetaHost<int32_t>(L.store_logits) = from_candidates ? 0 : 1;
-  const Clock::time_point t_prepared = Clock::now();
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "record step start"));
+  f.need_logits = R > 0 && need_logits;
+  f.on_shards = on_shards;
+  f.any_sampling = any_sampling;
+  f.gpu_work = true;
+  // Both this step and the one in flight download logits: that one's are
+  // copied out first (host_logits_ holds one step's).
+  if (!in_flight_.empty() && f.need_logits && in_flight_.front().need_logits &&
+      !in_flight_.front().done.has_value()) {
+    StepOutput early;
+    RETURN_IF_ERROR(FinishStep(in_flight_.front(), &early));
+    in_flight_.front().done = std::move(early);
+  }
+  f.t_prepared = Clock::now();
+  // Until this step is queued, no row can be fed from it.
+  feedable_.clear();
+  const OutSlot& o = out_slots_[f.slot];
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(o.begin, stream_), "record step start"));
   RETURN_IF_ERROR(UploadMetadata(L, max_blocks));
   if (penalties > 0) {
     if (static_cast<size_t>(penalties) > penalty_capacity_) {
@@ -1387,7 +1443,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
     int32_t* ids = static_cast<int32_t*>(penalty_host_);
     int32_t* counts = ids + penalties;
     for (int r = 0; r < R; ++r) {
-      const SequenceChunk& s = plan.sequences[output->rows[r]];
+      const SequenceChunk& s = plan.sequences[f.rows[r]];
       if (!s.sampling.has_value()) continue;
       const DeviceSampling& d = *s.sampling;
       const int32_t at = pen_offsets[r];
@@ -1402,6 +1458,7 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                                          cudaMemcpyHostToDevice, stream_),
                          "upload penalty tokens"));
   }
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(inputs_uploaded_, stream_), "record the uploads"));
 
   const cudaGraphExec_t graph =
       bucket < 0 ? nullptr
@@ -1424,14 +1481,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
   }
 
   // Results: logits first (sampling may apply penalties in place).
-  int32_t* host_tokens = static_cast<int32_t*>(out_host_);
-  float* host_logprobs = reinterpret_cast<float*>(host_tokens + max_seqs_);
-  float* host_logits = host_logprobs + max_seqs_;
-  uint64_t* host_candidates = reinterpret_cast<uint64_t*>(
-      static_cast<char*>(out_host_) + AlignUp(size_t(max_seqs_) * (8 + size_t(V) * 4), 8));
-  if (R > 0 && need_logits) {
+  if (f.need_logits) {
     RETURN_IF_ERROR(Cuda(
-        cudaMemcpyAsync(host_logits, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
+        cudaMemcpyAsync(host_logits_, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
         "download logits"));
   }
   if (on_shards) {
@@ -1452,13 +1504,15 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
                            "empty greedy candidates"));
     }
     RETURN_IF_ERROR(options_.collectives->AllReduceMaxU64(candidates_, R, stream_));
-    RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_candidates, candidates_, size_t(R) * 8,
-                                         cudaMemcpyDeviceToHost, stream_),
-                         "download greedy candidates"));
+    RETURN_IF_ERROR(Cuda(
+        cudaMemcpyAsync(o.candidates, candidates_, size_t(R) * 8, cudaMemcpyDeviceToHost, stream_),
+        "download greedy candidates"));
     ++shard_sampled_steps_;
   } else if (from_candidates) {
+    // Straight into the pinned slot (which the device reaches through
+    // unified addressing), and into sampled_ for a fed next step.
     RETURN_IF_ERROR(kernels::LaunchGreedyFromCandidates(
-        greedy_candidates_, kernels::SkinnyGemmTiles(V), R, host_tokens, stream_));
+        greedy_candidates_, kernels::SkinnyGemmTiles(V), R, o.tokens, stream_, sampled_));
     ++greedy_candidate_steps_;
   } else if (any_sampling) {
     const float* raw = logits_;
@@ -1472,59 +1526,94 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
       }
     }
     const int32_t* pen_ids = static_cast<const int32_t*>(penalty_dev_);
-    // Without logprobs the tokens go straight into the pinned host buffer
-    // (which the device reaches through unified addressing): no copy after.
-    RETURN_IF_ERROR(kernels::LaunchSample(
-        logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
-        penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
-        penalties > 0 ? pen_ids : nullptr, penalties > 0 ? pen_ids + penalties : nullptr,
-        any_logprob ? sampled_ : host_tokens, stream_));
+    // Into sampled_ (a fed next step reads them there), then down.
+    RETURN_IF_ERROR(
+        kernels::LaunchSample(logits_, V, R, V, MetaDev<kernels::SamplingRow>(L.sampling),
+                              penalties > 0 ? MetaDev<int32_t>(L.penalty_offsets) : nullptr,
+                              penalties > 0 ? pen_ids : nullptr,
+                              penalties > 0 ? pen_ids + penalties : nullptr, sampled_, stream_));
+    RETURN_IF_ERROR(
+        Cuda(cudaMemcpyAsync(o.tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+             "download sampled tokens"));
     if (any_logprob) {
-      RETURN_IF_ERROR(Cuda(
-          cudaMemcpyAsync(host_tokens, sampled_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
-          "download sampled tokens"));
       RETURN_IF_ERROR(
           kernels::LaunchTokenLogprob(raw, V, R, V, sampled_, lse_, logprobs_, stream_));
       RETURN_IF_ERROR(Cuda(
-          cudaMemcpyAsync(host_logprobs, logprobs_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
+          cudaMemcpyAsync(o.logprobs, logprobs_, size_t(R) * 4, cudaMemcpyDeviceToHost, stream_),
           "download logprobs"));
     }
   }
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "record step end"));
-  const Clock::time_point t_submitted = Clock::now();
-  RETURN_IF_ERROR(Sync("step"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(o.end, stream_), "record step end"));
+  f.t_submitted = Clock::now();
+  // Rows whose token is now in sampled_ (on shards it holds this rank's
+  // pick only).
+  if (!on_shards) feedable_.assign(f.device_sampled.begin(), f.device_sampled.end());
+  ++steps_submitted_;
+  in_flight_.push_back(std::move(f));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::FinishStep(InFlight& f, StepOutput* output) {
+  const int V = static_cast<int>(config_.vocab_size);
+  output->vocab_size = V;
+  output->rows = f.rows;
+  output->logits.clear();
+  output->sampled_token_ids.clear();
+  output->sampled_logprobs.clear();
+  if (!f.gpu_work) return absl::OkStatus();
+  const OutSlot& o = out_slots_[f.slot];
+  const Clock::time_point t_wait = Clock::now();
+  // The last step in flight: the whole stream, through the group's bounded
+  // wait; an older one: its own end.
+  RETURN_IF_ERROR(&f == &in_flight_.back()
+                      ? Sync("step")
+                      : Cuda(cudaEventSynchronize(o.end), "wait for the step"));
   const Clock::time_point t_done = Clock::now();
   float gpu_ms = 0;
-  if (cudaEventElapsedTime(&gpu_ms, step_begin_, step_end_) == cudaSuccess) {
+  if (cudaEventElapsedTime(&gpu_ms, o.begin, o.end) == cudaSuccess) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
   }
-  if (R > 0 && need_logits) output->logits.assign(host_logits, host_logits + size_t(R) * V);
-  if (on_shards) {
+  const int R = static_cast<int>(f.rows.size());
+  if (f.need_logits) output->logits.assign(host_logits_, host_logits_ + size_t(R) * V);
+  if (f.on_shards) {
     output->sampled_token_ids.resize(R);
     output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());
     for (int r = 0; r < R; ++r) {
-      const int32_t t = GreedyCandidateToken(host_candidates[r]);
+      const int32_t t = GreedyCandidateToken(o.candidates[r]);
       if (t < 0 || t >= V) {
-        return absl::InternalError(
-            absl::StrCat("row ", r, ": greedy candidate ", host_candidates[r], " (token ", t,
-                         ") outside the vocabulary"));
+        return absl::InternalError(absl::StrCat("row ", r, ": greedy candidate ", o.candidates[r],
+                                                " (token ", t, ") outside the vocabulary"));
       }
       output->sampled_token_ids[r] = t;
     }
-  } else if (any_sampling) {
+  } else if (f.any_sampling) {
     output->sampled_token_ids.assign(R, -1);
     output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());
     for (int r = 0; r < R; ++r) {
-      const SequenceChunk& s = plan.sequences[output->rows[r]];
-      if (!s.sampling.has_value()) continue;
-      output->sampled_token_ids[r] = host_tokens[r];
-      if (s.sampling->return_logprob) output->sampled_logprobs[r] = host_logprobs[r];
+      if (!f.device_sampled[r]) continue;
+      output->sampled_token_ids[r] = o.tokens[r];
+      if (f.logprob[r]) output->sampled_logprobs[r] = o.logprobs[r];
     }
   }
   const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
-  last_step_host_phases_ = {seconds(t_prepared - t_begin), seconds(t_submitted - t_prepared),
-                            seconds(t_done - t_submitted), seconds(Clock::now() - t_done)};
+  last_step_host_phases_ = {seconds(f.t_prepared - f.t_begin),
+                            seconds(f.t_submitted - f.t_prepared), seconds(t_done - t_wait),
+                            seconds(Clock::now() - t_done)};
   return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Collect(StepOutput* output) {
+  if (in_flight_.empty()) return absl::FailedPreconditionError("Collect with no step in flight");
+  RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  InFlight& f = in_flight_.front();
+  absl::Status status = absl::OkStatus();
+  if (f.done.has_value()) {
+    *output = *std::move(f.done);
+  } else {
+    status = FinishStep(f, output);
+  }
+  in_flight_.pop_front();
+  return status;
 }
 
 absl::Status CudaBackend::CopyBlocks(int layer_group,
@@ -1649,21 +1738,25 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
 
 absl::StatusOr<double> CudaBackend::TimeGraphReplayForBenchmark(int32_t batch, int reps) {
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
+  if (!in_flight_.empty()) {
+    return absl::FailedPreconditionError("graph replay with steps in flight (Collect them first)");
+  }
   const auto it = std::find(buckets_.begin(), buckets_.end(), batch);
   if (it == buckets_.end() || reps < 1 || bucket_state_[it - buckets_.begin()].graph == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("graph replay: no decode graph of ", batch, " sequences (or reps < 1)"));
   }
   const cudaGraphExec_t graph = bucket_state_[it - buckets_.begin()].graph;
+  const OutSlot& o = out_slots_[0];
   RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));  // warm
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_begin_, stream_), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(o.begin, stream_), "event"));
   for (int i = 0; i < reps; ++i) {
     RETURN_IF_ERROR(Cuda(cudaGraphLaunch(graph, stream_), "graph launch"));
   }
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(step_end_, stream_), "event"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(o.end, stream_), "event"));
   RETURN_IF_ERROR(Sync("graph replay"));
   float ms = 0;
-  RETURN_IF_ERROR(Cuda(cudaEventElapsedTime(&ms, step_begin_, step_end_), "event time"));
+  RETURN_IF_ERROR(Cuda(cudaEventElapsedTime(&ms, o.begin, o.end), "event time"));
   return ms * 1e-3 / reps;
 }
 

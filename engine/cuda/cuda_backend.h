@@ -22,7 +22,17 @@
 // (RoPE on read), O GEMM, add + RMSNorm, gate/up GEMM, SiLU-and-mul, down
 // GEMM] -> add + final RMSNorm -> LM head (fp32) for the rows that ask for
 // logits only -> optional sampling on the device. The stream is
-// synchronized once, at the end of Forward, to hand back results.
+// synchronized once, at the end of Forward (or in Collect), to hand back
+// results.
+//
+// Pipelined steps (Backend::Submit / Collect, one GPU): step N + 1 is
+// prepared, uploaded and launched while step N runs, so the device goes
+// from one step to the next without waiting for the host. The tokens a
+// step samples on the device also stay in a device buffer, which the next
+// step's embedding reads for its fed chunks (SequenceChunk::fed_row: the
+// token id in the metadata is -2 - row). Each step in flight has its own
+// pinned result slot; the pinned metadata is rewritten only after the step
+// in flight has uploaded it.
 //
 // Decode steps (one token per sequence, every sequence asking for logits,
 // at most the largest bucket) run padded to a batch-size bucket (padding
@@ -73,8 +83,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -200,6 +212,10 @@ class CudaBackend : public Backend {
   // checked against max_model_len, and also for more than max_num_seqs
   // sequences or max_num_batched_tokens tokens and bad sampling values.
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
+  // With one GPU (tp_size 1); a tensor-parallel rank runs Forward only.
+  bool SupportsPipelining() const override { return options_.tp_size == 1; }
+  absl::Status Submit(const StepPlan& plan) override;
+  absl::Status Collect(StepOutput* output) override;
   // INVALID_ARGUMENT also when a destination repeats or is the source of
   // another pair (the copies run in parallel). Enqueued, not waited for:
   // ordered before the next Forward.
@@ -236,13 +252,14 @@ class CudaBackend : public Backend {
   int32_t tp_size() const { return options_.tp_size; }
   int64_t kv_pool_bytes() const { return kv_pool_bytes_; }
 
-  // Device time of the last Forward, from the metadata upload to the last
-  // result download (CUDA events), in seconds: the wall time minus the
-  // host's share.
+  // Device time of the last step collected (Forward or Collect), from its
+  // metadata upload to its last result download (CUDA events; a pipelined
+  // step's span starts when the step before it ends), in seconds.
   double last_step_gpu_seconds() const { return last_step_gpu_seconds_; }
-  // Host time of the last Forward by phase, in seconds: validation and
-  // metadata (prepare), the uploads and launches (submit), the wait for the
-  // device (wait), and the results copied out (finish).
+  // Host time of the last step collected by phase, in seconds: validation
+  // and metadata (prepare) and the uploads and launches (submit) in Submit,
+  // the wait for the device (wait) and the results copied out (finish) in
+  // Collect.
   struct HostPhases {
     double prepare = 0;
     double submit = 0;
@@ -274,6 +291,33 @@ class CudaBackend : public Backend {
   absl::StatusOr<double> TimeGraphReplayForBenchmark(int32_t batch, int reps);
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // Pinned results of one step in flight; two, so that step N + 1 can run
+  // while step N's are read (Submit / Collect).
+  struct OutSlot {
+    int32_t* tokens = nullptr;       // [max_seqs]
+    float* logprobs = nullptr;       // [max_seqs]
+    uint64_t* candidates = nullptr;  // [max_seqs]: tp_size > 1, sampling on shards
+    cudaEvent_t begin = nullptr;     // the step's first and last work on the stream
+    cudaEvent_t end = nullptr;
+  };
+  // A step submitted and not yet collected: what Collect needs to build
+  // its StepOutput.
+  struct InFlight {
+    int slot = 0;
+    bool gpu_work = false;  // false for an empty plan
+    std::vector<int32_t> rows;
+    std::vector<uint8_t> device_sampled;  // per row: the chunk has `sampling`
+    std::vector<uint8_t> logprob;         // per row: its logprob asked
+    bool need_logits = false;             // rows of logits come back in host_logits_
+    bool on_shards = false;               // tokens from the ranks' greedy candidates
+    bool any_sampling = false;
+    // Results already copied out (a later step needed host_logits_).
+    std::optional<StepOutput> done;
+    Clock::time_point t_begin, t_prepared, t_submitted;
+  };
+  // Waits for `f` (the oldest step in flight) and copies its results out.
+  absl::Status FinishStep(InFlight& f, StepOutput* output);
   // One layer's weights on the device (bf16; null where the model has none).
   struct LayerWeights {
     const void* input_norm = nullptr;  // [hidden]
@@ -472,7 +516,9 @@ class CudaBackend : public Backend {
   float* logits_local_ = nullptr;
   float* logits_gathered_ = nullptr;
   float* lse_ = nullptr;        // [max_seqs]
-  int32_t* sampled_ = nullptr;  // [max_seqs]
+  // [max_seqs]: the tokens sampled on the device (and the feed of the
+  // next step's fed chunks, SequenceChunk::fed_row).
+  int32_t* sampled_ = nullptr;
   // tp_size > 1, sampling on shards: each row's greedy candidate
   // (greedy_candidate.h), this rank's, then the best of every rank's.
   uint64_t* candidates_ = nullptr;  // [max_seqs]
@@ -488,9 +534,23 @@ class CudaBackend : public Backend {
   void* penalty_host_ = nullptr;
   void* penalty_dev_ = nullptr;
   size_t penalty_capacity_ = 0;
-  // Results: sampled tokens, logprobs and logits rows (pinned).
+  // Results (pinned): two OutSlots' tokens, logprobs and greedy
+  // candidates, then logits rows (one buffer: a step that downloads them
+  // while another step's wait to be collected finishes that one first).
   void* out_host_ = nullptr;
   size_t out_host_bytes_ = 0;
+  OutSlot out_slots_[2];
+  float* host_logits_ = nullptr;  // [max_seqs][vocab]
+  // Steps submitted and not yet collected (at most two), oldest first.
+  std::deque<InFlight> in_flight_;
+  int64_t steps_submitted_ = 0;  // slot of a step: its number % 2
+  // Recorded after each step's uploads: the pinned metadata and penalty
+  // buffers may be rewritten once it has passed.
+  cudaEvent_t inputs_uploaded_ = nullptr;
+  // Per output row of the last step submitted: whether its token was
+  // sampled into sampled_ on the device, so the next step may feed it
+  // (SequenceChunk::fed_row).
+  std::vector<bool> feedable_;
   // Block pairs of CopyBlocks and ComputeDistanceSums, results of the latter.
   void* pairs_host_ = nullptr;
   void* pairs_dev_ = nullptr;
@@ -513,8 +573,6 @@ class CudaBackend : public Backend {
   int64_t compact_table_uploads_ = 0;
   // Whether the last RunModel's LM head left greedy candidates.
   bool lm_head_candidates_ = false;
-  cudaEvent_t step_begin_ = nullptr;
-  cudaEvent_t step_end_ = nullptr;
   double last_step_gpu_seconds_ = 0;
   HostPhases last_step_host_phases_;
 };

@@ -3,7 +3,8 @@
 // (the reference) on the same plans and checkpoints: prefill, chunked
 // prefill mixed with decode, shared physical blocks, MemShare shifted views
 // (in prefill, decode, mixed, graph and eager steps), long contexts (split
-// decode), graph replay, device sampling, block copies and distances
+// decode), graph replay, device sampling, pipelined steps with fed tokens,
+// block copies and distances
 // (shifted reference windows too), and MemShare decisions.
 //
 // Checkpoints are written by the test in BF16, so both backends compute
@@ -644,6 +645,167 @@ TEST(CudaGreedyCandidatesTest, SameTokensAsTheLogitsArgmax) {
   for (int s = 0; s < 4; ++s) {
     EXPECT_EQ(o.sampled_token_ids[s], Argmax(o.logits.data() + s * V, V)) << "row " << s;
   }
+}
+
+// Pipelined steps (Submit / Collect) whose decode chunks take the previous
+// step's tokens on the device (fed_row) give the tokens, logprobs and
+// logits of the same steps run one by one with the tokens passed from the
+// host: through decode graphs (greedy candidates, sampled rows, logits in
+// two steps in flight at once) and an eager step (a prefill chunk beside
+// fed chunks in another order). The same positions are rewritten with the
+// same tokens, so the runs must agree bit for bit.
+TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOne) {
+  const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+  const std::string dir = WriteCheckpoint("pipeline", c, 7);
+  CudaBackend::Options options = CudaOptions(dir);
+  options.skinny_gemm = SkinnyGemmMode::kAlways;  // greedy candidates in the graphs
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
+  ASSERT_NE(cuda, nullptr);
+  ASSERT_TRUE(cuda->SupportsPipelining());
+  const int V = cuda->vocab_size();
+  std::mt19937 rng(11);
+  StepOutput o;
+  StepPlan prefill;
+  for (int s = 0; s < 4; ++s) {
+    prefill.sequences.push_back(Chunk(s, 0, RandomTokens(20, V, rng), Tables(1, 8 * s, 4)));
+    prefill.sequences.back().sampling = DeviceSampling{};
+  }
+  ASSERT_TRUE(cuda->Forward(prefill, &o).ok());
+  const std::vector<int32_t> first = o.sampled_token_ids;
+  const std::vector<int32_t> prompt4 = RandomTokens(12, V, rng);
+
+  // Step k's plan: sequences 0-3 decode at position 20 + k (greedy, but
+  // sequence 3 samples at T 0.8, top-k 5 in odd steps; steps 2 and 3 ask row 0's logits
+  // and logprob); step 4 also prefills sequence 4 and lists the decode
+  // chunks in reverse. tokens[s]: the host's token for sequence s, or -1 to
+  // feed it from the previous step's row prev_row[s].
+  constexpr int kSteps = 7;
+  auto plan = [&](int k, const std::vector<int32_t>& tokens, const std::vector<int>& prev_row) {
+    StepPlan p;
+    for (int i = 0; i < 4; ++i) {
+      const int s = k == 4 ? 3 - i : i;
+      SequenceChunk chunk = Chunk(s, 20 + k, {tokens[s] >= 0 ? tokens[s] : 0}, Tables(1, 8 * s, 4));
+      if (tokens[s] < 0) chunk.fed_row = prev_row[s];
+      DeviceSampling d;
+      if (s == 3 && k % 2 == 1) {
+        d.temperature = 0.8f;
+        d.top_k = 5;
+        d.uniform = 0.1f + 0.13f * k;
+      }
+      if (s == 0 && (k == 2 || k == 3)) d.return_logits = d.return_logprob = true;
+      chunk.sampling = d;
+      p.sequences.push_back(std::move(chunk));
+    }
+    if (k == 4) {
+      p.sequences.push_back(Chunk(4, 0, prompt4, Tables(1, 32, 4)));
+      p.sequences.back().compute_logits = false;
+    }
+    return p;
+  };
+  // Row of sequence s in step k's output.
+  auto row_of = [](int k, int s) { return k == 4 ? 3 - s : s; };
+
+  // One by one, tokens from the host.
+  std::vector<std::vector<int32_t>> ref_tokens(kSteps, std::vector<int32_t>(4));
+  std::vector<StepOutput> ref(kSteps);
+  std::vector<int32_t> tokens = first;
+  const int64_t graph_steps0 = cuda->graph_steps();
+  const int64_t candidate_steps0 = cuda->greedy_candidate_steps();
+  for (int k = 0; k < kSteps; ++k) {
+    const absl::Status st = cuda->Forward(plan(k, tokens, {}), &ref[k]);
+    ASSERT_TRUE(st.ok()) << "step " << k << ": " << st;
+    for (int s = 0; s < 4; ++s) tokens[s] = ref[k].sampled_token_ids[row_of(k, s)];
+    ref_tokens[k] = tokens;
+  }
+  const int64_t graph_steps = cuda->graph_steps() - graph_steps0;
+  const int64_t candidate_steps = cuda->greedy_candidate_steps() - candidate_steps0;
+  EXPECT_EQ(graph_steps, kSteps - 1);  // all but step 4
+  EXPECT_EQ(candidate_steps, 2);       // steps 0 and 6
+
+  // Pipelined: step k + 1 submitted before step k is collected, fed.
+  std::vector<StepOutput> got(kSteps);
+  ASSERT_TRUE(cuda->Submit(plan(0, first, {})).ok());
+  for (int k = 1; k <= kSteps; ++k) {
+    if (k < kSteps) {
+      std::vector<int> prev(4);
+      for (int s = 0; s < 4; ++s) prev[s] = row_of(k - 1, s);
+      const absl::Status st = cuda->Submit(plan(k, {-1, -1, -1, -1}, prev));
+      ASSERT_TRUE(st.ok()) << "step " << k << ": " << st;
+    }
+    ASSERT_TRUE(cuda->Collect(&got[k - 1]).ok());
+  }
+  EXPECT_EQ(cuda->graph_steps() - graph_steps0, 2 * graph_steps);
+  EXPECT_EQ(cuda->greedy_candidate_steps() - candidate_steps0, 2 * candidate_steps);
+  for (int k = 0; k < kSteps; ++k) {
+    SCOPED_TRACE(::testing::Message() << "step " << k);
+    EXPECT_EQ(got[k].rows, ref[k].rows);
+    EXPECT_EQ(got[k].sampled_token_ids, ref[k].sampled_token_ids);
+    ASSERT_EQ(got[k].sampled_logprobs.size(), ref[k].sampled_logprobs.size());
+    for (size_t r = 0; r < got[k].sampled_logprobs.size(); ++r) {
+      const float a = got[k].sampled_logprobs[r], b = ref[k].sampled_logprobs[r];
+      EXPECT_TRUE((std::isnan(a) && std::isnan(b)) || a == b) << "row " << r;
+    }
+    EXPECT_EQ(got[k].logits, ref[k].logits);
+    EXPECT_EQ(got[k].logits.empty(), k != 2 && k != 3);
+  }
+}
+
+// What Submit and Collect refuse: a third step in flight, Forward or graph
+// replay with steps in flight, Collect with none, and fed chunks that name
+// no fed token (no previous step, a row out of range, a row sampled on the
+// host, more than one token); a refused Submit leaves the step in flight
+// to be collected.
+TEST_F(CudaBackendTest, PipelineRefusals) {
+  const int V = cuda_->vocab_size();
+  std::mt19937 rng(12);
+  StepOutput o;
+  EXPECT_EQ(cuda_->Collect(&o).code(), absl::StatusCode::kFailedPrecondition);
+  StepPlan prefill;
+  for (int s = 0; s < 2; ++s) {
+    prefill.sequences.push_back(Chunk(s, 0, RandomTokens(10, V, rng), Tables(1, 8 * s, 4)));
+  }
+  prefill.sequences[0].sampling = DeviceSampling{};  // row 1: logits to the host
+  auto fed = [&](int pos, int row0, int row1) {
+    StepPlan p;
+    p.sequences.push_back(Chunk(0, pos, {0}, Tables(1, 0, 4)));
+    p.sequences.push_back(Chunk(1, pos, {0}, Tables(1, 8, 4)));
+    p.sequences[0].fed_row = row0;
+    p.sequences[1].fed_row = row1;
+    for (SequenceChunk& c : p.sequences) c.sampling = DeviceSampling{};
+    return p;
+  };
+  EXPECT_EQ(cuda_->Submit(fed(10, 0, 0)).code(), absl::StatusCode::kInvalidArgument)
+      << "no previous step";
+  ASSERT_TRUE(cuda_->Submit(prefill).ok());
+  EXPECT_EQ(cuda_->Forward(prefill, &o).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cuda_->Submit(fed(10, 0, 1)).code(), absl::StatusCode::kInvalidArgument)
+      << "row 1 was sampled on the host";
+  EXPECT_EQ(cuda_->Submit(fed(10, 0, 2)).code(), absl::StatusCode::kInvalidArgument)
+      << "row 2 of 2";
+  StepPlan two = fed(10, 0, 0);
+  two.sequences[0].token_ids = {0, 0};
+  EXPECT_EQ(cuda_->Submit(two).code(), absl::StatusCode::kInvalidArgument) << "two fed tokens";
+  ASSERT_TRUE(cuda_->Submit(fed(10, 0, 0)).ok());  // both from row 0
+  EXPECT_EQ(cuda_->Submit(fed(11, 0, 1)).code(), absl::StatusCode::kFailedPrecondition)
+      << "a third step in flight";
+  EXPECT_EQ(cuda_->TimeGraphReplayForBenchmark(2, 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(cuda_->Collect(&o).ok());
+  ASSERT_EQ(o.sampled_token_ids.size(), 2u);
+  ASSERT_EQ(o.logits.size(), size_t(2) * V);  // row 1's
+  const int32_t token0 = o.sampled_token_ids[0];
+  EXPECT_EQ(o.sampled_token_ids[1], -1);
+  StepOutput fed_out;
+  ASSERT_TRUE(cuda_->Collect(&fed_out).ok());
+  EXPECT_EQ(cuda_->Collect(&o).code(), absl::StatusCode::kFailedPrecondition);
+  // The fed step equals the same step with token0 passed from the host.
+  StepPlan host = fed(10, 0, 0);
+  for (SequenceChunk& c : host.sequences) {
+    c.fed_row = -1;
+    c.token_ids = {token0};
+  }
+  ASSERT_TRUE(cuda_->Forward(host, &o).ok());
+  EXPECT_EQ(o.sampled_token_ids, fed_out.sampled_token_ids);
 }
 
 // Plans the backend must refuse, each with nothing run.
