@@ -81,7 +81,8 @@ ABSL_FLAG(int, max_model_len, 0,
 ABSL_FLAG(double, gpu_memory_utilization, 0.9, "Share of the GPU's memory the backend may use.");
 ABSL_FLAG(std::vector<std::string>, engine, {},
           "Also run the offline workload through LlmEngine with tokens sampled on the GPU "
-          "(device) and/or on the host from downloaded logits (host), comma-separated.");
+          "(device: steps pipelined; device-sync: one by one) and/or on the host from "
+          "downloaded logits (host), comma-separated.");
 ABSL_FLAG(bool, skinny, true,
           "Let GEMM tuning pick kernels/skinny_gemm for decode shapes (false: cuBLASLt only).");
 ABSL_FLAG(double, skinny_preference, -1,
@@ -93,6 +94,9 @@ ABSL_FLAG(bool, fuse_norms, true,
 ABSL_FLAG(bool, greedy_candidates, true,
           "Greedy decode steps take their tokens from the LM head's candidates "
           "(CudaBackend::Options::greedy_candidates).");
+ABSL_FLAG(bool, upload_kernel, false,
+          "Upload each step's metadata with a kernel reading the pinned buffer "
+          "(CudaBackend::Options::upload_by_kernel) instead of a copy-engine transfer.");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 ABSL_FLAG(int, profile_decode_steps, 0,
           "After the timed decode steps, run this many more between cudaProfilerStart and "
@@ -121,7 +125,7 @@ struct Args {
   int decode_context = 1024;
   int max_model_len = 0;
   double gpu_memory_utilization = 0.9;
-  // Sampling modes of the engine_throughput runs ("device", "host"); none
+  // Modes of the engine_throughput runs ("device", "device-sync", "host"); none
   // by default.
   std::vector<std::string> engine_modes;
   std::string json;
@@ -130,6 +134,7 @@ struct Args {
   double skinny_preference = -1;  // -1: the backend's default
   bool fuse_norms = true;
   bool greedy_candidates = true;
+  bool upload_kernel = false;
   int profile_decode_steps = 0;
 };
 
@@ -159,6 +164,7 @@ bool ArgsFromFlags(Args* a) {
   a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
   a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
   a->greedy_candidates = absl::GetFlag(FLAGS_greedy_candidates);
+  a->upload_kernel = absl::GetFlag(FLAGS_upload_kernel);
   if (a->skinny_preference != -1 && !(a->skinny_preference >= 0)) {
     std::fprintf(stderr, "--skinny_preference: -1 or at least 0, got %g\n",
                  a->skinny_preference);
@@ -167,8 +173,8 @@ bool ArgsFromFlags(Args* a) {
   a->profile_decode_steps = absl::GetFlag(FLAGS_profile_decode_steps);
   a->engine_modes.clear();
   for (const std::string& mode : absl::GetFlag(FLAGS_engine)) {
-    if (mode != "device" && mode != "host") {
-      std::fprintf(stderr, "--engine: device or host, got \"%s\"\n", mode.c_str());
+    if (mode != "device" && mode != "device-sync" && mode != "host") {
+      std::fprintf(stderr, "--engine: device, device-sync or host, got \"%s\"\n", mode.c_str());
       return false;
     }
     a->engine_modes.push_back(mode);
@@ -448,6 +454,9 @@ class LentBackend : public engine::Backend {
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
     return b_->Forward(plan, output);
   }
+  bool SupportsPipelining() const override { return b_->SupportsPipelining(); }
+  absl::Status Submit(const StepPlan& plan) override { return b_->Submit(plan); }
+  absl::Status Collect(StepOutput* output) override { return b_->Collect(output); }
   absl::Status CopyBlocks(int g, absl::Span<const std::pair<int32_t, int32_t>> src_dst) override {
     return b_->CopyBlocks(g, src_dst);
   }
@@ -474,15 +483,18 @@ struct EngineResult {
 
 // The workload of RunThroughput (same prompts for the same seed) through
 // LlmEngine: greedy, EOS ignored, MemShare off; `device_sampling` false
-// makes the scheduler sample on the host from the downloaded logits.
+// makes the scheduler sample on the host from the downloaded logits;
+// `pipeline` false runs its steps one by one (Scheduler::Options::
+// pipeline_steps).
 EngineResult RunEngineThroughput(engine::Backend& b, const Args& a, int budget,
-                                 bool device_sampling, uint64_t seed) {
+                                 bool device_sampling, bool pipeline, uint64_t seed) {
   const int V = b.vocab_size();
   engine::LlmEngine::Options o;
   o.scheduler.max_num_batched_tokens = budget;
   o.scheduler.max_num_seqs = a.prompts;
   o.scheduler.max_model_len = a.prompt_len + a.gen_len;
   o.scheduler.sample_on_device = device_sampling;
+  o.scheduler.pipeline_steps = pipeline;
   o.max_live_requests = std::max(a.prompts, 1);
   o.kv.dedup.mode = kvmanager::DedupMode::kOff;
   engine::LlmEngine::Parts parts;
@@ -583,6 +595,7 @@ int main(int argc, char** argv) {
   if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
   o.fuse_norms = a.fuse_norms;
   o.greedy_candidates = a.greedy_candidates;
+  o.upload_by_kernel = a.upload_kernel;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());
@@ -633,7 +646,8 @@ int main(int argc, char** argv) {
       for (const std::string& mode : a.engine_modes) {
         std::vector<EngineResult> eruns;
         for (int i = 0; i < a.repeats + 1; ++i) {
-          eruns.push_back(RunEngineThroughput(b, a, budget, mode == "device", 1 + i));
+          eruns.push_back(
+              RunEngineThroughput(b, a, budget, mode != "host", mode == "device", 1 + i));
         }
         eruns.erase(eruns.begin());
         std::sort(eruns.begin(), eruns.end(), [](const EngineResult& x, const EngineResult& y) {

@@ -587,5 +587,61 @@ TEST(LlmEngineTest, DeviceSamplingStreamsWhatHostSamplingStreams) {
   EXPECT_EQ(device->GetLoad().kv_blocks_used, 0);
 }
 
+// Pipelined steps (the scheduler's default on a backend that runs them)
+// stream what one-by-one steps stream: stop strings found one step late
+// drop the token already in flight, and a small pool preempts.
+TEST(LlmEngineTest, PipelinedStepsStreamWhatOneByOneStepsStream) {
+  FakeBackend::Options model = Model();
+  model.samples_on_device = true;
+  model.pipelines = true;
+  model.num_blocks = 24;
+  LlmEngine::Options one_by_one;
+  one_by_one.scheduler.pipeline_steps = false;
+  one_by_one.scheduler.max_num_batched_tokens = 24;
+  LlmEngine::Options pipelined = one_by_one;
+  pipelined.scheduler.pipeline_steps = true;
+  auto base = MakeEngine(one_by_one, model);
+  auto piped = MakeEngine(pipelined, model);
+
+  std::vector<EngineRequest> requests;
+  const std::string greedy_full = FakeTextCodec::Decode(Reference(Ids("abc"), 20));
+  requests.push_back(Text("greedy-stop", "abc", 20));
+  requests.back().sampling.stop = {greedy_full.substr(5, 2)};
+  for (int n = 0; n < 10; ++n) {
+    EngineRequest r = Text(absl::StrCat("r", n),
+                           std::string(FakeTextCodec::kAlphabet).substr(n * 3, 4 + n), 6 + 3 * n);
+    if (n % 2 == 1) {
+      r.sampling.temperature = 0.9f;
+      r.sampling.seed = 40 + n;
+      r.sampling.top_k = 8;
+    }
+    if (n == 3) r.sampling.stop = {"e"};
+    requests.push_back(r);
+  }
+  std::vector<std::unique_ptr<Stream>> a, b;
+  for (const EngineRequest& r : requests) {
+    a.push_back(std::make_unique<Stream>());
+    b.push_back(std::make_unique<Stream>());
+    ASSERT_TRUE(base->Submit(r, a.back()->Callback()).ok());
+    ASSERT_TRUE(piped->Submit(r, b.back()->Callback()).ok());
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(requests[i].request_id);
+    ASSERT_TRUE(a[i]->Wait());
+    ASSERT_TRUE(b[i]->Wait());
+    EXPECT_EQ(b[i]->tokens(), a[i]->tokens());
+    EXPECT_EQ(b[i]->text(), a[i]->text());
+    EXPECT_TRUE(b[i]->last().status.ok()) << b[i]->last().status;
+    EXPECT_EQ(b[i]->last().finish_reason, a[i]->last().finish_reason);
+    EXPECT_EQ(b[i]->last().usage.completion_tokens, a[i]->last().usage.completion_tokens);
+  }
+  EXPECT_EQ(b[0]->text(), greedy_full.substr(0, 5));
+  ASSERT_TRUE(base->Drain(absl::Seconds(5)).ok());
+  ASSERT_TRUE(piped->Drain(absl::Seconds(5)).ok());
+  EXPECT_EQ(base->GetSchedulerStats().pipelined_steps, 0);
+  EXPECT_GT(piped->GetSchedulerStats().pipelined_steps, 0);
+  EXPECT_EQ(piped->GetLoad().kv_blocks_used, 0);
+}
+
 }  // namespace
 }  // namespace memshare::engine

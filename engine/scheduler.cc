@@ -28,6 +28,10 @@ struct Scheduler::Sequence {
   bool device_sampling = false;  // sampled by the backend (no top-n logprobs)
   bool resident = false;         // admitted to the KV manager (in running_)
   bool ever_admitted = false;
+  // Position of the token a pipelined step in flight computes, whose id the
+  // KV manager holds as a placeholder until the step before it returns it;
+  // -1: none.
+  int32_t pipelined_pos = -1;
   Usage usage;
 
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }
@@ -99,6 +103,7 @@ Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvMana
       kv_(kv),
       vocab_size_(backend->vocab_size()),
       device_sampling_(options.sample_on_device && backend->SamplesOnDevice()),
+      pipelining_(options.pipeline_steps && backend->SupportsPipelining()),
       block_stamps_(static_cast<size_t>(std::max(0, kv->num_blocks())), 0u) {
   // A sequence alone must always fit in the pool, or it could never finish.
   const int64_t capacity = int64_t{kv->num_blocks()} * kv->block_size();
@@ -110,6 +115,10 @@ Scheduler::Scheduler(const Options& options, Backend* backend, kvmanager::KvMana
 }
 
 Scheduler::~Scheduler() {
+  if (in_flight_.has_value() && in_flight_->submitted) {
+    StepOutput ignored;
+    backend_->Collect(&ignored).IgnoreError();  // the backend's step ends before its KV does
+  }
   for (auto& [id, s] : sequences_) {
     if (s->resident) kv_->Free(id).IgnoreError();  // only fails for an unknown id
   }
@@ -364,27 +373,15 @@ absl::StatusOr<SequenceOutput> Scheduler::Finish(uint64_t seq_id, FinishReason r
   return End(it->second.get(), reason, absl::OkStatus());
 }
 
-std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
-  std::vector<SequenceOutput> outputs;
-  const absl::Time t_start = absl::Now();
-  stats_.last_schedule_seconds = stats_.last_forward_seconds = 0;
-  stats_.last_sample_seconds = stats_.last_dedup_seconds = 0;
-
-  // 1. Deadlines.
-  std::vector<Sequence*> expired;
-  for (auto& [id, s] : sequences_) {
-    if (s->deadline <= now) expired.push_back(s.get());
+Scheduler::Sequence* Scheduler::Live(const Pending::Item& item) const {
+  const auto it = sequences_.find(item.id);
+  if (it == sequences_.end() || it->second->arrival != item.arrival || !it->second->resident) {
+    return nullptr;
   }
-  for (Sequence* s : expired) {
-    ++stats_.deadline_exceeded;
-    const int32_t generated = s->generated();
-    outputs.push_back(End(s, FinishReason::kAbort,
-                          absl::DeadlineExceededError(absl::StrCat(
-                              "deadline passed after ", generated, " generated tokens"))));
-  }
+  return it->second.get();
+}
 
-  stats_.reserve_ratio = std::max(0.0, stats_.reserve_ratio - options_.reserve_ratio_decay);
-
+std::optional<Scheduler::Pending> Scheduler::Schedule(std::vector<SequenceOutput>* outputs) {
   // 2. Running sequences, in priority order.
   struct Scheduled {
     Sequence* seq;
@@ -411,7 +408,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
       }
       if (!absl::IsResourceExhausted(st)) {
         ++stats_.failed;
-        outputs.push_back(End(s, FinishReason::kError, st));
+        outputs->push_back(End(s, FinishReason::kError, st));
         order[i] = nullptr;  // destroyed
         break;
       }
@@ -504,7 +501,7 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     if (!admission.ok()) {
       if (absl::IsResourceExhausted(admission.status())) break;  // wait for blocks
       ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, admission.status()));
+      outputs->push_back(End(s, FinishReason::kError, admission.status()));
       continue;
     }
     waiting_.erase(waiting_.begin());
@@ -522,14 +519,13 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     budget -= admission->scheduled_tokens;
   }
   RefreshWaitingStats();
-  if (scheduled.empty()) return outputs;
+  if (scheduled.empty()) return std::nullopt;
 
-  // 4. Run the step.
-  StepPlan plan;
+  // The plan.
+  Pending p;
+  StepPlan& plan = p.plan;
   plan.sequences.reserve(scheduled.size());
-  int32_t prefill_tokens = 0;
-  int32_t decode_tokens = 0;
-  absl::Status run_status;
+  absl::Status& run_status = p.status;
   for (const Scheduled& sc : scheduled) {
     Sequence* s = sc.seq;
     SequenceChunk chunk;
@@ -543,17 +539,25 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
     chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
     if (chunk.compute_logits && s->device_sampling) chunk.sampling = DeviceSamplingOf(s);
-    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len ? decode_tokens
-                                                                                : prefill_tokens) +=
-        sc.num_tokens;
+    (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len
+         ? p.decode_tokens
+         : p.prefill_tokens) += sc.num_tokens;
     plan.sequences.push_back(std::move(chunk));
+    p.items.push_back({s, s->id, s->arrival, sc.num_tokens});
   }
+  return p;
+}
 
-  const absl::Time t_forward = absl::Now();
-  stats_.last_schedule_seconds = absl::ToDoubleSeconds(t_forward - t_start);
+void Scheduler::Launch(Pending* p) {
   std::vector<std::vector<kvmanager::BlockCopy>> copies = kv_->TakePendingCopies();
-  for (size_t g = 0; g < copies.size() && run_status.ok(); ++g) {
-    if (!copies[g].empty()) run_status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
+  for (size_t g = 0; g < copies.size() && p->status.ok(); ++g) {
+    if (!copies[g].empty()) p->status = backend_->CopyBlocks(static_cast<int>(g), copies[g]);
+  }
+  if (!p->status.ok()) return;
+  if (pipelining_) {
+    p->status = backend_->Submit(p->plan);
+    p->submitted = p->status.ok();
+    return;
   }
   // Reused step after step: a logits array that crosses to the host keeps
   // its allocation (64 rows of a 152k vocabulary are 39 MB).
@@ -562,26 +566,124 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
   result.logits.clear();
   result.sampled_token_ids.clear();
   result.sampled_logprobs.clear();
-  if (run_status.ok()) run_status = backend_->Forward(plan, &result);
+  p->status = backend_->Forward(p->plan, &result);
+}
+
+std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
+                                                      std::vector<SequenceOutput>* outputs) {
+  if (!pipelining_ || !p.submitted) return std::nullopt;
+  // Nothing waiting that this step would admit: the queue is empty, or the
+  // batch is full and no waiting sequence outranks a resident one.
+  if (!waiting_.empty()) {
+    if (static_cast<int32_t>(running_.size()) < options_.max_num_seqs) return std::nullopt;
+    const int32_t top = -std::get<0>(*waiting_.begin());
+    for (const Sequence* r : running_) {
+      if (r->priority < top) return std::nullopt;
+    }
+  }
+  // Every resident sequence goes on from its row of p, sampled on the
+  // device without penalties (whose lists would need p's token).
+  struct Next {
+    Sequence* seq;
+    int32_t row;
+    int32_t pos;
+  };
+  std::vector<Next> next;
+  std::vector<uint64_t>& ids = continue_ids_;
+  ids.clear();
+  size_t live = 0;
+  int32_t row = 0;
+  for (size_t i = 0; i < p.items.size(); ++i) {
+    const SequenceChunk& c = p.plan.sequences[i];
+    const int32_t r = c.compute_logits ? row++ : -1;
+    Sequence* s = Live(p.items[i]);
+    if (s == nullptr) continue;
+    ++live;
+    if (r < 0 || !c.sampling.has_value() || !c.sampling->penalty_token_ids.empty()) {
+      return std::nullopt;
+    }
+    // After p the sequence holds pos + 1 tokens; one that surely ends there
+    // by length is left out.
+    const int32_t pos = c.start_pos + static_cast<int32_t>(c.token_ids.size());
+    if (pos + 1 - s->prompt_len >= s->max_tokens || pos + 1 >= max_model_len_) continue;
+    next.push_back({s, r, pos});
+    ids.push_back(s->id);
+  }
+  if (live != running_.size() || next.empty() ||
+      static_cast<int64_t>(next.size()) > options_.max_num_batched_tokens ||
+      !kv_->CanAppendAll(ids, 1)) {
+    return std::nullopt;
+  }
+  Pending q;
+  q.plan.sequences.reserve(next.size());
+  for (const Next& n : next) {
+    Sequence* s = n.seq;
+    SequenceChunk chunk;
+    chunk.seq_id = s->id;
+    chunk.start_pos = n.pos;
+    chunk.token_ids = {0};  // a placeholder: the token comes from p's row on the device
+    chunk.fed_row = n.row;
+    absl::Status st = kv_->AppendTokens(s->id, chunk.token_ids);
+    if (st.ok()) {
+      st = kv_->CopyBlockTables(s->id, &chunk.block_tables, &chunk.block_tables_hi,
+                                &chunk.block_shifts);
+    }
+    if (!st.ok()) {  // never after CanAppendAll; the sequence ends (p's row is dropped)
+      ++stats_.failed;
+      outputs->push_back(End(s, FinishReason::kError, st));
+      continue;
+    }
+    s->pipelined_pos = n.pos;
+    chunk.sampling = DeviceSamplingOf(s);
+    q.plan.sequences.push_back(std::move(chunk));
+    q.items.push_back({s, s->id, s->arrival, 1});
+    ++q.decode_tokens;
+  }
+  if (q.items.empty()) return std::nullopt;
+  Launch(&q);
+  ++stats_.pipelined_steps;
+  return q;
+}
+
+void Scheduler::Complete(Pending& p, const Pending* next, std::vector<SequenceOutput>* outputs) {
+  const absl::Time t_forward = absl::Now();
+  StepOutput& result = step_output_;
+  absl::Status run_status = p.status;
+  if (run_status.ok() && p.submitted) {
+    result.rows.clear();
+    result.logits.clear();
+    result.sampled_token_ids.clear();
+    result.sampled_logprobs.clear();
+    run_status = backend_->Collect(&result);
+  }
   if (run_status.ok()) run_status = CheckStepOutput(result);
-  if (run_status.ok()) run_status = kv_->CommitStep();
+  // The next step's tokens, appended already, are its to commit.
+  std::vector<uint64_t>& keep = continue_ids_;
+  keep.clear();
+  if (next != nullptr) {
+    for (const Pending::Item& item : next->items) keep.push_back(item.id);
+  }
+  if (run_status.ok()) run_status = kv_->CommitStep(keep);
   const absl::Time t_sample = absl::Now();
   stats_.last_forward_seconds = absl::ToDoubleSeconds(t_sample - t_forward);
   if (!run_status.ok()) {
     // The sequences of a failed step end with the error (freeing them drops
     // their uncommitted tokens); the others go on.
-    for (const Scheduled& sc : scheduled) {
-      ++stats_.failed;
-      outputs.push_back(End(sc.seq, FinishReason::kError, run_status));
+    for (const Pending::Item& item : p.items) {
+      if (Sequence* s = Live(item); s != nullptr) {
+        ++stats_.failed;
+        outputs->push_back(End(s, FinishReason::kError, run_status));
+      }
     }
-    return outputs;
+    return;
   }
+  const StepPlan& plan = p.plan;
   ++stats_.steps;
   stats_.last_step_sequences = static_cast<int32_t>(plan.sequences.size());
   stats_.last_step_tokens = static_cast<int32_t>(plan.NumTokens());
-  stats_.last_step_prefill_tokens = prefill_tokens;
-  stats_.last_step_decode_tokens = decode_tokens;
-  stats_.prompt_tokens_computed += prefill_tokens;
+  stats_.last_step_prefill_tokens = p.prefill_tokens;
+  stats_.last_step_decode_tokens = p.decode_tokens;
+  stats_.prompt_tokens_computed += p.prefill_tokens;
 
   // Row of logits per plan index.
   std::vector<int32_t> row_of(plan.sequences.size(), -1);
@@ -591,20 +693,38 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
     }
   }
 
-  for (size_t i = 0; i < scheduled.size(); ++i) {
-    Sequence* s = scheduled[i].seq;
-    s->num_computed += scheduled[i].num_tokens;
+  for (size_t i = 0; i < p.items.size(); ++i) {
+    // A sequence that ended while the step ran (deadline, abort, a stop
+    // string one step back) drops its row.
+    Sequence* s = Live(p.items[i]);
+    if (s == nullptr) continue;
+    s->num_computed += p.items[i].num_tokens;
     UpdatePeaks(s);
     if (!plan.sequences[i].compute_logits) continue;
     absl::StatusOr<TokenLogprob> token = TakeToken(s, plan.sequences[i], result, row_of[i]);
     if (!token.ok()) {
       ++stats_.failed;
-      outputs.push_back(End(s, FinishReason::kError, token.status()));
+      outputs->push_back(End(s, FinishReason::kError, token.status()));
       continue;
     }
     const int32_t id = token->token_id;
     s->tokens.push_back(id);
     ++stats_.generated_tokens;
+    if (s->pipelined_pos >= 0) {
+      // The next step, in flight, computes this token: its id in the KV
+      // manager was a placeholder.
+      absl::Status st =
+          s->pipelined_pos == s->num_tokens() - 1
+              ? kv_->SetToken(s->id, s->pipelined_pos, id)
+              : absl::InternalError(absl::StrCat("pipelined step at position ", s->pipelined_pos,
+                                                 ", token at ", s->num_tokens() - 1));
+      s->pipelined_pos = -1;
+      if (!st.ok()) {
+        ++stats_.failed;
+        outputs->push_back(End(s, FinishReason::kError, st));
+        continue;
+      }
+    }
     FinishReason reason = FinishReason::kNone;
     if (s->stop_ids.contains(id) || (!s->ignore_eos && eos_.contains(id))) {
       reason = FinishReason::kStop;
@@ -624,10 +744,47 @@ std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
       }
     }
     out.tokens.push_back(std::move(*token));
-    outputs.push_back(std::move(out));
+    outputs->push_back(std::move(out));
   }
+  stats_.last_sample_seconds = absl::ToDoubleSeconds(absl::Now() - t_sample);
+}
+
+std::vector<SequenceOutput> Scheduler::Step(absl::Time now) {
+  std::vector<SequenceOutput> outputs;
+  const absl::Time t_start = absl::Now();
+  stats_.last_schedule_seconds = stats_.last_forward_seconds = 0;
+  stats_.last_sample_seconds = stats_.last_dedup_seconds = 0;
+
+  // 1. Deadlines.
+  std::vector<Sequence*> expired;
+  for (auto& [id, s] : sequences_) {
+    if (s->deadline <= now) expired.push_back(s.get());
+  }
+  for (Sequence* s : expired) {
+    ++stats_.deadline_exceeded;
+    const int32_t generated = s->generated();
+    outputs.push_back(End(s, FinishReason::kAbort,
+                          absl::DeadlineExceededError(absl::StrCat(
+                              "deadline passed after ", generated, " generated tokens"))));
+  }
+
+  stats_.reserve_ratio = std::max(0.0, stats_.reserve_ratio - options_.reserve_ratio_decay);
+
+  // 2-3. A new step, unless one is in flight already (pipelined).
+  if (!in_flight_.has_value()) {
+    in_flight_ = Schedule(&outputs);
+    if (!in_flight_.has_value()) return outputs;
+    Launch(&*in_flight_);
+  }
+  Pending current = *std::move(in_flight_);
+  in_flight_.reset();
+
+  // 4. The step after it, submitted before this one's results are read,
+  // then this one's results.
+  in_flight_ = Continue(current, &outputs);
+  stats_.last_schedule_seconds = absl::ToDoubleSeconds(absl::Now() - t_start);
+  Complete(current, in_flight_.has_value() ? &*in_flight_ : nullptr, &outputs);
   const absl::Time t_dedup = absl::Now();
-  stats_.last_sample_seconds = absl::ToDoubleSeconds(t_dedup - t_sample);
 
   // 5. MemShare on the reasoning steps that finished (their tokens written).
   if (kv_->HasPendingDedup()) {

@@ -57,6 +57,26 @@
 // Stop strings live in the detokenized text, which the scheduler does not
 // see: the engine calls Finish() when one matches.
 //
+// Pipelined steps (Options::pipeline_steps, on a backend whose
+// SupportsPipelining() is true, e.g. the CUDA backend on one GPU). Step()
+// submits the step after the one in flight before it reads that one's
+// results, so the device goes from step to step without waiting for the
+// host's sampling, bookkeeping and next plan. It does so while nothing
+// waits to be admitted (or the batch is full and no waiting sequence
+// outranks a resident one) and every resident sequence samples on the
+// device without penalties: each then gets one decode token whose id is
+// the one the step in flight samples for it (SequenceChunk::fed_row), held
+// in the KV manager as an uncommitted placeholder until that step's results
+// set it (KvManager::SetToken, CommitStep's keep_last). Otherwise, and
+// whenever the pool cannot take one more token each, the step in flight is
+// finished first and the next one is scheduled as above. Each Step() still
+// returns the tokens of one step. A sequence that ends while a step that
+// computes its next token is in flight (a stop token seen one step late, a
+// stop string, an abort or deadline) drops that token: it is never
+// returned, and its blocks are freed at once (the backend's stream runs any
+// later writer after the step in flight). The outputs are those of steps
+// run one by one.
+//
 // Thread-compatible: one thread (the engine's scheduler thread) calls every
 // method. The Backend and the KvManager are borrowed and must outlive the
 // scheduler; nothing else may change the KvManager's sequences.
@@ -66,6 +86,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -132,6 +153,8 @@ struct SchedulerStats {
   double last_forward_seconds = 0;
   double last_sample_seconds = 0;
   double last_dedup_seconds = 0;
+  // Steps submitted while the step before them ran (Options::pipeline_steps).
+  int64_t pipelined_steps = 0;
 };
 
 class Scheduler {
@@ -175,6 +198,12 @@ class Scheduler {
     double reserve_ratio_step = 0;
     double reserve_ratio_decay = 0.002;
     int32_t reserve_horizon_tokens = 4096;
+    // Pipelined steps on a backend that runs them (Backend::
+    // SupportsPipelining): while step N runs, step N + 1 is built and
+    // submitted, its decode tokens fed on the device from step N's (see the
+    // file comment). false: every step is submitted after the previous one's
+    // results are read.
+    bool pipeline_steps = true;
   };
 
   // `backend` and `kv` must agree on block size, layer groups and block count.
@@ -204,7 +233,7 @@ class Scheduler {
   // produced, and every sequence that ended.
   std::vector<SequenceOutput> Step(absl::Time now);
 
-  bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
+  bool HasWork() const { return !running_.empty() || !waiting_.empty() || in_flight_.has_value(); }
   bool IsLive(uint64_t seq_id) const { return sequences_.contains(seq_id); }
   const SchedulerStats& stats() const { return stats_; }
   // KV pool figures and counters (any thread may call KvManager::Stats).
@@ -218,6 +247,22 @@ class Scheduler {
 
  private:
   struct Sequence;
+  // A step launched and not yet completed: its plan and, per chunk, the
+  // sequence it was built for.
+  struct Pending {
+    struct Item {
+      Sequence* seq = nullptr;  // use Live(): the sequence may have ended since
+      uint64_t id = 0;
+      uint64_t arrival = 0;
+      int32_t num_tokens = 0;
+    };
+    StepPlan plan;
+    std::vector<Item> items;  // per plan chunk
+    int32_t prefill_tokens = 0;
+    int32_t decode_tokens = 0;
+    bool submitted = false;  // through Backend::Submit (else Forward ran in Launch)
+    absl::Status status;     // of building and launching it
+  };
   // Priority order: higher priority first, then earlier arrival.
   using QueueKey = std::tuple<int32_t, uint64_t, uint64_t>;  // (-priority, arrival, seq_id)
 
@@ -238,6 +283,25 @@ class Scheduler {
   // and describes its end.
   SequenceOutput End(Sequence* s, FinishReason reason, absl::Status status);
   void UpdatePeaks(Sequence* s);
+  // The sequence of an item while it is live and resident (not ended,
+  // preempted, or a new request under the same id), else null.
+  Sequence* Live(const Pending::Item& item) const;
+  // Steps 2-3 of the file comment: the running and admitted sequences'
+  // chunks. None when nothing is scheduled.
+  std::optional<Pending> Schedule(std::vector<SequenceOutput>* outputs);
+  // Runs the pending copy-on-write copies, then submits p (pipelining) or
+  // runs it (Forward into step_output_).
+  void Launch(Pending* p);
+  // The step after p, launched before p's results are read, when the
+  // pipeline may go on: p was submitted, nothing waits to be admitted, every
+  // resident sequence takes its next token from a row of p sampled on the
+  // device without penalties, and the pool holds one more token each. Its
+  // chunks feed those tokens (SequenceChunk::fed_row); their ids in the KV
+  // manager are placeholders until Complete(p) sets them. None otherwise.
+  std::optional<Pending> Continue(const Pending& p, std::vector<SequenceOutput>* outputs);
+  // Waits for p's results (when submitted), commits its tokens (not
+  // next's) and takes each live sequence's token, ending those that stop.
+  void Complete(Pending& p, const Pending* next, std::vector<SequenceOutput>* outputs);
   void RefreshWaitingStats();
   // The chunk's DeviceSampling for this step: s's parameters and penalty
   // lists, and one draw of its stream unless it is greedy.
@@ -266,6 +330,9 @@ class Scheduler {
   uint64_t next_arrival_ = 0;
   SamplerWorkspace workspace_;
   StepOutput step_output_;  // Forward's output, reused across steps
+  const bool pipelining_;   // Options::pipeline_steps on a backend that pipelines
+  std::optional<Pending> in_flight_;    // submitted, its results not read yet
+  std::vector<uint64_t> continue_ids_;  // scratch of Continue and Complete
   // UpdatePeaks' count of a table's distinct blocks: block_stamps_[b] ==
   // stamp_ marks block b as seen in the table being counted (one entry per
   // block of a pool), with no allocation per sequence and step.

@@ -1127,6 +1127,178 @@ TEST(SchedulerTest, SampleOnDeviceCanBeTurnedOff) {
 
 // Delegates to a FakeBackend, and replaces the token it samples for one
 // sequence with `token`.
+// --- Pipelined steps (Scheduler::Options::pipeline_steps) -----------------
+
+FakeBackend::Options PipelinedModel(FakeBackend::Options model = DeviceModel()) {
+  model.samples_on_device = true;
+  model.pipelines = true;
+  return model;
+}
+
+// Requests without penalties (every one can be pipelined): greedy and
+// seeded draws under each cut, some ending at an EOS id, more of them than
+// the batch holds so that admissions interrupt the pipeline.
+std::vector<SequenceRequest> PipelinableRequests(int32_t max_tokens) {
+  std::vector<SequenceRequest> r;
+  for (uint64_t i = 0; i < 12; ++i) {
+    SequenceRequest q = i % 3 == 0 ? Greedy(i, Prompt(3 + 2 * i, 40 + i), max_tokens - i)
+                                   : Seeded(i, Prompt(4 + i, 60 + i), max_tokens, 100 + i);
+    if (i % 3 == 2) q.sampling.top_k = 6;
+    if (i % 4 == 1) q.sampling.top_p = 0.8f;
+    if (i % 5 == 4) q.sampling.min_p = 0.1f;
+    r.push_back(q);
+  }
+  return r;
+}
+
+// The same requests give the same tokens, logprobs and ends with the steps
+// pipelined as one by one, through admissions mid-run, EOS stops (the token
+// of the step already in flight is dropped) and a pool small enough to
+// preempt; the fake checks every read-back against what was written.
+TEST(SchedulerTest, PipelinedStepsGiveTheSameOutputs) {
+  for (const int32_t blocks : {256, 24}) {
+    SCOPED_TRACE(::testing::Message() << blocks << " blocks");
+    FakeBackend::Options model = DeviceModel();
+    model.num_blocks = blocks;
+    Scheduler::Options o;
+    o.max_num_seqs = 5;
+    o.max_num_batched_tokens = 24;
+    o.eos_token_ids = {7};
+    const std::vector<SequenceRequest> requests = PipelinableRequests(40);
+    Scheduler::Options one_by_one = o;
+    one_by_one.pipeline_steps = false;
+    const Outcome base = RunAll(PipelinedModel(model), one_by_one, requests);
+    EXPECT_EQ(base.stats.pipelined_steps, 0);
+    const Outcome piped = RunAll(PipelinedModel(model), o, requests);
+    EXPECT_GT(piped.stats.pipelined_steps, piped.stats.steps / 3) << piped.stats.steps;
+    ExpectSameOutputs(base, piped);
+    int stopped = 0;
+    for (const auto& [id, r] : piped.results) stopped += r.reason == FinishReason::kStop;
+    EXPECT_GT(stopped, 0);
+    if (blocks == 24) {
+      EXPECT_GT(piped.stats.preemptions, 0);
+    }
+  }
+}
+
+// A sequence with penalties (whose lists need the last token on the host)
+// or top-n logprobs (sampled on the host) holds the pipeline back while it
+// runs; the outputs stay the same.
+TEST(SchedulerTest, PenaltiesAndTopLogprobsStepOneByOne) {
+  std::vector<SequenceRequest> requests = MixedRequests(20);
+  requests.push_back(Greedy(8, Prompt(6, 9), 20));
+  requests.back().sampling.logprobs = 2;
+  Scheduler::Options one_by_one;
+  one_by_one.pipeline_steps = false;
+  const Outcome base = RunAll(PipelinedModel(), one_by_one, requests);
+  const Outcome piped = RunAll(PipelinedModel(), {}, requests);
+  EXPECT_EQ(piped.stats.pipelined_steps, 0);
+  ExpectSameOutputs(base, piped);
+  // Without them the same sequences pipeline.
+  std::vector<SequenceRequest> plain;
+  for (SequenceRequest r : requests) {
+    r.sampling.repetition_penalty = 1.f;
+    r.sampling.presence_penalty = r.sampling.frequency_penalty = 0.f;
+    r.sampling.logprobs = 0;
+    plain.push_back(r);
+  }
+  EXPECT_GT(RunAll(PipelinedModel(), {}, plain).stats.pipelined_steps, 0);
+}
+
+// Ending a sequence while a pipelined step that computes its next token is
+// in flight (abort, Finish for a stop string, a deadline) drops that token:
+// no event follows the end, its blocks are free at once, and the others go
+// on unchanged.
+TEST(SchedulerTest, EndingASequenceDuringAPipelinedStepDropsItsToken) {
+  FakeBackend::Options model = PipelinedModel();
+  for (const int how : {0, 1, 2}) {
+    SCOPED_TRACE(::testing::Message() << "how " << how);
+    Harness h(model, {});
+    SequenceRequest r1 = Greedy(1, Prompt(10, 1), 50);
+    r1.deadline = h.now_ + absl::Seconds(5);
+    ASSERT_TRUE(h.scheduler().Add(r1).ok());
+    ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(7, 2), 12)).ok());
+    for (int i = 0; i < 4; ++i) h.Record(h.scheduler().Step(h.now_));
+    ASSERT_GT(h.scheduler().stats().pipelined_steps, 0);
+    ASSERT_TRUE(h.scheduler().HasWork());
+    const size_t tokens = h.results()[1].tokens.size();
+    EXPECT_EQ(tokens, 4u);
+    if (how == 0) {
+      absl::StatusOr<SequenceOutput> out = h.scheduler().Abort(1);
+      ASSERT_TRUE(out.ok());
+      h.Record({*out});
+    } else if (how == 1) {
+      absl::StatusOr<SequenceOutput> out = h.scheduler().Finish(1, FinishReason::kStop);
+      ASSERT_TRUE(out.ok());
+      h.Record({*out});
+    } else {
+      h.now_ += absl::Seconds(6);
+    }
+    h.RunToEnd();  // the harness fails on an event after an end
+    EXPECT_TRUE(h.results()[1].finished);
+    EXPECT_EQ(h.results()[1].tokens.size(), tokens);
+    EXPECT_EQ(h.results()[2].tokens, Reference(h.backend(), Prompt(7, 2), 12));
+    EXPECT_EQ(h.kv().num_sequences(), 0);
+    EXPECT_EQ(h.kv().NumAvailableBlocks(), model.num_blocks);
+    EXPECT_FALSE(h.scheduler().HasWork());
+  }
+}
+
+// MemShare under pipelined steps: the same remaps as one by one and the
+// same tokens (a step's last token is committed by the step that writes
+// it, so no block is shared before it is written).
+TEST(SchedulerTest, MemShareUnderPipelinedSteps) {
+  FakeBackend::Options model = PipelinedModel();
+  model.window = 1;  // next token depends on the last one: cycles
+  model.num_blocks = 256;
+  auto run = [&](bool pipelined) {
+    Scheduler::Options o;
+    o.pipeline_steps = pipelined;
+    Harness h(model, o);
+    for (uint64_t i = 0; i < 3; ++i) {
+      SequenceRequest r = Greedy(i, Prompt(8, 77 + i), 150);
+      r.memshare.mode = kvmanager::DedupMode::kMemShare;
+      EXPECT_TRUE(h.scheduler().Add(r).ok());
+    }
+    h.RunToEnd();
+    return std::make_tuple(h.results(), h.kv().Stats().dedup_remapped,
+                           h.scheduler().stats().pipelined_steps);
+  };
+  auto [base, base_remapped, base_piped] = run(false);
+  auto [piped, piped_remapped, piped_steps] = run(true);
+  EXPECT_EQ(base_piped, 0);
+  EXPECT_GT(piped_steps, 100);
+  EXPECT_GT(base_remapped, 0);
+  EXPECT_EQ(piped_remapped, base_remapped);
+  for (uint64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(piped[i].tokens, base[i].tokens) << i;
+    EXPECT_EQ(piped[i].usage.shared_blocks, base[i].usage.shared_blocks) << i;
+  }
+}
+
+// A backend failure in a pipelined step ends that step's sequences with
+// the error, whichever step it hits; nothing else is lost.
+TEST(SchedulerTest, BackendFailureUnderPipelinedSteps) {
+  for (const int after : {1, 3, 4}) {
+    SCOPED_TRACE(::testing::Message() << "failure after " << after << " steps");
+    Harness h(PipelinedModel(), {});
+    ASSERT_TRUE(h.scheduler().Add(Greedy(1, Prompt(6, 1), 10)).ok());
+    ASSERT_TRUE(h.scheduler().Add(Greedy(2, Prompt(9, 2), 10)).ok());
+    for (int i = 0; i < after; ++i) h.Record(h.scheduler().Step(h.now_));
+    h.backend().FailNextForwards(1);
+    h.RunToEnd();
+    for (const uint64_t id : {1, 2}) {
+      const Result& r = h.results()[id];
+      EXPECT_TRUE(r.finished) << id;
+      EXPECT_EQ(r.status.code(), absl::StatusCode::kInternal) << id;
+    }
+    ASSERT_TRUE(h.scheduler().Add(Greedy(3, Prompt(5, 3), 6)).ok());
+    h.RunToEnd();
+    EXPECT_EQ(h.results()[3].tokens, Reference(h.backend(), Prompt(5, 3), 6));
+    EXPECT_EQ(h.kv().NumAvailableBlocks(), 64);
+  }
+}
+
 class CorruptingBackend : public Backend {
  public:
   CorruptingBackend(FakeBackend* inner, uint64_t victim, int32_t token)

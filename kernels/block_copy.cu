@@ -62,4 +62,31 @@ absl::Status LaunchCopyBlocks(void* pool, int64_t block_bytes, const int32_t* pa
   return absl::OkStatus();
 }
 
+namespace {
+
+__global__ void Copy16Kernel(const uint4* __restrict__ src, uint4* __restrict__ dst, size_t n) {
+  const size_t i = size_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = src[i];
+}
+
+}  // namespace
+
+absl::Status LaunchCopy16(const void* src, void* dst, size_t bytes, cudaStream_t stream) {
+  if (bytes % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(dst) % 16 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "copy16: ", bytes, " bytes must be a multiple of 16, buffers 16-byte aligned"));
+  }
+  const size_t n = bytes / 16;
+  if (n == 0) return absl::OkStatus();
+  constexpr int kThreads = 128;
+  Copy16Kernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      static_cast<const uint4*>(src), static_cast<uint4*>(dst), n);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("copy16 launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace memshare::kernels

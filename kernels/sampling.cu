@@ -634,7 +634,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 constexpr int kGreedyThreads = 256;
 __global__ void __launch_bounds__(kGreedyThreads)
     GreedyFromCandidatesKernel(const uint64_t* __restrict__ candidates, int parts,
-                               int32_t* __restrict__ out, int32_t* __restrict__ out_copy) {
+                               int32_t* __restrict__ out, int32_t* __restrict__ out_copy,
+                               const int32_t* __restrict__ out_offset) {
   __shared__ uint64_t warp_best[kGreedyThreads / 32];
   const uint64_t* row = candidates + int64_t{blockIdx.x} * parts;
   uint64_t best = 0;
@@ -646,7 +647,7 @@ __global__ void __launch_bounds__(kGreedyThreads)
   if (threadIdx.x == 0) {
     for (int w = 1; w < kGreedyThreads / 32; ++w) best = max(best, warp_best[w]);
     const int32_t token = GreedyCandidateToken(best);
-    out[blockIdx.x] = token;
+    out[(out_offset != nullptr ? *out_offset : 0) + blockIdx.x] = token;
     if (out_copy != nullptr) out_copy[blockIdx.x] = token;
   }
 }
@@ -654,13 +655,15 @@ __global__ void __launch_bounds__(kGreedyThreads)
 }  // namespace
 
 absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
-                                        int32_t* out, cudaStream_t stream, int32_t* out_copy) {
+                                        int32_t* out, cudaStream_t stream, int32_t* out_copy,
+                                        const int32_t* out_offset) {
   if (rows < 0 || parts <= 0 || (rows > 0 && (candidates == nullptr || out == nullptr))) {
     return absl::InvalidArgumentError(
         absl::StrCat("greedy from candidates: rows ", rows, ", parts ", parts, " (>= 1)"));
   }
   if (rows == 0) return absl::OkStatus();
-  GreedyFromCandidatesKernel<<<rows, kGreedyThreads, 0, stream>>>(candidates, parts, out, out_copy);
+  GreedyFromCandidatesKernel<<<rows, kGreedyThreads, 0, stream>>>(candidates, parts, out, out_copy,
+                                                                  out_offset);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(

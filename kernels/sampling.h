@@ -52,10 +52,14 @@ absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vo
 // argmax of row r's logits with the lowest id on ties, as LaunchSample's
 // greedy rows without penalties. out: int32 [rows], device (or pinned host
 // memory, which the device reaches through unified addressing); out_copy:
-// null, or a second such buffer that gets the same tokens.
+// null, or a second such buffer that gets the same tokens; out_offset:
+// null, or a device int read when the kernel runs, the row of out where
+// row 0's token goes (out then has room for it), e.g. to pick one of
+// several result buffers from a captured graph.
 absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, int rows,
                                         int32_t* out, cudaStream_t stream,
-                                        int32_t* out_copy = nullptr);
+                                        int32_t* out_copy = nullptr,
+                                        const int32_t* out_offset = nullptr);
 
 }  // namespace memshare::kernels
 

@@ -378,6 +378,33 @@ bool KvManager::CanAppend(uint64_t seq_id, int32_t n) const {
   return true;
 }
 
+bool KvManager::CanAppendAll(absl::Span<const uint64_t> seq_ids, int32_t n) const {
+  if (n < 0) return false;
+  for (size_t g = 0; g < pools_.size(); ++g) {
+    int64_t need = 0;
+    for (const uint64_t id : seq_ids) {
+      const Sequence* s = Find(id);
+      if (s == nullptr) return false;
+      need += s->tables[g].BlocksNeeded(n);
+    }
+    if (need > pools_[g]->num_available()) return false;
+  }
+  return true;
+}
+
+absl::Status KvManager::SetToken(uint64_t seq_id, int32_t pos, int32_t token_id) {
+  Sequence* s = Find(seq_id);
+  if (s == nullptr) return NotFound(seq_id);
+  if (pos < std::max(s->num_computed, s->prompt_len) || pos >= s->num_tokens()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SetToken: position ", pos, " of sequence ", seq_id,
+                     " is not an uncommitted generated ", "token (", s->num_computed,
+                     " committed, prompt ", s->prompt_len, ", ", s->num_tokens(), " appended)"));
+  }
+  s->tokens[pos] = token_id;
+  return absl::OkStatus();
+}
+
 absl::Status KvManager::AppendTokens(uint64_t seq_id, absl::Span<const int32_t> token_ids) {
   Sequence* s = Find(seq_id);
   if (s == nullptr) return NotFound(seq_id);
@@ -510,14 +537,20 @@ absl::Status KvManager::InsertIntoPrefixCache(Sequence* s) {
   return absl::OkStatus();
 }
 
-absl::Status KvManager::CommitStep() {
+absl::Status KvManager::CommitStep(absl::Span<const uint64_t> keep_last) {
   absl::Status status;
+  size_t kept = 0;  // sequences left with an uncommitted token, moved to the front
   for (Sequence* s : commit_list_) {
-    s->num_computed = s->num_tokens();
-    s->in_commit_list = false;
-    if (cache_) status.Update(InsertIntoPrefixCache(s));
+    const bool keep = std::find(keep_last.begin(), keep_last.end(), s->id) != keep_last.end();
+    const int32_t end = s->num_tokens() - (keep ? 1 : 0);
+    if (end > s->num_computed) {
+      s->num_computed = end;
+      if (cache_) status.Update(InsertIntoPrefixCache(s));
+    }
+    s->in_commit_list = s->num_computed < s->num_tokens();
+    if (s->in_commit_list) commit_list_[kept++] = s;
   }
-  commit_list_.clear();
+  commit_list_.resize(kept);
   PublishGauges();
   return status;
 }

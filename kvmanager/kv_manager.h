@@ -182,12 +182,21 @@ class KvManager {
 
   // Whether AppendTokens of n tokens would succeed now.
   bool CanAppend(uint64_t seq_id, int32_t n) const;
+  // Whether AppendTokens of n tokens to each of these sequences, one after
+  // the other, would all succeed now (false for an unknown sequence).
+  bool CanAppendAll(absl::Span<const uint64_t> seq_ids, int32_t n) const;
 
   // Appends tokens (the next prefill chunk, or sampled tokens) whose K/V the
   // next forward step writes. Prompt positions must carry the prompt's ids
   // (INVALID_ARGUMENT otherwise). RESOURCE_EXHAUSTED, nothing changed, when
   // some group's pool cannot hold them.
   absl::Status AppendTokens(uint64_t seq_id, absl::Span<const int32_t> token_ids);
+
+  // Sets the id of an appended token not yet committed, at a generated
+  // position: a pipelined step's token is appended (with a placeholder id)
+  // before the step that samples it has returned it. INVALID_ARGUMENT for a
+  // committed or prompt position or one not appended.
+  absl::Status SetToken(uint64_t seq_id, int32_t pos, int32_t token_id);
 
   // The copy-on-write copies requested since the last call, per layer group
   // ([group] -> (src, dst) in order). Run them before the next forward.
@@ -219,8 +228,11 @@ class KvManager {
   };
   absl::StatusOr<BlockTableSpans> GetBlockTableSpans(uint64_t seq_id, int32_t group) const;
 
-  // The forward step ran: every appended token's K/V is written.
-  absl::Status CommitStep();
+  // The forward step ran: every appended token's K/V is written, except
+  // the last token of each sequence in `keep_last`, which stays uncommitted
+  // (a pipelined step's, appended before this step's results came; the next
+  // CommitStep commits it).
+  absl::Status CommitStep(absl::Span<const uint64_t> keep_last = {});
 
   // The decoded pieces of newly sampled tokens of a sequence, in order (the
   // tokens themselves are appended next step). No-op when MemShare is off

@@ -178,6 +178,46 @@ TEST_F(KvManagerTest, PrefixCacheServesFullPromptBlocksButNeverTheLastToken) {
   ASSERT_TRUE(manager_->CheckInvariants().ok());
 }
 
+// A pipelined step's token is appended with a placeholder id before the
+// step that samples it returns: CommitStep keeps it uncommitted, SetToken
+// fixes its id (only there), and the next commit hashes the fixed id into
+// the prefix cache.
+TEST_F(KvManagerTest, PipelinedTokenStaysUncommittedUntilItsStep) {
+  Init(SmallOptions());
+  Admit(1, Range(100, 6));
+  ASSERT_TRUE(manager_->AppendTokens(1, {7}).ok());  // the step in flight's token
+  ASSERT_TRUE(manager_->AppendTokens(1, {0}).ok());  // the next step's, not sampled yet
+  ASSERT_TRUE(manager_->CommitStep({1}).ok());
+  KvManager::SequenceInfo info = *manager_->GetSequenceInfo(1);
+  EXPECT_EQ(info.num_computed_tokens, 7);
+  EXPECT_EQ(info.num_tokens, 8);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+  for (const int32_t pos : {3, 6, 8}) {  // prompt, committed, not appended
+    EXPECT_EQ(manager_->SetToken(1, pos, 42).code(), absl::StatusCode::kInvalidArgument) << pos;
+  }
+  EXPECT_EQ(manager_->SetToken(9, 7, 42).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(manager_->SetToken(1, 7, 42).ok());
+  ASSERT_TRUE(manager_->CommitStep().ok());
+  info = *manager_->GetSequenceInfo(1);
+  EXPECT_EQ(info.num_computed_tokens, 8);
+  ASSERT_TRUE(manager_->CheckInvariants().ok());
+  std::vector<int32_t> next = Range(100, 6);
+  next.insert(next.end(), {7, 42, 9});
+  EXPECT_EQ(manager_->ProbePrefix(next, "", 9).cached_tokens, 8);
+  next[7] = 0;  // the placeholder's id was never hashed
+  EXPECT_EQ(manager_->ProbePrefix(next, "", 9).cached_tokens, 4);
+}
+
+TEST_F(KvManagerTest, CanAppendAllCountsEverySequencesBlocks) {
+  Init(SmallOptions(/*groups=*/2, /*blocks=*/4));
+  Admit(1, Range(100, 4));
+  Admit(2, Range(200, 4));
+  EXPECT_TRUE(manager_->CanAppendAll({1, 2}, 1));
+  EXPECT_TRUE(manager_->CanAppend(1, 5));  // two blocks each, but not both
+  EXPECT_FALSE(manager_->CanAppendAll({1, 2}, 5));
+  EXPECT_FALSE(manager_->CanAppendAll({1, 9}, 1));
+}
+
 TEST_F(KvManagerTest, FreedPromptsStayCachedUntilTheirBlocksAreNeeded) {
   Init(SmallOptions(/*groups=*/2, /*blocks=*/6));
   Admit(1, Range(100, 16));  // 4 blocks per group

@@ -522,6 +522,7 @@ CudaBackend::MetaLayout CudaBackend::Layout(int tokens, int seqs, int stride, bo
   m.sampling = take(size_t(seqs) * sizeof(kernels::SamplingRow));
   m.penalty_offsets = take(size_t(seqs + 1) * 4);
   m.store_logits = take(4);
+  m.out_offset = take(4);
   m.block_tables = take(size_t(seqs) * G * stride * 4);
   m.views = views;
   if (views) {
@@ -608,18 +609,19 @@ absl::Status CudaBackend::AllocateBuffers() {
   meta_bytes_ = Layout(max_tokens_, max_seqs_, max_blocks_per_seq_, /*views=*/true).bytes;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&meta_host_, meta_bytes_), "pinned step metadata"));
   RETURN_IF_ERROR(Cuda(cudaMalloc(&meta_dev_, meta_bytes_), "step metadata"));
-  // Per OutSlot: greedy candidates, tokens, logprobs (16 bytes a row);
+  // Both OutSlots' greedy candidates, tokens (one array, which a decode
+  // graph's greedy reduction indexes by the step's out_offset), logprobs;
   // then the logits rows.
   out_host_bytes_ = 2 * S * 16 + S * V * 4;
   RETURN_IF_ERROR(Cuda(cudaMallocHost(&out_host_, out_host_bytes_), "pinned step results"));
   char* out = static_cast<char*>(out_host_);
-  for (OutSlot& o : out_slots_) {
-    o.candidates = reinterpret_cast<uint64_t*>(out);
-    o.tokens = reinterpret_cast<int32_t*>(out + S * 8);
-    o.logprobs = reinterpret_cast<float*>(out + S * 12);
-    out += S * 16;
+  host_tokens_ = reinterpret_cast<int32_t*>(out + 2 * S * 8);
+  for (int k = 0; k < 2; ++k) {
+    out_slots_[k].candidates = reinterpret_cast<uint64_t*>(out) + k * S;
+    out_slots_[k].tokens = host_tokens_ + k * S;
+    out_slots_[k].logprobs = reinterpret_cast<float*>(out + 2 * S * 12) + k * S;
   }
-  host_logits_ = reinterpret_cast<float*>(out);
+  host_logits_ = reinterpret_cast<float*>(out + 2 * S * 16);
   return absl::OkStatus();
 }
 
@@ -677,6 +679,7 @@ void CudaBackend::FillPadding(const MetaLayout& L) {
   for (int t = 0; t < L.tokens; ++t) tokens[t] = -1;
   for (int i = 0; i < spec_.num_layer_groups * L.tokens; ++i) slots[i] = -1;
   *MetaHost<int32_t>(L.store_logits) = 1;
+  *MetaHost<int32_t>(L.out_offset) = 0;
   for (int s = 0; s <= L.seqs; ++s) {
     cu[s] = std::min(s, L.tokens);
     pen[s] = 0;
@@ -761,6 +764,9 @@ absl::Status CudaBackend::UploadMetadata(const MetaLayout& L, int32_t used_block
   const size_t tables[3] = {L.block_tables, L.block_tables_hi, L.block_shifts};
   const int num_tables = L.views ? 3 : 1;  // the view tables only with views
   if (2 * used > row || num_tables * rows * (row - used) < kMinSavedBytes) {
+    if (options_.upload_by_kernel) {
+      return kernels::LaunchCopy16(meta_host_, meta_dev_, L.bytes, stream_);
+    }
     return Cuda(cudaMemcpyAsync(meta_dev_, meta_host_, L.bytes, cudaMemcpyHostToDevice, stream_),
                 "upload step metadata");
   }
@@ -950,7 +956,15 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       lm_head_candidates_ = true;
     }
   }
-  if (lm.sumsq_in != nullptr || lm.argmax_out != nullptr) return gemm_->Matmul(lm, stream_);
+  if (lm_head_candidates_) {
+    // The tokens of the greedy rows, into sampled_ and the step's pinned
+    // slot (Submit's sampling, if any, overwrites them after).
+    RETURN_IF_ERROR(gemm_->Matmul(lm, stream_));
+    return kernels::LaunchGreedyFromCandidates(greedy_candidates_, kernels::SkinnyGemmTiles(V),
+                                               step.logit_rows, host_tokens_, stream_, sampled_,
+                                               MetaDev<int32_t>(L.out_offset));
+  }
+  if (lm.sumsq_in != nullptr) return gemm_->Matmul(lm, stream_);
   const void* x = hidden_;
   if (step.gather) {
     RETURN_IF_ERROR(kernels::LaunchEmbeddingGather(hidden_, 0, T, H, MetaDev<int32_t>(L.logit_rows),
@@ -1410,6 +1424,7 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
                                !on_shards && any_sampling && all_greedy && all_penalties == 0 &&
                                !any_logprob && !need_logits;
   *MetaHost<int32_t>(L.store_logits) = from_candidates ? 0 : 1;
+  *MetaHost<int32_t>(L.out_offset) = f.slot * max_seqs_;
   f.need_logits = R > 0 && need_logits;
   f.on_shards = on_shards;
   f.any_sampling = any_sampling;
@@ -1509,10 +1524,8 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
         "download greedy candidates"));
     ++shard_sampled_steps_;
   } else if (from_candidates) {
-    // Straight into the pinned slot (which the device reaches through
-    // unified addressing), and into sampled_ for a fed next step.
-    RETURN_IF_ERROR(kernels::LaunchGreedyFromCandidates(
-        greedy_candidates_, kernels::SkinnyGemmTiles(V), R, o.tokens, stream_, sampled_));
+    // The decode graph's last kernel put the tokens into the pinned slot
+    // (which the device reaches through unified addressing) and sampled_.
     ++greedy_candidate_steps_;
   } else if (any_sampling) {
     const float* raw = logits_;

@@ -172,8 +172,13 @@ class CudaBackend : public Backend {
     // One GPU, decode buckets whose LM head runs on the skinny GEMM: greedy
     // rows (no penalties, logprobs or logits asked) take their tokens from
     // the LM head's per-tile greedy candidates; no logits are stored and no
-    // sampling pass runs.
+    // sampling pass runs. The reduction of the candidates to tokens is the
+    // last kernel of the bucket's graph.
     bool greedy_candidates = true;
+    // The step's metadata uploaded by a kernel that reads the pinned buffer
+    // through unified addressing, instead of a copy-engine transfer (where
+    // the whole buffer goes up at once).
+    bool upload_by_kernel = false;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
@@ -295,7 +300,7 @@ class CudaBackend : public Backend {
   // Pinned results of one step in flight; two, so that step N + 1 can run
   // while step N's are read (Submit / Collect).
   struct OutSlot {
-    int32_t* tokens = nullptr;       // [max_seqs]
+    int32_t* tokens = nullptr;       // [max_seqs], in host_tokens_
     float* logprobs = nullptr;       // [max_seqs]
     uint64_t* candidates = nullptr;  // [max_seqs]: tp_size > 1, sampling on shards
     cudaEvent_t begin = nullptr;     // the step's first and last work on the stream
@@ -355,6 +360,7 @@ class CudaBackend : public Backend {
     size_t sampling = 0;         // kernels::SamplingRow [S]
     size_t penalty_offsets = 0;  // [S + 1]
     size_t store_logits = 0;     // one int32: whether the LM head stores logits_
+    size_t out_offset = 0;       // one int32: host_tokens_'s row of the step's row 0
     size_t block_tables = 0;     // [S][G][stride]
     // With views only (else 0): shifted views, [S][G][stride] like
     // block_tables (hi = own block and shift 0 where there is no view).
@@ -540,7 +546,8 @@ class CudaBackend : public Backend {
   void* out_host_ = nullptr;
   size_t out_host_bytes_ = 0;
   OutSlot out_slots_[2];
-  float* host_logits_ = nullptr;  // [max_seqs][vocab]
+  int32_t* host_tokens_ = nullptr;  // [2][max_seqs]: the slots' tokens
+  float* host_logits_ = nullptr;    // [max_seqs][vocab]
   // Steps submitted and not yet collected (at most two), oldest first.
   std::deque<InFlight> in_flight_;
   int64_t steps_submitted_ = 0;  // slot of a step: its number % 2

@@ -49,6 +49,10 @@ ABSL_FLAG(double, admission_reserve, 0.0,
           "running requests' possible growth free (0.2 is a good start where recomputing a "
           "preempted request is expensive). 0: admit whenever the prompt fits.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Token budget of one step (chunked prefill).");
+ABSL_FLAG(bool, async_scheduling, true,
+          "Pipelined steps where the backend runs them (one GPU): the next decode step is built "
+          "and submitted while the current one runs, its tokens fed on the device; false: each "
+          "step waits for the previous one's results.");
 ABSL_FLAG(int32_t, max_live_requests, 1024,
           "Requests queued or running beyond which new ones get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(bool, prefix_cache, true, "Reuse the KV of prompt prefixes across requests.");
@@ -140,6 +144,7 @@ absl::StatusOr<CpuEngineOptions> EngineOptionsFromFlags() {
   }
   o.engine.scheduler.reserve_ratio_step = reserve;
   o.engine.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
+  o.engine.scheduler.pipeline_steps = absl::GetFlag(FLAGS_async_scheduling);
   o.engine.max_live_requests = absl::GetFlag(FLAGS_max_live_requests);
   o.engine.kv.enable_prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   const std::string memshare = absl::GetFlag(FLAGS_memshare);

@@ -111,6 +111,47 @@ int32_t FakeBackend::Read(const SequenceChunk& c, int group, int32_t pos) {
 }
 
 absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
+  if (!submitted_.empty()) {
+    return absl::FailedPreconditionError("FakeBackend: Forward with steps submitted");
+  }
+  for (const SequenceChunk& c : plan.sequences) {
+    if (c.fed_row >= 0) return absl::InvalidArgumentError("FakeBackend: fed chunk in Forward");
+  }
+  return Run(plan, output);
+}
+
+absl::Status FakeBackend::Submit(const StepPlan& plan) {
+  if (!options_.pipelines) return Backend::Submit(plan);
+  if (submitted_.size() >= 2) {
+    return absl::FailedPreconditionError("FakeBackend: two steps submitted already");
+  }
+  StepPlan resolved = plan;
+  for (SequenceChunk& c : resolved.sequences) {
+    if (c.fed_row < 0) continue;
+    if (c.token_ids.size() != 1 || c.fed_row >= static_cast<int32_t>(last_sampled_.size()) ||
+        last_sampled_[c.fed_row] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seq ", c.seq_id, ": fed_row ", c.fed_row, " names no sampled token"));
+    }
+    c.token_ids = {last_sampled_[c.fed_row]};
+    c.fed_row = -1;
+  }
+  StepOutput out;
+  if (absl::Status st = Run(resolved, &out); !st.ok()) return st;
+  for (const SequenceChunk& c : plan.sequences) fed_chunks_ += c.fed_row >= 0 ? 1 : 0;
+  submitted_.push_back(std::move(out));
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::Collect(StepOutput* output) {
+  if (!options_.pipelines) return Backend::Collect(output);
+  if (submitted_.empty()) return absl::FailedPreconditionError("FakeBackend: nothing submitted");
+  *output = std::move(submitted_.front());
+  submitted_.erase(submitted_.begin());
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::Run(const StepPlan& plan, StepOutput* output) {
   const int32_t bs = spec_.block_size;
   // Validate the whole plan before writing anything.
   for (const SequenceChunk& c : plan.sequences) {
@@ -248,6 +289,7 @@ absl::Status FakeBackend::Forward(const StepPlan& plan, StepOutput* output) {
   }
   if (!need_logits) output->logits.clear();
   logits_rows_returned_ += static_cast<int64_t>(output->logits.size()) / options_.vocab_size;
+  last_sampled_ = output->sampled_token_ids;
   return absl::OkStatus();
 }
 

@@ -33,6 +33,12 @@
 // sampled and none asked for logits. It checks the DeviceSampling it gets
 // as the CUDA backend does, and also that no penalty token is listed twice.
 //
+// With `pipelines` (and samples_on_device) it runs pipelined steps as a
+// device stream would: Submit runs the step at once, in order with
+// CopyBlocks and ComputeDistanceSums, its fed chunks (SequenceChunk::
+// fed_row) taking the tokens the previous step sampled; Collect hands back
+// the oldest output not collected. At most two steps wait to be collected.
+//
 // Thread-compatible.
 #ifndef MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
 #define MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
@@ -65,6 +71,8 @@ class FakeBackend : public Backend {
     bool shifted_views = true;
     // Sample rows on the "device" (see the class comment).
     bool samples_on_device = false;
+    // Submit / Collect (see the class comment).
+    bool pipelines = false;
   };
 
   static absl::StatusOr<std::unique_ptr<FakeBackend>> Create(const Options& options);
@@ -74,6 +82,9 @@ class FakeBackend : public Backend {
   bool SupportsShiftedViews() const override { return options_.shifted_views; }
   bool SamplesOnDevice() const override { return options_.samples_on_device; }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
+  bool SupportsPipelining() const override { return options_.pipelines; }
+  absl::Status Submit(const StepPlan& plan) override;
+  absl::Status Collect(StepOutput* output) override;
   absl::Status CopyBlocks(int layer_group,
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
   absl::Status ComputeDistanceSums(int layer_group, absl::Span<const kvmanager::BlockPair> pairs,
@@ -90,10 +101,13 @@ class FakeBackend : public Backend {
   int64_t total_tokens() const { return total_tokens_; }
   int64_t copy_calls() const { return copy_calls_; }
   int64_t history_mismatches() const { return history_mismatches_; }
+  // Chunks whose token was fed from the previous step (fed_row).
+  int64_t fed_chunks() const { return fed_chunks_; }
   // Rows sampled on the "device", and logits rows returned to the caller.
   int64_t device_sampled_rows() const { return device_sampled_rows_; }
   int64_t logits_rows_returned() const { return logits_rows_returned_; }
-  // Called with every plan Forward accepts, before it runs.
+  // Called with every plan Forward or Submit accepts, before it runs (fed
+  // chunks with their tokens filled in).
   void SetPlanObserver(std::function<void(const StepPlan&)> observer) {
     plan_observer_ = std::move(observer);
   }
@@ -108,6 +122,9 @@ class FakeBackend : public Backend {
   // What position `pos` of a chunk's sequence reads in `group`, through a
   // shifted view when its block is one.
   int32_t Read(const SequenceChunk& c, int group, int32_t pos);
+  // Forward without the pipeline's checks; keeps the sampled tokens for
+  // the next step's fed chunks.
+  absl::Status Run(const StepPlan& plan, StepOutput* output);
 
   const Options options_;
   KvCacheSpec spec_;
@@ -122,6 +139,9 @@ class FakeBackend : public Backend {
   int64_t device_sampled_rows_ = 0;
   int64_t logits_rows_returned_ = 0;
   std::function<void(const StepPlan&)> plan_observer_;
+  std::vector<StepOutput> submitted_;  // Submit's outputs, oldest first
+  std::vector<int32_t> last_sampled_;  // the last step's sampled tokens by row (-1: none)
+  int64_t fed_chunks_ = 0;
   std::unordered_map<uint64_t, std::vector<int32_t>> shadow_;  // seq_id -> tokens by position
 };
 

@@ -653,12 +653,14 @@ TEST(CudaGreedyCandidatesTest, SameTokensAsTheLogitsArgmax) {
 // host: through decode graphs (greedy candidates, sampled rows, logits in
 // two steps in flight at once) and an eager step (a prefill chunk beside
 // fed chunks in another order). The same positions are rewritten with the
-// same tokens, so the runs must agree bit for bit.
-TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOne) {
+// same tokens, so the runs must agree bit for bit. With the metadata
+// uploaded by a copy-engine transfer or by a kernel.
+void FedStepsEqualStepsRunOneByOne(bool upload_by_kernel) {
   const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
   const std::string dir = WriteCheckpoint("pipeline", c, 7);
   CudaBackend::Options options = CudaOptions(dir);
   options.skinny_gemm = SkinnyGemmMode::kAlways;  // greedy candidates in the graphs
+  options.upload_by_kernel = upload_by_kernel;
   std::unique_ptr<CudaBackend> cuda = MakeCuda(options);
   ASSERT_NE(cuda, nullptr);
   ASSERT_TRUE(cuda->SupportsPipelining());
@@ -748,6 +750,12 @@ TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOne) {
     EXPECT_EQ(got[k].logits, ref[k].logits);
     EXPECT_EQ(got[k].logits.empty(), k != 2 && k != 3);
   }
+}
+
+TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOne) { FedStepsEqualStepsRunOneByOne(false); }
+
+TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOneUploadByKernel) {
+  FedStepsEqualStepsRunOneByOne(true);
 }
 
 // What Submit and Collect refuse: a third step in flight, Forward or graph

@@ -419,7 +419,7 @@ struct SchedulerRun {
 // The Scheduler straight on a fresh CUDA backend: every request added
 // before the first step, so the plans depend on nothing but the requests.
 SchedulerRun RunScheduler(const std::vector<SequenceRequest>& requests, bool sample_on_device,
-                          int32_t num_blocks) {
+                          int32_t num_blocks, bool pipeline_steps = true) {
   BackendOptions bo;
   bo.device = DeviceKind::kCuda;
   bo.model_dir = kModelDir;
@@ -445,6 +445,7 @@ SchedulerRun RunScheduler(const std::vector<SequenceRequest>& requests, bool sam
   so.max_model_len = 2048;
   so.eos_token_ids = ModelEosTokenIds(kModelDir);
   so.sample_on_device = sample_on_device;
+  so.pipeline_steps = pipeline_steps;
   auto scheduler = Scheduler::Create(so, backend->get(), kv->get());
   EXPECT_TRUE(scheduler.ok()) << scheduler.status();
   SchedulerRun run;
@@ -493,6 +494,43 @@ TEST(LlmEngineCudaTest, DeviceSamplingEqualsHostSamplingOnTheSameLogits) {
   EXPECT_EQ(host.stats.device_sampled_tokens, 0);
   // The penalty acts on the device: it changes the greedy reply.
   EXPECT_NE(device.tokens[1], device.tokens[8]);
+}
+
+// Pipelined steps (decode tokens fed on the device from the step in flight)
+// give the tokens of steps run one by one, greedy and seeded, with EOS
+// stops, in a roomy pool and in one small enough to preempt.
+TEST(LlmEngineCudaTest, PipelinedStepsEqualStepsRunOneByOne) {
+  ASSERT_TRUE(CudaDeviceAvailable());
+  const std::vector<Record> records = ReadRecords();
+  std::vector<SequenceRequest> requests;
+  for (int k = 0; k < 12; ++k) {
+    SequenceRequest r;
+    r.seq_id = k;
+    r.prompt_token_ids = records.at(40 + k).prompt_ids;
+    r.sampling.max_tokens = 150 + 10 * k;
+    if (k % 2 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 2000 + k;
+      r.sampling.top_k = k % 3 == 0 ? 20 : 0;
+      r.sampling.top_p = k % 3 == 1 ? 0.9f : 1.0f;
+    }
+    requests.push_back(r);
+  }
+  for (const int32_t blocks : {512, 40}) {
+    SCOPED_TRACE(::testing::Message() << blocks << " blocks");
+    const SchedulerRun one = RunScheduler(requests, true, blocks, /*pipeline_steps=*/false);
+    const SchedulerRun piped = RunScheduler(requests, true, blocks, /*pipeline_steps=*/true);
+    EXPECT_EQ(one.stats.pipelined_steps, 0);
+    EXPECT_GT(piped.stats.pipelined_steps, piped.stats.steps / 2) << piped.stats.steps;
+    if (blocks == 40) {
+      EXPECT_GT(piped.stats.preemptions, 0);
+    }
+    for (size_t k = 0; k < requests.size(); ++k) {
+      EXPECT_EQ(piped.tokens[k], one.tokens[k]) << "request " << k << ", first difference at token "
+                                                << FirstDifference(piped.tokens[k], one.tokens[k]);
+      EXPECT_GT(piped.tokens[k].size(), 20u) << k;
+    }
+  }
 }
 
 // Seeded sampling with every rule, through a pool small enough to preempt:
