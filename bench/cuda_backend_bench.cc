@@ -94,9 +94,9 @@ ABSL_FLAG(bool, fuse_norms, true,
 ABSL_FLAG(bool, greedy_candidates, true,
           "Greedy decode steps take their tokens from the LM head's candidates "
           "(CudaBackend::Options::greedy_candidates).");
-ABSL_FLAG(bool, upload_kernel, false,
+ABSL_FLAG(bool, upload_kernel, true,
           "Upload each step's metadata with a kernel reading the pinned buffer "
-          "(CudaBackend::Options::upload_by_kernel) instead of a copy-engine transfer.");
+          "(CudaBackend::Options::upload_by_kernel); false: a copy-engine transfer.");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
 ABSL_FLAG(int, profile_decode_steps, 0,
           "After the timed decode steps, run this many more between cudaProfilerStart and "
@@ -134,7 +134,7 @@ struct Args {
   double skinny_preference = -1;  // -1: the backend's default
   bool fuse_norms = true;
   bool greedy_candidates = true;
-  bool upload_kernel = false;
+  bool upload_kernel = true;
   int profile_decode_steps = 0;
 };
 

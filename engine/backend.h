@@ -84,7 +84,10 @@ class Backend : public kvmanager::BlockDistance {
   // FAILED_PRECONDITION, as are Collect with none and Forward with any.
   // Submit checks the plan as Forward does (nothing is queued when it
   // fails). CopyBlocks and ComputeDistanceSums may be called between
-  // Submit and Collect; they run after the steps in flight.
+  // Submit and Collect: copies run after the steps in flight; distance
+  // sums may run beside them, so they must only be asked about blocks of
+  // committed tokens (as kvmanager's MemShare asks), which no step in
+  // flight writes.
   virtual bool SupportsPipelining() const { return false; }
   virtual absl::Status Submit(const StepPlan& /*plan*/) {
     return absl::UnimplementedError("this backend does not pipeline steps");

@@ -572,13 +572,18 @@ void Scheduler::Launch(Pending* p) {
 std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
                                                       std::vector<SequenceOutput>* outputs) {
   if (!pipelining_ || !p.submitted) return std::nullopt;
-  // Nothing waiting that this step would admit: the queue is empty, or the
-  // batch is full and no waiting sequence outranks a resident one.
+  // Nothing waiting that a step scheduled now would admit: the queue is
+  // empty, or its head outranks no resident sequence and finds the batch
+  // full or the pool short (as under memory pressure).
   if (!waiting_.empty()) {
-    if (static_cast<int32_t>(running_.size()) < options_.max_num_seqs) return std::nullopt;
-    const int32_t top = -std::get<0>(*waiting_.begin());
+    const Sequence& head = *sequences_.at(std::get<2>(*waiting_.begin()));
     for (const Sequence* r : running_) {
-      if (r->priority < top) return std::nullopt;
+      if (r->priority < head.priority) return std::nullopt;
+    }
+    const int32_t budget = options_.max_num_batched_tokens - static_cast<int32_t>(running_.size());
+    if (static_cast<int32_t>(running_.size()) < options_.max_num_seqs && budget > 0 &&
+        kv_->ProbePrefix(head.tokens, head.cache_salt, std::min(budget, head.num_tokens())).fits) {
+      return std::nullopt;
     }
   }
   // Every resident sequence goes on from its row of p, sampled on the

@@ -62,8 +62,10 @@
 // submits the step after the one in flight before it reads that one's
 // results, so the device goes from step to step without waiting for the
 // host's sampling, bookkeeping and next plan. It does so while nothing
-// waits to be admitted (or the batch is full and no waiting sequence
-// outranks a resident one) and every resident sequence samples on the
+// waiting would be admitted now (the queue is empty, or its head outranks
+// no resident sequence and finds the batch full or the pool short, as
+// under memory pressure; a sequence the step in flight ends frees its
+// blocks for the step after) and every resident sequence samples on the
 // device without penalties: each then gets one decode token whose id is
 // the one the step in flight samples for it (SequenceChunk::fed_row), held
 // in the KV manager as an uncommitted placeholder until that step's results
@@ -293,7 +295,8 @@ class Scheduler {
   // runs it (Forward into step_output_).
   void Launch(Pending* p);
   // The step after p, launched before p's results are read, when the
-  // pipeline may go on: p was submitted, nothing waits to be admitted, every
+  // pipeline may go on: p was submitted, nothing waiting would be admitted
+  // now (see the file comment), every
   // resident sequence takes its next token from a row of p sampled on the
   // device without penalties, and the pool holds one more token each. Its
   // chunks feed those tokens (SequenceChunk::fed_row); their ids in the KV

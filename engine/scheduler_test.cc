@@ -1176,7 +1176,10 @@ TEST(SchedulerTest, PipelinedStepsGiveTheSameOutputs) {
     for (const auto& [id, r] : piped.results) stopped += r.reason == FinishReason::kStop;
     EXPECT_GT(stopped, 0);
     if (blocks == 24) {
+      // The pool bounds the batch while sequences wait: the pipeline goes on
+      // through most of it all the same.
       EXPECT_GT(piped.stats.preemptions, 0);
+      EXPECT_GT(piped.stats.pipelined_steps, piped.stats.steps / 2) << piped.stats.steps;
     }
   }
 }

@@ -79,6 +79,7 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
   o.engine.scheduler.max_num_seqs = setup.max_num_seqs;
   o.engine.scheduler.max_num_batched_tokens = setup.max_num_batched_tokens;
   o.engine.scheduler.reserve_ratio_step = setup.admission_reserve;
+  o.engine.scheduler.pipeline_steps = setup.async_scheduling;
   o.engine.max_live_requests = std::max<int32_t>(1024, problems.size() + 1);
   kvmanager::KvManager::Options& kv = o.engine.kv;
   kv.enable_prefix_cache = setup.prefix_cache;

@@ -46,6 +46,9 @@ struct EngineSetup {
   int32_t max_num_batched_tokens = 2048;
   // Conservative admission (Scheduler::Options::reserve_ratio_step); 0: off.
   double admission_reserve = 0;
+  // Pipelined steps where the backend runs them (Scheduler::Options::
+  // pipeline_steps; the worker's --async_scheduling).
+  bool async_scheduling = true;
   // Generation limit per problem (greedy).
   int32_t max_tokens = 1200;
   // Exact prefix caching across requests (kvmanager's default: on).

@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, device, "cpu", "Backend: cpu, cuda or auto (CUDA when a d
 ABSL_FLAG(int32_t, threads, 0, "CPU forward threads (0: every core).");
 ABSL_FLAG(int32_t, max_num_seqs, 64, "Most sequences in a batch.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Most tokens in one step.");
+ABSL_FLAG(bool, async_scheduling, true,
+          "Pipelined steps where the backend runs them (the worker's --async_scheduling): the "
+          "next decode step submitted while the current one runs; false: one by one.");
 ABSL_FLAG(double, admission_reserve, 0.0,
           "Conservative admission under memory pressure, [0, 1] (the worker's "
           "--admission_reserve); 0: admit whenever the prompt fits.");
@@ -145,6 +148,7 @@ int Main() {
   setup.threads = absl::GetFlag(FLAGS_threads);
   setup.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   setup.admission_reserve = absl::GetFlag(FLAGS_admission_reserve);
+  setup.async_scheduling = absl::GetFlag(FLAGS_async_scheduling);
   setup.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   setup.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   setup.num_blocks = absl::GetFlag(FLAGS_num_blocks);
@@ -152,9 +156,9 @@ int Main() {
 
   std::fprintf(stderr,
                "[memshare_eval] %zu problems, %zu configs x %d repeats, device %s, max_num_seqs "
-               "%d, num_blocks %d, admission_reserve %g\n",
+               "%d, num_blocks %d, admission_reserve %g, async_scheduling %d\n",
                problems->size(), configs->size(), repeats, setup.device.c_str(), setup.max_num_seqs,
-               setup.num_blocks, setup.admission_reserve);
+               setup.num_blocks, setup.admission_reserve, setup.async_scheduling ? 1 : 0);
   // results[repeat][config]
   std::vector<std::vector<EvalResult>> results(repeats);
   for (int32_t rep = 0; rep < repeats; ++rep) {

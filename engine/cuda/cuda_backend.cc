@@ -213,17 +213,20 @@ CudaBackend::~CudaBackend() {
   }
   gemm_.reset();
   for (void* p : pools_) cudaFree(p);
-  for (void* p : {weight_arena_, act_arena_, meta_dev_, penalty_dev_, pairs_dev_,
+  if (aux_stream_ != nullptr) cudaStreamSynchronize(aux_stream_);
+  for (void* p : {weight_arena_, act_arena_, meta_dev_, penalty_dev_, pairs_.dev, aux_pairs_.dev,
                   distance_workspace_, static_cast<void*>(inv_freq_)}) {
     if (p != nullptr) cudaFree(p);
   }
-  for (void* p : {meta_host_, penalty_host_, out_host_, pairs_host_}) {
+  for (void* p : {meta_host_, penalty_host_, out_host_, pairs_.host, aux_pairs_.host}) {
     if (p != nullptr) cudaFreeHost(p);
   }
-  for (cudaEvent_t e : {pairs_copied_, inputs_uploaded_, out_slots_[0].begin, out_slots_[0].end,
-                        out_slots_[1].begin, out_slots_[1].end}) {
+  for (cudaEvent_t e :
+       {pairs_.copied, aux_pairs_.copied, copies_done_, inputs_uploaded_, out_slots_[0].begin,
+        out_slots_[0].end, out_slots_[1].begin, out_slots_[1].end}) {
     if (e != nullptr) cudaEventDestroy(e);
   }
+  if (aux_stream_ != nullptr) cudaStreamDestroy(aux_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -234,7 +237,10 @@ absl::Status CudaBackend::Init() {
   RETURN_IF_ERROR(Cuda(cudaGetDeviceProperties(&props, options_.device), "device properties"));
   num_sms_ = props.multiProcessorCount;
   RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
-  RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(&pairs_copied_, cudaEventDisableTiming), "event"));
+  RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&aux_stream_, cudaStreamNonBlocking), "stream"));
+  for (cudaEvent_t* e : {&pairs_.copied, &aux_pairs_.copied, &copies_done_}) {
+    RETURN_IF_ERROR(Cuda(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "event"));
+  }
   RETURN_IF_ERROR(
       Cuda(cudaEventCreateWithFlags(&inputs_uploaded_, cudaEventDisableTiming), "event"));
   for (OutSlot& o : out_slots_) {
@@ -1658,29 +1664,36 @@ absl::Status CudaBackend::CopyBlocks(int layer_group,
   }
   if (copies.empty()) return absl::OkStatus();
   const int n = static_cast<int>(copies.size());
-  if (static_cast<size_t>(n) > pairs_capacity_) {
-    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
-    if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
-    if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
-    pairs_host_ = pairs_dev_ = nullptr;
-    pairs_capacity_ = 0;
-    const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
-    pairs_capacity_ = cap;
-  }
-  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
-  int32_t* host = static_cast<int32_t*>(pairs_host_);
+  RETURN_IF_ERROR(ReservePairs(pairs_, n, stream_));
+  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_.copied), "wait for the last pair upload"));
+  int32_t* host = static_cast<int32_t*>(pairs_.host);
   for (int i = 0; i < n; ++i) {
     host[2 * i] = copies[i].first;
     host[2 * i + 1] = copies[i].second;
   }
   RETURN_IF_ERROR(
-      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
+      Cuda(cudaMemcpyAsync(pairs_.dev, pairs_.host, size_t(n) * 8, cudaMemcpyHostToDevice, stream_),
            "upload block pairs"));
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
-  return kernels::LaunchCopyBlocks(pools_[layer_group], spec_.BlockBytes(layer_group),
-                                   static_cast<const int32_t*>(pairs_dev_), n, stream_);
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_.copied, stream_), "record pair upload"));
+  RETURN_IF_ERROR(kernels::LaunchCopyBlocks(pools_[layer_group], spec_.BlockBytes(layer_group),
+                                            static_cast<const int32_t*>(pairs_.dev), n, stream_));
+  return Cuda(cudaEventRecord(copies_done_, stream_), "record block copies");
+}
+
+absl::Status CudaBackend::ReservePairs(PairBuffers& b, size_t n, cudaStream_t stream) {
+  if (n <= b.capacity) return absl::OkStatus();
+  RETURN_IF_ERROR(stream == stream_
+                      ? Sync("grow block-pair buffers")
+                      : Cuda(cudaStreamSynchronize(stream), "grow block-pair buffers"));
+  if (b.host != nullptr) cudaFreeHost(b.host);
+  if (b.dev != nullptr) cudaFree(b.dev);
+  b.host = b.dev = nullptr;
+  b.capacity = 0;
+  const size_t cap = std::max<size_t>(n, 1024);
+  RETURN_IF_ERROR(Cuda(cudaMallocHost(&b.host, PairBufferBytes(cap)), "pinned block pairs"));
+  RETURN_IF_ERROR(Cuda(cudaMalloc(&b.dev, PairBufferBytes(cap)), "block pairs"));
+  b.capacity = cap;
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
@@ -1697,49 +1710,49 @@ absl::Status CudaBackend::ComputeDistanceSums(int layer_group,
   const int n = static_cast<int>(pairs.size());
   const kernels::KvBlockShape shape{spec_.LayersInGroup(layer_group), spec_.kv_heads_local,
                                     spec_.block_size, spec_.head_dim};
+  // With steps in flight, beside them: pipelined steps keep the device busy
+  // while MemShare verifies (the blocks compared are committed, so no step
+  // in flight writes them; the last CopyBlocks is waited for).
+  const bool beside = !in_flight_.empty();
+  cudaStream_t stream = beside ? aux_stream_ : stream_;
+  PairBuffers& buf = beside ? aux_pairs_ : pairs_;
+  auto wait = [&](absl::string_view what) {
+    return beside ? Cuda(cudaStreamSynchronize(stream), what) : Sync(what);
+  };
   const size_t ws = kernels::BlockDistanceWorkspaceBytes(shape, n);
-  if (static_cast<size_t>(n) > pairs_capacity_ || ws > distance_workspace_bytes_) {
-    RETURN_IF_ERROR(Sync("grow block-pair buffers"));
-  }
-  if (static_cast<size_t>(n) > pairs_capacity_) {
-    if (pairs_host_ != nullptr) cudaFreeHost(pairs_host_);
-    if (pairs_dev_ != nullptr) cudaFree(pairs_dev_);
-    pairs_host_ = pairs_dev_ = nullptr;
-    pairs_capacity_ = 0;
-    const size_t cap = std::max<size_t>(n, 1024);
-    RETURN_IF_ERROR(Cuda(cudaMallocHost(&pairs_host_, PairBufferBytes(cap)), "pinned block pairs"));
-    RETURN_IF_ERROR(Cuda(cudaMalloc(&pairs_dev_, PairBufferBytes(cap)), "block pairs"));
-    pairs_capacity_ = cap;
-  }
+  RETURN_IF_ERROR(ReservePairs(buf, n, stream));
   if (ws > distance_workspace_bytes_) {
+    // No distance kernel runs now (each call waits for its own).
     if (distance_workspace_ != nullptr) cudaFree(distance_workspace_);
     distance_workspace_ = nullptr;
     distance_workspace_bytes_ = 0;
     RETURN_IF_ERROR(Cuda(cudaMalloc(&distance_workspace_, ws), "distance workspace"));
     distance_workspace_bytes_ = ws;
   }
-  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(pairs_copied_), "wait for the last pair upload"));
+  RETURN_IF_ERROR(Cuda(cudaEventSynchronize(buf.copied), "wait for the last pair upload"));
+  if (beside) {
+    RETURN_IF_ERROR(Cuda(cudaStreamWaitEvent(stream, copies_done_, 0), "order after block copies"));
+  }
   // The pairs as they are (int32 [n][4], the kernel's layout), then the
   // results.
-  std::memcpy(pairs_host_, pairs.data(), size_t(n) * sizeof(kvmanager::BlockPair));
-  const size_t results_at = PairResultsOffset(pairs_capacity_);
+  std::memcpy(buf.host, pairs.data(), size_t(n) * sizeof(kvmanager::BlockPair));
+  const size_t results_at = PairResultsOffset(buf.capacity);
   auto* dev_sums =
-      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_dev_) + results_at);
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(buf.dev) + results_at);
   auto* host_sums =
-      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(pairs_host_) + results_at);
-  RETURN_IF_ERROR(
-      Cuda(cudaMemcpyAsync(pairs_dev_, pairs_host_, size_t(n) * sizeof(kvmanager::BlockPair),
-                           cudaMemcpyHostToDevice, stream_),
-           "upload block pairs"));
+      reinterpret_cast<kernels::BlockPairSums*>(static_cast<char*>(buf.host) + results_at);
+  RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(buf.dev, buf.host, size_t(n) * sizeof(kvmanager::BlockPair),
+                                       cudaMemcpyHostToDevice, stream),
+                       "upload block pairs"));
   // Shift-0 pairs give what LaunchBlockDistance gives, bit for bit.
   RETURN_IF_ERROR(kernels::LaunchBlockDistanceWindows(pools_[layer_group], shape, spec_.num_blocks,
-                                                      static_cast<const int32_t*>(pairs_dev_), n,
-                                                      distance_workspace_, dev_sums, stream_));
+                                                      static_cast<const int32_t*>(buf.dev), n,
+                                                      distance_workspace_, dev_sums, stream));
   RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_sums, dev_sums, size_t(n) * sizeof(*dev_sums),
-                                       cudaMemcpyDeviceToHost, stream_),
+                                       cudaMemcpyDeviceToHost, stream),
                        "download distance sums"));
-  RETURN_IF_ERROR(Cuda(cudaEventRecord(pairs_copied_, stream_), "record pair upload"));
-  RETURN_IF_ERROR(Sync("distance sums"));
+  RETURN_IF_ERROR(Cuda(cudaEventRecord(buf.copied, stream), "record pair upload"));
+  RETURN_IF_ERROR(wait("distance sums"));
   for (int i = 0; i < n; ++i) {
     out[i].k_diff_sq = host_sums[i].k_diff_sq;
     out[i].k_norm_sq = host_sums[i].k_norm_sq;

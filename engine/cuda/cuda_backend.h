@@ -177,8 +177,10 @@ class CudaBackend : public Backend {
     bool greedy_candidates = true;
     // The step's metadata uploaded by a kernel that reads the pinned buffer
     // through unified addressing, instead of a copy-engine transfer (where
-    // the whole buffer goes up at once).
-    bool upload_by_kernel = false;
+    // the whole buffer goes up at once): the stream then waits for no copy
+    // engine between steps (b64 pipelined decode step -2 to -8 us, H100,
+    // bench/NOTES-cuda-backend.md session 10).
+    bool upload_by_kernel = true;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;
@@ -558,13 +560,26 @@ class CudaBackend : public Backend {
   // sampled into sampled_ on the device, so the next step may feed it
   // (SequenceChunk::fed_row).
   std::vector<bool> feedable_;
-  // Block pairs of CopyBlocks and ComputeDistanceSums, results of the latter.
-  void* pairs_host_ = nullptr;
-  void* pairs_dev_ = nullptr;
-  size_t pairs_capacity_ = 0;  // pairs
+  // Block pairs of CopyBlocks and ComputeDistanceSums, results of the
+  // latter: pinned and device buffers of `capacity` pairs, and the last
+  // upload out of `host`.
+  struct PairBuffers {
+    void* host = nullptr;
+    void* dev = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t copied = nullptr;
+  };
+  // Room for n pairs in `b`, grown after `stream` is waited for.
+  absl::Status ReservePairs(PairBuffers& b, size_t n, cudaStream_t stream);
+  // On stream_; and for ComputeDistanceSums while steps are in flight, on
+  // aux_stream_ beside them (it reads committed blocks only, which no step
+  // in flight writes), ordered after the last CopyBlocks (copies_done_).
+  PairBuffers pairs_;
+  PairBuffers aux_pairs_;
+  cudaStream_t aux_stream_ = nullptr;
+  cudaEvent_t copies_done_ = nullptr;
   void* distance_workspace_ = nullptr;
   size_t distance_workspace_bytes_ = 0;
-  cudaEvent_t pairs_copied_ = nullptr;  // the last upload out of pairs_host_
 
   std::vector<void*> pools_;  // per layer group
   int64_t kv_pool_bytes_ = 0;

@@ -891,6 +891,52 @@ TEST_F(CudaBackendTest, CopyBlocksAndDistanceSums) {
   EXPECT_EQ(cuda_->ComputeDistanceSums(0, bad, d).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Distance sums asked while pipelined steps are in flight run beside them
+// (another stream) and give the sums computed with nothing in flight, bit
+// for bit; a block copied just before (its copy queued behind the steps in
+// flight) is seen copied.
+TEST_F(CudaBackendTest, DistanceSumsBesideStepsInFlight) {
+  std::mt19937 rng(14);
+  StepPlan p;
+  p.sequences.push_back(Chunk(1, 0, RandomTokens(64, config_.vocab_size, rng), Tables(1, 0, 4)));
+  p.sequences[0].sampling = DeviceSampling{};
+  StepOutput o;
+  ASSERT_TRUE(cuda_->Forward(p, &o).ok());
+  const std::vector<kvmanager::BlockPair> pairs = {{1, 0}, {2, 0}, {3, 1}, {3, 2}};
+  std::vector<kvmanager::DistanceSums> idle(pairs.size()), beside(pairs.size());
+  ASSERT_TRUE(cuda_->ComputeDistanceSums(0, pairs, absl::MakeSpan(idle)).ok());
+  // Two decode steps of another sequence in flight (blocks 8..11), fed.
+  StepPlan other;
+  other.sequences.push_back(
+      Chunk(2, 0, RandomTokens(40, config_.vocab_size, rng), Tables(1, 8, 4)));
+  other.sequences[0].sampling = DeviceSampling{};
+  ASSERT_TRUE(cuda_->Forward(other, &o).ok());
+  StepPlan fed;
+  fed.sequences.push_back(Chunk(2, 40, {0}, Tables(1, 8, 4)));
+  fed.sequences[0].fed_row = 0;
+  fed.sequences[0].sampling = DeviceSampling{};
+  ASSERT_TRUE(cuda_->Submit(fed).ok());
+  fed.sequences[0].start_pos = 41;
+  ASSERT_TRUE(cuda_->Submit(fed).ok());
+  ASSERT_TRUE(cuda_->ComputeDistanceSums(0, pairs, absl::MakeSpan(beside)).ok());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    EXPECT_EQ(beside[i].k_diff_sq, idle[i].k_diff_sq) << i;
+    EXPECT_EQ(beside[i].v_diff_sq, idle[i].v_diff_sq) << i;
+    EXPECT_EQ(beside[i].k_norm_sq, idle[i].k_norm_sq) << i;
+    EXPECT_EQ(beside[i].v_norm_sq, idle[i].v_norm_sq) << i;
+  }
+  ASSERT_TRUE(cuda_->Collect(&o).ok());
+  const std::pair<int32_t, int32_t> copy[] = {{2, 50}};
+  ASSERT_TRUE(cuda_->CopyBlocks(0, copy).ok());  // behind the step still in flight
+  const kvmanager::BlockPair after[] = {{50, 2}};
+  kvmanager::DistanceSums d[1];
+  ASSERT_TRUE(cuda_->ComputeDistanceSums(0, after, d).ok());
+  EXPECT_EQ(d[0].k_diff_sq, 0.0);
+  EXPECT_EQ(d[0].v_diff_sq, 0.0);
+  EXPECT_GT(d[0].k_norm_sq, 0.0);
+  ASSERT_TRUE(cuda_->Collect(&o).ok());
+}
+
 // Shifted reference windows (kvmanager::BlockPair::shift) against the CPU
 // backend, one layer group per layer. The text's block 3 repeats tokens
 // 7..22, so in layer 0 (K before RoPE is a function of the token alone) it
