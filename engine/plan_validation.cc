@@ -55,6 +55,10 @@ absl::Status ValidatePlan(const StepPlan& plan, const KvCacheSpec& spec, const P
             "device (it had ", rows->size(), " rows)"));
       }
     }
+    if (s.fed_row < 0 && s.sampling.has_value() && s.sampling->count_fed_token) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name(), ": sampling.count_fed_token without fed_row"));
+    }
     for (size_t t = 0; t < s.token_ids.size() && s.fed_row < 0; ++t) {
       if (s.token_ids[t] < 0 || s.token_ids[t] >= limits.vocab_size) {
         return absl::InvalidArgumentError(

@@ -4,7 +4,8 @@
 //  - every chunk has tokens, start_pos >= 0, positions below the backend's
 //    limit (and the model's sliding window, which no backend implements),
 //    token ids inside the vocabulary; a fed chunk (fed_row >= 0) has one
-//    token and names a row of the previous step that can be fed;
+//    token and names a row of the previous step that can be fed; only a
+//    fed chunk counts its fed token in its penalties;
 //  - one block table per layer group, covering every position of the chunk,
 //    with ids inside the pool;
 //  - MemShare shifted views (step_plan.h): block_tables_hi / block_shifts

@@ -137,6 +137,12 @@ TEST(ValidatePlanTest, FedRows) {
   EXPECT_THAT(message(), HasSubstr("fed_row 0 with 2 tokens (one only)"));
   plan.sequences[0].fed_row = -1;
   EXPECT_THAT(message(), HasSubstr("token_ids[0] = -1 outside the vocabulary"));
+  plan.sequences[0] = Chunk(3, {5}, {{0}});
+  plan.sequences[0].sampling = DeviceSampling{};
+  plan.sequences[0].sampling->count_fed_token = true;
+  EXPECT_THAT(message(), HasSubstr("count_fed_token without fed_row"));
+  plan.sequences[0].fed_row = 0;
+  EXPECT_TRUE(ValidatePlan(plan, spec, l).ok()) << message();
 }
 
 TEST(ValidatePlanTest, SlidingWindowAndEmptyPlan) {

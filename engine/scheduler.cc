@@ -587,7 +587,8 @@ std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
     }
   }
   // Every resident sequence goes on from its row of p, sampled on the
-  // device without penalties (whose lists would need p's token).
+  // device (penalty lists, a step behind, count the fed token there:
+  // DeviceSampling::count_fed_token).
   struct Next {
     Sequence* seq;
     int32_t row;
@@ -604,9 +605,7 @@ std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
     Sequence* s = Live(p.items[i]);
     if (s == nullptr) continue;
     ++live;
-    if (r < 0 || !c.sampling.has_value() || !c.sampling->penalty_token_ids.empty()) {
-      return std::nullopt;
-    }
+    if (r < 0 || !c.sampling.has_value()) return std::nullopt;
     // After p the sequence holds pos + 1 tokens; one that surely ends there
     // by length is left out.
     const int32_t pos = c.start_pos + static_cast<int32_t>(c.token_ids.size());
@@ -640,6 +639,7 @@ std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
     }
     s->pipelined_pos = n.pos;
     chunk.sampling = DeviceSamplingOf(s);
+    chunk.sampling->count_fed_token = !chunk.sampling->penalty_token_ids.empty();
     q.plan.sequences.push_back(std::move(chunk));
     q.items.push_back({s, s->id, s->arrival, 1});
     ++q.decode_tokens;

@@ -66,7 +66,8 @@
 // no resident sequence and finds the batch full or the pool short, as
 // under memory pressure; a sequence the step in flight ends frees its
 // blocks for the step after) and every resident sequence samples on the
-// device without penalties: each then gets one decode token whose id is
+// device (its penalty lists, a step behind, count the fed token there:
+// DeviceSampling::count_fed_token): each then gets one decode token whose id is
 // the one the step in flight samples for it (SequenceChunk::fed_row), held
 // in the KV manager as an uncommitted placeholder until that step's results
 // set it (KvManager::SetToken, CommitStep's keep_last). Otherwise, and
@@ -298,7 +299,7 @@ class Scheduler {
   // pipeline may go on: p was submitted, nothing waiting would be admitted
   // now (see the file comment), every
   // resident sequence takes its next token from a row of p sampled on the
-  // device without penalties, and the pool holds one more token each. Its
+  // device, and the pool holds one more token each. Its
   // chunks feed those tokens (SequenceChunk::fed_row); their ids in the KV
   // manager are placeholders until Complete(p) sets them. None otherwise.
   std::optional<Pending> Continue(const Pending& p, std::vector<SequenceOutput>* outputs);

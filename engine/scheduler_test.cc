@@ -1184,10 +1184,29 @@ TEST(SchedulerTest, PipelinedStepsGiveTheSameOutputs) {
   }
 }
 
-// A sequence with penalties (whose lists need the last token on the host)
-// or top-n logprobs (sampled on the host) holds the pipeline back while it
-// runs; the outputs stay the same.
-TEST(SchedulerTest, PenaltiesAndTopLogprobsStepOneByOne) {
+// Penalties pipeline: the lists a chunk carries are a step behind its fed
+// token, which counts in them on the device (count_fed_token); the outputs
+// are those of steps one by one, through preemption too. A sequence with
+// top-n logprobs (sampled on the host) holds the pipeline back while it
+// runs.
+TEST(SchedulerTest, PenaltiesPipelineTopLogprobsStepOneByOne) {
+  for (const int32_t blocks : {64, 16}) {
+    SCOPED_TRACE(::testing::Message() << blocks << " blocks");
+    FakeBackend::Options model = PipelinedModel();
+    model.num_blocks = blocks;
+    Scheduler::Options o;
+    o.max_num_batched_tokens = 16;
+    const std::vector<SequenceRequest> requests = MixedRequests(30);
+    Scheduler::Options one_by_one = o;
+    one_by_one.pipeline_steps = false;
+    const Outcome base = RunAll(model, one_by_one, requests);
+    const Outcome piped = RunAll(model, o, requests);
+    EXPECT_GT(piped.stats.pipelined_steps, piped.stats.steps / 2) << piped.stats.steps;
+    ExpectSameOutputs(base, piped);
+    if (blocks == 16) {
+      EXPECT_GT(piped.stats.preemptions, 0);
+    }
+  }
   std::vector<SequenceRequest> requests = MixedRequests(20);
   requests.push_back(Greedy(8, Prompt(6, 9), 20));
   requests.back().sampling.logprobs = 2;
@@ -1197,15 +1216,6 @@ TEST(SchedulerTest, PenaltiesAndTopLogprobsStepOneByOne) {
   const Outcome piped = RunAll(PipelinedModel(), {}, requests);
   EXPECT_EQ(piped.stats.pipelined_steps, 0);
   ExpectSameOutputs(base, piped);
-  // Without them the same sequences pipeline.
-  std::vector<SequenceRequest> plain;
-  for (SequenceRequest r : requests) {
-    r.sampling.repetition_penalty = 1.f;
-    r.sampling.presence_penalty = r.sampling.frequency_penalty = 0.f;
-    r.sampling.logprobs = 0;
-    plain.push_back(r);
-  }
-  EXPECT_GT(RunAll(PipelinedModel(), {}, plain).stats.pipelined_steps, 0);
 }
 
 // Ending a sequence while a pipelined step that computes its next token is

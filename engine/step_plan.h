@@ -33,6 +33,11 @@ struct DeviceSampling {
   // frequency on those with a count > 0. Empty when no penalty is set.
   std::vector<int32_t> penalty_token_ids;
   std::vector<int32_t> penalty_counts;
+  // With a fed chunk (SequenceChunk::fed_row) and penalty lists: the fed
+  // token, sampled by the step before and so missing from the lists, counts
+  // as one more occurrence in the generated output (the lists are a step
+  // behind). Only for fed chunks.
+  bool count_fed_token = false;
   // Also return the sampled token's logprob (log-softmax of the raw logits,
   // before penalties and temperature).
   bool return_logprob = false;

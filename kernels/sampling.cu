@@ -672,6 +672,58 @@ absl::Status LaunchGreedyFromCandidates(const uint64_t* candidates, int parts, i
   return absl::OkStatus();
 }
 
+namespace {
+
+// Grid: (rows). Block: kThreads threads, the row's list strided over them.
+__global__ void __launch_bounds__(kThreads)
+    CountFedTokensKernel(const SamplingRow* __restrict__ params,
+                         const int32_t* __restrict__ pen_offsets, int32_t* __restrict__ pen_tokens,
+                         int32_t* __restrict__ pen_counts, const int32_t* __restrict__ feed) {
+  __shared__ int found;
+  const int r = blockIdx.x;
+  const int fed_row = params[r].fed_row;
+  if (fed_row < 0) return;
+  const int token = feed[fed_row];
+  const int begin = pen_offsets[r];
+  const int last = pen_offsets[r + 1] - 1;  // the placeholder
+  if (last < begin) return;
+  if (threadIdx.x == 0) found = 0;
+  __syncthreads();
+  for (int i = begin + threadIdx.x; i < last; i += kThreads) {
+    if (pen_tokens[i] == token) {  // listed once at most
+      pen_counts[i] += 1;
+      found = 1;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && !found) {
+    pen_tokens[last] = token;
+    pen_counts[last] = 1;
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchCountFedTokens(const SamplingRow* params, int rows,
+                                  const int32_t* penalty_offsets, int32_t* penalty_tokens,
+                                  int32_t* penalty_counts, const int32_t* feed,
+                                  cudaStream_t stream) {
+  if (rows < 0 ||
+      (rows > 0 && (params == nullptr || penalty_offsets == nullptr || penalty_tokens == nullptr ||
+                    penalty_counts == nullptr || feed == nullptr))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("count fed tokens: rows ", rows, " and every buffer required"));
+  }
+  if (rows == 0) return absl::OkStatus();
+  CountFedTokensKernel<<<rows, kThreads, 0, stream>>>(params, penalty_offsets, penalty_tokens,
+                                                      penalty_counts, feed);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("count fed tokens launch: ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LaunchSample(float* logits, int64_t logits_stride, int rows, int vocab,
                           const SamplingRow* params, const int32_t* penalty_offsets,
                           const int32_t* penalty_tokens, const int32_t* penalty_counts,

@@ -29,7 +29,23 @@ struct SamplingRow {
   float presence_penalty = 0.f;
   float frequency_penalty = 0.f;
   float uniform = 0.f;             // the row's random draw, in [0, 1)
+  // LaunchCountFedTokens: >= 0, the feed row of a token that counts once
+  // more in this row's penalty lists; -1: none.
+  int32_t fed_row = -1;
 };
+
+// Pipelined steps (engine/step_plan.h, DeviceSampling::count_fed_token): a
+// row's penalty lists are a step behind its fed token, which the host has
+// not seen. For each row whose params give fed_row >= 0, the token
+// t = feed[fed_row] is counted once more in the row's CSR lists (layout as
+// LaunchSample's): its count goes up by one where t is listed, else t takes
+// the row's last entry, which the host leaves as a placeholder (token -1,
+// count 0; skipped by LaunchSample while it stays one). Run before the step
+// overwrites `feed`.
+absl::Status LaunchCountFedTokens(const SamplingRow* params, int rows,
+                                  const int32_t* penalty_offsets, int32_t* penalty_tokens,
+                                  int32_t* penalty_counts, const int32_t* feed,
+                                  cudaStream_t stream);
 
 // logits: fp32 [rows][logits_stride] (first `vocab` used), overwritten with
 //   the penalized logits.

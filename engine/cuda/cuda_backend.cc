@@ -1387,6 +1387,7 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   bool any_logprob = false;
   bool need_logits = false;
   bool all_greedy = true;
+  bool any_fed_count = false;
   f.device_sampled.assign(R, 0);
   f.logprob.assign(R, 0);
   for (int r = 0; r < R; ++r) {
@@ -1415,9 +1416,14 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
     k.presence_penalty = d.presence_penalty;
     k.frequency_penalty = d.frequency_penalty;
     k.uniform = d.uniform;
-    all_penalties += static_cast<int64_t>(d.penalty_token_ids.size());
+    // A fed token counted in the lists on the device: one placeholder entry
+    // (LaunchCountFedTokens; the lists come from one rank: no shards here).
+    const int64_t fed = d.count_fed_token && s.fed_row >= 0 && !on_shards ? 1 : 0;
+    k.fed_row = fed > 0 ? s.fed_row : -1;
+    any_fed_count = any_fed_count || fed > 0;
+    all_penalties += static_cast<int64_t>(d.penalty_token_ids.size()) + fed;
     penalties += on_shards ? CountShardPenalties(d, vocab_begin_, shard_end)
-                           : static_cast<int64_t>(d.penalty_token_ids.size());
+                           : static_cast<int64_t>(d.penalty_token_ids.size()) + fed;
   }
   pen_offsets[R] = static_cast<int32_t>(penalties);
   if (all_penalties > std::numeric_limits<int32_t>::max() / 2) {
@@ -1474,12 +1480,23 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
       }
       std::memcpy(ids + at, d.penalty_token_ids.data(), d.penalty_token_ids.size() * 4);
       std::memcpy(counts + at, d.penalty_counts.data(), d.penalty_counts.size() * 4);
+      if (sampling[r].fed_row >= 0) {  // the placeholder
+        const size_t end = at + d.penalty_token_ids.size();
+        ids[end] = -1;
+        counts[end] = 0;
+      }
     }
     RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(penalty_dev_, penalty_host_, size_t(penalties) * 8,
                                          cudaMemcpyHostToDevice, stream_),
                          "upload penalty tokens"));
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(inputs_uploaded_, stream_), "record the uploads"));
+  if (any_fed_count) {  // while sampled_ still holds the tokens fed
+    int32_t* pen_ids = static_cast<int32_t*>(penalty_dev_);
+    RETURN_IF_ERROR(kernels::LaunchCountFedTokens(MetaDev<kernels::SamplingRow>(L.sampling), R,
+                                                  MetaDev<int32_t>(L.penalty_offsets), pen_ids,
+                                                  pen_ids + penalties, sampled_, stream_));
+  }
 
   const cudaGraphExec_t graph =
       bucket < 0 ? nullptr

@@ -133,8 +133,21 @@ absl::Status FakeBackend::Submit(const StepPlan& plan) {
       return absl::InvalidArgumentError(
           absl::StrCat("seq ", c.seq_id, ": fed_row ", c.fed_row, " names no sampled token"));
     }
-    c.token_ids = {last_sampled_[c.fed_row]};
+    const int32_t token = last_sampled_[c.fed_row];
+    c.token_ids = {token};
     c.fed_row = -1;
+    if (c.sampling.has_value() && c.sampling->count_fed_token) {
+      // The lists are a step behind: the fed token counts once more.
+      DeviceSampling& d = *c.sampling;
+      d.count_fed_token = false;
+      const auto it = std::find(d.penalty_token_ids.begin(), d.penalty_token_ids.end(), token);
+      if (it != d.penalty_token_ids.end()) {
+        ++d.penalty_counts[it - d.penalty_token_ids.begin()];
+      } else {
+        d.penalty_token_ids.push_back(token);
+        d.penalty_counts.push_back(1);
+      }
+    }
   }
   StepOutput out;
   if (absl::Status st = Run(resolved, &out); !st.ok()) return st;

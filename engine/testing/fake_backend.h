@@ -36,8 +36,10 @@
 // With `pipelines` (and samples_on_device) it runs pipelined steps as a
 // device stream would: Submit runs the step at once, in order with
 // CopyBlocks and ComputeDistanceSums, its fed chunks (SequenceChunk::
-// fed_row) taking the tokens the previous step sampled; Collect hands back
-// the oldest output not collected. At most two steps wait to be collected.
+// fed_row) taking the tokens the previous step sampled (and counting them in
+// their penalty lists where DeviceSampling::count_fed_token asks); Collect
+// hands back the oldest output not collected. At most two steps wait to be
+// collected.
 //
 // Thread-compatible.
 #ifndef MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_

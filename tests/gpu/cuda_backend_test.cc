@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -756,6 +757,94 @@ TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOne) { FedStepsEqualStepsRunOne
 
 TEST(CudaPipelineTest, FedStepsEqualStepsRunOneByOneUploadByKernel) {
   FedStepsEqualStepsRunOneByOne(true);
+}
+
+// Penalties under pipelined steps: a fed chunk's lists are a step behind
+// (they lack the fed token) and count_fed_token counts it on the device.
+// The same tokens as steps run one by one with complete lists from the
+// host, and different from the same steps without penalties (so that the
+// counts matter). Both ways of counting (a listed token, the placeholder)
+// are checked on their own in sampling_test.
+TEST(CudaPipelineTest, FedTokensCountInPenalties) {
+  const ModelConfig c = SmallConfig(Architecture::kQwen2, 128, 8, 2);
+  const std::string dir = WriteCheckpoint("pipeline_penalties", c, 9);
+  std::unique_ptr<CudaBackend> cuda = MakeCuda(CudaOptions(dir));
+  ASSERT_NE(cuda, nullptr);
+  const int V = cuda->vocab_size();
+  std::mt19937 rng(13);
+  std::vector<std::vector<int32_t>> prompts(4);
+  StepPlan prefill;
+  for (int s = 0; s < 4; ++s) {
+    prompts[s] = RandomTokens(20, V, rng);
+    prefill.sequences.push_back(Chunk(s, 0, prompts[s], Tables(1, 8 * s, 4)));
+    prefill.sequences.back().sampling = DeviceSampling{};
+  }
+  StepOutput o;
+  ASSERT_TRUE(cuda->Forward(prefill, &o).ok());
+  const std::vector<int32_t> first = o.sampled_token_ids;
+  constexpr int kSteps = 8;
+  // Lists of `generated` (prompt tokens with count 0, generated ones with
+  // their counts), as the scheduler's Sampler keeps them.
+  auto lists = [&](int s, const std::vector<int32_t>& generated, DeviceSampling* d) {
+    std::map<int32_t, int32_t> count;
+    for (int32_t t : prompts[s]) count[t] += 0;
+    for (int32_t t : generated) ++count[t];
+    d->penalty_token_ids.clear();
+    d->penalty_counts.clear();
+    for (const auto& [t, n] : count) {
+      d->penalty_token_ids.push_back(t);
+      d->penalty_counts.push_back(n);
+    }
+  };
+  auto plan = [&](int k, const std::vector<std::vector<int32_t>>& generated, bool fed,
+                  bool penalties) {
+    StepPlan p;
+    for (int s = 0; s < 4; ++s) {
+      const int32_t token = fed ? 0 : generated[s].back();
+      p.sequences.push_back(Chunk(s, 20 + k, {token}, Tables(1, 8 * s, 4)));
+      SequenceChunk& chunk = p.sequences.back();
+      if (fed) chunk.fed_row = s;
+      DeviceSampling d;
+      if (penalties) {
+        d.repetition_penalty = 1.8f;
+        d.frequency_penalty = 0.7f;
+        d.presence_penalty = 0.5f;
+        lists(s, generated[s], &d);
+        d.count_fed_token = fed;
+      }
+      chunk.sampling = d;
+    }
+    return p;
+  };
+  auto run_one_by_one = [&](bool penalties) {
+    std::vector<std::vector<int32_t>> generated(4);
+    for (int s = 0; s < 4; ++s) generated[s] = {first[s]};
+    for (int k = 0; k < kSteps; ++k) {
+      StepOutput out;
+      EXPECT_TRUE(cuda->Forward(plan(k, generated, false, penalties), &out).ok());
+      for (int s = 0; s < 4; ++s) generated[s].push_back(out.sampled_token_ids[s]);
+    }
+    return generated;
+  };
+  const auto ref = run_one_by_one(true);
+  const auto plain = run_one_by_one(false);
+  EXPECT_NE(ref, plain) << "the penalties change nothing: pick stronger ones";
+
+  // Pipelined: step k submitted before step k - 1 is collected, its lists
+  // built from the tokens collected so far (a step behind).
+  std::vector<std::vector<int32_t>> known(4);
+  for (int s = 0; s < 4; ++s) known[s] = {first[s]};
+  ASSERT_TRUE(cuda->Submit(plan(0, known, false, true)).ok());
+  for (int k = 1; k <= kSteps; ++k) {
+    if (k < kSteps) {
+      const absl::Status st = cuda->Submit(plan(k, known, true, true));
+      ASSERT_TRUE(st.ok()) << "step " << k << ": " << st;
+    }
+    StepOutput out;
+    ASSERT_TRUE(cuda->Collect(&out).ok());
+    for (int s = 0; s < 4; ++s) known[s].push_back(out.sampled_token_ids[s]);
+  }
+  EXPECT_EQ(known, ref);
 }
 
 // What Submit and Collect refuse: a third step in flight, Forward or graph

@@ -508,7 +508,8 @@ TEST(LlmEngineCudaTest, DeviceSamplingEqualsHostSamplingOnTheSameLogits) {
 
 // Pipelined steps (decode tokens fed on the device from the step in flight)
 // against steps run one by one on the same backend: greedy and seeded
-// requests that ignore EOS and have the same length, so that both runs have
+// requests, some with penalties, that ignore EOS and have the same length,
+// so that both runs have
 // the same steps with the same rows (the same kernels for each), give the
 // same tokens; under a pool small enough to preempt, every request ends
 // well.
@@ -528,6 +529,12 @@ TEST(LlmEngineCudaTest, PipelinedStepsEqualStepsRunOneByOne) {
       r.sampling.seed = 2000 + k;
       r.sampling.top_k = k % 3 == 1 ? 20 : 0;
       r.sampling.top_p = k % 3 == 2 ? 0.9f : 1.0f;
+    }
+    // Penalties on four of them (their lists a step behind on the device).
+    if (k == 1 || k == 7) r.sampling.repetition_penalty = 1.2f;
+    if (k == 3 || k == 6) {
+      r.sampling.frequency_penalty = 0.3f;
+      r.sampling.presence_penalty = 0.2f;
     }
     requests.push_back(r);
   }

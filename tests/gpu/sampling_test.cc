@@ -233,5 +233,47 @@ TEST(GreedyFromCandidatesGpuTest, ArgmaxOfTheParts) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// LaunchCountFedTokens: a row's fed token (feed[fed_row]) counts once more:
+// its count goes up where listed, else it takes the row's last entry (the
+// placeholder); rows without fed_row, and a row whose list is the
+// placeholder alone, as they should be.
+TEST(CountFedTokensGpuTest, ListedOrPlaceholder) {
+  // Row 0: fed token 7, listed (count 2 -> 3). Row 1: fed token 9, not
+  // listed: the placeholder becomes (9, 1). Row 2: no fed_row. Row 3: the
+  // placeholder alone -> (4, 1). A long row 4 (5,000 entries, the fed token
+  // near its end) across the block's threads.
+  const std::vector<int32_t> feed = {7, 9, 3, 4, 4999};
+  std::vector<SamplingRow> params(5);
+  params[0].fed_row = 0;
+  params[1].fed_row = 1;
+  params[3].fed_row = 3;
+  params[4].fed_row = 4;
+  std::vector<int32_t> tokens = {1, 7, 8, -1, 2, 5, -1, 7, 9, -1};
+  std::vector<int32_t> counts = {0, 2, 1, 0, 1, 0, 0, 3, 1, 0};
+  std::vector<int32_t> offsets = {0, 4, 7, 9, 10};
+  for (int i = 0; i < 5000; ++i) {
+    tokens.push_back(i);
+    counts.push_back(i % 3);
+  }
+  tokens.push_back(-1);
+  counts.push_back(0);
+  offsets.push_back(static_cast<int32_t>(tokens.size()));
+  DeviceBuffer<SamplingRow> dp(params);
+  DeviceBuffer<int32_t> doff(offsets), dtok(tokens), dcnt(counts), dfeed(feed);
+  ASSERT_TRUE(
+      LaunchCountFedTokens(dp.get(), 5, doff.get(), dtok.get(), dcnt.get(), dfeed.get(), nullptr)
+          .ok());
+  std::vector<int32_t> want_tokens = tokens, want_counts = counts;
+  want_counts[1] = 3;                      // row 0: 7 listed
+  want_tokens[6] = 9, want_counts[6] = 1;  // row 1: the placeholder
+  want_tokens[9] = 4, want_counts[9] = 1;  // row 3
+  want_counts[10 + 4999] += 1;             // row 4: 4999 listed
+  EXPECT_EQ(dtok.Download(), want_tokens);
+  EXPECT_EQ(dcnt.Download(), want_counts);
+  EXPECT_EQ(LaunchCountFedTokens(dp.get(), 1, nullptr, dtok.get(), dcnt.get(), dfeed.get(), nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace memshare::kernels
