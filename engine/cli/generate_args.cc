@@ -195,6 +195,15 @@ const std::vector<Flag>& Flags() {
          a->fuse_norms = false;
          return absl::OkStatus();
        }},
+      {"no-async-scheduling", nullptr,
+       "Run each step after the previous one's results are read, instead of\n"
+       "submitting the next decode step while one runs with its tokens fed on the GPU\n"
+       "(the default on one GPU; the same tokens, the GPU waiting for the host between\n"
+       "steps).",
+       [](const std::string&, GenerateArgs* a) {
+         a->async_scheduling = false;
+         return absl::OkStatus();
+       }},
       {"quiet", nullptr, "No progress lines on stderr (the summary is still printed).",
        [](const std::string&, GenerateArgs* a) {
          a->quiet = true;

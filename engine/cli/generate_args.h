@@ -41,6 +41,7 @@ struct GenerateArgs {
   float gpu_memory_utilization = 0.9f;  // CUDA: share of the card in use with the KV pool
   bool prefix_cache = true;
   bool fuse_norms = true;  // CUDA, one GPU: the norms in the GEMM epilogues
+  bool async_scheduling = true;  // pipelined steps where the backend runs them
   // Output.
   bool quiet = false;  // no progress lines on stderr
   bool help = false;

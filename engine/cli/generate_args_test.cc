@@ -34,6 +34,7 @@ TEST(GenerateArgsTest, Defaults) {
   EXPECT_EQ(a->block_size, 16);
   EXPECT_TRUE(a->prefix_cache);
   EXPECT_TRUE(a->fuse_norms);
+  EXPECT_TRUE(a->async_scheduling);
 }
 
 TEST(GenerateArgsTest, EveryFlagParses) {
@@ -92,6 +93,7 @@ TEST(GenerateArgsTest, EveryFlagParses) {
                   "2",
                   "--no-prefix-cache",
                   "--no-fuse-norms",
+                  "--no-async-scheduling",
                   "--quiet"});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->prompt_file, "p.txt");
@@ -122,6 +124,7 @@ TEST(GenerateArgsTest, EveryFlagParses) {
   EXPECT_EQ(a->threads, 2);
   EXPECT_FALSE(a->prefix_cache);
   EXPECT_FALSE(a->fuse_norms);
+  EXPECT_FALSE(a->async_scheduling);
   EXPECT_TRUE(a->quiet);
 }
 

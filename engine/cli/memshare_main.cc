@@ -54,6 +54,7 @@ int Generate(const std::vector<std::string>& argv) {
   options.device = *device;
   options.gpu_memory_utilization = args->gpu_memory_utilization;
   options.fuse_norms = args->fuse_norms;
+  options.engine.scheduler.pipeline_steps = args->async_scheduling;
   options.max_model_len = args->max_model_len;
   options.engine.scheduler.max_num_seqs = args->max_num_seqs;
   options.engine.scheduler.max_num_batched_tokens = args->max_batched_tokens;
