@@ -543,7 +543,7 @@ std::optional<Scheduler::Pending> Scheduler::Schedule(std::vector<SequenceOutput
          ? p.decode_tokens
          : p.prefill_tokens) += sc.num_tokens;
     plan.sequences.push_back(std::move(chunk));
-    p.items.push_back({s, s->id, s->arrival, sc.num_tokens});
+    p.items.push_back({s->id, s->arrival, sc.num_tokens});
   }
   return p;
 }
@@ -641,7 +641,7 @@ std::optional<Scheduler::Pending> Scheduler::Continue(const Pending& p,
     chunk.sampling = DeviceSamplingOf(s);
     chunk.sampling->count_fed_token = !chunk.sampling->penalty_token_ids.empty();
     q.plan.sequences.push_back(std::move(chunk));
-    q.items.push_back({s, s->id, s->arrival, 1});
+    q.items.push_back({s->id, s->arrival, 1});
     ++q.decode_tokens;
   }
   if (q.items.empty()) return std::nullopt;

@@ -251,10 +251,10 @@ class Scheduler {
  private:
   struct Sequence;
   // A step launched and not yet completed: its plan and, per chunk, the
-  // sequence it was built for.
+  // sequence it was built for (found again through Live(): it may have
+  // ended since).
   struct Pending {
     struct Item {
-      Sequence* seq = nullptr;  // use Live(): the sequence may have ended since
       uint64_t id = 0;
       uint64_t arrival = 0;
       int32_t num_tokens = 0;

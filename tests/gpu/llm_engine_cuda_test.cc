@@ -509,10 +509,9 @@ TEST(LlmEngineCudaTest, DeviceSamplingEqualsHostSamplingOnTheSameLogits) {
 // Pipelined steps (decode tokens fed on the device from the step in flight)
 // against steps run one by one on the same backend: greedy and seeded
 // requests, some with penalties, that ignore EOS and have the same length,
-// so that both runs have
-// the same steps with the same rows (the same kernels for each), give the
-// same tokens; under a pool small enough to preempt, every request ends
-// well.
+// so that both runs have the same steps with the same rows (the same
+// kernels for each), give the same tokens; under a pool small enough to
+// preempt, every request ends well.
 TEST(LlmEngineCudaTest, PipelinedStepsEqualStepsRunOneByOne) {
   ASSERT_TRUE(CudaDeviceAvailable());
   const std::vector<Record> records = ReadRecords();
