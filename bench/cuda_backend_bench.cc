@@ -94,6 +94,9 @@ ABSL_FLAG(bool, fuse_norms, true,
 ABSL_FLAG(bool, greedy_candidates, true,
           "Greedy decode steps take their tokens from the LM head's candidates "
           "(CudaBackend::Options::greedy_candidates).");
+ABSL_FLAG(int32_t, early_dependents, 12,
+          "Skinny products that let the next kernel launch at their start, a bit each: 1 QKV, 2 "
+          "O, 4 gate/up, 8 down, 16 the LM head (CudaBackend::Options::early_dependents).");
 ABSL_FLAG(bool, upload_kernel, true,
           "Upload each step's metadata with a kernel reading the pinned buffer "
           "(CudaBackend::Options::upload_by_kernel); false: a copy-engine transfer.");
@@ -135,6 +138,7 @@ struct Args {
   bool fuse_norms = true;
   bool greedy_candidates = true;
   bool upload_kernel = true;
+  int early_dependents = 12;
   int profile_decode_steps = 0;
 };
 
@@ -165,6 +169,7 @@ bool ArgsFromFlags(Args* a) {
   a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
   a->greedy_candidates = absl::GetFlag(FLAGS_greedy_candidates);
   a->upload_kernel = absl::GetFlag(FLAGS_upload_kernel);
+  a->early_dependents = absl::GetFlag(FLAGS_early_dependents);
   if (a->skinny_preference != -1 && !(a->skinny_preference >= 0)) {
     std::fprintf(stderr, "--skinny_preference: -1 or at least 0, got %g\n",
                  a->skinny_preference);
@@ -596,6 +601,7 @@ int main(int argc, char** argv) {
   o.fuse_norms = a.fuse_norms;
   o.greedy_candidates = a.greedy_candidates;
   o.upload_by_kernel = a.upload_kernel;
+  o.early_dependents = a.early_dependents;
   const double c0 = Now();
   auto backend = CudaBackend::Create(o);
   CHECK_OK(backend.status());

@@ -142,6 +142,7 @@ struct Params {
   uint64_t* argmax_out;
   const int32_t* store_y;
   int tiles;
+  bool dependents_at_start;  // SkinnyGemmArgs::dependents_at_start
 };
 
 // Whether this launch stores Y (SkinnyGemmArgs::store_y).
@@ -488,6 +489,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) ring.Init();
   __syncthreads();
+  if (p.dependents_at_start) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   float acc[2][NT][4];
 #pragma unroll
@@ -993,6 +995,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (threadIdx.x == 0) ring.Init();
   __syncthreads();
+  if (p.dependents_at_start) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   if (warp == kConsumerWarps) {
     if (lane == 0) {
@@ -1188,6 +1191,7 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   p.argmax_out = a.argmax_out;
   p.store_y = a.store_y;
   p.tiles = SkinnyGemmTiles(a.n);
+  p.dependents_at_start = a.dependents_at_start;
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);

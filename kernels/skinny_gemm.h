@@ -75,6 +75,15 @@ struct SkinnyGemmArgs {
   // both tiles straight from shared memory) instead of ldmatrix + mma.sync.
   // The same products up to the order of fp32 additions inside a k step.
   bool wgmma = false;
+  // Programmatic dependent launch: every thread signals that the next
+  // kernel may launch right after the CTA's set-up, instead of where its
+  // part of the work has been issued, so that the next kernel's CTAs take
+  // the multiprocessors this grid's early finishers leave and stream their
+  // first weights there. Only the timing changes: the next kernel still
+  // waits for this grid to finish before it reads what this one writes
+  // (b64 decode step with it on gate/up and down: -10 to -15 us, H100,
+  // bench/NOTES-cuda-backend.md session 11).
+  bool dependents_at_start = false;
   // The schedule. 0: the k split over thread-block clusters that
   // LaunchSkinnyGemm's `splits` gives; a tile of 128 W rows per cluster, so
   // where the tiles do not divide the multiprocessors the last wave runs on

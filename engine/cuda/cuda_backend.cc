@@ -879,6 +879,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
         normed(Args(T, qkv_cols, H, hidden_, w.qkv, qkv_, w.qkv_bias, false), w.input_norm,
                fold_norms_, nullptr, l == 0);
     if (!qkv_args.ok()) return qkv_args.status();
+    qkv_args->early_dependents = (options_.early_dependents & 1) != 0;
     RETURN_IF_ERROR(gemm_->Matmul(*qkv_args, stream_));
     if (w.q_norm != nullptr) {
       RETURN_IF_ERROR(kernels::LaunchQkvBiasNorm(qkv_, qkv_cols, T, heads, spec_.kv_heads_local,
@@ -923,14 +924,17 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
     } else {
       RETURN_IF_ERROR(kernels::LaunchPagedPrefillAttention(a, S, cu, step.max_q_len, stream_));
     }
-    const GemmArgs o = WithResidual(Args(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    GemmArgs o = WithResidual(Args(T, H, q, attn_, w.o_proj, tmp_, nullptr, false));
+    o.early_dependents = (options_.early_dependents & 2) != 0;
     RETURN_IF_ERROR(gemm_->Matmul(o, stream_));
     in_residual = o.residual != nullptr;
     absl::StatusOr<GemmArgs> gate_up =
         normed(GateUpArgs(T, w.gate_up), w.post_norm, fold_norms_, act_, false);
     if (!gate_up.ok()) return gate_up.status();
+    gate_up->early_dependents = (options_.early_dependents & 4) != 0;
     RETURN_IF_ERROR(GateUpSilu(*gate_up));
-    const GemmArgs down = WithResidual(Args(T, H, inter, act_, w.down, tmp_, nullptr, false));
+    GemmArgs down = WithResidual(Args(T, H, inter, act_, w.down, tmp_, nullptr, false));
+    down.early_dependents = (options_.early_dependents & 8) != 0;
     RETURN_IF_ERROR(gemm_->Matmul(down, stream_));
     in_residual = down.residual != nullptr;
     // Else its all-reduce is the next norm's (AllReduceAddRmsNorm).
@@ -962,6 +966,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       lm_head_candidates_ = true;
     }
   }
+  lm.early_dependents = (options_.early_dependents & 16) != 0;
   if (lm_head_candidates_) {
     // The tokens of the greedy rows, into sampled_ and the step's pinned
     // slot (Submit's sampling, if any, overwrites them after).

@@ -181,6 +181,13 @@ class CudaBackend : public Backend {
     // engine between steps (b64 pipelined decode step -2 to -8 us, H100,
     // bench/NOTES-cuda-backend.md session 10).
     bool upload_by_kernel = true;
+    // Which skinny products let the next kernel launch at their start
+    // (GemmArgs::early_dependents), a bit each: 1 QKV, 2 O, 4 gate/up, 8
+    // down, 16 the LM head. Gate/up and down by default: the b64 decode
+    // step -10 to -15 us against none; adding QKV or the LM head changed
+    // nothing, all five were +12 us (H100, bench/NOTES-cuda-backend.md
+    // session 11).
+    int early_dependents = 4 | 8;
     // Token counts of prefill steps to tune the GEMMs for at creation
     // (TuneForTokens), e.g. max_num_batched_tokens; empty: none.
     std::vector<int32_t> tune_prefill_tokens;

@@ -63,6 +63,7 @@ kernels::SkinnyGemmArgs ToSkinnyGemmArgs(const GemmArgs& g) {
   s.rms_eps = g.rms_eps;
   s.argmax_out = g.argmax_out;
   s.store_y = g.store_y;
+  s.dependents_at_start = g.early_dependents;
   return s;
 }
 
@@ -356,7 +357,13 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   }
   // Candidates: the heuristic's algorithms, then the skinny kernel at the
   // k split that fills the GPU and at half of it, each with mma.sync and
-  // with wgmma consumers, and with stream-K (wgmma).
+  // with wgmma consumers, and with stream-K (wgmma). Where the tiles
+  // outnumber the multiprocessors a cluster split runs in several waves,
+  // the last on few of them; back to back it can time as fast as stream-K,
+  // but in a decode step it is not (the b64 step with the gate/up
+  // projection on the split of 1, which Tune chose in 9 of 10 processes on
+  // one H100: +39 us against stream-K; bench/NOTES-cuda-backend.md session
+  // 11), so it is left out where stream-K runs.
   struct SkinnyCandidate {
     int splits;  // 0: stream-K
     bool wgmma;
@@ -365,10 +372,14 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (options_.skinny != SkinnyGemmMode::kOff &&
       kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(args))) {
     const int full = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(args), num_sms_);
+    const bool stream_k = skinny_workspace_ != nullptr;
+    const bool waves = num_sms_ > 0 && kernels::SkinnyGemmTiles(args.n) > num_sms_;
     for (bool wgmma : {false, true}) {
-      skinny.push_back({full, wgmma});
-      if (full > 1) skinny.push_back({full / 2, wgmma});
-      if (wgmma && skinny_workspace_ != nullptr) skinny.push_back({0, wgmma});
+      if (!(waves && stream_k)) {
+        skinny.push_back({full, wgmma});
+        if (full > 1) skinny.push_back({full / 2, wgmma});
+      }
+      if (wgmma && stream_k) skinny.push_back({0, wgmma});
     }
   }
   const size_t num_lt = plan.candidates.size();

@@ -64,6 +64,9 @@ struct GemmArgs {
   float rms_eps = 0.f;
   uint64_t* argmax_out = nullptr;
   const int32_t* store_y = nullptr;
+  // The skinny kernel lets the next kernel launch at its start
+  // (kernels::SkinnyGemmArgs::dependents_at_start); ignored by cuBLASLt.
+  bool early_dependents = false;
 };
 
 // The same product as kernels/skinny_gemm takes it.

@@ -303,6 +303,37 @@ TEST(SkinnyGemmTest, DeterministicAndChosenByTune) {
   EXPECT_EQ((*preferring)->Choice(a).rfind("skinny", 0), 0u) << (*preferring)->Choice(a);
 }
 
+TEST(SkinnyGemmTest, TuneLeavesOutSplitsOfSeveralWavesWhereStreamKRuns) {
+  // More 128-row tiles than multiprocessors: a cluster split would run in
+  // several waves, so with stream-K Tune() times stream-K and no split;
+  // without it, the splits. A preference larger than any gap keeps the
+  // skinny kernel, so the choice is the schedule.
+  const int sms = NumSms();
+  const int n = 128 * (sms + 8), k = 256;
+  std::mt19937 rng(11);
+  DeviceBuffer<Bf16> x(testing::RandomBf16(size_t(64) * k, rng));
+  DeviceBuffer<Bf16> w(testing::RandomBf16(size_t(n) * k, rng, 0.05f));
+  DeviceBuffer<Bf16> y(size_t(64) * n);
+  CublasLtGemm::Options prefer;
+  prefer.skinny_preference = 1e6;
+  CublasLtGemm::Options no_stream_k = prefer;
+  no_stream_k.stream_k = false;
+  auto with = CublasLtGemm::Create(prefer);
+  auto without = CublasLtGemm::Create(no_stream_k);
+  ASSERT_TRUE(with.ok() && without.ok());
+  for (int m : {64, 1}) {
+    SCOPED_TRACE(absl::StrCat("m ", m));
+    GemmArgs a;
+    a.m = m, a.n = n, a.k = k;
+    a.x = x.get(), a.ldx = k, a.w = w.get(), a.ldw = k, a.y = y.get(), a.ldy = n;
+    ASSERT_TRUE((*with)->Tune(a, nullptr, 2).ok());
+    ASSERT_TRUE((*without)->Tune(a, nullptr, 2).ok());
+    EXPECT_EQ((*with)->Choice(a), absl::StrCat("skinny-wgmma/stream-k", sms));
+    const std::string split = (*without)->Choice(a);
+    EXPECT_TRUE(split == "skinny/1" || split == "skinny-wgmma/1") << split;
+  }
+}
+
 // The SwiGLU epilogue (SkinnyGemmArgs::silu_mul, CublasLtGemm::
 // MatmulSiluMul): act = silu(X Wg^T) * (X Wu^T), W = [Wg; Wu], against the
 // float64 reference, through every schedule of the skinny kernel and both
@@ -493,12 +524,19 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
   struct Schedule {
     int splits, ctas;  // ctas > 0: stream-K
     bool wgmma;
+    // The first product lets the second launch at its start
+    // (SkinnyGemmArgs::dependents_at_start): the second still reads the
+    // first's finished output.
+    bool early = false;
   };
   std::vector<Schedule> schedules;
   for (int ctas : {1, 3, sms}) schedules.push_back({0, ctas, true});
   for (int splits : {0, 1, 3, 8}) {
     for (bool wgmma : {false, true}) schedules.push_back({splits, 0, wgmma});
   }
+  schedules.push_back({0, sms, true, true});
+  schedules.push_back({0, 0, true, true});
+  schedules.push_back({1, 0, true, true});
   uint32_t seed = 1300;
   for (const NormCase& c : cases) {
     SCOPED_TRACE(absl::StrCat("m ", c.m, " n ", c.n, " k1 ", c.k1, " n2 ", c.n2));
@@ -527,7 +565,8 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
     }
     for (const Schedule& sc : schedules) {
       if (sc.splits > (c.k1 + 63) / 64 || sc.splits > (c.n + 63) / 64) continue;
-      SCOPED_TRACE(absl::StrCat("splits ", sc.splits, " stream-k ", sc.ctas, " wgmma ", sc.wgmma));
+      SCOPED_TRACE(absl::StrCat("splits ", sc.splits, " stream-k ", sc.ctas, " wgmma ", sc.wgmma,
+                                " early ", sc.early));
       auto launch = [&](kernels::SkinnyGemmArgs s) {
         s.wgmma = sc.wgmma;
         if (sc.ctas > 0) s.stream_k_ctas = sc.ctas, s.workspace = ws->get();
@@ -545,6 +584,7 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
       s1.y = dr.get(), s1.ldy = c.n;
       s1.residual = dr.get();
       s1.sumsq_out = dss.get();
+      s1.dependents_at_start = sc.early;
       launch(s1);
       kernels::SkinnyGemmArgs s2;
       s2.m = c.m, s2.n = c.n2, s2.k = c.n;
