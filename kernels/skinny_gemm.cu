@@ -71,6 +71,18 @@ using device::UnpackBf16x2;
 // free stage by its producer while the consumers finish the run (gate/up at
 // 64 tokens with SwiGLU 101.6 -> 100.0 us, at one token 92.4 -> 91.7).
 //
+// In a decode step at 64 tokens (session 11, a per-CTA timeline of the
+// step): stream-K's gate/up CTAs, with equal work, end 78-108 us after
+// their start (the multiprocessors' shares of the memory system differ
+// and move; run shapes do not explain it), and the kernel lasts as long as
+// the slowest. What did not win that back: persistent CTAs drawing whole
+// tiles and the last tiles' chunks from a counter, the last chunk's CTA
+// adding the tile's partials in chunk order (correct and deterministic,
+// but +20 to +70 us a step against stream-K; with many small chunks +0.5
+// ms: each chunk's partial store and fence), and stream-K runs weighted
+// toward the CTAs that start first (the first 20 do start 10 us early, but
+// do not end early). The code is in bench/results/2026-11-27-h100-session11/.
+//
 // SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
 // gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
 // one 128-row box, so the consumers are the same; the epilogue writes
