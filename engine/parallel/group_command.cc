@@ -3,6 +3,7 @@
 #include <cstring>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -10,16 +11,39 @@ namespace memshare::engine {
 namespace {
 
 constexpr uint32_t kMagic = 0x4347534d;  // "MSGC"
-constexpr uint16_t kVersion = 2;         // 2: shifted views and shifted reference windows
+// 2: shifted views and shifted reference windows; 3: fed tokens
+// (SequenceChunk::fed_row, DeviceSampling::count_fed_token).
+constexpr uint16_t kVersion = 3;
+
+// The number of members of an aggregate: the most initializers its brace
+// initialization takes.
+struct AnyField {
+  template <typename T>
+  operator T() const;  // declared only: used unevaluated
+};
+template <typename T, size_t... I>
+constexpr bool TakesFields(std::index_sequence<I...>) {
+  return requires { T{(void(I), AnyField{})...}; };
+}
+template <typename T, size_t N = 0>
+constexpr size_t FieldCount() {
+  if constexpr (TakesFields<T>(std::make_index_sequence<N + 1>())) {
+    return FieldCount<T, N + 1>();
+  } else {
+    return N;
+  }
+}
 
 // When this fires, a field was added to (or removed from) SequenceChunk,
 // DeviceSampling or kvmanager::BlockPair: list it in VisitChunk /
 // VisitSampling / the BlockPair operators below (the plan and the distance
-// pairs must reach the other ranks whole), then update the sizes here.
-static_assert(sizeof(SequenceChunk) == 216 && sizeof(DeviceSampling) == 88 &&
-                  sizeof(kvmanager::BlockPair) == 16,
-              "SequenceChunk or DeviceSampling changed: update the fields of the group command "
-              "encoding (engine/parallel/group_command.cc)");
+// pairs must reach the other ranks whole), then update the counts here.
+// (The sizes alone missed two fields that fit in padding: fed_row and
+// count_fed_token, encoded since version 3.)
+static_assert(FieldCount<SequenceChunk>() == 9 && FieldCount<DeviceSampling>() == 13 &&
+                  FieldCount<kvmanager::BlockPair>() == 4,
+              "SequenceChunk, DeviceSampling or BlockPair changed: update the fields of the group "
+              "command encoding (engine/parallel/group_command.cc)");
 
 // The fields of each plan struct, once, for the writer and the reader.
 template <typename A, typename D>
@@ -34,6 +58,7 @@ void VisitSampling(A& a, D& d) {
   a(d.uniform);
   a(d.penalty_token_ids);
   a(d.penalty_counts);
+  a(d.count_fed_token);
   a(d.return_logprob);
   a(d.return_logits);
 }
@@ -46,6 +71,7 @@ void VisitChunk(A& a, S& s) {
   a(s.block_tables);
   a(s.block_tables_hi);
   a(s.block_shifts);
+  a(s.fed_row);
   a(s.compute_logits);
   a(s.sampling);
 }

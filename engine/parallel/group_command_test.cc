@@ -16,6 +16,7 @@ StepPlan FullPlan() {
   a.block_tables_hi = {{1, 2, 2}, {}};
   a.block_shifts = {{0, 0, 5}, {}};
   a.compute_logits = false;
+  a.fed_row = 3;  // the token the step before sampled for its row 3
   p.sequences.push_back(a);
   SequenceChunk b;
   b.seq_id = 2;
@@ -34,6 +35,7 @@ StepPlan FullPlan() {
   d.uniform = 0.123f;
   d.penalty_token_ids = {1, 2, 42};
   d.penalty_counts = {0, 3, 1};
+  d.count_fed_token = true;
   d.return_logprob = true;
   d.return_logits = true;
   b.sampling = d;
@@ -48,6 +50,7 @@ void ExpectSameChunk(const SequenceChunk& x, const SequenceChunk& y) {
   EXPECT_EQ(x.block_tables, y.block_tables);
   EXPECT_EQ(x.block_tables_hi, y.block_tables_hi);
   EXPECT_EQ(x.block_shifts, y.block_shifts);
+  EXPECT_EQ(x.fed_row, y.fed_row);
   EXPECT_EQ(x.compute_logits, y.compute_logits);
   ASSERT_EQ(x.sampling.has_value(), y.sampling.has_value());
   if (!x.sampling.has_value()) return;
@@ -63,6 +66,7 @@ void ExpectSameChunk(const SequenceChunk& x, const SequenceChunk& y) {
   EXPECT_EQ(a.uniform, b.uniform);
   EXPECT_EQ(a.penalty_token_ids, b.penalty_token_ids);
   EXPECT_EQ(a.penalty_counts, b.penalty_counts);
+  EXPECT_EQ(a.count_fed_token, b.count_fed_token);
   EXPECT_EQ(a.return_logprob, b.return_logprob);
   EXPECT_EQ(a.return_logits, b.return_logits);
 }
