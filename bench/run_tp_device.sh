@@ -15,7 +15,8 @@
 #   golden   the same on the five golden checkpoints
 #   sampling greedy sampling on vocabulary shards: tests/gpu:
 #            shard_sampling_gpu_test (one GPU) and tp_group_test's
-#            TpShardSamplingTest (TP=2, TP=4 with four GPUs)
+#            TpShardSamplingTest (TP=2, TP=4 with four GPUs) and
+#            TpPipelineTest (pipelined steps, TP=2)
 #   bench    bench:tp_bench: R1-Distill-Qwen-7B decode step at batch 64, TP=1
 #            then TP=2 (two processes) with the default fast paths (plan
 #            through shared memory, fused one-shot all-reduce pushing into
@@ -116,7 +117,7 @@ if has sampling && (($(left) > 20)); then
   rc=$?
   say "sampling_gpu: exit $rc"
   ((rc != 0)) && fail=1
-  run_tests sampling "TpShardSamplingTest*" 60
+  run_tests sampling "TpShardSamplingTest*:TpPipelineTest*" 90
 fi
 if has flags && (($(left) > 30)); then
   MEMSHARE_TP_ONESHOT=push run_tests flags "TpDummy7BTest*:TpShardSamplingTest*" 60

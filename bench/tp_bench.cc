@@ -375,7 +375,7 @@ CudaBackend::Options BackendOptions(const Args& a, int device,
 
 // Decode steps of `batch` sequences at context `context` (the same plan
 // every step: each rewrites its last slot), timed on the host around
-// Forward. Rank 0 only.
+// Forward, then pipelined. Rank 0 only.
 void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend::Options& o,
                 const std::string& paths, Report& report) {
   const int B = a.batch, C = a.context, bs = 16;
@@ -404,6 +404,23 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
       gpu.push_back(local.last_step_gpu_seconds());
     }
   }
+  // Pipelined (Submit / Collect, each step's tokens fed from the one
+  // before on the device): the time between two collected steps.
+  std::vector<double> pt;
+  if (b.SupportsPipelining()) {
+    StepPlan fed = plan;
+    for (int i = 0; i < B; ++i) fed.sequences[i].fed_row = i;
+    CHECK_OK(b.Submit(plan));
+    double last = Now();
+    for (int i = 0; i < a.steps + 10; ++i) {
+      CHECK_OK(b.Submit(fed));
+      CHECK_OK(b.Collect(&out));
+      const double now = Now();
+      if (i >= 10) pt.push_back(now - last);
+      last = now;
+    }
+    CHECK_OK(b.Collect(&out));
+  }
   const auto& c = *o.config;
   const double weight_gb =
       2.0 *
@@ -417,6 +434,7 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
       "\",\"tp\":", a.tp, ",\"batch\":", B, ",\"context\":", C, ",\"median_ms\":", step * 1e3,
       ",\"min_ms\":", *std::min_element(t.begin(), t.end()) * 1e3,
       ",\"median_gpu_ms\":", Median(gpu) * 1e3, ",\"tok_per_s\":", B / step,
+      ",\"pipelined_ms\":", pt.empty() ? 0.0 : Median(pt) * 1e3,
       ",\"weight_gb_per_rank\":", weight_gb / a.tp, ",\"graph_steps\":", local.graph_steps(),
       ",\"shard_sampled_steps\":", local.shard_sampled_steps(),
       ",\"kv_blocks\":", local.kv_spec().num_blocks, paths, "}"));

@@ -58,10 +58,10 @@
 // see: the engine calls Finish() when one matches.
 //
 // Pipelined steps (Options::pipeline_steps, on a backend whose
-// SupportsPipelining() is true, e.g. the CUDA backend on one GPU). Step()
-// submits the step after the one in flight before it reads that one's
-// results, so the device goes from step to step without waiting for the
-// host's sampling, bookkeeping and next plan. It does so while nothing
+// SupportsPipelining() is true, e.g. the CUDA backend, alone or in a
+// tensor-parallel group). Step() submits the step after the one in flight
+// before it reads that one's results, so the device goes from step to step
+// without waiting for the host's sampling, bookkeeping and next plan. It does so while nothing
 // waiting would be admitted now (the queue is empty, or its head outranks
 // no resident sequence and finds the batch full or the pool short, as
 // under memory pressure; a sequence the step in flight ends frees its

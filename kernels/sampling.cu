@@ -678,12 +678,15 @@ namespace {
 __global__ void __launch_bounds__(kThreads)
     CountFedTokensKernel(const SamplingRow* __restrict__ params,
                          const int32_t* __restrict__ pen_offsets, int32_t* __restrict__ pen_tokens,
-                         int32_t* __restrict__ pen_counts, const int32_t* __restrict__ feed) {
+                         int32_t* __restrict__ pen_counts, const int32_t* __restrict__ feed,
+                         int32_t vocab_begin, int32_t vocab_end) {
   __shared__ int found;
   const int r = blockIdx.x;
   const int fed_row = params[r].fed_row;
   if (fed_row < 0) return;
-  const int token = feed[fed_row];
+  const int global = feed[fed_row];
+  if (global < vocab_begin || global >= vocab_end) return;  // another shard's token
+  const int token = global - vocab_begin;
   const int begin = pen_offsets[r];
   const int last = pen_offsets[r + 1] - 1;  // the placeholder
   if (last < begin) return;
@@ -706,17 +709,18 @@ __global__ void __launch_bounds__(kThreads)
 
 absl::Status LaunchCountFedTokens(const SamplingRow* params, int rows,
                                   const int32_t* penalty_offsets, int32_t* penalty_tokens,
-                                  int32_t* penalty_counts, const int32_t* feed,
-                                  cudaStream_t stream) {
-  if (rows < 0 ||
+                                  int32_t* penalty_counts, const int32_t* feed, cudaStream_t stream,
+                                  int32_t vocab_begin, int32_t vocab_end) {
+  if (rows < 0 || vocab_begin < 0 || vocab_end <= vocab_begin ||
       (rows > 0 && (params == nullptr || penalty_offsets == nullptr || penalty_tokens == nullptr ||
                     penalty_counts == nullptr || feed == nullptr))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("count fed tokens: rows ", rows, " and every buffer required"));
+    return absl::InvalidArgumentError(absl::StrCat("count fed tokens: rows ", rows,
+                                                   ", vocabulary range [", vocab_begin, ", ",
+                                                   vocab_end, ") and every buffer required"));
   }
   if (rows == 0) return absl::OkStatus();
   CountFedTokensKernel<<<rows, kThreads, 0, stream>>>(params, penalty_offsets, penalty_tokens,
-                                                      penalty_counts, feed);
+                                                      penalty_counts, feed, vocab_begin, vocab_end);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     return absl::InternalError(absl::StrCat("count fed tokens launch: ", cudaGetErrorString(err)));

@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -41,11 +42,13 @@ struct SamplingRow {
 // LaunchSample's): its count goes up by one where t is listed, else t takes
 // the row's last entry, which the host leaves as a placeholder (token -1,
 // count 0; skipped by LaunchSample while it stays one). Run before the step
-// overwrites `feed`.
+// overwrites `feed`. On a vocabulary shard (tensor parallelism) the lists
+// hold ids less `vocab_begin`, and a fed token outside [vocab_begin,
+// vocab_end) is another shard's: the placeholder stays.
 absl::Status LaunchCountFedTokens(const SamplingRow* params, int rows,
                                   const int32_t* penalty_offsets, int32_t* penalty_tokens,
-                                  int32_t* penalty_counts, const int32_t* feed,
-                                  cudaStream_t stream);
+                                  int32_t* penalty_counts, const int32_t* feed, cudaStream_t stream,
+                                  int32_t vocab_begin = 0, int32_t vocab_end = INT32_MAX);
 
 // logits: fp32 [rows][logits_stride] (first `vocab` used), overwritten with
 //   the penalized logits.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -1249,10 +1250,9 @@ absl::Status CudaBackend::Forward(const StepPlan& plan, StepOutput* output) {
 absl::Status CudaBackend::Submit(const StepPlan& plan) {
   InFlight f;
   f.t_begin = Clock::now();
-  if (in_flight_.size() >= 2 || (!in_flight_.empty() && !SupportsPipelining())) {
+  if (in_flight_.size() >= 2) {
     return absl::FailedPreconditionError(
-        absl::StrCat("Submit with ", in_flight_.size(), " steps in flight (at most ",
-                     SupportsPipelining() ? "two" : "one, with tensor parallelism", ")"));
+        absl::StrCat("Submit with ", in_flight_.size(), " steps in flight (at most two)"));
   }
   RETURN_IF_ERROR(Cuda(cudaSetDevice(options_.device), "cudaSetDevice"));
   RETURN_IF_ERROR(Validate(plan));
@@ -1422,13 +1422,14 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
     k.frequency_penalty = d.frequency_penalty;
     k.uniform = d.uniform;
     // A fed token counted in the lists on the device: one placeholder entry
-    // (LaunchCountFedTokens; the lists come from one rank: no shards here).
-    const int64_t fed = d.count_fed_token && s.fed_row >= 0 && !on_shards ? 1 : 0;
+    // (LaunchCountFedTokens; on shards, where the token is this shard's).
+    const int64_t fed = d.count_fed_token && s.fed_row >= 0 ? 1 : 0;
     k.fed_row = fed > 0 ? s.fed_row : -1;
     any_fed_count = any_fed_count || fed > 0;
     all_penalties += static_cast<int64_t>(d.penalty_token_ids.size()) + fed;
-    penalties += on_shards ? CountShardPenalties(d, vocab_begin_, shard_end)
-                           : static_cast<int64_t>(d.penalty_token_ids.size()) + fed;
+    penalties += (on_shards ? CountShardPenalties(d, vocab_begin_, shard_end)
+                            : static_cast<int64_t>(d.penalty_token_ids.size())) +
+                 fed;
   }
   pen_offsets[R] = static_cast<int32_t>(penalties);
   if (all_penalties > std::numeric_limits<int32_t>::max() / 2) {
@@ -1479,14 +1480,15 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
       if (!s.sampling.has_value()) continue;
       const DeviceSampling& d = *s.sampling;
       const int32_t at = pen_offsets[r];
+      size_t end = at;
       if (on_shards) {
-        CopyShardPenalties(d, vocab_begin_, shard_end, ids + at, counts + at);
-        continue;
+        end += CopyShardPenalties(d, vocab_begin_, shard_end, ids + at, counts + at);
+      } else {
+        std::memcpy(ids + at, d.penalty_token_ids.data(), d.penalty_token_ids.size() * 4);
+        std::memcpy(counts + at, d.penalty_counts.data(), d.penalty_counts.size() * 4);
+        end += d.penalty_token_ids.size();
       }
-      std::memcpy(ids + at, d.penalty_token_ids.data(), d.penalty_token_ids.size() * 4);
-      std::memcpy(counts + at, d.penalty_counts.data(), d.penalty_counts.size() * 4);
       if (sampling[r].fed_row >= 0) {  // the placeholder
-        const size_t end = at + d.penalty_token_ids.size();
         ids[end] = -1;
         counts[end] = 0;
       }
@@ -1498,9 +1500,10 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   RETURN_IF_ERROR(Cuda(cudaEventRecord(inputs_uploaded_, stream_), "record the uploads"));
   if (any_fed_count) {  // while sampled_ still holds the tokens fed
     int32_t* pen_ids = static_cast<int32_t*>(penalty_dev_);
-    RETURN_IF_ERROR(kernels::LaunchCountFedTokens(MetaDev<kernels::SamplingRow>(L.sampling), R,
-                                                  MetaDev<int32_t>(L.penalty_offsets), pen_ids,
-                                                  pen_ids + penalties, sampled_, stream_));
+    RETURN_IF_ERROR(kernels::LaunchCountFedTokens(
+        MetaDev<kernels::SamplingRow>(L.sampling), R, MetaDev<int32_t>(L.penalty_offsets), pen_ids,
+        pen_ids + penalties, sampled_, stream_, on_shards ? static_cast<int32_t>(vocab_begin_) : 0,
+        on_shards ? static_cast<int32_t>(shard_end) : INT32_MAX));
   }
 
   const cudaGraphExec_t graph =
@@ -1547,6 +1550,8 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
                            "empty greedy candidates"));
     }
     RETURN_IF_ERROR(options_.collectives->AllReduceMaxU64(candidates_, R, stream_));
+    // The group's tokens into sampled_ (a fed next step reads them there).
+    RETURN_IF_ERROR(LaunchUnpackGreedyCandidates(candidates_, R, sampled_, stream_));
     RETURN_IF_ERROR(Cuda(
         cudaMemcpyAsync(o.candidates, candidates_, size_t(R) * 8, cudaMemcpyDeviceToHost, stream_),
         "download greedy candidates"));
@@ -1586,9 +1591,9 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   }
   RETURN_IF_ERROR(Cuda(cudaEventRecord(o.end, stream_), "record step end"));
   f.t_submitted = Clock::now();
-  // Rows whose token is now in sampled_ (on shards it holds this rank's
-  // pick only).
-  if (!on_shards) feedable_.assign(f.device_sampled.begin(), f.device_sampled.end());
+  // Rows whose token is now in sampled_ (on shards, the group's, unpacked
+  // from the reduced candidates).
+  feedable_.assign(f.device_sampled.begin(), f.device_sampled.end());
   ++steps_submitted_;
   in_flight_.push_back(std::move(f));
   return absl::OkStatus();

@@ -226,8 +226,10 @@ class CudaBackend : public Backend {
   // checked against max_model_len, and also for more than max_num_seqs
   // sequences or max_num_batched_tokens tokens and bad sampling values.
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override;
-  // With one GPU (tp_size 1); a tensor-parallel rank runs Forward only.
-  bool SupportsPipelining() const override { return options_.tp_size == 1; }
+  // On one GPU and as a tensor-parallel rank: a fed token comes from the
+  // previous step's sampling on the device, on vocabulary shards the group's
+  // greedy token (the reduced candidates, unpacked on every rank).
+  bool SupportsPipelining() const override { return true; }
   absl::Status Submit(const StepPlan& plan) override;
   absl::Status Collect(StepOutput* output) override;
   // INVALID_ARGUMENT also when a destination repeats or is the source of

@@ -21,6 +21,12 @@ absl::Status LaunchPackGreedyCandidates(const float* logits, int64_t stride, int
                                         const int32_t* tokens, int64_t token_offset,
                                         uint64_t* out, cudaStream_t stream);
 
+// tokens[r] = GreedyCandidateToken(candidates[r]) for r < rows: the greedy
+// tokens of rows whose candidates were reduced over every shard, on the
+// device (a fed next step reads them there). tokens: int32 [rows], device.
+absl::Status LaunchUnpackGreedyCandidates(const uint64_t* candidates, int rows, int32_t* tokens,
+                                          cudaStream_t stream);
+
 }  // namespace memshare::engine::cuda
 
 #endif  // MEMSHARE_ENGINE_CUDA_SHARD_CANDIDATES_H_

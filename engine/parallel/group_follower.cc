@@ -30,6 +30,8 @@ absl::Status GroupFollower::Run() {
   StepOutput output;
   std::vector<kvmanager::DistanceSums> sums;
   const std::string me = absl::StrCat("rank ", comm_->rank());
+  const bool pipelines = local_->SupportsPipelining();
+  int in_flight = 0;  // steps submitted and not collected (pipelines only)
   while (true) {
     if (absl::Status s = comm_->Broadcast(&bytes); !s.ok()) return comm_->health();
     absl::StatusOr<GroupCommand> command = DecodeGroupCommand(bytes);
@@ -44,8 +46,22 @@ absl::Status GroupFollower::Run() {
     switch (command->kind) {
       case GroupCommandKind::kForward:
         consistency_.AddPlan(command->plan);
-        local = local_->Forward(command->plan, &output);
-        if (local.ok()) ++steps_;
+        if (pipelines) {
+          // Submitted, and the step before collected once this one is
+          // queued: the device always has the next step (rank 0 submits
+          // step N + 1 before it collects N).
+          local = local_->Submit(command->plan);
+          if (local.ok()) {
+            ++steps_;
+            if (++in_flight == 2) {
+              local = local_->Collect(&output);
+              --in_flight;
+            }
+          }
+        } else {
+          local = local_->Forward(command->plan, &output);
+          if (local.ok()) ++steps_;
+        }
         break;
       case GroupCommandKind::kCopyBlocks:
         consistency_.AddCopies(command->layer_group, command->copies);
@@ -69,6 +85,9 @@ absl::Status GroupFollower::Run() {
         break;
       }
       case GroupCommandKind::kShutdown:
+        for (; in_flight > 0; --in_flight) {
+          if (absl::Status c = local_->Collect(&output); !c.ok()) return c;
+        }
         return absl::OkStatus();
     }
     if (!comm_->health().ok()) return comm_->health();

@@ -1,7 +1,10 @@
 // A follower rank (1 .. N-1) of a tensor-parallel worker group (DESIGN.md
 // §2): receives rank 0's commands (group_command.h) and runs each on this
 // rank's shard backend, taking part in the same collectives, until rank 0
-// shuts the group down or the group fails.
+// shuts the group down or the group fails. Where the shard backend
+// pipelines (Backend::SupportsPipelining), a step is submitted as it comes
+// and the one before it collected then, so up to two are in flight, as on
+// rank 0.
 //
 // Thread-compatible: Run() on one thread.
 #ifndef MEMSHARE_ENGINE_PARALLEL_GROUP_FOLLOWER_H_

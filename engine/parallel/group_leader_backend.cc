@@ -88,11 +88,39 @@ absl::Status GroupLeaderBackend::Forward(const StepPlan& plan, StepOutput* outpu
   if (!comm_->health().ok()) return Broken();
   if (!s.ok()) return LocalError(std::move(s));
   ++steps_;
+  return StepCompleted();
+}
+
+absl::Status GroupLeaderBackend::StepCompleted() {
+  ++completed_;
   if (options_.consistency_check_interval > 0 &&
-      steps_ % options_.consistency_check_interval == 0) {
-    if (absl::Status c = CheckLocked(); !c.ok()) return c;
+      completed_ % options_.consistency_check_interval == 0) {
+    return CheckLocked();
   }
   return absl::OkStatus();
+}
+
+absl::Status GroupLeaderBackend::Submit(const StepPlan& plan) {
+  absl::MutexLock lock(&mu_);
+  if (!comm_->health().ok()) return Broken();
+  if (absl::Status s = SendBytes(EncodeForwardCommand(++sequence_, steps_, plan)); !s.ok()) {
+    return s;
+  }
+  consistency_.AddPlan(plan);
+  absl::Status s = local_->Submit(plan);
+  if (!comm_->health().ok()) return Broken();
+  if (!s.ok()) return LocalError(std::move(s));
+  ++steps_;
+  return absl::OkStatus();
+}
+
+absl::Status GroupLeaderBackend::Collect(StepOutput* output) {
+  absl::MutexLock lock(&mu_);
+  if (!comm_->health().ok()) return Broken();
+  absl::Status s = local_->Collect(output);
+  if (!comm_->health().ok()) return Broken();
+  if (!s.ok()) return LocalError(std::move(s));
+  return StepCompleted();
 }
 
 absl::Status GroupLeaderBackend::CopyBlocks(int layer_group,

@@ -77,6 +77,13 @@ class GroupLeaderBackend : public Backend {
   bool SamplesOnDevice() const override { return local_->SamplesOnDevice(); }
   bool SupportsShiftedViews() const override { return local_->SupportsShiftedViews(); }
   absl::Status Forward(const StepPlan& plan, StepOutput* output) override ABSL_LOCKS_EXCLUDED(mu_);
+  // Pipelined steps where rank 0's shard backend pipelines: Submit
+  // broadcasts the plan (fed rows included) and submits it here; the
+  // followers submit it on theirs, keeping up to two steps in flight, and
+  // meet rank 0 in the steps' collectives in the same order.
+  bool SupportsPipelining() const override { return local_->SupportsPipelining(); }
+  absl::Status Submit(const StepPlan& plan) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Collect(StepOutput* output) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status CopyBlocks(int layer_group,
                           absl::Span<const std::pair<int32_t, int32_t>> src_dst) override
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -100,6 +107,9 @@ class GroupLeaderBackend : public Backend {
   // Broadcasts an encoded command (its sequence number already taken).
   absl::Status SendBytes(std::string bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A step's output is back (Forward or Collect): the consistency check
+  // every options_.consistency_check_interval of them.
+  absl::Status StepCompleted() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The status a call returns for a local error: the group breaks unless
   // it is INVALID_ARGUMENT.
   absl::Status LocalError(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -113,7 +123,8 @@ class GroupLeaderBackend : public Backend {
 
   mutable absl::Mutex mu_;
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;      // submitted
+  int64_t completed_ ABSL_GUARDED_BY(mu_) = 0;  // collected
   int64_t checks_ ABSL_GUARDED_BY(mu_) = 0;
   GroupConsistency consistency_ ABSL_GUARDED_BY(mu_);
   absl::Time last_sent_ ABSL_GUARDED_BY(mu_);

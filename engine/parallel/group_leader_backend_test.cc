@@ -19,12 +19,14 @@
 namespace memshare::engine {
 namespace {
 
-FakeBackend::Options Model() {
+FakeBackend::Options Model(bool pipelines = false) {
   FakeBackend::Options o;
   o.vocab_size = 64;
   o.num_blocks = 64;
   o.block_size = 4;
   o.num_layer_groups = 2;
+  o.samples_on_device = pipelines;
+  o.pipelines = pipelines;
   return o;
 }
 
@@ -91,13 +93,13 @@ struct GroupUnderTest {
 
 std::unique_ptr<GroupUnderTest> StartGroup(int n, GroupLeaderBackend::Options options = {},
                                            absl::Duration timeout = absl::Seconds(5),
-                                           int64_t tamper_step = -1) {
+                                           int64_t tamper_step = -1, bool pipelines = false) {
   auto g = std::make_unique<GroupUnderTest>();
   g->group = *LocalGroup::Create({n, timeout});
   g->follower_status.resize(n);
   g->follower_end.resize(n);
   for (int r = 1; r < n; ++r) {
-    std::unique_ptr<FakeBackend> local = *FakeBackend::Create(Model());
+    std::unique_ptr<FakeBackend> local = *FakeBackend::Create(Model(pipelines));
     g->follower_locals.push_back(local.get());
     std::unique_ptr<Communicator> comm = g->group->Join(r);
     if (tamper_step >= 0 && r == n - 1) {
@@ -113,7 +115,7 @@ std::unique_ptr<GroupUnderTest> StartGroup(int n, GroupLeaderBackend::Options op
       p->follower_end[r] = absl::Now();
     });
   }
-  std::unique_ptr<FakeBackend> local = *FakeBackend::Create(Model());
+  std::unique_ptr<FakeBackend> local = *FakeBackend::Create(Model(pipelines));
   g->leader_local = local.get();
   auto leader = GroupLeaderBackend::Create(options, std::move(local), g->group->Join(0));
   EXPECT_TRUE(leader.ok()) << leader.status();
@@ -167,6 +169,58 @@ TEST(GroupLeaderBackendTest, EveryRankRunsEveryStepAndRank0MatchesOneBackend) {
     EXPECT_EQ(g->follower_locals[r - 1]->copy_calls(), 1);
     EXPECT_EQ(g->follower_locals[r - 1]->history_mismatches(), 0);
     EXPECT_EQ(g->followers[r - 1]->checks(), 1);
+  }
+}
+
+TEST(GroupLeaderBackendTest, PipelinedStepsRunOnEveryRankAsOneBackendRunsThemOneByOne) {
+  // Rank 0 submits step k + 1 (its token fed from step k's row 0 on the
+  // "device") before it collects step k; every rank runs the same plans,
+  // two in flight. One backend alone, one by one with the tokens from the
+  // host, samples the same tokens.
+  auto g = StartGroup(3, NoHeartbeat(/*check_interval=*/4), absl::Seconds(5), -1,
+                      /*pipelines=*/true);
+  ASSERT_TRUE(g->leader->SupportsPipelining());
+  std::unique_ptr<FakeBackend> alone = *FakeBackend::Create(Model(/*pipelines=*/true));
+  constexpr int kSteps = 12;
+  auto plan = [](int k, int32_t token, bool fed) {
+    StepPlan p = Step(k);
+    p.sequences[0].token_ids = {token};
+    if (fed) p.sequences[0].fed_row = 0;
+    p.sequences[0].sampling = DeviceSampling{};  // greedy
+    return p;
+  };
+  std::vector<int32_t> want;  // one by one
+  int32_t token = 5;
+  for (int k = 0; k < kSteps; ++k) {
+    StepOutput out;
+    ASSERT_TRUE(alone->Forward(plan(k, token, false), &out).ok());
+    ASSERT_EQ(out.sampled_token_ids.size(), 1u);
+    token = out.sampled_token_ids[0];
+    want.push_back(token);
+  }
+  std::vector<int32_t> got;
+  ASSERT_TRUE(g->leader->Submit(plan(0, 5, false)).ok());
+  for (int k = 1; k <= kSteps; ++k) {
+    if (k < kSteps) {
+      const absl::Status s = g->leader->Submit(plan(k, -1, true));
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    StepOutput out;
+    const absl::Status s = g->leader->Collect(&out);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_EQ(out.sampled_token_ids.size(), 1u);
+    got.push_back(out.sampled_token_ids[0]);
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(g->leader->checks(), 3);  // after steps 4, 8 and 12
+  ASSERT_TRUE(g->leader->CheckConsistency().ok());
+  g->leader.reset();
+  g->Join();
+  for (int r = 1; r < 3; ++r) {
+    EXPECT_TRUE(g->follower_status[r].ok()) << g->follower_status[r];
+    EXPECT_EQ(g->followers[r - 1]->steps(), kSteps);
+    EXPECT_EQ(g->follower_locals[r - 1]->fed_chunks(), kSteps - 1);
+    EXPECT_EQ(g->follower_locals[r - 1]->history_mismatches(), 0);
   }
 }
 

@@ -50,9 +50,10 @@ ABSL_FLAG(double, admission_reserve, 0.0,
           "preempted request is expensive). 0: admit whenever the prompt fits.");
 ABSL_FLAG(int32_t, max_batched_tokens, 2048, "Token budget of one step (chunked prefill).");
 ABSL_FLAG(bool, async_scheduling, true,
-          "Pipelined steps where the backend runs them (one GPU): the next decode step is built "
-          "and submitted while the current one runs, its tokens fed on the device; false: each "
-          "step waits for the previous one's results.");
+          "Pipelined steps where the backend runs them (the CUDA backend, on one GPU or a "
+          "tensor-parallel group): the next decode step is built and submitted while the current "
+          "one runs, its tokens fed on the device; false: each step waits for the previous one's "
+          "results.");
 ABSL_FLAG(int32_t, max_live_requests, 1024,
           "Requests queued or running beyond which new ones get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(bool, prefix_cache, true, "Reuse the KV of prompt prefixes across requests.");

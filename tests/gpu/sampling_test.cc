@@ -275,5 +275,33 @@ TEST(CountFedTokensGpuTest, ListedOrPlaceholder) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// On a vocabulary shard [100, 200) (tensor parallelism) the lists hold ids
+// less 100: a fed token of the shard counts at its local id, listed or in
+// the placeholder; another shard's leaves the placeholder (-1, skipped).
+TEST(CountFedTokensGpuTest, OnAShard) {
+  const std::vector<int32_t> feed = {107, 150, 42, 250};
+  std::vector<SamplingRow> params(4);
+  for (int r = 0; r < 4; ++r) params[r].fed_row = r;
+  // Row 0: 107 listed as 7. Row 1: 150 not listed. Rows 2 and 3: tokens of
+  // other shards.
+  const std::vector<int32_t> tokens = {1, 7, -1, 3, -1, 5, -1, -1};
+  const std::vector<int32_t> counts = {0, 2, 0, 1, 0, 1, 0, 0};
+  const std::vector<int32_t> offsets = {0, 3, 5, 7, 8};
+  DeviceBuffer<SamplingRow> dp(params);
+  DeviceBuffer<int32_t> doff(offsets), dtok(tokens), dcnt(counts), dfeed(feed);
+  ASSERT_TRUE(LaunchCountFedTokens(dp.get(), 4, doff.get(), dtok.get(), dcnt.get(), dfeed.get(),
+                                   nullptr, 100, 200)
+                  .ok());
+  std::vector<int32_t> want_tokens = tokens, want_counts = counts;
+  want_counts[1] = 3;                       // row 0
+  want_tokens[4] = 50, want_counts[4] = 1;  // row 1: local id 50
+  EXPECT_EQ(dtok.Download(), want_tokens);
+  EXPECT_EQ(dcnt.Download(), want_counts);
+  EXPECT_EQ(LaunchCountFedTokens(dp.get(), 4, doff.get(), dtok.get(), dcnt.get(), dfeed.get(),
+                                 nullptr, 200, 100)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace memshare::kernels

@@ -29,6 +29,9 @@
 //                      prefill (eager) and decode (graph) steps; and the
 //                      same as one GPU's wherever no near-tie allows a
 //                      flip. At TP=2 and TP=4.
+//   Pipeline           pipelined steps (Submit / Collect, tokens fed on the
+//                      device, penalties counting the fed token): the same
+//                      tokens as the steps one by one. At TP=2.
 //   KillFollower       rank 1 killed mid-run: rank 0's next steps fail
 //                      within the collective timeout and its health() says
 //                      why (the worker then reports NOT_SERVING).
@@ -749,6 +752,93 @@ void RunShardSampling(const std::string& model, int world) {
       worst_diff);
   EXPECT_TRUE(group.leader->CheckConsistency().ok());
   Shutdown(group);
+}
+
+// Pipelined steps on the group (GroupLeaderBackend::Submit / Collect: step
+// s + 1 submitted before step s is collected, its tokens fed on the device
+// from step s's rows; every rank keeps two in flight), greedy on vocabulary
+// shards, two of the four sequences with penalties whose lists lack the fed
+// token (DeviceSampling::count_fed_token): exactly the tokens of the same
+// steps run one by one with the tokens and complete lists from the host.
+void RunPipelined(const std::string& model, int world) {
+  Group group = FormGroup(model, absl::Seconds(30), CheckEveryStep(), world);
+  ASSERT_NE(group.leader, nullptr);
+  ASSERT_TRUE(group.group->nccl().samples_on_shards());
+  ASSERT_TRUE(group.leader->SupportsPipelining());
+  Backend& two = *group.leader;
+  const int V = two.vocab_size();
+  constexpr int kSeqs = 4, kPrompt = 24, kSteps = 10;
+  std::mt19937 rng(31);
+  std::vector<std::vector<int32_t>> prompts(kSeqs);
+  for (auto& p : prompts) {
+    for (int t = 0; t < kPrompt; ++t) p.push_back(static_cast<int32_t>(rng() % V));
+  }
+  // Step s of sequence i over `generated` (the tokens the host knows): the
+  // prompt at s = 0, else one token at position kPrompt + s - 1, the host's
+  // or (fed) the one step s - 1 sampled for row i.
+  auto chunk = [&](int i, int s, const std::vector<int32_t>& generated, int first_block, bool fed) {
+    const int start = s == 0 ? 0 : kPrompt + s - 1;
+    std::vector<int32_t> tokens =
+        s == 0 ? prompts[i] : std::vector<int32_t>{fed ? -1 : generated.back()};
+    SequenceChunk c = ::memshare::testing::Chunk(
+        i + 1, start, tokens, ::memshare::testing::Tables(1, first_block + 8 * i, 8));
+    if (fed) c.fed_row = i;
+    DeviceSampling d;  // greedy
+    if (i % 2 == 1) {
+      d.repetition_penalty = 1.6f;
+      d.presence_penalty = 0.5f;
+      d.frequency_penalty = 0.3f;
+      std::map<int32_t, int32_t> count;
+      for (int32_t t : prompts[i]) count[t] += 0;
+      for (int32_t t : generated) count[t] += 1;
+      for (const auto& [t, n] : count) {
+        d.penalty_token_ids.push_back(t);
+        d.penalty_counts.push_back(n);
+      }
+      d.count_fed_token = fed;  // the fed token is not in `generated` yet
+    }
+    c.sampling = d;
+    return c;
+  };
+  // One by one, blocks 1 ..
+  std::vector<std::vector<int32_t>> want(kSeqs);
+  for (int s = 0; s < kSteps; ++s) {
+    StepPlan plan;
+    for (int i = 0; i < kSeqs; ++i) plan.sequences.push_back(chunk(i, s, want[i], 1, false));
+    StepOutput out;
+    const absl::Status st = two.Forward(plan, &out);
+    ASSERT_TRUE(st.ok()) << st;
+    ASSERT_EQ(out.sampled_token_ids.size(), size_t{kSeqs});
+    for (int i = 0; i < kSeqs; ++i) want[i].push_back(out.sampled_token_ids[i]);
+  }
+  // Pipelined, blocks 33 ..: step s submitted while step s - 1 runs.
+  std::vector<std::vector<int32_t>> got(kSeqs);
+  const int64_t sharded = group.shard->shard_sampled_steps();
+  for (int s = 0; s <= kSteps; ++s) {
+    if (s < kSteps) {
+      StepPlan plan;
+      for (int i = 0; i < kSeqs; ++i) plan.sequences.push_back(chunk(i, s, got[i], 33, s > 0));
+      const absl::Status st = two.Submit(plan);
+      ASSERT_TRUE(st.ok()) << "step " << s << ": " << st;
+    }
+    if (s == 0) continue;
+    StepOutput out;
+    const absl::Status st = two.Collect(&out);
+    ASSERT_TRUE(st.ok()) << "step " << s - 1 << ": " << st;
+    ASSERT_EQ(out.sampled_token_ids.size(), size_t{kSeqs});
+    for (int i = 0; i < kSeqs; ++i) got[i].push_back(out.sampled_token_ids[i]);
+  }
+  EXPECT_EQ(group.shard->shard_sampled_steps(), sharded + kSteps);
+  for (int i = 0; i < kSeqs; ++i) EXPECT_EQ(got[i], want[i]) << "sequence " << i;
+  std::printf("%s, TP=%d: %d pipelined steps of %d sequences (2 with penalties) equal one by one\n",
+              model.c_str(), world, kSteps, kSeqs);
+  EXPECT_TRUE(group.leader->CheckConsistency().ok());
+  Shutdown(group);
+}
+
+TEST(TpPipelineTest, Tp2PipelinedStepsEqualOneByOne) {
+  RunPipelined("qwen2_bias", 2);
+  RunPipelined(kDummy7B, 2);
 }
 
 TEST(TpShardSamplingTest, Tp2GreedyOnShardsEqualsWholeRows) {
