@@ -25,7 +25,7 @@ struct Scheduler::Sequence {
   bool ignore_eos = false;
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
-  bool device_sampling = false;  // sampled by the backend (no top-n logprobs)
+  bool device_sampling = false;  // sampled by the backend
   bool resident = false;         // admitted to the KV manager (in running_)
   bool ever_admitted = false;
   // Position of the token a pipelined step in flight computes, whose id the
@@ -155,8 +155,9 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   if (absl::Status s = Validate(request); !s.ok()) return s;
   const std::vector<int32_t>& prompt = request.prompt_token_ids;
 
-  // Top-n alternatives need the whole row: those sequences stay here.
-  const bool on_device = device_sampling_ && request.sampling.logprobs == 0;
+  // Top-n alternatives come from the row's logits, which the backend
+  // returns beside the token it samples (DeviceSamplingOf).
+  const bool on_device = device_sampling_;
   Sampler::Options sampler_options;
   sampler_options.params = request.sampling;
   sampler_options.vocab_size = vocab_size_;
@@ -308,6 +309,8 @@ DeviceSampling Scheduler::DeviceSamplingOf(Sequence* s) {
   // without penalties): the plan is plain data.
   d.penalty_token_ids = s->sampler->penalty_token_ids();
   d.penalty_counts = s->sampler->penalty_counts();
+  // Top-n logprobs: the raw row too, for the alternatives (TakeToken).
+  d.return_logits = p.logprobs > 0;
   return d;
 }
 
@@ -342,11 +345,18 @@ absl::StatusOr<TokenLogprob> Scheduler::TakeToken(Sequence* s, const SequenceChu
       return absl::InternalError(absl::StrCat("backend sampled token ", token.token_id,
                                               ", outside the vocabulary of ", vocab_size_));
     }
+    ++stats_.device_sampled_tokens;
+    if (chunk.sampling->return_logits) {  // top-n logprobs, from the raw row
+      if (result.logits.empty()) {
+        return absl::InternalError("backend returned no logits for a row that asked for them");
+      }
+      return s->sampler->RecordWithLogprobs(
+          absl::Span<const float>(result.Row(row), result.vocab_size), token.token_id, &workspace_);
+    }
     if (chunk.sampling->return_logprob && !result.sampled_logprobs.empty()) {
       token.logprob = result.sampled_logprobs[row];
     }
     s->sampler->Record(token.token_id);
-    ++stats_.device_sampled_tokens;
     return token;
   }
   if (result.logits.empty()) {

@@ -38,15 +38,16 @@
 // nothing is truncated.
 //
 // Sampling. On a backend that samples on the device
-// (Backend::SamplesOnDevice(), options.sample_on_device), a sequence that
-// asks for no top-n logprobs is sampled there: its chunk carries a
-// DeviceSampling (its parameters, one draw of its seeded stream, its
-// penalty lists, kept incrementally by its Sampler) and the token comes
-// back in StepOutput::sampled_token_ids, so its logits never reach the
-// host; the Sampler records the token, so penalties and the stream go on
-// as if it had sampled it. Sequences that ask for top-n logprobs, and
-// every sequence on other backends, are sampled here from their logits
-// row. Stop tokens, EOS and lengths are checked here either way. A
+// (Backend::SamplesOnDevice(), options.sample_on_device), every sequence
+// is sampled there: its chunk carries a DeviceSampling (its parameters, one
+// draw of its seeded stream, its penalty lists, kept incrementally by its
+// Sampler) and the token comes back in StepOutput::sampled_token_ids, so
+// its logits reach the host only when it asks for top-n logprobs (then the
+// raw row comes back beside the token, and the alternatives and the
+// token's logprob are computed here from it); the Sampler records the
+// token, so penalties and the stream go on as if it had sampled it. On
+// other backends every sequence is sampled here from its logits row. Stop
+// tokens, EOS and lengths are checked here either way. A
 // sequence keeps its Sampler through preemption and draws from its own
 // stream, so its draws depend neither on the rest of the batch nor on
 // preemption. Greedy picks the same token on the device as here from the
@@ -61,16 +62,17 @@
 // SupportsPipelining() is true, e.g. the CUDA backend, alone or in a
 // tensor-parallel group). Step() submits the step after the one in flight
 // before it reads that one's results, so the device goes from step to step
-// without waiting for the host's sampling, bookkeeping and next plan. It does so while nothing
-// waiting would be admitted now (the queue is empty, or its head outranks
-// no resident sequence and finds the batch full or the pool short, as
-// under memory pressure; a sequence the step in flight ends frees its
-// blocks for the step after) and every resident sequence samples on the
-// device (its penalty lists, a step behind, count the fed token there:
-// DeviceSampling::count_fed_token): each then gets one decode token whose id is
-// the one the step in flight samples for it (SequenceChunk::fed_row), held
-// in the KV manager as an uncommitted placeholder until that step's results
-// set it (KvManager::SetToken, CommitStep's keep_last). Otherwise, and
+// without waiting for the host's sampling, bookkeeping and next plan. It
+// does so while nothing waiting would be admitted now (the queue is empty,
+// or its head outranks no resident sequence and finds the batch full or the
+// pool short, as under memory pressure; a sequence the step in flight ends
+// frees its blocks for the step after) and every resident sequence samples
+// on the device (its penalty lists, a step behind, count the fed token
+// there: DeviceSampling::count_fed_token): each then gets one decode token
+// whose id is the one the step in flight samples for it
+// (SequenceChunk::fed_row), held in the KV manager as an uncommitted
+// placeholder until that step's results set it (KvManager::SetToken,
+// CommitStep's keep_last). Otherwise, and
 // whenever the pool cannot take one more token each, the step in flight is
 // finished first and the next one is scheduled as above. Each Step() still
 // returns the tokens of one step. A sequence that ends while a step that
@@ -245,7 +247,7 @@ class Scheduler {
   int32_t max_model_len() const { return max_model_len_; }
   int32_t max_prompt_len() const { return max_prompt_len_; }
   int32_t vocab_size() const { return vocab_size_; }
-  // Whether sequences without top-n logprobs are sampled on the device.
+  // Whether sequences are sampled on the device.
   bool samples_on_device() const { return device_sampling_; }
 
  private:

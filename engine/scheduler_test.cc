@@ -969,13 +969,10 @@ std::function<void(const StepPlan&, Harness&)> CheckEveryChunk(
         EXPECT_FALSE(c.sampling.has_value());
         continue;
       }
-      if (r.sampling.logprobs > 0) {
-        EXPECT_FALSE(c.sampling.has_value()) << "top-n logprobs need the host sampler";
-        host = true;
-        continue;
-      }
       ASSERT_TRUE(c.sampling.has_value()) << c.seq_id;
-      device = true;
+      // Top-n logprobs: sampled on the device too, the row's logits back
+      // beside the token.
+      (r.sampling.logprobs > 0 ? host : device) = true;
       const DeviceSampling& d = *c.sampling;
       EXPECT_EQ(d.temperature, r.sampling.temperature);
       EXPECT_EQ(d.top_k, r.sampling.top_k);
@@ -987,7 +984,7 @@ std::function<void(const StepPlan&, Harness&)> CheckEveryChunk(
       if (r.sampling.temperature == 0) {
         EXPECT_EQ(d.uniform, 0.0f);
       }
-      EXPECT_FALSE(d.return_logits);
+      EXPECT_EQ(d.return_logits, r.sampling.logprobs > 0);
       ExpectPenaltyLists(d, r.sampling, r.prompt_token_ids, h.results()[c.seq_id].tokens);
       ++*checked;
     }
@@ -1036,9 +1033,10 @@ TEST(SchedulerTest, DeviceSamplingMatchesHostSamplingForEveryRule) {
   EXPECT_EQ(alone.results.at(3).tokens, device.results.at(3).tokens);
 }
 
-// Top-n logprobs stay on the host: such rows come back as logits next to
-// rows sampled on the device, in the same steps.
-TEST(SchedulerTest, TopLogprobsAndDeviceSamplingShareSteps) {
+// Top-n logprobs: such rows are sampled on the device too and come back
+// with their logits, from which the alternatives and the token's logprob
+// are computed here; the same outputs as host sampling.
+TEST(SchedulerTest, TopLogprobsSampleOnTheDeviceWithTheirLogits) {
   std::vector<SequenceRequest> requests = MixedRequests(24);
   requests[1].sampling.logprobs = 3;
   requests[4].sampling.logprobs = 1;
@@ -1048,10 +1046,10 @@ TEST(SchedulerTest, TopLogprobsAndDeviceSamplingShareSteps) {
   const Outcome device =
       RunAll(DeviceModel(), {}, requests, CheckEveryChunk(requests, &checked, &mixed));
   ExpectSameOutputs(host, device);
-  EXPECT_EQ(checked, 5 * 24);
-  EXPECT_GT(mixed, 10);
-  EXPECT_EQ(device.stats.device_sampled_tokens, 5 * 24);
-  EXPECT_GT(device.logits_rows_returned, 0);
+  EXPECT_EQ(checked, 8 * 24);
+  EXPECT_GT(mixed, 10);  // steps with rows of both kinds
+  EXPECT_EQ(device.stats.device_sampled_tokens, 8 * 24);
+  EXPECT_GT(device.logits_rows_returned, 0);  // every row of a step with a top-n row
   for (uint64_t id : {1, 4, 6}) {
     const Result& r = device.results.at(id);
     ASSERT_EQ(r.logprobs.size(), 24u);
@@ -1187,9 +1185,8 @@ TEST(SchedulerTest, PipelinedStepsGiveTheSameOutputs) {
 // Penalties pipeline: the lists a chunk carries are a step behind its fed
 // token, which counts in them on the device (count_fed_token); the outputs
 // are those of steps one by one, through preemption too. A sequence with
-// top-n logprobs (sampled on the host) holds the pipeline back while it
-// runs.
-TEST(SchedulerTest, PenaltiesPipelineTopLogprobsStepOneByOne) {
+// top-n logprobs pipelines as well (its logits come back with each step).
+TEST(SchedulerTest, PenaltiesAndTopLogprobsPipeline) {
   for (const int32_t blocks : {64, 16}) {
     SCOPED_TRACE(::testing::Message() << blocks << " blocks");
     FakeBackend::Options model = PipelinedModel();
@@ -1214,8 +1211,10 @@ TEST(SchedulerTest, PenaltiesPipelineTopLogprobsStepOneByOne) {
   one_by_one.pipeline_steps = false;
   const Outcome base = RunAll(PipelinedModel(), one_by_one, requests);
   const Outcome piped = RunAll(PipelinedModel(), {}, requests);
-  EXPECT_EQ(piped.stats.pipelined_steps, 0);
+  EXPECT_GT(piped.stats.pipelined_steps, piped.stats.steps / 2) << piped.stats.steps;
   ExpectSameOutputs(base, piped);
+  ASSERT_EQ(piped.results.at(8).logprobs.size(), 20u);
+  EXPECT_EQ(piped.results.at(8).logprobs[5].top.size(), 2u);
 }
 
 // Ending a sequence while a pipelined step that computes its next token is

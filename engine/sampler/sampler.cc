@@ -263,6 +263,22 @@ float Sampler::NextUniform() {
 
 void Sampler::Record(int32_t token_id) { Note(token_id); }
 
+absl::StatusOr<TokenLogprob> Sampler::RecordWithLogprobs(absl::Span<const float> logits,
+                                                         int32_t token_id,
+                                                         SamplerWorkspace* workspace) {
+  if (static_cast<int64_t>(logits.size()) != options_.vocab_size || token_id < 0 ||
+      token_id >= options_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("logits row of ", logits.size(),
+                                                   " values and token ", token_id,
+                                                   " for a vocabulary of ", options_.vocab_size));
+  }
+  TokenLogprob result;
+  result.token_id = token_id;
+  if (options_.params.logprobs > 0) FillLogprobs(logits, workspace, &result);
+  Note(token_id);
+  return result;
+}
+
 int32_t Sampler::SampleRow(absl::Span<const float> logits, const SamplingParams& params,
                            absl::Span<const int32_t> penalty_token_ids,
                            absl::Span<const int32_t> penalty_counts, double uniform,

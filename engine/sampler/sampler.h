@@ -91,6 +91,12 @@ class Sampler {
   // Records `token_id`, chosen elsewhere (on the device), as generated: it
   // counts for the penalties of the next tokens, as a sampled one does.
   void Record(int32_t token_id);
+  // Record, and the token with its logprob and the top-n alternatives
+  // (params.logprobs > 0) from `logits`, the raw row it was sampled from,
+  // as Sample reports them. INVALID_ARGUMENT if the row has the wrong length
+  // or the token is outside it.
+  absl::StatusOr<TokenLogprob> RecordWithLogprobs(absl::Span<const float> logits, int32_t token_id,
+                                                  SamplerWorkspace* workspace);
 
   // The tokens the penalties act on, each once, in the order first seen,
   // with penalty_counts()[i] = the count of penalty_token_ids()[i] in the
