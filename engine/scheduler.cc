@@ -25,7 +25,6 @@ struct Scheduler::Sequence {
   bool ignore_eos = false;
   absl::flat_hash_set<int32_t> stop_ids;
   std::unique_ptr<Sampler> sampler;
-  bool device_sampling = false;  // sampled by the backend
   bool resident = false;         // admitted to the KV manager (in running_)
   bool ever_admitted = false;
   // Position of the token a pipelined step in flight computes, whose id the
@@ -155,13 +154,13 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   if (absl::Status s = Validate(request); !s.ok()) return s;
   const std::vector<int32_t>& prompt = request.prompt_token_ids;
 
-  // Top-n alternatives come from the row's logits, which the backend
-  // returns beside the token it samples (DeviceSamplingOf).
-  const bool on_device = device_sampling_;
   Sampler::Options sampler_options;
   sampler_options.params = request.sampling;
   sampler_options.vocab_size = vocab_size_;
-  sampler_options.keep_penalty_lists = on_device;
+  // Sampled on the device (top-n alternatives from the logits row the
+  // backend returns beside the token, DeviceSamplingOf): the penalty lists
+  // travel with each chunk.
+  sampler_options.keep_penalty_lists = device_sampling_;
   absl::StatusOr<std::unique_ptr<Sampler>> sampler = Sampler::Create(sampler_options, prompt);
   if (!sampler.ok()) return sampler.status();
 
@@ -179,7 +178,6 @@ absl::Status Scheduler::Add(SequenceRequest request) {
   seq->stop_ids.insert(request.sampling.stop_token_ids.begin(),
                        request.sampling.stop_token_ids.end());
   seq->sampler = std::move(*sampler);
-  seq->device_sampling = on_device;
   seq->usage.prompt_tokens = seq->prompt_len;
   waiting_.insert(KeyOf(*seq));
   sequences_[seq->id] = std::move(seq);
@@ -548,7 +546,7 @@ std::optional<Scheduler::Pending> Scheduler::Schedule(std::vector<SequenceOutput
                                         &chunk.block_shifts);
     }
     chunk.compute_logits = s->num_computed + sc.num_tokens == s->num_tokens();
-    if (chunk.compute_logits && s->device_sampling) chunk.sampling = DeviceSamplingOf(s);
+    if (chunk.compute_logits && device_sampling_) chunk.sampling = DeviceSamplingOf(s);
     (s->num_computed + 1 == s->num_tokens() && s->num_computed >= s->prompt_len
          ? p.decode_tokens
          : p.prefill_tokens) += sc.num_tokens;
