@@ -54,12 +54,10 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "bench/engine_throughput.h"
 #include "common/process_main.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/gemm.h"
-#include "engine/id_text_codec.h"
-#include "engine/llm_engine.h"
 #include "engine/model/model_config.h"
 #include "kernels/dummy_weights.h"
 
@@ -447,124 +445,6 @@ ThroughputResult RunThroughput(CudaBackend& b, const Args& a, int budget, uint64
   return r;
 }
 
-// LlmEngine owns its backend; the benchmark keeps the CUDA backend for the
-// other measures and lends it through this.
-class LentBackend : public engine::Backend {
- public:
-  explicit LentBackend(engine::Backend* b) : b_(b) {}
-  const engine::KvCacheSpec& kv_spec() const override { return b_->kv_spec(); }
-  int32_t vocab_size() const override { return b_->vocab_size(); }
-  bool SamplesOnDevice() const override { return b_->SamplesOnDevice(); }
-  bool SupportsShiftedViews() const override { return b_->SupportsShiftedViews(); }
-  absl::Status Forward(const StepPlan& plan, StepOutput* output) override {
-    return b_->Forward(plan, output);
-  }
-  bool SupportsPipelining() const override { return b_->SupportsPipelining(); }
-  absl::Status Submit(const StepPlan& plan) override { return b_->Submit(plan); }
-  absl::Status Collect(StepOutput* output) override { return b_->Collect(output); }
-  absl::Status CopyBlocks(int g, absl::Span<const std::pair<int32_t, int32_t>> src_dst) override {
-    return b_->CopyBlocks(g, src_dst);
-  }
-  absl::Status ComputeDistanceSums(int g, absl::Span<const kvmanager::BlockPair> pairs,
-                                   absl::Span<kvmanager::DistanceSums> out) override {
-    return b_->ComputeDistanceSums(g, pairs, out);
-  }
-
- private:
-  engine::Backend* const b_;
-};
-
-struct EngineResult {
-  double seconds = 0;
-  int64_t output_tokens = 0;
-  int64_t steps = 0;
-  int64_t decode_steps = 0;
-  int64_t device_sampled_tokens = 0;
-  double schedule_seconds = 0;
-  double prefill_seconds = 0;  // forward of steps with prompt tokens
-  double decode_seconds = 0;   // forward of pure decode steps
-  double sample_seconds = 0;
-};
-
-// The workload of RunThroughput (same prompts for the same seed) through
-// LlmEngine: greedy, EOS ignored, MemShare off; `device_sampling` false
-// makes the scheduler sample on the host from the downloaded logits;
-// `pipeline` false runs its steps one by one (Scheduler::Options::
-// pipeline_steps).
-EngineResult RunEngineThroughput(engine::Backend& b, const Args& a, int budget,
-                                 bool device_sampling, bool pipeline, uint64_t seed) {
-  const int V = b.vocab_size();
-  engine::LlmEngine::Options o;
-  o.scheduler.max_num_batched_tokens = budget;
-  o.scheduler.max_num_seqs = a.prompts;
-  o.scheduler.max_model_len = a.prompt_len + a.gen_len;
-  o.scheduler.sample_on_device = device_sampling;
-  o.scheduler.pipeline_steps = pipeline;
-  o.max_live_requests = std::max(a.prompts, 1);
-  o.kv.dedup.mode = kvmanager::DedupMode::kOff;
-  engine::LlmEngine::Parts parts;
-  parts.backend = std::make_unique<LentBackend>(&b);
-  parts.codec = std::make_unique<engine::IdTextCodec>(V, std::vector<int32_t>{});
-  auto created = engine::LlmEngine::Create(o, std::move(parts));
-  CHECK_OK(created.status());
-  engine::LlmEngine& e = **created;
-
-  absl::Mutex mu;
-  EngineResult r;
-  int live = a.prompts;
-  absl::Status failure;
-  e.SetStepObserver([&](engine::StepPhase phase, double seconds) {
-    absl::MutexLock lock(&mu);
-    switch (phase) {
-      case engine::StepPhase::kSchedule:
-        r.schedule_seconds += seconds;
-        ++r.steps;
-        break;
-      case engine::StepPhase::kPrefill:
-        r.prefill_seconds += seconds;
-        break;
-      case engine::StepPhase::kDecode:
-        r.decode_seconds += seconds;
-        ++r.decode_steps;
-        break;
-      case engine::StepPhase::kSample:
-        r.sample_seconds += seconds;
-        break;
-      default:
-        break;
-    }
-  });
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(10, V - 10);
-  const double t0 = Now();
-  for (int i = 0; i < a.prompts; ++i) {
-    engine::EngineRequest req;
-    req.request_id = absl::StrCat("p", i);
-    req.prompt_token_ids.resize(a.prompt_len);
-    for (auto& t : req.prompt_token_ids) t = tok(rng);
-    req.sampling.temperature = 0;
-    req.sampling.max_tokens = a.gen_len;
-    req.sampling.ignore_eos = true;
-    CHECK_OK(e.Submit(std::move(req), [&](const engine::StreamEvent& ev) {
-      absl::MutexLock lock(&mu);
-      r.output_tokens += static_cast<int64_t>(ev.token_ids.size());
-      if (ev.finished) {
-        if (!ev.status.ok() && failure.ok()) failure = ev.status;
-        --live;
-      }
-    }));
-  }
-  {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &live));
-    r.seconds = Now() - t0;
-  }
-  CHECK_OK(failure);
-  r.device_sampled_tokens = e.GetSchedulerStats().device_sampled_tokens;
-  return r;
-}
-
 }  // namespace
 }  // namespace memshare::bench
 
@@ -652,8 +532,8 @@ int main(int argc, char** argv) {
       for (const std::string& mode : a.engine_modes) {
         std::vector<EngineResult> eruns;
         for (int i = 0; i < a.repeats + 1; ++i) {
-          eruns.push_back(
-              RunEngineThroughput(b, a, budget, mode != "host", mode == "device", 1 + i));
+          eruns.push_back(RunEngineThroughput(b, a.prompts, a.prompt_len, a.gen_len, budget,
+                                              mode != "host", mode == "device", 1 + i));
         }
         eruns.erase(eruns.begin());
         std::sort(eruns.begin(), eruns.end(), [](const EngineResult& x, const EngineResult& y) {

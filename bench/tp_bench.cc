@@ -11,7 +11,12 @@
 //                 after a warm-up, through Forward: for TP=2, rank 0's
 //                 GroupLeaderBackend (the plan broadcast to rank 1, both
 //                 ranks' shards, the all-reduces, the logits all-gather, the
-//                 sampling), the way the worker's scheduler runs it
+//                 sampling), the way the worker's scheduler runs it;
+//                 then pipelined (Submit / Collect, tokens fed on the
+//                 device): pipelined_ms
+//   engine_throughput  (--engine_runs) the offline workload, `batch`
+//                 prompts of 512 tokens, 128 generated, through LlmEngine
+//                 on rank 0, pipelined and one by one
 //   collectives   (TP=2, both ranks, before the model loads) the NCCL
 //                 all-reduce bus bandwidth at 256 MiB and at the decode
 //                 step's activation size (and the one-shot all-reduce's
@@ -44,6 +49,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "bench/engine_throughput.h"
 #include "common/process_main.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model/weight_spec.h"
@@ -62,6 +68,11 @@ ABSL_FLAG(int, timeout_s, 30, "Collective timeout: a rank that waits longer fail
 ABSL_FLAG(bool, collectives, true,
           "Also measure the collectives alone before the model loads (TP > 1).");
 ABSL_FLAG(std::string, json, "", "Also append every measurement's JSON line to this file.");
+ABSL_FLAG(int, engine_runs, 0,
+          "Also run the offline workload (--batch prompts of 512 tokens, 128 generated, greedy) "
+          "through LlmEngine on rank 0 this many times each with pipelined steps and one by one, "
+          "alternated (0: none).");
+ABSL_FLAG(int, engine_budget, 2048, "Token budget of the engine runs' steps.");
 
 namespace memshare::bench {
 namespace {
@@ -84,6 +95,8 @@ struct Args {
   int timeout_s = 30;
   bool collectives = true;
   std::string json;
+  int engine_runs = 0;
+  int engine_budget = 2048;
 };
 
 // Reads the flags into `a`; false (after saying why on stderr) for a value
@@ -99,6 +112,8 @@ bool ArgsFromFlags(Args* a) {
   a->timeout_s = absl::GetFlag(FLAGS_timeout_s);
   a->collectives = absl::GetFlag(FLAGS_collectives);
   a->json = absl::GetFlag(FLAGS_json);
+  a->engine_runs = absl::GetFlag(FLAGS_engine_runs);
+  a->engine_budget = absl::GetFlag(FLAGS_engine_budget);
   std::string why;
   if (a->tp < 1) why = absl::StrCat("--tp: at least 1, got ", a->tp);
   else if (a->rank < 0 || a->rank >= a->tp)
@@ -110,6 +125,12 @@ bool ArgsFromFlags(Args* a) {
   else if (a->context < 2) why = absl::StrCat("--context: at least 2, got ", a->context);
   else if (a->steps < 1) why = absl::StrCat("--steps: at least 1, got ", a->steps);
   else if (a->timeout_s < 1) why = absl::StrCat("--timeout_s: at least 1, got ", a->timeout_s);
+  else if (a->engine_runs < 0)
+    why = absl::StrCat("--engine_runs: at least 0, got ", a->engine_runs);
+  else if (a->engine_budget < 512 || a->engine_budget > 65536)
+    why = absl::StrCat("--engine_budget: 512 .. 65536, got ", a->engine_budget);
+  else if (a->engine_runs > 0 && a->context + 16 < 640)
+    why = absl::StrCat("--engine_runs needs --context of at least 624 (512 + 128 tokens)");
   if (why.empty()) return true;
   std::fprintf(stderr, "%s\n", why.c_str());
   return false;
@@ -361,7 +382,7 @@ CudaBackend::Options BackendOptions(const Args& a, int device,
   o.dummy.std = 0.02f;
   o.device = device;
   o.max_num_seqs = a.batch;
-  o.max_num_batched_tokens = std::max(a.batch, 256);
+  o.max_num_batched_tokens = std::max({a.batch, 256, a.engine_runs > 0 ? a.engine_budget : 0});
   o.max_model_len = a.context + 16;
   const int bps = (o.max_model_len + 15) / 16;
   o.num_blocks = a.batch * bps + 16;
@@ -371,6 +392,23 @@ CudaBackend::Options BackendOptions(const Args& a, int device,
   o.tp_size = a.tp;
   o.collectives = collectives;
   return o;
+}
+
+// The offline workload through LlmEngine over `b` (rank 0), pipelined and
+// one by one alternated, a.engine_runs times each.
+void TimeEngine(Backend& b, const Args& a, Report& report) {
+  for (int i = 0; i < a.engine_runs; ++i) {
+    for (const bool pipeline : {true, false}) {
+      const EngineResult r =
+          RunEngineThroughput(b, a.batch, 512, 128, a.engine_budget, true, pipeline, 1 + i);
+      report.Add(absl::StrCat(
+          "{\"measure\":\"engine_throughput\",\"model\":\"", a.model, "\",\"tp\":", a.tp,
+          ",\"prompts\":", a.batch,
+          ",\"prompt_len\":512,\"gen_len\":128,\"budget\":", a.engine_budget,
+          ",\"pipelined\":", pipeline ? "true" : "false", ",\"seconds\":", r.seconds,
+          ",\"output_tok_per_s\":", r.output_tokens / r.seconds, ",\"steps\":", r.steps, "}"));
+    }
+  }
 }
 
 // Decode steps of `batch` sequences at context `context` (the same plan
@@ -458,6 +496,7 @@ int Main(int argc, char** argv) {
                             "\",\"seconds\":", Now() - t0, "}"));
     CHECK_OK((*b)->FillKvPoolsForBenchmark(7, 1.0f));
     TimeDecode(**b, **b, a, o, "", report);
+    TimeEngine(**b, a, report);
     return 0;
   }
   engine::TpGroup::Options g;
@@ -496,6 +535,7 @@ int Main(int argc, char** argv) {
             : "",
         "\",\"sample\":\"", nc.samples_on_shards() ? "shards" : "gather", "\"");
     TimeDecode(**leader, *shard, a, o, paths, report);
+    TimeEngine(**leader, a, report);
     return 0;  // the leader's destructor stops rank 1
   }
   absl::StatusOr<std::unique_ptr<engine::GroupFollower>> follower =
