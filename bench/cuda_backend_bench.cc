@@ -86,6 +86,9 @@ ABSL_FLAG(bool, skinny, true,
 ABSL_FLAG(double, skinny_preference, -1,
           "Keep the skinny GEMM where it times at most this share slower than cuBLASLt alone "
           "(CudaBackend::Options::skinny_gemm_preference); -1: the backend's default.");
+ABSL_FLAG(bool, skinny_wide, true,
+          "Let GEMM tuning pick the skinny GEMM's column split, every k of a CTA's own output "
+          "features (CudaBackend::Options::skinny_wide).");
 ABSL_FLAG(bool, fuse_norms, true,
           "One GPU: run the decode steps' RMSNorms in the GEMM epilogues, the norms' weights "
           "folded into the next products' (CudaBackend::Options::fuse_norms).");
@@ -133,6 +136,7 @@ struct Args {
   // Let GEMM tuning pick the skinny kernel for decode shapes.
   bool skinny = true;
   double skinny_preference = -1;  // -1: the backend's default
+  bool skinny_wide = true;
   bool fuse_norms = true;
   bool greedy_candidates = true;
   bool upload_kernel = true;
@@ -164,6 +168,7 @@ bool ArgsFromFlags(Args* a) {
   a->json = absl::GetFlag(FLAGS_json);
   a->skinny = absl::GetFlag(FLAGS_skinny);
   a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
+  a->skinny_wide = absl::GetFlag(FLAGS_skinny_wide);
   a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
   a->greedy_candidates = absl::GetFlag(FLAGS_greedy_candidates);
   a->upload_kernel = absl::GetFlag(FLAGS_upload_kernel);
@@ -478,6 +483,7 @@ int main(int argc, char** argv) {
   o.skinny_gemm = a.skinny ? memshare::engine::cuda::SkinnyGemmMode::kWhenFaster
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
   if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
+  o.skinny_wide = a.skinny_wide;
   o.fuse_norms = a.fuse_norms;
   o.greedy_candidates = a.greedy_candidates;
   o.upload_by_kernel = a.upload_kernel;

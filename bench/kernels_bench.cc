@@ -457,19 +457,24 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm, const std::vector<int>
           STATUS_OK(kernels::LaunchSkinnyGemm(rr, splits, pdl, st));
         });
         const bool sk = r.stream_k_ctas > 0;
+        const bool wide = r.wide_ctas > 0;
+        const char* schedule = sk ? "stream-k" : wide ? "wide" : "splits";
+        const int count = sk ? r.stream_k_ctas : wide ? r.wide_ctas : splits;
         char what[160];
         std::snprintf(what, sizeof(what), "gemm %s M=%d N=%d K=%d skinny%s %s=%d pdl=%d%s (graph)",
-                      s.name, m, s.n, s.k, r.wgmma ? "-wgmma" : "", sk ? "stream-k" : "splits",
-                      sk ? r.stream_k_ctas : splits, pdl, r.silu_mul ? " +silu" : "");
+                      s.name, m, s.n, s.k, r.wgmma ? "-wgmma" : "", schedule, count, pdl,
+                      r.silu_mul ? " +silu" : "");
         char fig[80];
         std::snprintf(fig, sizeof(fig), "%.0f GB/s weights", wbytes / (us * 1e-6) / 1e9);
         char extra[200];
         std::snprintf(extra, sizeof(extra),
                       "\"m\": %d, \"n\": %d, \"k\": %d, \"%s\": %d, \"pdl\": %d, "
                       "\"wgmma\": %d, \"weight_gbs\": %.1f",
-                      m, s.n, s.k, sk ? "skinny_stream_k" : "skinny_splits",
-                      sk ? r.stream_k_ctas : splits, pdl, r.wgmma ? 1 : 0,
-                      wbytes / (us * 1e-6) / 1e9);
+                      m, s.n, s.k,
+                      sk     ? "skinny_stream_k"
+                      : wide ? "skinny_wide"
+                             : "skinny_splits",
+                      count, pdl, r.wgmma ? 1 : 0, wbytes / (us * 1e-6) / 1e9);
         Report(what, us, fig, extra);
       };
       const int full = kernels::SkinnyGemmSplits(k, sms);
@@ -490,6 +495,15 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm, const std::vector<int>
         r.workspace = stream_k_ws;
         time_skinny(r, 0, pdl);
       }
+      // The column split (every k of a CTA's own output features).
+      if (const int wide = kernels::SkinnyGemmWideCtas(k, sms); wide > 0) {
+        for (bool pdl : {false, true}) {
+          kernels::SkinnyGemmArgs r = k;
+          r.wgmma = true;
+          r.wide_ctas = wide;
+          time_skinny(r, 0, pdl);
+        }
+      }
       // The gate/up projection with SwiGLU in its epilogue (n / 2 columns
       // out): against the plain product plus the SiLU pass (misc).
       if (std::strcmp(s.name, "gate_up") == 0) {
@@ -501,6 +515,9 @@ void BenchGemm(CublasLtGemm& lt_only, CublasLtGemm& gemm, const std::vector<int>
         r.stream_k_ctas = sms;
         r.workspace = stream_k_ws;
         time_skinny(r, 0, true);
+        r.stream_k_ctas = 0;
+        r.workspace = nullptr;
+        if ((r.wide_ctas = kernels::SkinnyGemmWideCtas(r, sms)) > 0) time_skinny(r, 0, true);
       }
     }
     for (void* p : ws) cudaFree(p);

@@ -82,6 +82,10 @@ using device::UnpackBf16x2;
 // ms: each chunk's partial store and fence), and stream-K runs weighted
 // toward the CTAs that start first (the first 20 do start 10 us early, but
 // do not end early). The code is in bench/results/2026-11-27-h100-session11/.
+// What did win it back (session 12): the column split (SkinnyGemmWideKernel
+// below), whose CTAs each read every k of their own 288 W rows and store
+// them without partial sums: gate/up at 64 tokens with SwiGLU 100.0 -> 96.3
+// us alone, and the b64 decode step 6.915 -> 6.681 ms pipelined.
 //
 // SwiGLU (SkinnyGemmArgs::silu_mul): tile t's W box is two 64-row boxes,
 // gate rows 64t.. and up rows n/2 + 64t.., which the swizzle lays out as
@@ -335,6 +339,24 @@ struct Wgmma<64> {
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, 1, 1, 1, 0, 0;\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b));
+  }
+};
+
+template <>
+struct Wgmma<72> {
+  static __device__ __forceinline__ void Run(float (&d)[36], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, "
+        "%36, %37, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35])
         : "l"(a), "l"(b));
   }
 };
@@ -1130,6 +1152,181 @@ __global__ void __launch_bounds__(kThreads, 1)
   });
 }
 
+// The column split (SkinnyGemmArgs::wide_ctas): a 1-D grid in which CTA c
+// computes every k of a window of output features and stores the run of
+// them it owns, [Own(c), Own(c + 1)), Own(c) = 8 floor(c U / ctas), U the
+// features / 8 (with SwiGLU the n / 2 columns of Y, else the n rows of W).
+// The window is two boxes of kBoxRows = 72 kChunks W rows: with SwiGLU the
+// gate rows [r0, r0 + kBoxRows) and their up rows n / 2 later, else rows
+// [r0, r0 + 2 kBoxRows); r0 = min(Own(c), 8 U - window), so that the window
+// stays inside the gate half (or W) and holds the owned run (the launcher
+// checks that the longest run fits). Where windows overlap, the overlap is
+// computed twice and stored once.
+//
+// Here the tokens are wgmma's A operand (64 rows, zeros past m) and W its B
+// operand (N = 72 an instruction), so a CTA's width is free in steps of 8
+// and no CTA needs another's partial sums: no workspace, no flags, no
+// fences, one epilogue a CTA. That is what the other schedules pay for at
+// 64 tokens (session 8: the four products without their epilogues stream
+// at the one-token rate). Bytes, R1-Distill-Qwen-7B's gate/up at 64 tokens:
+// 132 CTAs each stream 2 x 144 rows x 3,584 k of W (2.06 MB; 0.34 % of W is
+// read twice) and 0.46 MB of X from L2 (stream-K: 1.03 MB of X a CTA).
+constexpr int kWideChunk = 72;  // W rows an instruction
+constexpr int kWideMaxChunks = 2;
+
+template <int kChunks>
+struct WideLayout {
+  static constexpr int kBoxRows = kWideChunk * kChunks;
+  static constexpr int kWBoxBytes = kBoxRows * kBoxK * 2;
+  static constexpr int kXBoxBytes = 64 * kBoxK * 2;  // 64 token rows
+  // A stage: the X box, then the two W boxes (1,024-byte swizzle atoms).
+  static constexpr int kStageBytes = kXBoxBytes + 2 * kWBoxBytes;
+  static constexpr int kStages = std::min(8, (192 * 1024) / kStageBytes);
+  static constexpr int kBarOffset = kStages * kStageBytes;
+  static constexpr int kScaleOffset = kBarOffset + 2 * kStages * 8;
+  static constexpr int kSmem = 1024 + kScaleOffset + 64 * 4;
+  static_assert(kWBoxBytes % 1024 == 0 && kXBoxBytes % 1024 == 0, "swizzle atoms");
+  static_assert(kSmem + 1024 <= 196 * 1024, "one CTA a multiprocessor in the 196 KB carve-out");
+};
+
+template <int kChunks>
+__global__ void __launch_bounds__(kThreads, 1)
+    SkinnyGemmWideKernel(const __grid_constant__ CUtensorMap w_map,
+                         const __grid_constant__ CUtensorMap x_map, const Params p) {
+  using L = WideLayout<kChunks>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* const smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t base = SmemAddr(smem);
+  auto stage = [&](int s) { return base + s * L::kStageBytes; };
+  auto full = [&](int s) { return base + L::kBarOffset + 8 * s; };
+  auto empty = [&](int s) { return base + L::kBarOffset + 8 * (L::kStages + s); };
+  float* const scale = reinterpret_cast<float*>(smem + L::kScaleOffset);
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int boxes = (p.k + kBoxK - 1) / kBoxK;
+  const int units = (p.silu_half != 0 ? p.silu_half : p.n) / 8;
+  const int own_lo = 8 * static_cast<int>(int64_t{blockIdx.x} * units / gridDim.x);
+  const int own_hi = 8 * static_cast<int>(int64_t{blockIdx.x + 1} * units / gridDim.x);
+  const int window = p.silu_half != 0 ? L::kBoxRows : 2 * L::kBoxRows;
+  const int r0 = MinInt(own_lo, 8 * units - window);
+  const int r1 = p.silu_half != 0 ? p.silu_half + r0 : r0 + L::kBoxRows;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < L::kStages; ++s) {
+      BarInit(full(s), 1);
+      BarInit(empty(s), kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (p.dependents_at_start) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+
+  if (warp == kConsumerWarps) {
+    if (lane == 0) {
+      // Producer: stage b % kStages holds box b's X and W. W is never
+      // written, so the first stages' W is requested before the preceding
+      // kernel has finished; X is that kernel's output.
+      auto issue_w = [&](int b) {
+        const int s = b % L::kStages;
+        BarArriveExpect(full(s), L::kStageBytes);
+        TmaLoad(stage(s) + L::kXBoxBytes, &w_map, b * kBoxK, r0, full(s));
+        TmaLoad(stage(s) + L::kXBoxBytes + L::kWBoxBytes, &w_map, b * kBoxK, r1, full(s));
+      };
+      const int first = MinInt(L::kStages, boxes);
+      for (int b = 0; b < first; ++b) issue_w(b);
+      asm volatile("griddepcontrol.wait;\n" ::: "memory");
+      for (int b = 0; b < boxes; ++b) {
+        const int s = b % L::kStages;
+        if (b >= first) {
+          BarWait(empty(s), ((b / L::kStages) - 1) & 1);
+          issue_w(b);
+        }
+        TmaLoad(stage(s), &x_map, b * kBoxK, 0, full(s));
+      }
+    }
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    return;
+  }
+
+  // Consumers: one warpgroup; acc[box][chunk] is wgmma's m64n72 fragment
+  // (warp w: tokens 16w + lane / 4 and 8 later; registers 4j .. 4j + 3: the
+  // chunk's W rows 8j + 2 (lane % 4) and the next, for each token).
+  float acc[2][kChunks][kWideChunk / 2];
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int h = 0; h < kChunks; ++h)
+#pragma unroll
+      for (int i = 0; i < kWideChunk / 2; ++i) acc[b][h][i] = 0.f;
+  if (p.sumsq_in != nullptr) {
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    LoadRowScale(p, scale, threadIdx.x);
+    ConsumerBarrier();
+  }
+  for (int b = 0; b < boxes; ++b) {
+    const int s = b % L::kStages;
+    BarWait(full(s), (b / L::kStages) & 1);
+    WgmmaFence();
+#pragma unroll
+    for (int j = 0; j < kBoxK / 16; ++j) {
+      const uint64_t xd = SmemDesc(stage(s) + 32 * j);
+#pragma unroll
+      for (int box = 0; box < 2; ++box)
+#pragma unroll
+        for (int h = 0; h < kChunks; ++h) {
+          Wgmma<kWideChunk>::Run(acc[box][h], xd,
+                                 SmemDesc(stage(s) + L::kXBoxBytes + box * L::kWBoxBytes +
+                                          h * kWideChunk * 128 + 32 * j));
+        }
+    }
+    WgmmaCommit();
+    WgmmaWaitAll();
+#pragma unroll
+    for (int box = 0; box < 2; ++box)
+#pragma unroll
+      for (int h = 0; h < kChunks; ++h) FenceAccumulators(acc[box][h]);
+    __syncwarp();
+    if (lane == 0) BarArrive(empty(s));
+  }
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  // Y belongs to the preceding kernel until it has finished.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const int c2 = 2 * (lane & 3);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int tok = warp * 16 + (lane >> 2) + 8 * half;
+    if (tok >= p.m) continue;
+    const float s = p.sumsq_in != nullptr ? scale[tok] : 1.f;
+    uint16_t* const y = static_cast<uint16_t*>(p.y) + int64_t{tok} * p.ldy;
+#pragma unroll
+    for (int h = 0; h < kChunks; ++h)
+#pragma unroll
+      for (int j = 0; j < kWideChunk / 8; ++j) {
+        const int i = 4 * j + 2 * half;
+        const int col = h * kWideChunk + 8 * j + c2;  // in the box; even, as the runs' ends
+        if (p.silu_half != 0) {
+          const int out = r0 + col;
+          if (out >= own_lo && out < own_hi) {
+            const float lo = Silu(s * acc[0][h][i]) * (s * acc[1][h][i]);
+            const float hi = Silu(s * acc[0][h][i + 1]) * (s * acc[1][h][i + 1]);
+            *reinterpret_cast<uint32_t*>(y + out) = PackBf16x2(lo, hi);
+          }
+        } else {
+#pragma unroll
+          for (int box = 0; box < 2; ++box) {
+            const int out = r0 + box * L::kBoxRows + col;
+            if (out >= own_lo && out < own_hi) {
+              *reinterpret_cast<uint32_t*>(y + out) =
+                  PackBf16x2(s * acc[box][h][i], s * acc[box][h][i + 1]);
+            }
+          }
+        }
+      }
+  }
+}
+
 int TokenTiles(int m) {
   const int t = (m + 7) / 8;
   if (t <= 2) return t;
@@ -1176,17 +1373,7 @@ bool EncodeMap(CUtensorMap* map, const void* ptr, int rows, int cols, int64_t ld
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int NT, bool kWgmma>
-cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t stream) {
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(SkinnyGemmKernel<NT, kWgmma>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
-  if (attr != cudaSuccess) return attr;
-  CUtensorMap w_map, x_map;
-  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, a.silu_mul ? kRowsPerCta / 2 : kRowsPerCta) ||
-      !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
-    return cudaErrorInvalidValue;
-  }
+Params MakeParams(const SkinnyGemmArgs& a) {
   Params p;
   p.y = a.y;
   p.ldy = a.ldy;
@@ -1204,6 +1391,20 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   p.store_y = a.store_y;
   p.tiles = SkinnyGemmTiles(a.n);
   p.dependents_at_start = a.dependents_at_start;
+  return p;
+}
+
+template <int NT, bool kWgmma>
+cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      SkinnyGemmKernel<NT, kWgmma>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<NT>::kSmem);
+  if (attr != cudaSuccess) return attr;
+  CUtensorMap w_map, x_map;
+  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, a.silu_mul ? kRowsPerCta / 2 : kRowsPerCta) ||
+      !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 8 * NT)) {
+    return cudaErrorInvalidValue;
+  }
+  const Params p = MakeParams(a);
   const int tiles = (a.n + kRowsPerCta - 1) / kRowsPerCta;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
@@ -1240,6 +1441,49 @@ cudaError_t Launch(const SkinnyGemmArgs& a, int splits, bool pdl, cudaStream_t s
   attrs[num_attrs++].val.clusterDim.z = 1;
   cfg.numAttrs = num_attrs;
   return cudaLaunchKernelEx(&cfg, SkinnyGemmKernel<NT, kWgmma>, w_map, x_map, p);
+}
+
+// The column split's W rows a box (72 or 144) for `ctas` CTAs, or 0 where
+// it does not take the arguments: the box must hold the longest owned run
+// (with SwiGLU; else half of it) and the window must fit in the features.
+int WideBoxRows(const SkinnyGemmArgs& a, int ctas) {
+  if (ctas < 1 || a.fp32_out || a.bias != nullptr || a.residual != nullptr ||
+      a.argmax_out != nullptr || a.store_y != nullptr) {
+    return 0;
+  }
+  const int total = a.silu_mul ? a.n / 2 : a.n;
+  const int run = 8 * ((total / 8 + ctas - 1) / ctas);
+  const int need = a.silu_mul ? run : 8 * ((run / 8 + 1) / 2);
+  const int chunks = (need + kWideChunk - 1) / kWideChunk;
+  if (chunks > kWideMaxChunks) return 0;
+  const int rows = chunks * kWideChunk;
+  return total >= (a.silu_mul ? rows : 2 * rows) ? rows : 0;
+}
+
+template <int kChunks>
+cudaError_t LaunchWide(const SkinnyGemmArgs& a, const Params& p, bool pdl, cudaStream_t stream) {
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(SkinnyGemmWideKernel<kChunks>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, WideLayout<kChunks>::kSmem);
+  if (attr != cudaSuccess) return attr;
+  CUtensorMap w_map, x_map;
+  if (!EncodeMap(&w_map, a.w, a.n, a.k, a.ldw, WideLayout<kChunks>::kBoxRows) ||
+      !EncodeMap(&x_map, a.x, a.m, a.k, a.ldx, 64)) {
+    return cudaErrorInvalidValue;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(a.wide_ctas));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = WideLayout<kChunks>::kSmem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attrs[1];
+  if (pdl) {
+    attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attrs;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, SkinnyGemmWideKernel<kChunks>, w_map, x_map, p);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -1280,6 +1524,15 @@ int SkinnyGemmSplits(const SkinnyGemmArgs& a, int num_sms) {
   return std::clamp(s, 1, std::min(kMaxSplits, (a.k + kBoxK - 1) / kBoxK));
 }
 
+int SkinnyGemmWideCtas(const SkinnyGemmArgs& a, int num_sms) {
+  if (!SkinnyGemmSupports(a)) return 0;
+  const int rows = WideBoxRows(a, num_sms);
+  if (rows == 0) return 0;
+  const int total = a.silu_mul ? a.n / 2 : a.n;
+  const int window = a.silu_mul ? rows : 2 * rows;
+  return std::min(num_sms, (total + window - 1) / window);
+}
+
 size_t SkinnyGemmWorkspaceBytes(int stream_k_ctas) {
   const int ctas = std::max(0, stream_k_ctas);
   return FlagsBytes(ctas) + size_t(ctas) * kPartialFloat4s * sizeof(float4);
@@ -1307,6 +1560,23 @@ absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& a, int splits, bool pdl,
           "skinny gemm: stream-K needs 1..", sms, " CTAs (got ", a.stream_k_ctas,
           "), splits 0 (got ", splits, "), wgmma consumers and a 16-byte aligned workspace"));
     }
+  }
+  if (a.wide_ctas != 0) {
+    const int rows = WideBoxRows(a, a.wide_ctas);
+    if (a.wide_ctas < 0 || rows == 0 || splits != 0 || a.stream_k_ctas != 0 || !a.wgmma) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "skinny gemm: the column split needs wgmma consumers, splits 0 (got ", splits,
+          "), no stream-K, bf16 output without bias, residual or greedy candidates, and ",
+          a.wide_ctas, " CTAs whose windows (72 or 144 W rows a box) hold ",
+          a.silu_mul ? a.n / 2 : a.n, " output features"));
+    }
+    const Params p = MakeParams(a);
+    const cudaError_t err =
+        rows == kWideChunk ? LaunchWide<1>(a, p, pdl, stream) : LaunchWide<2>(a, p, pdl, stream);
+    if (err != cudaSuccess) {
+      return absl::InternalError(absl::StrCat("skinny gemm launch: ", cudaGetErrorString(err)));
+    }
+    return absl::OkStatus();
   }
   const int boxes = (a.k + kBoxK - 1) / kBoxK;
   if (splits < 0 || splits > kMaxSplits || splits > boxes) {

@@ -9,7 +9,9 @@
 // their partial tiles through distributed shared memory in a fixed order
 // (deterministic, no workspace), or, with the stream-K schedule, balances
 // equal runs of k over one CTA per multiprocessor and sums cut tiles through
-// a workspace (deterministic too). Launched with programmatic dependent
+// a workspace (deterministic too), or, with the column split, gives each
+// CTA every k of its own output features (no partial sums at all; the
+// gate/up projection at 64 tokens). Launched with programmatic dependent
 // launch it requests its first weights before the preceding kernel has
 // finished.
 //
@@ -95,6 +97,14 @@ struct SkinnyGemmArgs {
   // which adds the others' partial tiles from `workspace` in CTA order (the
   // same bits every run).
   int stream_k_ctas = 0;
+  // > 0: the column split over this many CTAs (wgmma consumers only; bf16
+  // output, no bias, residual mode or greedy candidates): each CTA reads
+  // every k of a window of up to 288 W rows (with SwiGLU 144 gate rows and
+  // their up rows) and stores the run of output features it owns, so that
+  // no CTA adds another's partial sums. SkinnyGemmWideCtas() gives the count
+  // for a GPU. The R1-Distill-Qwen-7B gate/up projection at 64 tokens is
+  // 132 windows of 288 rows; bench/NOTES-cuda-backend.md, session 12.
+  int wide_ctas = 0;
   // Stream-K only: device memory of SkinnyGemmWorkspaceBytes(stream_k_ctas)
   // bytes, 16-byte aligned, zeroed before its first use; each launch leaves
   // it ready for the next. Launches that share it must be ordered on one
@@ -119,13 +129,22 @@ bool SkinnyGemmSupports(const SkinnyGemmArgs& args);
 // given 0.
 int SkinnyGemmSplits(const SkinnyGemmArgs& args, int num_sms);
 
+// The column split's CTA count (SkinnyGemmArgs::wide_ctas) for these
+// arguments on `num_sms` multiprocessors: at most num_sms, as few as hold
+// the output features in windows of the size that num_sms needs; 0 where
+// the column split does not take them (its epilogue, or a window wider
+// than 2 x 144 rows, or wider than the product).
+int SkinnyGemmWideCtas(const SkinnyGemmArgs& args, int num_sms);
+
 // Enqueues the product on `stream`. `splits` 0 picks SkinnyGemmSplits(); at
 // most ceil(k / 64);
 // `pdl` launches with programmatic stream serialization (the kernel waits
 // for its predecessor before it reads X or writes Y; it reads W before).
 // INVALID_ARGUMENT when !SkinnyGemmSupports(args), splits is outside 0..8,
 // or, with stream-K, splits is not 0, wgmma is off, stream_k_ctas exceeds
-// the multiprocessors or the workspace is missing or misaligned.
+// the multiprocessors or the workspace is missing or misaligned, or, with
+// the column split, splits or stream_k_ctas is not 0, wgmma is off or the
+// split does not take the arguments at wide_ctas CTAs.
 absl::Status LaunchSkinnyGemm(const SkinnyGemmArgs& args, int splits, bool pdl,
                               cudaStream_t stream);
 

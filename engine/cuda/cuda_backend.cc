@@ -251,6 +251,7 @@ absl::Status CudaBackend::Init() {
   CublasLtGemm::Options gemm_options;
   gemm_options.skinny = options_.skinny_gemm;
   gemm_options.skinny_preference = options_.skinny_gemm_preference;
+  gemm_options.wide = options_.skinny_wide;
   absl::StatusOr<std::unique_ptr<CublasLtGemm>> gemm = CublasLtGemm::Create(gemm_options);
   if (!gemm.ok()) return gemm.status();
   gemm_ = *std::move(gemm);

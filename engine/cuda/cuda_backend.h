@@ -157,6 +157,9 @@ class CudaBackend : public Backend {
     // 64: decode step 7.29 ms at 0 (QKV and O on cuBLASLt), 7.12-7.13 ms at
     // 0.3 and 0.5 (bench/NOTES-cuda-backend.md, session 5, calls 5 and 8).
     double skinny_gemm_preference = 0.3;
+    // The tuning may pick the skinny GEMM's column split (kernels/
+    // skinny_gemm.h, SkinnyGemmArgs::wide_ctas; CublasLtGemm::Options::wide).
+    bool skinny_wide = true;
     // One GPU (tp_size 1) with the skinny GEMM on: the RMSNorms of steps of
     // up to 64 tokens run in the GEMMs' epilogues (kernels/skinny_gemm.h:
     // residual mode in the O and down projections, scale mode in the QKV,

@@ -88,9 +88,7 @@ struct CublasLtGemm::Plan {
   cublasLtMatrixLayout_t c = nullptr;  // Y, n x m column-major (ld ldy)
   std::vector<cublasLtMatmulHeuristicResult_t> candidates;
   int chosen = 0;
-  int skinny_splits = 0;  // > 0: Tune() chose the skinny kernel with this k split
-  bool skinny_stream_k = false;  // ... or (skinny_splits 0) with stream-K
-  bool skinny_wgmma = false;  // ... and its wgmma consumers
+  SkinnySchedule skinny;  // what Tune() chose (kAlways: the cluster split untuned)
 
   ~Plan() {
     if (op != nullptr) cublasLtMatmulDescDestroy(op);
@@ -175,10 +173,17 @@ std::string CublasLtGemm::Choice(const GemmArgs& args) const {
   auto it = plans_.find(KeyOf(args));
   if (it == plans_.end()) return "";
   const Plan& plan = *it->second;
-  if (plan.skinny_splits > 0 || plan.skinny_stream_k) {
-    return absl::StrCat(plan.skinny_wgmma ? "skinny-wgmma/" : "skinny/",
-                        plan.skinny_stream_k ? absl::StrCat("stream-k", num_sms_)
-                                             : absl::StrCat(plan.skinny_splits));
+  const SkinnySchedule& sk = plan.skinny;
+  switch (sk.kind) {
+    case SkinnySchedule::kNone:
+      return "cublaslt";
+    case SkinnySchedule::kCluster:
+      return absl::StrCat(sk.wgmma ? "skinny-wgmma/" : "skinny/", sk.splits);
+    case SkinnySchedule::kStreamK:
+      return absl::StrCat("skinny-wgmma/stream-k", num_sms_);
+    case SkinnySchedule::kWide:
+      return absl::StrCat("skinny-wgmma/wide",
+                          kernels::SkinnyGemmWideCtas(ToSkinnyGemmArgs(args), num_sms_));
   }
   return "cublaslt";
 }
@@ -255,7 +260,8 @@ absl::StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(const GemmArgs& g) {
   plan->candidates.resize(returned);
   if (options_.skinny == SkinnyGemmMode::kAlways &&
       kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(g))) {
-    plan->skinny_splits = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(g), num_sms_);
+    plan->skinny.kind = SkinnySchedule::kCluster;
+    plan->skinny.splits = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(g), num_sms_);
   }
   Plan* raw = plan.get();
   plans_.emplace(key, std::move(plan));
@@ -277,14 +283,21 @@ absl::Status CublasLtGemm::Run(const Plan& plan, const GemmArgs& g, const void* 
                   "matmul");
 }
 
-absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stream_k,
-                                     bool wgmma, bool pdl, cudaStream_t stream, bool silu_mul) {
+absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, const SkinnySchedule& schedule, bool pdl,
+                                     cudaStream_t stream, bool silu_mul) {
   kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(args);
   s.silu_mul = silu_mul;
-  s.wgmma = wgmma;
-  if (stream_k) {
+  s.wgmma = schedule.wgmma;
+  int splits = schedule.splits;
+  if (schedule.kind == SkinnySchedule::kStreamK) {
     s.stream_k_ctas = num_sms_;
     s.workspace = skinny_workspace_;
+    splits = 0;
+  } else if (schedule.kind == SkinnySchedule::kWide) {
+    // Zero where the column split does not take args' epilogue (residual
+    // mode, greedy candidates: the O, down and LM head products, where it
+    // never times fastest): the cluster split then runs them.
+    s.wide_ctas = kernels::SkinnyGemmWideCtas(s, num_sms_);
     splits = 0;
   }
   return kernels::LaunchSkinnyGemm(s, splits, pdl, stream);
@@ -293,9 +306,8 @@ absl::Status CublasLtGemm::RunSkinny(const GemmArgs& args, int splits, bool stre
 absl::Status CublasLtGemm::Matmul(const GemmArgs& args, cudaStream_t stream) {
   absl::StatusOr<Plan*> plan = GetPlan(args);
   if (!plan.ok()) return plan.status();
-  if ((*plan)->skinny_splits > 0 || (*plan)->skinny_stream_k) {
-    return RunSkinny(args, (*plan)->skinny_splits, (*plan)->skinny_stream_k,
-                     (*plan)->skinny_wgmma, options_.pdl, stream);
+  if ((*plan)->skinny.kind != SkinnySchedule::kNone) {
+    return RunSkinny(args, (*plan)->skinny, options_.pdl, stream);
   }
   if (HasSkinnyEpilogue(args)) return SkinnyEpilogueNeedsSkinny(args);
   return Run(**plan, args, &(*plan)->candidates[(*plan)->chosen].algo, stream);
@@ -311,7 +323,7 @@ kernels::SkinnyGemmArgs CublasLtGemm::SiluMulArgs(const GemmArgs& args, void* ac
 
 bool CublasLtGemm::SkinnyPlan(const GemmArgs& args) const {
   auto it = plans_.find(KeyOf(args));
-  return it != plans_.end() ? it->second->skinny_splits > 0 || it->second->skinny_stream_k
+  return it != plans_.end() ? it->second->skinny.kind != SkinnySchedule::kNone
                             : options_.skinny == SkinnyGemmMode::kAlways;
 }
 
@@ -333,13 +345,12 @@ absl::Status CublasLtGemm::MatmulSiluMul(const GemmArgs& args, void* act, cudaSt
   absl::StatusOr<Plan*> plan = GetPlan(args);
   if (!plan.ok()) return plan.status();
   const Plan& p = **plan;
-  if ((p.skinny_splits > 0 || p.skinny_stream_k) &&
+  if (p.skinny.kind != SkinnySchedule::kNone &&
       kernels::SkinnyGemmSupports(SiluMulArgs(args, act))) {
     GemmArgs fused = args;
     fused.y = act;
     fused.ldy = args.n / 2;
-    return RunSkinny(fused, p.skinny_splits, p.skinny_stream_k, p.skinny_wgmma, options_.pdl,
-                     stream, /*silu_mul=*/true);
+    return RunSkinny(fused, p.skinny, options_.pdl, stream, /*silu_mul=*/true);
   }
   if (HasSkinnyEpilogue(args)) return SkinnyEpilogueNeedsSkinny(args);
   if (absl::Status s = Matmul(args, stream); !s.ok()) return s;
@@ -363,12 +374,11 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   // but in a decode step it is not (the b64 step with the gate/up
   // projection on the split of 1, which Tune chose in 9 of 10 processes on
   // one H100: +39 us against stream-K; bench/NOTES-cuda-backend.md session
-  // 11), so it is left out where stream-K runs.
-  struct SkinnyCandidate {
-    int splits;  // 0: stream-K
-    bool wgmma;
-  };
-  std::vector<SkinnyCandidate> skinny;
+  // 11), so it is left out where stream-K runs. Last, the column split
+  // (wgmma; each CTA every k of its own output features, no partial sums)
+  // where it takes the shape.
+  using Kind = SkinnySchedule::Kind;
+  std::vector<SkinnySchedule> skinny;
   if (options_.skinny != SkinnyGemmMode::kOff &&
       kernels::SkinnyGemmSupports(ToSkinnyGemmArgs(args))) {
     const int full = kernels::SkinnyGemmSplits(ToSkinnyGemmArgs(args), num_sms_);
@@ -376,10 +386,14 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     const bool waves = num_sms_ > 0 && kernels::SkinnyGemmTiles(args.n) > num_sms_;
     for (bool wgmma : {false, true}) {
       if (!(waves && stream_k)) {
-        skinny.push_back({full, wgmma});
-        if (full > 1) skinny.push_back({full / 2, wgmma});
+        skinny.push_back({Kind::kCluster, full, wgmma});
+        if (full > 1) skinny.push_back({Kind::kCluster, full / 2, wgmma});
       }
-      if (wgmma && stream_k) skinny.push_back({0, wgmma});
+      if (wgmma && stream_k) skinny.push_back({Kind::kStreamK, 0, wgmma});
+    }
+    if (options_.wide && num_sms_ > 0 &&
+        kernels::SkinnyGemmWideCtas(ToSkinnyGemmArgs(args), num_sms_) > 0) {
+      skinny.push_back({Kind::kWide, 0, true});
     }
   }
   const size_t num_lt = plan.candidates.size();
@@ -387,11 +401,10 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
     GemmArgs a = args;
     if (!rotate_w.empty()) a.w = rotate_w[rep % rotate_w.size()];
     if (i < num_lt) return Run(plan, a, &plan.candidates[i].algo, st);
-    const SkinnyCandidate& c = skinny[i - num_lt];
     // Without PDL: back to back, a kernel of fewer CTAs would overlap the
     // next run of itself and time faster than it runs in a step, where the
     // kernel after it is another.
-    return RunSkinny(a, c.splits, c.splits == 0, c.wgmma, /*pdl=*/false, st);
+    return RunSkinny(a, skinny[i - num_lt], /*pdl=*/false, st);
   };
   // Each candidate runs `reps` times inside a CUDA graph on a private
   // stream, so the timing is the kernels' alone: for a 10 us decode GEMM the
@@ -454,12 +467,9 @@ absl::Status CublasLtGemm::Tune(const GemmArgs& args, cudaStream_t stream, int r
   if (best < 0) return absl::InternalError("gemm tune: no candidate ran");
   if (static_cast<size_t>(best) < num_lt) {
     plan.chosen = best;
-    if (options_.skinny != SkinnyGemmMode::kAlways) plan.skinny_splits = 0;
-    plan.skinny_stream_k = false;
+    if (options_.skinny != SkinnyGemmMode::kAlways) plan.skinny = SkinnySchedule{};
   } else {
-    plan.skinny_splits = skinny[best - num_lt].splits;
-    plan.skinny_stream_k = skinny[best - num_lt].splits == 0;
-    plan.skinny_wgmma = skinny[best - num_lt].wgmma;
+    plan.skinny = skinny[best - num_lt];
   }
   return absl::OkStatus();
 }

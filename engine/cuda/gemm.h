@@ -91,6 +91,9 @@ class CublasLtGemm {
     // whole GPU (an MPS share): the grid could not be resident and its wait
     // would trap.
     bool stream_k = true;
+    // Let Tune() try the skinny kernel's column split (kernels::
+    // SkinnyGemmArgs::wide_ctas), which needs no workspace.
+    bool wide = true;
     // Tune() keeps the skinny kernel when it times at most (1 + this) x the
     // fastest cuBLASLt candidate: in a decode step it overlaps its
     // neighbours through programmatic dependent launch, which cuBLASLt's
@@ -148,12 +151,19 @@ class CublasLtGemm {
   size_t num_plans() const { return plans_.size(); }
 
   // What the plan for `args` runs: "cublaslt", "skinny/<splits>",
-  // "skinny/stream-k<CTAs>" or the same with "skinny-wgmma/"; empty when
-  // there is no plan yet.
+  // "skinny-wgmma/<splits>", "skinny-wgmma/stream-k<CTAs>" or
+  // "skinny-wgmma/wide<CTAs>"; empty when there is no plan yet.
   std::string Choice(const GemmArgs& args) const;
 
  private:
   struct Plan;
+  // How the skinny kernel runs a product.
+  struct SkinnySchedule {
+    enum Kind { kNone, kCluster, kStreamK, kWide };
+    Kind kind = kNone;  // kNone: cuBLASLt
+    int splits = 0;     // kCluster: the k split (0: SkinnyGemmSplits)
+    bool wgmma = false;
+  };
   // m, n, k, ldx, ldw, ldy, out, bias, alignment class of the pointers.
   using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int, bool, int>;
 
@@ -165,8 +175,10 @@ class CublasLtGemm {
   // Whether the plan for args' shape (or, untuned, the mode) is the skinny kernel.
   bool SkinnyPlan(const GemmArgs& args) const;
   absl::Status Run(const Plan& plan, const GemmArgs& args, const void* algo, cudaStream_t stream);
-  // The skinny kernel with that k split, or with stream-K over num_sms_.
-  absl::Status RunSkinny(const GemmArgs& args, int splits, bool stream_k, bool wgmma, bool pdl,
+  // The skinny kernel on that schedule (stream-K over num_sms_; the column
+  // split over SkinnyGemmWideCtas(), or, where that does not take args'
+  // epilogue, the cluster split that fills the GPU).
+  absl::Status RunSkinny(const GemmArgs& args, const SkinnySchedule& schedule, bool pdl,
                          cudaStream_t stream, bool silu_mul = false);
   // args with Y = act (n/2 columns) and the SwiGLU epilogue.
   static kernels::SkinnyGemmArgs SiluMulArgs(const GemmArgs& args, void* act);

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -156,11 +157,13 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
       {64, 8, 24, 24, 24, 8, GemmOut::kBf16, false, false},
       {5, 72, 200, 200, 208, 72, GemmOut::kFp32, false, false},
       {9, 3584, 18944, 18944, 18944, 3584, GemmOut::kBf16, false, false},  // decode down
+      {40, 1040, 200, 208, 216, 1048, GemmOut::kBf16, false, false},
   };
   // Stream-K grids: one CTA (every tile whole), a few (tiles cut between
   // up to all of them), every multiprocessor.
   const int sms = NumSms();
   std::vector<std::pair<int, std::unique_ptr<DeviceBuffer<uint8_t>>>> workspaces;
+  int wide_cases = 0;
   uint32_t seed = 200;
   for (const Case& c : cases) {
     std::vector<std::pair<std::string, GemmRun>> runs;
@@ -178,6 +181,38 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
               const absl::Status st = kernels::LaunchSkinnyGemm(s, 0, pdl, nullptr);
               ASSERT_TRUE(st.ok()) << st;
             });
+      }
+    }
+    // The column split where it takes the case: the CTA count it picks for
+    // the GPU and for 7 and 3 multiprocessors, and each of those counts
+    // itself (the GPU's: windows that overlap their neighbours by most of
+    // their width).
+    {
+      GemmArgs probe;
+      probe.m = c.m, probe.n = c.n, probe.k = c.k, probe.out = c.out;
+      probe.x = probe.w = probe.y = reinterpret_cast<void*>(uintptr_t{256});
+      probe.ldx = c.ldx, probe.ldw = c.ldw, probe.ldy = c.ldy;
+      probe.bias = c.bias ? probe.x : nullptr;
+      std::set<int> counts;
+      for (int gpu : {sms, 7, 3}) {
+        const int ctas = kernels::SkinnyGemmWideCtas(ToSkinnyGemmArgs(probe), gpu);
+        if (ctas > 0) counts.insert({ctas, gpu});
+      }
+      EXPECT_EQ(!counts.empty(), c.out == GemmOut::kBf16 && !c.bias && c.n >= 144)
+          << "m " << c.m << " n " << c.n << " k " << c.k;
+      wide_cases += !counts.empty();
+      for (int ctas : counts) {
+        for (bool pdl : {false, true}) {
+          runs.emplace_back(
+              absl::StrCat("m ", c.m, " n ", c.n, " k ", c.k, " wide ", ctas, " pdl ", pdl),
+              [ctas, pdl](const GemmArgs& a) {
+                kernels::SkinnyGemmArgs s = ToSkinnyGemmArgs(a);
+                s.wgmma = true;
+                s.wide_ctas = ctas;
+                const absl::Status st = kernels::LaunchSkinnyGemm(s, 0, pdl, nullptr);
+                ASSERT_TRUE(st.ok()) << st;
+              });
+        }
       }
     }
     for (int splits : {0, 1, 3, 8}) {
@@ -199,6 +234,7 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
     }
     CheckCase(c, seed++, runs);
   }
+  EXPECT_EQ(wide_cases, 3);
   // Every launch leaves the flags down for the next.
   for (const auto& [ctas, ws] : workspaces) {
     const auto bytes = ws->Download();  // the flags: one int per CTA, first
@@ -316,11 +352,15 @@ TEST(SkinnyGemmTest, TuneLeavesOutSplitsOfSeveralWavesWhereStreamKRuns) {
   DeviceBuffer<Bf16> y(size_t(64) * n);
   CublasLtGemm::Options prefer;
   prefer.skinny_preference = 1e6;
+  prefer.wide = false;
   CublasLtGemm::Options no_stream_k = prefer;
   no_stream_k.stream_k = false;
+  CublasLtGemm::Options wide = prefer;
+  wide.wide = true;
   auto with = CublasLtGemm::Create(prefer);
   auto without = CublasLtGemm::Create(no_stream_k);
-  ASSERT_TRUE(with.ok() && without.ok());
+  auto with_wide = CublasLtGemm::Create(wide);
+  ASSERT_TRUE(with.ok() && without.ok() && with_wide.ok());
   for (int m : {64, 1}) {
     SCOPED_TRACE(absl::StrCat("m ", m));
     GemmArgs a;
@@ -331,6 +371,22 @@ TEST(SkinnyGemmTest, TuneLeavesOutSplitsOfSeveralWavesWhereStreamKRuns) {
     EXPECT_EQ((*with)->Choice(a), absl::StrCat("skinny-wgmma/stream-k", sms));
     const std::string split = (*without)->Choice(a);
     EXPECT_TRUE(split == "skinny/1" || split == "skinny-wgmma/1") << split;
+    // With the column split as well: stream-K or the column split, never a
+    // split of several waves; Matmul then runs what was chosen (against the
+    // float64 reference).
+    CheckCase({m, n, k, k, k, n, GemmOut::kBf16, false, false}, 70 + m,
+              {{"tuned with the column split", [&](const GemmArgs& b) {
+                  ASSERT_TRUE((*with_wide)->Tune(b, nullptr, 2).ok());
+                  const std::string choice = (*with_wide)->Choice(b);
+                  EXPECT_TRUE(
+                      choice == absl::StrCat("skinny-wgmma/stream-k", sms) ||
+                      choice == absl::StrCat("skinny-wgmma/wide",
+                                             kernels::SkinnyGemmWideCtas(ToSkinnyGemmArgs(b), sms)))
+                      << choice;
+                  std::printf("m %d n %d k %d: Tune chose %s\n", m, n, k, choice.c_str());
+                  const absl::Status st = (*with_wide)->Matmul(b, nullptr);
+                  ASSERT_TRUE(st.ok()) << st;
+                }}});
   }
 }
 
@@ -399,12 +455,36 @@ TEST(SkinnyGemmTest, SwiGluEpilogueAgainstReference) {
       {64, 512, 768, 768, 512},
       {7, 64, 200, 208, 72},
       {33, 384, 1032, 1040, 392},
+      // The 7B's gate/up at 64 tokens (k cut to 256), and at TP = 2 with a
+      // ragged k: the column split's windows of 144 and of 72 W rows.
+      {64, 18944, 256, 256, 18944},
+      {48, 9472, 136, 144, 9480},
   };
   const int sms = NumSms();
   auto ws = StreamKWorkspace(sms);
   uint32_t seed = 900;
   for (const SwiGluCase& c : cases) {
     std::vector<std::pair<std::string, SwiGluRun>> runs;
+    // The column split (as in EverySplitAgainstReference).
+    kernels::SkinnyGemmArgs probe;
+    probe.m = c.m, probe.n = 2 * c.inter, probe.k = c.k, probe.silu_mul = true;
+    probe.x = probe.w = probe.y = reinterpret_cast<void*>(uintptr_t{256});
+    probe.ldx = c.ldx, probe.ldw = c.k, probe.ldy = c.ld_act;
+    std::set<int> counts;
+    for (int gpu : {sms, 7, 3}) {
+      const int ctas = kernels::SkinnyGemmWideCtas(probe, gpu);
+      if (ctas > 0) counts.insert({ctas, gpu});
+    }
+    EXPECT_EQ(!counts.empty(), c.inter >= 72) << "inter " << c.inter;
+    for (int ctas : counts) {
+      runs.emplace_back(absl::StrCat("wide ", ctas), [ctas](const kernels::SkinnyGemmArgs& a) {
+        kernels::SkinnyGemmArgs s = a;
+        s.wgmma = true;
+        s.wide_ctas = ctas;
+        const absl::Status st = kernels::LaunchSkinnyGemm(s, 0, true, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+      });
+    }
     for (int ctas : {1, 3, sms}) {
       for (bool pdl : {false, true}) {
         runs.emplace_back(absl::StrCat("stream-k ", ctas, " pdl ", pdl),
@@ -528,6 +608,9 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
     // (SkinnyGemmArgs::dependents_at_start): the second still reads the
     // first's finished output.
     bool early = false;
+    // The second product on the column split (the first, residual mode,
+    // on the cluster split that fills the GPU).
+    bool wide = false;
   };
   std::vector<Schedule> schedules;
   for (int ctas : {1, 3, sms}) schedules.push_back({0, ctas, true});
@@ -537,6 +620,9 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
   schedules.push_back({0, sms, true, true});
   schedules.push_back({0, 0, true, true});
   schedules.push_back({1, 0, true, true});
+  schedules.push_back({0, 0, true, false, true});
+  schedules.push_back({0, 0, true, true, true});
+  int wide_runs = 0;
   uint32_t seed = 1300;
   for (const NormCase& c : cases) {
     SCOPED_TRACE(absl::StrCat("m ", c.m, " n ", c.n, " k1 ", c.k1, " n2 ", c.n2));
@@ -565,11 +651,17 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
     }
     for (const Schedule& sc : schedules) {
       if (sc.splits > (c.k1 + 63) / 64 || sc.splits > (c.n + 63) / 64) continue;
+      if (sc.wide && (c.bias2 || c.fp32_out2)) continue;  // epilogues it does not take
       SCOPED_TRACE(absl::StrCat("splits ", sc.splits, " stream-k ", sc.ctas, " wgmma ", sc.wgmma,
-                                " early ", sc.early));
+                                " early ", sc.early, " wide ", sc.wide));
       auto launch = [&](kernels::SkinnyGemmArgs s) {
         s.wgmma = sc.wgmma;
         if (sc.ctas > 0) s.stream_k_ctas = sc.ctas, s.workspace = ws->get();
+        if (sc.wide && s.residual == nullptr) {
+          s.wide_ctas = kernels::SkinnyGemmWideCtas(s, sms);
+          ASSERT_GT(s.wide_ctas, 0);
+          ++wide_runs;
+        }
         ASSERT_TRUE(kernels::SkinnyGemmSupports(s));
         const absl::Status st = kernels::LaunchSkinnyGemm(s, sc.splits, true, nullptr);
         ASSERT_TRUE(st.ok()) << st;
@@ -656,6 +748,7 @@ TEST(SkinnyGemmTest, NormEpiloguesAgainstReference) {
       EXPECT_LT(e2.rel_l2, c.fp32_out2 ? 1e-4 : 5e-3);
     }
   }
+  EXPECT_EQ(wide_runs, 6);  // three cases, with and without early dependents
   // Every launch leaves the flags down for the next.
   const auto bytes = ws->Download();
   size_t raised = 0;
@@ -885,6 +978,40 @@ TEST(SkinnyGemmTest, RejectsWhatItCannotRun) {
   b.stream_k_ctas = -1;
   EXPECT_EQ(kernels::LaunchSkinnyGemm(b, 0, false, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
+  // The column split: wgmma, splits 0, no stream-K, bf16 output without
+  // bias, and CTAs whose windows (at most 2 x 144 rows) hold the features.
+  kernels::SkinnyGemmArgs c = a;
+  c.n = 256, c.ldy = 256, c.wgmma = true;
+  EXPECT_EQ(kernels::SkinnyGemmWideCtas(c, 132), 2);  // windows of 2 x 72 rows
+  c.wide_ctas = 2;
+  EXPECT_TRUE(kernels::LaunchSkinnyGemm(c, 0, false, nullptr).ok());
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  auto expect_wide_rejected = [&](kernels::SkinnyGemmArgs w, int splits) {
+    EXPECT_EQ(kernels::LaunchSkinnyGemm(w, splits, false, nullptr).code(),
+              absl::StatusCode::kInvalidArgument);
+  };
+  expect_wide_rejected(c, 1);
+  b = c, b.wgmma = false;
+  expect_wide_rejected(b, 0);
+  b = c, b.stream_k_ctas = 2, b.workspace = dev;
+  expect_wide_rejected(b, 0);
+  b = c, b.fp32_out = true;
+  EXPECT_EQ(kernels::SkinnyGemmWideCtas(b, 132), 0);
+  expect_wide_rejected(b, 0);
+  b = c, b.bias = dev;
+  EXPECT_EQ(kernels::SkinnyGemmWideCtas(b, 132), 0);
+  expect_wide_rejected(b, 0);
+  b = c, b.wide_ctas = 1;  // a run of 256 rows takes a window of 2 x 144: wider than W
+  expect_wide_rejected(b, 0);
+  b = c, b.n = 1024, b.ldy = 1024, b.wide_ctas = 3;  // runs of 344 rows: wider than 2 x 144
+  EXPECT_EQ(kernels::SkinnyGemmWideCtas(b, 3), 0);
+  expect_wide_rejected(b, 0);
+  b = c, b.n = 136, b.ldy = 136;  // narrower than one window of 2 x 72 rows
+  EXPECT_EQ(kernels::SkinnyGemmWideCtas(b, 132), 0);
+  expect_wide_rejected(b, 0);
+  b = c, b.wide_ctas = -1;
+  expect_wide_rejected(b, 0);
+  ASSERT_CUDA(cudaDeviceSynchronize());
   cudaFree(dev);
 }
 
