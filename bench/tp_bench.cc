@@ -73,6 +73,9 @@ ABSL_FLAG(int, engine_runs, 0,
           "through LlmEngine on rank 0 this many times each with pipelined steps and one by one, "
           "alternated (0: none).");
 ABSL_FLAG(int, engine_budget, 2048, "Token budget of the engine runs' steps.");
+ABSL_FLAG(bool, skinny_wide, true,
+          "Let GEMM tuning pick the skinny GEMM's column split, every k of a CTA's own output "
+          "features (CudaBackend::Options::skinny_wide).");
 
 namespace memshare::bench {
 namespace {
@@ -97,6 +100,7 @@ struct Args {
   std::string json;
   int engine_runs = 0;
   int engine_budget = 2048;
+  bool skinny_wide = true;
 };
 
 // Reads the flags into `a`; false (after saying why on stderr) for a value
@@ -114,6 +118,7 @@ bool ArgsFromFlags(Args* a) {
   a->json = absl::GetFlag(FLAGS_json);
   a->engine_runs = absl::GetFlag(FLAGS_engine_runs);
   a->engine_budget = absl::GetFlag(FLAGS_engine_budget);
+  a->skinny_wide = absl::GetFlag(FLAGS_skinny_wide);
   std::string why;
   if (a->tp < 1) why = absl::StrCat("--tp: at least 1, got ", a->tp);
   else if (a->rank < 0 || a->rank >= a->tp)
@@ -388,6 +393,7 @@ CudaBackend::Options BackendOptions(const Args& a, int device,
   o.num_blocks = a.batch * bps + 16;
   o.cuda_graph_batch_sizes = {a.batch};
   o.tune_gemms = true;
+  o.skinny_wide = a.skinny_wide;
   o.tp_rank = a.rank;
   o.tp_size = a.tp;
   o.collectives = collectives;
@@ -475,7 +481,8 @@ void TimeDecode(Backend& b, CudaBackend& local, const Args& a, const CudaBackend
       ",\"pipelined_ms\":", pt.empty() ? 0.0 : Median(pt) * 1e3,
       ",\"weight_gb_per_rank\":", weight_gb / a.tp, ",\"graph_steps\":", local.graph_steps(),
       ",\"shard_sampled_steps\":", local.shard_sampled_steps(),
-      ",\"kv_blocks\":", local.kv_spec().num_blocks, paths, "}"));
+      ",\"kv_blocks\":", local.kv_spec().num_blocks, ",\"gemms\":\"", local.GemmChoices(B), "\"",
+      paths, "}"));
 }
 
 int Main(int argc, char** argv) {
