@@ -98,7 +98,8 @@ std::string FormatCsv(absl::Span<const ReportRow> rows) {
       "share_groups,repeat,problems,correct,accuracy,failed,lost_vs_off,gained_vs_off,"
       "same_reply_vs_off,request_peak_physical,request_peak_logical,memory_saved,"
       "mean_request_saved,pool_blocks,pool_peak_physical,pool_peak_logical,"
-      "pool_physical_at_peak_logical,pool_saved_at_peak,shared_block_ratio,dedup_steps,"
+      "pool_physical_at_peak_logical,pool_saved_at_peak,shared_block_ratio,pool_mean_physical,"
+      "pool_mean_logical,pool_mean_saved,dedup_steps,"
       "dedup_candidate_steps,dedup_candidates,dedup_verified,dedup_rejected,dedup_remapped,steps,"
       "dedup_phase_steps,dedup_ms_per_step,dedup_share_of_step_time,schedule_ms_per_step,"
       "prefill_steps,prefill_ms_per_step,decode_steps,decode_ms_per_step,sample_ms_per_step,"
@@ -141,6 +142,9 @@ std::string FormatCsv(absl::Span<const ReportRow> rows) {
         Num(r.pool_physical_at_peak_logical),
         Num(r.pool_saved_at_peak()),
         Num(r.shared_block_ratio()),
+        Num(r.pool_mean_physical()),
+        Num(r.pool_mean_logical()),
+        Num(r.pool_mean_saved()),
         Num(r.dedup_steps),
         Num(r.dedup_candidate_steps),
         Num(r.dedup_candidates),
@@ -174,21 +178,22 @@ std::string FormatTable(absl::Span<const ReportRow> rows) {
   for (const ReportRow& row : rows)
     name_width = std::max(name_width, row.result->config.name.size());
   std::string out = absl::StrFormat(
-      "%-*s %3s %9s %6s %6s %7s %7s %7s %8s %8s %7s %6s %7s %6s %8s %7s\n", name_width, "config",
-      "rep", "accuracy", "lost", "gained", "same", "saved", "pool", "shared", "remaps", "verif",
-      "preem", "dedupms", "dedup%", "tok/s", "req/s");
+      "%-*s %3s %9s %6s %6s %7s %7s %7s %8s %8s %8s %7s %6s %7s %6s %8s %7s\n", name_width,
+      "config", "rep", "accuracy", "lost", "gained", "same", "saved", "pool", "poolmean", "shared",
+      "remaps", "verif", "preem", "dedupms", "dedup%", "tok/s", "req/s");
   for (const ReportRow& row : rows) {
     const EvalResult& r = *row.result;
     PairedDiff d;
     if (row.reference != nullptr) d = ComparePaired(*row.reference, r);
     absl::StrAppendFormat(
         &out,
-        "%-*s %3d %8.2f%% %6s %6s %7s %6.2f%% %6.2f%% %7.2f%% %8d %8d %7d %6.3f %5.2f%% %8.0f "
-        "%7.3f\n",
+        "%-*s %3d %8.2f%% %6s %6s %7s %6.2f%% %6.2f%% %7.2f%% %7.2f%% %8d %8d %7d %6.3f %5.2f%% "
+        "%8.0f %7.3f\n",
         name_width, r.config.name, row.repeat, 100 * r.accuracy(),
         row.reference ? absl::StrCat(d.lost) : "-", row.reference ? absl::StrCat(d.gained) : "-",
         row.reference ? absl::StrCat(d.same_reply, "/", d.compared) : "-", 100 * r.request_saved(),
-        100 * r.pool_saved_at_peak(), 100 * r.shared_block_ratio(), r.dedup_remapped,
+        100 * r.pool_saved_at_peak(), 100 * r.pool_mean_saved(), 100 * r.shared_block_ratio(),
+        r.dedup_remapped,
         r.dedup_verified, r.preemptions, r.dedup_ms_per_step(), 100 * r.dedup_share(),
         r.tokens_per_second(), r.requests_per_second());
   }

@@ -64,6 +64,8 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   on.step_seconds = 1.5;
   on.decode_steps = 80;
   on.decode_seconds = 0.8;
+  on.pool_physical_step_sum = 4100;  // over 100 steps: 41 physical, 50 logical blocks a step
+  on.pool_logical_step_sum = 5000;
   const std::vector<ReportRow> rows = {{&off, &off, 0}, {&on, &off, 1}};
   const std::string csv = FormatCsv(rows);
   const std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
@@ -74,6 +76,7 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   EXPECT_EQ(std::count(lines[2].begin(), lines[2].end(), ',') + 1, columns + 1);
   EXPECT_THAT(lines[2], HasSubstr("\"tau_kv=0.3, \"\"quoted\"\"\""));
   EXPECT_THAT(lines[2], HasSubstr(",0.25,"));  // memory saved 1 - 60/80
+  EXPECT_THAT(lines[2], HasSubstr(",41,50,0.18,"));  // the pool's mean physical, logical, saved
   EXPECT_THAT(lines[2], HasSubstr(",0+1,"));
   EXPECT_TRUE(absl::EndsWith(lines[2], ",1,500"));  // req/s, tok/s
   // decode ms a step (0.8 s over 80 steps), then sample and outside (0.5 s over 100 steps)
@@ -86,6 +89,7 @@ TEST(FormatCsvTest, OneRowPerRunWithTheHeadersColumns) {
   const std::string table = FormatTable(rows);
   EXPECT_THAT(table, HasSubstr("memshare=off"));
   EXPECT_THAT(table, HasSubstr("25.00%"));
+  EXPECT_THAT(table, HasSubstr("18.00%"));
   EXPECT_THAT(table, HasSubstr("1/2"));  // same reply as off in one problem of two
 
   const std::string replies = FormatRepliesJsonl(rows);

@@ -41,6 +41,8 @@ struct StepCollector {
   int64_t peak_logical ABSL_GUARDED_BY(mu) = 0;
   int64_t physical_at_peak_logical ABSL_GUARDED_BY(mu) = 0;
   int64_t shared_at_peak_logical ABSL_GUARDED_BY(mu) = 0;
+  int64_t physical_sum ABSL_GUARDED_BY(mu) = 0;
+  int64_t logical_sum ABSL_GUARDED_BY(mu) = 0;
 };
 
 absl::Status CheckInputs(const EngineSetup& setup, const EvalConfig& config) {
@@ -146,6 +148,8 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
     const int64_t physical = kv.PhysicalBlocks();
     const int64_t logical = kv.LogicalBlocks();
     collector->peak_physical = std::max(collector->peak_physical, physical);
+    collector->physical_sum += physical;
+    collector->logical_sum += logical;
     if (logical > collector->peak_logical) {
       collector->peak_logical = logical;
       collector->physical_at_peak_logical = physical;
@@ -253,6 +257,8 @@ absl::StatusOr<EvalResult> RunEval(const EngineSetup& setup, const EvalConfig& c
     result.pool_peak_logical = collector->peak_logical;
     result.pool_physical_at_peak_logical = collector->physical_at_peak_logical;
     result.pool_shared_at_peak_logical = collector->shared_at_peak_logical;
+    result.pool_physical_step_sum = collector->physical_sum;
+    result.pool_logical_step_sum = collector->logical_sum;
   }
   return result;
 }

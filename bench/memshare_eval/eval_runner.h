@@ -135,6 +135,19 @@ struct EvalResult {
     return pool_peak_logical ? 1.0 - double(pool_physical_at_peak_logical) / pool_peak_logical : 0;
   }
   int64_t pool_blocks = 0;  // per layer group
+  // The pool over the whole run: physical and logical blocks summed over
+  // the steps' samples. Under memory pressure the pool is full at nearly
+  // every step, and what it holds on average, not at its peak, bounds the
+  // batch: pool_mean_saved is the share of logical blocks that cost no
+  // physical block, averaged over the steps (weighted by logical blocks).
+  int64_t pool_physical_step_sum = 0;
+  int64_t pool_logical_step_sum = 0;
+  double pool_mean_physical() const { return steps ? double(pool_physical_step_sum) / steps : 0; }
+  double pool_mean_logical() const { return steps ? double(pool_logical_step_sum) / steps : 0; }
+  double pool_mean_saved() const {
+    return pool_logical_step_sum ? 1.0 - double(pool_physical_step_sum) / pool_logical_step_sum
+                                 : 0;
+  }
 
   // MemShare funnel (KvStats counters).
   int64_t dedup_steps = 0;

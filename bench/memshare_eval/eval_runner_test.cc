@@ -55,6 +55,10 @@ TEST(EvalRunnerTest, MemShareOffAnswersAndSavesNothing) {
   EXPECT_EQ(r->generated_tokens, tokens);
   EXPECT_EQ(r->request_saved(), 0);
   EXPECT_EQ(r->pool_saved_at_peak(), 0);
+  EXPECT_EQ(r->pool_mean_saved(), 0);
+  EXPECT_EQ(r->pool_physical_step_sum, r->pool_logical_step_sum);
+  EXPECT_GT(r->pool_mean_logical(), 0);
+  EXPECT_LT(r->pool_mean_logical(), r->pool_peak_logical);  // the pool fills and drains
   EXPECT_EQ(r->dedup_steps, 0);
   EXPECT_EQ(r->dedup_phase_steps, 0);
   EXPECT_EQ(r->dedup_seconds, 0);
@@ -87,6 +91,9 @@ TEST(EvalRunnerTest, MemShareOnRunsTheFunnel) {
   EXPECT_LE(r->dedup_remapped, r->dedup_verified - r->dedup_rejected);
   EXPECT_LE(r->request_peak_physical, r->request_peak_logical);
   EXPECT_EQ(r->request_peak_physical<r->request_peak_logical, r->dedup_remapped> 0);
+  // Sharing shows in the pool's mean only once blocks are shared.
+  EXPECT_LE(r->pool_physical_step_sum, r->pool_logical_step_sum);
+  EXPECT_EQ(r->pool_mean_saved() > 0, r->dedup_remapped > 0);
   for (const ProblemOutcome& p : r->problems) {
     // Two layer groups: every block counted once per group.
     EXPECT_EQ(p.peak_logical_blocks % 2, 0);
