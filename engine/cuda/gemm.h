@@ -92,7 +92,8 @@ class CublasLtGemm {
     // would trap.
     bool stream_k = true;
     // Let Tune() try the skinny kernel's column split (kernels::
-    // SkinnyGemmArgs::wide_ctas), which needs no workspace.
+    // SkinnyGemmArgs::wide_ctas). It needs no workspace, and its CTAs never
+    // wait for one another, so unlike stream-K it runs under an MPS share.
     bool wide = true;
     // Tune() keeps the skinny kernel when it times at most (1 + this) x the
     // fastest cuBLASLt candidate: in a decode step it overlaps its
