@@ -27,7 +27,7 @@
 //
 //   cuda_backend_bench [--prompts=64 --prompt_len=512 --gen_len=128
 //                       --budgets=8192,16384 --tune_prefill=0|1|2 --repeats=3
-//                       --decode_batch=64 --decode_context=1024
+//                       --decode_batch=64 --decode_context=1024 --decode_logits_rows=0
 //                       --engine=device,host --skinny=0|1 --json=FILE
 //                       --profile_decode_steps=N]
 //
@@ -71,6 +71,9 @@ ABSL_FLAG(int, tune_prefill, 1,
           "budget's token count; 2: only the latter.");
 ABSL_FLAG(int, repeats, 3, "Timed throughput runs per configuration (after one warm-up run).");
 ABSL_FLAG(int, decode_batch, 64, "Decode step measurement: sequences per step.");
+ABSL_FLAG(int, decode_logits_rows, 0,
+          "Decode step measurement: how many of its rows ask for their logits as well (as a "
+          "request for top-n logprobs does); 0: every row greedy, no logits.");
 ABSL_FLAG(int, decode_context, 1024, "Decode step measurement: context of every sequence.");
 ABSL_FLAG(int, max_model_len, 0,
           "The backend's max_model_len, which sizes the decode graphs' block tables; 0: just "
@@ -126,6 +129,7 @@ struct Args {
   int tune_prefill = 1;
   int repeats = 3;
   int decode_batch = 64;
+  int decode_logits_rows = 0;
   int decode_context = 1024;
   int max_model_len = 0;
   double gpu_memory_utilization = 0.9;
@@ -162,6 +166,7 @@ bool ArgsFromFlags(Args* a) {
   a->tune_prefill = absl::GetFlag(FLAGS_tune_prefill);
   a->repeats = absl::GetFlag(FLAGS_repeats);
   a->decode_batch = absl::GetFlag(FLAGS_decode_batch);
+  a->decode_logits_rows = absl::GetFlag(FLAGS_decode_logits_rows);
   a->decode_context = absl::GetFlag(FLAGS_decode_context);
   a->max_model_len = absl::GetFlag(FLAGS_max_model_len);
   a->gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
@@ -195,6 +200,7 @@ bool ArgsFromFlags(Args* a) {
               {"gen_len", a->gen_len, 2},
               {"repeats", a->repeats, 0},
               {"decode_batch", a->decode_batch, 1},
+              {"decode_logits_rows", a->decode_logits_rows, 0},
               {"decode_context", a->decode_context, 1},
               {"profile_decode_steps", a->profile_decode_steps, 0},
               {"max_model_len", a->max_model_len, 0}};
@@ -592,6 +598,7 @@ int main(int argc, char** argv) {
       for (int k = 0; k < bps; ++k) t[k] = i * bps + k;
       c.block_tables = {t};
       c.sampling = DeviceSampling{};
+      c.sampling->return_logits = i < a.decode_logits_rows;
       plan.sequences.push_back(std::move(c));
     }
     StepOutput out;
@@ -656,6 +663,7 @@ int main(int argc, char** argv) {
     const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
     report.Add(absl::StrCat(
         "{\"measure\":\"decode_step\",\"gpu\":\"", card, "\",\"batch\":", B, ",\"context\":", C,
+        ",\"logits_rows\":", std::min(B, a.decode_logits_rows),
         ",\"max_model_len\":", b.max_model_len(), ",\"median_ms\":", step_ms, ",\"min_ms\":",
         *std::min_element(t.begin(), t.end()) * 1e3, ",\"median_gpu_ms\":", Median(gpu) * 1e3,
         ",\"graph_replay_ms\":", replay_ms, ",\"host_prepare_us\":", Median(prepare) * 1e6,

@@ -314,9 +314,21 @@ DeviceSampling Scheduler::DeviceSamplingOf(Sequence* s) {
 
 absl::Status Scheduler::CheckStepOutput(const StepOutput& result) const {
   const auto rows = static_cast<int64_t>(result.rows.size());
-  // Logits may be left out only by a backend that sampled every row.
-  if ((!result.logits.empty() || !device_sampling_) &&
-      static_cast<int64_t>(result.logits.size()) != rows * result.vocab_size) {
+  // Logits may be left out, or packed, only by a backend that samples on
+  // the device (whose rows' needs TakeToken checks).
+  if (!result.logits_index.empty()) {
+    int64_t packed = 0;
+    bool ok = device_sampling_ && static_cast<int64_t>(result.logits_index.size()) == rows;
+    for (size_t i = 0; ok && i < result.logits_index.size(); ++i) {
+      const int32_t at = result.logits_index[i];
+      ok = at == -1 || at == packed;  // in row order, without gaps
+      packed += at >= 0 ? 1 : 0;
+    }
+    if (!ok || static_cast<int64_t>(result.logits.size()) != packed * result.vocab_size) {
+      return absl::InternalError("backend returned a malformed packed logits array");
+    }
+  } else if ((!result.logits.empty() || !device_sampling_) &&
+             static_cast<int64_t>(result.logits.size()) != rows * result.vocab_size) {
     return absl::InternalError("backend returned a malformed logits array");
   }
   if ((!result.sampled_token_ids.empty() &&
@@ -345,7 +357,7 @@ absl::StatusOr<TokenLogprob> Scheduler::TakeToken(Sequence* s, const SequenceChu
     }
     ++stats_.device_sampled_tokens;
     if (chunk.sampling->return_logits) {  // top-n logprobs, from the raw row
-      if (result.logits.empty()) {
+      if (!result.HasRow(row)) {
         return absl::InternalError("backend returned no logits for a row that asked for them");
       }
       return s->sampler->RecordWithLogprobs(
@@ -357,7 +369,7 @@ absl::StatusOr<TokenLogprob> Scheduler::TakeToken(Sequence* s, const SequenceChu
     s->sampler->Record(token.token_id);
     return token;
   }
-  if (result.logits.empty()) {
+  if (!result.HasRow(row)) {
     return absl::InternalError("backend returned no logits for a sequence that needs them");
   }
   return s->sampler->Sample(absl::Span<const float>(result.Row(row), result.vocab_size),
@@ -570,10 +582,7 @@ void Scheduler::Launch(Pending* p) {
   // Reused step after step: a logits array that crosses to the host keeps
   // its allocation (64 rows of a 152k vocabulary are 39 MB).
   StepOutput& result = step_output_;
-  result.rows.clear();
-  result.logits.clear();
-  result.sampled_token_ids.clear();
-  result.sampled_logprobs.clear();
+  result.Clear();
   p->status = backend_->Forward(p->plan, &result);
 }
 
@@ -663,10 +672,7 @@ void Scheduler::Complete(Pending& p, const Pending* next, std::vector<SequenceOu
   StepOutput& result = step_output_;
   absl::Status run_status = p.status;
   if (run_status.ok() && p.submitted) {
-    result.rows.clear();
-    result.logits.clear();
-    result.sampled_token_ids.clear();
-    result.sampled_logprobs.clear();
+    result.Clear();
     run_status = backend_->Collect(&result);
   }
   if (run_status.ok()) run_status = CheckStepOutput(result);

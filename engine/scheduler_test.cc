@@ -1056,6 +1056,13 @@ TEST(SchedulerTest, TopLogprobsSampleOnTheDeviceWithTheirLogits) {
     EXPECT_EQ(r.logprobs[0].top.size(), static_cast<size_t>(requests[id].sampling.logprobs));
     EXPECT_LT(r.logprobs[0].logprob, 0);
   }
+  // A backend that returns only the rows asked for, packed (StepOutput::
+  // logits_index): the same outputs, and just the top-n rows cross.
+  FakeBackend::Options packed_model = DeviceModel();
+  packed_model.pack_logits = true;
+  const Outcome packed = RunAll(packed_model, {}, requests);
+  ExpectSameOutputs(host, packed);
+  EXPECT_EQ(packed.logits_rows_returned, 3 * 24);
 }
 
 TEST(SchedulerTest, DeviceSamplingSurvivesPreemption) {
@@ -1215,6 +1222,12 @@ TEST(SchedulerTest, PenaltiesAndTopLogprobsPipeline) {
   ExpectSameOutputs(base, piped);
   ASSERT_EQ(piped.results.at(8).logprobs.size(), 20u);
   EXPECT_EQ(piped.results.at(8).logprobs[5].top.size(), 2u);
+  // Packed logits (only the top-n row's cross) under pipelined steps.
+  FakeBackend::Options packed_model = PipelinedModel();
+  packed_model.pack_logits = true;
+  const Outcome packed = RunAll(packed_model, {}, requests);
+  ExpectSameOutputs(base, packed);
+  EXPECT_EQ(packed.logits_rows_returned, 20);
 }
 
 // Ending a sequence while a pipelined step that computes its next token is

@@ -104,19 +104,37 @@ struct StepPlan {
 // whose chunk has `sampling` set, sampled_token_ids[i] is the sampled token
 // (sampled_logprobs[i] its logprob when asked, else NaN); for rows without
 // it, -1 and NaN. Both vectors are empty when no row was sampled on the
-// device. `logits` holds every row ([rows.size()][vocab_size]) when at least
-// one row has no `sampling` or asks return_logits; otherwise it is empty
-// (the point: 64 rows x 152k fp32 logits would cross PCIe every step).
-// Backends without device sampling ignore `sampling` and always fill
-// `logits` for every row, as before.
+// device. `logits` holds the rows that have no `sampling` or ask
+// return_logits, and is empty when there are none (the point: 64 rows x
+// 152k fp32 logits would cross PCIe every step). It holds every row in order
+// ([rows.size()][vocab_size]) when logits_index is empty; otherwise only
+// the rows asked for, packed: row i's at logits_index[i] * vocab_size, -1
+// for a row whose logits were not returned (a backend may return more rows
+// than asked for, never fewer). Backends without device sampling ignore
+// `sampling` and always fill `logits` for every row, as before.
 struct StepOutput {
   int32_t vocab_size = 0;
   std::vector<int32_t> rows;               // index into StepPlan::sequences of each row
-  std::vector<float> logits;               // [rows.size()][vocab_size], or empty (see above)
+  std::vector<float> logits;               // see above
+  std::vector<int32_t> logits_index;       // [rows.size()] or empty (see above)
   std::vector<int32_t> sampled_token_ids;  // [rows.size()] or empty
   std::vector<float> sampled_logprobs;     // [rows.size()] or empty
 
-  const float* Row(size_t i) const { return logits.data() + i * vocab_size; }
+  // Whether row i's logits were returned, and where they are.
+  bool HasRow(size_t i) const {
+    return !logits.empty() && (logits_index.empty() || logits_index[i] >= 0);
+  }
+  const float* Row(size_t i) const {
+    return logits.data() + size_t(logits_index.empty() ? int64_t(i) : logits_index[i]) * vocab_size;
+  }
+  // Empties every field but vocab_size, keeping the allocations.
+  void Clear() {
+    rows.clear();
+    logits.clear();
+    logits_index.clear();
+    sampled_token_ids.clear();
+    sampled_logprobs.clear();
+  }
 };
 
 }  // namespace memshare::engine

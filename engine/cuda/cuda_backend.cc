@@ -1396,8 +1396,11 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   bool any_fed_count = false;
   f.device_sampled.assign(R, 0);
   f.logprob.assign(R, 0);
+  f.logits_index.assign(R, -1);
+  f.logits_rows = 0;
   for (int r = 0; r < R; ++r) {
     const SequenceChunk& s = plan.sequences[f.rows[r]];
+    if (!s.sampling.has_value() || s.sampling->return_logits) f.logits_index[r] = f.logits_rows++;
     logit_rows[r] = cu[f.rows[r]] + static_cast<int32_t>(s.token_ids.size()) - 1;
     pen_offsets[r] = static_cast<int32_t>(penalties);
     kernels::SamplingRow& k = sampling[r];
@@ -1445,6 +1448,8 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   *MetaHost<int32_t>(L.store_logits) = from_candidates ? 0 : 1;
   *MetaHost<int32_t>(L.out_offset) = f.slot * max_seqs_;
   f.need_logits = R > 0 && need_logits;
+  // Every row's logits: one copy, in row order (the index left empty).
+  if (!f.need_logits || f.logits_rows == R) f.logits_index.clear();
   f.on_shards = on_shards;
   f.any_sampling = any_sampling;
   f.gpu_work = true;
@@ -1528,10 +1533,27 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   }
 
   // Results: logits first (sampling may apply penalties in place).
-  if (f.need_logits) {
+  if (f.need_logits && f.logits_index.empty()) {
     RETURN_IF_ERROR(Cuda(
         cudaMemcpyAsync(host_logits_, logits_, size_t(R) * V * 4, cudaMemcpyDeviceToHost, stream_),
         "download logits"));
+  } else if (f.need_logits) {
+    // Only the rows asked for (top-n logprob rows among device-sampled
+    // ones: at batch 64 one such row would otherwise bring down 39 MB), a
+    // copy per run of consecutive rows.
+    for (int r = 0; r < R;) {
+      if (f.logits_index[r] < 0) {
+        ++r;
+        continue;
+      }
+      int end = r + 1;
+      while (end < R && f.logits_index[end] >= 0) ++end;
+      RETURN_IF_ERROR(Cuda(
+          cudaMemcpyAsync(host_logits_ + size_t(f.logits_index[r]) * V, logits_ + size_t(r) * V,
+                          size_t(end - r) * V * 4, cudaMemcpyDeviceToHost, stream_),
+          "download logits rows"));
+      r = end;
+    }
   }
   if (on_shards) {
     // This shard's greedy picks (penalties applied to its tokens), as
@@ -1605,6 +1627,7 @@ absl::Status CudaBackend::FinishStep(InFlight& f, StepOutput* output) {
   output->vocab_size = V;
   output->rows = f.rows;
   output->logits.clear();
+  output->logits_index.clear();
   output->sampled_token_ids.clear();
   output->sampled_logprobs.clear();
   if (!f.gpu_work) return absl::OkStatus();
@@ -1621,7 +1644,11 @@ absl::Status CudaBackend::FinishStep(InFlight& f, StepOutput* output) {
     last_step_gpu_seconds_ = gpu_ms * 1e-3;
   }
   const int R = static_cast<int>(f.rows.size());
-  if (f.need_logits) output->logits.assign(host_logits_, host_logits_ + size_t(R) * V);
+  if (f.need_logits) {
+    const size_t rows = f.logits_index.empty() ? size_t(R) : size_t(f.logits_rows);
+    output->logits.assign(host_logits_, host_logits_ + rows * V);
+    output->logits_index = f.logits_index;
+  }
   if (f.on_shards) {
     output->sampled_token_ids.resize(R);
     output->sampled_logprobs.assign(R, std::numeric_limits<float>::quiet_NaN());

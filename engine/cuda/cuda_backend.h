@@ -329,6 +329,11 @@ class CudaBackend : public Backend {
     std::vector<uint8_t> device_sampled;  // per row: the chunk has `sampling`
     std::vector<uint8_t> logprob;         // per row: its logprob asked
     bool need_logits = false;             // rows of logits come back in host_logits_
+    // With need_logits: empty when every row's logits come back; else, per
+    // row, its place among the packed rows that do (-1: not downloaded;
+    // StepOutput::logits_index).
+    std::vector<int32_t> logits_index;
+    int32_t logits_rows = 0;              // rows in host_logits_
     bool on_shards = false;               // tokens from the ranks' greedy candidates
     bool any_sampling = false;
     // Results already copied out (a later step needed host_logits_).

@@ -249,11 +249,9 @@ absl::Status FakeBackend::Run(const StepPlan& plan, StepOutput* output) {
     }
   }
   output->vocab_size = options_.vocab_size;
-  output->rows.clear();
-  output->logits.clear();
-  output->sampled_token_ids.clear();
-  output->sampled_logprobs.clear();
+  output->Clear();
   bool need_logits = !options_.samples_on_device;
+  std::vector<bool> row_needs;  // which rows need their logits (device sampling)
   std::vector<int32_t> sampled;
   std::vector<float> sampled_logprobs;
   SamplerWorkspace workspace;
@@ -280,6 +278,7 @@ absl::Status FakeBackend::Run(const StepPlan& plan, StepOutput* output) {
     output->rows.push_back(static_cast<int32_t>(s));
     output->logits.insert(output->logits.end(), row.begin(), row.end());
     if (!options_.samples_on_device) continue;
+    row_needs.push_back(!c.sampling.has_value() || c.sampling->return_logits);
     if (!c.sampling.has_value()) {
       need_logits = true;
       sampled.push_back(-1);
@@ -300,7 +299,23 @@ absl::Status FakeBackend::Run(const StepPlan& plan, StepOutput* output) {
     output->sampled_token_ids = std::move(sampled);
     output->sampled_logprobs = std::move(sampled_logprobs);
   }
-  if (!need_logits) output->logits.clear();
+  if (!need_logits) {
+    output->logits.clear();
+  } else if (options_.pack_logits && options_.samples_on_device &&
+             std::find(row_needs.begin(), row_needs.end(), false) != row_needs.end()) {
+    const size_t V = options_.vocab_size;
+    int32_t packed = 0;
+    for (size_t i = 0; i < row_needs.size(); ++i) {
+      if (!row_needs[i]) {
+        output->logits_index.push_back(-1);
+        continue;
+      }
+      std::copy(output->logits.begin() + i * V, output->logits.begin() + (i + 1) * V,
+                output->logits.begin() + size_t(packed) * V);
+      output->logits_index.push_back(packed++);
+    }
+    output->logits.resize(size_t(packed) * V);
+  }
   logits_rows_returned_ += static_cast<int64_t>(output->logits.size()) / options_.vocab_size;
   last_sampled_ = output->sampled_token_ids;
   return absl::OkStatus();

@@ -30,8 +30,10 @@
 // whose chunk sets `sampling` is sampled by the CPU sampler's own rules
 // (Sampler::SampleRow over the chunk's penalty lists and draw), its logprob
 // is Sampler::Logprob's, and `logits` comes back empty when every row was
-// sampled and none asked for logits. It checks the DeviceSampling it gets
-// as the CUDA backend does, and also that no penalty token is listed twice.
+// sampled and none asked for logits; with `pack_logits` too, where only
+// some rows need them, it returns just those, packed (StepOutput::
+// logits_index). It checks the DeviceSampling it gets as the CUDA backend
+// does, and also that no penalty token is listed twice.
 //
 // With `pipelines` (and samples_on_device) it runs pipelined steps as a
 // device stream would: Submit runs the step at once, in order with
@@ -73,6 +75,8 @@ class FakeBackend : public Backend {
     bool shifted_views = true;
     // Sample rows on the "device" (see the class comment).
     bool samples_on_device = false;
+    // With samples_on_device: packed logits (see the class comment).
+    bool pack_logits = false;
     // Submit / Collect (see the class comment).
     bool pipelines = false;
   };

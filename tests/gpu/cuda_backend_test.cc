@@ -511,7 +511,8 @@ class CudaBackendTest : public ::testing::Test {
 // logit - logsumexp of the raw row (also with penalties, which change the
 // choice); u = 0 with top-k picks the lowest id among the k kept; rows
 // without `sampling` keep their logits; with every row sampled and no
-// return_logits no logits cross. The same decode plan runs three times
+// return_logits no logits cross; where some rows ask for logits, only
+// theirs cross, packed. The same decode plan runs four times
 // (same tokens at the same positions: the KV slots are rewritten with the
 // same values, so the raw logits repeat bit for bit).
 TEST_F(CudaBackendTest, DeviceSampling) {
@@ -547,10 +548,12 @@ TEST_F(CudaBackendTest, DeviceSampling) {
   topk.uniform = 0.f;
   topk.return_logits = true;
 
-  // Run 1: greedy with logits and logprob, top-k, and a host-sampled row.
+  // Run 1: greedy with logits and logprob, top-k, and a host-sampled row
+  // (every row's logits, in order).
   decode({greedy_all, topk, greedy_all, std::nullopt});
   ASSERT_EQ(o.sampled_token_ids.size(), 4u);
   ASSERT_EQ(o.logits.size(), size_t(4) * V);
+  EXPECT_TRUE(o.logits_index.empty());
   const std::vector<float> run1 = o.logits;
   const std::vector<int32_t> sampled1 = o.sampled_token_ids;
   const float* l0 = run1.data();
@@ -576,10 +579,13 @@ TEST_F(CudaBackendTest, DeviceSampling) {
   pen.penalty_counts = {2};
   std::vector<float> host(raw2, raw2 + V);
   host[top] = (host[top] > 0 ? host[top] / 4.f : host[top] * 4.f) - 2.f;
+  // Only row 2 asks for its logits: they alone come down (packed).
   decode({greedy, greedy, pen, greedy});
-  ASSERT_EQ(o.logits.size(), size_t(4) * V);
-  EXPECT_EQ(std::vector<float>(o.logits.begin() + 2 * V, o.logits.begin() + 3 * V),
-            std::vector<float>(raw2, raw2 + V));
+  ASSERT_EQ(o.logits.size(), size_t(V));
+  EXPECT_EQ(o.logits_index, (std::vector<int32_t>{-1, -1, 0, -1}));
+  EXPECT_TRUE(o.HasRow(2));
+  EXPECT_FALSE(o.HasRow(0));
+  EXPECT_EQ(std::vector<float>(o.Row(2), o.Row(2) + V), std::vector<float>(raw2, raw2 + V));
   EXPECT_EQ(o.sampled_token_ids[2], Argmax(host.data(), V));
   EXPECT_NE(o.sampled_token_ids[2], top);
   EXPECT_NEAR(o.sampled_logprobs[2], raw2[o.sampled_token_ids[2]] - LogSumExp(raw2, V), 1e-3);
@@ -589,6 +595,19 @@ TEST_F(CudaBackendTest, DeviceSampling) {
   EXPECT_TRUE(o.logits.empty());
   ASSERT_EQ(o.sampled_token_ids.size(), 4u);
   for (int s = 0; s < 4; ++s) EXPECT_EQ(o.sampled_token_ids[s], Argmax(run1.data() + s * V, V));
+
+  // Run 4: rows 0, 2 and 3 ask for their logits (two runs of rows): packed
+  // in row order, each the same raw row as in run 1.
+  DeviceSampling greedy_logits = greedy;
+  greedy_logits.return_logits = true;
+  decode({greedy_logits, greedy, greedy_logits, greedy_logits});
+  ASSERT_EQ(o.logits.size(), size_t(3) * V);
+  EXPECT_EQ(o.logits_index, (std::vector<int32_t>{0, -1, 1, 2}));
+  for (int s : {0, 2, 3}) {
+    EXPECT_EQ(std::vector<float>(o.Row(s), o.Row(s) + V),
+              std::vector<float>(run1.data() + s * V, run1.data() + (s + 1) * V))
+        << "row " << s;
+  }
   EXPECT_GE(cuda_->graph_steps(), 3);
 }
 
