@@ -1457,7 +1457,12 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
   // copied out first (host_logits_ holds one step's).
   if (!in_flight_.empty() && f.need_logits && in_flight_.front().need_logits &&
       !in_flight_.front().done.has_value()) {
-    StepOutput early;
+    // Into the buffers the caller handed back last time (Collect): 64 rows
+    // of a 152k vocabulary are 39 MB, which a fresh vector would take in
+    // page faults every step (b64 pipelined with every row's logits: ~30
+    // ms a step, against 13 ms one by one; bench/NOTES-cuda-backend.md,
+    // session 12).
+    StepOutput early = std::move(spare_output_);
     RETURN_IF_ERROR(FinishStep(in_flight_.front(), &early));
     in_flight_.front().done = std::move(early);
   }
@@ -1682,7 +1687,8 @@ absl::Status CudaBackend::Collect(StepOutput* output) {
   InFlight& f = in_flight_.front();
   absl::Status status = absl::OkStatus();
   if (f.done.has_value()) {
-    *output = *std::move(f.done);
+    std::swap(*output, *f.done);
+    spare_output_ = *std::move(f.done);  // the caller's old buffers, for the next early finish
   } else {
     status = FinishStep(f, output);
   }

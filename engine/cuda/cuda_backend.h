@@ -340,6 +340,11 @@ class CudaBackend : public Backend {
     std::optional<StepOutput> done;
     Clock::time_point t_begin, t_prepared, t_submitted;
   };
+
+  // The buffers of an output the caller handed back through Collect,
+  // reused by the next step finished early (Submit).
+  StepOutput spare_output_;
+
   // Waits for `f` (the oldest step in flight) and copies its results out.
   absl::Status FinishStep(InFlight& f, StepOutput* output);
   // One layer's weights on the device (bf16; null where the model has none).

@@ -908,7 +908,8 @@ TEST_F(CudaBackendTest, PipelineRefusals) {
             absl::StatusCode::kFailedPrecondition);
   ASSERT_TRUE(cuda_->Collect(&o).ok());
   ASSERT_EQ(o.sampled_token_ids.size(), 2u);
-  ASSERT_EQ(o.logits.size(), size_t(2) * V);  // row 1's
+  ASSERT_EQ(o.logits.size(), size_t(V));  // row 1's alone, packed
+  EXPECT_EQ(o.logits_index, (std::vector<int32_t>{-1, 0}));
   const int32_t token0 = o.sampled_token_ids[0];
   EXPECT_EQ(o.sampled_token_ids[1], -1);
   StepOutput fed_out;
