@@ -31,7 +31,7 @@
 //                      flip. At TP=2 and TP=4.
 //   Pipeline           pipelined steps (Submit / Collect, tokens fed on the
 //                      device, penalties counting the fed token): the same
-//                      tokens as the steps one by one. At TP=2.
+//                      tokens as the steps one by one. At TP=2 and TP=4.
 //   KillFollower       rank 1 killed mid-run: rank 0's next steps fail
 //                      within the collective timeout and its health() says
 //                      why (the worker then reports NOT_SERVING).
@@ -839,6 +839,12 @@ void RunPipelined(const std::string& model, int world) {
 TEST(TpPipelineTest, Tp2PipelinedStepsEqualOneByOne) {
   RunPipelined("qwen2_bias", 2);
   RunPipelined(kDummy7B, 2);
+}
+
+TEST(TpPipelineTest, Tp4PipelinedStepsEqualOneByOne) {
+  if (DeviceCount() < 4) GTEST_SKIP() << "fewer than four GPUs";
+  RunPipelined("qwen2_bias", 4);
+  RunPipelined(kDummy7B, 4);
 }
 
 TEST(TpShardSamplingTest, Tp2GreedyOnShardsEqualsWholeRows) {
