@@ -199,9 +199,8 @@ absl::Status CpuBackend::Forward(const StepPlan& plan, StepOutput* output) {
     step.rows += q.n;
     step.seqs.push_back(q);
   }
+  output->Clear();
   output->vocab_size = static_cast<int32_t>(V);
-  output->rows.clear();
-  output->logits.clear();
   if (step.rows == 0) return absl::OkStatus();
 
   EnsureRope(max_end);

@@ -1629,12 +1629,9 @@ absl::Status CudaBackend::Submit(const StepPlan& plan) {
 
 absl::Status CudaBackend::FinishStep(InFlight& f, StepOutput* output) {
   const int V = static_cast<int>(config_.vocab_size);
+  output->Clear();
   output->vocab_size = V;
   output->rows = f.rows;
-  output->logits.clear();
-  output->logits_index.clear();
-  output->sampled_token_ids.clear();
-  output->sampled_logprobs.clear();
   if (!f.gpu_work) return absl::OkStatus();
   const OutSlot& o = out_slots_[f.slot];
   const Clock::time_point t_wait = Clock::now();
