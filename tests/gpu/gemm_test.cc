@@ -136,6 +136,20 @@ int NumSms() {
   return sms;
 }
 
+// The column split's CTA counts to run `args` at (empty where it does not
+// take them): what SkinnyGemmWideCtas picks for the GPU's `sms` and for 7
+// and 3 multiprocessors, and each of those counts itself where the split
+// takes it (the GPU's: windows that overlap their neighbours by most of
+// their width).
+std::set<int> WideCtaCounts(const kernels::SkinnyGemmArgs& args, int sms) {
+  std::set<int> counts;
+  for (int gpu : {sms, 7, 3}) {
+    const int ctas = kernels::SkinnyGemmWideCtas(args, gpu);
+    if (ctas > 0) counts.insert({ctas, gpu});
+  }
+  return counts;
+}
+
 // A zeroed stream-K workspace for `ctas` CTAs.
 std::unique_ptr<DeviceBuffer<uint8_t>> StreamKWorkspace(int ctas) {
   auto ws = std::make_unique<DeviceBuffer<uint8_t>>(kernels::SkinnyGemmWorkspaceBytes(ctas));
@@ -183,21 +197,14 @@ TEST(SkinnyGemmTest, EverySplitAgainstReference) {
             });
       }
     }
-    // The column split where it takes the case: the CTA count it picks for
-    // the GPU and for 7 and 3 multiprocessors, and each of those counts
-    // itself (the GPU's: windows that overlap their neighbours by most of
-    // their width).
+    // The column split where it takes the case (WideCtaCounts).
     {
       GemmArgs probe;
       probe.m = c.m, probe.n = c.n, probe.k = c.k, probe.out = c.out;
       probe.x = probe.w = probe.y = reinterpret_cast<void*>(uintptr_t{256});
       probe.ldx = c.ldx, probe.ldw = c.ldw, probe.ldy = c.ldy;
       probe.bias = c.bias ? probe.x : nullptr;
-      std::set<int> counts;
-      for (int gpu : {sms, 7, 3}) {
-        const int ctas = kernels::SkinnyGemmWideCtas(ToSkinnyGemmArgs(probe), gpu);
-        if (ctas > 0) counts.insert({ctas, gpu});
-      }
+      const std::set<int> counts = WideCtaCounts(ToSkinnyGemmArgs(probe), sms);
       EXPECT_EQ(!counts.empty(), c.out == GemmOut::kBf16 && !c.bias && c.n >= 144)
           << "m " << c.m << " n " << c.n << " k " << c.k;
       wide_cases += !counts.empty();
@@ -470,11 +477,7 @@ TEST(SkinnyGemmTest, SwiGluEpilogueAgainstReference) {
     probe.m = c.m, probe.n = 2 * c.inter, probe.k = c.k, probe.silu_mul = true;
     probe.x = probe.w = probe.y = reinterpret_cast<void*>(uintptr_t{256});
     probe.ldx = c.ldx, probe.ldw = c.k, probe.ldy = c.ld_act;
-    std::set<int> counts;
-    for (int gpu : {sms, 7, 3}) {
-      const int ctas = kernels::SkinnyGemmWideCtas(probe, gpu);
-      if (ctas > 0) counts.insert({ctas, gpu});
-    }
+    const std::set<int> counts = WideCtaCounts(probe, sms);
     EXPECT_EQ(!counts.empty(), c.inter >= 72) << "inter " << c.inter;
     for (int ctas : counts) {
       runs.emplace_back(absl::StrCat("wide ", ctas), [ctas](const kernels::SkinnyGemmArgs& a) {
