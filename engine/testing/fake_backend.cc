@@ -6,6 +6,8 @@
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "engine/sampler/sampler.h"
 
 namespace memshare::engine {
@@ -165,6 +167,13 @@ absl::Status FakeBackend::Collect(StepOutput* output) {
 }
 
 absl::Status FakeBackend::Run(const StepPlan& plan, StepOutput* output) {
+  const absl::Time start = absl::Now();
+  absl::Status status = RunStep(plan, output);
+  run_nanos_.fetch_add(absl::ToInt64Nanoseconds(absl::Now() - start), std::memory_order_relaxed);
+  return status;
+}
+
+absl::Status FakeBackend::RunStep(const StepPlan& plan, StepOutput* output) {
   const int32_t bs = spec_.block_size;
   // Validate the whole plan before writing anything.
   for (const SequenceChunk& c : plan.sequences) {

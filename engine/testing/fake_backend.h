@@ -47,6 +47,7 @@
 #ifndef MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
 #define MEMSHARE_ENGINE_TESTING_FAKE_BACKEND_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -112,6 +113,10 @@ class FakeBackend : public Backend {
   // Rows sampled on the "device", and logits rows returned to the caller.
   int64_t device_sampled_rows() const { return device_sampled_rows_; }
   int64_t logits_rows_returned() const { return logits_rows_returned_; }
+  // Time spent running steps (the fake model's own work, wherever the
+  // caller's phases count it: Submit runs the step at once); may be read
+  // from another thread.
+  double run_seconds() const { return 1e-9 * run_nanos_.load(std::memory_order_relaxed); }
   // Called with every plan Forward or Submit accepts, before it runs (fed
   // chunks with their tokens filled in).
   void SetPlanObserver(std::function<void(const StepPlan&)> observer) {
@@ -129,8 +134,9 @@ class FakeBackend : public Backend {
   // shifted view when its block is one.
   int32_t Read(const SequenceChunk& c, int group, int32_t pos);
   // Forward without the pipeline's checks; keeps the sampled tokens for
-  // the next step's fed chunks.
+  // the next step's fed chunks. Run times RunStep (run_seconds).
   absl::Status Run(const StepPlan& plan, StepOutput* output);
+  absl::Status RunStep(const StepPlan& plan, StepOutput* output);
 
   const Options options_;
   KvCacheSpec spec_;
@@ -148,6 +154,7 @@ class FakeBackend : public Backend {
   std::vector<StepOutput> submitted_;  // Submit's outputs, oldest first
   std::vector<int32_t> last_sampled_;  // the last step's sampled tokens by row (-1: none)
   int64_t fed_chunks_ = 0;
+  std::atomic<int64_t> run_nanos_{0};
   std::unordered_map<uint64_t, std::vector<int32_t>> shadow_;  // seq_id -> tokens by position
 };
 
