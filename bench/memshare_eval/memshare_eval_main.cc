@@ -61,6 +61,8 @@ ABSL_FLAG(int32_t, num_blocks, 0,
           "KV blocks per layer group; 0: enough for the whole batch (no memory pressure). A "
           "small pool bounds the batch by memory (the throughput experiment).");
 ABSL_FLAG(bool, prefix_cache, true, "Exact prefix caching across requests.");
+ABSL_FLAG(int32_t, block_size, 16,
+          "KV block size in tokens (MemShare shares whole blocks; --num_blocks counts these).");
 ABSL_FLAG(int32_t, repeats, 1,
           "Runs of every configuration, interleaved (all configs, then all again), for timing "
           "spread.");
@@ -152,6 +154,7 @@ int Main() {
   setup.max_num_batched_tokens = absl::GetFlag(FLAGS_max_batched_tokens);
   setup.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   setup.num_blocks = absl::GetFlag(FLAGS_num_blocks);
+  setup.block_size = absl::GetFlag(FLAGS_block_size);
   setup.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
 
   std::fprintf(stderr,
