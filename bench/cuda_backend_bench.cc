@@ -89,6 +89,9 @@ ABSL_FLAG(bool, skinny, true,
 ABSL_FLAG(double, skinny_preference, -1,
           "Keep the skinny GEMM where it times at most this share slower than cuBLASLt alone "
           "(CudaBackend::Options::skinny_gemm_preference); -1: the backend's default.");
+ABSL_FLAG(int, block_size, 16,
+          "KV block size in tokens (CudaBackend::Options::block_size); the fast attention "
+          "kernels take 16 and 8.");
 ABSL_FLAG(bool, skinny_wide, true,
           "Let GEMM tuning pick the skinny GEMM's column split, every k of a CTA's own output "
           "features (CudaBackend::Options::skinny_wide).");
@@ -141,6 +144,7 @@ struct Args {
   bool skinny = true;
   double skinny_preference = -1;  // -1: the backend's default
   bool skinny_wide = true;
+  int block_size = 16;
   bool fuse_norms = true;
   bool greedy_candidates = true;
   bool upload_kernel = true;
@@ -174,6 +178,7 @@ bool ArgsFromFlags(Args* a) {
   a->skinny = absl::GetFlag(FLAGS_skinny);
   a->skinny_preference = absl::GetFlag(FLAGS_skinny_preference);
   a->skinny_wide = absl::GetFlag(FLAGS_skinny_wide);
+  a->block_size = absl::GetFlag(FLAGS_block_size);
   a->fuse_norms = absl::GetFlag(FLAGS_fuse_norms);
   a->greedy_candidates = absl::GetFlag(FLAGS_greedy_candidates);
   a->upload_kernel = absl::GetFlag(FLAGS_upload_kernel);
@@ -490,6 +495,7 @@ int main(int argc, char** argv) {
                            : memshare::engine::cuda::SkinnyGemmMode::kOff;
   if (a.skinny_preference >= 0) o.skinny_gemm_preference = a.skinny_preference;
   o.skinny_wide = a.skinny_wide;
+  o.block_size = a.block_size;
   o.fuse_norms = a.fuse_norms;
   o.greedy_candidates = a.greedy_candidates;
   o.upload_by_kernel = a.upload_kernel;

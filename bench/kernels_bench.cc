@@ -268,7 +268,7 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false
   }
   const char* sharing = views ? "views" : shared ? "shared" : "unique";
 
-  const kernels::DecodeSplit autos = kernels::ChooseDecodeSplit(kSeqs, kKvh, ctx, kBs, g_sms);
+  const kernels::DecodeSplit autos = kernels::ChooseDecodeSplit(kSeqs, kKvh, ctx, g_sms);
   std::vector<kernels::DecodeSplit> splits = {autos};
   if (sweep) {
     for (int s : {1, 2, 4, 8, 16}) {

@@ -26,9 +26,9 @@
 // Both expect the K and V of the query tokens to be in the pool already
 // (kernels/qkv.h LaunchWriteKvCache), except that decode can take the
 // step's K and V from the QKV output and write them itself (new_slots
-// below). Supported: head_dim 64 and 128,
-// block_size 16, query heads per KV head 1..16. bf16 throughout, fp32
-// softmax and accumulation.
+// below). Supported: head_dim 64 and 128, block_size 16 or 8 (MemShare
+// shares at a finer grain with 8; bench/RESULTS.md), query heads per KV head
+// 1..16. bf16 throughout, fp32 softmax and accumulation.
 #ifndef MEMSHARE_KERNELS_ATTENTION_H_
 #define MEMSHARE_KERNELS_ATTENTION_H_
 
@@ -93,11 +93,12 @@ struct PagedAttentionArgs {
   const void* new_v = nullptr;
 };
 
-// How a decode launch splits each sequence: blocks_per_split consecutive KV
-// blocks per CTA; num_splits CTAs per (sequence, KV head), of which those
-// past a shorter sequence's end exit at once; the last split also takes
-// every block past num_splits * blocks_per_split. Fixed values keep a CUDA
-// graph valid across steps.
+// How a decode launch splits each sequence: blocks_per_split consecutive
+// tiles of 16 keys (blocks at block size 16, pairs of blocks at 8) per CTA;
+// num_splits CTAs per (sequence, KV head), of which those past a shorter
+// sequence's end exit at once; the last split also takes every tile past
+// num_splits * blocks_per_split. Fixed values keep a CUDA graph valid across
+// steps.
 struct DecodeSplit {
   int num_splits = 1;
   int blocks_per_split = 1;
@@ -106,9 +107,8 @@ struct DecodeSplit {
 // A split for a step whose longest sequence has max_context_len keys, on a
 // GPU of num_sms multiprocessors: one chunk per (sequence, KV head) when
 // that fills the GPU, else as many chunks as fit in one wave of CTAs, never
-// below 16 blocks each.
-DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, int block_size,
-                              int num_sms);
+// below 16 tiles each. The same for every block size.
+DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, int num_sms);
 
 // Device workspace of a decode launch (0 when num_splits == 1).
 size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_q_heads, int head_dim,

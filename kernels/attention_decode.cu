@@ -28,7 +28,7 @@ using device::MmaBf16;
 using device::PackBf16x2;
 using device::RopeSinCos;
 using device::RotatePairs;
-using internal::kAttnBlockSize;
+using internal::kAttnTile;
 
 constexpr int kWarps = 4;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -71,7 +71,7 @@ using DecodeParamsFor = std::conditional_t<kViews, DecodeViewParams, DecodeParam
 
 template <int D, int kStages>
 constexpr int DecodeSmemBytes() {
-  return kWarps * kStages * 2 * kAttnBlockSize * D * 2;
+  return kWarps * kStages * 2 * kAttnTile * D * 2;
 }
 
 // Grid: (kv_heads, num_seqs, num_splits). Block: kWarps warps.
@@ -92,9 +92,14 @@ constexpr int DecodeSmemBytes() {
 // comes from the row (slot + shift) of the lo block or, past its end, of
 // the hi block. Rows stay in logical order in shared memory, so everything
 // after the load is the same code.
-template <int D, int kStages, bool kWide, bool kViews>
+// kBlock: the pool's block size. At 16 a tile of 16 tokens is one block, its
+// table entry shuffled from a window the warp's lanes load together; at 8 a
+// tile is two blocks, and each row looks its block up (as the prefill
+// kernel does). "Blocks" below are these tiles of 16 tokens.
+template <int D, int kStages, bool kWide, bool kViews, int kBlock>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
+  static_assert(kBlock == kAttnTile || kBlock == 8, "block sizes of the fast kernels");
   device::AllowDependentLaunch();
   // Without the fused write nothing is read before the kernel before has
   // finished; with it, the metadata and every block but the last are (see
@@ -104,10 +109,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   constexpr int kSteps = D / 16;  // MMA k-steps over the head dimension
   constexpr int kHalf = kSteps / 2;  // k-step s holds the RoPE partners of s + kHalf
   constexpr int kRowBytes = D * 2;
-  constexpr int kTileBytes = kAttnBlockSize * kRowBytes;
+  constexpr int kTileBytes = kAttnTile * kRowBytes;
   constexpr int kStageBytes = 2 * kTileBytes;
   constexpr int kChunksPerRow = D / 8;
-  constexpr int kChunksPerLane = kAttnBlockSize * kChunksPerRow / 32;
+  constexpr int kChunksPerLane = kAttnTile * kChunksPerRow / 32;
   extern __shared__ __align__(128) uint8_t smem[];
 
   const int kvh = blockIdx.x;
@@ -128,7 +133,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     }
     return;
   }
-  const int num_blocks = (ctx + kAttnBlockSize - 1) / kAttnBlockSize;
+  const int num_blocks = (ctx + kAttnTile - 1) / kAttnTile;
   const int blk_begin = split * p.blocks_per_split;
   if (blk_begin >= num_blocks) return;  // nothing of this sequence here
   // The last split takes whatever remains, so a split that is too small for
@@ -138,7 +143,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   // With the fused K/V write, row (ctx - 1) % 16 of the last block comes
   // from new_k / new_v instead of the pool.
   const int last_blk = num_blocks - 1;
-  const int new_row = (ctx - 1) % kAttnBlockSize;
+  const int new_row = (ctx - 1) % kAttnTile;
   const __nv_bfloat16* new_k =
       fused ? p.new_k + int64_t{seq} * p.q_row_stride + int64_t{kvh} * D : nullptr;
   const __nv_bfloat16* new_v =
@@ -164,13 +169,42 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int my_count = first < blk_end ? (blk_end - first + kWarps - 1) / kWarps : 0;
   const uint32_t wsm = device::SmemAddr(smem) + warp * kStages * kStageBytes;
   const int32_t* bt = p.block_tables + int64_t{seq} * p.bt_stride;
-  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kAttnBlockSize * D;
+  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kBlock * D;
   int32_t table_window = 0;  // lane i: physical id of this warp's block (it & ~31) + i
   // kViews: lane i's hi block and shift of the same block.
   int32_t hi_window = 0;
   int32_t shift_window = 0;
 
   auto load = [&](int it) {
+    if constexpr (kBlock != kAttnTile) {
+      const int tile = first + it * kWarps;
+      const int valid_rows = ctx - tile * kAttnTile;
+      const uint32_t st = wsm + (it % kStages) * kStageBytes;
+      const int fresh_row = fused && tile == last_blk ? new_row : -1;
+      const int64_t row = int64_t{seq} * p.bt_stride;
+#pragma unroll
+      for (int i = 0; i < kChunksPerLane; ++i) {
+        const int idx = lane + 32 * i;
+        const int r = idx / kChunksPerRow;
+        const int q = idx % kChunksPerRow;
+        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const bool valid = r < valid_rows;
+        // Rows past the end read nothing (zero-filled) from a listed block.
+        const int logical = tile * (kAttnTile / kBlock) + (valid ? r / kBlock : 0);
+        int32_t phys = __ldg(bt + logical);
+        int slot = valid ? r % kBlock : 0;
+        if constexpr (kViews) {
+          slot += valid ? __ldg(p.block_shifts + row + logical) : 0;
+          if (slot >= kBlock) phys = __ldg(p.block_tables_hi + row + logical);
+          slot &= kBlock - 1;
+        }
+        const __nv_bfloat16* src = head_base + int64_t{phys} * p.block_elems + slot * D + q * 8;
+        const bool fresh = r == fresh_row;
+        CpAsync16(st + off, fresh ? new_k + q * 8 : src, valid ? 16 : 0);
+        CpAsync16(st + kTileBytes + off, fresh ? new_v + q * 8 : src + p.slab, valid ? 16 : 0);
+      }
+      return;
+    }
     if ((it & 31) == 0) {
       const int b = first + (it + lane) * kWarps;
       table_window = b < blk_end ? __ldg(bt + b) : 0;
@@ -181,7 +215,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       }
     }
     const int32_t phys = __shfl_sync(0xffffffffu, table_window, it & 31);
-    const int valid_rows = ctx - (first + it * kWarps) * kAttnBlockSize;
+    const int valid_rows = ctx - (first + it * kWarps) * kAttnTile;
     const __nv_bfloat16* kg = head_base + int64_t{phys} * p.block_elems;
     const __nv_bfloat16* vg = kg + p.slab;
     const uint32_t st = wsm + (it % kStages) * kStageBytes;
@@ -215,8 +249,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
         // Row r of the logical block: row r + shift of lo, or of hi past
         // lo's end (shift 0: lo's row r, as above).
         const int src_row = r + shift;
-        const __nv_bfloat16* src = (src_row < kAttnBlockSize ? kg : kg_hi) +
-                                   (src_row & (kAttnBlockSize - 1)) * D + q * 8;
+        const __nv_bfloat16* src =
+            (src_row < kAttnTile ? kg : kg_hi) + (src_row & (kAttnTile - 1)) * D + q * 8;
         const bool fresh = r == fresh_row;
         CpAsync16(st + off, fresh ? new_k + q * 8 : src, bytes);
         CpAsync16(st + kTileBytes + off, fresh ? new_v + q * 8 : src + p.slab, bytes);
@@ -249,9 +283,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       const int kind = threadIdx.x / kChunksPerRow;  // 0 = K, 1 = V
       const int j = threadIdx.x % kChunksPerRow;
       const uint4 v = *reinterpret_cast<const uint4*>((kind == 0 ? new_k : new_v) + j * 8);
-      __nv_bfloat16* dst = p.write_base + int64_t{slot / kAttnBlockSize} * p.block_elems +
-                           kind * p.slab + (int64_t{kvh} * kAttnBlockSize +
-                                            slot % kAttnBlockSize) * D + j * 8;
+      __nv_bfloat16* dst = p.write_base + int64_t{slot / kBlock} * p.block_elems + kind * p.slab +
+                           (int64_t{kvh} * kBlock + slot % kBlock) * D + j * 8;
       *reinterpret_cast<uint4*>(dst) = v;
     }
   }
@@ -292,7 +325,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     __syncwarp();
     const uint32_t kst = wsm + (it % kStages) * kStageBytes;
     const uint32_t vst = kst + kTileBytes;
-    const int tok0 = (first + it * kWarps) * kAttnBlockSize;
+    const int tok0 = (first + it * kWarps) * kAttnTile;
 
     // S = Q K^T, K rotated at positions tok0 + g (n-tile 0), + 8 (n-tile 1).
     float sacc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -457,7 +490,7 @@ __global__ void MergeSplitsKernel(const float* __restrict__ part_o,
     o[d] = __float2bfloat16(0.f);
     return;
   }
-  const int num_blocks = (ctx + kAttnBlockSize - 1) / kAttnBlockSize;
+  const int num_blocks = (ctx + kAttnTile - 1) / kAttnTile;
   const int used = min(num_splits, (num_blocks + blocks_per_split - 1) / blocks_per_split);
   const int64_t base = (int64_t{seq} * num_q_heads + head) * num_splits;
   float mx = -INFINITY;
@@ -471,20 +504,20 @@ __global__ void MergeSplitsKernel(const float* __restrict__ part_o,
   o[d] = __float2bfloat16(acc / sum);
 }
 
-template <int D, int kStages, bool kWide, bool kViews>
+template <int D, int kStages, bool kWide, bool kViews, int kBlock>
 absl::Status LaunchDecode(const DecodeParamsFor<kViews>& p, int kv_heads, int num_seqs,
                           cudaStream_t stream) {
   constexpr int kSmem = DecodeSmemBytes<D, kStages>();
   static const cudaError_t attr_err =
-      cudaFuncSetAttribute(PagedDecodeKernel<D, kStages, kWide, kViews>,
+      cudaFuncSetAttribute(PagedDecodeKernel<D, kStages, kWide, kViews, kBlock>,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (attr_err != cudaSuccess) {
     return absl::InternalError(
         absl::StrCat("decode attention: shared memory limit: ", cudaGetErrorString(attr_err)));
   }
   const dim3 grid(kv_heads, num_seqs, p.num_splits);
-  cudaError_t err = device::LaunchDependent(PagedDecodeKernel<D, kStages, kWide, kViews>, grid,
-                                            dim3(kWarps * 32), kSmem, stream, p);
+  cudaError_t err = device::LaunchDependent(PagedDecodeKernel<D, kStages, kWide, kViews, kBlock>,
+                                            grid, dim3(kWarps * 32), kSmem, stream, p);
   if (err == cudaSuccess && p.num_splits > 1) {
     err = device::LaunchDependent(MergeSplitsKernel<D>, dim3(p.num_q_heads, num_seqs), dim3(D), 0,
                                   stream, p.part_o, p.part_lse, p.context_lens, p.num_q_heads,
@@ -497,11 +530,35 @@ absl::Status LaunchDecode(const DecodeParamsFor<kViews>& p, int kv_heads, int nu
   return internal::LaunchStatus("decode attention");
 }
 
+// The instantiation for the launch's head size, group width and views.
+template <int kBlock>
+absl::Status LaunchDecodeFor(const DecodeViewParams& p, int head_dim, int kv_heads, int num_seqs,
+                             cudaStream_t stream) {
+  const bool wide = p.group > 8;
+  const bool d128 = head_dim == 128;
+  if (p.block_shifts != nullptr) {
+    // Views: the whole DecodeViewParams.
+    if (d128) {
+      return wide ? LaunchDecode<128, 3, true, true, kBlock>(p, kv_heads, num_seqs, stream)
+                  : LaunchDecode<128, 3, false, true, kBlock>(p, kv_heads, num_seqs, stream);
+    }
+    return wide ? LaunchDecode<64, 3, true, true, kBlock>(p, kv_heads, num_seqs, stream)
+                : LaunchDecode<64, 3, false, true, kBlock>(p, kv_heads, num_seqs, stream);
+  }
+  // No views: the DecodeParams part only.
+  const DecodeParams& base = p;
+  if (d128) {
+    return wide ? LaunchDecode<128, 3, true, false, kBlock>(base, kv_heads, num_seqs, stream)
+                : LaunchDecode<128, 3, false, false, kBlock>(base, kv_heads, num_seqs, stream);
+  }
+  return wide ? LaunchDecode<64, 3, true, false, kBlock>(base, kv_heads, num_seqs, stream)
+              : LaunchDecode<64, 3, false, false, kBlock>(base, kv_heads, num_seqs, stream);
+}
+
 }  // namespace
 
-DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, int block_size,
-                              int num_sms) {
-  const int max_blocks = std::max(1, (max_context_len + block_size - 1) / std::max(1, block_size));
+DecodeSplit ChooseDecodeSplit(int num_seqs, int kv_heads, int max_context_len, int num_sms) {
+  const int max_blocks = std::max(1, (max_context_len + kAttnTile - 1) / kAttnTile);
   const int64_t pairs = std::max<int64_t>(1, int64_t{num_seqs} * kv_heads);
   // At most one wave of CTAs (two fit on a multiprocessor): on an H100 at
   // batch 64 x 4 KV heads (256 CTAs, 264 slots) splitting into 2-12 chunks
@@ -571,24 +628,10 @@ absl::Status LaunchPagedDecodeAttention(const PagedAttentionArgs& args, int num_
   const size_t slots = size_t(num_seqs) * args.num_q_heads * split.num_splits;
   p.part_o = static_cast<float*>(workspace);
   p.part_lse = p.part_o == nullptr ? nullptr : p.part_o + slots * head_dim;
-  const bool wide = p.group > 8;
-  if (p.block_shifts != nullptr) {
-    // Views: the whole DecodeViewParams.
-    if (head_dim == 128) {
-      return wide ? LaunchDecode<128, 3, true, true>(p, kv_heads, num_seqs, stream)
-                  : LaunchDecode<128, 3, false, true>(p, kv_heads, num_seqs, stream);
-    }
-    return wide ? LaunchDecode<64, 3, true, true>(p, kv_heads, num_seqs, stream)
-                : LaunchDecode<64, 3, false, true>(p, kv_heads, num_seqs, stream);
+  if (args.shape.block_size == 16) {
+    return LaunchDecodeFor<16>(p, head_dim, kv_heads, num_seqs, stream);
   }
-  // No views: the DecodeParams part only.
-  const DecodeParams& base = p;
-  if (head_dim == 128) {
-    return wide ? LaunchDecode<128, 3, true, false>(base, kv_heads, num_seqs, stream)
-                : LaunchDecode<128, 3, false, false>(base, kv_heads, num_seqs, stream);
-  }
-  return wide ? LaunchDecode<64, 3, true, false>(base, kv_heads, num_seqs, stream)
-              : LaunchDecode<64, 3, false, false>(base, kv_heads, num_seqs, stream);
+  return LaunchDecodeFor<8>(p, head_dim, kv_heads, num_seqs, stream);
 }
 
 }  // namespace memshare::kernels

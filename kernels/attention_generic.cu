@@ -174,9 +174,10 @@ __global__ void __launch_bounds__(kThreads) GenericAttentionKernel(const Generic
 }  // namespace
 
 bool FastAttentionSupports(const KvBlockShape& shape, int num_q_heads) {
-  return shape.block_size == 16 && (shape.head_dim == 64 || shape.head_dim == 128) &&
-         shape.kv_heads > 0 && num_q_heads % shape.kv_heads == 0 &&
-         num_q_heads / shape.kv_heads >= 1 && num_q_heads / shape.kv_heads <= 16;
+  return (shape.block_size == 16 || shape.block_size == 8) &&
+         (shape.head_dim == 64 || shape.head_dim == 128) && shape.kv_heads > 0 &&
+         num_q_heads % shape.kv_heads == 0 && num_q_heads / shape.kv_heads >= 1 &&
+         num_q_heads / shape.kv_heads <= 16;
 }
 
 absl::Status LaunchPagedAttentionGeneric(const PagedAttentionArgs& a, int num_seqs,

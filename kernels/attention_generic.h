@@ -1,5 +1,5 @@
 // Paged attention for the shapes the tensor-core kernels of attention.h do
-// not compile (head_dim other than 64 and 128, block sizes other than 16,
+// not compile (head_dim other than 64 and 128, block sizes other than 16 and 8,
 // more than 16 query heads per KV head): the tiny test checkpoints and
 // unusual models. Same pool layout, same RoPE-on-read contract, same
 // arguments as LaunchPagedPrefillAttention; decode is the case q_len = 1.

@@ -13,7 +13,9 @@
 
 namespace memshare::kernels::internal {
 
-constexpr int kAttnBlockSize = 16;
+// Tokens per K/V tile of the fast kernels: one block at block size 16, two
+// at 8 (the block sizes they take).
+constexpr int kAttnTile = 16;
 
 // Where a layer's K tiles start: element offset of (layer, K, kv head 0) in
 // a block; V tiles are `slab` elements further.
@@ -36,9 +38,9 @@ inline bool Aligned(const void* p, uintptr_t bytes) {
 inline absl::Status ValidateAttentionArgs(const PagedAttentionArgs& a, int num_seqs,
                                           const char* what) {
   const KvBlockShape& s = a.shape;
-  if (s.block_size != kAttnBlockSize) {
+  if (s.block_size != 16 && s.block_size != 8) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": block_size ", s.block_size, " unsupported (16 only)"));
+        absl::StrCat(what, ": block_size ", s.block_size, " unsupported (16 or 8)"));
   }
   if (s.head_dim != 64 && s.head_dim != 128) {
     return absl::InvalidArgumentError(

@@ -27,14 +27,13 @@ using device::MmaBf16;
 using device::PackBf16x2;
 using device::RopeSinCos;
 using device::RotatePairs;
-using internal::kAttnBlockSize;
 
 // 8 warps (128 rows) share each K/V tile: 4.5-12 % faster than 4 on an H100
 // (bench/NOTES-cuda-backend.md, session 4).
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerCta = 16 * kWarps;  // (query token, head) rows
-constexpr int kKvTile = 64;               // keys per iteration: 4 blocks
+constexpr int kKvTile = 64;               // keys per iteration
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct PrefillParams {
@@ -73,16 +72,18 @@ constexpr int PrefillSmemBytes() {
 // The rows of a (sequence, KV head) are its (query token, head of the
 // group) pairs, token-major: row r is token r / group, head r % group; CTA
 // x owns rows [128x, 128x + 128), warp w the 16 rows from 128x + 16w. Keys run
-// from position 0 to the tile's last query position, kKvTile (4 blocks) at a
+// from position 0 to the tile's last query position, kKvTile (64) at a
 // time through a 2-stage cp.async pipeline; each K tile is rotated in place
 // in shared memory (RoPE at its logical positions) before the warps read it.
 // Per warp and tile: S[16 x 64] = Q K^T, causal mask, online softmax,
 // O[16 x D] += P V.
 // kViews: the launch has shifted views; key `tok` then comes from slot
-// (tok % 16 + shift) of its lo block or, past its end, of its hi block.
-// The tile in shared memory is in logical order either way.
-template <int D, bool kViews>
+// (tok % kBlock + shift) of its lo block or, past its end, of its hi block.
+// The tile in shared memory is in logical order either way. kBlock: the
+// pool's block size (16 or 8); a key's block and slot are looked up per key.
+template <int D, bool kViews, int kBlock>
 __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillParamsFor<kViews> p) {
+  static_assert(kBlock == 16 || kBlock == 8, "block sizes of the fast kernels");
   constexpr int kSteps = D / 16;
   constexpr int kHalf = kSteps / 2;
   constexpr int kRowBytes = D * 2;
@@ -148,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillPara
 
   const uint32_t sbase = device::SmemAddr(smem);
   const int32_t* bt = p.block_tables + int64_t{seq} * p.bt_stride;
-  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kAttnBlockSize * D;
+  const __nv_bfloat16* head_base = p.layer_base + int64_t{kvh} * kBlock * D;
   auto load_tile = [&](int tile) {
     const uint32_t kdst = sbase + (tile & 1) * kStageBytes;
 #pragma unroll
@@ -160,16 +161,15 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillPara
       const bool valid = tok < kv_end;
       const __nv_bfloat16* src;
       if constexpr (!kViews) {
-        const int32_t phys = __ldg(bt + (valid ? tok / kAttnBlockSize : 0));
-        src = head_base + int64_t{phys} * p.block_elems +
-              (valid ? (tok % kAttnBlockSize) * D : 0) + q * 8;
+        const int32_t phys = __ldg(bt + (valid ? tok / kBlock : 0));
+        src = head_base + int64_t{phys} * p.block_elems + (valid ? (tok % kBlock) * D : 0) + q * 8;
       } else {
-        const int logical = valid ? tok / kAttnBlockSize : 0;
+        const int logical = valid ? tok / kBlock : 0;
         const int64_t row = int64_t{seq} * p.bt_stride;
         int32_t phys = __ldg(bt + logical);
-        int slot = valid ? tok % kAttnBlockSize + __ldg(p.block_shifts + row + logical) : 0;
-        if (slot >= kAttnBlockSize) phys = __ldg(p.block_tables_hi + row + logical);
-        slot &= kAttnBlockSize - 1;
+        int slot = valid ? tok % kBlock + __ldg(p.block_shifts + row + logical) : 0;
+        if (slot >= kBlock) phys = __ldg(p.block_tables_hi + row + logical);
+        slot &= kBlock - 1;
         src = head_base + int64_t{phys} * p.block_elems + slot * D + q * 8;
       }
       const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
@@ -322,12 +322,12 @@ __global__ void __launch_bounds__(kThreads) PagedPrefillKernel(const PrefillPara
   }
 }
 
-template <int D, bool kViews>
+template <int D, bool kViews, int kBlock>
 absl::Status LaunchPrefill(const PrefillParamsFor<kViews>& p, int kv_heads, int num_seqs,
                            int max_q_len, cudaStream_t stream) {
   constexpr int kSmem = PrefillSmemBytes<D>();
   static const cudaError_t attr_err = cudaFuncSetAttribute(
-      PagedPrefillKernel<D, kViews>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+      PagedPrefillKernel<D, kViews, kBlock>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   if (attr_err != cudaSuccess) {
     return absl::InternalError(
         absl::StrCat("prefill attention: shared memory limit: ", cudaGetErrorString(attr_err)));
@@ -335,7 +335,7 @@ absl::Status LaunchPrefill(const PrefillParamsFor<kViews>& p, int kv_heads, int 
   const int64_t tiles = (int64_t{max_q_len} * p.group + kRowsPerCta - 1) / kRowsPerCta;
   if (tiles > 0x7fffffff) return absl::InvalidArgumentError("prefill attention: too many rows");
   const dim3 grid(static_cast<unsigned>(tiles), num_seqs, kv_heads);
-  PagedPrefillKernel<D, kViews><<<grid, kThreads, kSmem, stream>>>(p);
+  PagedPrefillKernel<D, kViews, kBlock><<<grid, kThreads, kSmem, stream>>>(p);
   return internal::LaunchStatus("prefill attention");
 }
 
@@ -375,15 +375,22 @@ absl::Status LaunchPagedPrefillAttention(const PagedAttentionArgs& args, int num
   p.block_tables_hi = args.block_tables_hi;
   p.block_shifts = args.block_shifts;
   const int kvh = args.shape.kv_heads;
+  const bool b16 = args.shape.block_size == 16;
   if (p.block_shifts != nullptr) {
-    return args.shape.head_dim == 128
-               ? LaunchPrefill<128, true>(p, kvh, num_seqs, max_q_len, stream)
-               : LaunchPrefill<64, true>(p, kvh, num_seqs, max_q_len, stream);
+    if (args.shape.head_dim == 128) {
+      return b16 ? LaunchPrefill<128, true, 16>(p, kvh, num_seqs, max_q_len, stream)
+                 : LaunchPrefill<128, true, 8>(p, kvh, num_seqs, max_q_len, stream);
+    }
+    return b16 ? LaunchPrefill<64, true, 16>(p, kvh, num_seqs, max_q_len, stream)
+               : LaunchPrefill<64, true, 8>(p, kvh, num_seqs, max_q_len, stream);
   }
   const PrefillParams& base = p;  // no views: the PrefillParams part only
-  return args.shape.head_dim == 128
-             ? LaunchPrefill<128, false>(base, kvh, num_seqs, max_q_len, stream)
-             : LaunchPrefill<64, false>(base, kvh, num_seqs, max_q_len, stream);
+  if (args.shape.head_dim == 128) {
+    return b16 ? LaunchPrefill<128, false, 16>(base, kvh, num_seqs, max_q_len, stream)
+               : LaunchPrefill<128, false, 8>(base, kvh, num_seqs, max_q_len, stream);
+  }
+  return b16 ? LaunchPrefill<64, false, 16>(base, kvh, num_seqs, max_q_len, stream)
+             : LaunchPrefill<64, false, 8>(base, kvh, num_seqs, max_q_len, stream);
 }
 
 }  // namespace memshare::kernels

@@ -555,8 +555,8 @@ absl::Status CudaBackend::AllocateBuffers() {
   // Attention workspace: the largest split any decode launch can get.
   if (fast_attention_) {
     for (int32_t s = 1; s <= max_seqs_; ++s) {
-      const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
-          s, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
+      const kernels::DecodeSplit split =
+          kernels::ChooseDecodeSplit(s, spec_.kv_heads_local, max_model_len_, num_sms_);
       attn_workspace_bytes_ =
           std::max(attn_workspace_bytes_,
                    kernels::DecodeAttentionWorkspaceBytes(s, heads_local_, spec_.head_dim, split));
@@ -836,8 +836,7 @@ absl::Status CudaBackend::RunModel(const StepArgs& step) {
       const Bucket& b = bucket_state_[step.bucket_index];
       split = {b.num_splits, b.blocks_per_split};
     } else {
-      split = kernels::ChooseDecodeSplit(S, spec_.kv_heads_local, step.max_context,
-                                         spec_.block_size, num_sms_);
+      split = kernels::ChooseDecodeSplit(S, spec_.kv_heads_local, step.max_context, num_sms_);
     }
   }
 
@@ -1113,8 +1112,8 @@ absl::Status CudaBackend::PrepareBuckets() {
     Bucket b;
     b.size = size;
     if (fast_attention_) {
-      const kernels::DecodeSplit split = kernels::ChooseDecodeSplit(
-          size, spec_.kv_heads_local, max_model_len_, spec_.block_size, num_sms_);
+      const kernels::DecodeSplit split =
+          kernels::ChooseDecodeSplit(size, spec_.kv_heads_local, max_model_len_, num_sms_);
       b.num_splits = split.num_splits;
       b.blocks_per_split = split.blocks_per_split;
     }

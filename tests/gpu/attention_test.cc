@@ -28,20 +28,19 @@ namespace {
 using testing::Compare;
 using testing::DeviceBuffer;
 
-constexpr int kBlock = 16;
-
 struct Problem {
   int head_dim = 128;
   int q_heads = 28;
   int kv_heads = 4;
   int layers = 3;
   int layer = 1;
+  int block = 16;          // tokens per KV block
   std::vector<int> ctx;    // keys per sequence
   std::vector<int> q_len;  // prefill: query tokens per sequence (empty: decode)
   bool llama3 = false;
   // Make about half of the full blocks past the second shifted views over
   // two earlier consecutive non-view entries of their sequence, at random
-  // shifts 1..15 (block_tables_hi / block_shifts).
+  // shifts 1..block - 1 (block_tables_hi / block_shifts).
   bool views = false;
   uint32_t seed = 1;
 };
@@ -70,11 +69,11 @@ struct Fixture {
 Fixture Build(const Problem& pr) {
   Fixture f;
   f.pr = pr;
-  f.shape = {pr.layers, pr.kv_heads, kBlock, pr.head_dim};
+  f.shape = {pr.layers, pr.kv_heads, pr.block, pr.head_dim};
   std::mt19937 rng(pr.seed);
   const int seqs = static_cast<int>(pr.ctx.size());
   int max_blocks = 1;
-  for (int c : pr.ctx) max_blocks = std::max(max_blocks, (c + kBlock - 1) / kBlock);
+  for (int c : pr.ctx) max_blocks = std::max(max_blocks, (c + pr.block - 1) / pr.block);
   f.bt_stride = max_blocks + 3;
   // Physical ids 0..7 are shared: full blocks pick them half of the time,
   // from any sequence; every other block (and every partial last block) is
@@ -86,16 +85,16 @@ Fixture Build(const Problem& pr) {
   std::uniform_int_distribution<int> coin(0, 1), pick(0, kShared - 1);
   std::vector<std::pair<int, int>> partial;  // (physical block, valid slots)
   for (int s = 0; s < seqs; ++s) {
-    const int nb = (pr.ctx[s] + kBlock - 1) / kBlock;
+    const int nb = (pr.ctx[s] + pr.block - 1) / pr.block;
     for (int b = 0; b < nb; ++b) {
-      const bool full = (b + 1) * kBlock <= pr.ctx[s];
+      const bool full = (b + 1) * pr.block <= pr.ctx[s];
       int id;
       if (full && coin(rng)) {
         id = pick(rng);
         ++uses[id];
       } else {
         id = next++;
-        if (!full) partial.push_back({id, pr.ctx[s] - b * kBlock});
+        if (!full) partial.push_back({id, pr.ctx[s] - b * pr.block});
       }
       f.tables[size_t(s) * f.bt_stride + b] = id;
     }
@@ -104,9 +103,9 @@ Fixture Build(const Problem& pr) {
   if (pr.views) {
     f.tables_hi = f.tables;
     f.shifts.assign(f.tables.size(), 0);
-    std::uniform_int_distribution<int> shift(1, kBlock - 1);
+    std::uniform_int_distribution<int> shift(1, pr.block - 1);
     for (int s = 0; s < seqs; ++s) {
-      const int full = pr.ctx[s] / kBlock;
+      const int full = pr.ctx[s] / pr.block;
       int32_t* t = &f.tables[size_t(s) * f.bt_stride];
       int32_t* hi = &f.tables_hi[size_t(s) * f.bt_stride];
       int32_t* sh = &f.shifts[size_t(s) * f.bt_stride];
@@ -128,10 +127,10 @@ Fixture Build(const Problem& pr) {
   for (auto [id, valid] : partial) {
     for (int kv = 0; kv < 2; ++kv) {
       for (int h = 0; h < pr.kv_heads; ++h) {
-        for (int slot = valid; slot < kBlock; ++slot) {
+        for (int slot = valid; slot < pr.block; ++slot) {
           const int64_t off = id * f.shape.BlockElements() +
                               (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
-                              (int64_t{h} * kBlock + slot) * pr.head_dim;
+                              (int64_t{h} * pr.block + slot) * pr.head_dim;
           for (int d = 0; d < pr.head_dim; ++d) f.pool[off + d] = nan;
         }
       }
@@ -178,13 +177,13 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true, bool views =
     // K (rotated) and V of every key, per kv head.
     std::vector<std::vector<double>> keys(size_t(pr.kv_heads) * ctx), vals(keys.size());
     for (int j = 0; j < ctx; ++j) {
-      const size_t entry = s * f.bt_stride + j / kBlock;
+      const size_t entry = s * f.bt_stride + j / pr.block;
       int64_t phys = f.tables[entry];
-      int slot = j % kBlock;
+      int slot = j % pr.block;
       if (views && !f.shifts.empty() && f.shifts[entry] != 0) {
         slot += f.shifts[entry];
-        if (slot >= kBlock) {
-          slot -= kBlock;
+        if (slot >= pr.block) {
+          slot -= pr.block;
           phys = f.tables_hi[entry];
         }
       }
@@ -193,7 +192,7 @@ std::vector<double> Reference(const Fixture& f, bool rope_k = true, bool views =
         for (int kv = 0; kv < 2; ++kv) {
           const int64_t off = phys * f.shape.BlockElements() +
                               (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
-                              (int64_t{h} * kBlock + slot) * D;
+                              (int64_t{h} * pr.block + slot) * D;
           for (int d = 0; d < D; ++d) (kv == 0 ? k : v)[d] = Bf16ToFloat(f.pool[off + d]);
         }
         if (rope_k) rotate(k, j);
@@ -293,7 +292,7 @@ void ExpectMatches(const Fixture& f, const std::vector<Bf16>& got_bf16, double t
     int checked = 0;
     for (size_t s = 0; s < f.pr.ctx.size(); ++s) {
       const size_t first = s * f.bt_stride;
-      const int blocks = (f.pr.ctx[s] + kBlock - 1) / kBlock;
+      const int blocks = (f.pr.ctx[s] + f.pr.block - 1) / f.pr.block;
       if (f.cu_q[s + 1] == f.cu_q[s] ||
           std::all_of(f.shifts.begin() + first, f.shifts.begin() + first + blocks,
                       [](int32_t v) { return v == 0; })) {
@@ -349,14 +348,14 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr, bool fuse
     for (size_t s = 0; s < pr.ctx.size(); ++s) {
       const int ctx = pr.ctx[s];
       if (ctx <= 0) continue;
-      const int32_t phys = f.tables[s * f.bt_stride + (ctx - 1) / kBlock];
-      const int row = (ctx - 1) % kBlock;
-      slots[s] = phys * kBlock + row;
+      const int32_t phys = f.tables[s * f.bt_stride + (ctx - 1) / pr.block];
+      const int row = (ctx - 1) % pr.block;
+      slots[s] = phys * pr.block + row;
       for (int kv = 0; kv < 2; ++kv) {
         for (int h = 0; h < pr.kv_heads; ++h) {
           const int64_t off = phys * f.shape.BlockElements() +
                               (int64_t{pr.layer} * 2 + kv) * f.shape.SlabElements() +
-                              (int64_t{h} * kBlock + row) * D;
+                              (int64_t{h} * pr.block + row) * D;
           const int64_t col = int64_t{pr.q_heads + kv * pr.kv_heads + h} * D;
           for (int i = 0; i < D; ++i) q[s * f.q_stride + col + i] = f.pool[off + i];
           if (uses[phys] == 1) {
@@ -378,8 +377,7 @@ void RunDecode(const Problem& pr, const DecodeSplit* forced = nullptr, bool fuse
   int max_ctx = 0;
   for (int c : pr.ctx) max_ctx = std::max(max_ctx, c);
   const DecodeSplit split =
-      forced ? *forced
-             : ChooseDecodeSplit(int(pr.ctx.size()), pr.kv_heads, max_ctx, kBlock, NumSms());
+      forced ? *forced : ChooseDecodeSplit(int(pr.ctx.size()), pr.kv_heads, max_ctx, NumSms());
   DeviceBuffer<uint8_t> ws(std::max<size_t>(
       16, DecodeAttentionWorkspaceBytes(int(pr.ctx.size()), pr.q_heads, pr.head_dim, split)));
   ws.Poison();
@@ -522,6 +520,35 @@ TEST(PagedDecodeAttentionTest, ShiftedViewsHeadDim64SixteenHeadsPerKvHead) {
   RunDecode(p);
 }
 
+// Blocks of 8 tokens (two per tile of the kernel): plain, with the fused
+// K/V write, with shifted views (shifts 1..7), split and not; head_dim 64
+// with the tiny reasoner's 4 query and 2 KV heads.
+Problem Block8(Problem p) {
+  p.block = 8;
+  return p;
+}
+
+TEST(PagedDecodeAttentionTest, Block8AutoSplit) { RunDecode(Block8(Ragged(128, 28, 4, 41))); }
+
+TEST(PagedDecodeAttentionTest, Block8ManySmallSplits) {
+  const DecodeSplit many{300, 1};
+  RunDecode(Block8(Ragged(128, 28, 4, 42)), &many);
+}
+
+TEST(PagedDecodeAttentionTest, Block8FusedKvWrite) {
+  RunDecode(Block8(Ragged(128, 28, 4, 43)), nullptr, /*fused=*/true);
+  const DecodeSplit many{300, 1};
+  RunDecode(Block8(Ragged(64, 4, 2, 44)), &many, /*fused=*/true);
+}
+
+TEST(PagedDecodeAttentionTest, Block8ShiftedViews) {
+  RunDecode(Block8(WithViews(Ragged(128, 28, 4, 45))));
+  const DecodeSplit one{1, 1 << 20};
+  RunDecode(Block8(WithViews(Ragged(64, 4, 2, 46))), &one);
+  const DecodeSplit many{300, 1};
+  RunDecode(Block8(WithViews(Ragged(64, 32, 2, 47))), &many, /*fused=*/true);
+}
+
 TEST(PagedDecodeAttentionTest, RejectsHalfTheViewArrays) {
   PagedAttentionArgs a;
   a.shape = {1, 4, 16, 128};
@@ -548,6 +575,9 @@ TEST(PagedDecodeAttentionTest, RejectsUnsupportedShapes) {
             absl::StatusCode::kInvalidArgument);
   a.shape = {1, 4, 32, 128};
   EXPECT_EQ(LaunchPagedDecodeAttention(a, 1, {1, 1}, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  a.shape = {1, 4, 4, 128};
+  EXPECT_EQ(LaunchPagedPrefillAttention(a, 1, nullptr, 1, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
   a.shape = {1, 4, 16, 128};
   a.num_q_heads = 30;  // not a multiple of kv_heads
@@ -582,6 +612,12 @@ TEST(PagedPrefillAttentionTest, ShiftedViewsHeadDim64WideGroups) {
   Problem p = WithViews(Chunks(64, 16, 1, 32));
   p.llama3 = true;
   RunPrefill(p);
+}
+
+TEST(PagedPrefillAttentionTest, Block8) {
+  RunPrefill(Block8(Chunks(128, 28, 4, 51)));
+  RunPrefill(Block8(WithViews(Chunks(128, 28, 4, 52))));
+  RunPrefill(Block8(WithViews(Chunks(64, 4, 2, 53))));
 }
 
 TEST(PagedPrefillAttentionTest, MhaAndWideGroups) {
