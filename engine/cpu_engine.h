@@ -23,8 +23,8 @@ struct CpuEngineOptions {
   std::string model_dir;
   // kDummy: random weights of the config's shapes.
   model::LoadFormat load_format = model::LoadFormat::kSafetensors;
-  // Tokens per KV block.
-  int32_t block_size = 16;
+  // Tokens per KV block (the worker's default; see its --block_size).
+  int32_t block_size = 8;
   // KV blocks per layer group; 0: as many as kv_cache_bytes holds.
   int32_t num_blocks = 0;
   // Memory of the KV pool (every layer group) when num_blocks is 0.

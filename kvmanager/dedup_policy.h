@@ -80,8 +80,10 @@ struct DedupPolicy {
   // tokens read such a block for, and a block shared with another number
   // makes the model copy that one (the tiny reasoner wrote "2 ÷ 3" for
   // "9 ÷ 3"). Needs KvManager::Options::digit_tokens (the engine fills it
-  // from its codec).
-  bool keep_numbers = false;
+  // from its codec). With 8-token blocks (the worker's default) it loses
+  // 0-1 of the tiny reasoner's 600 held-out answers at 31% saved, where
+  // sharing them loses 30 (bench/RESULTS.md).
+  bool keep_numbers = true;
   // Layer groups where blocks may be remapped (e.g. only the shallow ones);
   // empty = every group.
   std::vector<int32_t> layer_groups;

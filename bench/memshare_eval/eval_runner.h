@@ -40,7 +40,7 @@ struct EngineSetup {
   // KV blocks per layer group; 0: enough for every request at once (no
   // memory pressure). Small values bound the batch by memory.
   int32_t num_blocks = 0;
-  int32_t block_size = 16;
+  int32_t block_size = 8;  // the worker's default
   // Scheduler limits.
   int32_t max_num_seqs = 64;
   int32_t max_num_batched_tokens = 2048;

@@ -45,10 +45,11 @@ TEST(EvalRunnerTest, MemShareOffAnswersAndSavesNothing) {
     EXPECT_EQ(p.finish_reason, engine::FinishReason::kStop);
     EXPECT_GT(p.prompt_tokens, 40);
     EXPECT_GT(p.completion_tokens, 100);
-    // Prompt and reply in 16-token blocks (the last token is sampled, not
-    // stored).
+    // Prompt and reply in blocks of the setup's size (the last token is
+    // sampled, not stored).
+    const int32_t bs = SmallSetup().block_size;
     const int32_t stored = p.prompt_tokens + p.completion_tokens - 1;
-    EXPECT_EQ(p.peak_logical_blocks, (stored + 15) / 16);
+    EXPECT_EQ(p.peak_logical_blocks, (stored + bs - 1) / bs);
     EXPECT_EQ(p.peak_physical_blocks, p.peak_logical_blocks);
     tokens += p.completion_tokens;
   }
@@ -97,7 +98,9 @@ TEST(EvalRunnerTest, MemShareOnRunsTheFunnel) {
   for (const ProblemOutcome& p : r->problems) {
     // Two layer groups: every block counted once per group.
     EXPECT_EQ(p.peak_logical_blocks % 2, 0);
-    EXPECT_EQ(p.peak_logical_blocks, 2 * ((p.prompt_tokens + p.completion_tokens - 1 + 15) / 16));
+    const int32_t bs = SmallSetup().block_size;
+    EXPECT_EQ(p.peak_logical_blocks,
+              2 * ((p.prompt_tokens + p.completion_tokens - 1 + bs - 1) / bs));
   }
 }
 

@@ -61,8 +61,9 @@ ABSL_FLAG(int32_t, num_blocks, 0,
           "KV blocks per layer group; 0: enough for the whole batch (no memory pressure). A "
           "small pool bounds the batch by memory (the throughput experiment).");
 ABSL_FLAG(bool, prefix_cache, true, "Exact prefix caching across requests.");
-ABSL_FLAG(int32_t, block_size, 16,
-          "KV block size in tokens (MemShare shares whole blocks; --num_blocks counts these).");
+ABSL_FLAG(int32_t, block_size, 8,
+          "KV block size in tokens, as the worker's --block_size (MemShare shares whole blocks; "
+          "--num_blocks counts these).");
 ABSL_FLAG(int32_t, repeats, 1,
           "Runs of every configuration, interleaved (all configs, then all again), for timing "
           "spread.");

@@ -151,7 +151,7 @@ const std::vector<Flag>& Flags() {
        Int("logprobs", [](GenerateArgs* a) { return &a->sampling.logprobs; })},
       {"max-model-len", "N", "Longest prompt + generation; 0 = the model's. Default 0.",
        Int("max-model-len", [](GenerateArgs* a) { return &a->max_model_len; })},
-      {"block-size", "N", "Tokens per KV block. Default 16.",
+      {"block-size", "N", "Tokens per KV block. Default 8 (MemShare shares whole blocks).",
        Int("block-size", [](GenerateArgs* a) { return &a->block_size; })},
       {"num-blocks", "N", "KV blocks per layer group; 0 = from --kv-cache-mib. Default 0.",
        Int("num-blocks", [](GenerateArgs* a) { return &a->num_blocks; })},

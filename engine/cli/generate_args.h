@@ -30,7 +30,7 @@ struct GenerateArgs {
   std::optional<float> tau_kv;
   // Engine.
   int32_t max_model_len = 0;  // 0: the model's
-  int32_t block_size = 16;
+  int32_t block_size = 8;     // the worker's default (its --block_size)
   int32_t num_blocks = 0;  // 0: from kv_cache_mib
   int32_t kv_cache_mib = 1024;
   int32_t layer_groups = 1;

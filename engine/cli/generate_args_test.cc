@@ -31,7 +31,7 @@ TEST(GenerateArgsTest, Defaults) {
   EXPECT_EQ(a->sampling.max_tokens, 256);
   EXPECT_EQ(a->memshare, MemShareParams::Mode::kOff);
   EXPECT_EQ(a->load_format, "auto");
-  EXPECT_EQ(a->block_size, 16);
+  EXPECT_EQ(a->block_size, 8);
   EXPECT_TRUE(a->prefix_cache);
   EXPECT_TRUE(a->fuse_norms);
   EXPECT_TRUE(a->async_scheduling);

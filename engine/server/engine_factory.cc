@@ -23,7 +23,11 @@ ABSL_FLAG(std::string, model, "",
           "Hugging Face model directory (config.json, *.safetensors, tokenizer.json) to serve.");
 ABSL_FLAG(std::string, load_format, "auto",
           "auto: the checkpoint's safetensors; dummy: random weights of its shapes.");
-ABSL_FLAG(int32_t, block_size, 16, "Tokens per KV block.");
+ABSL_FLAG(int32_t, block_size, 8,
+          "Tokens per KV block. MemShare shares whole blocks: at 8 (with "
+          "--memshare_keep_numbers) it saves 31% of the tiny reasoner's KV blocks with 0-1 of 600 "
+          "answers lost, where 16 saves 32% and loses 6-8 (bench/RESULTS.md). The fast CUDA "
+          "attention kernels take 8 and 16; other sizes run a generic kernel.");
 ABSL_FLAG(int32_t, num_blocks, 0, "KV blocks per layer group; 0: as many as --kv_cache_mib holds.");
 ABSL_FLAG(int32_t, kv_cache_mib, 1024, "Memory of the KV pool when --num_blocks is 0.");
 ABSL_FLAG(int32_t, layer_groups, 1, "KV layer groups (MemShare decides per group).");
@@ -63,10 +67,10 @@ ABSL_FLAG(double, tau_lex, 0.0,
           "Default MemShare lexical (MinHash Jaccard) threshold, [0, 1]; 0 lets every earlier "
           "step be a candidate (most similar first).");
 ABSL_FLAG(double, tau_kv, 1.0, "Default MemShare K/V relative L2 distance threshold, >= 0.");
-ABSL_FLAG(bool, memshare_keep_numbers, false,
+ABSL_FLAG(bool, memshare_keep_numbers, true,
           "MemShare: refuse near matches that disagree on a token with a digit. On the tiny "
-          "reasoner's 600 held-out problems: no answer lost at 21% of KV blocks saved, against "
-          "5 lost at 32% without it (bench/RESULTS.md).");
+          "reasoner's 600 held-out problems with 8-token blocks: 0-1 answers lost at 31% of KV "
+          "blocks saved; without it 30 lost at 36% (bench/RESULTS.md).");
 
 ABSL_FLAG(int32_t, world_size, 1,
           "Tensor parallelism: processes (one per GPU) in this worker group; 1: no group. Every "
