@@ -56,9 +56,10 @@ class DedupIndex {
     return &signatures_[size_t{1} * step * signature_size()];
   }
 
-  // Replaces *out with the indexed steps whose estimated similarity to
-  // `signature` is >= tau_lex, most similar first (ties: most recent first),
-  // at most max_candidates.
+  // Replaces *out with the indexed steps that share a band with `signature`
+  // and whose estimated similarity to it is >= tau_lex, most similar first
+  // (ties: most recent first), at most max_candidates. A step sharing no band
+  // is never returned, even at tau_lex 0 (the probabilities above).
   void Query(const uint32_t* signature, float tau_lex, int32_t max_candidates,
              std::vector<Candidate>* out) const;
 

@@ -45,7 +45,9 @@ struct DedupPolicy {
   // there, the lexical filter only orders candidates, and tau_kv = 1 refuses
   // blocks whose K or V differ by more than their own norm.
   // Default lexical threshold (estimated Jaccard of shingle sets); [0, 1].
-  // 0: every earlier step is a candidate, most similar first.
+  // 0: every earlier step the LSH index finds is a candidate, most similar
+  // first (dedup_index.h: a step of Jaccard similarity 0.3 is found with
+  // probability 0.95, one of 0.1 with 0.28).
   float tau_lex = 0.0f;
   // Default KV threshold (relative L2 distance of K and of V); >= 0.
   float tau_kv = 1.0f;

@@ -65,7 +65,7 @@ ABSL_FLAG(std::string, memshare, "on",
           "MemShare for requests that leave it to the server: on or off.");
 ABSL_FLAG(double, tau_lex, 0.0,
           "Default MemShare lexical (MinHash Jaccard) threshold, [0, 1]; 0 lets every earlier "
-          "step be a candidate (most similar first).");
+          "step the LSH index finds be a candidate (most similar first).");
 ABSL_FLAG(double, tau_kv, 1.0, "Default MemShare K/V relative L2 distance threshold, >= 0.");
 ABSL_FLAG(bool, memshare_keep_numbers, true,
           "MemShare: refuse near matches that disagree on a token with a digit. On the tiny "
