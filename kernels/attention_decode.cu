@@ -174,14 +174,43 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   // kViews: lane i's hi block and shift of the same block.
   int32_t hi_window = 0;
   int32_t shift_window = 0;
+  // kBlock 8: the same, one entry per block of a tile.
+  int32_t sub_window[2] = {0, 0};
+  int32_t sub_hi[2] = {0, 0};
+  int32_t sub_shift[2] = {0, 0};
 
   auto load = [&](int it) {
     if constexpr (kBlock != kAttnTile) {
+      // As at 16 below, lane i loads the entries of this warp's tile
+      // (it & ~31) + i, here one per block of the tile, then every tile
+      // takes its blocks' entries from that lane.
+      constexpr int kSub = kAttnTile / kBlock;
+      static_assert(kSub == 2, "two blocks a tile");
+      const int64_t row = int64_t{seq} * p.bt_stride;
+      if ((it & 31) == 0) {
+        const int t = first + (it + lane) * kWarps;
+#pragma unroll
+        for (int j = 0; j < kSub; ++j) {
+          const int b = t * kSub + j;
+          const bool listed = t < blk_end && b * kBlock < ctx;  // entries past the end: unset
+          sub_window[j] = listed ? __ldg(bt + b) : 0;
+          if constexpr (kViews) {
+            sub_hi[j] = listed ? __ldg(p.block_tables_hi + row + b) : 0;
+            sub_shift[j] = listed ? __ldg(p.block_shifts + row + b) : 0;
+          }
+        }
+      }
+      int32_t lo[kSub], hi[kSub], shift[kSub];
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) {
+        lo[j] = __shfl_sync(0xffffffffu, sub_window[j], it & 31);
+        hi[j] = kViews ? __shfl_sync(0xffffffffu, sub_hi[j], it & 31) : 0;
+        shift[j] = kViews ? __shfl_sync(0xffffffffu, sub_shift[j], it & 31) : 0;
+      }
       const int tile = first + it * kWarps;
       const int valid_rows = ctx - tile * kAttnTile;
       const uint32_t st = wsm + (it % kStages) * kStageBytes;
       const int fresh_row = fused && tile == last_blk ? new_row : -1;
-      const int64_t row = int64_t{seq} * p.bt_stride;
 #pragma unroll
       for (int i = 0; i < kChunksPerLane; ++i) {
         const int idx = lane + 32 * i;
@@ -190,14 +219,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
         const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
         const bool valid = r < valid_rows;
         // Rows past the end read nothing (zero-filled) from a listed block.
-        const int logical = tile * (kAttnTile / kBlock) + (valid ? r / kBlock : 0);
-        int32_t phys = __ldg(bt + logical);
-        int slot = valid ? r % kBlock : 0;
-        if constexpr (kViews) {
-          slot += valid ? __ldg(p.block_shifts + row + logical) : 0;
-          if (slot >= kBlock) phys = __ldg(p.block_tables_hi + row + logical);
-          slot &= kBlock - 1;
-        }
+        const bool second = valid && r >= kBlock;
+        int slot = valid ? (r & (kBlock - 1)) + (second ? shift[1] : shift[0]) : 0;
+        int32_t phys = second ? lo[1] : lo[0];
+        if (kViews && slot >= kBlock) phys = second ? hi[1] : hi[0];
+        slot &= kBlock - 1;
         const __nv_bfloat16* src = head_base + int64_t{phys} * p.block_elems + slot * D + q * 8;
         const bool fresh = r == fresh_row;
         CpAsync16(st + off, fresh ? new_k + q * 8 : src, valid ? 16 : 0);
