@@ -94,8 +94,8 @@ constexpr int DecodeSmemBytes() {
 // after the load is the same code.
 // kBlock: the pool's block size. At 16 a tile of 16 tokens is one block, its
 // table entry shuffled from a window the warp's lanes load together; at 8 a
-// tile is two blocks, and each row looks its block up (as the prefill
-// kernel does). "Blocks" below are these tiles of 16 tokens.
+// tile is two blocks, whose two entries come the same way, and each row
+// reads the one of its half. "Blocks" below are these tiles of 16 tokens.
 template <int D, int kStages, bool kWide, bool kViews, int kBlock>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     PagedDecodeKernel(const DecodeParamsFor<kViews> p) {
