@@ -4,7 +4,7 @@
 // inputs rotated so that the working set exceeds L2 where the kernel is
 // memory-bound.
 //
-//   kernels_bench [--json FILE] [--only attn,gemm,dist,misc,prefill] [--sweep]
+//   kernels_bench [--json FILE] [--only attn,gemm,dist,misc,prefill] [--sweep] [--block_size 8]
 //                 [--gemm_m 1,16,64]  (the GEMM section's token counts)
 //
 // attn includes decode over MemShare shifted views (block_tables_hi /
@@ -197,15 +197,18 @@ void BenchCopy() {
 // logical block of the second half is a shifted view (shift 7) over two
 // consecutive blocks of the first half (MemShare shifted sharing: the view
 // launch, block_tables_hi / block_shifts). KV bytes counted per logical
-// token, as the peer's figure counts its contiguous cache.
-void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false) {
-  constexpr int kQh = 28, kKvh = 4, kD = 128, kBs = 16;
-  const int nb = (ctx + kBs - 1) / kBs;
+// token, as the peer's figure counts its contiguous cache. bs: the pool's
+// block size (16 or 8, --block_size).
+void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views, int bs) {
+  constexpr int kQh = 28, kKvh = 4, kD = 128;
+  const int nb = (ctx + bs - 1) / bs;
+  const int tiles = (ctx + 15) / 16;  // DecodeSplit counts tiles of 16 keys
   const int unique_per_seq = shared ? (nb + 1) / 2 : nb;
   const int64_t kv_bytes_layer = int64_t{kSeqs} * ctx * kKvh * kD * 2 * 2;
   // Enough layers that rotating over them moves > 1 GB of distinct memory.
-  const int layers = std::max<int64_t>(1, (int64_t{1} << 30) / (int64_t{kSeqs} * unique_per_seq * kBs * kKvh * kD * 4));
-  const KvBlockShape shape{layers, kKvh, kBs, kD};
+  const int layers = std::max<int64_t>(
+      1, (int64_t{1} << 30) / (int64_t{kSeqs} * unique_per_seq * bs * kKvh * kD * 4));
+  const KvBlockShape shape{layers, kKvh, bs, kD};
   const int64_t num_blocks = int64_t{kSeqs} * unique_per_seq;
   void* pool = DeviceAlloc(num_blocks * shape.BlockElements() * 2);
   FillRandomBf16(pool, num_blocks * shape.BlockElements(), 7);
@@ -225,7 +228,7 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false
     for (int s = 0; s < kSeqs; ++s) {
       for (int b = unique_per_seq; b < nb; b += 2) {
         const int k = b % unique_per_seq;
-        if (k + 1 >= unique_per_seq || (b + 1) * kBs > ctx) continue;
+        if (k + 1 >= unique_per_seq || (b + 1) * bs > ctx) continue;
         hi[size_t(s) * nb + b] = perm[size_t(s) * unique_per_seq + k + 1];
         shifts[size_t(s) * nb + b] = 7;
       }
@@ -272,8 +275,8 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false
   std::vector<kernels::DecodeSplit> splits = {autos};
   if (sweep) {
     for (int s : {1, 2, 4, 8, 16}) {
-      const int bps = (nb + s - 1) / s;
-      if (s != autos.num_splits) splits.push_back({(nb + bps - 1) / bps, bps});
+      const int bps = (tiles + s - 1) / s;
+      if (s != autos.num_splits) splits.push_back({(tiles + bps - 1) / bps, bps});
     }
   }
   size_t ws_bytes = 16;
@@ -296,25 +299,25 @@ void BenchDecode(int kSeqs, int ctx, bool shared, bool sweep, bool views = false
         STATUS_OK(kernels::LaunchPagedDecodeAttention(r, kSeqs, sp, ws, st));
       }, 10, 20);
       char gwhat[160];
-      std::snprintf(gwhat, sizeof(gwhat), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d (auto, graph)",
-                    kSeqs, ctx, sharing, sp.num_splits, sp.blocks_per_split);
+      std::snprintf(gwhat, sizeof(gwhat),
+                    "decode attn b=%d h=28/4 d=128 bs=%d ctx=%d %s split=%dx%d (auto, graph)",
+                    kSeqs, bs, ctx, sharing, sp.num_splits, sp.blocks_per_split);
       const double ggbs = kv_bytes_layer / (gus * 1e-6) / 1e9;
       Report(gwhat, gus, Fmt("%.0f GB/s KV", ggbs) + Fmt(" = %.1f%% of copy", 100.0 * ggbs / std::max(1.0, g_copy_gbs)));
     }
     char what[160];
-    std::snprintf(what, sizeof(what), "decode attn b=%d h=28/4 d=128 ctx=%d %s split=%dx%d%s",
-                  kSeqs, ctx, sharing, sp.num_splits, sp.blocks_per_split,
+    std::snprintf(what, sizeof(what), "decode attn b=%d h=28/4 d=128 bs=%d ctx=%d %s split=%dx%d%s",
+                  kSeqs, bs, ctx, sharing, sp.num_splits, sp.blocks_per_split,
                   i == 0 ? " (auto)" : "");
     char fig[80];
     std::snprintf(fig, sizeof(fig), "%.0f GB/s KV = %.1f%% of copy", gbs,
                   100.0 * gbs / std::max(1.0, g_copy_gbs));
     char extra[240];
     std::snprintf(extra, sizeof(extra),
-                  "\"batch\": %d, \"ctx\": %d, \"shared\": %s, \"views\": %s, \"auto\": %s, "
-                  "\"kv_gbs\": %.1f, \"copy_frac\": %.4f",
-                  kSeqs, ctx, shared ? "true" : "false", views ? "true" : "false",
-                  i == 0 ? "true" : "false", gbs,
-                  gbs / std::max(1.0, g_copy_gbs));
+                  "\"batch\": %d, \"block_size\": %d, \"ctx\": %d, \"shared\": %s, "
+                  "\"views\": %s, \"auto\": %s, \"kv_gbs\": %.1f, \"copy_frac\": %.4f",
+                  kSeqs, bs, ctx, shared ? "true" : "false", views ? "true" : "false",
+                  i == 0 ? "true" : "false", gbs, gbs / std::max(1.0, g_copy_gbs));
     Report(what, us, fig, extra);
   }
   cudaFree(ws);
@@ -679,6 +682,7 @@ int main(int argc, char** argv) {
   using namespace memshare::bench;
   std::string only;
   bool sweep = false;
+  int block_size = 16;
   std::vector<int> gemm_m = {1, 2, 4, 8, 16, 32, 48, 64, 128, 256};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
@@ -687,6 +691,13 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (!std::strcmp(argv[i], "--sweep")) {
       sweep = true;
+    } else if (!std::strcmp(argv[i], "--block_size") && i + 1 < argc) {
+      // KV block size of the decode attention section: 16 or 8.
+      block_size = std::atoi(argv[++i]);
+      if (block_size != 16 && block_size != 8) {
+        std::fprintf(stderr, "--block_size: 16 or 8\n");
+        return 2;
+      }
     } else if (!std::strcmp(argv[i], "--gemm_m") && i + 1 < argc) {
       // Token counts of the GEMM section (1 .. 256), comma-separated.
       gemm_m.clear();
@@ -703,7 +714,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--json FILE] [--only attn,prefill,gemm,dist,misc] [--sweep] "
-                   "[--gemm_m 1,16,64]\n",
+                   "[--gemm_m 1,16,64] [--block_size 16|8]\n",
                    argv[0]);
       return 2;
     }
@@ -716,12 +727,12 @@ int main(int argc, char** argv) {
   BenchCopy();
   if (Wants(only, "attn")) {
     for (int ctx : {1024, 4096, 16384}) {
-      for (bool shared : {false, true}) BenchDecode(64, ctx, shared, sweep);
-      BenchDecode(64, ctx, /*shared=*/true, sweep, /*views=*/true);
+      for (bool shared : {false, true}) BenchDecode(64, ctx, shared, sweep, false, block_size);
+      BenchDecode(64, ctx, /*shared=*/true, sweep, /*views=*/true, block_size);
     }
     // Few sequences: the split over the sequence (flash-decoding) matters.
-    BenchDecode(8, 16384, false, sweep);
-    BenchDecode(1, 16384, false, sweep);
+    BenchDecode(8, 16384, false, sweep, false, block_size);
+    BenchDecode(1, 16384, false, sweep, false, block_size);
   }
   if (Wants(only, "prefill")) {
     for (int len : {512, 2048}) BenchPrefill(4, len);
