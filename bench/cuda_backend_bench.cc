@@ -89,9 +89,10 @@ ABSL_FLAG(bool, skinny, true,
 ABSL_FLAG(double, skinny_preference, -1,
           "Keep the skinny GEMM where it times at most this share slower than cuBLASLt alone "
           "(CudaBackend::Options::skinny_gemm_preference); -1: the backend's default.");
-ABSL_FLAG(int, block_size, 16,
-          "KV block size in tokens (CudaBackend::Options::block_size); the fast attention "
-          "kernels take 16 and 8.");
+ABSL_FLAG(int, block_size, 8,
+          "KV block size in tokens (CudaBackend::Options::block_size), the worker's default; the "
+          "fast attention kernels take 16 and 8. Figures before 2026-11-27's thirteenth session "
+          "ran 16.");
 ABSL_FLAG(bool, skinny_wide, true,
           "Let GEMM tuning pick the skinny GEMM's column split, every k of a CTA's own output "
           "features (CudaBackend::Options::skinny_wide).");
@@ -144,7 +145,7 @@ struct Args {
   bool skinny = true;
   double skinny_preference = -1;  // -1: the backend's default
   bool skinny_wide = true;
-  int block_size = 16;
+  int block_size = 8;
   bool fuse_norms = true;
   bool greedy_candidates = true;
   bool upload_kernel = true;

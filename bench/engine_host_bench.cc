@@ -45,7 +45,7 @@ ABSL_FLAG(bool, memshare, true, "MemShare on (the server default policy) or off.
 ABSL_FLAG(bool, device_sampling, true,
           "The fake backend samples (as the CUDA backend does); false: the engine samples on the "
           "host from logits.");
-ABSL_FLAG(int, block_size, 16, "KV block size in tokens.");
+ABSL_FLAG(int, block_size, 8, "KV block size in tokens (the worker's default).");
 
 namespace memshare::bench {
 namespace {
