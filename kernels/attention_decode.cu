@@ -69,6 +69,23 @@ struct DecodeViewParams : DecodeParams {
 template <bool kViews>
 using DecodeParamsFor = std::conditional_t<kViews, DecodeViewParams, DecodeParams>;
 
+// Chunk i of a lane in a stage's K or V tile: its index in the tile, its
+// row and 16-byte column, and its byte offset with the row's XOR swizzle
+// (ldmatrix then reads without bank conflicts).
+struct StageChunkAt {
+  int idx;
+  int r;
+  int q;
+  uint32_t off;
+};
+template <int kChunksPerRow, int kRowBytes>
+__device__ __forceinline__ StageChunkAt StageChunk(int lane, int i) {
+  const int idx = lane + 32 * i;
+  const int r = idx / kChunksPerRow;
+  const int q = idx % kChunksPerRow;
+  return {idx, r, q, static_cast<uint32_t>(r * kRowBytes + ((q ^ (r & 7)) << 4))};
+}
+
 template <int D, int kStages>
 constexpr int DecodeSmemBytes() {
   return kWarps * kStages * 2 * kAttnTile * D * 2;
@@ -213,10 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       const int fresh_row = fused && tile == last_blk ? new_row : -1;
 #pragma unroll
       for (int i = 0; i < kChunksPerLane; ++i) {
-        const int idx = lane + 32 * i;
-        const int r = idx / kChunksPerRow;
-        const int q = idx % kChunksPerRow;
-        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const auto [idx, r, q, off] = StageChunk<kChunksPerRow, kRowBytes>(lane, i);
         const bool valid = r < valid_rows;
         // Rows past the end read nothing (zero-filled) from a listed block.
         const bool second = valid && r >= kBlock;
@@ -250,10 +264,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if constexpr (!kViews) {
 #pragma unroll
       for (int i = 0; i < kChunksPerLane; ++i) {
-        const int idx = lane + 32 * i;
-        const int r = idx / kChunksPerRow;
-        const int q = idx % kChunksPerRow;
-        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const auto [idx, r, q, off] = StageChunk<kChunksPerRow, kRowBytes>(lane, i);
         // Slots past the sequence's end are zero-filled: whatever the pool
         // holds there (NaN included) never reaches the MMAs.
         const int bytes = r < valid_rows ? 16 : 0;
@@ -267,10 +278,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       const __nv_bfloat16* kg_hi = head_base + int64_t{phys_hi} * p.block_elems;
 #pragma unroll
       for (int i = 0; i < kChunksPerLane; ++i) {
-        const int idx = lane + 32 * i;
-        const int r = idx / kChunksPerRow;
-        const int q = idx % kChunksPerRow;
-        const uint32_t off = r * kRowBytes + ((q ^ (r & 7)) << 4);
+        const auto [idx, r, q, off] = StageChunk<kChunksPerRow, kRowBytes>(lane, i);
         const int bytes = r < valid_rows ? 16 : 0;
         // Row r of the logical block: row r + shift of lo, or of hi past
         // lo's end (shift 0: lo's row r, as above).
