@@ -37,7 +37,9 @@ ABSL_FLAG(std::string, policy, "least-load",
           "Routing policy: 'least-load' (KV usage, queued tokens, requests in flight), "
           "'session' (consistent hash of session_id) or 'prefix' (consistent hash of the "
           "prompt's first KV blocks).");
-ABSL_FLAG(int32_t, prefix_blocks, 4, "prefix policy: KV blocks of the prompt that make its key.");
+ABSL_FLAG(int32_t, prefix_blocks, 8,
+          "prefix policy: KV blocks of the prompt that make its key (8: its first 64 tokens at the "
+          "workers' default --block_size=8).");
 ABSL_FLAG(int32_t, max_queue, 1024,
           "Requests that may wait in the router for a worker; beyond, RESOURCE_EXHAUSTED "
           "(HTTP 429).");

@@ -71,8 +71,9 @@ class Router {
     int max_attempts = 3;
     // Longest wait in the queue.
     absl::Duration queue_timeout = absl::Seconds(30);
-    // prefix policy: full KV blocks of the prompt that make its key.
-    int prefix_blocks = 4;
+    // prefix policy: full KV blocks of the prompt that make its key (8: the
+    // first 64 tokens at the workers' default 8-token blocks).
+    int prefix_blocks = 8;
     // Prefix of the ids given to requests without one.
     std::string request_id_prefix = "router";
   };
